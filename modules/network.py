@@ -1,0 +1,115 @@
+"""A small VPC for spot fleets: one private subnet per AZ (2+), a public subnet with one NAT gateway,
+and a free S3 gateway endpoint. Bring your own subnets instead by passing them to the stack."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from cdktn import Fn
+from constructs import Construct
+
+from toolkit.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Network of a stack.
+
+    - ``vpc_id`` + ``subnet_ids``: bring your own (both or neither). Default: create a VPC.
+    - ``cidr``: the created VPC's range. Default 10.42.0.0/16.
+    - ``az_count``: private subnets, one per AZ, 2 or more. Default 2.
+    - ``availability_zones``: explicit AZ names. Default: the first ``az_count`` available in the region.
+    - ``nat_gateway``: one NAT gateway so private instances reach package mirrors and AWS APIs. Default on.
+    """
+
+    vpc_id: str | None = None
+    subnet_ids: tuple[str, ...] = ()
+    cidr: str = "10.42.0.0/16"
+    az_count: int = 2
+    availability_zones: tuple[str, ...] = ()
+    nat_gateway: bool = True
+
+    @property
+    def bring_your_own(self) -> bool:
+        return bool(self.vpc_id or self.subnet_ids)
+
+
+def validate_network(settings: NetworkSettings) -> None:
+    if bool(settings.vpc_id) != bool(settings.subnet_ids):
+        raise ValidationError(
+            "network: vpc_id and subnet_ids go together: give both to bring your own network, or neither to create one"
+        )
+    if settings.bring_your_own:
+        return
+    try:
+        net = ipaddress.ip_network(settings.cidr)
+    except ValueError as exc:
+        raise ValidationError(f"network.cidr {settings.cidr!r} is not a CIDR block (e.g. 10.42.0.0/16)") from exc
+    if not 16 <= net.prefixlen <= 22:
+        raise ValidationError(f"network.cidr {settings.cidr!r}: use a prefix between /16 and /22")
+    count = len(settings.availability_zones) or settings.az_count
+    if count < 2:
+        raise ValidationError(
+            f"network.az_count must be 2 or more (got {count}): spot capacity is reclaimed per AZ, so one AZ can take the whole fleet"
+        )
+
+
+class SpotNetwork(Construct):
+    """The created VPC. ``private_subnet_ids`` feed compute groups, ``vpc_id`` their security groups."""
+
+    def __init__(self, scope: Construct, id_: str, *, name: str, region: str,
+                 settings: NetworkSettings = NetworkSettings()):
+        validate_network(settings)
+        super().__init__(scope, id_)
+        from cdktn_provider_aws.data_aws_availability_zones import DataAwsAvailabilityZones
+        from cdktn_provider_aws.eip import Eip
+        from cdktn_provider_aws.internet_gateway import InternetGateway
+        from cdktn_provider_aws.nat_gateway import NatGateway
+        from cdktn_provider_aws.route import Route
+        from cdktn_provider_aws.route_table import RouteTable
+        from cdktn_provider_aws.route_table_association import RouteTableAssociation
+        from cdktn_provider_aws.subnet import Subnet
+        from cdktn_provider_aws.vpc import Vpc
+        from cdktn_provider_aws.vpc_endpoint import VpcEndpoint
+
+        net = ipaddress.ip_network(settings.cidr)
+        blocks = list(net.subnets(new_prefix=min(net.prefixlen + 4, 28)))
+        count = len(settings.availability_zones) or settings.az_count
+        if settings.availability_zones:
+            azs = list(settings.availability_zones)
+        else:
+            data = DataAwsAvailabilityZones(self, "azs", state="available")
+            azs = [Fn.element(data.names, i) for i in range(count)]
+
+        self.vpc = Vpc(self, "vpc", cidr_block=settings.cidr, enable_dns_hostnames=True, enable_dns_support=True,
+                       tags={"Name": name})
+        self.vpc_id = self.vpc.id
+        self.az_count = count
+        private_rt = RouteTable(self, "private-rt", vpc_id=self.vpc.id, tags={"Name": f"{name}-private"})
+        self.private_subnets = []
+        for i in range(count):
+            subnet = Subnet(self, f"private-{i}", vpc_id=self.vpc.id, cidr_block=str(blocks[i]),
+                            availability_zone=azs[i], tags={"Name": f"{name}-private-{i}", "spotkit:tier": "private"})
+            RouteTableAssociation(self, f"private-rta-{i}", subnet_id=subnet.id, route_table_id=private_rt.id)
+            self.private_subnets.append(subnet)
+        self.private_subnet_ids = [s.id for s in self.private_subnets]
+
+        VpcEndpoint(self, "s3-endpoint", vpc_id=self.vpc.id, service_name=f"com.amazonaws.{region}.s3",
+                    vpc_endpoint_type="Gateway", route_table_ids=[private_rt.id])
+        if settings.nat_gateway:
+            igw = InternetGateway(self, "igw", vpc_id=self.vpc.id, tags={"Name": name})
+            public = Subnet(self, "public-0", vpc_id=self.vpc.id, cidr_block=str(blocks[-1]), availability_zone=azs[0],
+                            map_public_ip_on_launch=False, tags={"Name": f"{name}-public-0", "spotkit:tier": "public"})
+            public_rt = RouteTable(self, "public-rt", vpc_id=self.vpc.id, tags={"Name": f"{name}-public"})
+            Route(self, "public-default", route_table_id=public_rt.id, destination_cidr_block="0.0.0.0/0",
+                  gateway_id=igw.id)
+            RouteTableAssociation(self, "public-rta-0", subnet_id=public.id, route_table_id=public_rt.id)
+            eip = Eip(self, "nat-eip", domain="vpc", tags={"Name": f"{name}-nat"})
+            nat = NatGateway(self, "nat", allocation_id=eip.id, subnet_id=public.id, tags={"Name": name},
+                             depends_on=[igw])
+            Route(self, "private-default", route_table_id=private_rt.id, destination_cidr_block="0.0.0.0/0",
+                  nat_gateway_id=nat.id)
+            self.public_subnet_ids = [public.id]
+        else:
+            self.public_subnet_ids = []

@@ -1,0 +1,1 @@
+"""Deployable compositions of spotkit constructs. Each stack takes one frozen config dataclass."""

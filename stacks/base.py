@@ -1,0 +1,48 @@
+"""What every spotkit stack has: the AWS provider with a version range that admits both the current
+6.x and 5.100 (found in air-gapped mirrors), default tags, and the config it was built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from cdktn import TerraformStack
+from constructs import Construct
+
+AWS_PROVIDER_CONSTRAINT = ">= 5.100, < 7"
+TERRAFORM_CONSTRAINT = ">= 1.5"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Settings every stack has.
+
+    - ``name``: prefix of every resource name; 2-40 lowercase letters, digits, hyphens.
+    - ``region``: AWS region. Default us-east-1.
+    - ``tags``: tags on every resource (provider default tags).
+    """
+
+    name: str = "spotkit"
+    region: str = "us-east-1"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class SpotkitStack(TerraformStack):
+    """A TerraformStack with the AWS provider configured; the config is kept on ``self.config``."""
+
+    description = ""
+
+    def __init__(self, scope: Construct, id_: str, config: StackConfig):
+        super().__init__(scope, id_)
+        from cdktn_provider_aws.provider import AwsProvider
+
+        self.config = config
+        self.region = config.region
+        AwsProvider(
+            self, "aws",
+            region=config.region,
+            default_tags=[{"tags": {"spotkit:stack": id_, "spotkit:name": config.name, **dict(config.tags)}}],
+        )
+        # The generated bindings pin the exact 6.x they were built from; widen it to what we support.
+        self.add_override("terraform.required_providers.aws.version", AWS_PROVIDER_CONSTRAINT)
+        self.add_override("terraform.required_version", TERRAFORM_CONSTRAINT)

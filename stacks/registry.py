@@ -1,0 +1,52 @@
+"""The stacks spotkit ships, by name. Importing this module is cheap: stack modules (and cdktn) are
+imported only when a stack is built."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from toolkit.errors import StackNotFoundError
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    name: str
+    description: str
+    module: str
+    stack_class: str
+    config_class: str
+
+    def load(self):
+        """Return (stack class, config class)."""
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.stack_class), getattr(mod, self.config_class)
+
+
+STACKS: dict[str, StackSpec] = {
+    spec.name: spec
+    for spec in [
+        StackSpec("training", "Spot training fleet: mixed-instances group with rebalancing and a drain hook, in a small VPC",
+                  "stacks.training", "TrainingStack", "TrainingConfig"),
+    ]
+}
+
+
+def register(spec: StackSpec) -> None:
+    STACKS[spec.name] = spec
+
+
+def get(name: str) -> StackSpec:
+    try:
+        return STACKS[name]
+    except KeyError:
+        raise StackNotFoundError(
+            f"unknown stack {name!r}",
+            hint=f"stacks are: {', '.join(sorted(STACKS))} (see 'spotkit stacks')",
+        ) from None
+
+
+def resolve(names: list[str] | tuple[str, ...] | None) -> list[StackSpec]:
+    if not names:
+        return list(STACKS.values())
+    return [get(n) for n in names]

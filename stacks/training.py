@@ -1,0 +1,44 @@
+"""Training stack: a spot training fleet from the compute group, in a small VPC or your own subnets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cdktn import TerraformOutput
+from constructs import Construct
+
+from modules.compute_group import ComputeGroupSettings, SpotComputeGroup
+from modules.network import NetworkSettings, SpotNetwork, validate_network
+from stacks.base import SpotkitStack, StackConfig
+
+
+@dataclass(frozen=True)
+class TrainingConfig(StackConfig):
+    """Training fleet settings. Defaults synthesize with no config.
+
+    - ``network``: bring your own ``vpc_id``/``subnet_ids`` or a created VPC (default, 2 AZs).
+    - ``group``: the compute group (default: 3 general-purpose types, all spot, 0-4 instances).
+    """
+
+    name: str = "spotkit-training"
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    group: ComputeGroupSettings = field(default_factory=ComputeGroupSettings)
+
+
+class TrainingStack(SpotkitStack):
+    description = "Spot training fleet"
+
+    def __init__(self, scope: Construct, id_: str, config: TrainingConfig = TrainingConfig()):
+        validate_network(config.network)
+        super().__init__(scope, id_, config)
+        if config.network.bring_your_own:
+            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
+        else:
+            self.network = SpotNetwork(self, "network", name=config.name, region=config.region,
+                                       settings=config.network)
+            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        self.group = SpotComputeGroup(self, "fleet", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
+                                      settings=config.group)
+        TerraformOutput(self, "group_name", value=self.group.group_name)
+        TerraformOutput(self, "launch_template_id", value=self.group.launch_template.id)
+        TerraformOutput(self, "security_group_id", value=self.group.security_group_id)

@@ -1,0 +1,1 @@
+"""Shared test harness: synthesis helpers, the moto server, free ports."""

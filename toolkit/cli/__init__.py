@@ -1,0 +1,1 @@
+"""The ``spotkit`` command line: thin click adapters over the domain modules in ``toolkit``."""

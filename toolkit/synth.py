@@ -1,0 +1,139 @@
+"""Synthesize stacks to Terraform JSON and summarize what a spot fleet will look like.
+
+``synthesize`` runs the cdktn app in-process (no npm CLI needed) and writes
+``OUTDIR/stacks/<name>/cdk.tf.json``; ``summarize`` reads such a file, whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from toolkit.errors import MissingDependencyError, ToolkitError
+
+
+@dataclass
+class GroupSummary:
+    name: str
+    instance_types: list[str]
+    attribute_based: bool
+    on_demand_base: int
+    on_demand_percent_above_base: int
+    spot_allocation_strategy: str
+    subnets: int
+    min_size: Any
+    max_size: Any
+
+    @property
+    def split(self) -> str:
+        spot = 100 - int(self.on_demand_percent_above_base)
+        return f"{self.on_demand_base} on-demand base, then {self.on_demand_percent_above_base}% on-demand / {spot}% spot"
+
+
+@dataclass
+class StackSummary:
+    name: str
+    path: str
+    resources: dict[str, int] = field(default_factory=dict)
+    groups: list[GroupSummary] = field(default_factory=list)
+    az_count: int = 0
+
+    @property
+    def resource_total(self) -> int:
+        return sum(self.resources.values())
+
+
+def require_node() -> str:
+    node = shutil.which("node")
+    if not node:
+        raise MissingDependencyError(
+            "Node.js was not found on PATH; the cdktn engine (jsii) needs it to synthesize stacks",
+            hint="install Node.js 20 or newer (e.g. 'apt-get install nodejs') and run the command again",
+        )
+    return node
+
+
+def synthesize(names: Sequence[str] | None, outdir: str | Path,
+               config_data: Mapping[str, Any] | None = None) -> list[Path]:
+    """Build and synthesize the named stacks (default all); return the cdk.tf.json paths."""
+    require_node()
+    import os
+
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    from stacks.app import build_app
+
+    outdir = Path(outdir)
+    app, stacks = build_app(names, str(outdir), config_data)
+    app.synth()
+    paths = [outdir / "stacks" / s.node.id / "cdk.tf.json" for s in stacks]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise ToolkitError(f"synthesis wrote no file at {missing[0]}")  # a bug, but say where
+    return paths
+
+
+def load_tf_json(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolkitError(f"{p} does not exist", hint="run 'spotkit synth' first, or pass the path of a cdk.tf.json") from None
+    except json.JSONDecodeError as exc:
+        raise ToolkitError(f"{p} is not valid JSON: {exc}") from exc
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def summarize(path: str | Path, name: str | None = None) -> StackSummary:
+    doc = load_tf_json(path)
+    resources = doc.get("resource", {}) or {}
+    summary = StackSummary(name=name or Path(path).parent.name, path=str(path))
+    summary.resources = {rtype: len(items) for rtype, items in sorted(resources.items())}
+    azs: set[str] = set()
+    for subnet in (resources.get("aws_subnet") or {}).values():
+        if (subnet.get("tags") or {}).get("spotkit:tier") == "public":
+            continue
+        azs.add(str(subnet.get("availability_zone", subnet.get("availability_zone_id", id(subnet)))))
+    group_subnets = 0
+    for gid, group in (resources.get("aws_autoscaling_group") or {}).items():
+        mip = (_as_list(group.get("mixed_instances_policy")) or [{}])[0]
+        dist = (_as_list(mip.get("instances_distribution")) or [{}])[0]
+        lt = (_as_list(mip.get("launch_template")) or [{}])[0]
+        overrides = _as_list(lt.get("override"))
+        types = [o["instance_type"] for o in overrides if o.get("instance_type")]
+        subnets = len(_as_list(group.get("vpc_zone_identifier")))
+        group_subnets = max(group_subnets, subnets)
+        summary.groups.append(GroupSummary(
+            name=str(group.get("name") or gid),
+            instance_types=types or ([] if not mip else ["(single launch template type)"]),
+            attribute_based=any("instance_requirements" in o for o in overrides),
+            on_demand_base=int(dist.get("on_demand_base_capacity", 0) or 0),
+            # AWS defaults to 100% on-demand above the base when the field is left out.
+            on_demand_percent_above_base=int(dist.get("on_demand_percentage_above_base_capacity", 100)),
+            spot_allocation_strategy=str(dist.get("spot_allocation_strategy", "")),
+            subnets=subnets,
+            min_size=group.get("min_size"),
+            max_size=group.get("max_size"),
+        ))
+    summary.az_count = len(azs) or group_subnets
+    return summary
+
+
+def render_summary(summary: StackSummary) -> str:
+    lines = [f"{summary.name}: {summary.resource_total} resources in {summary.path}"]
+    for rtype, count in summary.resources.items():
+        lines.append(f"  {count:3d}  {rtype}")
+    lines.append(f"  AZs: {summary.az_count}")
+    for g in summary.groups:
+        kind = "attribute-based" if g.attribute_based else f"{len(g.instance_types)} types"
+        lines.append(f"  group {g.name}: size {g.min_size}-{g.max_size}, {kind}: {', '.join(g.instance_types) or '-'}")
+        lines.append(f"    {g.split}; spot allocation {g.spot_allocation_strategy or '-'}; {g.subnets} subnets")
+    return "\n".join(lines)
