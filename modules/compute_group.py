@@ -25,6 +25,13 @@ from cdktn import TerraformResourceLifecycle
 from constructs import Construct
 
 from modules.annotations import warn
+from modules.hibernation import (
+    HibernationSettings,
+    WarmPoolSettings,
+    hibernation_root_size,
+    validate_hibernation,
+    validate_warm_pool,
+)
 from modules.lazy import lazy_any, lazy_string
 from modules.user_data import UserData, UserDataPart
 from toolkit.errors import ValidationError
@@ -131,6 +138,9 @@ class ComputeGroupSettings:
     - ``health_check_grace_period``: seconds before health checks count. Default 300.
     - ``protect_from_scale_in``: needed by ECS managed termination protection. Default off.
     - ``tags``: extra tags on the group, its instances and volumes.
+    - ``hibernation``: launch-template hibernation (``modules.hibernation``). Default off.
+    - ``warm_pool``: a warm pool (``Hibernated`` by default) with reuse on scale-in; AWS allows it only on an
+      all-on-demand group of one instance type. Default: none.
     """
 
     instance_types: tuple[str, ...] = ("m6i.large", "m6a.large", "m5.large")
@@ -158,6 +168,8 @@ class ComputeGroupSettings:
     health_check_grace_period: int = 300
     protect_from_scale_in: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
+    hibernation: HibernationSettings = field(default_factory=HibernationSettings)
+    warm_pool: Optional[WarmPoolSettings] = None
 
     @property
     def uses_spot(self) -> bool:
@@ -245,6 +257,11 @@ def validate_settings(name: str, settings: ComputeGroupSettings, subnet_ids: Seq
         raise ValidationError(f"{where}: root_volume_size_gib must be at least 8 (got {s.root_volume_size_gib})")
     if not subnet_ids:
         raise ValidationError(f"{where}: subnet_ids is empty: give at least one subnet (two or more AZs recommended)")
+    types = () if s.instance_requirements is not None else tuple(dict.fromkeys(s.instance_types))
+    validate_hibernation(where, types, s.hibernation, root_encrypted=True)
+    validate_warm_pool(where, s.warm_pool, hibernation_enabled=s.hibernation.enabled, uses_spot=s.uses_spot,
+                       instance_type_count=len(types), uses_requirements=s.instance_requirements is not None,
+                       max_size=s.max_size)
 
 
 class SpotComputeGroup(Construct):
@@ -389,7 +406,8 @@ class SpotComputeGroup(Construct):
         root = {
             "device_name": "/dev/xvda",
             "ebs": {
-                "volume_size": s.root_volume_size_gib,
+                "volume_size": (hibernation_root_size(s.instance_types, s.hibernation, s.root_volume_size_gib)
+                                if s.hibernation.enabled else s.root_volume_size_gib),
                 "volume_type": s.root_volume_type,
                 "encrypted": "true",
                 "delete_on_termination": "true",
@@ -421,6 +439,10 @@ class SpotComputeGroup(Construct):
             **self._extra_launch_template,
         )
         self.launch_template.add_override("block_device_mappings", lazy_any(lambda: [root] + self._block_devices))
+        if s.hibernation.enabled:
+            self.launch_template.add_override("hibernation_options", {"configured": True})
+        if s.warm_pool is not None:  # one on-demand type, no mixed instances policy (validated)
+            self.launch_template.add_override("instance_type", s.instance_types[0])
 
     def _mixed_instances_policy(self):
         from cdktn_provider_aws.autoscaling_group import (
@@ -482,7 +504,9 @@ class SpotComputeGroup(Construct):
             health_check_type="EC2",
             health_check_grace_period=s.health_check_grace_period,
             protect_from_scale_in=s.protect_from_scale_in,
-            mixed_instances_policy=self._mixed_instances_policy(),
+            mixed_instances_policy=None if s.warm_pool else self._mixed_instances_policy(),
+            launch_template=self._warm_pool_launch_template(),
+            warm_pool=self._warm_pool(),
             initial_lifecycle_hook=hooks or None,
             instance_refresh=AutoscalingGroupInstanceRefresh(
                 strategy="Rolling",
@@ -501,6 +525,29 @@ class SpotComputeGroup(Construct):
                 "mixed_instances_policy.launch_template.override.0.instance_requirements",
                 s.instance_requirements.to_terraform(),
             )
+
+    def _warm_pool_launch_template(self):
+        if self.settings.warm_pool is None:
+            return None
+        from cdktn_provider_aws.autoscaling_group import AutoscalingGroupLaunchTemplate
+
+        return AutoscalingGroupLaunchTemplate(id=self.launch_template.id, version="$Latest")
+
+    def _warm_pool(self):
+        wp = self.settings.warm_pool
+        if wp is None:
+            return None
+        from cdktn_provider_aws.autoscaling_group import (
+            AutoscalingGroupWarmPool,
+            AutoscalingGroupWarmPoolInstanceReusePolicy,
+        )
+
+        return AutoscalingGroupWarmPool(
+            pool_state=wp.pool_state,
+            min_size=wp.min_size,
+            max_group_prepared_capacity=wp.max_group_prepared_capacity,
+            instance_reuse_policy=AutoscalingGroupWarmPoolInstanceReusePolicy(reuse_on_scale_in=wp.reuse_on_scale_in),
+        )
 
     @property
     def group_name(self) -> str:
