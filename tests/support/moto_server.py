@@ -21,6 +21,14 @@ CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing
 # moto gaps that the harness fills. Each entry: (what, why).
 EXTENSIONS: list[tuple[str, str]] = []
 
+# CompleteLifecycleAction / RecordLifecycleActionHeartbeat: moto 5.2 has no handler for them; the
+# interruption agent and handler complete the spotkit-drain hook (tests/support/lifecycle_extension.py).
+from tests.support import lifecycle_extension  # noqa: E402
+
+lifecycle_extension.install()
+EXTENSIONS.append(("autoscaling CompleteLifecycleAction + RecordLifecycleActionHeartbeat",
+                   "moto 5.2 lacks both actions; the agent and the interruption handler complete the drain hook"))
+
 
 @dataclass
 class MotoServer:

@@ -1,0 +1,369 @@
+"""The on-instance interruption agent: poll IMDS, and on a notice drain the instance in a fixed order.
+
+On the first terminal notice (spot interruption, Auto Scaling termination, or a scheduled maintenance
+event that is due) the agent, once:
+
+1. runs the ``on_notice`` command with ``SPOTKIT_NOTICE_KIND``, ``SPOTKIT_NOTICE_TIME``,
+   ``SPOTKIT_DEADLINE`` (and ``SPOTKIT_NOTICE_ID``, ``SPOTKIT_NOTICE_ACTION``, ``SPOTKIT_DEADLINE_EPOCH``)
+   in its environment, and kills it if it is still running at the deadline (notice time minus ``margin``);
+2. sends SIGTERM (``workload_signal``) to the workload's process group, like a Kubernetes preStop hook
+   followed by the pod's SIGTERM;
+3. completes the ``spotkit-drain`` lifecycle action (CONTINUE) if the group is terminating the instance,
+   now or later while the agent keeps running.
+
+A rebalance recommendation runs the optional ``on_rebalance`` command (deadline: ``rebalance_timeout``)
+and nothing else. Every step is a JSON line. Network errors, 5xx and unreadable bodies are logged with
+context and polling goes on: nothing but a stop request ends the loop (or, with ``once``, the drain).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+from toolkit.agent.imds import ImdsClient, ImdsError
+from toolkit.agent.lifecycle import (
+    DRAIN_HOOK_NAME,
+    GROUP_TAG_PATH,
+    INSTANCE_ID_PATH,
+    LifecycleCompletion,
+    complete_lifecycle_action,
+)
+from toolkit.agent.log import JsonLogger
+from toolkit.agent.notices import (
+    LIFECYCLE,
+    LIFECYCLE_PATH,
+    MAINTENANCE,
+    REBALANCE,
+    Monitor,
+    Notice,
+    NoticeParseError,
+    default_monitors,
+    iso,
+)
+from toolkit.agent.runner import HookResult, SignalResult, run_hook, signal_workload
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What the agent does on a notice. Every field has a safe default.
+
+    - ``on_notice``: shell command run once on the first terminal notice. Default: none (only signal).
+    - ``on_rebalance``: shell command run on a rebalance recommendation. Default: none.
+    - ``interval``: seconds between polls. Default 2 (AWS suggests every 5 s; notices come 2 min ahead).
+    - ``margin``: the hook's deadline is the notice time minus this many seconds. Default 15.
+    - ``once``: return after the first drain. Default off (keep watching, e.g. to complete the
+      lifecycle action that follows a spot notice).
+    - ``workload_pgid`` / ``workload_pidfile``: who gets ``workload_signal`` (default SIGTERM) after the
+      hook. Default: nobody.
+    - ``complete_lifecycle``: complete the ``lifecycle_hook`` action when the group terminates the
+      instance. Default on. ``group_name``: default from the instance tag aws:autoscaling:groupName.
+    - ``lifecycle_heartbeat``: seconds the group waits for us (the hook's heartbeat); the deadline of a
+      lifecycle notice. Default 300, the compute group's default.
+    - ``rebalance_timeout``: deadline of ``on_rebalance``. Default 300.
+    - ``maintenance_lead``: act on a scheduled event this many seconds before it starts. Default 900.
+    - ``state_file``: remembers handled notices across restarts (systemd restarts the agent). Default none.
+    - ``dry_run``: log "would have" instead of signaling and completing. The hook still runs.
+    """
+
+    on_notice: Optional[str] = None
+    on_rebalance: Optional[str] = None
+    interval: float = 2.0
+    margin: float = 15.0
+    once: bool = False
+    workload_pgid: Optional[int] = None
+    workload_pidfile: Optional[str] = None
+    workload_signal: str = "SIGTERM"
+    complete_lifecycle: bool = True
+    group_name: Optional[str] = None
+    lifecycle_hook: str = DRAIN_HOOK_NAME
+    lifecycle_heartbeat: float = 300.0
+    rebalance_timeout: float = 300.0
+    maintenance_lead: float = 900.0
+    state_file: Optional[str] = None
+    dry_run: bool = False
+    kill_grace: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ValueError(f"interval must be more than 0 seconds (got {self.interval})")
+        if self.margin < 0:
+            raise ValueError(f"margin must be 0 or more seconds (got {self.margin})")
+        if self.workload_pgid is not None and self.workload_pidfile:
+            raise ValueError("give workload_pgid or workload_pidfile, not both")
+
+
+@dataclass
+class AgentResult:
+    """What one drain did, with epoch timestamps (``None`` = step not taken)."""
+
+    notice: dict
+    detected_at: float
+    deadline: float
+    hook_started_at: Optional[float] = None
+    hook_finished_at: Optional[float] = None
+    signal_sent_at: Optional[float] = None
+    lifecycle_completed_at: Optional[float] = None
+    hook: Optional[HookResult] = None
+    signal: Optional[SignalResult] = None
+    lifecycle: Optional[LifecycleCompletion] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Agent:
+    """Polls ``monitors`` through ``imds`` and drains on a notice. ``autoscaling`` is a boto3 client or a
+    zero-argument factory (called only when a lifecycle action must be completed)."""
+
+    def __init__(self, imds: ImdsClient, config: AgentConfig = AgentConfig(), *,
+                 autoscaling: Any = None, log: Optional[Callable[..., Any]] = None,
+                 monitors: Optional[list[Monitor]] = None):
+        self.imds = imds
+        self.config = config
+        self.log = log or JsonLogger()
+        self.monitors = monitors if monitors is not None else default_monitors(config.lifecycle_heartbeat)
+        self._autoscaling = autoscaling
+        self._errors: dict[str, str] = {}
+        self._announced: set[str] = set()
+        self.handled: set[str] = set()
+        self.drained: Optional[AgentResult] = None
+        self.lifecycle_done = False
+        self.polls = 0
+        self._load_state()
+
+    # --- state across restarts ---------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        path = self.config.state_file
+        if not path or not os.path.exists(path):
+            return
+        try:
+            with open(path) as fh:
+                doc = json.load(fh)
+            self.handled = set(doc.get("handled", []))
+            self.lifecycle_done = bool(doc.get("lifecycle_completed"))
+            self._restored_drain = bool(doc.get("drained"))
+        except (OSError, ValueError) as exc:
+            self.log("state-unreadable", path=path, error=f"{type(exc).__name__}: {exc}")
+
+    def _save_state(self) -> None:
+        path = self.config.state_file
+        if not path:
+            return
+        tmp = f"{path}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(tmp, "w") as fh:
+                json.dump({"handled": sorted(self.handled), "drained": self._already_drained(),
+                           "lifecycle_completed": self.lifecycle_done}, fh)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.log("state-unwritable", path=path, error=f"{type(exc).__name__}: {exc}")
+
+    def _already_drained(self) -> bool:
+        return self.drained is not None or getattr(self, "_restored_drain", False)
+
+    # --- detect ------------------------------------------------------------------------------
+
+    def poll_once(self) -> list[Notice]:
+        """Read every monitor once; return notices not handled yet. Errors are logged, never raised."""
+        self.polls += 1
+        found: list[Notice] = []
+        now = datetime.now(timezone.utc)
+        for monitor in self.monitors:
+            try:
+                body = self.imds.get_text(monitor.path)
+                notices = monitor.parse(body, now) if body is not None else []
+            except (ImdsError, NoticeParseError) as exc:
+                message = f"{monitor.context}: {exc}"
+                if self._errors.get(monitor.path) != message:  # log each new error once, not every poll
+                    self.log("poll-error", monitor=monitor.kind, error=message,
+                             retryable=not isinstance(exc, NoticeParseError))
+                self._errors[monitor.path] = message
+                continue
+            if monitor.path in self._errors:
+                self.log("poll-recovered", monitor=monitor.kind, after=self._errors.pop(monitor.path))
+            found.extend(n for n in notices if n.id not in self.handled)
+        return found
+
+    # --- decide + act ------------------------------------------------------------------------
+
+    def step(self) -> Optional[AgentResult]:
+        """One poll and whatever it calls for; returns the drain result when this step drained."""
+        drained_now = None
+        for notice in self.poll_once():
+            if notice.kind == REBALANCE:
+                self._rebalance(notice)
+            elif notice.kind == MAINTENANCE and notice.time.timestamp() - time.time() > self.config.maintenance_lead:
+                if notice.id not in self._announced:
+                    self._announced.add(notice.id)
+                    self.log("notice-scheduled", notice=notice.to_dict(),
+                             acts_at=iso(datetime.fromtimestamp(notice.time.timestamp() - self.config.maintenance_lead,
+                                                                timezone.utc)))
+            elif not self._already_drained():
+                drained_now = self.drain(notice)
+            else:
+                self.handled.add(notice.id)
+                self.log("notice-detected", notice=notice.to_dict(), note="already drained: hook not run again")
+                if notice.kind == LIFECYCLE:
+                    self._complete_lifecycle()
+                self._save_state()
+        return drained_now
+
+    def drain(self, notice: Notice, detected_at: Optional[float] = None) -> AgentResult:
+        c = self.config
+        detected = detected_at or time.time()
+        deadline = notice.time.timestamp() - c.margin
+        result = AgentResult(notice=notice.to_dict(), detected_at=detected, deadline=deadline)
+        self.drained = result
+        self.handled.add(notice.id)
+        self.log("notice-detected", notice=notice.to_dict(), deadline=_iso_epoch(deadline),
+                 seconds_left=round(deadline - detected, 3))
+        if c.on_notice:
+            if deadline <= time.time():
+                self.log("hook-skipped", reason="the deadline has already passed", deadline=_iso_epoch(deadline))
+            else:
+                self.log("hook-started", command=c.on_notice)
+                hook = run_hook(c.on_notice, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
+                result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
+                self.log("hook-finished", returncode=hook.returncode, killed=hook.killed,
+                         seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
+        if c.workload_pgid is not None or c.workload_pidfile:
+            sig = signal_workload(pgid=c.workload_pgid, pidfile=c.workload_pidfile, sig=c.workload_signal,
+                                  dry_run=c.dry_run)
+            result.signal, result.signal_sent_at = sig, sig.sent_at
+            if sig.dry_run:
+                self.log("would-have-signaled", target=sig.target, signal=sig.signal)
+            elif sig.error:
+                self.log("signal-failed", target=sig.target, signal=sig.signal, error=sig.error)
+            else:
+                self.log("workload-signaled", target=sig.target, signal=sig.signal)
+        if notice.kind == LIFECYCLE or self._group_terminating():
+            result.lifecycle = self._complete_lifecycle()
+            if result.lifecycle is not None:
+                result.lifecycle_completed_at = result.lifecycle.completed_at
+        self._save_state()
+        return result
+
+    def _group_terminating(self) -> bool:
+        try:
+            return (self.imds.get_text(LIFECYCLE_PATH) or "").strip() == "Terminated"
+        except ImdsError as exc:
+            self.log("poll-error", monitor=LIFECYCLE, error=f"checking the Auto Scaling target lifecycle state: {exc}",
+                     retryable=True)
+            return False
+
+    def _complete_lifecycle(self) -> Optional[LifecycleCompletion]:
+        c = self.config
+        if not c.complete_lifecycle or self.lifecycle_done:
+            return None
+        try:
+            group = c.group_name or self.imds.get_text(GROUP_TAG_PATH)
+            instance_id = self.imds.get_text(INSTANCE_ID_PATH)
+        except ImdsError as exc:
+            self.log("lifecycle-failed", error=f"reading the group name and instance id from IMDS: {exc}")
+            return None
+        if not group or not instance_id:
+            self.log("lifecycle-failed", error="no group name: pass --group or enable instance metadata tags",
+                     group=group, instance_id=instance_id)
+            return None
+        try:
+            client = self._autoscaling() if callable(self._autoscaling) else self._autoscaling
+        except Exception as exc:  # building the client: credentials, region...
+            self.log("lifecycle-failed", error=f"creating the Auto Scaling client: {type(exc).__name__}: {exc}")
+            return None
+        if client is None:
+            self.log("lifecycle-failed", error="no Auto Scaling client configured")
+            return None
+        done = complete_lifecycle_action(client, group=group, instance_id=instance_id, hook=c.lifecycle_hook,
+                                         dry_run=c.dry_run)
+        if done.dry_run:
+            self.log("would-have-completed-lifecycle", group=group, instance_id=instance_id, hook=c.lifecycle_hook)
+        elif done.error:
+            self.log("lifecycle-failed", error=done.error)
+        else:
+            self.lifecycle_done = True
+            self.log("lifecycle-completed", group=group, instance_id=instance_id, hook=c.lifecycle_hook,
+                     result=done.result)
+        return done
+
+    def _rebalance(self, notice: Notice) -> None:
+        c = self.config
+        self.handled.add(notice.id)
+        self.log("notice-detected", notice=notice.to_dict())
+        if c.on_rebalance:
+            deadline = time.time() + c.rebalance_timeout
+            self.log("rebalance-hook-started", command=c.on_rebalance)
+            hook = run_hook(c.on_rebalance, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
+            self.log("rebalance-hook-finished", returncode=hook.returncode, killed=hook.killed,
+                     seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
+        self._save_state()
+
+    # --- loop --------------------------------------------------------------------------------
+
+    def run(self, stop: Optional[threading.Event] = None) -> Optional[AgentResult]:
+        """Poll every ``interval`` seconds until ``stop`` is set (or, with ``once``, until the first drain)."""
+        stop = stop or threading.Event()
+        c = self.config
+        self.log("agent-started", metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
+                 once=c.once, on_notice=c.on_notice, on_rebalance=c.on_rebalance, dry_run=c.dry_run)
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                result = self.step()
+                if result is not None and c.once:
+                    return result
+                stop.wait(max(0.0, c.interval - (time.monotonic() - started)))
+            return self.drained
+        finally:
+            self.imds.close()
+            self.log("agent-stopped", polls=self.polls, drained=self.drained is not None)
+
+
+def _iso_epoch(ts: float) -> str:
+    return iso(datetime.fromtimestamp(ts, timezone.utc))
+
+
+def _hook_env(notice: Notice, deadline: float) -> dict[str, str]:
+    return {
+        "SPOTKIT_NOTICE_KIND": notice.kind,
+        "SPOTKIT_NOTICE_TIME": iso(notice.time),
+        "SPOTKIT_NOTICE_ACTION": notice.action,
+        "SPOTKIT_NOTICE_ID": notice.id,
+        "SPOTKIT_DEADLINE": _iso_epoch(deadline),
+        "SPOTKIT_DEADLINE_EPOCH": f"{deadline:.3f}",
+    }
+
+
+def run_until_notice(metadata_url: str, config: AgentConfig = AgentConfig(), *, autoscaling: Any = None,
+                     log: Optional[Callable[..., Any]] = None, token_ttl: int = 21600, allow_v1: bool = False,
+                     timeout: Optional[float] = None, stop: Optional[threading.Event] = None) -> AgentResult:
+    """Library entry (the drill): watch ``metadata_url`` until the first terminal notice, drain, return.
+
+    The result has the timings: ``detected_at``, ``hook_started_at``, ``hook_finished_at``,
+    ``signal_sent_at``, ``lifecycle_completed_at``. Raises ``TimeoutError`` after ``timeout`` seconds
+    without a notice.
+    """
+    from dataclasses import replace
+
+    stop = stop or threading.Event()
+    timer = threading.Timer(timeout, stop.set) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        agent = Agent(ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_v1), replace(config, once=True),
+                      autoscaling=autoscaling, log=log)
+        result = agent.run(stop)
+    finally:
+        if timer:
+            timer.cancel()
+    if result is None:
+        raise TimeoutError(f"no interruption notice from {metadata_url} within {timeout} s")
+    return result
