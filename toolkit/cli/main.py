@@ -20,6 +20,7 @@ from toolkit.errors import ToolkitError
 # Each module defines click commands and a ``register(group)`` function.
 COMMAND_MODULES = [
     "toolkit.cli.stacks_cmd",
+    "toolkit.cli.agent_cmd",
 ]
 
 
