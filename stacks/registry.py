@@ -28,6 +28,10 @@ STACKS: dict[str, StackSpec] = {
     for spec in [
         StackSpec("training", "Spot training fleet: mixed-instances group with rebalancing and a drain hook, in a small VPC",
                   "stacks.training", "TrainingStack", "TrainingConfig"),
+        StackSpec("ecs_spot", "ECS cluster for CPU services: spot and on-demand capacity providers with managed draining",
+                  "stacks.ecs_spot", "EcsSpotStack", "EcsSpotConfig"),
+        StackSpec("gpu_inference", "GPU inference on spot: vLLM service behind an ALB, on-demand base, spot for the rest",
+                  "stacks.gpu_inference", "GpuInferenceStack", "GpuInferenceConfig"),
     ]
 }
 

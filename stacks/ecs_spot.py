@@ -1,0 +1,45 @@
+"""ECS on spot for CPU services: a cluster with a spot and an on-demand capacity provider, in a small VPC
+or your own subnets. Services placed with the cluster default strategy keep a base on on-demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cdktn import TerraformOutput
+from constructs import Construct
+
+from modules.ecs_spot import EcsClusterSettings, EcsSpotCluster, validate_cluster
+from modules.network import NetworkSettings, SpotNetwork, validate_network
+from stacks.base import SpotkitStack, StackConfig
+
+
+@dataclass(frozen=True)
+class EcsSpotConfig(StackConfig):
+    """ECS-on-spot settings. Defaults synthesize with no config.
+
+    - ``network``: bring your own ``vpc_id``/``subnet_ids`` or a created VPC (default, 2 AZs).
+    - ``cluster``: capacity providers, default strategy, agent settings (see ``EcsClusterSettings``).
+    """
+
+    name: str = "spotkit-ecs"
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    cluster: EcsClusterSettings = field(default_factory=EcsClusterSettings)
+
+
+class EcsSpotStack(SpotkitStack):
+    description = "ECS cluster on spot with an on-demand floor"
+
+    def __init__(self, scope: Construct, id_: str, config: EcsSpotConfig = EcsSpotConfig()):
+        validate_network(config.network)
+        validate_cluster(config.name, config.cluster)
+        super().__init__(scope, id_, config)
+        if config.network.bring_your_own:
+            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
+        else:
+            self.network = SpotNetwork(self, "network", name=config.name, region=config.region, settings=config.network)
+            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
+                                      settings=config.cluster)
+        TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
+        TerraformOutput(self, "spot_capacity_provider", value=self.cluster.spot_provider_name)
+        TerraformOutput(self, "on_demand_capacity_provider", value=self.cluster.on_demand_provider_name)

@@ -1,0 +1,126 @@
+"""GPU inference on spot: an OpenAI-compatible server (vLLM defaults, DeepSeek-R1 distill) on an ECS
+cluster with GPU spot and on-demand capacity providers, behind an Application Load Balancer.
+
+Serving degrades gracefully: ``service.on_demand_base`` replicas run on on-demand and keep answering
+when every spot replica is reclaimed; spot replicas are drained from the load balancer on the
+two-minute notice and replaced by ECS managed scaling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from cdktn import TerraformOutput
+from constructs import Construct
+
+from modules.compute_group import InstanceRequirements
+from modules.ecs_spot import CapacityProviderSettings, EcsClusterSettings, EcsSpotCluster, validate_cluster
+from modules.gpu import ECS_GPU_AMI_PARAMETER, instance_types_for, require_gpus_per_task
+from modules.compute_group import ComputeGroupSettings
+from modules.inference_service import InferenceService, InferenceServiceSettings, validate_service
+from modules.network import NetworkSettings, SpotNetwork, validate_network
+from stacks.base import SpotkitStack, StackConfig
+from toolkit.errors import ValidationError
+
+
+def _gpu_cluster() -> EcsClusterSettings:
+    group = dict(min_size=0, root_volume_size_gib=200, health_check_grace_period=600)
+    return EcsClusterSettings(
+        gpu=True,
+        spot=CapacityProviderSettings(group=ComputeGroupSettings(max_size=6, **group)),
+        on_demand=CapacityProviderSettings(group=ComputeGroupSettings(
+            max_size=2, on_demand_percentage_above_base=100, **group)),
+        default_on_demand_base=1, default_on_demand_weight=1, default_spot_weight=4,
+        agent_config={"ECS_IMAGE_PULL_BEHAVIOR": "prefer-cached"},
+    )
+
+
+@dataclass(frozen=True)
+class GpuInferenceConfig(StackConfig):
+    """GPU inference settings. Defaults synthesize with no config.
+
+    GPU instance choice (applied to both capacity providers' groups; the first that is set wins):
+    - ``accelerators``: attribute-based selection (``accelerator_manufacturers=("nvidia",)``,
+      ``accelerator_names``, ``accelerator_count_min``, ``accelerator_total_memory_mib_min``).
+    - ``gpu_instance_types``: an explicit list, in priority order (``("p4d.24xlarge", "p5.48xlarge")``).
+    - ``gpu_families`` + ``gpu_instance_size``: families of one size. Default g6, g5, g6e (L4, A10G,
+      L40S) in ``xlarge``: three spot pools of one 24-48 GB GPU each.
+
+    - ``ami_id`` / ``ami_ssm_parameter``: the image. Default: the GPU-optimized ECS AMI (Amazon Linux
+      2023) read from its public SSM parameter.
+    - ``network``: bring your own ``vpc_id``/``subnet_ids`` or a created VPC (default, 2 AZs).
+    - ``alb_subnet_ids``: subnets of the load balancer. Default: the task subnets (private, for the
+      default internal ALB). A public ALB (``service.internet_facing``) needs public subnets in 2 AZs here.
+    - ``cluster``: capacity providers and agent (``gpu`` on; 0-6 spot, 0-2 on-demand, 200 GiB root).
+    - ``service``: the inference service (see ``InferenceServiceSettings``); ``ingress_cidrs``
+      defaults to the created VPC's range.
+    """
+
+    name: str = "spotkit-gpu"
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    gpu_families: tuple[str, ...] = ("g6", "g5", "g6e")
+    gpu_instance_size: str = "xlarge"
+    gpu_instance_types: tuple[str, ...] = ()
+    accelerators: Optional[InstanceRequirements] = None
+    ami_id: Optional[str] = None
+    ami_ssm_parameter: str = ECS_GPU_AMI_PARAMETER
+    alb_subnet_ids: tuple[str, ...] = ()
+    cluster: EcsClusterSettings = field(default_factory=_gpu_cluster)
+    service: InferenceServiceSettings = field(default_factory=InferenceServiceSettings)
+
+
+def resolve(config: GpuInferenceConfig) -> tuple[EcsClusterSettings, InferenceServiceSettings]:
+    """The cluster and service settings the stack builds, with the GPU choice applied; validates."""
+    where = f"gpu_inference {config.name!r}"
+    validate_network(config.network)
+    if config.accelerators is not None:
+        types: tuple[str, ...] = ()
+        choice = dict(instance_requirements=config.accelerators)
+    else:
+        types = config.gpu_instance_types or instance_types_for(config.gpu_families, config.gpu_instance_size, where)
+        choice = dict(instance_types=types, instance_requirements=None)
+    image = dict(ami_id=config.ami_id, ami_ssm_parameter=config.ami_ssm_parameter)
+    cluster = dataclasses.replace(
+        config.cluster,
+        spot=dataclasses.replace(config.cluster.spot,
+                                 group=dataclasses.replace(config.cluster.spot.group, **choice, **image)),
+        on_demand=dataclasses.replace(config.cluster.on_demand,
+                                      group=dataclasses.replace(config.cluster.on_demand.group, **choice, **image)),
+    )
+    validate_cluster(config.name, cluster)
+    service = config.service
+    if types and service.container.gpus_per_task > 0:
+        require_gpus_per_task(where, types, service.container.gpus_per_task)
+    if not service.ingress_cidrs and not config.network.bring_your_own:
+        service = dataclasses.replace(service, ingress_cidrs=(config.network.cidr,))
+    if service.internet_facing and not config.alb_subnet_ids:
+        raise ValidationError(
+            f"{where}: service.internet_facing needs public subnets in 2 AZs for the load balancer: pass "
+            "alb_subnet_ids (the created VPC has one public subnet, for its NAT gateway)")
+    validate_service(config.name, service, config.alb_subnet_ids or ("task-subnet-a", "task-subnet-b"))
+    return cluster, service
+
+
+class GpuInferenceStack(SpotkitStack):
+    description = "GPU inference on spot"
+
+    def __init__(self, scope: Construct, id_: str, config: GpuInferenceConfig = GpuInferenceConfig()):
+        cluster_settings, service_settings = resolve(config)
+        super().__init__(scope, id_, config)
+        if config.network.bring_your_own:
+            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
+        else:
+            self.network = SpotNetwork(self, "network", name=config.name, region=config.region, settings=config.network)
+            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
+                                      settings=cluster_settings)
+        self.service = InferenceService(
+            self, "inference", name=config.name, cluster=self.cluster, vpc_id=vpc_id, task_subnet_ids=subnet_ids,
+            alb_subnet_ids=list(config.alb_subnet_ids) or subnet_ids, settings=service_settings,
+        )
+        TerraformOutput(self, "url", value=self.service.url)
+        TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
+        TerraformOutput(self, "service_name", value=self.service.service.name)
+        TerraformOutput(self, "service_security_group_id", value=self.service.service_security_group_id)
