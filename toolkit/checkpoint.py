@@ -1,0 +1,127 @@
+"""Atomic checkpoints: the newest good one is always loadable, even when the writer is killed.
+
+A checkpoint is one ``.npz`` file written to a temporary name in the same directory, flushed and
+fsynced, then renamed to ``ckpt-<step>.npz`` (rename is atomic on POSIX), and the directory is fsynced
+so the rename itself survives a crash. Readers only look at final names, newest first, and fall back
+to an older one if a file cannot be read (a disk that lost data, or a file copied in by hand).
+Temporary files left by a killed writer are ignored, and removed by the next writer.
+
+Retention keeps the ``keep`` newest checkpoints; older ones are removed only after a newer one is
+durable, and only files this module names (``ckpt-*.npz``) are ever touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+_FINAL = re.compile(r"^ckpt-(\d{9})\.npz$")
+_TMP_PREFIX = ".ckpt-tmp-"
+META_KEY = "__spotkit_meta__"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: Path
+    arrays: dict[str, np.ndarray]
+    meta: dict
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return Path(directory) / f"ckpt-{step:09d}.npz"
+
+
+def save(directory: str | Path, step: int, arrays: Mapping[str, np.ndarray], meta: Mapping | None = None,
+         keep: int = 3) -> Path:
+    """Write checkpoint ``step`` atomically; return its path. ``keep`` newest are retained (0 = all)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if step < 0:
+        raise ValueError(f"step must be 0 or more, got {step}")
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    if META_KEY in payload:
+        raise ValueError(f"{META_KEY} is reserved")
+    payload[META_KEY] = np.frombuffer(json.dumps({"step": step, **dict(meta or {})}).encode(), dtype=np.uint8)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        final = checkpoint_path(directory, step)
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _clean(directory, keep)
+    return final
+
+
+def _clean(directory: Path, keep: int) -> None:
+    for stale in directory.glob(f"{_TMP_PREFIX}*"):
+        # Left by a killed writer. A live writer (another process sharing the directory) keeps its own.
+        pid = stale.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    if keep > 0:
+        for old in list_steps(directory)[:-keep]:
+            checkpoint_path(directory, old).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_steps(directory: str | Path) -> list[int]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    steps = []
+    for entry in directory.iterdir():
+        m = _FINAL.match(entry.name)
+        if m:
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def load(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k != META_KEY}
+        meta = json.loads(bytes(data[META_KEY]).decode())
+    return Checkpoint(step=int(meta["step"]), path=path, arrays=arrays, meta=meta)
+
+
+def latest(directory: str | Path) -> Checkpoint | None:
+    """The newest checkpoint that loads, or None. Unreadable files are skipped (and left in place)."""
+    for step in reversed(list_steps(directory)):
+        try:
+            return load(checkpoint_path(Path(directory), step))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+            continue
+    return None
