@@ -24,6 +24,7 @@ from typing import Mapping, Optional, Sequence
 from cdktn import TerraformResourceLifecycle
 from constructs import Construct
 
+from modules.agent_user_data import AgentSettings, agent_user_data_part, validate_agent_settings
 from modules.annotations import warn
 from modules.hibernation import (
     HibernationSettings,
@@ -141,6 +142,10 @@ class ComputeGroupSettings:
     - ``hibernation``: launch-template hibernation (``modules.hibernation``). Default off.
     - ``warm_pool``: a warm pool (``Hibernated`` by default) with reuse on scale-in; AWS allows it only on an
       all-on-demand group of one instance type. Default: none.
+    - ``install_agent``: install and start the interruption agent at boot (``modules.agent_user_data``):
+      checkpoint hook, SIGTERM and lifecycle completion on a spot or Auto Scaling notice. Default on.
+    - ``agent``: how the agent is installed and what it runs (``AgentSettings``). Default: ``spotkit`` from
+      PyPI, hook ``/etc/spotkit/on-notice``, workload pid in ``/run/spotkit/workload.pid``.
     """
 
     instance_types: tuple[str, ...] = ("m6i.large", "m6a.large", "m5.large")
@@ -170,6 +175,8 @@ class ComputeGroupSettings:
     tags: Mapping[str, str] = field(default_factory=dict)
     hibernation: HibernationSettings = field(default_factory=HibernationSettings)
     warm_pool: Optional[WarmPoolSettings] = None
+    install_agent: bool = True
+    agent: AgentSettings = field(default_factory=AgentSettings)
 
     @property
     def uses_spot(self) -> bool:
@@ -262,6 +269,8 @@ def validate_settings(name: str, settings: ComputeGroupSettings, subnet_ids: Seq
     validate_warm_pool(where, s.warm_pool, hibernation_enabled=s.hibernation.enabled, uses_spot=s.uses_spot,
                        instance_type_count=len(types), uses_requirements=s.instance_requirements is not None,
                        max_size=s.max_size)
+    if s.install_agent:
+        validate_agent_settings(where, s.agent)
 
 
 class SpotComputeGroup(Construct):
@@ -305,6 +314,9 @@ class SpotComputeGroup(Construct):
 
         self.tags = {GROUP_TAG: name, "spotkit:managed": "true", **dict(settings.tags)}
         self.user_data = UserData(self, f"{name}_user_data".replace("-", "_"))
+        if settings.install_agent:
+            self.add_user_data(agent_user_data_part(settings.agent,
+                                                    lifecycle_heartbeat=settings.lifecycle_hook_heartbeat_seconds))
         self._create_security_group(security_group_id)
         self._create_role()
         self._create_launch_template()

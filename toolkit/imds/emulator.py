@@ -60,6 +60,7 @@ class EmulatorSettings:
     """What the emulated instance looks like and when its notices arrive (seconds after start)."""
 
     imdsv2_required: bool = False
+    token_api: bool = True  # False: the token PUT answers 404, like an IMDSv1-only proxy or emulator
     spot_action: str = "terminate"
     spot_delay: Optional[float] = None
     rebalance_delay: Optional[float] = None
@@ -180,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path != "/latest/api/token":
             return self._send(405, "Method Not Allowed")
+        if not self.state.settings.token_api:
+            return self._send(404, "Not Found")
         if self.headers.get("X-Forwarded-For"):
             return self._send(403, "Forbidden")
         try:
