@@ -1,0 +1,192 @@
+"""A standalone persistent spot instance for one-off notebooks and single-node jobs.
+
+Unlike a spot instance in an Auto Scaling group (always terminated when reclaimed), a persistent spot
+request can ``hibernate`` (RAM written to the encrypted root volume, resumed when capacity returns) or
+``stop`` (disks kept, RAM lost). Its data volume is a separate ``aws_ebs_volume`` in the subnet's AZ,
+tagged with the retained-volume contract of ``modules.data_volume`` and attached; it survives the
+instance being terminated or replaced.
+
+Capabilities match the compute group's, so ``EfsCheckpoints.attach(instance)`` works:
+``add_user_data``, ``add_to_role_policy``, ``security_group_id``, ``role``, ``subnet_ids``, ``name``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from constructs import Construct
+
+from modules.data_volume import DataVolumeSettings, mount_script, validate_data_volumes, RetainedDataVolumes
+from modules.hibernation import HibernationSettings, hibernation_root_size, validate_hibernation
+from modules.lazy import lazy_string
+from modules.user_data import UserData, UserDataPart
+from toolkit.errors import ValidationError
+
+INTERRUPTION_BEHAVIOURS = ("hibernate", "stop")
+DEFAULT_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class SpotInstanceSettings:
+    """Settings of a persistent spot instance.
+
+    - ``instance_type``: one type. Default m6i.xlarge (supports hibernation, 16 GiB).
+    - ``interruption_behaviour``: hibernate (default) or stop. ``hibernate`` turns hibernation on
+      (AWS refuses any other behaviour with hibernation configured); ``stop`` needs ``hibernation.enabled`` off.
+    - ``hibernation``: os allowance / explicit root size (``enabled`` follows the behaviour).
+    - ``root_volume_size_gib``: base root size; raised to RAM + OS when hibernating. Default 50.
+    - ``root_volume_encrypted``: hibernation requires it. Default on.
+    - ``spot_max_price``: USD/hour cap. Default: none (up to the on-demand price).
+    - ``data_volume``: a retained data volume, or None. Default 200 GiB gp3 at /dev/sdf -> /mnt/data.
+    - ``ami_id`` / ``ami_ssm_parameter``: image. Default latest AL2023 (supports hibernation).
+    - ``kms_key_id``: EBS key. Default: the account's default EBS key.
+    - ``tags``: extra tags.
+    """
+
+    instance_type: str = "m6i.xlarge"
+    interruption_behaviour: str = "hibernate"
+    hibernation: HibernationSettings = field(default_factory=HibernationSettings)
+    root_volume_size_gib: int = 50
+    root_volume_encrypted: bool = True
+    spot_max_price: Optional[str] = None
+    data_volume: Optional[DataVolumeSettings] = field(default_factory=DataVolumeSettings)
+    ami_id: Optional[str] = None
+    ami_ssm_parameter: str = DEFAULT_AMI_PARAMETER
+    kms_key_id: Optional[str] = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def effective_hibernation(self) -> HibernationSettings:
+        h = self.hibernation
+        return HibernationSettings(enabled=self.interruption_behaviour == "hibernate",
+                                   os_and_apps_gib=h.os_and_apps_gib, root_volume_size_gib=h.root_volume_size_gib)
+
+
+def validate_spot_instance(name: str, s: SpotInstanceSettings) -> None:
+    where = f"PersistentSpotInstance {name!r}"
+    if not _NAME.match(name):
+        raise ValidationError(f"{where}: name must be 2-40 lowercase letters, digits or hyphens, starting with a letter")
+    if s.interruption_behaviour not in INTERRUPTION_BEHAVIOURS:
+        raise ValidationError(
+            f"{where}: interruption_behaviour {s.interruption_behaviour!r} would lose the instance: use 'hibernate' "
+            "(keeps RAM) or 'stop' (keeps disks); a terminated notebook belongs in a compute group"
+        )
+    if s.interruption_behaviour == "stop" and s.hibernation.enabled:
+        raise ValidationError(
+            f"{where}: hibernation.enabled with interruption_behaviour 'stop': AWS requires 'hibernate' when "
+            "hibernation is configured; set interruption_behaviour='hibernate' or hibernation.enabled=false"
+        )
+    if s.root_volume_size_gib < 8:
+        raise ValidationError(f"{where}: root_volume_size_gib must be at least 8 (got {s.root_volume_size_gib})")
+    validate_hibernation(where, (s.instance_type,), s.effective_hibernation, root_encrypted=s.root_volume_encrypted)
+    if s.data_volume is not None:
+        validate_data_volumes(where, [s.data_volume])
+
+
+class PersistentSpotInstance(Construct):
+    """One persistent spot instance with its role, security group, encrypted root and retained data volume."""
+
+    def __init__(self, scope: Construct, id_: str, *, name: str, vpc_id: str, subnet_id: str,
+                 settings: SpotInstanceSettings = SpotInstanceSettings()):
+        validate_spot_instance(name, settings)
+        super().__init__(scope, id_)
+        from cdktn import TerraformResourceLifecycle
+        from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
+        from cdktn_provider_aws.data_aws_subnet import DataAwsSubnet
+        from cdktn_provider_aws.ebs_volume import EbsVolume
+        from cdktn_provider_aws.iam_instance_profile import IamInstanceProfile
+        from cdktn_provider_aws.iam_role import IamRole
+        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+        from cdktn_provider_aws.instance import (
+            Instance,
+            InstanceInstanceMarketOptions,
+            InstanceInstanceMarketOptionsSpotOptions,
+            InstanceMetadataOptions,
+            InstanceRootBlockDevice,
+        )
+        from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupEgress
+        from cdktn_provider_aws.volume_attachment import VolumeAttachment
+
+        s = settings
+        self.name = name
+        self.settings = s
+        self.subnet_ids = [subnet_id]
+        self._statements: list[dict] = []
+        self.tags = {"spotkit:group": name, "spotkit:managed": "true", **dict(s.tags)}
+        self.user_data = UserData(self, f"{name}_user_data".replace("-", "_"))
+
+        sg = SecurityGroup(
+            self, "security-group", name_prefix=f"{name}-", vpc_id=vpc_id,
+            description=f"spotkit spot instance {name}: egress only",
+            egress=[SecurityGroupEgress(from_port=0, to_port=0, protocol="-1", cidr_blocks=["0.0.0.0/0"],
+                                        description="all outbound")],
+            tags=self.tags, lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
+        )
+        self.security_group_id = sg.id
+        self.role = IamRole(
+            self, "role", name_prefix=f"{name}-"[:38],
+            assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
+            tags=self.tags,
+        )
+        IamRolePolicyAttachment(self, "ssm-core", role=self.role.name,
+                                policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+        self.add_to_role_policy({"Sid": "FindOwnDataVolumes", "Effect": "Allow",
+                                 "Action": "ec2:DescribeVolumes", "Resource": "*"})
+        IamRolePolicy(self, "policy", name="spotkit-instance", role=self.role.id,
+                      policy=lazy_string(lambda: json.dumps({"Version": "2012-10-17", "Statement": self._statements})))
+        profile = IamInstanceProfile(self, "instance-profile", name_prefix=f"{name}-"[:38], role=self.role.name)
+
+        hib = s.effective_hibernation
+        root_size = hibernation_root_size((s.instance_type,), hib, s.root_volume_size_gib) if hib.enabled \
+            else s.root_volume_size_gib
+        image = s.ami_id or DataAwsSsmParameter(self, "ami", name=s.ami_ssm_parameter).value
+        self.instance = Instance(
+            self, "instance",
+            ami=image,
+            instance_type=s.instance_type,
+            subnet_id=subnet_id,
+            vpc_security_group_ids=[sg.id],
+            iam_instance_profile=profile.name,
+            hibernation=hib.enabled,
+            instance_market_options=InstanceInstanceMarketOptions(
+                market_type="spot",
+                spot_options=InstanceInstanceMarketOptionsSpotOptions(
+                    spot_instance_type="persistent",
+                    instance_interruption_behavior=s.interruption_behaviour,
+                    max_price=s.spot_max_price,
+                ),
+            ),
+            root_block_device=InstanceRootBlockDevice(
+                volume_size=root_size, volume_type="gp3", encrypted=s.root_volume_encrypted,
+                kms_key_id=s.kms_key_id, delete_on_termination=True),
+            metadata_options=InstanceMetadataOptions(http_endpoint="enabled", http_tokens="required",
+                                                     http_put_response_hop_limit=2, instance_metadata_tags="enabled"),
+            user_data_base64=self.user_data.base64,
+            tags={**self.tags, "Name": name},
+        )
+        self.data_volume = None
+        if s.data_volume is not None:
+            v = s.data_volume
+            az = DataAwsSubnet(self, "subnet", id=subnet_id).availability_zone
+            self.data_volume = EbsVolume(
+                self, "data-volume",
+                availability_zone=az, size=v.size_gib, type=v.volume_type, encrypted=True, kms_key_id=v.kms_key_id,
+                iops=v.iops if v.volume_type == "gp3" else None,
+                throughput=v.throughput_mibps if v.volume_type == "gp3" else None,
+                tags={**self.tags, **RetainedDataVolumes.tags_for(name, v.device_name)},
+            )
+            VolumeAttachment(self, "data-attachment", device_name=v.device_name, volume_id=self.data_volume.id,
+                             instance_id=self.instance.id, stop_instance_before_detaching=True)
+            self.add_user_data(UserDataPart("data-volumes", mount_script([v], group_name=name, tag=False), order=20))
+
+    def add_user_data(self, part: UserDataPart) -> None:
+        self.user_data.add_part(part)
+
+    def add_to_role_policy(self, statement: Mapping) -> None:
+        self._statements.append(dict(statement))
