@@ -1,0 +1,260 @@
+"""``spotkit recover ...`` (the runbooks) and ``spotkit status``: thin adapters over toolkit.runbooks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.output import emit_json, table
+from toolkit.runbooks.base import DEFAULT_JOURNAL_DIR, RunContext
+
+INTERRUPTION_JOURNAL = os.environ.get("SPOTKIT_INTERRUPTION_JOURNAL", str(Path(".spotkit") / "interruptions.jsonl"))
+
+
+def _common(fn):
+    fn = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(fn)
+    fn = click.option("--dry-run", is_flag=True, help="Say what would be done (\"would attach ...\"); change nothing.")(fn)
+    fn = click.option("--journal-dir", type=click.Path(file_okay=False), default=str(DEFAULT_JOURNAL_DIR),
+                      show_default=True, help="Where the runbook journals its steps (a re-run resumes from it).")(fn)
+    return fn
+
+
+class _Bar:
+    """A progress bar on stderr for long work (text output only)."""
+
+    def __init__(self, enabled: bool, label: str):
+        self.enabled, self.label, self.bar, self.last = enabled, label, None, 0
+
+    def __call__(self, done: int, total: int, item: str) -> None:
+        if not self.enabled or total < 2:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        self.bar.update(done - self.last, item)
+        self.last = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir: str, label: str):
+    """Plan with a dry run, show it, confirm (unless --yes), then run for real with a progress bar.
+
+    ``make(run_context)`` returns ``(result, actions)``.
+    """
+    preview, actions = make(RunContext(dry_run=True, journal_dir=journal_dir))
+    if dry_run or not actions:
+        return preview, False
+    if not yes:
+        if ctx.json:
+            raise click.UsageError("--output json needs --yes (or --dry-run) for a command that changes things")
+        for a in actions:
+            click.echo(f"  {a.description}")
+        click.confirm(f"{label}: go ahead?", abort=True)
+    bar = _Bar(not ctx.json, label)
+    try:
+        result, _ = make(RunContext(dry_run=False, journal_dir=journal_dir, progress=bar))
+    finally:
+        bar.close()
+    return result, True
+
+
+def _echo_actions(actions) -> None:
+    for a in actions:
+        click.echo(("done: " if a.done else "") + a.description)
+
+
+@click.group("recover")
+def recover_group():
+    """Recovery runbooks: put the pieces back after a spot interruption (each is journaled and resumable)."""
+
+
+@recover_group.command("volumes")
+@click.option("--group", "group", required=True, help="The spotkit group (Auto Scaling group name).")
+@click.option("--allow-copy/--no-copy", default=True, show_default=True,
+              help="Copy a volume (snapshot + new volume) to another AZ when the replacements are only there.")
+@_common
+@pass_ctx
+def volumes_command(ctx: CliContext, group, allow_copy, yes, dry_run, journal_dir):
+    """Attach the group's retained data volumes to running instances that lack their device."""
+    from toolkit.runbooks.volumes import RecoverVolumes
+
+    ec2 = ctx.client("ec2")
+
+    def make(rc):
+        r = RecoverVolumes(ec2, rc, allow_copy=allow_copy).run(group)
+        return r, r.actions
+
+    result, ran = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"recover volumes {group}")
+    if ctx.json:
+        emit_json(result)
+    else:
+        _echo_actions(result.actions)
+        rows = [[p.volume_id, p.device, p.volume_az, p.mode, p.instance_id or "-", p.copy_volume_id or "-", p.status]
+                for p in result.placements]
+        if rows:
+            click.echo(table(rows, ["VOLUME", "DEVICE", "AZ", "MODE", "INSTANCE", "COPY", "STATUS"]))
+        else:
+            click.echo(f"no retained volume of group {group!r} is waiting for an instance")
+        for origin, copy in sorted(result.superseded.items()):
+            click.echo(f"{origin}: superseded by its copy {copy} (left untouched)")
+        if not ran and not dry_run and not result.unresolved:
+            click.echo("nothing to do")
+    result.raise_for_unresolved()
+
+
+@recover_group.command("snapshot")
+@click.option("--group", required=True, help="The spotkit group.")
+@click.option("--device", required=True, help="The device name, e.g. /dev/sdf (tag spotkit:device).")
+@click.option("--instance-id", help="Attach to this instance (default: a running instance of the group without the device).")
+@_common
+@pass_ctx
+def snapshot_command(ctx: CliContext, group, device, instance_id, yes, dry_run, journal_dir):
+    """Restore the newest snapshot of a device to a new volume next to an instance and attach it."""
+    from toolkit.runbooks.snapshot import RestoreSnapshot
+
+    ec2 = ctx.client("ec2")
+
+    def make(rc):
+        r = RestoreSnapshot(ec2, rc).run(group, device, instance_id)
+        return r, r.actions
+
+    result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"restore {device} of {group}")
+    if ctx.json:
+        emit_json(result)
+        return
+    _echo_actions(result.actions)
+    click.echo(f"{result.snapshot_id} ({result.snapshot_time}) -> {result.volume_id or 'new volume'} on "
+               f"{result.instance_id} as {device}: {result.status}")
+
+
+@recover_group.command("drain")
+@click.option("--instance-id", required=True, help="The instance to take out of service.")
+@click.option("--token", help="Lifecycle action token (default: the one the interruption journal holds).")
+@click.option("--interruption-journal", default=INTERRUPTION_JOURNAL, show_default=True,
+              help="The interruption handler's local journal (JSON lines), for the lifecycle token.")
+@click.option("--no-complete", is_flag=True, help="Do not complete the termination lifecycle action.")
+@_common
+@pass_ctx
+def drain_command(ctx: CliContext, instance_id, token, interruption_journal, no_complete, yes, dry_run, journal_dir):
+    """Deregister from target groups, set ECS DRAINING and complete the lifecycle action, by hand."""
+    from toolkit.interruption.actions import Clients
+    from toolkit.runbooks.drain import DrainInstance, lifecycle_token_from_journal
+
+    clients = Clients.of(factory=ctx.client)
+    token = token or lifecycle_token_from_journal(interruption_journal, instance_id)
+
+    def make(rc):
+        r = DrainInstance(clients, rc).run(instance_id, token=token, complete_lifecycle=not no_complete)
+        return r, [a for a in r.actions if not a.done and a.description.startswith("would")]
+
+    result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"drain {instance_id}")
+    if ctx.json:
+        emit_json(result)
+    else:
+        click.echo(table([[s["name"], s["status"], s["message"]] for s in result.steps], ["STEP", "STATUS", "MESSAGE"]))
+    if result.failed and not dry_run:
+        from toolkit.errors import ToolkitError
+
+        raise ToolkitError(f"{len(result.failed)} drain step(s) failed for {instance_id}: {result.failed[0]['message']}",
+                           hint=f"fix the cause above and run 'spotkit recover drain --instance-id {instance_id}' again "
+                                "(every step looks before it acts)")
+
+
+@recover_group.command("replace")
+@click.option("--group", required=True, help="The spotkit group.")
+@click.option("--window", "window_minutes", default=30, show_default=True, help="Minutes of scaling activities to read.")
+@click.option("--min-failures", default=2, show_default=True, help="Capacity failures that trigger the on-demand fallback.")
+@_common
+@pass_ctx
+def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, dry_run, journal_dir):
+    """Make sure the group has its desired capacity; fall back to on-demand while spot keeps failing."""
+    from toolkit.runbooks.replace import ReplaceCapacity
+
+    asg = ctx.client("autoscaling")
+
+    def make(rc):
+        r = ReplaceCapacity(asg, rc, window_minutes=window_minutes, min_failures=min_failures).run(group)
+        return r, r.actions
+
+    result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"replace {group}")
+    _echo_capacity(ctx, result)
+    if result.status == "launching":
+        click.echo(f"next: the group is still launching; run 'spotkit recover replace --group {group}' again in a few minutes")
+    elif result.status == "fallback" and not dry_run:
+        click.echo(f"next: when spot is back, 'spotkit recover restore-spot --group {group}'")
+
+
+@recover_group.command("restore-spot")
+@click.option("--group", required=True, help="The spotkit group.")
+@click.option("--force", is_flag=True, help="Revert even if spot capacity failed recently.")
+@click.option("--window", "window_minutes", default=30, show_default=True, help="Minutes of scaling activities to read.")
+@_common
+@pass_ctx
+def restore_spot_command(ctx: CliContext, group, force, window_minutes, yes, dry_run, journal_dir):
+    """Revert the on-demand fallback recorded by 'recover replace'."""
+    from toolkit.runbooks.replace import RestoreSpot
+
+    asg = ctx.client("autoscaling")
+
+    def make(rc):
+        r = RestoreSpot(asg, rc, window_minutes=window_minutes).run(group, force=force)
+        return r, r.actions
+
+    result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"restore spot {group}")
+    _echo_capacity(ctx, result)
+
+
+def _echo_capacity(ctx: CliContext, result) -> None:
+    if ctx.json:
+        emit_json(result)
+        return
+    _echo_actions(result.actions)
+    click.echo(f"{result.group}: desired {result.desired}, in service {result.in_service}, "
+               f"capacity failures {len(result.capacity_failures)}, on-demand base "
+               f"{result.on_demand_base_before} -> {result.on_demand_base_after}: {result.status}")
+
+
+@click.command("status")
+@click.option("--group", help="Only this group (default: every group tagged spotkit:group).")
+@click.option("--interruption-journal", default=INTERRUPTION_JOURNAL, show_default=True,
+              help="The interruption handler's local journal (JSON lines) for recent interruptions.")
+@pass_ctx
+def status_command(ctx: CliContext, group, interruption_journal):
+    """Spot vs on-demand per group, recent interruptions, waiting volumes, snapshot ages, fallbacks."""
+    from toolkit.runbooks.status import interruptions_from_journal, status
+
+    result = status(ctx.client("ec2"), ctx.client("autoscaling"), group,
+                    interruptions=interruptions_from_journal(interruption_journal))
+    if ctx.json:
+        emit_json(result)
+        return
+    if not result.groups:
+        click.echo("no spotkit group found" + (f" named {group!r}" if group else ""))
+        return
+    click.echo(table([[g.group, "-" if g.desired is None else g.desired, g.spot, g.on_demand, len(g.interruptions),
+                       len(g.waiting_volumes),
+                       (f"base {g.fallback['original_on_demand_base']}->{g.fallback['on_demand_base']}" if g.fallback else "-")]
+                      for g in result.groups],
+                     ["GROUP", "DESIRED", "SPOT", "ON-DEMAND", "INTERRUPTIONS", "WAITING VOLUMES", "FALLBACK"]))
+    for g in result.groups:
+        for s in g.snapshots:
+            click.echo(f"{g.group} {s.device}: newest snapshot {s.snapshot_id}, {s.age_minutes} min old")
+        for v in g.waiting_volumes:
+            click.echo(f"{g.group} {v['device']}: {v['volume_id']} ({v['az']}) waits for an instance "
+                       f"-> spotkit recover volumes --group {g.group}")
+        for e in g.interruptions:
+            click.echo(f"{g.group}: {e.get('time')} {e.get('kind')} {e.get('instance_id')} ({e.get('status')})")
+        if g.fallback:
+            click.echo(f"{g.group}: on-demand fallback since {g.fallback['since']} "
+                       f"-> spotkit recover restore-spot --group {g.group} when spot is back")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(recover_group)
+    group.add_command(status_command)

@@ -1,0 +1,135 @@
+"""AWS call helpers shared by the runbooks: pagination, server-side filters, waiters, call counting.
+
+Every read goes through a paginator with server-side ``Filters``, so the number of calls grows with
+pages of results, never with the number of instances or volumes. Throttling is retried with backoff
+by the clients themselves (``toolkit.aws.RETRY_CONFIG``, standard retry mode); waiters take a delay and
+a maximum number of attempts so nothing waits forever.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from botocore.exceptions import ClientError, WaiterError
+
+from toolkit.errors import AwsCallError
+
+GROUP_TAG = "spotkit:group"
+DEVICE_TAG = "spotkit:device"
+RETAIN_TAG = "spotkit:retain"
+ORIGIN_VOLUME_TAG = "spotkit:origin-volume"
+ORIGIN_SNAPSHOT_TAG = "spotkit:origin-snapshot"
+TARGET_AZ_TAG = "spotkit:target-az"
+RESTORED_FOR_TAG = "spotkit:restored-for"
+FALLBACK_BASE_TAG = "spotkit:fallback-original-on-demand-base"
+FALLBACK_SINCE_TAG = "spotkit:fallback-since"
+ASG_NAME_TAG = "aws:autoscaling:groupName"
+
+# EC2 filter values per call are capped at 200 by AWS; ids are chunked at that size.
+MAX_FILTER_VALUES = 200
+
+
+def tag_filter(key: str, *values: str) -> dict:
+    return {"Name": f"tag:{key}", "Values": list(values)}
+
+
+def tags_of(resource: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", []) or []}
+
+
+def paginate(client, operation: str, result_key: str, **kwargs) -> Iterator[dict]:
+    """Yield every item of ``result_key`` over all pages of ``operation``."""
+    paginator = client.get_paginator(operation)
+    for page in paginator.paginate(**kwargs):
+        yield from page.get(result_key, [])
+
+
+def chunks(items: list, size: int = MAX_FILTER_VALUES) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def group_instances(ec2, group: str | None = None, states: Iterable[str] = ("running",)) -> list[dict]:
+    """Instances tagged with a spotkit group (or every spotkit group), in the given states: one paginated call."""
+    filters = [{"Name": "instance-state-name", "Values": list(states)}]
+    filters.append(tag_filter(GROUP_TAG, group) if group else {"Name": "tag-key", "Values": [GROUP_TAG]})
+    out = []
+    for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=filters):
+        out.extend(reservation.get("Instances", []))
+    return out
+
+
+def group_volumes(ec2, group: str | None = None, *, retained_only: bool = True,
+                  status: Iterable[str] | None = None) -> list[dict]:
+    """spotkit data volumes of a group (or every group): one paginated call with server-side filters."""
+    filters = [tag_filter(GROUP_TAG, group) if group else {"Name": "tag-key", "Values": [GROUP_TAG]}]
+    if retained_only:
+        filters.append(tag_filter(RETAIN_TAG, "true"))
+    if status:
+        filters.append({"Name": "status", "Values": list(status)})
+    return list(paginate(ec2, "describe_volumes", "Volumes", Filters=filters))
+
+
+def volumes_with_tag(ec2, key: str, values: list[str]) -> list[dict]:
+    out: list[dict] = []
+    for part in chunks(values):
+        out.extend(paginate(ec2, "describe_volumes", "Volumes", Filters=[tag_filter(key, *part)]))
+    return out
+
+
+def snapshots_with_tags(ec2, filters: list[dict]) -> list[dict]:
+    return list(paginate(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters))
+
+
+def describe_groups(autoscaling, names: list[str] | None = None) -> list[dict]:
+    """Auto Scaling groups by name, or every group tagged ``spotkit:group``."""
+    if names:
+        out: list[dict] = []
+        for part in chunks(names, 50):  # the API takes at most 50 names per call... per page
+            out.extend(paginate(autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups",
+                                AutoScalingGroupNames=part))
+        return out
+    return list(paginate(autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups",
+                         Filters=[{"Name": "tag-key", "Values": [GROUP_TAG]}]))
+
+
+def wait(client, waiter_name: str, *, delay: float, max_attempts: int, what: str, **kwargs) -> None:
+    """Run a boto3 waiter with a bounded time; a timeout is an error that says what to do."""
+    try:
+        client.get_waiter(waiter_name).wait(WaiterConfig={"Delay": delay, "MaxAttempts": max_attempts}, **kwargs)
+    except WaiterError as exc:
+        raise AwsCallError(
+            f"timed out after {delay * max_attempts:.0f}s waiting for {what}: {exc}",
+            hint="run the same command again: it resumes where it stopped and creates nothing twice",
+        ) from exc
+
+
+def is_permission_error(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException")
+
+
+@dataclass
+class CallCounter:
+    """Counts AWS API calls made by clients, via botocore's ``before-call`` event (one per call, retries excluded).
+
+    ``counter.attach(client)`` for each client; ``counter.total`` and ``counter.by_operation`` afterwards.
+    """
+
+    by_operation: Counter = field(default_factory=Counter)
+
+    def attach(self, client) -> Any:
+        client.meta.events.register("before-call.*.*", self._count)
+        return client
+
+    def _count(self, model, **_kwargs) -> None:
+        self.by_operation[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_operation.values())
+
+    def matching(self, *names: str) -> int:
+        return sum(n for op, n in self.by_operation.items() if op.split(":", 1)[1] in names)

@@ -1,0 +1,163 @@
+"""Runbook machinery: a registry of named runbooks, a journal of steps and resources, dry-run and hooks.
+
+A runbook is a class registered under a name whose docstring lists its steps. It receives injected
+boto3 clients and returns a result dataclass; it never prints. Every mutating AWS call goes through
+:meth:`Runbook.mutate`, which in dry-run mode records "would ..." and calls nothing.
+
+Resuming after a kill has two anchors, so a re-run never makes a second snapshot, volume or
+attachment and never loses track of what it made:
+
+- the **journal**, a JSON file under ``.spotkit/journal/`` written after every step, listing the
+  resources each step made (``Journal.made``);
+- **idempotency tags** on every resource made (``spotkit:origin-volume``, ``spotkit:target-az``...),
+  set atomically at creation with ``TagSpecifications``, so a resource made just before a kill (and
+  before the journal write) is found by a filtered describe call; ``ClientToken`` where the API has one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+DEFAULT_JOURNAL_DIR = Path(".spotkit") / "journal"
+
+RUNBOOKS: dict[str, type["Runbook"]] = {}
+
+
+def register(name: str):
+    """Class decorator: register a runbook under ``name`` (its docstring lists the steps)."""
+
+    def deco(cls):
+        cls.name = name
+        RUNBOOKS[name] = cls
+        return cls
+
+    return deco
+
+
+def steps_of(name: str) -> list[str]:
+    """The numbered steps from a runbook's docstring (lines starting with ``N.``)."""
+    doc = RUNBOOKS[name].__doc__ or ""
+    return [line.strip() for line in doc.splitlines() if line.strip()[:2].rstrip(".").isdigit() and "." in line.strip()[:3]]
+
+
+def now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def token(*parts: str) -> str:
+    """A deterministic idempotency token (ClientToken) from the identity of an action."""
+    return "spotkit-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
+
+
+class Journal:
+    """Steps done and resources made by one runbook run, persisted as JSON after every change.
+
+    The file is ``<dir>/<runbook>-<key>.json``; written to a temporary file then renamed, so a kill
+    never leaves half a journal.
+    """
+
+    def __init__(self, directory: str | Path, runbook: str, key: str):
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+        self.path = Path(directory) / f"{runbook}-{safe}.json"
+        self.data: dict[str, Any] = {"runbook": runbook, "key": key, "steps": {}, "made": [], "runs": 0}
+        if self.path.is_file():
+            self.data = json.loads(self.path.read_text(encoding="utf-8"))
+        self.resumed = bool(self.data.get("steps"))
+
+    @property
+    def made(self) -> list[dict]:
+        return list(self.data["made"])
+
+    def done(self, step: str) -> bool:
+        return self.data["steps"].get(step, {}).get("status") == "done"
+
+    def get(self, step: str) -> dict:
+        return self.data["steps"].get(step, {})
+
+    def record(self, step: str, **values: Any) -> None:
+        self.data["steps"].setdefault(step, {}).update(values)
+        self.save()
+
+    def finish(self, step: str, **values: Any) -> None:
+        self.record(step, status="done", at=now().isoformat(), **values)
+
+    def made_resource(self, kind: str, resource_id: str, step: str, **extra: Any) -> None:
+        if any(m["id"] == resource_id for m in self.data["made"]):
+            return
+        self.data["made"].append({"kind": kind, "id": resource_id, "step": step, "at": now().isoformat(), **extra})
+        self.save()
+
+    def start_run(self) -> None:
+        self.data["runs"] = int(self.data.get("runs", 0)) + 1
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".journal-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.data, fh, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class Action:
+    """One mutating call, done or (in dry-run) only described."""
+
+    description: str
+    done: bool
+
+
+@dataclass
+class RunContext:
+    """What every runbook run receives besides its clients.
+
+    - ``dry_run``: describe every mutating call ("would ...") instead of making it.
+    - ``journal_dir``: where journals live. Default ``.spotkit/journal`` in the working directory.
+    - ``progress``: called with (done, total, label) as work advances (the CLI draws a bar).
+    - ``hook``: called with a step name after each step; tests raise from it to simulate a kill.
+    - ``wait_delay`` / ``wait_attempts``: waiter polling (seconds) and bound.
+    """
+
+    dry_run: bool = False
+    journal_dir: str | Path = DEFAULT_JOURNAL_DIR
+    progress: Callable[[int, int, str], None] | None = None
+    hook: Callable[[str], None] | None = None
+    wait_delay: float = 5.0
+    wait_attempts: int = 120
+
+
+class Runbook:
+    """Base class: subclasses are registered with ``@register(name)`` and list their steps in the docstring."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, ctx: RunContext | None = None):
+        self.ctx = ctx or RunContext()
+        self.actions: list[Action] = []
+
+    def journal(self, key: str) -> Journal:
+        return Journal(self.ctx.journal_dir, self.name, key)
+
+    def mutate(self, description: str, call: Callable[..., Any], **kwargs: Any) -> Any:
+        """Make one mutating AWS call, or in dry-run only say what it would do and return None."""
+        if self.ctx.dry_run:
+            self.actions.append(Action(f"would {description}", done=False))
+            return None
+        result = call(**kwargs)
+        self.actions.append(Action(description, done=True))
+        return result
+
+    def step(self, name: str) -> None:
+        if self.ctx.hook is not None:
+            self.ctx.hook(name)
+
+    def progress(self, done: int, total: int, label: str) -> None:
+        if self.ctx.progress is not None:
+            self.ctx.progress(done, total, label)

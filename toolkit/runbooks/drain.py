@@ -1,0 +1,97 @@
+"""``recover drain``: the interruption handler's drain, by hand.
+
+This runbook owns no drain logic: it calls ``toolkit.interruption.actions.drain_instance`` (deregister
+from target groups, ECS DRAINING, optional checkpoint) and ``complete_lifecycle_action``, the same
+functions the interruption handler runs, and journals what they did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from toolkit.errors import ToolkitError
+from toolkit.runbooks import aws_calls as aws
+from toolkit.runbooks.base import Action, RunContext, Runbook, register
+
+# The termination hook SpotComputeGroup creates (modules.compute_group.DRAIN_HOOK_NAME; not imported
+# here so the CLI does not load the cdktn engine).
+DRAIN_HOOK_NAME = "spotkit-drain"
+
+
+@dataclass
+class DrainRunResult:
+    instance_id: str
+    group: str | None
+    dry_run: bool
+    steps: list[dict] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [s for s in self.steps if s["status"] == "failed"]
+
+
+def lifecycle_token_from_journal(path: str | Path | None, instance_id: str) -> str | None:
+    """The lifecycle action token the interruption handler journaled for this instance, if any."""
+    if not path or not Path(path).is_file():
+        return None
+    from toolkit.interruption.store import LocalFileStore
+
+    events = LocalFileStore(path).all_events()
+    tokens = [(e.get("claimed_at", 0), (e.get("event") or {}).get("lifecycle") or {}) for e in events.values()
+              if e.get("instance_id") == instance_id]
+    tokens = [(t, lc.get("token")) for t, lc in tokens if lc.get("token")]
+    return max(tokens)[1] if tokens else None
+
+
+@register("drain")
+class DrainInstance(Runbook):
+    """Drain one instance by hand, as the interruption handler would.
+
+    1. Read the instance (its state and Auto Scaling group, from the ``aws:autoscaling:groupName`` tag).
+    2. Deregister it from every ELB target group it is in, then set its ECS container instance to
+       DRAINING (``toolkit.interruption.actions.drain_instance``; each step looks before it acts).
+    3. Complete the group's termination lifecycle action (hook ``spotkit-drain``) with CONTINUE, with the
+       token given or the one the interruption journal holds for the instance.
+    4. Journal every step's outcome.
+    """
+
+    def __init__(self, clients, ctx: RunContext | None = None):
+        """``clients``: a ``toolkit.interruption.actions.Clients`` (ec2, elbv2, ecs, autoscaling, ssm)."""
+        super().__init__(ctx)
+        self.clients = clients
+
+    def run(self, instance_id: str, *, token: str | None = None, hook: str = DRAIN_HOOK_NAME,
+            complete_lifecycle: bool = True, checkpoint_command: str | None = None) -> DrainRunResult:
+        from toolkit.interruption import actions
+        from toolkit.interruption.events import LifecycleAction
+
+        try:
+            reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        except ClientError as exc:
+            raise ToolkitError(f"instance {instance_id} not found: {exc.response['Error'].get('Message', exc)}",
+                               hint="check the instance id (spotkit status lists each group's instances' counts)") from exc
+        inst = reservations[0]["Instances"][0]
+        group = aws.tags_of(inst).get(aws.ASG_NAME_TAG)
+        result = DrainRunResult(instance_id, group, self.ctx.dry_run, actions=self.actions)
+        journal = self.journal(instance_id)
+        drained = actions.drain_instance(self.clients, instance_id, dry_run=self.ctx.dry_run,
+                                         checkpoint_command=checkpoint_command)
+        outcomes = list(drained.actions)
+        self.step("drained")
+        if complete_lifecycle and group:
+            outcomes.append(actions.complete_lifecycle_action(
+                self.clients.autoscaling, instance_id, LifecycleAction(group, hook, token), dry_run=self.ctx.dry_run))
+        for a in outcomes:
+            result.steps.append({"name": a.name, "status": a.status, "message": a.message})
+            self.actions.append(Action(a.message, done=a.status == actions.DONE))
+            if not self.ctx.dry_run:
+                journal.finish(a.name, outcome=a.status, message=a.message)
+        return result
+
+
+def drain(clients, instance_id: str, ctx: RunContext | None = None, **kw) -> DrainRunResult:
+    return DrainInstance(clients, ctx).run(instance_id, **kw)

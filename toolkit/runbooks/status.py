@@ -1,0 +1,114 @@
+"""``spotkit status``: spot vs on-demand per group, interruptions, waiting volumes, snapshot ages, fallbacks."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from toolkit.runbooks import aws_calls as aws
+from toolkit.runbooks.base import now
+
+
+@dataclass
+class DeviceSnapshot:
+    device: str
+    snapshot_id: str
+    age_minutes: int
+
+
+@dataclass
+class GroupStatus:
+    group: str
+    desired: int | None
+    spot: int
+    on_demand: int
+    waiting_volumes: list[dict] = field(default_factory=list)
+    snapshots: list[DeviceSnapshot] = field(default_factory=list)
+    fallback: dict | None = None
+    interruptions: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class StatusResult:
+    groups: list[GroupStatus]
+
+
+def status(ec2, autoscaling, group: str | None = None, *, interruptions: Iterable[dict] = (),
+           recent: int = 5) -> StatusResult:
+    """Read-only overview. The number of AWS calls is fixed (four paginated, filtered reads), whatever the size.
+
+    ``interruptions``: journal entries of the interruption handler (dicts with ``group``, ``instance_id``,
+    ``time``...); the newest ``recent`` per group are shown.
+    """
+    groups = aws.describe_groups(autoscaling, [group] if group else None)
+    instances = aws.group_instances(ec2, group, states=("pending", "running"))
+    volumes = aws.group_volumes(ec2, group, retained_only=True)
+    snap_filters = [aws.tag_filter(aws.GROUP_TAG, group) if group else {"Name": "tag-key", "Values": [aws.GROUP_TAG]},
+                    {"Name": "tag-key", "Values": [aws.DEVICE_TAG]}, {"Name": "status", "Values": ["completed"]}]
+    snapshots = aws.snapshots_with_tags(ec2, snap_filters)
+
+    out: dict[str, GroupStatus] = {}
+
+    def entry(name: str) -> GroupStatus:
+        if name not in out:
+            out[name] = GroupStatus(name, None, 0, 0)
+        return out[name]
+
+    for g in groups:
+        tags = aws.tags_of({"Tags": g.get("Tags", [])})
+        name = tags.get(aws.GROUP_TAG, g["AutoScalingGroupName"])
+        e = entry(name)
+        e.desired = g["DesiredCapacity"]
+        if aws.FALLBACK_BASE_TAG in tags:
+            dist = g.get("MixedInstancesPolicy", {}).get("InstancesDistribution", {})
+            e.fallback = {"original_on_demand_base": int(tags[aws.FALLBACK_BASE_TAG]),
+                          "on_demand_base": int(dist.get("OnDemandBaseCapacity", 0) or 0),
+                          "since": tags.get(aws.FALLBACK_SINCE_TAG)}
+    for inst in instances:
+        e = entry(aws.tags_of(inst)[aws.GROUP_TAG])
+        if inst.get("InstanceLifecycle") == "spot":
+            e.spot += 1
+        else:
+            e.on_demand += 1
+    superseded = {aws.tags_of(v).get(aws.ORIGIN_VOLUME_TAG) for v in volumes} - {None}
+    for vol in volumes:
+        if vol["State"] == "available" and vol["VolumeId"] not in superseded:
+            tags = aws.tags_of(vol)
+            entry(tags[aws.GROUP_TAG]).waiting_volumes.append(
+                {"volume_id": vol["VolumeId"], "device": tags.get(aws.DEVICE_TAG), "az": vol["AvailabilityZone"]})
+    newest: dict[tuple[str, str], dict] = {}
+    for snap in snapshots:
+        tags = aws.tags_of(snap)
+        key = (tags[aws.GROUP_TAG], tags[aws.DEVICE_TAG])
+        if key not in newest or snap["StartTime"] > newest[key]["StartTime"]:
+            newest[key] = snap
+    t = now()
+    for (name, device), snap in sorted(newest.items()):
+        age = int((t - snap["StartTime"].astimezone(t.tzinfo)).total_seconds() // 60)
+        entry(name).snapshots.append(DeviceSnapshot(device, snap["SnapshotId"], max(0, age)))
+    by_group: dict[str, list[dict]] = defaultdict(list)
+    for event in interruptions:
+        if event.get("group") and (group is None or event["group"] == group):
+            by_group[event["group"]].append(event)
+    for name, events in by_group.items():
+        entry(name).interruptions = sorted(events, key=lambda e: str(e.get("time", "")), reverse=True)[:recent]
+    for e in out.values():
+        e.waiting_volumes.sort(key=lambda v: (v["device"] or "", v["volume_id"]))
+    return StatusResult(sorted(out.values(), key=lambda e: e.group))
+
+
+def interruptions_from_journal(path) -> list[dict]:
+    """Events the interruption handler journaled in its local JSON-lines store (empty if there is none)."""
+    from pathlib import Path
+
+    if not path or not Path(path).is_file():
+        return []
+    from toolkit.interruption.store import LocalFileStore
+
+    out = []
+    for event_id, e in LocalFileStore(path).all_events().items():
+        ev = e.get("event") or {}
+        out.append({"event_id": event_id, "group": ev.get("group_name") or "", "instance_id": e.get("instance_id"),
+                    "kind": e.get("kind"), "time": ev.get("issued_at"), "status": e.get("status")})
+    return out

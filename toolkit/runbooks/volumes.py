@@ -1,0 +1,273 @@
+"""``recover volumes``: put a group's retained data volumes back on its running instances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from botocore.exceptions import ClientError
+
+from toolkit.errors import AwsCallError, ToolkitError
+from toolkit.runbooks import aws_calls as aws
+from toolkit.runbooks.base import Action, RunContext, Runbook, register, token
+
+
+@dataclass
+class Placement:
+    """Where one retained volume goes.
+
+    ``mode``: ``attach`` (same AZ), ``copy`` (snapshot, new volume in the instance's AZ, attach),
+    ``waiting`` (no instance of the group lacks the device), ``az-mismatch`` (only instances in another
+    AZ, and copying is not allowed).
+    """
+
+    volume_id: str
+    device: str
+    volume_az: str
+    mode: str
+    instance_id: str | None = None
+    instance_az: str | None = None
+    snapshot_id: str | None = None
+    copy_volume_id: str | None = None
+    status: str = "planned"
+
+
+@dataclass
+class VolumesResult:
+    group: str
+    dry_run: bool
+    placements: list[Placement]
+    actions: list[Action]
+    superseded: dict[str, str] = field(default_factory=dict)
+    resumed: bool = False
+    made: list[dict] = field(default_factory=list)
+
+    @property
+    def unresolved(self) -> list[Placement]:
+        return [p for p in self.placements if p.mode in ("waiting", "az-mismatch")]
+
+    def raise_for_unresolved(self) -> None:
+        """Raise a ToolkitError that says what to do next when a volume could not be placed."""
+        waiting = [p for p in self.placements if p.mode == "waiting"]
+        mismatch = [p for p in self.placements if p.mode == "az-mismatch"]
+        if mismatch:
+            p = mismatch[0]
+            raise ToolkitError(
+                f"{len(mismatch)} retained volume(s) of group {self.group!r} are in another AZ than every "
+                f"instance that lacks their device ({p.volume_id} {p.device} is in {p.volume_az}, "
+                f"replacement {p.instance_id} is in {p.instance_az}) and copying across AZs was not allowed",
+                hint=f"run again with --allow-copy to snapshot and re-create them in the replacement's AZ, "
+                     f"or make the group launch an instance in {p.volume_az}",
+            )
+        if waiting:
+            devices = ", ".join(sorted({f"{p.volume_id} ({p.device}, {p.volume_az})" for p in waiting}))
+            raise ToolkitError(
+                f"no running instance of group {self.group!r} lacks the device of {len(waiting)} retained "
+                f"volume(s): {devices}",
+                hint=f"wait for the group to launch a replacement (spotkit recover replace --group {self.group}), "
+                     f"then run 'spotkit recover volumes --group {self.group}' again",
+            )
+
+
+def _copyable_tags(tags: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if not k.startswith("aws:")}
+
+
+def _tag_spec(resource_type: str, tags: dict[str, str]) -> list[dict]:
+    return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}]
+
+
+@register("volumes")
+class RecoverVolumes(Runbook):
+    """Find a group's retained data volumes and attach each to a running instance that lacks its device.
+
+    1. List the group's running instances and their devices (one paginated, filtered call).
+    2. List the group's retained volumes (``spotkit:group``, ``spotkit:retain=true``), in one call; a volume
+       that a copy was made from is superseded by that copy and left alone.
+    3. Plan: each available volume goes to an instance of the group in its AZ that lacks its device
+       (``spotkit:device``); failing that, to one in another AZ (copy); failing that, it waits.
+    4. Same AZ: attach the volume as its device and wait until it is in use.
+    5. Other AZ: snapshot the volume (tagged with its origin and target AZ), wait until complete;
+       create a volume from it in the instance's AZ (tags copied, origin recorded, ClientToken), wait
+       until available; attach it. The original is never deleted or modified.
+    6. Journal every step and every resource made; a re-run finds them by journal or by tag.
+    """
+
+    def __init__(self, ec2, ctx: RunContext | None = None, *, allow_copy: bool = True):
+        super().__init__(ctx)
+        self.ec2 = ec2
+        self.allow_copy = allow_copy
+
+    # --- planning -----------------------------------------------------------------------------
+
+    def plan(self, group: str) -> tuple[list[Placement], dict[str, str], dict[str, dict]]:
+        instances = aws.group_instances(self.ec2, group, states=("running",))
+        volumes = aws.group_volumes(self.ec2, group, retained_only=True)
+        by_id = {v["VolumeId"]: v for v in volumes}
+        taken: set[tuple[str, str]] = set()
+        for inst in instances:
+            for bdm in inst.get("BlockDeviceMappings", []):
+                taken.add((inst["InstanceId"], bdm["DeviceName"]))
+        for vol in volumes:
+            for att in vol.get("Attachments", []):
+                if att.get("State") in ("attaching", "attached"):
+                    taken.add((att["InstanceId"], att["Device"]))
+        superseded = {}
+        for vol in volumes:
+            origin = aws.tags_of(vol).get(aws.ORIGIN_VOLUME_TAG)
+            if origin and vol["State"] not in ("deleting", "deleted", "error"):
+                superseded[origin] = vol["VolumeId"]
+        candidates = []
+        for vol in volumes:
+            tags = aws.tags_of(vol)
+            if vol["VolumeId"] in superseded or not tags.get(aws.DEVICE_TAG):
+                continue
+            if vol["State"] == "available" or (vol["State"] == "creating" and aws.ORIGIN_VOLUME_TAG in tags):
+                candidates.append(vol)
+        candidates.sort(key=lambda v: (aws.tags_of(v)[aws.DEVICE_TAG], v["VolumeId"]))
+        ordered = sorted(instances, key=lambda i: (i["Placement"]["AvailabilityZone"], str(i.get("LaunchTime")), i["InstanceId"]))
+        placements = []
+        for vol in candidates:
+            device = aws.tags_of(vol)[aws.DEVICE_TAG]
+            az = vol["AvailabilityZone"]
+            free = [i for i in ordered if (i["InstanceId"], device) not in taken]
+            same = [i for i in free if i["Placement"]["AvailabilityZone"] == az]
+            if same:
+                target, mode = same[0], "attach"
+            elif free:
+                target, mode = free[0], "copy" if self.allow_copy else "az-mismatch"
+            else:
+                placements.append(Placement(vol["VolumeId"], device, az, "waiting", status="waiting"))
+                continue
+            if mode != "az-mismatch":
+                taken.add((target["InstanceId"], device))
+            placements.append(Placement(vol["VolumeId"], device, az, mode, target["InstanceId"],
+                                        target["Placement"]["AvailabilityZone"],
+                                        status="planned" if mode != "az-mismatch" else "az-mismatch"))
+        return placements, superseded, by_id
+
+    # --- running ------------------------------------------------------------------------------
+
+    def run(self, group: str) -> VolumesResult:
+        journal = self.journal(group)
+        resumed = journal.resumed
+        placements, superseded, volumes = self.plan(group)
+        if not self.ctx.dry_run:
+            journal.start_run()
+        work = [p for p in placements if p.mode in ("attach", "copy")]
+        for n, p in enumerate(work):
+            self.progress(n, len(work), f"{p.volume_id} -> {p.instance_id}")
+            if p.mode == "attach":
+                self._attach(journal, volumes[p.volume_id], p.instance_id, p.device, p)
+            else:
+                self._copy_and_attach(journal, volumes[p.volume_id], p)
+            self.progress(n + 1, len(work), f"{p.volume_id} -> {p.instance_id}")
+        return VolumesResult(group, self.ctx.dry_run, placements, self.actions, superseded, resumed,
+                             journal.made)
+
+    def _attach(self, journal, vol: dict | None, instance_id: str, device: str, p: Placement,
+                volume_id: str | None = None) -> None:
+        volume_id = volume_id or vol["VolumeId"]
+        step = f"attach:{volume_id}"
+        if vol is not None and vol.get("State") == "creating" and not self.ctx.dry_run:
+            aws.wait(self.ec2, "volume_available", VolumeIds=[volume_id], delay=self.ctx.wait_delay,
+                     max_attempts=self.ctx.wait_attempts, what=f"volume {volume_id} to become available")
+        self.mutate(f"attach {volume_id} to {instance_id} as {device}", self.ec2.attach_volume,
+                    VolumeId=volume_id, InstanceId=instance_id, Device=device)
+        if self.ctx.dry_run:
+            p.status = "would-attach"
+            return
+        journal.record(step, status="attaching", instance=instance_id, device=device)
+        self.step("attach-called")
+        aws.wait(self.ec2, "volume_in_use", VolumeIds=[volume_id], delay=self.ctx.wait_delay,
+                 max_attempts=self.ctx.wait_attempts, what=f"volume {volume_id} to attach to {instance_id}")
+        journal.finish(step, instance=instance_id, device=device)
+        p.status = "attached"
+        self.step("attached")
+
+    def _copy_and_attach(self, journal, vol: dict, p: Placement) -> None:
+        src_tags = _copyable_tags(aws.tags_of(vol))
+        key = f"{vol['VolumeId']}:{p.instance_az}"
+        # Snapshot: from the journal, else by idempotency tags, else make it.
+        snap_step = f"snapshot:{key}"
+        snapshot_id = journal.get(snap_step).get("snapshot_id")
+        if snapshot_id is None:
+            found = aws.snapshots_with_tags(self.ec2, [
+                aws.tag_filter(aws.ORIGIN_VOLUME_TAG, vol["VolumeId"]),
+                aws.tag_filter(aws.TARGET_AZ_TAG, p.instance_az),
+                {"Name": "status", "Values": ["pending", "completed"]},
+            ])
+            if found:
+                snapshot_id = sorted(found, key=lambda s: s["StartTime"])[-1]["SnapshotId"]
+        if snapshot_id is None:
+            tags = {**src_tags, aws.ORIGIN_VOLUME_TAG: vol["VolumeId"], aws.TARGET_AZ_TAG: p.instance_az}
+            try:
+                resp = self.mutate(
+                    f"snapshot {vol['VolumeId']} ({p.device}, {p.volume_az}) to copy it to {p.instance_az} "
+                    f"for {p.instance_id}",
+                    self.ec2.create_snapshot, VolumeId=vol["VolumeId"],
+                    Description=f"spotkit: copy of {vol['VolumeId']} to {p.instance_az}",
+                    TagSpecifications=_tag_spec("snapshot", tags))
+            except ClientError as exc:
+                if aws.is_permission_error(exc):
+                    raise AwsCallError(
+                        f"no permission to copy {vol['VolumeId']} ({p.device}) from {p.volume_az} to "
+                        f"{p.instance_az}: {exc.response['Error'].get('Code')} on CreateSnapshot",
+                        hint="grant ec2:CreateSnapshot, ec2:CreateVolume and ec2:CreateTags to this role, or make "
+                             f"the group launch an instance in {p.volume_az} and run again",
+                    ) from exc
+                raise
+            if resp is None:  # dry run
+                self.mutate(f"create a volume from that snapshot in {p.instance_az} (tags copied, origin "
+                            f"{vol['VolumeId']})", lambda **_: None)
+                self.mutate(f"attach the new volume to {p.instance_id} as {p.device}", lambda **_: None)
+                p.status = "would-copy"
+                return
+            snapshot_id = resp["SnapshotId"]
+            journal.made_resource("snapshot", snapshot_id, snap_step, origin=vol["VolumeId"])
+            journal.record(snap_step, status="created", snapshot_id=snapshot_id)
+            self.step("snapshot-created")
+        p.snapshot_id = snapshot_id
+        if not self.ctx.dry_run:
+            aws.wait(self.ec2, "snapshot_completed", SnapshotIds=[snapshot_id], delay=self.ctx.wait_delay,
+                     max_attempts=self.ctx.wait_attempts, what=f"snapshot {snapshot_id} to complete")
+            journal.finish(snap_step, snapshot_id=snapshot_id)
+        # Volume in the replacement's AZ.
+        vol_step = f"copy-volume:{key}"
+        copy_id = journal.get(vol_step).get("volume_id")
+        if copy_id is None:
+            found = [v for v in aws.volumes_with_tag(self.ec2, aws.ORIGIN_VOLUME_TAG, [vol["VolumeId"]])
+                     if aws.tags_of(v).get(aws.TARGET_AZ_TAG) == p.instance_az
+                     and v["State"] in ("creating", "available", "in-use")]
+            if found:
+                copy_id = found[0]["VolumeId"]
+        if copy_id is None:
+            tags = {**src_tags, aws.ORIGIN_VOLUME_TAG: vol["VolumeId"], aws.ORIGIN_SNAPSHOT_TAG: snapshot_id,
+                    aws.TARGET_AZ_TAG: p.instance_az}
+            kwargs = dict(SnapshotId=snapshot_id, AvailabilityZone=p.instance_az, VolumeType=vol.get("VolumeType", "gp3"),
+                          TagSpecifications=_tag_spec("volume", tags),
+                          ClientToken=token("copy-volume", vol["VolumeId"], p.instance_az))
+            if vol.get("VolumeType") in ("io1", "io2", "gp3") and vol.get("Iops"):
+                kwargs["Iops"] = vol["Iops"]
+            if vol.get("VolumeType") == "gp3" and vol.get("Throughput"):
+                kwargs["Throughput"] = vol["Throughput"]
+            resp = self.mutate(f"create a volume from {snapshot_id} in {p.instance_az} (origin {vol['VolumeId']})",
+                               self.ec2.create_volume, **kwargs)
+            copy_id = resp["VolumeId"]
+            journal.made_resource("volume", copy_id, vol_step, origin=vol["VolumeId"], snapshot=snapshot_id)
+            journal.record(vol_step, status="created", volume_id=copy_id)
+            self.step("volume-created")
+        p.copy_volume_id = copy_id
+        current = self.ec2.describe_volumes(VolumeIds=[copy_id])["Volumes"][0]
+        if current["State"] == "in-use":  # attached before a kill; nothing left to do
+            journal.finish(vol_step, volume_id=copy_id)
+            p.status = "attached"
+            return
+        aws.wait(self.ec2, "volume_available", VolumeIds=[copy_id], delay=self.ctx.wait_delay,
+                 max_attempts=self.ctx.wait_attempts, what=f"volume {copy_id} to become available")
+        journal.finish(vol_step, volume_id=copy_id)
+        self._attach(journal, None, p.instance_id, p.device, p, volume_id=copy_id)
+
+
+def recover_volumes(ec2, group: str, ctx: RunContext | None = None, *, allow_copy: bool = True) -> VolumesResult:
+    """Code entry point: ``recover_volumes(boto3.client('ec2'), 'training')``."""
+    return RecoverVolumes(ec2, ctx, allow_copy=allow_copy).run(group)
