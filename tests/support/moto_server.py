@@ -29,6 +29,14 @@ lifecycle_extension.install()
 EXTENSIONS.append(("autoscaling CompleteLifecycleAction + RecordLifecycleActionHeartbeat",
                    "moto 5.2 lacks both actions; the agent and the interruption handler complete the drain hook"))
 
+# DescribeScalingActivities: moto 5.2 always answers [] and never fails a launch for lack of capacity;
+# `spotkit recover replace` reacts to failed spot launches (tests/support/scaling_activities_extension.py).
+from tests.support import scaling_activities_extension  # noqa: E402
+
+scaling_activities_extension.install()
+EXTENSIONS.append(("autoscaling DescribeScalingActivities (+ inject_scaling_activity)",
+                   "moto 5.2 records no activities, so capacity failures for the on-demand fallback must be injected"))
+
 
 @dataclass
 class MotoServer:

@@ -21,6 +21,7 @@ from toolkit.errors import ToolkitError
 COMMAND_MODULES = [
     "toolkit.cli.stacks_cmd",
     "toolkit.cli.agent_cmd",
+    "toolkit.cli.recover_cmd",
 ]
 
 
