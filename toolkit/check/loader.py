@@ -1,0 +1,275 @@
+"""Read Terraform configurations into one normalized resource graph, whoever wrote them.
+
+Inputs:
+- a synthesized or hand-written Terraform JSON file (``cdk.tf.json``, ``main.tf.json``);
+- a directory: every ``*.tf.json`` below it (``cdktf.out`` holds ``stacks/<name>/cdk.tf.json``);
+- a plan or state in ``terraform show -json`` format (``planned_values`` / ``values`` with
+  ``root_module`` and ``child_modules``).
+
+Terraform JSON writes a single nested block as an object and repeated blocks as a list; plan JSON
+always uses lists. ``blocks()`` and ``block()`` hide that difference from the rules.
+
+References: in Terraform JSON they are ``${type.name.attr}`` interpolations inside strings; in plan
+JSON computed values are absent, so references come from the ``configuration`` section's
+``expressions`` (``references: ["aws_autoscaling_group.this.name", ...]``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from toolkit.errors import ToolkitError
+
+_REF = re.compile(r"(?<![\w.])((?:module\.[\w-]+\.)*(?:data\.)?aws_[a-z0-9_]+\.[\w-]+)")
+_INTERP = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass
+class Resource:
+    """One managed resource: ``address`` is ``type.name`` (with ``module.x.`` prefixes in plans)."""
+
+    type: str
+    name: str
+    address: str
+    values: dict[str, Any]
+    file: str
+    refs: set[str] = field(default_factory=set)
+    attr_refs: dict[str, set[str]] = field(default_factory=dict)
+    comment: Any = None  # the Terraform JSON "//" field, where suppressions may live
+
+    def refers_to(self, other: "Resource", attr: str | None = None) -> bool:
+        pool = self.attr_refs.get(attr, set()) if attr else self.refs
+        return other.address in pool
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.values.get(key, default)
+        return default if value is None else value
+
+
+def blocks(values: Any, key: str) -> list[dict]:
+    """The nested blocks ``key`` of ``values`` as a list, whether written as an object or a list."""
+    if not isinstance(values, dict):
+        return []
+    value = values.get(key)
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [i for i in items if isinstance(i, dict)]
+
+
+def block(values: Any, *path: str) -> dict:
+    """The first nested block along ``path`` (``block(v, "mixed_instances_policy", "launch_template")``),
+    or an empty dict."""
+    current: Any = values
+    for key in path:
+        found = blocks(current, key)
+        if not found:
+            return {}
+        current = found[0]
+    return current
+
+
+def as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def is_unresolved(value: Any) -> bool:
+    """True for a Terraform JSON string that is a whole-expression interpolation (its value is not known)."""
+    return isinstance(value, str) and value.strip().startswith("${") and value.strip().endswith("}")
+
+
+def references_in(value: Any) -> set[str]:
+    """Resource addresses referenced by the ``${...}`` interpolations inside ``value`` (any depth)."""
+    found: set[str] = set()
+    if isinstance(value, str):
+        for expr in _INTERP.findall(value):
+            for ref in _REF.findall(expr):
+                found.add(ref)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k != "//":
+                found |= references_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= references_in(v)
+    return found
+
+
+@dataclass
+class ResourceGraph:
+    resources: list[Resource] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def of_type(self, *types: str) -> list[Resource]:
+        return [r for r in self.resources if r.type in types]
+
+    def by_address(self, address: str) -> Resource | None:
+        for r in self.resources:
+            if r.address == address:
+                return r
+        return None
+
+    def resolve(self, source: Resource, attr: str, *types: str) -> list[Resource]:
+        """Resources of ``types`` that ``source`` references through attribute ``attr`` (top level or
+        nested), in the same file (Terraform addresses are unique per configuration only)."""
+        pool = source.attr_refs.get(attr, set())
+        return [r for r in self.resources if r.file == source.file and r.address in pool and (not types or r.type in types)]
+
+    def same_config(self, source: Resource, *types: str) -> list[Resource]:
+        return [r for r in self.resources if r.file == source.file and r.type in types]
+
+
+def _attr_refs_from_values(values: dict) -> dict[str, set[str]]:
+    """References under every attribute name on their path: a ref in
+    ``load_balancer[0].target_group_arn`` counts for ``load_balancer`` and ``target_group_arn``."""
+    out: dict[str, set[str]] = {}
+
+    def walk(v: Any, keys: tuple[str, ...]) -> None:
+        if isinstance(v, dict):
+            for k, sub in v.items():
+                if k != "//":
+                    walk(sub, keys + (k,))
+        elif isinstance(v, list):
+            for item in v:
+                walk(item, keys)
+        elif isinstance(v, str):
+            refs = references_in(v)
+            for k in keys:
+                out.setdefault(k, set()).update(refs)
+
+    walk(values, ())
+    return out
+
+
+def _load_tf_json(doc: dict, file: str) -> Iterator[Resource]:
+    section = doc.get("resource") or {}
+    # Terraform JSON also allows "resource": [{type: {name: {...}}}, ...]
+    sections = section if isinstance(section, list) else [section]
+    for sec in sections:
+        if not isinstance(sec, dict):
+            continue
+        for rtype, items in sec.items():
+            for entry in as_list(items):
+                if not isinstance(entry, dict):
+                    continue
+                for name, body in entry.items():
+                    for values in as_list(body):
+                        if not isinstance(values, dict):
+                            continue
+                        yield Resource(
+                            type=rtype, name=name, address=f"{rtype}.{name}", values=values, file=file,
+                            refs=references_in(values), attr_refs=_attr_refs_from_values(values),
+                            comment=values.get("//"),
+                        )
+
+
+def _address_of(ref: str, prefix: str) -> str | None:
+    """``aws_lb.web.arn`` -> ``aws_lb.web`` (with the module prefix); None for var./local./data refs."""
+    parts = ref.split(".")
+    base: list[str] = []
+    i = 0
+    while i + 1 < len(parts) and parts[i] == "module":
+        base += parts[i:i + 2]
+        i += 2
+    if i + 1 < len(parts) and parts[i].startswith("aws_"):
+        name = re.sub(r"\[[^\]]*\]$", "", parts[i + 1])
+        return prefix + ".".join(base + [parts[i], name])
+    return None
+
+
+def _config_refs(config_module: dict, prefix: str, out: dict[str, dict[str, set[str]]]) -> None:
+    for res in config_module.get("resources") or []:
+        attr_refs: dict[str, set[str]] = {}
+
+        def walk(node: Any, keys: tuple[str, ...]) -> None:
+            if isinstance(node, dict):
+                if isinstance(node.get("references"), list):
+                    addrs = {a for a in (_address_of(r, prefix) for r in node["references"]) if a}
+                    for k in keys:
+                        attr_refs.setdefault(k, set()).update(addrs)
+                    return
+                for k, sub in node.items():
+                    walk(sub, keys + (k,))
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item, keys)
+
+        walk(res.get("expressions") or {}, ())
+        out[prefix + res.get("address", "")] = attr_refs
+    for name, call in (config_module.get("module_calls") or {}).items():
+        _config_refs(call.get("module") or {}, f"{prefix}module.{name}.", out)
+
+
+def _load_plan_json(doc: dict, file: str) -> Iterator[Resource]:
+    root = (doc.get("planned_values") or doc.get("values") or {}).get("root_module") or {}
+    config_refs: dict[str, dict[str, set[str]]] = {}
+    _config_refs((doc.get("configuration") or {}).get("root_module") or {}, "", config_refs)
+
+    def walk(module: dict) -> Iterator[Resource]:
+        for res in module.get("resources") or []:
+            if res.get("mode", "managed") != "managed":
+                continue
+            address = res.get("address") or f"{res.get('type')}.{res.get('name')}"
+            # config addresses have no index: "aws_x.y[0]" -> "aws_x.y"
+            config_address = re.sub(r"\[[^\]]*\]", "", address)
+            attr_refs = {k: set(v) for k, v in config_refs.get(config_address, {}).items()}
+            values = res.get("values") or {}
+            refs = set().union(*attr_refs.values()) if attr_refs else set()
+            yield Resource(type=res.get("type", ""), name=res.get("name", ""), address=config_address,
+                           values=values, file=file, refs=refs, attr_refs=attr_refs)
+        for child in module.get("child_modules") or []:
+            yield from walk(child)
+
+    yield from walk(root)
+
+
+def is_plan_json(doc: dict) -> bool:
+    return "format_version" in doc and ("planned_values" in doc or "values" in doc or "resource_changes" in doc)
+
+
+def load_file(path: Path) -> tuple[list[Resource], str]:
+    """Resources of one file and its kind ("tf_json" or "plan")."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolkitError(f"{path} does not exist", hint="pass a cdk.tf.json, a directory of them, or a 'terraform show -json' plan") from None
+    except json.JSONDecodeError as exc:
+        raise ToolkitError(f"{path} is not valid JSON: {exc}",
+                           hint="pass Terraform JSON (*.tf.json) or the output of 'terraform show -json PLANFILE'") from exc
+    if not isinstance(doc, dict):
+        raise ToolkitError(f"{path} is not a Terraform JSON document (top level is a {type(doc).__name__})")
+    if is_plan_json(doc):
+        return list(_load_plan_json(doc, str(path))), "plan"
+    return list(_load_tf_json(doc, str(path))), "tf_json"
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*.json") if q.name.endswith(".tf.json") and ".terraform" not in q.parts)
+            if not found:
+                raise ToolkitError(f"{p} holds no *.tf.json file",
+                                   hint="run 'spotkit synth' first, or pass the path of a cdk.tf.json or plan JSON")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ToolkitError(f"{p} does not exist", hint="run 'spotkit synth' first (it writes cdktf.out/stacks/<name>/cdk.tf.json)")
+    return files
+
+
+def load_graph(paths: Iterable[str | Path]) -> ResourceGraph:
+    graph = ResourceGraph()
+    for f in expand_paths(paths):
+        resources, _kind = load_file(f)
+        graph.resources.extend(resources)
+        graph.files.append(str(f))
+    return graph

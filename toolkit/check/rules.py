@@ -1,0 +1,471 @@
+"""Spot-safety rules over a normalized resource graph, written from the Terraform AWS provider schema
+(hashicorp/aws 5.x), not from spotkit's own constructs, so they judge any configuration.
+
+Each rule has a stable id (SPOT001...), a severity (error | warning | info), a title, a fix, and a
+function ``graph -> [(resource, message)]``. A rule never fires on a value it cannot know (an
+unresolved ``${...}`` expression or a value computed at apply time): it stays silent rather than guess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from toolkit.check.loader import Resource, ResourceGraph, as_list, block, blocks, is_unresolved
+
+SEVERITIES = ("error", "warning", "info")
+SPOT_NOTICE_SECONDS = 120  # the spot interruption notice
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+INTERRUPTION_DETAIL_TYPE = "EC2 Spot Instance Interruption Warning"
+ROOT_DEVICES = ("/dev/xvda", "/dev/sda1", "/dev/sda", "/dev/nvme0n1", "/dev/xvda1")
+ASG = "aws_autoscaling_group"
+TARGET_GROUPS = ("aws_lb_target_group", "aws_alb_target_group")
+LAUNCH_TEMPLATES = ("aws_launch_template",)
+DURABLE_STORAGE = ("aws_efs_file_system", "aws_efs_mount_target", "aws_fsx_lustre_file_system",
+                   "aws_fsx_openzfs_file_system", "aws_fsx_ontap_file_system", "aws_s3_bucket", "aws_ebs_volume")
+
+Hit = tuple[Resource, str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: str
+    title: str
+    fix: str
+    check: Callable[[ResourceGraph], Iterable[Hit]]
+
+    @property
+    def help_uri(self) -> str:
+        return f"https://github.com/spotkit/spotkit#rule-{self.id.lower()}"
+
+
+# --- helpers over the provider schema ---------------------------------------------------------------
+
+def _int(value, default=None):
+    if value is None or is_unresolved(value):
+        return default
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return default
+
+
+def _bool(value, default=None):
+    if value is None or is_unresolved(value):
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() == "true"
+
+
+def launch_templates_of(graph: ResourceGraph, group: Resource) -> list[Resource]:
+    """Launch templates the group references (``launch_template`` is on the path in both the plain
+    and the mixed-instances form)."""
+    return graph.resolve(group, "launch_template", *LAUNCH_TEMPLATES)
+
+
+def spot_share(group: Resource, graph: ResourceGraph) -> bool | None:
+    """True if the group launches spot instances, False if not, None if it cannot be told."""
+    mip = block(group.values, "mixed_instances_policy")
+    if mip:
+        pct = block(mip, "instances_distribution").get("on_demand_percentage_above_base_capacity")
+        if pct is None:
+            return False  # AWS default: 100% on-demand above the base
+        value = _int(pct)
+        return None if value is None else value < 100
+    for lt in launch_templates_of(graph, group):
+        market = block(lt.values, "instance_market_options").get("market_type")
+        if market is not None:
+            return None if is_unresolved(market) else str(market) == "spot"
+    for lc in graph.resolve(group, "launch_configuration", "aws_launch_configuration"):
+        if lc.values.get("spot_price") not in (None, ""):
+            return True
+    return False
+
+
+def spot_groups(graph: ResourceGraph) -> list[Resource]:
+    return [g for g in graph.of_type(ASG) if spot_share(g, graph)]
+
+
+def instance_types(group: Resource, graph: ResourceGraph) -> list[str] | None:
+    """Distinct instance types, or None when attribute-based or not knowable."""
+    mip = block(group.values, "mixed_instances_policy")
+    if not mip:
+        return ["(launch template type)"]
+    lt = block(mip, "launch_template")
+    overrides = blocks(lt, "override")
+    if not overrides:
+        return ["(launch template type)"]
+    if any(o.get("instance_requirements") for o in overrides):
+        return None
+    types = [o.get("instance_type") for o in overrides]
+    if any(t is None or is_unresolved(t) for t in types):
+        return None
+    return sorted(set(types))
+
+
+def zone_count(group: Resource, graph: ResourceGraph) -> int | None:
+    azs = group.values.get("availability_zones")
+    if isinstance(azs, list) and azs and not any(is_unresolved(a) for a in azs):
+        return len(set(azs))
+    subnets = group.values.get("vpc_zone_identifier")
+    if isinstance(subnets, list) and subnets:
+        zones: set[str] = set()
+        for s in subnets:
+            if not isinstance(s, str) or "*" in s or "module." in s:
+                return None  # a splat or a module output can hold any number of subnets
+            targets = [r for r in graph.resources if r.file == group.file and r.type == "aws_subnet" and r.address in _refs(s)]
+            if targets:
+                zones |= {str(t.values.get("availability_zone") or t.values.get("availability_zone_id") or t.address) for t in targets}
+            else:
+                zones.add(s)  # a subnet id or one unresolved subnet: counted as its own zone
+        return len(zones)
+    # plan JSON: subnet ids are computed; count the referenced subnets (each count index is a resource)
+    refs = group.attr_refs.get("vpc_zone_identifier", set())
+    if refs and all(r.startswith("aws_subnet.") for r in refs):
+        subnet_res = [r for r in graph.resources if r.file == group.file and r.address in refs]
+        if subnet_res:
+            return len({str(s.values.get("availability_zone") or s.values.get("availability_zone_id") or id(s)) for s in subnet_res})
+    return None
+
+
+def _refs(text: str) -> set[str]:
+    from toolkit.check.loader import references_in
+
+    return references_in(text)
+
+
+def _names_match(value, target: Resource) -> bool:
+    name = target.values.get("name")
+    return isinstance(value, str) and isinstance(name, str) and not is_unresolved(name) and value == name
+
+
+def hooks_for(group: Resource, graph: ResourceGraph) -> list:
+    hooks = [h for h in blocks(group.values, "initial_lifecycle_hook") if h.get("lifecycle_transition") == TERMINATING]
+    for h in graph.same_config(group, "aws_autoscaling_lifecycle_hook"):
+        if h.values.get("lifecycle_transition") != TERMINATING:
+            continue
+        if h.refers_to(group, "autoscaling_group_name") or _names_match(h.values.get("autoscaling_group_name"), group):
+            hooks.append(h)
+    return hooks
+
+
+def capacity_providers_for(group: Resource, graph: ResourceGraph) -> list[Resource]:
+    return [cp for cp in graph.same_config(group, "aws_ecs_capacity_provider")
+            if cp.refers_to(group, "auto_scaling_group_arn")]
+
+
+def draining(cp: Resource) -> str:
+    """ECS managed draining is ENABLED by default when a capacity provider is created."""
+    value = block(cp.values, "auto_scaling_group_provider").get("managed_draining")
+    return "ENABLED" if value is None else str(value)
+
+
+def target_groups_of(group: Resource, graph: ResourceGraph) -> list[Resource]:
+    found = graph.resolve(group, "target_group_arns", *TARGET_GROUPS)
+    for att in graph.same_config(group, "aws_autoscaling_attachment"):
+        if att.refers_to(group, "autoscaling_group_name") or _names_match(att.values.get("autoscaling_group_name"), group):
+            found += graph.resolve(att, "lb_target_group_arn", *TARGET_GROUPS)
+    return found
+
+
+def _provider_is_spot(graph: ResourceGraph, service: Resource, entry: dict) -> tuple[bool | None, bool]:
+    """(is spot, has an on-demand base inside the provider's own group) for a strategy entry."""
+    name = entry.get("capacity_provider")
+    if name == "FARGATE_SPOT":
+        return True, False
+    if name == "FARGATE":
+        return False, False
+    providers = [cp for cp in graph.same_config(service, "aws_ecs_capacity_provider")
+                 if (isinstance(name, str) and cp.address in _refs(name)) or _names_match(name, cp)]
+    if not providers and not isinstance(name, str):
+        providers = graph.resolve(service, "capacity_provider", "aws_ecs_capacity_provider")
+    for cp in providers:
+        groups = graph.resolve(cp, "auto_scaling_group_arn", ASG)
+        for g in groups:
+            spot = spot_share(g, graph)
+            base = _int(block(g.values, "mixed_instances_policy", "instances_distribution").get("on_demand_base_capacity"), 0)
+            return spot, bool(base and base > 0)
+    return None, False
+
+
+def service_strategy(service: Resource, graph: ResourceGraph) -> list[dict]:
+    entries = blocks(service.values, "capacity_provider_strategy")
+    if entries or service.values.get("launch_type"):
+        return entries
+    for ccp in graph.same_config(service, "aws_ecs_cluster_capacity_providers"):
+        if ccp.refers_to(service) or any(a in service.attr_refs.get("cluster", set()) for a in ccp.attr_refs.get("cluster_name", set())):
+            return blocks(ccp.values, "default_capacity_provider_strategy")
+    return []
+
+
+def interruption_rules(graph: ResourceGraph, file: str) -> list[Resource]:
+    found = []
+    for rule in graph.of_type("aws_cloudwatch_event_rule"):
+        if rule.file != file:
+            continue
+        raw = rule.values.get("event_pattern")
+        if not isinstance(raw, str):
+            continue
+        try:
+            pattern = json.loads(raw)
+        except json.JSONDecodeError:
+            if INTERRUPTION_DETAIL_TYPE in raw:
+                found.append(rule)
+            continue
+        if not isinstance(pattern, dict):
+            continue
+        sources = as_list(pattern.get("source"))
+        detail_types = as_list(pattern.get("detail-type"))
+        if "aws.ec2" in sources and (not detail_types or INTERRUPTION_DETAIL_TYPE in detail_types):
+            found.append(rule)
+    return found
+
+
+def targets_of(rule: Resource, graph: ResourceGraph) -> list[Resource]:
+    return [t for t in graph.same_config(rule, "aws_cloudwatch_event_target")
+            if t.refers_to(rule, "rule") or _names_match(t.values.get("rule"), rule)]
+
+
+def volume_tags(lt: Resource) -> dict:
+    tags: dict = {}
+    for spec in blocks(lt.values, "tag_specifications"):
+        if spec.get("resource_type") == "volume" and isinstance(spec.get("tags"), dict):
+            tags.update(spec["tags"])
+    return tags
+
+
+def snapshot_policies_for(lt: Resource, graph: ResourceGraph) -> list[Resource]:
+    tags = volume_tags(lt)
+    out = []
+    for policy in graph.same_config(lt, "aws_dlm_lifecycle_policy"):
+        if str(policy.values.get("state", "ENABLED")) == "DISABLED":
+            continue
+        details = block(policy.values, "policy_details")
+        kinds = [str(k) for k in as_list(details.get("resource_types"))] or ["VOLUME"]
+        if not ({"VOLUME", "INSTANCE"} & set(kinds)):
+            continue
+        wanted = details.get("target_tags")
+        if isinstance(wanted, dict) and not any(is_unresolved(v) for v in wanted.values()):
+            if not all(tags.get(k) == v for k, v in wanted.items()):
+                continue
+        out.append(policy)
+    return out
+
+
+def data_volumes_deleted(lt: Resource) -> list[str]:
+    devices = []
+    for mapping in blocks(lt.values, "block_device_mappings"):
+        ebs = block(mapping, "ebs")
+        device = str(mapping.get("device_name", ""))
+        if not ebs or device in ROOT_DEVICES:
+            continue
+        if _bool(ebs.get("delete_on_termination"), True):  # new EBS volumes are deleted on termination by default
+            devices.append(device)
+    return devices
+
+
+def _serving(group: Resource, graph: ResourceGraph) -> bool:
+    return bool(target_groups_of(group, graph) or group.values.get("load_balancers") or capacity_providers_for(group, graph))
+
+
+# --- rules ---------------------------------------------------------------------------------------------
+
+def _single_type(graph):
+    for g in spot_groups(graph):
+        types = instance_types(g, graph)
+        if types is not None and len(types) < 2:
+            yield g, f"spot group {g.address} can launch only one instance type ({', '.join(types)}): when that spot pool is reclaimed, nothing replaces it"
+
+
+def _two_types(graph):
+    for g in spot_groups(graph):
+        types = instance_types(g, graph)
+        if types is not None and len(types) == 2:
+            yield g, f"spot group {g.address} has 2 instance types ({', '.join(types)}); losing one spot pool halves the choice"
+
+
+def _single_az(graph):
+    for g in spot_groups(graph):
+        n = zone_count(g, graph)
+        if n is not None and n < 2:
+            yield g, f"spot group {g.address} uses a single availability zone: one zone's spot pools are all it can draw from"
+
+
+def _rebalance(graph):
+    for g in spot_groups(graph):
+        raw = g.values.get("capacity_rebalance")
+        if not is_unresolved(raw) and not _bool(raw, False):
+            yield g, f"spot group {g.address} has capacity_rebalance off: it waits for the 2-minute notice instead of replacing at-risk instances early"
+
+
+def _no_hook(graph):
+    for g in spot_groups(graph):
+        if hooks_for(g, graph):
+            continue
+        if any(draining(cp) == "ENABLED" for cp in capacity_providers_for(g, graph)):
+            continue  # ECS managed draining adds its own termination hook
+        yield g, f"spot group {g.address} has no {TERMINATING} lifecycle hook: instances are terminated without time to drain or checkpoint"
+
+
+def _dereg_delay(graph):
+    seen = set()
+    for g in spot_groups(graph):
+        for tg in target_groups_of(g, graph):
+            if tg.address in seen:
+                continue
+            seen.add(tg.address)
+            delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
+            if delay is not None and delay > SPOT_NOTICE_SECONDS:
+                yield tg, (f"target group {tg.address} waits {delay} s to deregister spot targets of {g.address}; "
+                           f"the spot notice is {SPOT_NOTICE_SECONDS} s, so in-flight requests are cut instead of drained")
+    for svc in graph.of_type("aws_ecs_service"):
+        if not any(_provider_is_spot(graph, svc, e)[0] for e in service_strategy(svc, graph)):
+            continue
+        for tg in graph.resolve(svc, "target_group_arn", *TARGET_GROUPS):
+            if tg.address in seen:
+                continue
+            seen.add(tg.address)
+            delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
+            if delay is not None and delay > SPOT_NOTICE_SECONDS:
+                yield tg, (f"target group {tg.address} waits {delay} s to deregister spot tasks of {svc.address}; "
+                           f"the spot notice is {SPOT_NOTICE_SECONDS} s, so in-flight requests are cut instead of drained")
+
+
+def _imdsv1(graph):
+    for r in graph.of_type("aws_launch_template", "aws_launch_configuration", "aws_instance"):
+        meta = block(r.values, "metadata_options")
+        if str(meta.get("http_endpoint", "enabled")) == "disabled":
+            continue
+        tokens = meta.get("http_tokens")
+        if is_unresolved(tokens):
+            continue
+        if tokens != "required":
+            yield r, f"{r.address} allows IMDSv1 (metadata_options.http_tokens is {tokens or 'not set, so optional'}): any SSRF can read the instance role's credentials"
+
+
+def _volumes(graph):
+    seen = set()
+    for g in spot_groups(graph):
+        for lt in launch_templates_of(graph, g):
+            if lt.address in seen:
+                continue
+            seen.add(lt.address)
+            devices = data_volumes_deleted(lt)
+            if devices and not snapshot_policies_for(lt, graph):
+                yield lt, (f"{lt.address} deletes data volume(s) {', '.join(devices)} when a spot instance is terminated, "
+                           "and no DLM snapshot policy targets their tags: their data is lost on interruption")
+
+
+def _ecs_draining(graph):
+    for cp in graph.of_type("aws_ecs_capacity_provider"):
+        if draining(cp) != "DISABLED":
+            continue
+        for g in graph.resolve(cp, "auto_scaling_group_arn", ASG):
+            if spot_share(g, graph):
+                yield cp, f"capacity provider {cp.address} over spot group {g.address} has managed_draining DISABLED: tasks are killed, not moved, when an instance is reclaimed"
+
+
+def _no_on_demand_base(graph):
+    for svc in graph.of_type("aws_ecs_service"):
+        entries = service_strategy(svc, graph)
+        kinds = [(e, *_provider_is_spot(graph, svc, e)) for e in entries]
+        if not any(spot for _, spot, _ in kinds):
+            continue
+        floor = any((spot is False and (_int(e.get("base"), 0) or 0) > 0) or inner_base for e, spot, inner_base in kinds)
+        if not floor:
+            yield svc, f"service {svc.address} runs on spot with no on-demand base: one reclaim can take every task down at once"
+    for g in spot_groups(graph):
+        if not (target_groups_of(g, graph) or g.values.get("load_balancers")):
+            continue
+        base = _int(block(g.values, "mixed_instances_policy", "instances_distribution").get("on_demand_base_capacity"), 0)
+        if base == 0:
+            yield g, f"spot group {g.address} serves a load balancer with on_demand_base_capacity 0: one reclaim can take every instance down at once"
+
+
+def _spot_capacity(graph: ResourceGraph) -> dict[str, Resource]:
+    """The first spot resource of each configuration file."""
+    found: dict[str, Resource] = {}
+    candidates = list(spot_groups(graph))
+    for svc in graph.of_type("aws_ecs_service"):
+        if any(e.get("capacity_provider") == "FARGATE_SPOT" for e in service_strategy(svc, graph)):
+            candidates.append(svc)
+    candidates += [r for r in graph.of_type("aws_spot_fleet_request", "aws_spot_instance_request")]
+    candidates += [r for r in graph.of_type("aws_instance") if block(r.values, "instance_market_options").get("market_type") == "spot"]
+    for r in candidates:
+        found.setdefault(r.file, r)
+    return found
+
+
+def _unrouted(graph):
+    for file, first in _spot_capacity(graph).items():
+        rules = interruption_rules(graph, file)
+        if not rules:
+            yield first, ("no EventBridge rule matches '" + INTERRUPTION_DETAIL_TYPE + "' in this configuration: "
+                          "nothing outside the instance hears that spot capacity is being reclaimed")
+        elif not any(targets_of(r, graph) for r in rules):
+            yield rules[0], f"EventBridge rule {rules[0].address} matches spot interruptions but has no target: the events go nowhere"
+
+
+def _instance_storage_only(graph):
+    for g in spot_groups(graph):
+        if _serving(g, graph):
+            continue  # serving groups keep no checkpoints
+        if graph.same_config(g, *DURABLE_STORAGE):
+            continue
+        lts = launch_templates_of(graph, g)
+        if any(_bool(block(m, "ebs").get("delete_on_termination"), True) is False for lt in lts for m in blocks(lt.values, "block_device_mappings")):
+            continue
+        policies = graph.same_config(g, "aws_iam_role_policy", "aws_iam_policy")
+        if any("s3:PutObject" in str(p.values.get("policy", "")) or "s3:*" in str(p.values.get("policy", "")) for p in policies):
+            continue
+        if any("AmazonS3FullAccess" in str(a.values.get("policy_arn", "")) for a in graph.same_config(g, "aws_iam_role_policy_attachment")):
+            continue
+        yield g, (f"spot group {g.address} has no durable place for checkpoints in this configuration (no EFS/FSx, S3 bucket or write "
+                  "access, kept EBS volume): checkpoints on instance storage vanish with the instance")
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("SPOT001", "error", "Spot group with a single instance type",
+         "list at least 3 instance types of similar size (mixed_instances_policy.launch_template.override) or use instance_requirements", _single_type),
+    Rule("SPOT002", "warning", "Spot group with fewer than 3 instance types",
+         "add a third instance type of similar size, or use attribute-based instance_requirements", _two_types),
+    Rule("SPOT003", "error", "Spot group in a single availability zone",
+         "put subnets of at least 2 availability zones in vpc_zone_identifier", _single_az),
+    Rule("SPOT004", "warning", "Capacity rebalance off",
+         "set capacity_rebalance = true on the group", _rebalance),
+    Rule("SPOT005", "error", "No termination lifecycle hook",
+         f"add a lifecycle hook with lifecycle_transition {TERMINATING} (initial_lifecycle_hook or aws_autoscaling_lifecycle_hook), "
+         "heartbeat 60-300 s, or an ECS capacity provider with managed_draining ENABLED", _no_hook),
+    Rule("SPOT006", "error", "Target group deregistration delay longer than the spot notice",
+         f"set deregistration_delay to {SPOT_NOTICE_SECONDS - 30} or less on target groups in front of spot capacity", _dereg_delay),
+    Rule("SPOT007", "error", "IMDSv1 allowed",
+         'set metadata_options { http_tokens = "required", http_put_response_hop_limit = 2 }', _imdsv1),
+    Rule("SPOT008", "warning", "Data volumes deleted on termination without a snapshot policy",
+         "set ebs.delete_on_termination = false on data volumes, or add an aws_dlm_lifecycle_policy whose target_tags match their volume tags", _volumes),
+    Rule("SPOT009", "error", "ECS spot capacity provider without managed draining",
+         'set auto_scaling_group_provider.managed_draining = "ENABLED" (the default)', _ecs_draining),
+    Rule("SPOT010", "warning", "Service on spot with no on-demand base",
+         "give the service a capacity_provider_strategy entry with base >= 1 on an on-demand provider (or on_demand_base_capacity >= 1 on the group)",
+         _no_on_demand_base),
+    Rule("SPOT011", "warning", "Spot interruption events not routed anywhere",
+         f'add an aws_cloudwatch_event_rule with event_pattern {{"source": ["aws.ec2"], "detail-type": ["{INTERRUPTION_DETAIL_TYPE}"]}} '
+         "and an aws_cloudwatch_event_target (SQS queue, Lambda, SNS)", _unrouted),
+    Rule("SPOT012", "warning", "Checkpoints on instance storage only",
+         "mount EFS/FSx, keep a data EBS volume (delete_on_termination = false), or grant write access to an S3 bucket for checkpoints",
+         _instance_storage_only),
+)
+
+INVALID_SUPPRESSION = Rule("SPOT000", "error", "Invalid suppression",
+                           "write 'RULE_ID: reason' (tag spotkit:skip-check, or check.suppress[].reason in the config)",
+                           lambda graph: ())
+
+RULES_BY_ID = {r.id: r for r in RULES}
+_ID = re.compile(r"^(SPOT\d{3}|CKV2?_[A-Z0-9_]+)$")
+
+
+def is_rule_id(text: str) -> bool:
+    return bool(_ID.match(text))

@@ -1,0 +1,73 @@
+"""SARIF 2.1.0 output (GitHub code scanning and other viewers read it).
+
+One run per tool: spotkit's rules, and checkov's findings when it ran. Suppressed findings stay in
+the log with a ``suppressions`` entry carrying the reason, as SARIF intends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolkit import __version__
+from toolkit.check.report import CheckReport, Finding
+from toolkit.check.rules import INVALID_SUPPRESSION, RULES
+
+SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
+LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
+def _uri(path: str) -> str:
+    p = Path(path)
+    return p.as_posix() if not p.is_absolute() else p.as_uri()
+
+
+def _result(f: Finding, rule_index: dict[str, int]) -> dict:
+    location: dict = {"physicalLocation": {"artifactLocation": {"uri": _uri(f.file)}},
+                      "logicalLocations": [{"fullyQualifiedName": f.resource, "kind": "resource"}]}
+    if f.line:
+        location["physicalLocation"]["region"] = {"startLine": int(f.line)}
+    text = f.message if f.source == "checkov" or not f.fix else f"{f.message}. Fix: {f.fix}"
+    out: dict = {"ruleId": f.rule_id, "level": LEVEL.get(f.severity, "warning"), "message": {"text": text},
+                 "locations": [location]}
+    if f.rule_id in rule_index:
+        out["ruleIndex"] = rule_index[f.rule_id]
+    if f.suppressed:
+        out["suppressions"] = [{"kind": f.suppression_kind or "external", "status": "accepted",
+                                "justification": f.suppression_reason or ""}]
+    return out
+
+
+def _spotkit_run(report: CheckReport) -> dict:
+    rules = [*RULES, INVALID_SUPPRESSION]
+    descriptors = [{
+        "id": r.id, "name": r.title.title().replace(" ", "").replace("-", ""),
+        "shortDescription": {"text": r.title}, "help": {"text": r.fix}, "helpUri": r.help_uri,
+        "defaultConfiguration": {"level": LEVEL[r.severity]},
+    } for r in rules]
+    index = {r.id: i for i, r in enumerate(rules)}
+    findings = [f for f in report.findings if f.source == "spotkit"]
+    return {"tool": {"driver": {"name": "spotkit", "version": __version__, "informationUri": "https://github.com/spotkit/spotkit",
+                                "rules": descriptors}},
+            "results": [_result(f, index) for f in findings]}
+
+
+def _checkov_run(report: CheckReport) -> dict:
+    findings = [f for f in report.findings if f.source == "checkov"]
+    seen: dict[str, int] = {}
+    descriptors = []
+    for f in findings:
+        if f.rule_id not in seen:
+            seen[f.rule_id] = len(descriptors)
+            d = {"id": f.rule_id, "shortDescription": {"text": f.title or f.rule_id}}
+            if f.help_uri:
+                d["helpUri"] = f.help_uri
+            descriptors.append(d)
+    return {"tool": {"driver": {"name": "checkov", "informationUri": "https://www.checkov.io", "rules": descriptors}},
+            "results": [_result(f, seen) for f in findings]}
+
+
+def to_sarif(report: CheckReport) -> dict:
+    runs = [_spotkit_run(report)]
+    if report.checkov_status == "ran":
+        runs.append(_checkov_run(report))
+    return {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": runs}
