@@ -1,0 +1,69 @@
+"""``spotkit check``: spot-safety rules and checkov over Terraform JSON or plan JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from toolkit.check import run_check_on_paths
+from toolkit.check.report import FAIL_ON, render_text
+from toolkit.check.sarif import to_sarif
+from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.errors import ToolkitError
+from toolkit.output import emit_json
+
+
+class CheckFailed(ToolkitError):
+    """Findings at or above --fail-on: exit 1."""
+
+
+@click.command("check")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default=None,
+              help="Output format (default: text, or json under --output json).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the report to FILE instead of stdout.")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+              help="Exit 1 when an unsuppressed finding has this severity or higher.")
+@click.option("--checkov/--no-checkov", "checkov", default=None,
+              help="Require checkov / skip it (default: run it when installed, say so when not).")
+@click.option("--show-suppressed", is_flag=True, help="List suppressed findings with their reasons (text format).")
+@pass_ctx
+def check_command(ctx: CliContext, paths, fmt, out_file, fail_on, checkov, show_suppressed):
+    """Check Terraform JSON for spot-safety mistakes (rules SPOT001...) and, with checkov, security.
+
+    PATHS: cdk.tf.json files, directories of them, or plans from 'terraform show -json'
+    (default: cdktf.out). Suppress a finding with a reason: tag spotkit:skip-check = "SPOT003: why",
+    or check.suppress in the --config file.
+    """
+    targets = list(paths) or ["cdktf.out"]
+    if not paths and not Path("cdktf.out").exists():
+        raise ToolkitError("no path given and ./cdktf.out does not exist",
+                           hint="run 'spotkit synth' first, or pass a cdk.tf.json, a directory, or a plan JSON")
+    mode = "auto" if checkov is None else ("on" if checkov else "off")
+    report = run_check_on_paths(targets, config=ctx.config, checkov=mode)
+    fmt = fmt or ("json" if ctx.json else "text")
+    if fmt == "sarif":
+        text = json.dumps(to_sarif(report), indent=2)
+    elif fmt == "json":
+        text = json.dumps({**report.to_dict(), "fail_on": fail_on,
+                           "failing": len(report.failing(fail_on))}, indent=2, sort_keys=True)
+    else:
+        text = render_text(report, show_suppressed=show_suppressed)
+    if out_file:
+        Path(out_file).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {fmt} report to {out_file}", err=True)
+    elif fmt == "json":
+        emit_json(json.loads(text))
+    else:
+        click.echo(text)
+    failing = report.failing(fail_on)
+    if failing:
+        ids = ", ".join(sorted({f.rule_id for f in failing}))
+        raise CheckFailed(f"check found {len(failing)} finding(s) at or above {fail_on}: {ids}",
+                          hint="fix them (each finding says how), or suppress one with a reason (see 'spotkit check --help')")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(check_command)
