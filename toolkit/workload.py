@@ -126,10 +126,11 @@ class Trainer:
             x, y = batch(cfg.seed, step, true_w)
             loss = sgd_step(params, x, y)
             step += 1
+            # The rest of the step's compute time: a step is only done when all of it has passed, even
+            # when a checkpoint is requested meanwhile (sleep resumes after a signal handler, PEP 475).
             remaining = cfg.step_seconds - (time.monotonic() - started)
-            deadline = time.monotonic() + max(0.0, remaining)
-            while time.monotonic() < deadline and not self._checkpoint_requested:
-                time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+            if remaining > 0:
+                time.sleep(remaining)
             self.log("step", step=step, loss=round(loss, 6))
             if self._checkpoint_requested or step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 reason = "stop" if self._stop_requested else ("requested" if self._checkpoint_requested else "periodic")
@@ -142,6 +143,20 @@ class Trainer:
         return step
 
 
+def request_checkpoint(pid: int, checkpoint_dir: Path, timeout: float) -> int:
+    """The notice hook for this workload: SIGUSR1 to ``pid``, then wait for a checkpoint newer than
+    the one on disk now. Returns its step; raises TimeoutError after ``timeout`` seconds."""
+    before = (checkpoint.list_steps(checkpoint_dir) or [-1])[-1]
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = checkpoint.list_steps(checkpoint_dir)
+        if steps and steps[-1] > before:
+            return steps[-1]
+        time.sleep(0.01)
+    raise TimeoutError(f"no new checkpoint in {checkpoint_dir} within {timeout} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m toolkit.workload", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--progress", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--request-checkpoint", type=int, metavar="PID",
+                   help="hook mode: ask the trainer PID for a checkpoint and wait until it is on disk")
+    p.add_argument("--timeout", type=float, default=60.0, help="hook mode: seconds to wait")
     args = p.parse_args(argv)
+    if args.request_checkpoint:
+        step = request_checkpoint(args.request_checkpoint, args.checkpoint_dir, args.timeout)
+        print(json.dumps({"checkpoint_step": step}))
+        return 0
     trainer = Trainer(TrainerConfig(checkpoint_dir=args.checkpoint_dir, steps=args.steps,
                                     step_seconds=args.step_seconds, checkpoint_every=args.checkpoint_every,
                                     progress=args.progress, seed=args.seed))
