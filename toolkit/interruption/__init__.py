@@ -1,0 +1,15 @@
+"""Interruption handling: detect -> decide -> act.
+
+- ``events``: every warning AWS sends (EventBridge, SQS bodies, Auto Scaling notifications, IMDS)
+  normalized into one ``InterruptionEvent`` with a deterministic id.
+- ``store``: the journal that de-duplicates events (first claim wins) and records every action;
+  DynamoDB in a stack, a JSON-lines file locally.
+- ``actions``: the idempotent actions (deregister targets, ECS drain, SSM checkpoint, complete the
+  lifecycle action, start a replacement), each with ``dry_run`` at the lowest call. Public API reused
+  by the recovery runbooks: ``drain_instance(clients, instance_id, dry_run=...)``.
+- ``handler``: decides which actions an event gets, in which order, and records them.
+- ``consumer``: the SQS loop (``spotkit handle-events --queue-url``); ``lambda_entry``: the Lambda.
+
+This package imports only boto3/botocore and ``toolkit.errors`` so the stack can package it as the
+Lambda's code (see ``toolkit.interruption.packaging``).
+"""

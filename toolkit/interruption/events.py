@@ -1,0 +1,302 @@
+"""One event type for every interruption warning AWS sends, with a deterministic id.
+
+Monitors (EventBridge rules into SQS, Auto Scaling notifications, the on-instance IMDS poller) all
+produce ``InterruptionEvent``. Its ``event_id`` is a hash of what the warning *means* (kind, instance,
+and the key that tells two real warnings apart), not of how it was delivered: the same spot notice
+seen twice through SQS, or once by EventBridge and once by IMDS, gets the same id, so the store acts
+on it once.
+
+Parsers raise ``DropEvent`` for input that can never be handled (malformed, not an interruption);
+the consumer deletes such a message (and journals why) instead of retrying it forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping, Optional
+
+
+class DropEvent(Exception):
+    """The input can never be acted on (malformed, unsupported, not ours): delete it, do not retry."""
+
+
+class RetryEvent(Exception):
+    """A transient failure (throttling, a dependency not ready): leave the message to be retried."""
+
+
+# Kinds, in the words of the warning. Values are stable: they are part of event ids and the journal.
+SPOT_INTERRUPTION = "spot-interruption"
+REBALANCE_RECOMMENDATION = "rebalance-recommendation"
+STATE_CHANGE = "state-change"
+SCHEDULED_CHANGE = "scheduled-change"
+LIFECYCLE_TERMINATE = "asg-lifecycle-terminate"
+CAPACITY_RESERVATION_INTERRUPTION = "capacity-reservation-interruption"
+KINDS = (SPOT_INTERRUPTION, REBALANCE_RECOMMENDATION, STATE_CHANGE, SCHEDULED_CHANGE, LIFECYCLE_TERMINATE,
+         CAPACITY_RESERVATION_INTERRUPTION)
+
+# EventBridge detail types, and the source each comes from.
+DETAIL_TYPES: dict[str, tuple[str, str]] = {
+    "EC2 Spot Instance Interruption Warning": ("aws.ec2", SPOT_INTERRUPTION),
+    "EC2 Instance Rebalance Recommendation": ("aws.ec2", REBALANCE_RECOMMENDATION),
+    "EC2 Instance State-change Notification": ("aws.ec2", STATE_CHANGE),
+    "AWS Health Event": ("aws.health", SCHEDULED_CHANGE),
+    "EC2 Instance-terminate Lifecycle Action": ("aws.autoscaling", LIFECYCLE_TERMINATE),
+    "EC2 Capacity Reservation Instance Interruption Warning": ("aws.ec2", CAPACITY_RESERVATION_INTERRUPTION),
+}
+
+# States of the state-change notification that mean the instance is going away.
+LEAVING_STATES = ("stopping", "shutting-down", "stopped", "terminated")
+
+SPOT_NOTICE_SECONDS = 120
+DEFAULT_LIFECYCLE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class LifecycleAction:
+    """What completing an Auto Scaling lifecycle action needs."""
+
+    group_name: str
+    hook_name: str
+    token: str
+
+
+@dataclass(frozen=True)
+class InterruptionEvent:
+    """A normalized interruption warning.
+
+    - ``event_id``: deterministic (see module doc); the store's de-duplication key.
+    - ``kind``: one of ``KINDS``.
+    - ``instance_id``: the instance the warning is about.
+    - ``source``: where it was seen (``aws.ec2``, ``aws.autoscaling``, ``aws.health``, ``imds``).
+    - ``issued_at`` / ``deadline``: when AWS sent it and when the instance goes (or the lifecycle hook
+      times out); ISO-8601 UTC.
+    - ``action``: the instance action (terminate, stop, hibernate) or the new state for state changes.
+    - ``lifecycle``: set for Auto Scaling lifecycle actions.
+    - ``group_name``: the Auto Scaling group when the warning names it (lifecycle actions).
+    - ``origin_id``: the id the delivery carried (EventBridge event id), for the journal only.
+    """
+
+    event_id: str
+    kind: str
+    instance_id: str
+    source: str
+    issued_at: str
+    deadline: str
+    action: str = ""
+    lifecycle: Optional[LifecycleAction] = None
+    group_name: str = ""
+    region: str = ""
+    account: str = ""
+    origin_id: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def seconds_left(self, now: Optional[datetime] = None) -> float:
+        now = now or datetime.now(timezone.utc)
+        return (parse_time(self.deadline) - now).total_seconds()
+
+
+def event_id(kind: str, instance_id: str, key: str = "") -> str:
+    """The deterministic id: ``<kind>:<instance>:<12 hex of sha256(kind|instance|key)>``."""
+    digest = hashlib.sha256(f"{kind}|{instance_id}|{key}".encode()).hexdigest()[:12]
+    return f"{kind}:{instance_id}:{digest}"
+
+
+def parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise DropEvent(f"time {value!r} is not ISO-8601") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _require(detail: Mapping, key: str, what: str) -> str:
+    value = detail.get(key)
+    if not value or not isinstance(value, str):
+        raise DropEvent(f"{what}: detail has no {key!r}")
+    return value
+
+
+# --- EventBridge --------------------------------------------------------------------------------
+
+def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
+    """Parse one EventBridge event (any of the six detail types) into events (a Health event can name
+    several instances). Raises ``DropEvent`` for anything else."""
+    detail_type = envelope.get("detail-type")
+    if detail_type not in DETAIL_TYPES:
+        raise DropEvent(f"detail-type {detail_type!r} is not an interruption warning spotkit handles")
+    _, kind = DETAIL_TYPES[detail_type]
+    detail = envelope.get("detail")
+    if not isinstance(detail, Mapping):
+        raise DropEvent(f"{detail_type}: event has no detail object")
+    issued = parse_time(envelope.get("time") or datetime.now(timezone.utc))
+    common = {"source": str(envelope.get("source", "")), "region": str(envelope.get("region", "")),
+              "account": str(envelope.get("account", "")), "origin_id": str(envelope.get("id", "")),
+              "issued_at": _iso(issued)}
+
+    if kind == SPOT_INTERRUPTION:
+        instance = _require(detail, "instance-id", detail_type)
+        action = str(detail.get("instance-action", "terminate"))
+        return [InterruptionEvent(
+            event_id=event_id(kind, instance, action), kind=kind, instance_id=instance, action=action,
+            deadline=_iso(issued + timedelta(seconds=SPOT_NOTICE_SECONDS)), detail=dict(detail), **common)]
+
+    if kind == CAPACITY_RESERVATION_INTERRUPTION:
+        instance = _require(detail, "instance-id", detail_type)
+        action = str(detail.get("instance-action", "terminate"))
+        deadline = detail.get("instance-termination-time")
+        deadline_dt = parse_time(deadline) if deadline else issued + timedelta(seconds=SPOT_NOTICE_SECONDS)
+        return [InterruptionEvent(
+            event_id=event_id(kind, instance, f"{action}|{_iso(deadline_dt)}"), kind=kind, instance_id=instance,
+            action=action, deadline=_iso(deadline_dt), detail=dict(detail), **common)]
+
+    if kind == REBALANCE_RECOMMENDATION:
+        instance = _require(detail, "instance-id", detail_type)
+        # A rebalance recommendation is sent once per instance; the spot notice (if any) follows.
+        return [InterruptionEvent(
+            event_id=event_id(kind, instance), kind=kind, instance_id=instance,
+            deadline=_iso(issued + timedelta(seconds=SPOT_NOTICE_SECONDS)), detail=dict(detail), **common)]
+
+    if kind == STATE_CHANGE:
+        instance = _require(detail, "instance-id", detail_type)
+        state = _require(detail, "state", detail_type)
+        if state not in LEAVING_STATES:
+            raise DropEvent(f"{detail_type}: state {state!r} is not a departure ({', '.join(LEAVING_STATES)})")
+        return [InterruptionEvent(
+            event_id=event_id(kind, instance, state), kind=kind, instance_id=instance, action=state,
+            deadline=_iso(issued), detail=dict(detail), **common)]
+
+    if kind == SCHEDULED_CHANGE:
+        if detail.get("service") != "EC2" or detail.get("eventTypeCategory") != "scheduledChange":
+            raise DropEvent(f"{detail_type}: only EC2 scheduled changes are handled (got service "
+                            f"{detail.get('service')!r}, category {detail.get('eventTypeCategory')!r})")
+        arn = _require(detail, "eventArn", detail_type)
+        start = detail.get("startTime")
+        deadline = _iso(parse_time(_health_time(start))) if start else _iso(issued)
+        instances = [e.get("entityValue") for e in detail.get("affectedEntities") or []
+                     if isinstance(e, Mapping) and str(e.get("entityValue", "")).startswith("i-")]
+        if not instances:
+            raise DropEvent(f"{detail_type}: {arn} names no EC2 instance")
+        slim = {k: detail[k] for k in ("eventArn", "eventTypeCode", "startTime", "endTime") if k in detail}
+        return [InterruptionEvent(
+            event_id=event_id(kind, i, arn), kind=kind, instance_id=i, action=str(detail.get("eventTypeCode", "")),
+            deadline=deadline, detail=slim, **common) for i in instances]
+
+    # LIFECYCLE_TERMINATE
+    return [_lifecycle_event(detail, common, issued, detail_type)]
+
+
+def _health_time(value: str) -> str:
+    """Health times look like 'Sat, 05 Jun 2027 07:00:00 GMT' or ISO-8601."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return _iso(parsedate_to_datetime(value))
+    except (TypeError, ValueError):
+        return value
+
+
+def _lifecycle_event(detail: Mapping, common: dict, issued: datetime, what: str,
+                     heartbeat_seconds: int = DEFAULT_LIFECYCLE_SECONDS) -> InterruptionEvent:
+    transition = detail.get("LifecycleTransition")
+    if transition != "autoscaling:EC2_INSTANCE_TERMINATING":
+        raise DropEvent(f"{what}: transition {transition!r} is not autoscaling:EC2_INSTANCE_TERMINATING")
+    instance = _require(detail, "EC2InstanceId", what)
+    token = _require(detail, "LifecycleActionToken", what)
+    lifecycle = LifecycleAction(group_name=_require(detail, "AutoScalingGroupName", what),
+                                hook_name=_require(detail, "LifecycleHookName", what), token=token)
+    return InterruptionEvent(
+        event_id=event_id(LIFECYCLE_TERMINATE, instance, token), kind=LIFECYCLE_TERMINATE, instance_id=instance,
+        action="terminate", lifecycle=lifecycle, group_name=lifecycle.group_name,
+        deadline=_iso(issued + timedelta(seconds=heartbeat_seconds)),
+        detail={k: detail[k] for k in ("NotificationMetadata", "Origin", "Destination") if k in detail},
+        **common)
+
+
+# --- Auto Scaling notifications sent straight to SQS (not through EventBridge) -----------------
+
+def from_autoscaling_notification(body: Mapping[str, Any]) -> list[InterruptionEvent]:
+    if body.get("Event") == "autoscaling:TEST_NOTIFICATION" or body.get("LifecycleTransition") == "autoscaling:TEST_NOTIFICATION":
+        raise DropEvent("Auto Scaling test notification")
+    issued = parse_time(body.get("Time") or datetime.now(timezone.utc))
+    common = {"source": "aws.autoscaling", "region": "", "account": str(body.get("AccountId", "")),
+              "origin_id": str(body.get("RequestId", "")), "issued_at": _iso(issued)}
+    return [_lifecycle_event(body, common, issued, "Auto Scaling lifecycle notification")]
+
+
+# --- the instance metadata service (the on-instance agent) -------------------------------------
+
+def from_imds_instance_action(instance_id: str, body: Mapping[str, Any] | str) -> InterruptionEvent:
+    """``/latest/meta-data/spot/instance-action``: ``{"action": "terminate", "time": "..."}``.
+
+    The id matches the EventBridge warning for the same instance and action, so whichever arrives
+    second is a duplicate."""
+    data = json.loads(body) if isinstance(body, str) else dict(body)
+    action = str(data.get("action", "terminate"))
+    deadline = parse_time(data.get("time") or datetime.now(timezone.utc))
+    return InterruptionEvent(
+        event_id=event_id(SPOT_INTERRUPTION, instance_id, action), kind=SPOT_INTERRUPTION, instance_id=instance_id,
+        action=action, source="imds", issued_at=_iso(deadline - timedelta(seconds=SPOT_NOTICE_SECONDS)),
+        deadline=_iso(deadline))
+
+
+def from_imds_rebalance(instance_id: str, body: Mapping[str, Any] | str) -> InterruptionEvent:
+    """``/latest/meta-data/events/recommendations/rebalance``: ``{"noticeTime": "..."}``."""
+    data = json.loads(body) if isinstance(body, str) else dict(body)
+    issued = parse_time(data.get("noticeTime") or datetime.now(timezone.utc))
+    return InterruptionEvent(
+        event_id=event_id(REBALANCE_RECOMMENDATION, instance_id), kind=REBALANCE_RECOMMENDATION,
+        instance_id=instance_id, source="imds", issued_at=_iso(issued),
+        deadline=_iso(issued + timedelta(seconds=SPOT_NOTICE_SECONDS)))
+
+
+# --- SQS message bodies -------------------------------------------------------------------------
+
+def from_message_body(body: str | Mapping[str, Any]) -> list[InterruptionEvent]:
+    """An SQS body: an EventBridge event, an SNS envelope around one, an Auto Scaling notification,
+    or a normalized event (``{"event_id": ..., "kind": ...}``, what the agent forwards)."""
+    if isinstance(body, str):
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise DropEvent(f"message body is not JSON: {exc}") from None
+    else:
+        data = dict(body)
+    if not isinstance(data, dict):
+        raise DropEvent(f"message body is a JSON {type(data).__name__}, not an object")
+    if data.get("Type") == "Notification" and "Message" in data:
+        return from_message_body(data["Message"])
+    if "detail-type" in data:
+        return from_eventbridge(data)
+    if "LifecycleTransition" in data or data.get("Event") == "autoscaling:TEST_NOTIFICATION":
+        return from_autoscaling_notification(data)
+    if "event_id" in data and "kind" in data:
+        return [from_dict(data)]
+    raise DropEvent("message body is neither an EventBridge event, an Auto Scaling notification nor a spotkit event")
+
+
+def from_dict(data: Mapping[str, Any]) -> InterruptionEvent:
+    """Rebuild an event from ``to_dict()`` (the journal, the agent's forwarded events)."""
+    if data.get("kind") not in KINDS:
+        raise DropEvent(f"spotkit event kind {data.get('kind')!r} is not one of {', '.join(KINDS)}")
+    fields = {k: data[k] for k in InterruptionEvent.__dataclass_fields__ if k in data}
+    if isinstance(fields.get("lifecycle"), Mapping):
+        fields["lifecycle"] = LifecycleAction(**fields["lifecycle"])
+    try:
+        return InterruptionEvent(**fields)
+    except TypeError as exc:
+        raise DropEvent(f"spotkit event is incomplete: {exc}") from None

@@ -1,0 +1,273 @@
+"""Decide and act: which actions an interruption warning gets, in which order, exactly once.
+
+``Handler.handle(event)``:
+
+1. claim the event in the store (a duplicate or an event another worker is handling stops here);
+2. look the instance up: one spotkit does not manage (no ``spotkit:managed=true`` / ``spotkit:group``
+   tag, or a group outside ``settings.groups``) is ignored and journaled as such;
+3. act by kind (every action journaled):
+
+   ============================== ===============================================================
+   spot / capacity-reservation     deregister targets, ECS DRAINING, checkpoint
+   interruption, scheduled change
+   ASG terminate lifecycle action  the same, then wait until drained (or the deadline), then
+                                   complete the lifecycle action
+   rebalance recommendation        checkpoint; optionally drain and/or start a replacement early
+   state change (stopping,         deregister targets (and ECS DRAINING while it is stopping);
+   shutting-down, stopped, ...)    too late to checkpoint
+   ============================== ===============================================================
+
+4. finish: ``done``; or ``failed`` on a transient error, which releases the claim so the message's
+   retry acts again (every action is idempotent).
+
+Outcomes tell a drop (delete the message: malformed, not ours, duplicate) from a retry (keep it;
+also for an event another worker is still handling).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+from botocore.exceptions import ClientError
+
+from toolkit.interruption import actions as act
+from toolkit.interruption import events as ev
+from toolkit.interruption import store as st
+from toolkit.interruption.events import DropEvent, InterruptionEvent, RetryEvent
+
+log = logging.getLogger("spotkit.interruption")
+
+GROUP_TAG = "spotkit:group"        # set by modules/compute_group.py
+MANAGED_TAG = "spotkit:managed"
+CHECKPOINT_HOOK = "/opt/spotkit/hooks/checkpoint"
+DEFAULT_CHECKPOINT_COMMAND = (
+    f"if [ -x {CHECKPOINT_HOOK} ]; then {CHECKPOINT_HOOK}; "
+    f"else echo 'spotkit: no checkpoint hook at {CHECKPOINT_HOOK}'; fi"
+)
+
+# Outcome statuses. RETRY and IN_PROGRESS keep the message on the queue: an event another worker is
+# handling comes back later and is then a DUPLICATE (deleted) or, if that worker died and its lease
+# ran out, claimed again.
+ACTED = "acted"
+DUPLICATE = "duplicate"
+IN_PROGRESS = "in-progress"
+IGNORED = "ignored"
+DROPPED = "dropped"
+RETRY = "retry"
+DELETE_STATUSES = (ACTED, DUPLICATE, IGNORED, DROPPED)
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """What the handler does. Defaults are the safe, common case.
+
+    - ``dry_run``: read everything, change nothing (every mutating call logs "would have ..."). Default off.
+    - ``checkpoint_command``: shell run on the instance by SSM Run Command (AWS-RunShellScript).
+      Default: ``/opt/spotkit/hooks/checkpoint`` if it exists. Empty: no checkpoint.
+    - ``checkpoint_on_rebalance``: checkpoint on a rebalance recommendation too. Default on.
+    - ``drain_on_rebalance``: also deregister targets and drain ECS on a rebalance. Default off (a
+      recommendation is not a notice; most are followed by nothing).
+    - ``start_replacement_on_rebalance``: raise the group's desired capacity by one on a rebalance
+      recommendation (capped at max_size, once per instance). Default off.
+    - ``groups``: act only for these ``spotkit:group`` values. Default: every spotkit-managed instance.
+    - ``clusters``: ECS clusters to look in. Default: every cluster in the region.
+    - ``lifecycle_result``: CONTINUE (default) or ABANDON, sent when completing the lifecycle action.
+    - ``drain_poll_seconds`` / ``deadline_margin_seconds``: how often to check that a terminating
+      instance has drained, and how long before the deadline to give up waiting and complete. 5 / 10.
+    - ``lease_seconds``: how long a claim holds before a redelivery may take it over. Default 360.
+    - ``target_group_cache_seconds``: how long the list of target groups is reused. Default 30.
+    """
+
+    dry_run: bool = False
+    checkpoint_command: str = DEFAULT_CHECKPOINT_COMMAND
+    checkpoint_on_rebalance: bool = True
+    drain_on_rebalance: bool = False
+    start_replacement_on_rebalance: bool = False
+    groups: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
+    lifecycle_result: str = "CONTINUE"
+    drain_poll_seconds: float = 5.0
+    deadline_margin_seconds: float = 10.0
+    lease_seconds: int = st.DEFAULT_LEASE_SECONDS
+    target_group_cache_seconds: float = 30.0
+
+
+@dataclass
+class Outcome:
+    status: str
+    reason: str = ""
+    event_id: str = ""
+    kind: str = ""
+    instance_id: str = ""
+    group: str = ""
+    actions: list[act.ActionResult] = field(default_factory=list)
+
+    @property
+    def delete_message(self) -> bool:
+        return self.status in DELETE_STATUSES
+
+
+class Handler:
+    """Turns events into actions. Thread-safe: the queue consumer calls ``handle`` from many threads."""
+
+    def __init__(self, clients: act.Clients, store: st.EventStore, settings: HandlerSettings = HandlerSettings(), *,
+                 sleep: Callable[[float], None] = time.sleep, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self.clients = clients
+        self.store = store
+        self.settings = settings
+        self._sleep = sleep
+        self._now = now
+        self._tg_lock = threading.Lock()
+        self._tg_cache: tuple[float, list[str]] | None = None
+
+    # --- entry points ---------------------------------------------------------------------------
+
+    def handle_body(self, body, *, wait_budget_seconds: Optional[float] = None) -> list[Outcome]:
+        """Handle one SQS message body (or EventBridge event dict): one outcome per event in it."""
+        try:
+            events = ev.from_message_body(body)
+        except DropEvent as exc:
+            log.warning("dropping a message: %s", exc)
+            return [Outcome(DROPPED, str(exc))]
+        return [self.handle(e, wait_budget_seconds=wait_budget_seconds) for e in events]
+
+    def handle(self, event: InterruptionEvent, *, wait_budget_seconds: Optional[float] = None) -> Outcome:
+        out = Outcome(status=ACTED, event_id=event.event_id, kind=event.kind, instance_id=event.instance_id)
+        claim = self.store.claim(event, lease_seconds=self.settings.lease_seconds)
+        if claim != st.NEW:
+            out.status = DUPLICATE if claim == st.DUPLICATE else IN_PROGRESS
+            out.reason = f"{event.event_id} is {'already handled' if claim == st.DUPLICATE else 'being handled by another worker'}"
+            return out
+        try:
+            managed, group, reason = self._managed(event)
+            out.group = group
+            if not managed:
+                out.status, out.reason = IGNORED, reason
+                self.store.finish(event.event_id, st.IGNORED, reason)
+                return out
+            self._act(event, group, out, wait_budget_seconds)
+            failed = [a.name for a in out.actions if a.status == act.FAILED]
+            out.reason = f"failed: {', '.join(failed)}" if failed else ""
+            self.store.finish(event.event_id, st.DONE, out.reason)
+            return out
+        except RetryEvent as exc:
+            self.store.finish(event.event_id, st.FAILED, str(exc))
+            out.status, out.reason = RETRY, str(exc)
+            return out
+        except DropEvent as exc:
+            self.store.finish(event.event_id, st.DROPPED, str(exc))
+            out.status, out.reason = DROPPED, str(exc)
+            return out
+        except Exception as exc:  # a bug or an unexpected AWS answer: release the claim, let it retry (then DLQ)
+            log.exception("handling %s failed", event.event_id)
+            self.store.finish(event.event_id, st.FAILED, f"{type(exc).__name__}: {exc}")
+            out.status, out.reason = RETRY, f"{type(exc).__name__}: {exc}"
+            return out
+
+    # --- decide ---------------------------------------------------------------------------------
+
+    def _managed(self, event: InterruptionEvent) -> tuple[bool, str, str]:
+        try:
+            reservations = self.clients.ec2.describe_instances(InstanceIds=[event.instance_id])["Reservations"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
+                return False, "", f"instance {event.instance_id} does not exist in this account and region"
+            if code in act.RETRYABLE_CODES:
+                raise RetryEvent(f"looking up {event.instance_id}: {exc}") from exc
+            raise
+        instances = [i for r in reservations for i in r["Instances"]]
+        if not instances:
+            return False, "", f"instance {event.instance_id} does not exist in this account and region"
+        tags = {t["Key"]: t["Value"] for t in instances[0].get("Tags", [])}
+        group = tags.get(GROUP_TAG, "") or event.group_name
+        if tags.get(MANAGED_TAG) != "true" and GROUP_TAG not in tags:
+            return False, group, f"instance {event.instance_id} is not managed by spotkit (no {MANAGED_TAG}=true or {GROUP_TAG} tag)"
+        if self.settings.groups and group not in self.settings.groups:
+            return False, group, f"instance {event.instance_id} is in group {group!r}, not one of {', '.join(self.settings.groups)}"
+        return True, group, ""
+
+    def _target_groups(self) -> list[str]:
+        with self._tg_lock:
+            now = time.monotonic()
+            if self._tg_cache is None or now - self._tg_cache[0] > self.settings.target_group_cache_seconds:
+                try:
+                    self._tg_cache = (now, act.list_target_groups(self.clients.elbv2))
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code", "") in act.RETRYABLE_CODES:
+                        raise RetryEvent(f"listing target groups: {exc}") from exc
+                    raise
+            return list(self._tg_cache[1])
+
+    # --- act ------------------------------------------------------------------------------------
+
+    def _record(self, event: InterruptionEvent, out: Outcome, result: act.ActionResult) -> None:
+        out.actions.append(result)
+        self.store.record(event.event_id, result.name, result.status, message=result.message, **result.detail)
+
+    def _drain(self, event: InterruptionEvent, out: Outcome, *, checkpoint: bool, ecs: bool = True) -> act.DrainResult:
+        s = self.settings
+        seconds_left = max(30, int(event.seconds_left(self._now())))
+        result = act.drain_instance(
+            self.clients, event.instance_id, dry_run=s.dry_run,
+            checkpoint_command=s.checkpoint_command if checkpoint else None, event_id=event.event_id,
+            target_group_arns=self._target_groups(), clusters=list(s.clusters) or None, ecs=ecs,
+            checkpoint_timeout_seconds=min(seconds_left, 3600))
+        for a in result.actions:
+            self._record(event, out, a)
+        return result
+
+    def _act(self, event: InterruptionEvent, group: str, out: Outcome, wait_budget: Optional[float]) -> None:
+        s = self.settings
+        kind = event.kind
+        if kind in (ev.SPOT_INTERRUPTION, ev.CAPACITY_RESERVATION_INTERRUPTION, ev.SCHEDULED_CHANGE):
+            self._drain(event, out, checkpoint=bool(s.checkpoint_command))
+        elif kind == ev.LIFECYCLE_TERMINATE:
+            drained = self._drain(event, out, checkpoint=bool(s.checkpoint_command))
+            self._wait_drained(event, out, drained, wait_budget)
+            self._record(event, out, act.complete_lifecycle_action(
+                self.clients.autoscaling, event.instance_id, event.lifecycle, dry_run=s.dry_run,
+                result=s.lifecycle_result))
+        elif kind == ev.REBALANCE_RECOMMENDATION:
+            checkpoint = bool(s.checkpoint_command) and s.checkpoint_on_rebalance
+            if s.drain_on_rebalance:
+                self._drain(event, out, checkpoint=checkpoint)
+            elif checkpoint:
+                self._record(event, out, act.send_checkpoint(
+                    self.clients.ssm, event.instance_id, s.checkpoint_command, dry_run=s.dry_run,
+                    event_id=event.event_id))
+            if s.start_replacement_on_rebalance and group:
+                self._record(event, out, act.start_replacement(
+                    self.clients.autoscaling, self.clients.ec2, event.instance_id, group, dry_run=s.dry_run,
+                    event_id=event.event_id))
+        elif kind == ev.STATE_CHANGE:
+            self._drain(event, out, checkpoint=False, ecs=event.action in ("stopping", "shutting-down"))
+        else:
+            raise DropEvent(f"no actions for kind {kind!r}")
+
+    def _wait_drained(self, event: InterruptionEvent, out: Outcome, drained: act.DrainResult,
+                      wait_budget: Optional[float]) -> None:
+        """Poll until drained, the deadline (minus the margin), or the caller's time budget."""
+        s = self.settings
+        started = time.monotonic()
+        polls = 0
+        while True:
+            polls += 1
+            if act.is_drained(self.clients, drained, clusters=list(s.clusters) or None):
+                self._record(event, out, act.ActionResult("wait-drained", act.DONE, f"{event.instance_id} drained",
+                                                          {"polls": polls}))
+                return
+            left = event.seconds_left(self._now()) - s.deadline_margin_seconds
+            if wait_budget is not None:
+                left = min(left, wait_budget - (time.monotonic() - started))
+            if left <= 0:
+                self._record(event, out, act.ActionResult(
+                    "wait-drained", act.SKIPPED, f"{event.instance_id} not drained before the deadline; completing anyway",
+                    {"polls": polls}))
+                return
+            self._sleep(min(s.drain_poll_seconds, left))

@@ -1,0 +1,96 @@
+"""The Lambda entry point: ``toolkit.interruption.lambda_entry.handler``.
+
+The stack wires the interruption queue to this function with an event source mapping that reports
+batch item failures: messages whose events must be retried are returned in ``batchItemFailures`` (they
+come back after the queue's visibility timeout, then go to the dead-letter queue), the rest are
+deleted. A direct EventBridge invocation (one event, no ``Records``) is handled too.
+
+Configuration (environment, set by ``modules.interruption_events``):
+``SPOTKIT_JOURNAL_TABLE`` (required), ``SPOTKIT_DRY_RUN`` (``true``/``false``), ``SPOTKIT_GROUPS``
+(comma-separated), ``SPOTKIT_CHECKPOINT_COMMAND`` (empty: no checkpoint), ``SPOTKIT_CHECKPOINT_ON_REBALANCE``,
+``SPOTKIT_DRAIN_ON_REBALANCE``, ``SPOTKIT_START_REPLACEMENT``, ``SPOTKIT_CLUSTERS``, ``SPOTKIT_LIFECYCLE_RESULT``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping, Optional
+
+from toolkit.interruption.actions import Clients
+from toolkit.interruption.handler import RETRY, Handler, HandlerSettings
+from toolkit.interruption.store import DynamoDBStore
+
+logging.getLogger("spotkit.interruption").setLevel(logging.INFO)
+log = logging.getLogger("spotkit.interruption")
+
+_HANDLER: Optional[Handler] = None
+LAMBDA_MARGIN_SECONDS = 15
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    return default if value is None or value == "" else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in env.get(name, "").split(",") if v.strip())
+
+
+def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
+    defaults = HandlerSettings()
+    return HandlerSettings(
+        dry_run=_flag(env, "SPOTKIT_DRY_RUN", False),
+        checkpoint_command=env.get("SPOTKIT_CHECKPOINT_COMMAND", defaults.checkpoint_command),
+        checkpoint_on_rebalance=_flag(env, "SPOTKIT_CHECKPOINT_ON_REBALANCE", defaults.checkpoint_on_rebalance),
+        drain_on_rebalance=_flag(env, "SPOTKIT_DRAIN_ON_REBALANCE", defaults.drain_on_rebalance),
+        start_replacement_on_rebalance=_flag(env, "SPOTKIT_START_REPLACEMENT", defaults.start_replacement_on_rebalance),
+        groups=_list(env, "SPOTKIT_GROUPS"),
+        clusters=_list(env, "SPOTKIT_CLUSTERS"),
+        lifecycle_result=env.get("SPOTKIT_LIFECYCLE_RESULT", defaults.lifecycle_result) or defaults.lifecycle_result,
+    )
+
+
+def build_handler(env: Mapping[str, str], client_factory=None) -> Handler:
+    table = env.get("SPOTKIT_JOURNAL_TABLE")
+    if not table:
+        raise RuntimeError("SPOTKIT_JOURNAL_TABLE is not set: the stack sets it to the journal table's name")
+    if client_factory is None:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(retries={"max_attempts": 8, "mode": "standard"})
+        client_factory = lambda service: boto3.client(service, config=config)  # noqa: E731
+    clients = Clients(factory=client_factory)
+    return Handler(clients, DynamoDBStore(clients.dynamodb, table), settings_from_env(env))
+
+
+def handle(event: Mapping[str, Any], context: Any, handler: Handler) -> dict:
+    budget = None
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        budget = context.get_remaining_time_in_millis() / 1000 - LAMBDA_MARGIN_SECONDS
+    if "Records" not in event:  # a direct EventBridge invocation
+        outcomes = handler.handle_body(dict(event), wait_budget_seconds=budget)
+        for o in outcomes:
+            log.info("%s %s %s: %s", o.status, o.kind, o.instance_id, o.reason)
+        if any(o.status == RETRY for o in outcomes):
+            raise RuntimeError("; ".join(o.reason for o in outcomes if o.status == RETRY))  # async retry
+        return {"outcomes": [o.status for o in outcomes]}
+    failures = []
+    for record in event["Records"]:
+        outcomes = handler.handle_body(record.get("body", ""), wait_budget_seconds=budget)
+        for o in outcomes:
+            log.info(json.dumps({"message": record.get("messageId"), "status": o.status, "kind": o.kind,
+                                 "instance": o.instance_id, "event": o.event_id, "reason": o.reason,
+                                 "actions": {a.name: a.status for a in o.actions}}))
+        if not all(o.delete_message for o in outcomes):
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}
+
+
+def handler(event, context):  # the Lambda handler
+    global _HANDLER
+    if _HANDLER is None:
+        _HANDLER = build_handler(os.environ)
+    return handle(event, context, _HANDLER)

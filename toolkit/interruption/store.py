@@ -1,0 +1,241 @@
+"""The journal: de-duplicates events (the first claim wins) and records every action.
+
+Two implementations with one contract:
+
+- ``DynamoDBStore``: a table with ``pk`` (the event id) and ``sk`` (``event`` for the claim item,
+  ``action#<time>#<name>`` for each action), and a TTL attribute ``expires_at``. A claim is one
+  conditional write, so two handlers (two Lambdas, a Lambda and a queue consumer, the agent) racing
+  on the same warning act once.
+- ``LocalFileStore``: a JSON-lines file for local runs; a thread lock plus ``fcntl`` file lock, and it
+  re-reads lines other processes appended before deciding.
+
+A claim answers:
+- ``NEW``: act on it.
+- ``DUPLICATE``: already handled (done, ignored or dropped) within the de-duplication window.
+- ``IN_PROGRESS``: another worker holds a live lease; this copy is a duplicate delivery. If that worker
+  dies, its lease runs out and the redelivered message claims the event again (actions are idempotent).
+
+``finish(event_id, FAILED)`` releases the lease at once so a retry can claim it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+from toolkit.interruption.events import InterruptionEvent
+
+NEW = "new"
+DUPLICATE = "duplicate"
+IN_PROGRESS = "in-progress"
+
+# Final statuses of an event; a claim on an event in one of these is a duplicate.
+DONE = "done"
+IGNORED = "ignored"
+DROPPED = "dropped"
+FAILED = "failed"
+CLAIMED = "claimed"
+FINAL = (DONE, IGNORED, DROPPED)
+
+DEFAULT_LEASE_SECONDS = 360
+DEFAULT_DEDUPE_SECONDS = 6 * 3600
+
+
+class EventStore(Protocol):
+    def claim(self, event: InterruptionEvent, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> str: ...
+    def record(self, event_id: str, name: str, status: str, **detail: Any) -> None: ...
+    def finish(self, event_id: str, status: str, reason: str = "") -> None: ...
+    def get(self, event_id: str) -> Optional[dict]: ...
+    def actions(self, event_id: str) -> list[dict]: ...
+
+
+# --- DynamoDB -----------------------------------------------------------------------------------
+
+class DynamoDBStore:
+    """The journal in a DynamoDB table (created by ``modules.interruption_events``)."""
+
+    def __init__(self, dynamodb, table_name: str, *, dedupe_seconds: int = DEFAULT_DEDUPE_SECONDS,
+                 clock=time.time):
+        self._ddb = dynamodb
+        self.table_name = table_name
+        self.dedupe_seconds = dedupe_seconds
+        self._clock = clock
+
+    def claim(self, event: InterruptionEvent, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> str:
+        now = int(self._clock())
+        try:
+            self._ddb.update_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": event.event_id}, "sk": {"S": "event"}},
+                UpdateExpression=("SET #s = :claimed, lease_until = :lease, expires_at = :exp, kind = :kind, "
+                                  "instance_id = :instance, claimed_at = :now, event_json = :json ADD attempts :one"),
+                ConditionExpression=("attribute_not_exists(pk) OR expires_at < :now "
+                                     "OR (NOT #s IN (:done, :ignored, :dropped) AND lease_until < :now)"),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":claimed": {"S": CLAIMED}, ":lease": {"N": str(now + lease_seconds)},
+                    ":exp": {"N": str(now + self.dedupe_seconds)}, ":kind": {"S": event.kind},
+                    ":instance": {"S": event.instance_id}, ":now": {"N": str(now)},
+                    ":json": {"S": json.dumps(event.to_dict(), sort_keys=True)}, ":one": {"N": "1"},
+                    ":done": {"S": DONE}, ":ignored": {"S": IGNORED}, ":dropped": {"S": DROPPED},
+                },
+            )
+            return NEW
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            current = self.get(event.event_id) or {}
+            return DUPLICATE if current.get("status") in FINAL else IN_PROGRESS
+
+    def record(self, event_id: str, name: str, status: str, **detail: Any) -> None:
+        now = self._clock()
+        self._ddb.put_item(TableName=self.table_name, Item={
+            "pk": {"S": event_id}, "sk": {"S": f"action#{now:.6f}#{name}"},
+            "name": {"S": name}, "status": {"S": status},
+            "detail": {"S": json.dumps(detail, sort_keys=True, default=str)},
+            "at": {"N": f"{now:.6f}"}, "expires_at": {"N": str(int(now) + self.dedupe_seconds)},
+        })
+
+    def finish(self, event_id: str, status: str, reason: str = "") -> None:
+        now = int(self._clock())
+        self._ddb.update_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": event_id}, "sk": {"S": "event"}},
+            UpdateExpression="SET #s = :s, reason = :r, finished_at = :now, lease_until = :lease",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": status}, ":r": {"S": reason}, ":now": {"N": str(now)},
+                                       ":lease": {"N": "0" if status == FAILED else str(now)}},
+        )
+
+    def get(self, event_id: str) -> Optional[dict]:
+        item = self._ddb.get_item(TableName=self.table_name, ConsistentRead=True,
+                                  Key={"pk": {"S": event_id}, "sk": {"S": "event"}}).get("Item")
+        return _plain(item) if item else None
+
+    def actions(self, event_id: str) -> list[dict]:
+        out: list[dict] = []
+        kwargs = {"TableName": self.table_name, "ConsistentRead": True,
+                  "KeyConditionExpression": "pk = :pk AND begins_with(sk, :a)",
+                  "ExpressionAttributeValues": {":pk": {"S": event_id}, ":a": {"S": "action#"}}}
+        while True:
+            page = self._ddb.query(**kwargs)
+            for item in page.get("Items", []):
+                row = _plain(item)
+                row["detail"] = json.loads(row.get("detail") or "{}")
+                out.append(row)
+            if not page.get("LastEvaluatedKey"):
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _plain(item: dict) -> dict:
+    out: dict[str, Any] = {}
+    for key, typed in item.items():
+        (kind, value), = typed.items()
+        out[key] = float(value) if kind == "N" else value
+    return out
+
+
+# --- a local JSON-lines file --------------------------------------------------------------------
+
+class LocalFileStore:
+    """The journal as a JSON-lines file: one line per claim, action and finish."""
+
+    def __init__(self, path: str | os.PathLike, *, dedupe_seconds: int = DEFAULT_DEDUPE_SECONDS, clock=time.time):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(exist_ok=True)
+        self.dedupe_seconds = dedupe_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._offset = 0
+        self._events: dict[str, dict] = {}
+        self._actions: dict[str, list[dict]] = {}
+
+    def _catch_up(self, fh) -> None:
+        fh.seek(self._offset)
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # a line another process is still writing
+            self._offset += len(line.encode())
+            row = json.loads(line)
+            eid = row["event_id"]
+            if row["type"] == "claim":
+                prior = self._events.get(eid, {})
+                self._events[eid] = {**prior, **row, "status": CLAIMED, "attempts": prior.get("attempts", 0) + 1}
+            elif row["type"] == "finish":
+                self._events.setdefault(eid, {}).update(status=row["status"], reason=row.get("reason", ""),
+                                                        lease_until=row["lease_until"])
+            else:
+                self._actions.setdefault(eid, []).append(row)
+
+    def _append(self, fh, row: dict) -> None:
+        fh.seek(0, os.SEEK_END)
+        line = json.dumps(row, sort_keys=True, default=str) + "\n"
+        fh.write(line)
+        fh.flush()
+
+    def _locked(self, fn):
+        with self._lock, open(self.path, "r+", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                self._catch_up(fh)
+                result = fn(fh)
+                self._catch_up(fh)
+                return result
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def claim(self, event: InterruptionEvent, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> str:
+        def do(fh):
+            now = self._clock()
+            current = self._events.get(event.event_id)
+            if current and current.get("expires_at", 0) >= now:
+                if current.get("status") in FINAL:
+                    return DUPLICATE
+                if current.get("lease_until", 0) >= now:
+                    return IN_PROGRESS
+            self._append(fh, {"type": "claim", "event_id": event.event_id, "kind": event.kind,
+                              "instance_id": event.instance_id, "claimed_at": now,
+                              "lease_until": now + lease_seconds, "expires_at": now + self.dedupe_seconds,
+                              "event": event.to_dict()})
+            return NEW
+        return self._locked(do)
+
+    def record(self, event_id: str, name: str, status: str, **detail: Any) -> None:
+        self._locked(lambda fh: self._append(fh, {"type": "action", "event_id": event_id, "name": name,
+                                                  "status": status, "detail": detail, "at": self._clock()}))
+
+    def finish(self, event_id: str, status: str, reason: str = "") -> None:
+        now = self._clock()
+        self._locked(lambda fh: self._append(fh, {"type": "finish", "event_id": event_id, "status": status,
+                                                  "reason": reason, "at": now,
+                                                  "lease_until": 0 if status == FAILED else now}))
+
+    def get(self, event_id: str) -> Optional[dict]:
+        return self._locked(lambda fh: dict(self._events[event_id]) if event_id in self._events else None)
+
+    def actions(self, event_id: str) -> list[dict]:
+        return self._locked(lambda fh: [dict(a) for a in self._actions.get(event_id, [])])
+
+    def all_events(self) -> dict[str, dict]:
+        return self._locked(lambda fh: {k: dict(v) for k, v in self._events.items()})
+
+
+def create_journal_table(dynamodb, table_name: str) -> None:
+    """Create the journal table as ``modules.interruption_events`` does (for local runs against an
+    emulator; in AWS the stack owns it). An existing table is left as it is."""
+    try:
+        dynamodb.create_table(
+            TableName=table_name, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+    except dynamodb.exceptions.ResourceInUseException:
+        return
+    dynamodb.get_waiter("table_exists").wait(TableName=table_name)
+    dynamodb.update_time_to_live(TableName=table_name,
+                                 TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
