@@ -4,12 +4,7 @@ every validation rule (exact messages)."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
-import subprocess
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -25,9 +20,8 @@ from modules.gpu import ECS_AMI_PARAMETER
 from stacks.base import SpotkitStack, StackConfig
 from stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
 from tests.support.synth import build_stack, data_sources, local_value, resources, synth_construct
+from tests.support.tf_validate import needs_terraform, terraform_validate
 from toolkit.errors import ValidationError
-
-PROVIDER_MIRROR = Path("/opt/tf-plugins/registry.terraform.io/hashicorp/aws")
 
 
 def by_name(doc: dict, rtype: str, key: str = "name") -> dict[str, dict]:
@@ -258,33 +252,9 @@ def test_defaults_raise_no_warning(stack):
 
 # --- provider 5.100 ----------------------------------------------------------------------------
 
-def terraform_validate(doc: dict, workdir: Path) -> subprocess.CompletedProcess:
-    """``terraform validate`` against the hashicorp/aws 5.100 mirror (the oldest provider we support)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    rc = workdir / "terraformrc"
-    rc.write_text(f'provider_installation {{\n  filesystem_mirror {{ path = "{PROVIDER_MIRROR.parent.parent.parent}" }}\n}}\n')
-    (workdir / "main.tf.json").write_text(json.dumps(doc))
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(rc), "TF_IN_AUTOMATION": "1"}
-    if not (workdir / ".terraform").exists():
-        init = subprocess.run(["terraform", "init", "-backend=false", "-input=false", "-no-color"], cwd=workdir,
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert init.returncode == 0, init.stdout + init.stderr
-    return subprocess.run(["terraform", "validate", "-no-color"], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-def needs_terraform():
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform is not on PATH")
-    if not PROVIDER_MIRROR.is_dir():
-        pytest.skip(f"no hashicorp/aws provider mirror at {PROVIDER_MIRROR}")
-
-
 @pytest.mark.terraform
 def test_ecs_stack_validates_with_provider_5_100(ecs_stack, tmp_path):
     needs_terraform()
-    doc = json.loads(json.dumps(ecs_stack))
-    doc["terraform"]["required_providers"]["aws"]["version"] = "5.100.0"
-    result = terraform_validate(doc, tmp_path / "ecs")
+    result = terraform_validate(ecs_stack, tmp_path / "ecs")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "The configuration is valid" in result.stdout

@@ -1,0 +1,356 @@
+"""The gpu_inference stack: GPU capacity, the ALB and target group, the inference task and service,
+autoscaling, least-privilege roles, and every validation rule (exact messages)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import pytest
+
+from modules.annotations import SpotkitWarning
+from modules.compute_group import InstanceRequirements
+from modules.gpu import ECS_GPU_AMI_PARAMETER, GPU_FAMILIES, family_of
+from modules.inference_service import HOST_MODEL_CACHE, InferenceContainer, InferenceServiceSettings
+from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack, resolve
+from tests.support.synth import build_stack, data_sources, local_value, one, resources
+from tests.support.tf_validate import needs_terraform, terraform_validate
+from toolkit.errors import ValidationError
+
+
+def by_name(doc: dict, rtype: str) -> dict[str, dict]:
+    return {r["name"]: r for r in resources(doc, rtype).values()}
+
+
+def ref(doc: dict, rtype: str, name: str, attr: str = "name") -> str:
+    """The Terraform reference to the resource of ``rtype`` whose name is ``name``."""
+    (key,) = [k for k, r in resources(doc, rtype).items() if r.get("name") == name]
+    return f"${{{rtype}.{key}.{attr}}}"
+
+
+def container(doc: dict) -> dict:
+    (definition,) = json.loads(one(doc, "aws_ecs_task_definition")["container_definitions"])
+    return definition
+
+
+@pytest.fixture(scope="module")
+def gpu_stack():
+    # GIVEN the gpu_inference stack with no config WHEN it is synthesized
+    doc, _ = build_stack(GpuInferenceStack, GpuInferenceConfig())
+    return doc
+
+
+CUSTOM = GpuInferenceConfig(
+    name="r1",
+    gpu_instance_types=("g5.12xlarge", "g6e.12xlarge", "g6.12xlarge", "p4d.24xlarge"),
+    alb_subnet_ids=("subnet-pub-a", "subnet-pub-b"),
+    service=InferenceServiceSettings(
+        container=InferenceContainer(
+            image="123456789012.dkr.ecr.us-east-1.amazonaws.com/vllm:0.8.5", model_id="deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
+            gpus_per_task=4, cpu=16384, memory_mib=131072, environment={"VLLM_LOGGING_LEVEL": "INFO"},
+            hf_token_secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-token-AbCdEf"),
+        desired_count=3, on_demand_base=2, spot_overprovision=1, max_count=8,
+        internet_facing=True, ingress_cidrs=("203.0.113.0/24",),
+        certificate_arn="arn:aws:acm:us-east-1:123456789012:certificate/abc",
+        deregistration_delay_seconds=45, model_cache="efs", efs_file_system_id="fs-0123456789abcdef0",
+        efs_access_point_id="fsap-0123456789abcdef0", log_retention_days=14,
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def custom_stack():
+    # GIVEN a 70B model on 4 GPUs, a public HTTPS ALB, EFS model cache and one extra spot replica
+    doc, _ = build_stack(GpuInferenceStack, CUSTOM)
+    return doc
+
+
+# --- GPU capacity ------------------------------------------------------------------------------
+
+def test_instance_types_are_all_gpu_families(gpu_stack):
+    groups = by_name(gpu_stack, "aws_autoscaling_group")
+    assert sorted(groups) == ["spotkit-gpu-od", "spotkit-gpu-spot"]
+    for group in groups.values():
+        types = [o["instance_type"] for o in group["mixed_instances_policy"]["launch_template"]["override"]]
+        # THEN both groups offer three GPU types, L4, A10G and L40S
+        assert types == ["g6.xlarge", "g5.xlarge", "g6e.xlarge"]
+        assert all(family_of(t) in GPU_FAMILIES for t in types)
+
+
+def test_gpu_ami_from_public_ssm_parameter(gpu_stack):
+    params = {v["name"] for v in data_sources(gpu_stack, "aws_ssm_parameter").values()}
+    assert params == {ECS_GPU_AMI_PARAMETER}
+
+
+def test_user_data_enables_gpus_and_spot_draining(gpu_stack):
+    script = local_value(gpu_stack, "ecs_spot-group")
+    assert "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true\n" in script
+    assert "ECS_ENABLE_GPU_SUPPORT=true\n" in script
+    assert "ECS_CLUSTER=spotkit-gpu\n" in script
+    # AND the model cache on instance storage is prepared (instance store when present)
+    assert f"CACHE={HOST_MODEL_CACHE}\n" in script and "Instance Storage" in script
+
+
+def test_gpu_capacity_providers_drain_and_protect(gpu_stack):
+    for provider in by_name(gpu_stack, "aws_ecs_capacity_provider").values():
+        asg = provider["auto_scaling_group_provider"]
+        assert (asg["managed_draining"], asg["managed_termination_protection"], asg["managed_scaling"]["status"]) == (
+            "ENABLED", "ENABLED", "ENABLED")
+
+
+def test_attribute_based_gpu_selection_applies_to_both_groups():
+    # GIVEN NVIDIA accelerators by attributes WHEN the config is resolved
+    accel = InstanceRequirements(vcpu_min=4, memory_mib_min=16384, accelerator_manufacturers=("nvidia",),
+                                 accelerator_names=("a10g", "l4", "l40s"), accelerator_count_min=1,
+                                 accelerator_total_memory_mib_min=24576)
+    cluster, _ = resolve(GpuInferenceConfig(accelerators=accel))
+    # THEN both groups select by attributes and boot the GPU AMI
+    for cp in (cluster.spot, cluster.on_demand):
+        assert cp.group.instance_requirements == accel
+        assert cp.group.ami_ssm_parameter == ECS_GPU_AMI_PARAMETER
+
+
+# --- load balancer -----------------------------------------------------------------------------
+
+def test_target_group_deregistration_delay_and_health_check(gpu_stack):
+    tg = one(gpu_stack, "aws_lb_target_group")
+    assert tg["deregistration_delay"] == "60"
+    assert tg["target_type"] == "ip" and tg["port"] == 8000
+    assert tg["health_check"] == {
+        "enabled": True, "path": "/health", "protocol": "HTTP", "port": "traffic-port", "matcher": "200",
+        "interval": 15, "timeout": 5, "healthy_threshold": 2, "unhealthy_threshold": 3,
+    }
+
+
+def test_alb_is_internal_and_only_the_alb_reaches_the_service(gpu_stack):
+    alb = one(gpu_stack, "aws_lb")
+    assert alb["internal"] is True and alb["load_balancer_type"] == "application"
+    sgs = {r["name_prefix"]: k for k, r in resources(gpu_stack, "aws_security_group").items() if "name_prefix" in r}
+    alb_sg = f"${{aws_security_group.{sgs['spotkit-gpu-alb-']}.id}}"
+    svc_sg = f"${{aws_security_group.{sgs['spotkit-gpu-svc-']}.id}}"
+    ingress = [r for r in resources(gpu_stack, "aws_vpc_security_group_ingress_rule").values()]
+    # THEN the service admits one rule: the ALB's group, on the container port
+    assert [(r["referenced_security_group_id"], r["from_port"], r["to_port"]) for r in ingress
+            if r["security_group_id"] == svc_sg] == [(alb_sg, 8000, 8000)]
+    # AND the ALB admits the VPC range on the listener port
+    assert [(r["cidr_ipv4"], r["from_port"]) for r in ingress if r["security_group_id"] == alb_sg] == [("10.42.0.0/16", 80)]
+    listener = one(gpu_stack, "aws_lb_listener")
+    assert (listener["port"], listener["protocol"]) == (80, "HTTP")
+
+
+# --- task and service --------------------------------------------------------------------------
+
+def test_task_definition_reserves_gpus_and_shared_memory(gpu_stack):
+    task = one(gpu_stack, "aws_ecs_task_definition")
+    assert (task["network_mode"], task["requires_compatibilities"]) == ("awsvpc", ["EC2"])
+    c = container(gpu_stack)
+    assert c["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
+    assert c["linuxParameters"]["sharedMemorySize"] == 8192
+    assert c["stopTimeout"] == 30
+    assert c["image"] == "vllm/vllm-openai:v0.8.5"
+    assert c["command"][:2] == ["--model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"]
+    assert c["command"][c["command"].index("--tensor-parallel-size") + 1] == "1"
+    assert task["volume"] == [{"name": "model-cache", "host_path": HOST_MODEL_CACHE}]
+    assert c["logConfiguration"]["logDriver"] == "awslogs"
+
+
+def test_service_keeps_on_demand_base_and_rolls_back(gpu_stack):
+    svc = one(gpu_stack, "aws_ecs_service")
+    od = ref(gpu_stack, "aws_ecs_capacity_provider", "spotkit-gpu-od")
+    spot = ref(gpu_stack, "aws_ecs_capacity_provider", "spotkit-gpu-spot")
+    strategy = {s["capacity_provider"]: (s["base"], s["weight"]) for s in svc["capacity_provider_strategy"]}
+    # THEN one replica always runs on on-demand, the rest mostly on spot
+    assert strategy == {od: (1, 1), spot: (0, 4)}
+    assert svc["desired_count"] == 2
+    assert svc["deployment_circuit_breaker"] == {"enable": True, "rollback": True}
+    assert svc["load_balancer"][0]["container_port"] == 8000
+    assert svc["lifecycle"] == {"ignore_changes": ["desired_count"]}
+    assert svc["ordered_placement_strategy"][0] == {"type": "spread", "field": "attribute:ecs.availability-zone"}
+    # AND the service waits for the listener and the capacity provider association
+    assert any(d.startswith("aws_ecs_cluster_capacity_providers.") for d in svc["depends_on"])
+
+
+def test_autoscaling_on_alb_requests_per_target(gpu_stack):
+    target = one(gpu_stack, "aws_appautoscaling_target")
+    assert (target["min_capacity"], target["max_capacity"]) == (2, 6)
+    assert target["scalable_dimension"] == "ecs:service:DesiredCount"
+    config = one(gpu_stack, "aws_appautoscaling_policy")["target_tracking_scaling_policy_configuration"]
+    assert config["target_value"] == 120
+    assert config["predefined_metric_specification"]["predefined_metric_type"] == "ALBRequestCountPerTarget"
+    label = config["predefined_metric_specification"]["resource_label"]
+    assert label.startswith("${aws_lb.") and ".arn_suffix}/${aws_lb_target_group." in label
+
+
+def test_roles_are_least_privilege_and_logs_retained(gpu_stack):
+    log_group = one(gpu_stack, "aws_cloudwatch_log_group")
+    assert (log_group["name"], log_group["retention_in_days"]) == ("/spotkit/spotkit-gpu", 30)
+    policies = by_name(gpu_stack, "aws_iam_role_policy")
+    statements = json.loads(policies["spotkit-execution"]["policy"])["Statement"]
+    # THEN the execution role may only write to its own log group; the task role has no policy
+    assert statements == [{"Sid": "WriteOwnLogs", "Effect": "Allow",
+                           "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                           "Resource": statements[0]["Resource"]}]
+    assert statements[0]["Resource"].startswith("${aws_cloudwatch_log_group.") and statements[0]["Resource"].endswith(":*")
+    assert "spotkit-task" not in policies
+    (task_role,) = [r for r in resources(gpu_stack, "aws_iam_role").values() if r["name_prefix"] == "spotkit-gpu-task-"]
+    trust = json.loads(task_role["assume_role_policy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    assert "aws:SourceAccount" in trust["Statement"][0]["Condition"]["StringEquals"]
+
+
+def test_custom_stack_public_https_efs_and_overprovision(custom_stack):
+    alb = one(custom_stack, "aws_lb")
+    assert alb["internal"] is False and alb["subnets"] == ["subnet-pub-a", "subnet-pub-b"]
+    listener = one(custom_stack, "aws_lb_listener")
+    assert (listener["port"], listener["protocol"]) == (443, "HTTPS")
+    assert one(custom_stack, "aws_lb_target_group")["deregistration_delay"] == "45"
+    # THEN desired = 3 replicas + 1 over-provisioned spot replica, 2 of them on on-demand
+    svc = one(custom_stack, "aws_ecs_service")
+    assert svc["desired_count"] == 4
+    assert sorted((s["base"], s["weight"]) for s in svc["capacity_provider_strategy"]) == [(0, 4), (2, 1)]
+    assert one(custom_stack, "aws_appautoscaling_target")["min_capacity"] == 4
+    # AND 4 GPUs per task, tensor parallel 4, weights on EFS with TLS and the access point
+    c = container(custom_stack)
+    assert c["resourceRequirements"] == [{"type": "GPU", "value": "4"}]
+    assert c["command"][c["command"].index("--tensor-parallel-size") + 1] == "4"
+    assert c["secrets"] == [{"name": "HF_TOKEN", "valueFrom": CUSTOM.service.container.hf_token_secret_arn}]
+    (volume,) = one(custom_stack, "aws_ecs_task_definition")["volume"]
+    assert volume["efs_volume_configuration"] == {
+        "file_system_id": "fs-0123456789abcdef0", "transit_encryption": "ENABLED",
+        "authorization_config": {"access_point_id": "fsap-0123456789abcdef0", "iam": "ENABLED"},
+    }
+    assert "model-cache" not in local_value(custom_stack, "ecs_spot-group")
+    policies = by_name(custom_stack, "aws_iam_role_policy")
+    task = json.loads(policies["spotkit-task"]["policy"])["Statement"]
+    assert task[0]["Action"] == ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    assert task[0]["Resource"] == "arn:aws:elasticfilesystem:*:*:file-system/fs-0123456789abcdef0"
+    execution = {s["Sid"]: s for s in json.loads(policies["spotkit-execution"]["policy"])["Statement"]}
+    assert sorted(execution) == ["EcrToken", "PullImage", "ReadHfToken", "WriteOwnLogs"]
+    assert execution["PullImage"]["Resource"] == "arn:aws:ecr:*:*:repository/vllm"
+    assert execution["ReadHfToken"]["Resource"] == CUSTOM.service.container.hf_token_secret_arn
+
+
+# --- validation --------------------------------------------------------------------------------
+
+def with_service(**changes) -> GpuInferenceConfig:
+    return GpuInferenceConfig(service=dataclasses.replace(InferenceServiceSettings(), **changes))
+
+
+def test_rejects_deregistration_delay_above_the_notice():
+    with pytest.raises(ValidationError) as err:
+        resolve(with_service(deregistration_delay_seconds=121))
+    assert str(err.value) == (
+        "InferenceService 'spotkit-gpu': deregistration_delay_seconds is 121, above the 120-second spot notice: "
+        "requests would be cut when the instance dies; use 90 or less"
+    )
+
+
+def test_warns_on_deregistration_delay_between_90_and_120():
+    from cdktn import Testing
+
+    # GIVEN a 100 s delay and a 10 s stop timeout (110 s, inside the notice)
+    config = with_service(deregistration_delay_seconds=100, container=InferenceContainer(stop_timeout_seconds=10))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpotkitWarning)
+        GpuInferenceStack(Testing.app(), "s", config)
+    # THEN exactly one warning: the delay leaves little of the notice
+    assert [str(w.message) for w in caught if w.category is SpotkitWarning] == [
+        "InferenceService 'spotkit-gpu': deregistration_delay_seconds=100 leaves under 20 s of the spot notice "
+        "to stop the task"]
+
+
+def test_warns_when_delay_plus_stop_timeout_exceeds_the_notice():
+    from cdktn import Testing
+
+    config = with_service(deregistration_delay_seconds=80, container=InferenceContainer(stop_timeout_seconds=60))
+    with pytest.warns(SpotkitWarning, match=r"deregistration delay \+ stop timeout = 140 s, more than the 120-second"):
+        GpuInferenceStack(Testing.app(), "s", config)
+
+
+def test_defaults_raise_no_warning():
+    from cdktn import Testing
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpotkitWarning)
+        GpuInferenceStack(Testing.app(), "s", GpuInferenceConfig())
+
+
+def test_rejects_on_demand_base_larger_than_desired_count():
+    with pytest.raises(ValidationError) as err:
+        resolve(with_service(desired_count=2, on_demand_base=3))
+    assert str(err.value) == (
+        "InferenceService 'spotkit-gpu': on_demand_base (3) is larger than desired_count (2): the on-demand floor "
+        "cannot exceed the replicas; raise desired_count or lower on_demand_base"
+    )
+
+
+def test_rejects_non_gpu_instance_type_in_gpu_cluster():
+    with pytest.raises(ValidationError) as err:
+        resolve(GpuInferenceConfig(gpu_instance_types=("g5.xlarge", "c6i.xlarge", "g6.xlarge")))
+    assert str(err.value) == (
+        "EcsSpotCluster 'spotkit-gpu': capacity provider 'spot': c6i.xlarge is not a GPU instance type but the "
+        "cluster runs GPU tasks: use NVIDIA GPU families (g4dn, g5, g6, gr6, g6e, p3, p3dn, p4d, p4de, p5, p5e, "
+        "p5en) or turn gpu off"
+    )
+
+
+def test_rejects_unknown_gpu_family():
+    with pytest.raises(ValidationError) as err:
+        resolve(GpuInferenceConfig(gpu_families=("g5", "m7i", "g6")))
+    assert str(err.value) == (
+        "gpu_inference 'spotkit-gpu': gpu_families has m7i, which are not NVIDIA GPU families: use g4dn, g5, g6, "
+        "gr6, g6e, p3, p3dn, p4d, p4de, p5, p5e, p5en"
+    )
+
+
+def test_rejects_size_a_family_does_not_sell():
+    with pytest.raises(ValidationError) as err:
+        resolve(GpuInferenceConfig(gpu_families=("g5", "p4d", "g6")))
+    assert str(err.value) == (
+        "gpu_inference 'spotkit-gpu': gpu_instance_size 'xlarge' does not exist in p4d (p4d sells 24xlarge): pick a "
+        "size every family sells, or list gpu_instance_types explicitly"
+    )
+
+
+def test_rejects_more_gpus_per_task_than_an_instance_has():
+    config = GpuInferenceConfig(service=InferenceServiceSettings(container=InferenceContainer(gpus_per_task=4)))
+    with pytest.raises(ValidationError) as err:
+        resolve(config)
+    assert str(err.value) == (
+        "gpu_inference 'spotkit-gpu': gpus_per_task is 4 but g6.xlarge has 1, g5.xlarge has 1, g6e.xlarge has 1 "
+        "GPU(s): choose larger sizes or lower gpus_per_task"
+    )
+
+
+def test_rejects_public_alb_without_public_subnets():
+    with pytest.raises(ValidationError) as err:
+        resolve(with_service(internet_facing=True))
+    assert str(err.value) == (
+        "gpu_inference 'spotkit-gpu': service.internet_facing needs public subnets in 2 AZs for the load balancer: "
+        "pass alb_subnet_ids (the created VPC has one public subnet, for its NAT gateway)"
+    )
+
+
+def test_rejects_efs_cache_without_file_system():
+    with pytest.raises(ValidationError) as err:
+        resolve(with_service(model_cache="efs"))
+    assert str(err.value) == (
+        "InferenceService 'spotkit-gpu': model_cache='efs' needs efs_file_system_id: give the file system, or use "
+        "model_cache='instance'"
+    )
+
+
+def test_stack_is_registered():
+    from stacks import registry
+
+    assert registry.get("gpu_inference").load() == (GpuInferenceStack, GpuInferenceConfig)
+
+
+@pytest.mark.terraform
+def test_gpu_stacks_validate_with_provider_5_100(gpu_stack, custom_stack, tmp_path):
+    needs_terraform()
+    for label, doc in (("default", gpu_stack), ("custom", custom_stack)):
+        result = terraform_validate(doc, tmp_path / label)
+        assert result.returncode == 0, f"{label}: {result.stdout}{result.stderr}"
+        assert "The configuration is valid" in result.stdout
