@@ -34,6 +34,8 @@ STACKS: dict[str, StackSpec] = {
                   "stacks.ecs_spot", "EcsSpotStack", "EcsSpotConfig"),
         StackSpec("gpu_inference", "GPU inference on spot: vLLM service behind an ALB, on-demand base, spot for the rest",
                   "stacks.gpu_inference", "GpuInferenceStack", "GpuInferenceConfig"),
+        StackSpec("eks_gpu", "EKS with spot GPU pools: on-demand system nodes, spot GPU node groups or Karpenter, EFS checkpoints",
+                  "stacks.eks_gpu", "EksGpuStack", "EksGpuConfig"),
     ]
 }
 

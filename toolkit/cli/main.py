@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "toolkit.cli.stacks_cmd",
     "toolkit.cli.agent_cmd",
     "toolkit.cli.recover_cmd",
+    "toolkit.cli.k8s_cmd",
     "toolkit.cli.check_cmd",
 ]
 

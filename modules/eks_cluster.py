@@ -1,0 +1,204 @@
+"""An EKS control plane for GPU spot pools: IAM, control-plane logs, envelope encryption of secrets,
+access entries and EKS Pod Identity (no OIDC thumbprint to manage, no tls provider needed).
+
+What it creates:
+- a KMS key with rotation for secrets (``kms_key_arn`` brings your own);
+- the ``/aws/eks/<name>/cluster`` log group with retention, created before the cluster so EKS
+  does not create one that never expires;
+- the cluster role (plus the Auto Mode policies when ``auto_mode``);
+- the cluster: private endpoint on, the public one per settings, ``API`` authentication (access
+  entries), Auto Mode blocks when asked (compute, block storage, load balancing all on together);
+- add-ons and Pod Identity associations through capabilities.
+
+Capabilities: ``add_addon``, ``add_pod_identity``, ``add_access_entry``, ``grant_cluster_admin``,
+``tag_for_discovery`` (Karpenter finds subnets and the cluster security group by tag).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, Optional, Sequence
+
+from constructs import Construct
+
+from modules.annotations import warn
+from modules.eks_settings import EksClusterSettings, validate_cluster
+
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+AUTO_NODE_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAutoNodePolicy"
+AUTO_MODE_CLUSTER_POLICIES = (
+    "AmazonEKSComputePolicy", "AmazonEKSBlockStoragePolicy", "AmazonEKSLoadBalancingPolicy", "AmazonEKSNetworkingPolicy",
+)
+DISCOVERY_TAG = "karpenter.sh/discovery"
+
+
+def assume_role_policy(service: str, *, tag_session: bool = False) -> str:
+    actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}]})
+
+
+class EksCluster(Construct):
+    """The control plane. ``cluster_name``, ``endpoint``, ``security_group_id`` (the cluster security
+    group EKS creates, shared by managed nodes) feed node groups, EFS and the manifests."""
+
+    def __init__(self, scope: Construct, id_: str, *, name: str, subnet_ids: Sequence[str],
+                 settings: EksClusterSettings = EksClusterSettings(), auto_mode: bool = False,
+                 auto_mode_node_role_arn: Optional[str] = None, tags: Mapping[str, str] | None = None):
+        validate_cluster(name, settings)
+        super().__init__(scope, id_)
+        from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+        from cdktn_provider_aws.eks_cluster import (
+            EksCluster as Cluster,
+            EksClusterAccessConfig,
+            EksClusterComputeConfig,
+            EksClusterEncryptionConfig,
+            EksClusterEncryptionConfigProvider,
+            EksClusterKubernetesNetworkConfig,
+            EksClusterKubernetesNetworkConfigElasticLoadBalancing,
+            EksClusterStorageConfig,
+            EksClusterStorageConfigBlockStorage,
+            EksClusterVpcConfig,
+        )
+        from cdktn_provider_aws.iam_role import IamRole
+        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+        from cdktn_provider_aws.kms_key import KmsKey
+
+        self.name = name
+        self.settings = settings
+        self.auto_mode = auto_mode
+        self.subnet_ids = list(subnet_ids)
+        self.tags = {"spotkit:cluster": name, **dict(tags or {})}
+        if settings.endpoint_public_access and "0.0.0.0/0" in settings.public_access_cidrs:
+            warn(self, f"EKS cluster {name!r}: the API endpoint is public to 0.0.0.0/0 (authentication still applies); "
+                       "set cluster.public_access_cidrs to your office/VPN ranges or turn endpoint_public_access off")
+
+        if settings.kms_key_arn:
+            self.kms_key_arn = settings.kms_key_arn
+        else:
+            key = KmsKey(self, "secrets-key", description=f"EKS {name}: envelope encryption of Kubernetes secrets",
+                         enable_key_rotation=True, deletion_window_in_days=30, tags=self.tags)
+            self.kms_key_arn = key.arn
+
+        self.log_group = CloudwatchLogGroup(self, "log-group", name=f"/aws/eks/{name}/cluster",
+                                            retention_in_days=settings.log_retention_days, tags=self.tags)
+
+        self.role = IamRole(self, "cluster-role", name_prefix=f"{name}-cluster-"[:38],
+                            assume_role_policy=assume_role_policy("eks.amazonaws.com", tag_session=auto_mode),
+                            tags=self.tags)
+        policies = ["AmazonEKSClusterPolicy"] + (list(AUTO_MODE_CLUSTER_POLICIES) if auto_mode else [])
+        attachments = [
+            IamRolePolicyAttachment(self, f"cluster-{p}", role=self.role.name,
+                                    policy_arn=f"arn:aws:iam::aws:policy/{p}")
+            for p in policies
+        ]
+
+        auto = {}
+        if auto_mode:
+            # Auto Mode: compute, block storage and load balancing must be switched on together, and EKS must
+            # not bootstrap the self-managed add-ons it now runs itself. node_pools=[]: spotkit brings its own
+            # GPU NodePools (rendered manifests), so no built-in pool launches general-purpose spot-unaware nodes.
+            auto = dict(
+                bootstrap_self_managed_addons=False,
+                compute_config=EksClusterComputeConfig(enabled=True, node_pools=[],
+                                                       node_role_arn=auto_mode_node_role_arn),
+                storage_config=EksClusterStorageConfig(block_storage=EksClusterStorageConfigBlockStorage(enabled=True)),
+                kubernetes_network_config=EksClusterKubernetesNetworkConfig(
+                    elastic_load_balancing=EksClusterKubernetesNetworkConfigElasticLoadBalancing(enabled=True)),
+            )
+        self.cluster = Cluster(
+            self, "cluster",
+            name=name,
+            version=settings.version,
+            role_arn=self.role.arn,
+            vpc_config=EksClusterVpcConfig(
+                subnet_ids=self.subnet_ids,
+                endpoint_private_access=True,
+                endpoint_public_access=settings.endpoint_public_access,
+                public_access_cidrs=list(settings.public_access_cidrs) if settings.endpoint_public_access else None,
+            ),
+            enabled_cluster_log_types=list(settings.log_types),
+            encryption_config=EksClusterEncryptionConfig(
+                provider=EksClusterEncryptionConfigProvider(key_arn=self.kms_key_arn), resources=["secrets"]),
+            access_config=EksClusterAccessConfig(authentication_mode="API",
+                                                 bootstrap_cluster_creator_admin_permissions=True),
+            tags=self.tags,
+            depends_on=[self.log_group, *attachments],
+            **auto,
+        )
+        for i, arn in enumerate(settings.admin_principal_arns):
+            self.grant_cluster_admin(arn, f"admin-{i}")
+
+    # --- properties -------------------------------------------------------------------------
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster.name
+
+    @property
+    def endpoint(self) -> str:
+        return self.cluster.endpoint
+
+    @property
+    def certificate_authority_data(self) -> str:
+        return self.cluster.certificate_authority.get(0).data
+
+    @property
+    def security_group_id(self) -> str:
+        """The cluster security group EKS creates; managed nodes and the control plane share it."""
+        return self.cluster.vpc_config.cluster_security_group_id
+
+    # --- capabilities -----------------------------------------------------------------------
+
+    def add_addon(self, addon_name: str, *, configuration_values: Optional[dict] = None,
+                  depends_on: Sequence = ()):
+        from cdktn_provider_aws.eks_addon import EksAddon
+
+        return EksAddon(
+            self, f"addon-{addon_name}",
+            cluster_name=self.cluster.name,
+            addon_name=addon_name,
+            configuration_values=json.dumps(configuration_values) if configuration_values else None,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=self.tags,
+            depends_on=list(depends_on) or None,
+        )
+
+    def add_pod_identity(self, id_: str, *, namespace: str, service_account: str, role_arn: str):
+        """Let pods of ``namespace/service_account`` assume ``role_arn`` (needs the pod identity agent)."""
+        from cdktn_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
+
+        return EksPodIdentityAssociation(self, f"pod-identity-{id_}", cluster_name=self.cluster.name,
+                                         namespace=namespace, service_account=service_account, role_arn=role_arn,
+                                         tags=self.tags)
+
+    def add_access_entry(self, id_: str, principal_arn: str, *, entry_type: str = "STANDARD",
+                         policy_arn: Optional[str] = None):
+        """An access entry; with ``policy_arn``, the access policy associated cluster-wide."""
+        from cdktn_provider_aws.eks_access_entry import EksAccessEntry
+        from cdktn_provider_aws.eks_access_policy_association import (
+            EksAccessPolicyAssociation,
+            EksAccessPolicyAssociationAccessScope,
+        )
+
+        entry = EksAccessEntry(self, f"access-{id_}", cluster_name=self.cluster.name, principal_arn=principal_arn,
+                               type=entry_type, tags=self.tags)
+        if policy_arn:
+            EksAccessPolicyAssociation(self, f"access-policy-{id_}", cluster_name=self.cluster.name,
+                                       principal_arn=principal_arn, policy_arn=policy_arn,
+                                       access_scope=EksAccessPolicyAssociationAccessScope(type="cluster"),
+                                       depends_on=[entry])
+        return entry
+
+    def grant_cluster_admin(self, principal_arn: str, id_: str = "admin"):
+        return self.add_access_entry(id_, principal_arn, policy_arn=CLUSTER_ADMIN_POLICY)
+
+    def tag_for_discovery(self, subnet_ids: Sequence[str]) -> None:
+        """Tag subnets and the cluster security group ``karpenter.sh/discovery=<cluster>`` (works for
+        subnets the stack did not create, too)."""
+        from cdktn_provider_aws.ec2_tag import Ec2Tag
+
+        for i, subnet in enumerate(subnet_ids):
+            Ec2Tag(self, f"discovery-subnet-{i}", resource_id=subnet, key=DISCOVERY_TAG, value=self.name)
+        Ec2Tag(self, "discovery-sg", resource_id=self.security_group_id, key=DISCOVERY_TAG, value=self.name)

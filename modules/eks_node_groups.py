@@ -1,0 +1,102 @@
+"""EKS managed node groups for GPU spot pools, and the node role they share.
+
+- ``EksNodeRole``: the EC2 role of worker nodes (EKS worker, CNI, ECR read, SSM core for Run
+  Command); Karpenter and Auto Mode nodes get their own role through ``minimal=True``
+  (Auto Mode's minimal worker policy and ECR pull-only).
+- ``EksManagedNodeGroup``: one managed node group: capacity type (SPOT spreads across every listed
+  type with price-capacity-optimized and capacity rebalancing, handled by EKS), the NVIDIA AL2023 AMI
+  for GPU groups, lifecycle and role labels, taints, and desired size left to the autoscaler.
+
+EKS drains a managed spot node on the rebalance recommendation / interruption notice, so pods get
+their ``preStop`` hook and ``terminationGracePeriodSeconds`` within the two-minute notice.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from cdktn import TerraformResourceLifecycle
+from constructs import Construct
+
+from modules.eks_cluster import assume_role_policy
+from modules.eks_settings import EKS_TAINT_EFFECTS, NodeGroupSettings, validate_node_group
+from toolkit.errors import ValidationError
+from toolkit.k8s.manifests import GPU_ROLE
+
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly",
+                 "AmazonSSMManagedInstanceCore")
+AUTO_MODE_NODE_POLICIES = ("AmazonEKSWorkerNodeMinimalPolicy", "AmazonEC2ContainerRegistryPullOnly")
+
+
+class EksNodeRole(Construct):
+    """The role worker nodes assume. ``auto_mode=True`` gives the minimal Auto Mode set."""
+
+    def __init__(self, scope: Construct, id_: str, *, name: str, auto_mode: bool = False,
+                 tags: Mapping[str, str] | None = None):
+        super().__init__(scope, id_)
+        from cdktn_provider_aws.iam_role import IamRole
+        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+
+        # A fixed name: Karpenter's EC2NodeClass and Auto Mode's NodeClass reference the role by name.
+        self.role = IamRole(self, "role", name=name, assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
+                            tags=dict(tags or {}))
+        self.attachments = [
+            IamRolePolicyAttachment(self, f"policy-{p}", role=self.role.name, policy_arn=f"arn:aws:iam::aws:policy/{p}")
+            for p in (AUTO_MODE_NODE_POLICIES if auto_mode else NODE_POLICIES)
+        ]
+
+    @property
+    def arn(self) -> str:
+        return self.role.arn
+
+    @property
+    def name(self) -> str:
+        return self.role.name
+
+
+class EksManagedNodeGroup(Construct):
+    """One managed node group (see ``NodeGroupSettings`` for every setting and its default)."""
+
+    def __init__(self, scope: Construct, id_: str, *, cluster_name: str, cluster_label: str, node_role: EksNodeRole,
+                 subnet_ids: Sequence[str], settings: NodeGroupSettings = NodeGroupSettings(), role: str = GPU_ROLE,
+                 depends_on: Sequence = ()):
+        validate_node_group(settings, role)
+        if not subnet_ids:
+            raise ValidationError(f"node group {settings.name!r}: subnet_ids is empty: give subnets in 2 or more AZs")
+        super().__init__(scope, id_)
+        from cdktn_provider_aws.eks_node_group import (
+            EksNodeGroup,
+            EksNodeGroupScalingConfig,
+            EksNodeGroupTaint,
+            EksNodeGroupUpdateConfig,
+        )
+
+        s = self.settings = settings
+        self.labels = s.node_labels(role)
+        self.group = EksNodeGroup(
+            self, "group",
+            cluster_name=cluster_name,
+            node_group_name_prefix=f"{cluster_label}-{s.name}-"[:37],
+            node_role_arn=node_role.arn,
+            subnet_ids=list(subnet_ids),
+            capacity_type=s.capacity_type,
+            instance_types=list(s.instance_types),
+            ami_type=s.ami_type,
+            disk_size=s.disk_size_gib,
+            scaling_config=EksNodeGroupScalingConfig(
+                min_size=s.min_size, max_size=s.max_size,
+                desired_size=s.desired_size if s.desired_size is not None else s.min_size),
+            update_config=EksNodeGroupUpdateConfig(max_unavailable_percentage=s.max_unavailable_percentage),
+            labels=self.labels,
+            taint=[EksNodeGroupTaint(key=t.key, value=t.value, effect=EKS_TAINT_EFFECTS[t.effect]) for t in s.taints],
+            tags={"spotkit:cluster": cluster_label, "spotkit:node-group": s.name,
+                  "spotkit:lifecycle": s.lifecycle},
+            # The cluster autoscaler / users change desired size; Terraform must not pull it back.
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True,
+                                                 ignore_changes=["scaling_config[0].desired_size"]),
+            depends_on=[*node_role.attachments, *depends_on] or None,
+        )
+
+    @property
+    def node_group_name(self) -> str:
+        return self.group.node_group_name

@@ -1,0 +1,220 @@
+"""EKS GPU spot stack: an EKS cluster with an on-demand system node group, spot GPU capacity (managed
+node groups, Karpenter or EKS Auto Mode), EFS for checkpoints through the EFS CSI driver, and
+optionally the Kubernetes manifests deployed through Terraform's kubernetes provider.
+
+The Kubernetes manifests come from ``stacks/eks_gpu_config.build_manifests``, the same builder
+``spotkit k8s render eks_gpu`` uses, so the rendered files and the deployed objects cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+
+from cdktn import Fn, TerraformOutput
+from constructs import Construct
+
+from modules.efs_checkpoints import EfsCheckpoints
+from modules.eks_cluster import AUTO_NODE_POLICY, EksCluster, assume_role_policy
+from modules.eks_node_groups import EksManagedNodeGroup, EksNodeRole
+from modules.network import SpotNetwork
+from modules.user_data import escape_for_terraform
+from stacks.base import SpotkitStack
+from stacks.eks_gpu_config import EksGpuConfig, build_manifests, validate_config
+from toolkit.k8s.manifests import SYSTEM_ROLE
+
+KUBERNETES_PROVIDER_SOURCE = "hashicorp/kubernetes"
+KUBERNETES_PROVIDER_CONSTRAINT = ">= 2.23, < 3"
+EFS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEFSCSIDriverPolicy"
+# The EFS CSI controller must run on the tainted system nodes; its node DaemonSet on every node,
+# including spot GPU nodes (tolerateAllTaints).
+EFS_CSI_CONFIGURATION = {
+    "controller": {"tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}]},
+    "node": {"tolerateAllTaints": True},
+}
+
+
+class EksGpuStack(SpotkitStack):
+    description = "EKS with spot GPU pools"
+
+    def __init__(self, scope: Construct, id_: str, config: EksGpuConfig = EksGpuConfig()):
+        validate_config(config)
+        super().__init__(scope, id_, config)
+        self.config = config
+        if config.network.bring_your_own:
+            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
+        else:
+            self.network = SpotNetwork(self, "network", name=config.name, region=config.region, settings=config.network)
+            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        self.subnet_ids = subnet_ids
+        mode = config.node_provisioning
+        tags = {"spotkit:cluster": config.name}
+
+        self.node_role = EksNodeRole(self, "node-role", name=f"{config.name}-node"[:64], tags=tags)
+        self.pool_node_role = None
+        if config.uses_node_pools:
+            self.pool_node_role = EksNodeRole(self, "pool-node-role", name=config.karpenter_node_role_name,
+                                              auto_mode=mode == "auto_mode", tags=tags)
+
+        self.cluster = EksCluster(
+            self, "cluster", name=config.name, subnet_ids=subnet_ids, settings=config.cluster,
+            auto_mode=mode == "auto_mode",
+            auto_mode_node_role_arn=self.pool_node_role.arn if mode == "auto_mode" else None, tags=tags,
+        )
+        cluster_name = self.cluster.cluster_name
+
+        # --- node groups ----------------------------------------------------------------------
+        self.system_group = EksManagedNodeGroup(
+            self, "system-group", cluster_name=cluster_name, cluster_label=config.name, node_role=self.node_role,
+            subnet_ids=subnet_ids, settings=config.system_group, role=SYSTEM_ROLE)
+        self.gpu_groups = []
+        if mode == "managed":
+            for group in config.spot_gpu_groups:
+                self.gpu_groups.append(EksManagedNodeGroup(
+                    self, f"group-{group.name}", cluster_name=cluster_name, cluster_label=config.name,
+                    node_role=self.node_role, subnet_ids=subnet_ids, settings=group))
+        if config.on_demand_gpu_group:
+            self.gpu_groups.append(EksManagedNodeGroup(
+                self, f"group-{config.on_demand_gpu.name}", cluster_name=cluster_name, cluster_label=config.name,
+                node_role=self.node_role, subnet_ids=subnet_ids, settings=config.on_demand_gpu))
+
+        # --- add-ons (Auto Mode runs CNI, kube-proxy, CoreDNS and the pod identity agent itself) ---
+        system = [self.system_group.group]
+        if mode != "auto_mode":
+            for addon in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent"):
+                self.cluster.add_addon(addon)
+            self.cluster.add_addon("coredns", depends_on=system)  # needs a node to become ACTIVE
+        self.efs_csi_role = self._service_role("efs-csi", EFS_CSI_POLICY)
+        self.cluster.add_pod_identity("efs-csi-controller", namespace="kube-system",
+                                      service_account="efs-csi-controller-sa", role_arn=self.efs_csi_role.arn)
+        self.efs_csi_addon = self.cluster.add_addon("aws-efs-csi-driver", configuration_values=EFS_CSI_CONFIGURATION,
+                                                    depends_on=system)
+
+        # --- Karpenter / Auto Mode -------------------------------------------------------------
+        self.interruption = None
+        if config.uses_node_pools:
+            self.cluster.tag_for_discovery(subnet_ids)
+            if mode == "auto_mode":
+                self.cluster.add_access_entry("auto-nodes", self.pool_node_role.arn, entry_type="EC2",
+                                              policy_arn=AUTO_NODE_POLICY)
+            else:
+                self.cluster.add_access_entry("karpenter-nodes", self.pool_node_role.arn, entry_type="EC2_LINUX")
+                self._karpenter()
+
+        # --- checkpoints on EFS ----------------------------------------------------------------
+        self.file_system_id, self.access_point_id = config.checkpoints.file_system_id, config.checkpoints.access_point_id
+        self.efs = None
+        if not self.file_system_id and config.checkpoints.create_efs:
+            self.efs = EfsCheckpoints(self, "checkpoints", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
+                                      settings=config.checkpoints.efs)
+            # Managed, Karpenter and Auto Mode nodes all carry the cluster security group.
+            self.efs.allow_from(self.cluster.security_group_id, "NFS from EKS nodes (cluster security group)")
+            for role in filter(None, [self.node_role, self.pool_node_role]):
+                self.efs.grant_mount(role.role)
+            self.file_system_id, self.access_point_id = self.efs.file_system.id, self.efs.access_point.id
+            TerraformOutput(self, "efs_file_system_id", value=self.file_system_id)
+            TerraformOutput(self, "efs_access_point_id", value=self.access_point_id)
+
+        if config.deploy_manifests:
+            self._deploy_manifests()
+
+        TerraformOutput(self, "cluster_name", value=cluster_name)
+        TerraformOutput(self, "cluster_endpoint", value=self.cluster.endpoint)
+        TerraformOutput(self, "kubeconfig_command",
+                        value=f"aws eks update-kubeconfig --region {config.region} --name {config.name}")
+        TerraformOutput(self, "render_command", value=Fn.join("", [
+            "spotkit k8s render eks_gpu --file-system-id ", self.file_system_id or "<efs id>",
+            " --access-point-id ", self.access_point_id or "<access point id>"]))
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _service_role(self, name: str, policy_arn: str | None = None, statements: list | None = None):
+        """A role for a Kubernetes service account through EKS Pod Identity."""
+        from cdktn_provider_aws.iam_role import IamRole
+        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+
+        role = IamRole(self, f"{name}-role", name_prefix=f"{self.config.name}-{name}-"[:38],
+                       assume_role_policy=assume_role_policy("pods.eks.amazonaws.com", tag_session=True),
+                       tags={"spotkit:cluster": self.config.name})
+        if policy_arn:
+            IamRolePolicyAttachment(self, f"{name}-policy", role=role.name, policy_arn=policy_arn)
+        if statements:
+            IamRolePolicy(self, f"{name}-inline", name="spotkit", role=role.id,
+                          policy=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+        return role
+
+    def _karpenter(self) -> None:
+        """The Karpenter controller's role (Pod Identity, kube-system/karpenter) and its interruption queue."""
+        name = self.config.name
+        queue_arn = self._interruption_queue()
+        statements = [
+            {"Sid": "Provision", "Effect": "Allow", "Resource": "*", "Action": [
+                "ec2:CreateFleet", "ec2:CreateLaunchTemplate", "ec2:CreateTags", "ec2:RunInstances",
+                "ec2:DeleteLaunchTemplate", "ec2:TerminateInstances", "ec2:Describe*", "pricing:GetProducts",
+                "ssm:GetParameter"],
+             },
+            {"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": self.pool_node_role.arn},
+            {"Sid": "InstanceProfiles", "Effect": "Allow", "Resource": "*", "Action": [
+                "iam:CreateInstanceProfile", "iam:TagInstanceProfile", "iam:AddRoleToInstanceProfile",
+                "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile", "iam:GetInstanceProfile"],
+             "Condition": {"StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"}}},
+            {"Sid": "CreateInstanceProfiles", "Effect": "Allow", "Resource": "*",
+             "Action": ["iam:CreateInstanceProfile", "iam:TagInstanceProfile", "iam:GetInstanceProfile"]},
+            {"Sid": "Cluster", "Effect": "Allow", "Action": "eks:DescribeCluster",
+             "Resource": self.cluster.cluster.arn},
+        ]
+        if queue_arn:
+            statements.append({"Sid": "Interruptions", "Effect": "Allow", "Resource": queue_arn,
+                               "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]})
+        self.karpenter_role = self._service_role("karpenter", statements=statements)
+        self.cluster.add_pod_identity("karpenter", namespace="kube-system", service_account="karpenter",
+                                      role_arn=self.karpenter_role.arn)
+        TerraformOutput(self, "karpenter_node_role_name", value=self.pool_node_role.name)
+
+    def _interruption_queue(self):
+        """The SQS queue + EventBridge rules Karpenter reads (``--interruption-queue``); None when off."""
+        return None
+
+    def _deploy_manifests(self) -> None:
+        """The manifests as ``kubernetes_manifest`` resources (opt-in: needs the hashicorp/kubernetes
+        provider, which offline mirrors may lack, and a reachable cluster at plan time)."""
+        from cdktn_provider_aws.data_aws_eks_cluster_auth import DataAwsEksClusterAuth
+
+        auth = DataAwsEksClusterAuth(self, "cluster-auth", name=self.cluster.cluster_name)
+        self.add_override("terraform.required_providers.kubernetes",
+                          {"source": KUBERNETES_PROVIDER_SOURCE, "version": KUBERNETES_PROVIDER_CONSTRAINT})
+        self.add_override("provider.kubernetes", [{
+            "host": self.cluster.endpoint,
+            "cluster_ca_certificate": Fn.base64decode(self.cluster.certificate_authority_data),
+            "token": auth.token,
+        }])
+        manifests = build_manifests(self.config, file_system_id=self.file_system_id,
+                                    access_point_id=self.access_point_id)
+        depends = [self.efs_csi_addon, self.system_group.group]
+        self.k8s_manifests = {}
+        for name, manifest in manifests.items():
+            res = _KubernetesManifest(self, f"k8s-{name}", depends_on=depends)
+            # Shell ${VAR} in the Job's scripts must reach Kubernetes as-is, not as Terraform interpolation.
+            res.add_override("manifest", _escape_strings(manifest))
+            self.k8s_manifests[name] = res
+
+
+def _escape_strings(value):
+    if isinstance(value, str):
+        return escape_for_terraform(value)
+    if isinstance(value, dict):
+        return {k: _escape_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_strings(v) for v in value]
+    return value
+
+
+def _KubernetesManifest(scope, id_, depends_on=()):  # noqa: N802 - reads like a class at call sites
+    """A raw ``kubernetes_manifest`` resource: the manifest goes in by ``add_override`` (raw JSON) so no
+    kubernetes provider bindings are imported (cdktn-provider-kubernetes is a large package)."""
+    from cdktn import TerraformProviderGeneratorMetadata, TerraformResource
+
+    res = TerraformResource(scope, id_, terraform_resource_type="kubernetes_manifest",
+                            terraform_generator_metadata=TerraformProviderGeneratorMetadata(provider_name="kubernetes"),
+                            depends_on=list(depends_on) or None)
+    return res

@@ -1,0 +1,40 @@
+"""``spotkit k8s render``: the Kubernetes manifests a stack needs."""
+
+from __future__ import annotations
+
+import click
+
+from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.k8s import render as render_domain
+from toolkit.output import emit_json
+
+
+@click.group("k8s")
+def k8s_group():
+    """Kubernetes manifests for EKS GPU spot pools."""
+
+
+@k8s_group.command("render")
+@click.argument("stack")
+@click.option("--out", "outdir", default="k8s.out", show_default=True, type=click.Path(file_okay=False),
+              help="Write DIR/NN-<name>.yaml, one file per object, in apply order.")
+@click.option("--file-system-id", help="EFS id for the StorageClass (terraform output efs_file_system_id).")
+@click.option("--access-point-id", help="EFS access point id (terraform output efs_access_point_id).")
+@pass_ctx
+def render_command(ctx: CliContext, stack, outdir, file_system_id, access_point_id):
+    """Write the NodePools, StorageClass, volume, claim and example training Job of STACK."""
+    result = render_domain.render(stack, outdir, ctx.config, file_system_id=file_system_id,
+                                   access_point_id=access_point_id)
+    if ctx.json:
+        emit_json(result)
+        return
+    click.echo(f"{stack}: {len(result.files)} manifests in {result.outdir}")
+    for path, kind in zip(result.files, result.kinds):
+        click.echo(f"  {kind:<22} {path}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"\nnext: kubectl apply -f {result.outdir}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(k8s_group)
