@@ -75,7 +75,8 @@ class DrainInstance(Runbook):
             raise ToolkitError(f"instance {instance_id} not found: {exc.response['Error'].get('Message', exc)}",
                                hint="check the instance id (spotkit status lists each group's instances' counts)") from exc
         inst = reservations[0]["Instances"][0]
-        group = aws.tags_of(inst).get(aws.ASG_NAME_TAG)
+        # The Auto Scaling group: AWS's own tag, else spotkit's (a spotkit group is named after it).
+        group = aws.tags_of(inst).get(aws.ASG_NAME_TAG) or aws.tags_of(inst).get(aws.GROUP_TAG)
         result = DrainRunResult(instance_id, group, self.ctx.dry_run, actions=self.actions)
         journal = self.journal(instance_id)
         drained = actions.drain_instance(self.clients, instance_id, dry_run=self.ctx.dry_run,
