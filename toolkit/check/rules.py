@@ -315,9 +315,9 @@ def _dereg_delay(graph):
     seen = set()
     for g in spot_groups(graph):
         for tg in target_groups_of(g, graph):
-            if tg.address in seen:
+            if (tg.file, tg.address) in seen:
                 continue
-            seen.add(tg.address)
+            seen.add((tg.file, tg.address))
             delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
             if delay is not None and delay > SPOT_NOTICE_SECONDS:
                 yield tg, (f"target group {tg.address} waits {delay} s to deregister spot targets of {g.address}; "
@@ -326,9 +326,9 @@ def _dereg_delay(graph):
         if not any(_provider_is_spot(graph, svc, e)[0] for e in service_strategy(svc, graph)):
             continue
         for tg in graph.resolve(svc, "target_group_arn", *TARGET_GROUPS):
-            if tg.address in seen:
+            if (tg.file, tg.address) in seen:
                 continue
-            seen.add(tg.address)
+            seen.add((tg.file, tg.address))
             delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
             if delay is not None and delay > SPOT_NOTICE_SECONDS:
                 yield tg, (f"target group {tg.address} waits {delay} s to deregister spot tasks of {svc.address}; "
@@ -351,9 +351,9 @@ def _volumes(graph):
     seen = set()
     for g in spot_groups(graph):
         for lt in launch_templates_of(graph, g):
-            if lt.address in seen:
+            if (lt.file, lt.address) in seen:
                 continue
-            seen.add(lt.address)
+            seen.add((lt.file, lt.address))
             devices = data_volumes_deleted(lt)
             if devices and not snapshot_policies_for(lt, graph):
                 yield lt, (f"{lt.address} deletes data volume(s) {', '.join(devices)} when a spot instance is terminated, "
