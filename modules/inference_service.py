@@ -101,8 +101,10 @@ class InferenceServiceSettings:
     - ``health_check_grace_period_seconds``: time to load the model before health checks count. Default 900.
     - ``model_cache``: ``instance`` (NVMe instance store when the type has one, else the root volume;
       lost with the instance) or ``efs`` (shared, survives reclaims; needs ``efs_file_system_id``). Default instance.
-    - ``efs_file_system_id`` / ``efs_access_point_id``: the EFS cache (bring your own; allow NFS from
-      ``service_security_group_id`` on its security group). Default none.
+    - ``efs_file_system_id`` / ``efs_access_point_id``: an EFS cache you bring (allow NFS from
+      ``service_security_group_id`` on its security group yourself). Default none: the construct's
+      ``model_cache_file_system`` argument (an ``EfsCheckpoints``) is used instead, which the
+      gpu_inference stack creates.
     - ``log_retention_days``: CloudWatch retention. Default 30.
     - ``circuit_breaker``: roll back a deployment whose tasks keep failing. Default on.
     """
@@ -133,7 +135,8 @@ class InferenceServiceSettings:
         return self.desired_count + self.spot_overprovision
 
 
-def validate_service(name: str, s: InferenceServiceSettings, alb_subnet_ids: Sequence[str]) -> None:
+def validate_service(name: str, s: InferenceServiceSettings, alb_subnet_ids: Sequence[str],
+                     has_file_system: bool = False) -> None:
     where = f"InferenceService {name!r}"
     c = s.container
     if not _NAME.match(name):
@@ -176,9 +179,13 @@ def validate_service(name: str, s: InferenceServiceSettings, alb_subnet_ids: Seq
             f"{where}: container.stop_timeout_seconds must be between 2 and {SPOT_NOTICE_SECONDS} (got {c.stop_timeout_seconds})")
     if s.model_cache not in ("instance", "efs"):
         raise ValidationError(f"{where}: model_cache must be 'instance' or 'efs' (got {s.model_cache!r})")
-    if s.model_cache == "efs" and not s.efs_file_system_id:
+    if s.model_cache == "efs" and not (s.efs_file_system_id or has_file_system):
         raise ValidationError(
-            f"{where}: model_cache='efs' needs efs_file_system_id: give the file system, or use model_cache='instance'")
+            f"{where}: model_cache='efs' needs efs_file_system_id or a file system construct "
+            "(model_cache_file_system): give one, or use model_cache='instance'")
+    if s.efs_file_system_id and has_file_system:
+        raise ValidationError(
+            f"{where}: efs_file_system_id and model_cache_file_system both name the model cache: give one")
     if not s.ingress_cidrs:
         raise ValidationError(
             f"{where}: ingress_cidrs is empty: nobody could reach the load balancer; give the client ranges "
@@ -226,8 +233,9 @@ class InferenceService(Construct):
 
     def __init__(self, scope: Construct, id_: str, *, name: str, cluster: EcsSpotCluster, vpc_id: str,
                  task_subnet_ids: Sequence[str], alb_subnet_ids: Sequence[str],
-                 settings: InferenceServiceSettings = InferenceServiceSettings()):
-        validate_service(name, settings, alb_subnet_ids)
+                 settings: InferenceServiceSettings = InferenceServiceSettings(),
+                 model_cache_file_system=None):
+        validate_service(name, settings, alb_subnet_ids, has_file_system=model_cache_file_system is not None)
         where = f"InferenceService {name!r}"
         strategy = cluster.strategy(settings.on_demand_base, settings.on_demand_weight, settings.spot_weight,
                                     where=where)
@@ -239,6 +247,9 @@ class InferenceService(Construct):
         self.name = name
         self.settings = settings
         self.cluster = cluster
+        # An EfsCheckpoints-like construct (file_system, access_point, allow_from, grant_mount) used when
+        # model_cache='efs' and no efs_file_system_id is given.
+        self.model_cache_file_system = model_cache_file_system if settings.model_cache == "efs" else None
         s = settings
         if s.deregistration_delay_seconds > DEREGISTRATION_WARN_SECONDS:
             warn(self, f"{where}: deregistration_delay_seconds={s.deregistration_delay_seconds} leaves under "
@@ -372,7 +383,12 @@ class InferenceService(Construct):
 
         self.task_role = IamRole(self, "task-role", name_prefix=f"{self.name}-task-", assume_role_policy=assume)
         self.task_policy_statements: list[dict] = []
-        if s.model_cache == "efs":
+        efs = self.model_cache_file_system
+        if efs is not None:
+            # The file system construct owns the audited wiring: NFS from the tasks, mount via its access point.
+            efs.allow_from(self.service_security_group.id, description=f"NFS from {self.name} inference tasks")
+            efs.grant_mount(self.task_role)
+        elif s.model_cache == "efs":
             self.task_policy_statements.append({
                 "Sid": "MountModelCache", "Effect": "Allow",
                 "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
@@ -420,13 +436,15 @@ class InferenceService(Construct):
         s = self.settings
         cache_dir = "/models"
         if s.model_cache == "efs":
+            efs = self.model_cache_file_system
+            fs_id = efs.file_system.id if efs is not None else s.efs_file_system_id
+            ap_id = efs.access_point.id if efs is not None else s.efs_access_point_id
             volume = EcsTaskDefinitionVolume(
                 name="model-cache",
                 efs_volume_configuration=Efs(
-                    file_system_id=s.efs_file_system_id, transit_encryption="ENABLED",
-                    authorization_config=EfsAuth(access_point_id=s.efs_access_point_id, iam="ENABLED")
-                    if s.efs_access_point_id else None,
-                    root_directory=None if s.efs_access_point_id else "/",
+                    file_system_id=fs_id, transit_encryption="ENABLED",
+                    authorization_config=EfsAuth(access_point_id=ap_id, iam="ENABLED") if ap_id else None,
+                    root_directory=None if ap_id else "/",
                 ),
             )
         else:

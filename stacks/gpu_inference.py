@@ -15,10 +15,10 @@ from typing import Optional
 from cdktn import TerraformOutput
 from constructs import Construct
 
-from modules.compute_group import InstanceRequirements
+from modules.compute_group import ComputeGroupSettings, InstanceRequirements
 from modules.ecs_spot import CapacityProviderSettings, EcsClusterSettings, EcsSpotCluster, validate_cluster
+from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings, validate_efs
 from modules.gpu import ECS_GPU_AMI_PARAMETER, instance_types_for, require_gpus_per_task
-from modules.compute_group import ComputeGroupSettings
 from modules.inference_service import InferenceService, InferenceServiceSettings, validate_service
 from modules.network import NetworkSettings, SpotNetwork, validate_network
 from stacks.base import SpotkitStack, StackConfig
@@ -35,6 +35,12 @@ def _gpu_cluster() -> EcsClusterSettings:
         default_on_demand_base=1, default_on_demand_weight=1, default_spot_weight=4,
         agent_config={"ECS_IMAGE_PULL_BEHAVIOR": "prefer-cached"},
     )
+
+
+def _model_cache_efs() -> EfsCheckpointSettings:
+    # Weights are re-downloadable and read at every start: no backup, no Infrequent Access (per-read fees).
+    return EfsCheckpointSettings(root_directory="/models", root_permissions="0755", transition_to_ia=None,
+                                 backup=False, mount_point="/mnt/models")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,9 @@ class GpuInferenceConfig(StackConfig):
     - ``cluster``: capacity providers and agent (``gpu`` on; 0-6 spot, 0-2 on-demand, 200 GiB root).
     - ``service``: the inference service (see ``InferenceServiceSettings``); ``ingress_cidrs``
       defaults to the created VPC's range.
+    - ``model_cache_efs``: the EFS file system created for ``service.model_cache='efs'`` when no
+      ``service.efs_file_system_id`` is given (encrypted, TLS-only, access point ``/models``, mount
+      targets in the task subnets, NFS only from the service). Default: no backup, no IA transition.
     """
 
     name: str = "spotkit-gpu"
@@ -69,6 +78,11 @@ class GpuInferenceConfig(StackConfig):
     alb_subnet_ids: tuple[str, ...] = ()
     cluster: EcsClusterSettings = field(default_factory=_gpu_cluster)
     service: InferenceServiceSettings = field(default_factory=InferenceServiceSettings)
+    model_cache_efs: EfsCheckpointSettings = field(default_factory=_model_cache_efs)
+
+    @property
+    def creates_model_cache_efs(self) -> bool:
+        return self.service.model_cache == "efs" and not self.service.efs_file_system_id
 
 
 def resolve(config: GpuInferenceConfig) -> tuple[EcsClusterSettings, InferenceServiceSettings]:
@@ -99,7 +113,10 @@ def resolve(config: GpuInferenceConfig) -> tuple[EcsClusterSettings, InferenceSe
         raise ValidationError(
             f"{where}: service.internet_facing needs public subnets in 2 AZs for the load balancer: pass "
             "alb_subnet_ids (the created VPC has one public subnet, for its NAT gateway)")
-    validate_service(config.name, service, config.alb_subnet_ids or ("task-subnet-a", "task-subnet-b"))
+    validate_service(config.name, service, config.alb_subnet_ids or ("task-subnet-a", "task-subnet-b"),
+                     has_file_system=config.creates_model_cache_efs)
+    if config.creates_model_cache_efs:
+        validate_efs(f"{where}: model_cache_efs", config.model_cache_efs, ("task-subnets",))
     return cluster, service
 
 
@@ -116,11 +133,19 @@ class GpuInferenceStack(SpotkitStack):
             vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
         self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=cluster_settings)
+        self.model_cache_efs = None
+        if config.creates_model_cache_efs:
+            self.model_cache_efs = EfsCheckpoints(self, "model-cache", name=f"{config.name}-models", vpc_id=vpc_id,
+                                                  subnet_ids=subnet_ids, settings=config.model_cache_efs)
         self.service = InferenceService(
             self, "inference", name=config.name, cluster=self.cluster, vpc_id=vpc_id, task_subnet_ids=subnet_ids,
             alb_subnet_ids=list(config.alb_subnet_ids) or subnet_ids, settings=service_settings,
+            model_cache_file_system=self.model_cache_efs,
         )
         TerraformOutput(self, "url", value=self.service.url)
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "service_name", value=self.service.service.name)
         TerraformOutput(self, "service_security_group_id", value=self.service.service_security_group_id)
+        TerraformOutput(self, "target_group_arn", value=self.service.target_group.arn)
+        if self.model_cache_efs is not None:
+            TerraformOutput(self, "model_cache_file_system_id", value=self.model_cache_efs.file_system.id)

@@ -12,7 +12,12 @@ import pytest
 from modules.annotations import SpotkitWarning
 from modules.compute_group import InstanceRequirements
 from modules.gpu import ECS_GPU_AMI_PARAMETER, GPU_FAMILIES, family_of
-from modules.inference_service import HOST_MODEL_CACHE, InferenceContainer, InferenceServiceSettings
+from modules.inference_service import (
+    HOST_MODEL_CACHE,
+    InferenceContainer,
+    InferenceServiceSettings,
+    validate_service,
+)
 from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack, resolve
 from tests.support.synth import build_stack, data_sources, local_value, one, resources
 from tests.support.tf_validate import needs_terraform, terraform_validate
@@ -332,13 +337,53 @@ def test_rejects_public_alb_without_public_subnets():
     )
 
 
-def test_rejects_efs_cache_without_file_system():
+def test_rejects_efs_cache_without_file_system_in_the_construct():
+    # GIVEN the service construct asked for an EFS cache with neither an id nor a file system construct
+    settings = dataclasses.replace(InferenceServiceSettings(), model_cache="efs", ingress_cidrs=("10.0.0.0/16",))
     with pytest.raises(ValidationError) as err:
-        resolve(with_service(model_cache="efs"))
+        validate_service("llm", settings, ["subnet-a", "subnet-b"], has_file_system=False)
     assert str(err.value) == (
-        "InferenceService 'spotkit-gpu': model_cache='efs' needs efs_file_system_id: give the file system, or use "
-        "model_cache='instance'"
+        "InferenceService 'llm': model_cache='efs' needs efs_file_system_id or a file system construct "
+        "(model_cache_file_system): give one, or use model_cache='instance'"
     )
+
+
+@pytest.fixture(scope="module")
+def efs_stack():
+    # GIVEN model_cache='efs' without a file system id WHEN the stack is synthesized
+    doc, _ = build_stack(GpuInferenceStack, with_service(model_cache="efs"))
+    return doc
+
+
+def test_stack_creates_efs_model_cache_reachable_only_from_the_service(efs_stack):
+    fs_key = next(iter(resources(efs_stack, "aws_efs_file_system")))
+    ap_key = next(iter(resources(efs_stack, "aws_efs_access_point")))
+    # THEN the file system is encrypted, with an access point at /models and a mount target per task subnet
+    assert one(efs_stack, "aws_efs_file_system")["encrypted"] is True
+    assert one(efs_stack, "aws_efs_access_point")["root_directory"]["path"] == "/models"
+    assert len(resources(efs_stack, "aws_efs_mount_target")) == 2
+    # AND the task mounts it over TLS through the access point with IAM
+    (volume,) = one(efs_stack, "aws_ecs_task_definition")["volume"]
+    assert volume["efs_volume_configuration"] == {
+        "file_system_id": f"${{aws_efs_file_system.{fs_key}.id}}", "transit_encryption": "ENABLED",
+        "authorization_config": {"access_point_id": f"${{aws_efs_access_point.{ap_key}.id}}", "iam": "ENABLED"},
+    }
+    # AND NFS is open to the service security group only
+    sgs = {r["name_prefix"]: k for k, r in resources(efs_stack, "aws_security_group").items() if "name_prefix" in r}
+    efs_sg = f"${{aws_security_group.{sgs['spotkit-gpu-models-efs-']}.id}}"
+    nfs = [r for r in resources(efs_stack, "aws_vpc_security_group_ingress_rule").values() if r["security_group_id"] == efs_sg]
+    assert [(r["referenced_security_group_id"], r["from_port"]) for r in nfs] == [
+        (f"${{aws_security_group.{sgs['spotkit-gpu-svc-']}.id}}", 2049)]
+    # AND the task role (not the instances) may mount through that access point only
+    (task_role_key,) = [k for k, r in resources(efs_stack, "aws_iam_role").items() if r["name_prefix"] == "spotkit-gpu-task-"]
+    (grant,) = [r for r in resources(efs_stack, "aws_iam_role_policy").values()
+                if r["role"] == f"${{aws_iam_role.{task_role_key}.id}}"]
+    (statement,) = json.loads(grant["policy"])["Statement"]
+    assert statement["Action"] == ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    assert statement["Condition"] == {"StringEquals": {
+        "elasticfilesystem:AccessPointArn": f"${{aws_efs_access_point.{ap_key}.arn}}"}}
+    # AND the instances do not prepare an instance-store cache
+    assert "model-cache" not in local_value(efs_stack, "ecs_spot-group")
 
 
 def test_stack_is_registered():
@@ -348,9 +393,9 @@ def test_stack_is_registered():
 
 
 @pytest.mark.terraform
-def test_gpu_stacks_validate_with_provider_5_100(gpu_stack, custom_stack, tmp_path):
+def test_gpu_stacks_validate_with_provider_5_100(gpu_stack, custom_stack, efs_stack, tmp_path):
     needs_terraform()
-    for label, doc in (("default", gpu_stack), ("custom", custom_stack)):
+    for label, doc in (("default", gpu_stack), ("custom", custom_stack), ("efs", efs_stack)):
         result = terraform_validate(doc, tmp_path / label)
         assert result.returncode == 0, f"{label}: {result.stdout}{result.stderr}"
         assert "The configuration is valid" in result.stdout
