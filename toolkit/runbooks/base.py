@@ -88,6 +88,13 @@ class Journal:
     def finish(self, step: str, **values: Any) -> None:
         self.record(step, status="done", at=now().isoformat(), **values)
 
+    def finish_many(self, steps: dict[str, dict]) -> None:
+        """Mark several steps done with one write."""
+        at = now().isoformat()
+        for step, values in steps.items():
+            self.data["steps"].setdefault(step, {}).update(status="done", at=at, **values)
+        self.save()
+
     def made_resource(self, kind: str, resource_id: str, step: str, **extra: Any) -> None:
         if any(m["id"] == resource_id for m in self.data["made"]):
             return

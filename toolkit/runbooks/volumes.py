@@ -154,18 +154,28 @@ class RecoverVolumes(Runbook):
         if not self.ctx.dry_run:
             journal.start_run()
         work = [p for p in placements if p.mode in ("attach", "copy")]
+        pending: list[Placement] = []  # attached without waiting: one batched waiter for all of them
         for n, p in enumerate(work):
             self.progress(n, len(work), f"{p.volume_id} -> {p.instance_id}")
             if p.mode == "attach":
-                self._attach(journal, volumes[p.volume_id], p.instance_id, p.device, p)
+                self._attach(journal, volumes[p.volume_id], p.instance_id, p.device, p, wait=False)
+                if not self.ctx.dry_run:
+                    pending.append(p)
             else:
                 self._copy_and_attach(journal, volumes[p.volume_id], p)
             self.progress(n + 1, len(work), f"{p.volume_id} -> {p.instance_id}")
+        for part in aws.chunks(pending):
+            aws.wait(self.ec2, "volume_in_use", VolumeIds=[p.volume_id for p in part], delay=self.ctx.wait_delay,
+                     max_attempts=self.ctx.wait_attempts, what=f"{len(part)} volume(s) to attach")
+            journal.finish_many({f"attach:{p.volume_id}": {"instance": p.instance_id, "device": p.device} for p in part})
+            for p in part:
+                p.status = "attached"
+            self.step("attached")
         return VolumesResult(group, self.ctx.dry_run, placements, self.actions, superseded, resumed,
                              journal.made)
 
     def _attach(self, journal, vol: dict | None, instance_id: str, device: str, p: Placement,
-                volume_id: str | None = None) -> None:
+                volume_id: str | None = None, wait: bool = True) -> None:
         volume_id = volume_id or vol["VolumeId"]
         step = f"attach:{volume_id}"
         if vol is not None and vol.get("State") == "creating" and not self.ctx.dry_run:
@@ -178,6 +188,8 @@ class RecoverVolumes(Runbook):
             return
         journal.record(step, status="attaching", instance=instance_id, device=device)
         self.step("attach-called")
+        if not wait:
+            return
         aws.wait(self.ec2, "volume_in_use", VolumeIds=[volume_id], delay=self.ctx.wait_delay,
                  max_attempts=self.ctx.wait_attempts, what=f"volume {volume_id} to attach to {instance_id}")
         journal.finish(step, instance=instance_id, device=device)
