@@ -45,7 +45,9 @@ def test_bring_your_own_subnets_creates_no_vpc():
     assert resources(doc, "aws_vpc") == {}
     assert resources(doc, "aws_subnet") == {}
     assert one(doc, "aws_autoscaling_group")["vpc_zone_identifier"] == ["subnet-1", "subnet-2", "subnet-3"]
-    assert one(doc, "aws_security_group")["vpc_id"] == "vpc-123"
+    # the fleet's and the EFS checkpoints' security groups both live in the given VPC
+    assert sorted(sg["vpc_id"] for sg in resources(doc, "aws_security_group").values()) == ["vpc-123", "vpc-123"]
+    assert sorted(t["subnet_id"] for t in resources(doc, "aws_efs_mount_target").values()) == ["subnet-1", "subnet-2", "subnet-3"]
 
 
 def test_vpc_id_without_subnets_is_rejected():
