@@ -172,8 +172,33 @@ class EksGpuStack(SpotkitStack):
         TerraformOutput(self, "karpenter_node_role_name", value=self.pool_node_role.name)
 
     def _interruption_queue(self):
-        """The SQS queue + EventBridge rules Karpenter reads (``--interruption-queue``); None when off."""
-        return None
+        """The SQS queue + EventBridge rules Karpenter reads (chart value ``settings.interruptionQueue``);
+        None when ``karpenter.interruption_queue`` is off.
+
+        Reuses the interruption module (spot interruption warning, rebalance recommendation, state change,
+        AWS Health scheduled change rules; encrypted queue with a DLQ; a queue policy that only lets those
+        rules send) in ``queue`` mode: Karpenter is the queue's one consumer, so no Lambda may compete for
+        its messages, and there are no Auto Scaling groups to rehearse with FIS. Retention is 5 minutes as
+        Karpenter recommends: a notice older than that is moot.
+        """
+        if not self.config.karpenter.interruption_queue:
+            return None
+        import warnings
+
+        from modules.annotations import SpotkitWarning
+        from modules.interruption_events import InterruptionEvents, InterruptionEventsSettings
+
+        settings = InterruptionEventsSettings(handler_mode="queue", create_fis_templates=False,
+                                              message_retention_seconds=300, checkpoint_command="")
+        with warnings.catch_warnings():
+            # Its queue-mode warning names 'spotkit handle-events'; here Karpenter is the consumer.
+            warnings.simplefilter("ignore", SpotkitWarning)
+            # Karpenter nodes belong to no Auto Scaling group: the cluster name stands in, so the
+            # lifecycle-action rule matches nothing while the EC2 and Health rules route every notice.
+            self.interruption = InterruptionEvents(self, "interruption", name=self.config.name,
+                                                   groups=[self.config.name], settings=settings)
+        TerraformOutput(self, "karpenter_interruption_queue", value=self.interruption.queue.name)
+        return self.interruption.queue.arn
 
     def _deploy_manifests(self) -> None:
         """The manifests as ``kubernetes_manifest`` resources (opt-in: needs the hashicorp/kubernetes
