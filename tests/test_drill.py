@@ -59,3 +59,31 @@ def test_plot_is_a_png(drill, tmp_path):
 def test_notice_too_short_for_a_step_is_refused():
     with pytest.raises(ToolkitError, match=r"notice_seconds \(0.5\) must exceed step_seconds"):
         DrillSettings(notice_seconds=0.5, step_seconds=0.5).validate()
+
+
+def test_drill_cli_reattaches_the_retained_volume_on_the_emulator(aws, tmp_path):
+    # GIVEN the AWS emulator WHEN `spotkit drill` runs with one interruption
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit.cli.main", "--output", "json", "--endpoint-url", aws.url, "drill",
+         "-n", "1", "--steps", "16", "--step-seconds", "0.25", "--notice-seconds", "1.5", "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    (reclaim,) = summary["agent"]["interruptions"]
+    # THEN the volume survived the termination and the runbook attached it to the replacement, same device
+    assert reclaim["aws"]["survived_termination"] is True
+    assert reclaim["aws"]["reattached"] is True
+    assert reclaim["aws"]["device"] == "/dev/sdf"
+    assert reclaim["aws"]["to_instance"] != reclaim["aws"]["from_instance"]
+    volume = aws.client("ec2").describe_volumes(VolumeIds=[reclaim["aws"]["volume_id"]])["Volumes"][0]
+    assert volume["Attachments"][0]["InstanceId"] == reclaim["aws"]["to_instance"]
+    assert summary["agent"]["steps_lost_max"] <= 1
+    assert (tmp_path / "drill.png").read_bytes()[:4] == b"\x89PNG"

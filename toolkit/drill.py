@@ -188,6 +188,7 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
 
     started = time.time()
     interruptions: list[Interruption] = []
+    aws_threads: list[threading.Thread] = []
     for index, uptime in enumerate(settings.schedule()):
         instance = _Instance(settings, ckpt_dir, progress)
         if interruptions and interruptions[-1].resumed_at is None:
@@ -243,7 +244,15 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
         if requested:
             item.checkpoint_seconds = requested[-1]["seconds"]
         if aws_step:
-            item.aws = aws_step(index)
+            # On AWS the replacement boots while recovery runs: do the AWS step beside the replacement.
+            def aws_in_background(item=item, index=index):
+                item.aws = aws_step(index)
+
+            for previous in aws_threads:
+                previous.join(timeout=120)
+            aws_thread = threading.Thread(target=aws_in_background, daemon=True)
+            aws_thread.start()
+            aws_threads.append(aws_thread)
         interruptions.append(item)
         say(f"{mode}:   reclaimed; last step {last_step}, restored from {restored}, lost {item.steps_lost}")
         time.sleep(settings.replacement_seconds)
@@ -253,6 +262,8 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
         interruptions[-1].resumed_at = time.time()
     final.proc.wait()
     finished = time.time()
+    for thread in aws_threads:
+        thread.join(timeout=120)
     events = _read_progress(progress)
     for item in interruptions:
         resume = [e for e in events if e["event"] == "resume" and e["t"] >= item.reclaimed_at]

@@ -20,10 +20,13 @@ from toolkit.errors import ToolkitError
 # Each module defines click commands and a ``register(group)`` function.
 COMMAND_MODULES = [
     "toolkit.cli.stacks_cmd",
+    "toolkit.cli.deploy_cmd",
+    "toolkit.cli.local_cmd",
     "toolkit.cli.agent_cmd",
     "toolkit.cli.recover_cmd",
     "toolkit.cli.k8s_cmd",
     "toolkit.cli.check_cmd",
+    "toolkit.cli.drill_cmd",
 ]
 
 

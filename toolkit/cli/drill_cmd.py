@@ -1,0 +1,106 @@
+"""``spotkit drill``: the interruption drill on embedded emulators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.output import emit_json, table
+
+
+def _fmt(value, unit="s"):
+    return "-" if value is None else f"{value:.2f}{unit}" if isinstance(value, float) else str(value)
+
+
+def render_drill_table(results) -> str:
+    rows = []
+    for mode, run in results.items():
+        s = run.summary()
+        rows.append([mode, str(len(run.interruptions)), str(s["steps_lost_total"]), str(s["steps_lost_max"]),
+                     str(s["steps_computed"]), _fmt(s["detection_seconds_mean"]), _fmt(s["checkpoint_seconds_mean"]),
+                     _fmt(s["resume_seconds_mean"]), f"{s['wall_seconds']:.1f}s"])
+    return table(rows, ["RUN", "INTERRUPTIONS", "STEPS LOST", "MAX LOST/INT", "STEPS COMPUTED", "DETECT (mean)",
+                        "CHECKPOINT (mean)", "RESUME (mean)", "WALL"])
+
+
+def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say):
+    """The drill, with the retained-volume step on the emulator (``--endpoint-url`` or the local target)."""
+    from toolkit.drill import run_drill
+
+    aws_step, started_here, project = None, False, None
+    if use_aws:
+        from toolkit.aws import AwsTarget
+        from toolkit.drill_aws import DrillAwsTarget
+        from toolkit.local import emulator
+
+        endpoint = ctx.endpoint_url
+        if not endpoint:
+            project = emulator.project_dir(None)
+            state, started_here = emulator.start(project)
+            endpoint = state.url
+            say(f"local AWS emulator at {endpoint}")
+        import os
+
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        ec2 = AwsTarget(region=ctx.region or "us-east-1", endpoint_url=endpoint).client("ec2")
+        target = DrillAwsTarget(ec2, journal_dir=out / "journal")
+        target.setup()
+        say(f"instance {target.instance_id} with retained data volume {target.volume_id} on {target.device}")
+        aws_step = target.reclaim
+    try:
+        return run_drill(settings, out, aws_step=aws_step, on_event=say)
+    finally:
+        if started_here and project is not None:
+            from toolkit.local import emulator
+
+            emulator.stop(project)
+
+
+@click.command("drill")
+@click.option("--interruptions", "-n", default=3, show_default=True, help="Reclaims to inject.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the interruption schedule.")
+@click.option("--steps", default=40, show_default=True, help="Training steps to finish.")
+@click.option("--step-seconds", default=0.5, show_default=True, help="Compute time of one step.")
+@click.option("--checkpoint-every", default=10, show_default=True, help="Periodic checkpoint interval (steps).")
+@click.option("--notice-seconds", default=4.0, show_default=True,
+              help="Notice before the reclaim (AWS gives 120 s; scaled down for the drill).")
+@click.option("--out", "out", default=".spotkit/drill", show_default=True, type=click.Path(file_okay=False),
+              help="Working directory: checkpoints, progress logs, drill.png, drill.json.")
+@click.option("--aws/--no-aws", "use_aws", default=True, show_default=True,
+              help="Re-attach the retained data volume with the runbook on the local AWS emulator at every reclaim.")
+@pass_ctx
+def drill_command(ctx: CliContext, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds, out,
+                  use_aws):
+    """Rehearse spot interruptions of a real training workload, with and without the agent."""
+    from toolkit.drill import DrillSettings, plot
+
+    settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
+                             checkpoint_every=checkpoint_every, notice_seconds=notice_seconds)
+    settings.validate()
+    out_dir = Path(out)
+    say = (lambda msg: None) if ctx.json else (lambda msg: click.echo(f"  {msg}", err=True))
+    if not ctx.json:
+        click.echo(f"drill: {interruptions} interruptions (seed {seed}), {steps} steps of {step_seconds}s, "
+                   f"notice {notice_seconds}s", err=True)
+    results = run_drill_with_aws(ctx, settings, out_dir, use_aws, say)
+    png = plot(results, out_dir / "drill.png")
+    summary = {mode: run.summary() for mode, run in results.items()}
+    import json
+
+    (out_dir / "drill.json").write_text(json.dumps(summary, indent=2))
+    if ctx.json:
+        emit_json({**summary, "plot": str(png)})
+        return
+    click.echo(render_drill_table(results))
+    reattached = [i.aws for i in results["agent"].interruptions if i.aws]
+    if reattached:
+        ok = sum(1 for a in reattached if a["reattached"])
+        click.echo(f"data volume re-attached to the replacement by `recover volumes`: {ok}/{len(reattached)} reclaims")
+    click.echo(f"plot: {png}\nnext: spotkit check cdktf.out   (is your own Terraform ready for this?)")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(drill_command)
