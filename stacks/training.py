@@ -11,6 +11,7 @@ from constructs import Construct
 from modules.compute_group import ComputeGroupSettings, SpotComputeGroup
 from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, SnapshotSettings
 from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
+from modules.interruption_events import InterruptionEvents, InterruptionEventsSettings
 from modules.network import NetworkSettings, SpotNetwork, validate_network
 from stacks.base import SpotkitStack, StackConfig
 
@@ -24,6 +25,8 @@ class TrainingConfig(StackConfig):
     - ``checkpoints``: EFS checkpoints mounted on every instance (default on, /mnt/checkpoints).
     - ``data_volume``: a data volume kept on terminate, tagged for the runbooks (default 200 GiB gp3 at
       /dev/sdf -> /mnt/data); null for none. ``snapshots``: its DLM schedule (default every 12 h, keep 14).
+    - ``interruptions``: interruption warnings routed to the spotkit handler (EventBridge rules -> SQS ->
+      Lambda, journal, FIS template), scoped to the group (default on); null for none.
     """
 
     name: str = "spotkit-training"
@@ -32,6 +35,7 @@ class TrainingConfig(StackConfig):
     checkpoints: EfsCheckpointSettings = field(default_factory=EfsCheckpointSettings)
     data_volume: Optional[DataVolumeSettings] = field(default_factory=DataVolumeSettings)
     snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
+    interruptions: Optional[InterruptionEventsSettings] = field(default_factory=InterruptionEventsSettings)
 
 
 class TrainingStack(SpotkitStack):
@@ -56,6 +60,11 @@ class TrainingStack(SpotkitStack):
         if config.data_volume is not None:
             self.data_volumes = RetainedDataVolumes(self, "data", group=self.group, volumes=[config.data_volume],
                                                     snapshots=config.snapshots)
+        if config.interruptions is not None:
+            self.interruptions = InterruptionEvents(self, "interruptions", name=config.name, groups=[self.group.name],
+                                                    settings=config.interruptions)
+            TerraformOutput(self, "interruption_queue_url", value=self.interruptions.queue_url)
+            TerraformOutput(self, "interruption_journal_table", value=self.interruptions.journal.name)
         TerraformOutput(self, "group_name", value=self.group.group_name)
         TerraformOutput(self, "launch_template_id", value=self.group.launch_template.id)
         TerraformOutput(self, "security_group_id", value=self.group.security_group_id)

@@ -1,0 +1,490 @@
+"""Interruption event routing: every warning AWS sends about a group's instances, delivered once to the
+spotkit handler (``toolkit/interruption``), journaled, and rehearsed with AWS FIS.
+
+What it creates (one construct):
+- six EventBridge rules: ``EC2 Spot Instance Interruption Warning``, ``EC2 Instance Rebalance
+  Recommendation``, ``EC2 Instance State-change Notification`` (stopping, shutting-down, stopped,
+  terminated), ``AWS Health Event`` (EC2 scheduled changes), ``EC2 Instance-terminate Lifecycle Action``
+  (aws.autoscaling; scoped to the groups by name) and ``EC2 Capacity Reservation Instance Interruption
+  Warning``. EC2 events carry only an instance id, so EventBridge cannot scope them to a group: the
+  handler ignores instances without the group's tags;
+- their target, an SQS queue: encrypted (SSE-SQS, or the KMS key given), a dead-letter queue with a
+  redrive policy (and a redrive-allow policy naming only this queue), and a queue policy that lets only
+  these EventBridge rules send;
+- the handler, a Lambda packaged at synthesis from ``toolkit/`` (``TerraformAsset``, no zip in the repo)
+  consuming the queue through an event source mapping that reports batch item failures: one delivery
+  path with retries and a DLQ, instead of a second, asynchronous EventBridge->Lambda path. With
+  ``handler_mode="queue"`` there is no Lambda: run ``spotkit handle-events --queue-url`` on a host
+  whose role got ``grant_consume(role)``;
+- the journal, a DynamoDB table (``pk``/``sk``, TTL ``expires_at``) that de-duplicates events;
+- per group, an AWS FIS experiment template ``aws:ec2:send-spot-instance-interruptions`` targeting the
+  group's spot instances by the ``spotkit:group`` tag, stopped by an alarm on the dead-letter queue
+  (the handler failing), with its own role.
+
+IAM is least privilege: no ``*`` in any action; resources are the queue, the table, the groups, the
+check-pointing document and instances tagged with the groups; ``*`` only for read calls AWS does not
+scope (``ec2:DescribeInstances``...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from constructs import Construct
+
+from modules.annotations import warn
+from toolkit.errors import ValidationError
+from toolkit.interruption.handler import DEFAULT_CHECKPOINT_COMMAND
+
+GROUP_TAG = "spotkit:group"
+HANDLER_MODES = ("lambda", "queue")
+LAMBDA_HANDLER = "toolkit.interruption.lambda_entry.handler"
+LAMBDA_RUNTIME = "python3.12"
+CHECKPOINT_DOCUMENT = "AWS-RunShellScript"
+STATE_CHANGE_STATES = ("stopping", "shutting-down", "stopped", "terminated")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
+_DURATION = re.compile(r"^PT(\d+)M$")
+_SELECTION = re.compile(r"^(ALL|COUNT\(\d+\)|PERCENT\((100|[1-9]\d?)\))$")
+
+
+@dataclass(frozen=True)
+class InterruptionEventsSettings:
+    """How interruption warnings are routed and handled. Defaults are safe and act.
+
+    - ``handler_mode``: ``lambda`` (default: a Lambda consumes the queue) or ``queue`` (no Lambda; run
+      ``spotkit handle-events --queue-url`` yourself, on a role given ``grant_consume``).
+    - ``dry_run``: the handler reads but changes nothing ("would have ..." in its logs). Default off;
+      on gets a warning.
+    - ``checkpoint_command``: run on the instance by SSM Run Command (AWS-RunShellScript). Default: the
+      hook ``/opt/spotkit/hooks/checkpoint`` when present. Empty: no checkpoint.
+    - ``checkpoint_on_rebalance`` (default on), ``drain_on_rebalance`` (default off),
+      ``start_replacement_on_rebalance`` (default off; adds autoscaling:SetDesiredCapacity and tagging
+      of the groups' instances to the handler's role).
+    - ``ecs_clusters``: clusters the handler looks in (names). Default: every cluster of the region.
+    - ``target_group_arns``: target groups it may deregister from. Default: any in the account and region.
+    - ``lifecycle_result``: CONTINUE (default) or ABANDON when it completes a lifecycle action.
+    - ``lambda_timeout_seconds``: 30-900; covers the wait for a terminating instance to drain (the
+      group's lifecycle heartbeat, 300 s by default). Default 360. The queue's visibility timeout is
+      this plus 30 s, as the event source mapping requires.
+    - ``lambda_memory_mib``: default 256. ``lambda_reserved_concurrency``: default none (unreserved).
+    - ``batch_size``: messages per invocation, 1-10. Default 10.
+    - ``message_retention_seconds``: the queue, 300 s-14 days. Default 1 day (a warning older than that
+      is moot). ``dlq_retention_seconds``: default 14 days, at least the queue's.
+    - ``max_receive_count``: deliveries before a message moves to the DLQ, 1-1000. Default 5.
+    - ``kms_key_arn``: encrypt the queues with this key (its policy must let EventBridge use it).
+      Default: SSE-SQS (SQS-owned keys).
+    - ``log_retention_days``: the Lambda's log group. Default 30.
+    - ``create_fis_templates``: one experiment template per group. Default on.
+    - ``fis_duration_before_interruption``: ISO-8601 minutes, PT2M-PT15M. Default PT2M (as AWS does).
+    - ``fis_selection_mode``: which of the group's running spot instances: COUNT(n), PERCENT(n) or ALL.
+      Default COUNT(1).
+    """
+
+    handler_mode: str = "lambda"
+    dry_run: bool = False
+    checkpoint_command: str = DEFAULT_CHECKPOINT_COMMAND
+    checkpoint_on_rebalance: bool = True
+    drain_on_rebalance: bool = False
+    start_replacement_on_rebalance: bool = False
+    ecs_clusters: tuple[str, ...] = ()
+    target_group_arns: tuple[str, ...] = ()
+    lifecycle_result: str = "CONTINUE"
+    lambda_timeout_seconds: int = 360
+    lambda_memory_mib: int = 256
+    lambda_reserved_concurrency: Optional[int] = None
+    batch_size: int = 10
+    message_retention_seconds: int = 86400
+    dlq_retention_seconds: int = 1209600
+    max_receive_count: int = 5
+    kms_key_arn: Optional[str] = None
+    log_retention_days: int = 30
+    create_fis_templates: bool = True
+    fis_duration_before_interruption: str = "PT2M"
+    fis_selection_mode: str = "COUNT(1)"
+
+
+def validate_settings(name: str, groups: Sequence[str], s: InterruptionEventsSettings) -> None:
+    where = f"InterruptionEvents {name!r}"
+    if not _NAME.match(name):
+        raise ValidationError(f"{where}: name must be 2-40 lowercase letters, digits or hyphens, starting with a letter")
+    if not groups:
+        raise ValidationError(f"{where}: groups is empty: give the names of the Auto Scaling groups whose "
+                              "interruptions to handle")
+    if s.handler_mode not in HANDLER_MODES:
+        raise ValidationError(f"{where}: handler_mode {s.handler_mode!r} is not one of {', '.join(HANDLER_MODES)}")
+    if s.lifecycle_result not in ("CONTINUE", "ABANDON"):
+        raise ValidationError(f"{where}: lifecycle_result must be CONTINUE or ABANDON (got {s.lifecycle_result!r})")
+    if not 30 <= s.lambda_timeout_seconds <= 900:
+        raise ValidationError(f"{where}: lambda_timeout_seconds must be between 30 and 900 (got "
+                              f"{s.lambda_timeout_seconds}); 360 covers the default 300 s drain")
+    if not 128 <= s.lambda_memory_mib <= 10240:
+        raise ValidationError(f"{where}: lambda_memory_mib must be between 128 and 10240 (got {s.lambda_memory_mib})")
+    if not 1 <= s.batch_size <= 10:
+        raise ValidationError(f"{where}: batch_size must be between 1 and 10 (got {s.batch_size})")
+    if not 300 <= s.message_retention_seconds <= 1209600:
+        raise ValidationError(f"{where}: message_retention_seconds must be between 300 and 1209600 (got "
+                              f"{s.message_retention_seconds}): a warning must outlive its two minutes")
+    if not s.message_retention_seconds <= s.dlq_retention_seconds <= 1209600:
+        raise ValidationError(f"{where}: dlq_retention_seconds ({s.dlq_retention_seconds}) must be at least "
+                              f"message_retention_seconds ({s.message_retention_seconds}) and at most 1209600, or "
+                              "messages expire in the dead-letter queue before anyone sees them")
+    if not 1 <= s.max_receive_count <= 1000:
+        raise ValidationError(f"{where}: max_receive_count must be between 1 and 1000 (got {s.max_receive_count})")
+    m = _DURATION.match(s.fis_duration_before_interruption)
+    if not m or not 2 <= int(m.group(1)) <= 15:
+        raise ValidationError(f"{where}: fis_duration_before_interruption must be PT2M to PT15M (got "
+                              f"{s.fis_duration_before_interruption!r})")
+    if not _SELECTION.match(s.fis_selection_mode):
+        raise ValidationError(f"{where}: fis_selection_mode must be COUNT(n), PERCENT(n) or ALL (got {s.fis_selection_mode!r})")
+    bad = [a for a in s.target_group_arns if not a.startswith("arn:") or ":targetgroup/" not in a]
+    if bad:
+        raise ValidationError(f"{where}: target_group_arns must be target group ARNs (check {', '.join(bad)})")
+
+
+def build_lambda_source(root: Optional[Path] = None) -> Path:
+    """Stage the handler's code (``toolkit/__init__.py`` and ``toolkit/interruption``) in a directory
+    named by its content hash, for ``TerraformAsset`` to zip at synthesis. boto3 is in the runtime."""
+    root = root or Path(__file__).resolve().parents[1]
+    files = [root / "toolkit" / "__init__.py"] + sorted((root / "toolkit" / "interruption").glob("*.py"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    target = Path(tempfile.gettempdir()) / "spotkit-lambda" / digest.hexdigest()[:16]
+    if target.is_dir():
+        return target
+    staging = Path(tempfile.mkdtemp(prefix="stage-", dir=target.parent if target.parent.exists() else None))
+    for f in files:
+        dest = staging / f.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another synthesis staged it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class InterruptionEvents(Construct):
+    """Routes a set of groups' interruption warnings to the spotkit handler.
+
+    Capabilities:
+    - ``grant_consume(role_name)``: give a role what ``spotkit handle-events`` needs (queue mode).
+    - ``handler_policy``: the handler's IAM policy document (a dict), for review.
+    """
+
+    def __init__(self, scope: Construct, id_: str, *, name: str, groups: Sequence[str],
+                 settings: InterruptionEventsSettings = InterruptionEventsSettings()):
+        validate_settings(name, groups, settings)
+        super().__init__(scope, id_)
+        self.name = name
+        self.groups = list(groups)
+        self.settings = settings
+        if settings.dry_run:
+            warn(self, f"InterruptionEvents {name!r}: dry_run is on: the handler journals what it would do "
+                       "and does nothing; instances will not be drained before they are reclaimed.")
+        if settings.handler_mode == "queue":
+            warn(self, f"InterruptionEvents {name!r}: handler_mode='queue' creates no Lambda: nothing handles "
+                       "warnings until you run 'spotkit handle-events --queue-url <queue_url>' on a role given "
+                       "grant_consume().")
+        if not settings.checkpoint_command:
+            warn(self, f"InterruptionEvents {name!r}: checkpoint_command is empty: instances are drained but "
+                       "never asked to checkpoint.")
+        self._context()
+        self._create_journal()
+        self._create_queues()
+        self._create_rules()
+        self._create_queue_policy()
+        self.handler_policy = self._policy_document()
+        self.function = None
+        if settings.handler_mode == "lambda":
+            self._create_lambda()
+        self.fis_templates = {}
+        if settings.create_fis_templates:
+            self._create_fis()
+
+    # --- context --------------------------------------------------------------------------------
+
+    def _context(self) -> None:
+        from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
+        from cdktn_provider_aws.data_aws_partition import DataAwsPartition
+        from cdktn_provider_aws.data_aws_region import DataAwsRegion
+
+        self.account = DataAwsCallerIdentity(self, "account").account_id
+        self.partition = DataAwsPartition(self, "partition").partition
+        self.region = DataAwsRegion(self, "region").name
+
+    def _arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
+        return (f"arn:{self.partition}:{service}:{self.region if region else ''}:"
+                f"{self.account if account else ''}:{resource}")
+
+    # --- resources ------------------------------------------------------------------------------
+
+    def _create_journal(self) -> None:
+        from cdktn_provider_aws.dynamodb_table import (
+            DynamodbTable,
+            DynamodbTableAttribute,
+            DynamodbTablePointInTimeRecovery,
+            DynamodbTableServerSideEncryption,
+            DynamodbTableTtl,
+        )
+
+        self.journal = DynamodbTable(
+            self, "journal",
+            name=f"{self.name}-interruption-journal",
+            billing_mode="PAY_PER_REQUEST",
+            hash_key="pk", range_key="sk",
+            attribute=[DynamodbTableAttribute(name="pk", type="S"), DynamodbTableAttribute(name="sk", type="S")],
+            ttl=DynamodbTableTtl(attribute_name="expires_at", enabled=True),
+            point_in_time_recovery=DynamodbTablePointInTimeRecovery(enabled=True),
+            server_side_encryption=DynamodbTableServerSideEncryption(
+                enabled=True, **({"kms_key_arn": self.settings.kms_key_arn} if self.settings.kms_key_arn else {})),
+        )
+
+    def _encryption(self) -> dict:
+        if self.settings.kms_key_arn:
+            return {"kms_master_key_id": self.settings.kms_key_arn, "kms_data_key_reuse_period_seconds": 300}
+        return {"sqs_managed_sse_enabled": True}
+
+    def _create_queues(self) -> None:
+        from cdktn_provider_aws.sqs_queue import SqsQueue
+        from cdktn_provider_aws.sqs_queue_redrive_allow_policy import SqsQueueRedriveAllowPolicy
+
+        s = self.settings
+        self.visibility_timeout = s.lambda_timeout_seconds + 30
+        self.dlq = SqsQueue(self, "dlq", name=f"{self.name}-interruptions-dlq",
+                            message_retention_seconds=s.dlq_retention_seconds, **self._encryption())
+        self.queue = SqsQueue(
+            self, "queue", name=f"{self.name}-interruptions",
+            message_retention_seconds=s.message_retention_seconds,
+            visibility_timeout_seconds=self.visibility_timeout,
+            receive_wait_time_seconds=20,
+            redrive_policy=json.dumps({"deadLetterTargetArn": self.dlq.arn, "maxReceiveCount": s.max_receive_count}),
+            **self._encryption(),
+        )
+        SqsQueueRedriveAllowPolicy(self, "dlq-redrive-allow", queue_url=self.dlq.url, redrive_allow_policy=json.dumps(
+            {"redrivePermission": "byQueue", "sourceQueueArns": [self.queue.arn]}))
+
+    def rule_patterns(self) -> dict[str, dict]:
+        """The six rules' event patterns, by rule id."""
+        return {
+            "spot-interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
+            "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
+            "state-change": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"],
+                             "detail": {"state": list(STATE_CHANGE_STATES)}},
+            "scheduled-change": {"source": ["aws.health"], "detail-type": ["AWS Health Event"],
+                                 "detail": {"service": ["EC2"], "eventTypeCategory": ["scheduledChange"]}},
+            "asg-terminate": {"source": ["aws.autoscaling"], "detail-type": ["EC2 Instance-terminate Lifecycle Action"],
+                              "detail": {"AutoScalingGroupName": list(self.groups),
+                                         "LifecycleTransition": ["autoscaling:EC2_INSTANCE_TERMINATING"]}},
+            "capacity-reservation": {"source": ["aws.ec2"],
+                                     "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"]},
+        }
+
+    def _create_rules(self) -> None:
+        from cdktn_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
+        from cdktn_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
+
+        self.rules = {}
+        for rule_id, pattern in self.rule_patterns().items():
+            rule = CloudwatchEventRule(
+                self, f"rule-{rule_id}", name=f"{self.name}-{rule_id}"[:64],
+                description=f"spotkit {self.name}: {pattern['detail-type'][0]} -> interruption queue",
+                event_pattern=json.dumps(pattern))
+            CloudwatchEventTarget(self, f"target-{rule_id}", rule=rule.name, target_id="spotkit-interruption-queue",
+                                  arn=self.queue.arn)
+            self.rules[rule_id] = rule
+
+    def _create_queue_policy(self) -> None:
+        from cdktn_provider_aws.sqs_queue_policy import SqsQueuePolicy
+
+        rule_arns = [r.arn for r in self.rules.values()]
+        SqsQueuePolicy(self, "queue-policy", queue_url=self.queue.url, policy=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "EventBridgeRulesOnly", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+                 "Action": "sqs:SendMessage", "Resource": self.queue.arn,
+                 "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}}},
+                {"Sid": "NoOtherSenders", "Effect": "Deny", "Principal": "*", "Action": "sqs:SendMessage",
+                 "Resource": self.queue.arn, "Condition": {"ArnNotEquals": {"aws:SourceArn": rule_arns}}},
+            ],
+        }))
+
+    def _policy_document(self) -> dict:
+        s = self.settings
+        group_arns = [self._arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{g}") for g in self.groups]
+        clusters = list(s.ecs_clusters)
+        statements = [
+            {"Sid": "Queue", "Effect": "Allow",
+             "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+             "Resource": [self.queue.arn, self.dlq.arn]},
+            {"Sid": "Journal", "Effect": "Allow",
+             "Action": ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"],
+             "Resource": [self.journal.arn]},
+            {"Sid": "ReadOnlyUnscoped", "Effect": "Allow",
+             "Action": ["ec2:DescribeInstances", "elasticloadbalancing:DescribeTargetGroups",
+                        "elasticloadbalancing:DescribeTargetHealth", "ecs:ListClusters", "ssm:ListCommands",
+                        "ssm:GetCommandInvocation", "autoscaling:DescribeAutoScalingGroups"],
+             "Resource": ["*"]},
+            {"Sid": "Deregister", "Effect": "Allow", "Action": ["elasticloadbalancing:DeregisterTargets"],
+             "Resource": list(s.target_group_arns) or [self._arn("elasticloadbalancing", "targetgroup/*/*")]},
+            {"Sid": "EcsList", "Effect": "Allow", "Action": ["ecs:ListContainerInstances"],
+             "Resource": [self._arn("ecs", f"cluster/{c}") for c in clusters] or [self._arn("ecs", "cluster/*")]},
+            {"Sid": "EcsDrain", "Effect": "Allow",
+             "Action": ["ecs:DescribeContainerInstances", "ecs:UpdateContainerInstancesState"],
+             "Resource": [self._arn("ecs", f"container-instance/{c}/*") for c in clusters]
+             or [self._arn("ecs", "container-instance/*")]},
+            {"Sid": "CheckpointDocument", "Effect": "Allow", "Action": ["ssm:SendCommand"],
+             "Resource": [self._arn("ssm", f"document/{CHECKPOINT_DOCUMENT}", account=False)]},
+            {"Sid": "CheckpointOwnInstances", "Effect": "Allow", "Action": ["ssm:SendCommand"],
+             "Resource": [self._arn("ec2", "instance/*")],
+             "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": list(self.groups)}}},
+            {"Sid": "CompleteLifecycle", "Effect": "Allow",
+             "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
+             "Resource": group_arns},
+        ]
+        if s.start_replacement_on_rebalance:
+            statements += [
+                {"Sid": "StartReplacement", "Effect": "Allow", "Action": ["autoscaling:SetDesiredCapacity"],
+                 "Resource": group_arns},
+                {"Sid": "MarkReplaced", "Effect": "Allow", "Action": ["ec2:CreateTags"],
+                 "Resource": [self._arn("ec2", "instance/*")],
+                 "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": list(self.groups)},
+                               "ForAllValues:StringEquals": {"aws:TagKeys": ["spotkit:replacement-requested"]}}},
+            ]
+        if s.kms_key_arn:
+            statements.append({"Sid": "QueueKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                               "Resource": [s.kms_key_arn]})
+        return {"Version": "2012-10-17", "Statement": statements}
+
+    def _environment(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "SPOTKIT_JOURNAL_TABLE": self.journal.name,
+            "SPOTKIT_DRY_RUN": str(s.dry_run).lower(),
+            "SPOTKIT_GROUPS": ",".join(self.groups),
+            "SPOTKIT_CHECKPOINT_COMMAND": s.checkpoint_command,
+            "SPOTKIT_CHECKPOINT_ON_REBALANCE": str(s.checkpoint_on_rebalance).lower(),
+            "SPOTKIT_DRAIN_ON_REBALANCE": str(s.drain_on_rebalance).lower(),
+            "SPOTKIT_START_REPLACEMENT": str(s.start_replacement_on_rebalance).lower(),
+            "SPOTKIT_CLUSTERS": ",".join(s.ecs_clusters),
+            "SPOTKIT_LIFECYCLE_RESULT": s.lifecycle_result,
+        }
+
+    def _create_lambda(self) -> None:
+        from cdktn import AssetType, TerraformAsset
+        from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+        from cdktn_provider_aws.iam_role import IamRole
+        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+        from cdktn_provider_aws.lambda_event_source_mapping import LambdaEventSourceMapping
+        from cdktn_provider_aws.lambda_function import LambdaFunction, LambdaFunctionEnvironment
+
+        s = self.settings
+        function_name = f"{self.name}-interruption-handler"[:64]
+        self.role = IamRole(self, "handler-role", name_prefix=f"{self.name}-ih-"[:38], assume_role_policy=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+        }))
+        log_group = CloudwatchLogGroup(self, "handler-logs", name=f"/aws/lambda/{function_name}",
+                                       retention_in_days=s.log_retention_days)
+        policy = json.loads(json.dumps(self.handler_policy))
+        policy["Statement"].insert(0, {"Sid": "Logs", "Effect": "Allow",
+                                       "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                       "Resource": [f"{log_group.arn}:*"]})
+        role_policy = IamRolePolicy(self, "handler-policy", name="spotkit-interruption-handler", role=self.role.id,
+                                    policy=json.dumps(policy))
+        self.lambda_policy = policy
+        self.code = TerraformAsset(self, "handler-code", path=str(build_lambda_source()), type=AssetType.ARCHIVE)
+        self.function = LambdaFunction(
+            self, "handler", function_name=function_name, role=self.role.arn,
+            description=f"spotkit interruption handler for {', '.join(self.groups)}",
+            runtime=LAMBDA_RUNTIME, handler=LAMBDA_HANDLER,
+            filename=self.code.path, source_code_hash=self.code.asset_hash,
+            timeout=s.lambda_timeout_seconds, memory_size=s.lambda_memory_mib,
+            reserved_concurrent_executions=s.lambda_reserved_concurrency,
+            environment=LambdaFunctionEnvironment(variables=self._environment()),
+            depends_on=[log_group, role_policy],
+        )
+        self.event_source = LambdaEventSourceMapping(
+            self, "handler-source", event_source_arn=self.queue.arn, function_name=self.function.arn,
+            batch_size=s.batch_size, function_response_types=["ReportBatchItemFailures"],
+        )
+
+    def _create_fis(self) -> None:
+        from cdktn_provider_aws.cloudwatch_metric_alarm import CloudwatchMetricAlarm
+        from cdktn_provider_aws.fis_experiment_template import (
+            FisExperimentTemplate,
+            FisExperimentTemplateAction,
+            FisExperimentTemplateActionParameter,
+            FisExperimentTemplateActionTarget,
+            FisExperimentTemplateStopCondition,
+            FisExperimentTemplateTarget,
+            FisExperimentTemplateTargetFilter,
+            FisExperimentTemplateTargetResourceTag,
+        )
+        from cdktn_provider_aws.iam_role import IamRole
+        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+
+        s = self.settings
+        self.stop_alarm = CloudwatchMetricAlarm(
+            self, "handler-failing", alarm_name=f"{self.name}-interruption-handler-failing",
+            alarm_description="Messages in the interruption dead-letter queue: the handler is failing. Stops FIS experiments.",
+            namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": self.dlq.name}, statistic="Maximum", period=60, evaluation_periods=1,
+            threshold=1, comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching")
+        self.fis_role = IamRole(self, "fis-role", name_prefix=f"{self.name}-fis-"[:38], assume_role_policy=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": "fis.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+        }))
+        IamRolePolicy(self, "fis-policy", name="spotkit-fis-spot-interruptions", role=self.fis_role.id, policy=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "InterruptOwnSpot", "Effect": "Allow", "Action": ["ec2:SendSpotInstanceInterruptions"],
+                 "Resource": [self._arn("ec2", "instance/*")],
+                 "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": list(self.groups)}}},
+                {"Sid": "FindTargets", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": ["*"]},
+                {"Sid": "StopCondition", "Effect": "Allow", "Action": ["cloudwatch:DescribeAlarms"], "Resource": ["*"]},
+            ],
+        }))
+        for group in self.groups:
+            self.fis_templates[group] = FisExperimentTemplate(
+                self, f"fis-{group}",
+                description=f"spotkit: interrupt {s.fis_selection_mode} spot instance(s) of {group} "
+                            f"({s.fis_duration_before_interruption} notice)",
+                role_arn=self.fis_role.arn,
+                action=[FisExperimentTemplateAction(
+                    name="interrupt-spot", action_id="aws:ec2:send-spot-instance-interruptions",
+                    description="Send a spot interruption notice, then interrupt",
+                    parameter=[FisExperimentTemplateActionParameter(
+                        key="durationBeforeInterruption", value=s.fis_duration_before_interruption)],
+                    target=FisExperimentTemplateActionTarget(key="SpotInstances", value="group-spot-instances"))],
+                target=[FisExperimentTemplateTarget(
+                    name="group-spot-instances", resource_type="aws:ec2:spot-instance",
+                    selection_mode=s.fis_selection_mode,
+                    resource_tag=[FisExperimentTemplateTargetResourceTag(key=GROUP_TAG, value=group)],
+                    filter=[FisExperimentTemplateTargetFilter(path="State.Name", values=["running"])])],
+                stop_condition=[FisExperimentTemplateStopCondition(source="aws:cloudwatch:alarm",
+                                                                   value=self.stop_alarm.arn)],
+                tags={"Name": f"{self.name}-{group}-spot-interruption", GROUP_TAG: group},
+            )
+
+    # --- capabilities ---------------------------------------------------------------------------
+
+    def grant_consume(self, role_name: str, id_: str = "consumer-policy"):
+        """Let ``role_name`` run ``spotkit handle-events --queue-url`` on this queue (queue mode)."""
+        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+
+        return IamRolePolicy(self, id_, name="spotkit-interruption-consumer", role=role_name,
+                             policy=json.dumps(self.handler_policy))
+
+    @property
+    def queue_url(self) -> str:
+        return self.queue.url
