@@ -399,3 +399,29 @@ def test_gpu_stacks_validate_with_provider_5_100(gpu_stack, custom_stack, efs_st
         result = terraform_validate(doc, tmp_path / label)
         assert result.returncode == 0, f"{label}: {result.stdout}{result.stderr}"
         assert "The configuration is valid" in result.stdout
+
+
+def test_readme_config_example_resolves():
+    # GIVEN the YAML example of the README section WHEN it is applied to the default config
+    import yaml
+
+    from toolkit.config import apply_overrides
+
+    data = yaml.safe_load("""
+gpu_families: [g6e, g5, g6]
+gpu_instance_size: 2xlarge
+service:
+  desired_count: 3
+  on_demand_base: 1
+  spot_overprovision: 1
+  model_cache: efs
+  container: {model_id: deepseek-ai/DeepSeek-R1-Distill-Qwen-14B, extra_args: ["--max-model-len", "16384"]}
+""")
+    config = apply_overrides(GpuInferenceConfig(), data, prefix="gpu_inference")
+    cluster, service = resolve(config)
+    # THEN the types, counts and cache are what the example says, and an EFS cache will be created
+    assert cluster.spot.group.instance_types == ("g6e.2xlarge", "g5.2xlarge", "g6.2xlarge")
+    assert (service.total_count, service.on_demand_base, service.model_cache) == (4, 1, "efs")
+    assert service.container.model_id == "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"
+    assert service.container.extra_args == ("--max-model-len", "16384")
+    assert config.creates_model_cache_efs is True
