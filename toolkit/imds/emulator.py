@@ -311,14 +311,22 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that hangs up mid-request (an agent stopping) is normal here: stay quiet unless verbose."""
+        if getattr(self, "verbose", False):
+            super().handle_error(request, client_address)
+
+
 class ImdsEmulator:
     """The emulator on a loopback port, in a background thread. Use as a context manager or start()/stop()."""
 
     def __init__(self, settings: Optional[EmulatorSettings] = None, host: str = "127.0.0.1", port: int = 0,
                  verbose: bool = False):
         self.settings = settings or EmulatorSettings()
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer((host, port), _Handler)
         self._server.state = _State(self.settings)  # type: ignore[attr-defined]
         self._server.verbose = verbose  # type: ignore[attr-defined]
         self._thread: Optional[threading.Thread] = None
