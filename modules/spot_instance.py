@@ -4,7 +4,7 @@ Unlike a spot instance in an Auto Scaling group (always terminated when reclaime
 request can ``hibernate`` (RAM written to the encrypted root volume, resumed when capacity returns) or
 ``stop`` (disks kept, RAM lost). Its data volume is a separate ``aws_ebs_volume`` in the subnet's AZ,
 tagged with the retained-volume contract of ``modules.data_volume`` and attached; it survives the
-instance being terminated or replaced.
+instance being terminated or replaced, and a stack destroy takes a final snapshot before deleting it.
 
 Capabilities match the compute group's, so ``EfsCheckpoints.attach(instance)`` works:
 ``add_user_data``, ``add_to_role_policy``, ``security_group_id``, ``role``, ``subnet_ids``, ``name``.
@@ -180,6 +180,7 @@ class PersistentSpotInstance(Construct):
                 iops=v.iops if v.volume_type == "gp3" else None,
                 throughput=v.throughput_mibps if v.volume_type == "gp3" else None,
                 tags={**self.tags, **RetainedDataVolumes.tags_for(name, v.device_name)},
+                final_snapshot=True,  # a stack destroy still leaves a snapshot of the data
             )
             VolumeAttachment(self, "data-attachment", device_name=v.device_name, volume_id=self.data_volume.id,
                              instance_id=self.instance.id, stop_instance_before_detaching=True)

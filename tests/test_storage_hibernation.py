@@ -217,3 +217,17 @@ def test_rule_interruption_behaviour():
         interruption_behaviour="stop", hibernation=HibernationSettings(enabled=True))),
         "PersistentSpotInstance 'nb': hibernation.enabled with interruption_behaviour 'stop': AWS requires "
         "'hibernate' when hibernation is configured; set interruption_behaviour='hibernate' or hibernation.enabled=false")
+
+
+def test_rule_spot_instance_name_and_root_size():
+    _raises(lambda: validate_spot_instance("Notebook!", SpotInstanceSettings()),
+            "PersistentSpotInstance 'Notebook!': name must be 2-40 lowercase letters, digits or hyphens, starting with a letter")
+    _raises(lambda: validate_spot_instance("nb", SpotInstanceSettings(root_volume_size_gib=4)),
+            "PersistentSpotInstance 'nb': root_volume_size_gib must be at least 8 (got 4)")
+
+
+def test_rule_spot_instance_checks_its_data_volume():
+    from modules.data_volume import DataVolumeSettings
+
+    _raises(lambda: validate_spot_instance("nb", SpotInstanceSettings(data_volume=DataVolumeSettings(size_gib=0))),
+            "PersistentSpotInstance 'nb': data_volumes[0].size_gib must be between 1 and 16384 (got 0)")

@@ -70,6 +70,7 @@ def test_notebook_is_a_persistent_spot_instance_that_hibernates(notebook):
 def test_notebook_data_volume_is_a_separate_tagged_volume_snapshotted_by_dlm(notebook):
     vol = one(notebook, "aws_ebs_volume")
     assert vol["encrypted"] is True
+    assert vol["final_snapshot"] is True
     assert {k: vol["tags"][k] for k in ("spotkit:group", "spotkit:device", "spotkit:retain")} == {
         "spotkit:group": "spotkit-notebook", "spotkit:device": "/dev/sdf", "spotkit:retain": "true"}
     attach = one(notebook, "aws_volume_attachment")
