@@ -78,11 +78,22 @@ def _sanitized_copy(src: Path, dest_dir: Path, index: int) -> tuple[Path, str]:
     return dest, "terraform_json"
 
 
-def parse_output(text: str, path_map: dict[str, str], names: dict[str, dict[str, str]] | None = None) -> tuple[list[CheckovFinding], list[str]]:
+def _repair_address(resource: str, names: dict[str, list[tuple[str, set[str]]]], evaluated: list[str]) -> str:
+    """checkov's terraform_json runner names resources ``resource.<name>`` without the type; find the
+    address: the only resource of that name, else the one holding the attributes checkov evaluated."""
+    candidates = names.get(resource.split(".", 1)[1], [])
+    if len(candidates) == 1:
+        return candidates[0][0]
+    wanted = {str(k).split("/")[0] for k in evaluated}
+    matching = [address for address, keys in candidates if wanted and wanted <= keys]
+    return matching[0] if len(matching) == 1 else resource
+
+
+def parse_output(text: str, path_map: dict[str, str], names: dict[str, dict[str, list[tuple[str, set[str]]]]] | None = None) -> tuple[list[CheckovFinding], list[str]]:
     """Parse ``checkov -o json`` output (one report object or a list of them).
 
     ``path_map`` maps scanned paths back to the user's paths; ``names`` maps a file to
-    {resource name: address}, to repair checkov's ``resource.<name>`` ids on Terraform JSON.
+    {resource name: [(address, top-level attribute names)]}, to repair checkov's ``resource.<name>`` ids.
     """
     text = text.strip()
     if not text:
@@ -102,7 +113,7 @@ def parse_output(text: str, path_map: dict[str, str], names: dict[str, dict[str,
             file = path_map.get(scanned, scanned)
             resource = str(f.get("resource") or "")
             if resource.startswith("resource.") and names:
-                resource = names.get(file, {}).get(resource.split(".", 1)[1], resource)
+                resource = _repair_address(resource, names.get(file, {}), (f.get("check_result") or {}).get("evaluated_keys") or [])
             lines = f.get("file_line_range") or [None]
             sev = SEVERITY_MAP.get(str(f.get("severity") or "").upper(), DEFAULT_SEVERITY)
             findings.append(CheckovFinding(check_id=str(f.get("check_id")), title=str(f.get("check_name") or ""),
@@ -111,7 +122,7 @@ def parse_output(text: str, path_map: dict[str, str], names: dict[str, dict[str,
     return findings, parsing_errors
 
 
-def run_checkov(files: Sequence[str], names: dict[str, dict[str, str]] | None = None,
+def run_checkov(files: Sequence[str], names: dict[str, dict[str, list[tuple[str, set[str]]]]] | None = None,
                 mode: str = "auto", timeout: float = 600) -> CheckovRun:
     """Run checkov on ``files``. ``mode``: auto (run when installed), on (must run), off."""
     if mode == "off":

@@ -143,9 +143,9 @@ def run_check_on_paths(paths: Iterable[str], config: Mapping[str, Any] | None = 
     graph = load_graph(paths)
     report = CheckReport(files=list(graph.files), rules_run=[r.id for r in RULES])
     report.findings = run_rules(graph)
-    names: dict[str, dict[str, str]] = {}
+    names: dict[str, dict[str, list[tuple[str, set[str]]]]] = {}
     for r in graph.resources:
-        names.setdefault(r.file, {})[r.name] = r.address
+        names.setdefault(r.file, {}).setdefault(r.name, []).append((r.address, set(r.values)))
     run = run_checkov(graph.files, names, mode=checkov)
     if run.status == "absent" and checkov == "on":
         raise MissingDependencyError("checkov was asked for (--checkov) but is not installed",
