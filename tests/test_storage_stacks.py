@@ -102,3 +102,23 @@ def test_notebook_and_training_validate_against_provider_5_100(notebook, trainin
     for name, doc in (("notebook", notebook), ("training", training)):
         result = terraform_validate(doc, tmp_path / name)
         assert result.returncode == 0, name + ": " + result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("stack_name", ["training", "notebook"])
+def test_rendered_boot_script_is_valid_bash(stack_name, training, notebook, tmp_path):
+    # GIVEN the user data Terraform will render (Terraform turns $${ into ${ and fills in resource ids)
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not on PATH")
+    doc = training if stack_name == "training" else notebook
+    (script,) = doc["locals"].values()
+    rendered = re.sub(r"(?<!\$)\$\{aws_[^}]+\}", "fs-0123456789abcdef0", script).replace("$${", "${").replace("%%{", "%{")
+    path = tmp_path / "user-data.sh"
+    path.write_text(rendered)
+    # WHEN bash parses it THEN it has no syntax error
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "fs-0123456789abcdef0:/ /mnt/checkpoints efs" in rendered
