@@ -147,19 +147,30 @@ class EksGpuStack(SpotkitStack):
         """The Karpenter controller's role (Pod Identity, kube-system/karpenter) and its interruption queue."""
         name = self.config.name
         queue_arn = self._interruption_queue()
+        owned = {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"}
         statements = [
             {"Sid": "Provision", "Effect": "Allow", "Resource": "*", "Action": [
                 "ec2:CreateFleet", "ec2:CreateLaunchTemplate", "ec2:CreateTags", "ec2:RunInstances",
-                "ec2:DeleteLaunchTemplate", "ec2:TerminateInstances", "ec2:Describe*", "pricing:GetProducts",
-                "ssm:GetParameter"],
-             },
-            {"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": self.pool_node_role.arn},
-            {"Sid": "InstanceProfiles", "Effect": "Allow", "Resource": "*", "Action": [
-                "iam:CreateInstanceProfile", "iam:TagInstanceProfile", "iam:AddRoleToInstanceProfile",
-                "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile", "iam:GetInstanceProfile"],
-             "Condition": {"StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"}}},
+                "ec2:DescribeAvailabilityZones", "ec2:DescribeImages", "ec2:DescribeInstances",
+                "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
+                "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets",
+                "pricing:GetProducts"]},
+            # Karpenter tags what it launches kubernetes.io/cluster/<name>=owned: it may delete only that.
+            {"Sid": "DeleteOwn", "Effect": "Allow", "Resource": "*",
+             "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+             "Condition": {"StringEquals": owned}},
+            {"Sid": "PublicParameters", "Effect": "Allow", "Action": "ssm:GetParameter",
+             "Resource": "arn:aws:ssm:*::parameter/aws/service/*"},
+            {"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": self.pool_node_role.arn,
+             "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
             {"Sid": "CreateInstanceProfiles", "Effect": "Allow", "Resource": "*",
-             "Action": ["iam:CreateInstanceProfile", "iam:TagInstanceProfile", "iam:GetInstanceProfile"]},
+             "Action": ["iam:CreateInstanceProfile", "iam:TagInstanceProfile"],
+             "Condition": {"StringEquals": {f"aws:RequestTag/kubernetes.io/cluster/{name}": "owned"}}},
+            {"Sid": "ManageOwnInstanceProfiles", "Effect": "Allow", "Resource": "*", "Action": [
+                "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile",
+                "iam:TagInstanceProfile"],
+             "Condition": {"StringEquals": owned}},
+            {"Sid": "ReadInstanceProfiles", "Effect": "Allow", "Action": "iam:GetInstanceProfile", "Resource": "*"},
             {"Sid": "Cluster", "Effect": "Allow", "Action": "eks:DescribeCluster",
              "Resource": self.cluster.cluster.arn},
         ]
@@ -218,7 +229,7 @@ class EksGpuStack(SpotkitStack):
         depends = [self.efs_csi_addon, self.system_group.group]
         self.k8s_manifests = {}
         for name, manifest in manifests.items():
-            res = _KubernetesManifest(self, f"k8s-{name}", depends_on=depends)
+            res = _kubernetes_manifest(self, f"k8s-{name}", depends_on=depends)
             # Shell ${VAR} in the Job's scripts must reach Kubernetes as-is, not as Terraform interpolation.
             res.add_override("manifest", _escape_strings(manifest))
             self.k8s_manifests[name] = res
@@ -234,12 +245,11 @@ def _escape_strings(value):
     return value
 
 
-def _KubernetesManifest(scope, id_, depends_on=()):  # noqa: N802 - reads like a class at call sites
+def _kubernetes_manifest(scope, id_, depends_on=()):
     """A raw ``kubernetes_manifest`` resource: the manifest goes in by ``add_override`` (raw JSON) so no
     kubernetes provider bindings are imported (cdktn-provider-kubernetes is a large package)."""
     from cdktn import TerraformProviderGeneratorMetadata, TerraformResource
 
-    res = TerraformResource(scope, id_, terraform_resource_type="kubernetes_manifest",
-                            terraform_generator_metadata=TerraformProviderGeneratorMetadata(provider_name="kubernetes"),
-                            depends_on=list(depends_on) or None)
-    return res
+    return TerraformResource(scope, id_, terraform_resource_type="kubernetes_manifest",
+                             terraform_generator_metadata=TerraformProviderGeneratorMetadata(provider_name="kubernetes"),
+                             depends_on=list(depends_on) or None)

@@ -23,7 +23,7 @@ from modules.network import NetworkSettings, validate_network
 from stacks.base import StackConfig
 from toolkit.errors import ValidationError
 from toolkit.k8s import manifests as m
-from toolkit.k8s.validate import check_job, check_job_manifest, check_node_pool, check_storage
+from toolkit.k8s.validate import check_job, check_job_fits_pool, check_job_manifest, check_node_pool, check_storage
 
 DEFAULT_SPOT_POOL = m.NodePoolSpec()
 DEFAULT_ON_DEMAND_POOL = m.NodePoolSpec(
@@ -153,6 +153,9 @@ def validate_config(config: EksGpuConfig) -> None:
     if dupes:
         raise ValidationError(f"node group names must be unique: {', '.join(dupes)} is used twice")
     check_job(config.job)
+    if config.uses_node_pools:
+        for pool in config.karpenter.pools:
+            check_job_fits_pool(config.job, pool)
 
 
 def storage_spec(config: EksGpuConfig, file_system_id: Optional[str] = None,

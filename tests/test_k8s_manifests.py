@@ -325,3 +325,48 @@ def test_cli_render_config_error_names_the_key(tmp_path):
         from toolkit.config import read_config_file
 
         render("eks_gpu", tmp_path / "out", read_config_file(config))
+
+
+def test_job_grace_period_must_fit_the_pool_termination_grace_period():
+    pools = (dataclasses.replace(m.NodePoolSpec(), termination_grace_period="1m"),)
+    config = EksGpuConfig(node_provisioning="karpenter", karpenter=KarpenterSettings(pools=pools))
+    with pytest.raises(ValidationError) as err:
+        validate_config(config)
+    assert str(err.value) == (
+        "job.termination_grace_period_seconds (90) is longer than node pool 'gpu-spot' termination_grace_period "
+        "(1m): the node would be terminated before the checkpoint finishes; raise the pool's "
+        "termination_grace_period or lower the job's")
+    with pytest.raises(ValidationError) as err:
+        check_node_pool(dataclasses.replace(m.NodePoolSpec(), termination_grace_period="two minutes"))
+    assert str(err.value) == ("node pool 'gpu-spot': termination_grace_period 'two minutes' is not a duration such "
+                              "as 2m, 90s or 1h")
+
+
+def test_cli_check_hand_written_jobs(tmp_path, capsys):
+    from toolkit.cli.main import main
+
+    # GIVEN a rendered Job (valid) and a copy without the spot toleration, in one multi-document file
+    good = m.training_job(m.TrainingJobSpec(), m.CheckpointStorageSpec())
+    bad = m.training_job(dataclasses.replace(m.TrainingJobSpec(), name="no-toleration"), m.CheckpointStorageSpec())
+    bad["spec"]["template"]["spec"]["tolerations"] = []
+    ok_file, bad_file = tmp_path / "ok.yaml", tmp_path / "bad.yaml"
+    ok_file.write_text(yaml.safe_dump_all([{"kind": "ConfigMap", "metadata": {"name": "x"}}, good]))
+    bad_file.write_text(yaml.safe_dump_all([good, bad]))
+
+    def run(args):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        out = capsys.readouterr()
+        return exit_.value.code, out.out, out.err
+
+    # WHEN checked through the CLI entry point
+    code, out, _ = run(["k8s", "check", str(ok_file)])
+    assert (code, out.strip()) == (0, "ok: 1 Job(s) checked (Job/train-example)")
+    code, _, err = run(["k8s", "check", str(bad_file)])
+    # THEN the bad Job fails with exit 1, the file name and the exact message, no traceback
+    assert code == 1
+    assert err.splitlines()[0] == (
+        f"Error: {bad_file}: Job 'no-toleration' targets spot nodes (spotkit.io/lifecycle=spot) but has no "
+        "toleration for the spot taint spot=true:NoSchedule: add the toleration {key: spot, operator: Equal, "
+        "value: \"true\", effect: NoSchedule} or stop targeting spot")
+    assert "Traceback" not in err

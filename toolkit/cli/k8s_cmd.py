@@ -6,6 +6,7 @@ import click
 
 from toolkit.cli.context import CliContext, pass_ctx
 from toolkit.k8s import render as render_domain
+from toolkit.k8s import validate
 from toolkit.output import emit_json
 
 
@@ -34,6 +35,18 @@ def render_command(ctx: CliContext, stack, outdir, file_system_id, access_point_
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"\nnext: kubectl apply -f {result.outdir}")
+
+
+@k8s_group.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@pass_ctx
+def check_command(ctx: CliContext, files):
+    """Check the Jobs in FILES: spot toleration when they target spot, grace period within the notice."""
+    checked = validate.check_files(files)
+    if ctx.json:
+        emit_json({"checked": checked})
+        return
+    click.echo(f"ok: {len(checked)} Job(s) checked" + (f" ({', '.join(checked)})" if checked else ""))
 
 
 def register(group: click.Group) -> None:

@@ -7,7 +7,8 @@ Every problem raises ``toolkit.errors.ValidationError`` whose message names the 
 from __future__ import annotations
 
 import posixpath
-from typing import Iterable
+import re
+from typing import Iterable, Optional
 
 from toolkit.errors import ValidationError
 from toolkit.k8s.manifests import (
@@ -27,6 +28,16 @@ CAPACITY_TYPES = ("spot", "on-demand")
 CONSOLIDATION_POLICIES = ("WhenEmpty", "WhenEmptyOrUnderutilized")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 JOB_TARGETS = ("spot", "any")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def duration_seconds(text: str) -> Optional[int]:
+    """``"2m"`` -> 120, ``"1h30m"`` -> 5400; None when it is not a Go-style duration of h/m/s."""
+    match = _DURATION.match(text or "")
+    if not text or not match:
+        return None
+    h, m, s = (int(g or 0) for g in match.groups())
+    return h * 3600 + m * 60 + s
 
 
 def grace_period_message(where: str, seconds: int) -> str:
@@ -69,6 +80,9 @@ def check_node_pool(pool: NodePoolSpec) -> None:
     if pool.consolidation_policy not in CONSOLIDATION_POLICIES:
         raise ValidationError(f"{where}: consolidation_policy {pool.consolidation_policy!r}: use "
                               f"{' or '.join(CONSOLIDATION_POLICIES)}")
+    if duration_seconds(pool.termination_grace_period) is None:
+        raise ValidationError(f"{where}: termination_grace_period {pool.termination_grace_period!r} is not a duration "
+                              "such as 2m, 90s or 1h")
     if pool.gpu_limit < 1:
         raise ValidationError(f"{where}: gpu_limit must be 1 or more (got {pool.gpu_limit})")
     for taint in pool.taints:
@@ -76,6 +90,18 @@ def check_node_pool(pool: NodePoolSpec) -> None:
     if pool.capacity_type == "spot" and SPOT_TAINT not in pool.taints:
         raise ValidationError(f"{where}: a spot pool must carry the spot taint {SPOT_TAINT} so only pods that "
                               "tolerate interruption land on it")
+
+
+def check_job_fits_pool(job: TrainingJobSpec, pool: NodePoolSpec) -> None:
+    """Karpenter force-terminates a draining node after the pool's termination grace period: the pod's
+    own grace period (its checkpoint) must fit inside it."""
+    limit = duration_seconds(pool.termination_grace_period)
+    if limit is not None and job.termination_grace_period_seconds > limit:
+        raise ValidationError(
+            f"job.termination_grace_period_seconds ({job.termination_grace_period_seconds}) is longer than node pool "
+            f"{pool.name!r} termination_grace_period ({pool.termination_grace_period}): the node would be "
+            "terminated before the checkpoint finishes; raise the pool's termination_grace_period or lower the job's"
+        )
 
 
 def check_storage(storage: CheckpointStorageSpec) -> None:
@@ -156,3 +182,35 @@ def check_job_manifest(job: dict, spot_taint: Taint = SPOT_TAINT) -> None:
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if grace > MAX_GRACE_SECONDS:
         raise ValidationError(grace_period_message(f"Job {name!r}: terminationGracePeriodSeconds", grace))
+
+
+def check_files(paths: Iterable[str]) -> list[str]:
+    """Check every Job in the YAML files (multi-document allowed); return ``kind/name`` of what was checked.
+
+    Raises ``ValidationError`` (prefixed with the file) on the first Job that breaks a rule, and
+    ``ToolkitError`` for a missing or unparsable file.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    from toolkit.errors import ToolkitError
+
+    checked: list[str] = []
+    for path in paths:
+        p = Path(path)
+        try:
+            docs = [d for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d]
+        except FileNotFoundError:
+            raise ToolkitError(f"{p} does not exist", hint="pass the YAML files of your Jobs") from None
+        except yaml.YAMLError as exc:
+            raise ToolkitError(f"{p} is not valid YAML: {exc}") from exc
+        for doc in docs:
+            if not isinstance(doc, dict) or doc.get("kind") != "Job":
+                continue
+            try:
+                check_job_manifest(doc)
+            except ValidationError as exc:
+                raise ValidationError(f"{p}: {exc.message}") from None
+            checked.append(f"Job/{(doc.get('metadata') or {}).get('name', '?')}")
+    return checked
