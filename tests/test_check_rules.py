@@ -266,3 +266,20 @@ def test_spot012_s3_write_access_passes(tmp_path):
         res["aws_iam_role_policy"] = {"ckpt": {"role": "train", "policy": json.dumps(
             {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": "arn:aws:s3:::ckpt/*"}]})}}
     assert messages(check(tmp_path, change), "SPOT012") == []
+
+
+def test_eks_spot_node_group_type_zone_and_routing_rules(tmp_path):
+    # GIVEN an EKS spot node group with the default instance type in one subnet, beside the good config
+    def change(res):
+        res["aws_eks_node_group"] = {"gpu": {"cluster_name": "main", "node_role_arn": "arn:aws:iam::1:role/n",
+                                             "capacity_type": "SPOT", "subnet_ids": ["${aws_subnet.a.id}"],
+                                             "scaling_config": {"min_size": 0, "max_size": 2, "desired_size": 0}},
+                                     "system": {"cluster_name": "main", "node_role_arn": "arn:aws:iam::1:role/n",
+                                                "subnet_ids": ["${aws_subnet.a.id}"], "instance_types": ["m6i.large"],
+                                                "scaling_config": {"min_size": 1, "max_size": 2, "desired_size": 1}}}
+    findings = check(tmp_path, change)
+    # THEN the spot node group gets the type and zone errors; the on-demand one is not judged
+    assert messages(findings, "SPOT001") == ["aws_eks_node_group.gpu: spot node group aws_eks_node_group.gpu can launch only one instance "
+                                             "type (t3.medium (the EKS default)): when that spot pool is reclaimed, nothing replaces it"]
+    assert messages(findings, "SPOT003") == ["aws_eks_node_group.gpu: spot node group aws_eks_node_group.gpu uses a single availability "
+                                             "zone: one zone's spot pools are all it can draw from"]

@@ -90,8 +90,21 @@ def spot_groups(graph: ResourceGraph) -> list[Resource]:
     return [g for g in graph.of_type(ASG) if spot_share(g, graph)]
 
 
+def spot_node_groups(graph: ResourceGraph) -> list[Resource]:
+    """EKS managed node groups on spot (EKS itself rebalances and drains them, so only the type and
+    zone rules apply)."""
+    return [n for n in graph.of_type("aws_eks_node_group") if str(n.values.get("capacity_type", "ON_DEMAND")) == "SPOT"]
+
+
 def instance_types(group: Resource, graph: ResourceGraph) -> list[str] | None:
     """Distinct instance types, or None when attribute-based or not knowable."""
+    if group.type == "aws_eks_node_group":
+        types = group.values.get("instance_types")
+        if types is None:
+            return ["t3.medium (the EKS default)"]
+        if not isinstance(types, list) or any(is_unresolved(t) for t in types):
+            return None
+        return sorted(set(types))
     mip = block(group.values, "mixed_instances_policy")
     if not mip:
         return ["(launch template type)"]
@@ -108,6 +121,9 @@ def instance_types(group: Resource, graph: ResourceGraph) -> list[str] | None:
 
 
 def zone_count(group: Resource, graph: ResourceGraph) -> int | None:
+    if group.type == "aws_eks_node_group":
+        group = Resource(group.type, group.name, group.address, {"vpc_zone_identifier": group.values.get("subnet_ids")},
+                         group.file, group.refs, {"vpc_zone_identifier": group.attr_refs.get("subnet_ids", set())})
     azs = group.values.get("availability_zones")
     if isinstance(azs, list) and azs and not any(is_unresolved(a) for a in azs):
         return len(set(azs))
@@ -272,27 +288,31 @@ def _serving(group: Resource, graph: ResourceGraph) -> bool:
     return bool(target_groups_of(group, graph) or group.values.get("load_balancers") or capacity_providers_for(group, graph))
 
 
+def _kind(r: Resource) -> str:
+    return "node group" if r.type == "aws_eks_node_group" else "group"
+
+
 # --- rules ---------------------------------------------------------------------------------------------
 
 def _single_type(graph):
-    for g in spot_groups(graph):
+    for g in spot_groups(graph) + spot_node_groups(graph):
         types = instance_types(g, graph)
         if types is not None and len(types) < 2:
-            yield g, f"spot group {g.address} can launch only one instance type ({', '.join(types)}): when that spot pool is reclaimed, nothing replaces it"
+            yield g, f"spot {_kind(g)} {g.address} can launch only one instance type ({', '.join(types)}): when that spot pool is reclaimed, nothing replaces it"
 
 
 def _two_types(graph):
-    for g in spot_groups(graph):
+    for g in spot_groups(graph) + spot_node_groups(graph):
         types = instance_types(g, graph)
         if types is not None and len(types) == 2:
-            yield g, f"spot group {g.address} has 2 instance types ({', '.join(types)}); losing one spot pool halves the choice"
+            yield g, f"spot {_kind(g)} {g.address} has 2 instance types ({', '.join(types)}); losing one spot pool halves the choice"
 
 
 def _single_az(graph):
-    for g in spot_groups(graph):
+    for g in spot_groups(graph) + spot_node_groups(graph):
         n = zone_count(g, graph)
         if n is not None and n < 2:
-            yield g, f"spot group {g.address} uses a single availability zone: one zone's spot pools are all it can draw from"
+            yield g, f"spot {_kind(g)} {g.address} uses a single availability zone: one zone's spot pools are all it can draw from"
 
 
 def _rebalance(graph):
@@ -389,7 +409,7 @@ def _no_on_demand_base(graph):
 def _spot_capacity(graph: ResourceGraph) -> dict[str, Resource]:
     """The first spot resource of each configuration file."""
     found: dict[str, Resource] = {}
-    candidates = list(spot_groups(graph))
+    candidates = list(spot_groups(graph)) + spot_node_groups(graph)
     for svc in graph.of_type("aws_ecs_service"):
         if any(e.get("capacity_provider") == "FARGATE_SPOT" for e in service_strategy(svc, graph)):
             candidates.append(svc)
