@@ -21,6 +21,8 @@ class NetworkSettings:
     - ``az_count``: private subnets, one per AZ, 2 or more. Default 2.
     - ``availability_zones``: explicit AZ names. Default: the first ``az_count`` available in the region.
     - ``nat_gateway``: one NAT gateway so private instances reach package mirrors and AWS APIs. Default on.
+    - ``public_subnet_count``: public subnets (one per AZ, with ``nat_gateway``); 2 or more for a public
+      load balancer. Default 1 (the NAT gateway's).
     """
 
     vpc_id: str | None = None
@@ -29,6 +31,7 @@ class NetworkSettings:
     az_count: int = 2
     availability_zones: tuple[str, ...] = ()
     nat_gateway: bool = True
+    public_subnet_count: int = 1
 
     @property
     def bring_your_own(self) -> bool:
@@ -52,6 +55,10 @@ def validate_network(settings: NetworkSettings) -> None:
     if count < 2:
         raise ValidationError(
             f"network.az_count must be 2 or more (got {count}): spot capacity is reclaimed per AZ, so one AZ can take the whole fleet"
+        )
+    if not 1 <= settings.public_subnet_count <= count:
+        raise ValidationError(
+            f"network.public_subnet_count must be between 1 and the AZ count {count} (got {settings.public_subnet_count})"
         )
 
 
@@ -99,17 +106,22 @@ class SpotNetwork(Construct):
                     vpc_endpoint_type="Gateway", route_table_ids=[private_rt.id])
         if settings.nat_gateway:
             igw = InternetGateway(self, "igw", vpc_id=self.vpc.id, tags={"Name": name})
-            public = Subnet(self, "public-0", vpc_id=self.vpc.id, cidr_block=str(blocks[-1]), availability_zone=azs[0],
-                            map_public_ip_on_launch=False, tags={"Name": f"{name}-public-0", "spotkit:tier": "public"})
             public_rt = RouteTable(self, "public-rt", vpc_id=self.vpc.id, tags={"Name": f"{name}-public"})
             Route(self, "public-default", route_table_id=public_rt.id, destination_cidr_block="0.0.0.0/0",
                   gateway_id=igw.id)
-            RouteTableAssociation(self, "public-rta-0", subnet_id=public.id, route_table_id=public_rt.id)
+            publics = []
+            for i in range(settings.public_subnet_count):
+                subnet = Subnet(self, f"public-{i}", vpc_id=self.vpc.id, cidr_block=str(blocks[-1 - i]),
+                                availability_zone=azs[i], map_public_ip_on_launch=False,
+                                tags={"Name": f"{name}-public-{i}", "spotkit:tier": "public"})
+                RouteTableAssociation(self, f"public-rta-{i}", subnet_id=subnet.id, route_table_id=public_rt.id)
+                publics.append(subnet)
+            public = publics[0]
             eip = Eip(self, "nat-eip", domain="vpc", tags={"Name": f"{name}-nat"})
             nat = NatGateway(self, "nat", allocation_id=eip.id, subnet_id=public.id, tags={"Name": name},
                              depends_on=[igw])
             Route(self, "private-default", route_table_id=private_rt.id, destination_cidr_block="0.0.0.0/0",
                   nat_gateway_id=nat.id)
-            self.public_subnet_ids = [public.id]
+            self.public_subnet_ids = [p.id for p in publics]
         else:
             self.public_subnet_ids = []

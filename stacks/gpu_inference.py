@@ -57,8 +57,9 @@ class GpuInferenceConfig(StackConfig):
     - ``ami_id`` / ``ami_ssm_parameter``: the image. Default: the GPU-optimized ECS AMI (Amazon Linux
       2023) read from its public SSM parameter.
     - ``network``: bring your own ``vpc_id``/``subnet_ids`` or a created VPC (default, 2 AZs).
-    - ``alb_subnet_ids``: subnets of the load balancer. Default: the task subnets (private, for the
-      default internal ALB). A public ALB (``service.internet_facing``) needs public subnets in 2 AZs here.
+    - ``alb_subnet_ids``: subnets of the load balancer. Default: the task subnets (private) for the
+      default internal ALB; for a public ALB (``service.internet_facing``), the created VPC's public
+      subnets, which then number 2 (one per AZ). With your own network, give public subnets in 2 AZs.
     - ``cluster``: capacity providers and agent (``gpu`` on; 0-6 spot, 0-2 on-demand, 200 GiB root).
     - ``service``: the inference service (see ``InferenceServiceSettings``); ``ingress_cidrs``
       defaults to the created VPC's range.
@@ -85,10 +86,18 @@ class GpuInferenceConfig(StackConfig):
         return self.service.model_cache == "efs" and not self.service.efs_file_system_id
 
 
+def network_settings(config: GpuInferenceConfig) -> NetworkSettings:
+    """The created VPC gets public subnets in 2 AZs when a public ALB will live in them."""
+    n = config.network
+    if config.service.internet_facing and not config.alb_subnet_ids and not n.bring_your_own and n.nat_gateway:
+        return dataclasses.replace(n, public_subnet_count=max(2, n.public_subnet_count))
+    return n
+
+
 def resolve(config: GpuInferenceConfig) -> tuple[EcsClusterSettings, InferenceServiceSettings]:
     """The cluster and service settings the stack builds, with the GPU choice applied; validates."""
     where = f"gpu_inference {config.name!r}"
-    validate_network(config.network)
+    validate_network(network_settings(config))
     if config.accelerators is not None:
         types: tuple[str, ...] = ()
         choice = dict(instance_requirements=config.accelerators)
@@ -109,10 +118,11 @@ def resolve(config: GpuInferenceConfig) -> tuple[EcsClusterSettings, InferenceSe
         require_gpus_per_task(where, types, service.container.gpus_per_task)
     if not service.ingress_cidrs and not config.network.bring_your_own:
         service = dataclasses.replace(service, ingress_cidrs=(config.network.cidr,))
-    if service.internet_facing and not config.alb_subnet_ids:
+    if service.internet_facing and not config.alb_subnet_ids and (
+            config.network.bring_your_own or not config.network.nat_gateway):
         raise ValidationError(
             f"{where}: service.internet_facing needs public subnets in 2 AZs for the load balancer: pass "
-            "alb_subnet_ids (the created VPC has one public subnet, for its NAT gateway)")
+            "alb_subnet_ids, or let the stack create its VPC (with nat_gateway on it gets 2 public subnets)")
     validate_service(config.name, service, config.alb_subnet_ids or ("task-subnet-a", "task-subnet-b"),
                      has_file_system=config.creates_model_cache_efs)
     if config.creates_model_cache_efs:
@@ -129,8 +139,12 @@ class GpuInferenceStack(SpotkitStack):
         if config.network.bring_your_own:
             vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
         else:
-            self.network = SpotNetwork(self, "network", name=config.name, region=config.region, settings=config.network)
+            self.network = SpotNetwork(self, "network", name=config.name, region=config.region,
+                                       settings=network_settings(config))
             vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        alb_subnet_ids = list(config.alb_subnet_ids)
+        if not alb_subnet_ids:
+            alb_subnet_ids = self.network.public_subnet_ids if service_settings.internet_facing else subnet_ids
         self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=cluster_settings)
         self.model_cache_efs = None
@@ -139,7 +153,7 @@ class GpuInferenceStack(SpotkitStack):
                                                   subnet_ids=subnet_ids, settings=config.model_cache_efs)
         self.service = InferenceService(
             self, "inference", name=config.name, cluster=self.cluster, vpc_id=vpc_id, task_subnet_ids=subnet_ids,
-            alb_subnet_ids=list(config.alb_subnet_ids) or subnet_ids, settings=service_settings,
+            alb_subnet_ids=alb_subnet_ids, settings=service_settings,
             model_cache_file_system=self.model_cache_efs,
         )
         TerraformOutput(self, "url", value=self.service.url)

@@ -11,6 +11,7 @@ import pytest
 
 from modules.annotations import SpotkitWarning
 from modules.compute_group import InstanceRequirements
+from modules.network import NetworkSettings
 from modules.gpu import ECS_GPU_AMI_PARAMETER, GPU_FAMILIES, family_of
 from modules.inference_service import (
     HOST_MODEL_CACHE,
@@ -328,13 +329,39 @@ def test_rejects_more_gpus_per_task_than_an_instance_has():
     )
 
 
-def test_rejects_public_alb_without_public_subnets():
+def test_rejects_public_alb_in_your_own_network_without_public_subnets():
+    config = GpuInferenceConfig(network=NetworkSettings(vpc_id="vpc-1", subnet_ids=("subnet-a", "subnet-b")),
+                                service=dataclasses.replace(InferenceServiceSettings(), internet_facing=True,
+                                                            ingress_cidrs=("203.0.113.0/24",)))
     with pytest.raises(ValidationError) as err:
-        resolve(with_service(internet_facing=True))
+        resolve(config)
     assert str(err.value) == (
         "gpu_inference 'spotkit-gpu': service.internet_facing needs public subnets in 2 AZs for the load balancer: "
-        "pass alb_subnet_ids (the created VPC has one public subnet, for its NAT gateway)"
+        "pass alb_subnet_ids, or let the stack create its VPC (with nat_gateway on it gets 2 public subnets)"
     )
+
+
+def test_rejects_more_public_subnets_than_azs():
+    with pytest.raises(ValidationError) as err:
+        resolve(GpuInferenceConfig(network=NetworkSettings(public_subnet_count=3)))
+    assert str(err.value) == "network.public_subnet_count must be between 1 and the AZ count 2 (got 3)"
+
+
+def test_public_alb_in_created_vpc_uses_two_public_subnets():
+    # GIVEN a public ALB and a created VPC WHEN the stack is synthesized
+    doc, _ = build_stack(GpuInferenceStack, with_service(internet_facing=True, ingress_cidrs=("203.0.113.0/24",)))
+    publics = {k: r for k, r in resources(doc, "aws_subnet").items() if r["tags"]["spotkit:tier"] == "public"}
+    # THEN the VPC has a public subnet in each of 2 AZs, and the ALB sits in exactly those
+    assert len(publics) == 2
+    assert sorted(r["availability_zone"] for r in publics.values()) == sorted(
+        r["availability_zone"] for r in resources(doc, "aws_subnet").values() if r["tags"]["spotkit:tier"] == "private")
+    alb = one(doc, "aws_lb")
+    assert alb["internal"] is False
+    assert sorted(alb["subnets"]) == sorted(f"${{aws_subnet.{k}.id}}" for k in publics)
+    # AND the tasks stay in the private subnets
+    private = sorted(f"${{aws_subnet.{k}.id}}" for k, r in resources(doc, "aws_subnet").items()
+                     if r["tags"]["spotkit:tier"] == "private")
+    assert sorted(one(doc, "aws_ecs_service")["network_configuration"]["subnets"]) == private
 
 
 def test_rejects_efs_cache_without_file_system_in_the_construct():
