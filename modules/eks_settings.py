@@ -1,7 +1,7 @@
 """Settings of the EKS GPU constructs, as frozen dataclasses with their validation.
 
-Kept apart from the constructs (no cdktn import) so ``spotkit k8s render`` and config checks load
-fast; ``modules/eks_cluster.py`` and ``modules/eks_node_groups.py`` build the resources.
+Kept apart from the constructs (no cdktn import) so the manifest builders and config checks use them
+without building a stack; ``modules/eks_cluster.py`` and ``modules/eks_node_groups.py`` build the resources.
 """
 
 from __future__ import annotations
