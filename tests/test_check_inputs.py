@@ -169,3 +169,16 @@ def test_suppression_naming_no_rule_and_bad_config_shape(tmp_path):
     with pytest.raises(ConfigError) as bad:
         run_check_on_paths([str(THIRD_PARTY)], config={"check": {"suppress": [{"id": "SPOT001", "why": "x"}]}}, checkov="off")
     assert bad.value.message == "check.suppress[0].why: unknown setting"
+
+
+def test_check_before_plan_blocks_on_errors_only():
+    # GIVEN what 'spotkit plan' calls before planning
+    from toolkit.check import CheckFailed, check_before_plan
+
+    # WHEN the configuration is clean THEN it returns the report and its one-line summary
+    report = check_before_plan([FIXTURES / "good.tf.json"])
+    assert report.summary_line() == "check: 1 file(s): 0 error(s), 0 warning(s), 0 info, 0 suppressed"
+    # WHEN it has errors THEN planning stops with the rules that failed
+    with pytest.raises(CheckFailed) as failed:
+        check_before_plan([THIRD_PARTY])
+    assert failed.value.message == "check found 3 finding(s) at or above error: SPOT005, SPOT006, SPOT007"

@@ -1,7 +1,18 @@
 """``spotkit check``: spot-safety rules (SPOT001...) plus checkov over Terraform JSON and plan JSON."""
 
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
 from toolkit.check.engine import run_check_on_paths
-from toolkit.check.report import CheckReport, Finding
+from toolkit.check.report import CheckFailed, CheckReport, Finding, fail_if_needed
 from toolkit.check.rules import RULES, Rule
 
-__all__ = ["run_check_on_paths", "CheckReport", "Finding", "RULES", "Rule"]
+__all__ = ["run_check_on_paths", "check_before_plan", "CheckFailed", "CheckReport", "Finding", "RULES", "Rule"]
+
+
+def check_before_plan(paths: Iterable[str | Path], config: Mapping[str, Any] | None = None) -> CheckReport:
+    """What ``spotkit plan`` runs first: the spotkit rules (checkov off, it is slow and optional);
+    raises ``CheckFailed`` (exit 1) on any unsuppressed error, else returns the report."""
+    report = run_check_on_paths([str(p) for p in paths], config=config, checkov="off")
+    fail_if_needed(report, "error")
+    return report

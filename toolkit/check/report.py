@@ -5,8 +5,22 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from toolkit.errors import ToolkitError
+
 SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1}
 FAIL_ON = ("error", "warning", "info", "never")
+
+
+class CheckFailed(ToolkitError):
+    """Unsuppressed findings at or above the --fail-on severity: exit 1."""
+
+
+def fail_if_needed(report: "CheckReport", fail_on: str = "error") -> None:
+    failing = report.failing(fail_on)
+    if failing:
+        ids = ", ".join(sorted({f.rule_id for f in failing}))
+        raise CheckFailed(f"check found {len(failing)} finding(s) at or above {fail_on}: {ids}",
+                          hint="fix them (each finding says how), or suppress one with a reason (see 'spotkit check --help')")
 
 
 @dataclass
@@ -56,6 +70,11 @@ class CheckReport:
     @property
     def errors(self) -> list[Finding]:
         return self.failing("error")
+
+    def summary_line(self) -> str:
+        c = self.counts()
+        return (f"check: {len(self.files)} file(s): {c['error']} error(s), {c['warning']} warning(s), "
+                f"{c['info']} info, {len(self.suppressed)} suppressed")
 
     def to_dict(self) -> dict:
         from toolkit.output import to_jsonable

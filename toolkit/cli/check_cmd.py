@@ -8,15 +8,11 @@ from pathlib import Path
 import click
 
 from toolkit.check import run_check_on_paths
-from toolkit.check.report import FAIL_ON, render_text
+from toolkit.check.report import FAIL_ON, fail_if_needed, render_text
 from toolkit.check.sarif import to_sarif
 from toolkit.cli.context import CliContext, pass_ctx
 from toolkit.errors import ToolkitError
 from toolkit.output import emit_json
-
-
-class CheckFailed(ToolkitError):
-    """Findings at or above --fail-on: exit 1."""
 
 
 @click.command("check")
@@ -58,11 +54,7 @@ def check_command(ctx: CliContext, paths, fmt, out_file, fail_on, checkov, show_
         emit_json(json.loads(text))
     else:
         click.echo(text)
-    failing = report.failing(fail_on)
-    if failing:
-        ids = ", ".join(sorted({f.rule_id for f in failing}))
-        raise CheckFailed(f"check found {len(failing)} finding(s) at or above {fail_on}: {ids}",
-                          hint="fix them (each finding says how), or suppress one with a reason (see 'spotkit check --help')")
+    fail_if_needed(report, fail_on)
 
 
 def register(group: click.Group) -> None:
