@@ -452,3 +452,25 @@ service:
     assert service.container.model_id == "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"
     assert service.container.extra_args == ("--max-model-len", "16384")
     assert config.creates_model_cache_efs is True
+
+
+def test_rejects_gpu_tasks_on_a_cluster_without_gpus():
+    from cdktn import Testing
+
+    from modules.ecs_spot import EcsClusterSettings, EcsSpotCluster
+    from modules.inference_service import InferenceService
+    from stacks.base import SpotkitStack, StackConfig
+
+    # GIVEN a CPU cluster WHEN a service asks for 1 GPU per task THEN it is refused before any resource
+    stack = SpotkitStack(Testing.app(), "t", StackConfig(name="t"))
+    cluster = EcsSpotCluster(stack, "ecs", name="cpu", vpc_id="vpc-1", subnet_ids=["subnet-a", "subnet-b"],
+                             settings=EcsClusterSettings())
+    settings = dataclasses.replace(InferenceServiceSettings(), ingress_cidrs=("10.0.0.0/16",))
+    with pytest.raises(ValidationError) as err:
+        InferenceService(stack, "svc", name="llm", cluster=cluster, vpc_id="vpc-1", task_subnet_ids=["subnet-a"],
+                         alb_subnet_ids=["subnet-a", "subnet-b"], settings=settings)
+    assert str(err.value) == (
+        "InferenceService 'llm': container.gpus_per_task is 1 but the cluster has gpu off: no instance would "
+        "advertise GPUs; turn gpu on in the cluster settings or set gpus_per_task=0"
+    )
+    assert stack.node.try_find_child("svc") is None
