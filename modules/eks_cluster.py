@@ -96,11 +96,12 @@ class EksCluster(Construct):
         auto = {}
         if auto_mode:
             # Auto Mode: compute, block storage and load balancing must be switched on together, and EKS must
-            # not bootstrap the self-managed add-ons it now runs itself. node_pools=[]: spotkit brings its own
-            # GPU NodePools (rendered manifests), so no built-in pool launches general-purpose spot-unaware nodes.
+            # not bootstrap the self-managed add-ons it now runs itself. Only the built-in "system" pool
+            # (on-demand, tainted CriticalAddonsOnly): spotkit brings its own GPU NodePools (rendered
+            # manifests), and the built-in "general-purpose" pool would take untolerating pods anywhere.
             auto = dict(
                 bootstrap_self_managed_addons=False,
-                compute_config=EksClusterComputeConfig(enabled=True, node_pools=[],
+                compute_config=EksClusterComputeConfig(enabled=True, node_pools=["system"],
                                                        node_role_arn=auto_mode_node_role_arn),
                 storage_config=EksClusterStorageConfig(block_storage=EksClusterStorageConfigBlockStorage(enabled=True)),
                 kubernetes_network_config=EksClusterKubernetesNetworkConfig(

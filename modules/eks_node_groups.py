@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 from cdktn import TerraformResourceLifecycle
 from constructs import Construct
 
+from modules.annotations import warn
 from modules.eks_cluster import assume_role_policy
 from modules.eks_settings import EKS_TAINT_EFFECTS, NodeGroupSettings, validate_node_group
 from toolkit.errors import ValidationError
@@ -72,6 +73,9 @@ class EksManagedNodeGroup(Construct):
         )
 
         s = self.settings = settings
+        if s.is_spot and s.gpu and len(set(s.instance_types)) == 2:
+            warn(self, f"node group {s.name!r}: 2 GPU instance types leave one spot pool when the other is "
+                       "reclaimed; list 3 or more (e.g. g5.xlarge, g6.xlarge, g6e.xlarge)")
         self.labels = s.node_labels(role)
         self.group = EksNodeGroup(
             self, "group",

@@ -63,9 +63,13 @@ class EksGpuStack(SpotkitStack):
         cluster_name = self.cluster.cluster_name
 
         # --- node groups ----------------------------------------------------------------------
-        self.system_group = EksManagedNodeGroup(
-            self, "system-group", cluster_name=cluster_name, cluster_label=config.name, node_role=self.node_role,
-            subnet_ids=subnet_ids, settings=config.system_group, role=SYSTEM_ROLE)
+        # Auto Mode: its built-in "system" NodePool (on-demand, tainted CriticalAddonsOnly) takes this role;
+        # a managed node group would get no CNI or kube-proxy there (Auto Mode bootstraps no add-ons).
+        self.system_group = None
+        if mode != "auto_mode":
+            self.system_group = EksManagedNodeGroup(
+                self, "system-group", cluster_name=cluster_name, cluster_label=config.name,
+                node_role=self.node_role, subnet_ids=subnet_ids, settings=config.system_group, role=SYSTEM_ROLE)
         self.gpu_groups = []
         if mode == "managed":
             for group in config.spot_gpu_groups:
@@ -78,7 +82,7 @@ class EksGpuStack(SpotkitStack):
                 node_role=self.node_role, subnet_ids=subnet_ids, settings=config.on_demand_gpu))
 
         # --- add-ons (Auto Mode runs CNI, kube-proxy, CoreDNS and the pod identity agent itself) ---
-        system = [self.system_group.group]
+        system = [self.system_group.group] if self.system_group else []
         if mode != "auto_mode":
             for addon in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent"):
                 self.cluster.add_addon(addon)
@@ -226,7 +230,7 @@ class EksGpuStack(SpotkitStack):
         }])
         manifests = build_manifests(self.config, file_system_id=self.file_system_id,
                                     access_point_id=self.access_point_id)
-        depends = [self.efs_csi_addon, self.system_group.group]
+        depends = [self.efs_csi_addon, *([self.system_group.group] if self.system_group else [])]
         self.k8s_manifests = {}
         for name, manifest in manifests.items():
             res = _kubernetes_manifest(self, f"k8s-{name}", depends_on=depends)

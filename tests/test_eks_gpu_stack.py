@@ -209,7 +209,7 @@ def test_manifests_deployed_through_the_kubernetes_provider(karpenter):
 def test_auto_mode_cluster(auto_mode):
     cluster = one(auto_mode, "aws_eks_cluster")
     pool_role_id = next(k for k in resources(auto_mode, "aws_iam_role") if k.startswith("pool-node-role"))
-    assert cluster["compute_config"] == {"enabled": True, "node_pools": [],
+    assert cluster["compute_config"] == {"enabled": True, "node_pools": ["system"],
                                          "node_role_arn": f"${{aws_iam_role.{pool_role_id}.arn}}"}
     assert cluster["storage_config"] == {"block_storage": {"enabled": True}}
     assert cluster["kubernetes_network_config"] == {"elastic_load_balancing": {"enabled": True}}
@@ -217,6 +217,8 @@ def test_auto_mode_cluster(auto_mode):
     assert cluster["vpc_config"]["subnet_ids"] == ["subnet-a", "subnet-b"]
     addons = sorted(a["addon_name"] for a in resources(auto_mode, "aws_eks_addon").values())
     assert addons == ["aws-efs-csi-driver"]
+    # the built-in on-demand "system" pool (tainted CriticalAddonsOnly) replaces the system node group
+    assert "aws_eks_node_group" not in auto_mode["resource"]
     assert_resource_with_properties(auto_mode, "aws_eks_access_policy_association", {
         "policy_arn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAutoNodePolicy", "access_scope": {"type": "cluster"}})
     attached = {a["policy_arn"] for a in resources(auto_mode, "aws_iam_role_policy_attachment").values()}
@@ -321,3 +323,27 @@ def test_karpenter_stack_aws_side_validates_with_provider_5_100(karpenter, tmp_p
     # WHEN terraform validates it THEN the EKS, IAM, EFS and interruption resources are valid for 5.100
     result = terraform_validate(doc, tmp_path / "eks-karpenter")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_spot_gpu_group_with_two_types_warns():
+    import warnings
+
+    from modules.annotations import SpotkitWarning
+    from modules.eks_node_groups import EksManagedNodeGroup, EksNodeRole
+    from tests.support.synth import synth_construct
+
+    # GIVEN a spot GPU group with two types (allowed) WHEN it is built
+    def build(stack):
+        role = EksNodeRole(stack, "role", name="test-node")
+        return EksManagedNodeGroup(stack, "group", cluster_name="c", cluster_label="c", node_role=role,
+                                   subnet_ids=["subnet-a", "subnet-b"],
+                                   settings=NodeGroupSettings(instance_types=("g5.xlarge", "g6.xlarge")))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpotkitWarning)
+        doc, _ = synth_construct(build)
+    # THEN it synthesizes with both types and a warning that asks for a third
+    assert one(doc, "aws_eks_node_group")["instance_types"] == ["g5.xlarge", "g6.xlarge"]
+    assert [str(w.message) for w in caught if w.category is SpotkitWarning] == [
+        "node group 'gpu-spot': 2 GPU instance types leave one spot pool when the other is reclaimed; list 3 or "
+        "more (e.g. g5.xlarge, g6.xlarge, g6e.xlarge)"]
