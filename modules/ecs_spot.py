@@ -39,7 +39,7 @@ from toolkit.errors import ValidationError
 
 SPOT_NOTICE_SECONDS = 120
 ECS_INSTANCE_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
-_CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,34}[a-z0-9]$")
+_CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,33}[a-z0-9]$")
 _RESERVED_PREFIXES = ("aws", "ecs", "fargate")
 
 
@@ -122,7 +122,7 @@ def validate_cluster(name: str, s: EcsClusterSettings) -> None:
     where = f"EcsSpotCluster {name!r}"
     if not _CLUSTER_NAME.match(name) or name.startswith(_RESERVED_PREFIXES):
         raise ValidationError(
-            f"{where}: name must be 2-36 lowercase letters, digits or hyphens, start with a letter and not "
+            f"{where}: name must be 2-35 lowercase letters, digits or hyphens, start with a letter and not "
             "with aws, ecs or fargate (it names the cluster, its capacity providers and groups)"
         )
     for label, cp in (("spot", s.spot), ("on_demand", s.on_demand)):

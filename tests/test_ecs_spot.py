@@ -220,10 +220,16 @@ def test_rejects_on_demand_provider_that_uses_spot(stack):
     )
 
 
-@pytest.mark.parametrize("name", ["ecs-prod", "aws-x", "Prod"])
+@pytest.mark.parametrize("name", ["ecs-prod", "aws-x", "Prod", "a" * 36])
 def test_rejects_reserved_or_invalid_cluster_names(stack, name):
-    with pytest.raises(ValidationError, match=r"name must be 2-36 lowercase letters.*not with aws, ecs or fargate"):
+    with pytest.raises(ValidationError, match=r"name must be 2-35 lowercase letters.*not with aws, ecs or fargate"):
         build(stack, name=name)
+
+
+def test_longest_cluster_name_still_names_its_groups(stack):
+    # GIVEN a 35-character name THEN "<name>-spot" (40) is still a valid compute group name
+    cluster = build(stack, name="a" * 35)
+    assert cluster.groups["spot"].name == "a" * 35 + "-spot"
 
 
 def test_rejects_step_sizes_out_of_order(stack):
