@@ -8,7 +8,7 @@ Terraform side from the same config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 from modules.eks_settings import (
@@ -155,6 +155,11 @@ def validate_config(config: EksGpuConfig) -> None:
     if dupes:
         raise ValidationError(f"node group names must be unique: {', '.join(dupes)} is used twice")
     check_job(config.job)
+    if config.job.namespace != config.checkpoints.namespace:
+        raise ValidationError(
+            f"job.namespace {config.job.namespace!r} differs from checkpoints.namespace "
+            f"{config.checkpoints.namespace!r}: a pod can only mount a claim in its own namespace; set both to the same"
+        )
     if config.uses_node_pools:
         for pool in config.karpenter.pools:
             check_job_fits_pool(config.job, pool)
@@ -197,7 +202,7 @@ def build_manifests(config: EksGpuConfig, file_system_id: Optional[str] = None,
         out[f"{node_class['kind'].lower()}-{class_name}"] = node_class
         for pool in config.karpenter.pools:
             out[f"nodepool-{pool.name}"] = m.node_pool(pool, mode=config.node_provisioning, node_class_name=class_name)
-    job = replace(config.job, namespace=storage.namespace) if config.job.namespace != storage.namespace else config.job
+    job = config.job
     job_manifest = m.training_job(job, storage)
     check_job_manifest(job_manifest)
     out[f"job-{job.name}"] = job_manifest

@@ -370,3 +370,16 @@ def test_cli_check_hand_written_jobs(tmp_path, capsys):
         "toleration for the spot taint spot=true:NoSchedule: add the toleration {key: spot, operator: Equal, "
         "value: \"true\", effect: NoSchedule} or stop targeting spot")
     assert "Traceback" not in err
+
+
+def test_job_and_claim_must_share_a_namespace():
+    config = EksGpuConfig(job=dataclasses.replace(m.TrainingJobSpec(), namespace="ml"))
+    with pytest.raises(ValidationError) as err:
+        validate_config(config)
+    assert str(err.value) == ("job.namespace 'ml' differs from checkpoints.namespace 'default': a pod can only mount "
+                              "a claim in its own namespace; set both to the same")
+    both = EksGpuConfig(job=dataclasses.replace(m.TrainingJobSpec(), namespace="ml"),
+                        checkpoints=dataclasses.replace(EksGpuConfig().checkpoints, namespace="ml"))
+    docs = build_manifests(both)
+    assert (docs["job-train-example"]["metadata"]["namespace"], docs["pvc-checkpoints"]["metadata"]["namespace"]) == (
+        "ml", "ml")
