@@ -9,7 +9,8 @@ What it creates (aws-ecs / terraform-aws-ecs style, one construct):
 - the cluster's default capacity provider strategy: a base of tasks on on-demand, weights between them;
 - user data that joins the cluster, turns on spot instance draining (the agent sets the instance
   DRAINING on the two-minute notice, so ECS moves tasks and deregisters them from load balancers),
-  bounds the container stop timeout inside the notice, and enables GPUs where the AMI has the drivers.
+  bounds the container stop timeout inside the notice, and enables GPUs where the AMI has the drivers
+  (a GPU cluster, or a group that boots a ``.../gpu/...`` AMI parameter).
 
 Validation runs before any resource: managed termination protection needs managed scaling; scaling
 step sizes and target capacity are in AWS's ranges; the stop timeout fits the notice; in a GPU cluster
@@ -239,8 +240,8 @@ class EcsSpotCluster(Construct):
             if cp.group.protect_from_scale_in and not cp.managed_termination_protection:
                 warn(self, f"EcsSpotCluster {name!r}: {label}.group.protect_from_scale_in without managed termination "
                            "protection: nothing lifts the protection, so the group never scales in")
-            group.add_user_data(self._agent_part(label))
             self.groups[label] = group
+            group.add_user_data(self._agent_part(label))
             self.providers[label] = self._capacity_provider(label, f"{name}-{suffix}", group, cp)
 
         self.spot_group = self.groups["spot"]
@@ -295,6 +296,12 @@ class EcsSpotCluster(Construct):
 
     # --- resources --------------------------------------------------------------------------
 
+    def gpu_capable(self, label: str) -> bool:
+        """GPU support goes on where the AMI has the NVIDIA driver: a GPU cluster, or a group booting a GPU
+        AMI parameter (``.../gpu/...``) by choice."""
+        group = self.groups[label].settings
+        return self.settings.gpu or (group.ami_id is None and "/gpu/" in group.ami_ssm_parameter)
+
     def agent_config(self, label: str) -> dict[str, str]:
         s = self.settings
         config = {
@@ -304,7 +311,7 @@ class EcsSpotCluster(Construct):
             "ECS_ENABLE_CONTAINER_METADATA": "true",
             "ECS_INSTANCE_ATTRIBUTES": json.dumps({"spotkit.capacity": label}, separators=(",", ":")),
         }
-        if s.gpu:
+        if self.gpu_capable(label):
             config["ECS_ENABLE_GPU_SUPPORT"] = "true"
         config.update(dict(s.agent_config))
         return config

@@ -232,6 +232,17 @@ def test_longest_cluster_name_still_names_its_groups(stack):
     assert cluster.groups["spot"].name == "a" * 35 + "-spot"
 
 
+def test_gpu_support_follows_a_gpu_ami_parameter(stack):
+    # GIVEN a CPU cluster whose spot group boots the GPU AMI parameter
+    from modules.gpu import ECS_GPU_AMI_PARAMETER
+
+    spot = CapacityProviderSettings(group=ComputeGroupSettings(ami_ssm_parameter=ECS_GPU_AMI_PARAMETER))
+    cluster = build(stack, spot=spot)
+    # THEN only that group's agent enables GPU support
+    assert cluster.agent_config("spot")["ECS_ENABLE_GPU_SUPPORT"] == "true"
+    assert "ECS_ENABLE_GPU_SUPPORT" not in cluster.agent_config("on_demand")
+
+
 def test_rejects_step_sizes_out_of_order(stack):
     spot = CapacityProviderSettings(managed_scaling=ManagedScaling(minimum_scaling_step_size=5, maximum_scaling_step_size=2))
     with pytest.raises(ValidationError) as err:
