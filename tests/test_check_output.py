@@ -110,6 +110,22 @@ def test_recorded_checkov_output_maps_to_findings():
         ("CKV2_AWS_12", "aws_vpc.network_vpc_4E8F0223", "stacks/training/cdk.tf.json", "warning")]
 
 
+def test_recorded_checkov_output_with_ambiguous_names():
+    # GIVEN checkov 3.3.30's output on the third-party file, where "resource.this" names both the
+    # launch template and the group (checkov's terraform_json runner drops the resource type)
+    from toolkit.check.loader import load_graph
+
+    text = (FIXTURES / "checkov-output-third-party.json").read_text()
+    names: dict = {}
+    for r in load_graph([str(THIRD_PARTY)]).resources:
+        names.setdefault(r.file, {}).setdefault(r.name, []).append((r.address, set(r.values)))
+    findings, _ = parse_output(text, {"/tmp/ckt3/main.tf.json": str(THIRD_PARTY)}, names)
+    # THEN the attributes checkov evaluated pick the right resource
+    assert [(f.check_id, f.resource) for f in findings] == [
+        ("CKV_AWS_41", "provider.aws"), ("CKV_AWS_79", "aws_launch_template.this"), ("CKV_AWS_341", "aws_launch_template.this"),
+        ("CKV_AWS_261", "aws_lb_target_group.web"), ("CKV_AWS_378", "aws_lb_target_group.web")]
+
+
 def test_checkov_absent_is_explained(tmp_path):
     # GIVEN no checkov on PATH nor in this Python
     if importlib.util.find_spec("checkov") is not None:

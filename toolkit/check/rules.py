@@ -38,8 +38,9 @@ class Rule:
     check: Callable[[ResourceGraph], Iterable[Hit]]
 
     @property
-    def help_uri(self) -> str:
-        return f"https://github.com/spotkit/spotkit#rule-{self.id.lower()}"
+    def help_uri(self) -> None:
+        """No public rule pages yet: the fix text is the help (README "spotkit check" has the table)."""
+        return None
 
 
 # --- helpers over the provider schema ---------------------------------------------------------------

@@ -41,13 +41,12 @@ def _spotkit_run(report: CheckReport) -> dict:
     rules = [*RULES, INVALID_SUPPRESSION]
     descriptors = [{
         "id": r.id, "name": r.title.title().replace(" ", "").replace("-", ""),
-        "shortDescription": {"text": r.title}, "help": {"text": r.fix}, "helpUri": r.help_uri,
+        "shortDescription": {"text": r.title}, "help": {"text": r.fix},
         "defaultConfiguration": {"level": LEVEL[r.severity]},
     } for r in rules]
     index = {r.id: i for i, r in enumerate(rules)}
     findings = [f for f in report.findings if f.source == "spotkit"]
-    return {"tool": {"driver": {"name": "spotkit", "version": __version__, "informationUri": "https://github.com/spotkit/spotkit",
-                                "rules": descriptors}},
+    return {"tool": {"driver": {"name": "spotkit", "version": __version__, "rules": descriptors}},
             "results": [_result(f, index) for f in findings]}
 
 
