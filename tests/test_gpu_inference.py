@@ -474,3 +474,23 @@ def test_rejects_gpu_tasks_on_a_cluster_without_gpus():
         "advertise GPUs; turn gpu on in the cluster settings or set gpus_per_task=0"
     )
     assert stack.node.try_find_child("svc") is None
+
+
+def test_cli_refuses_a_deregistration_delay_beyond_the_notice(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # GIVEN a config file with a 150 s deregistration delay WHEN the user synthesizes the stack
+    cfg = tmp_path / "spotkit.yaml"
+    cfg.write_text("gpu_inference:\n  service:\n    deregistration_delay_seconds: 150\n")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "--config", str(cfg), "synth", "gpu_inference",
+                             "--out", "o"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
+                            capture_output=True, text=True, timeout=300)
+    # THEN it exits 1 with the rule, and no traceback
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("InferenceService 'spotkit-gpu': deregistration_delay_seconds is 150, above the 120-second spot notice"
+            in result.stderr)
+    assert "Traceback" not in result.stderr
