@@ -156,3 +156,22 @@ def test_live_checkov_merge_and_suppression(tmp_path):
     assert (imds.file, imds.suppressed, imds.suppression_reason) == (str(THIRD_PARTY), True, "tracked in OPS-12")
     jsonschema.validate(to_sarif(report), SARIF_SCHEMA)
     assert [r["tool"]["driver"]["name"] for r in to_sarif(report)["runs"]] == ["spotkit", "checkov"]
+
+
+def test_config_file_suppression_and_no_default_dir(tmp_path):
+    # GIVEN a --config file suppressing the three errors with reasons
+    cfg = tmp_path / "spotkit.yaml"
+    cfg.write_text("check:\n  suppress:\n"
+                   "    - {id: SPOT005, resource: aws_autoscaling_group.this, reason: stateless web tier}\n"
+                   "    - {id: SPOT006, reason: drained by the app}\n"
+                   "    - {id: SPOT007, resource: 'aws_launch_template.*', reason: legacy agent}\n")
+    result = run(["--config", str(cfg), "check", str(THIRD_PARTY), "--no-checkov", "--show-suppressed"])
+    # THEN the check passes and lists what it suppressed and why
+    assert result.returncode == 0, result.stderr
+    assert "1 file(s) checked: 0 error(s), 5 warning(s), 0 info, 4 suppressed" in result.stdout
+    assert "         reason: drained by the app" in result.stdout
+    # AND with no path and no ./cdktf.out it says what to do
+    empty = run(["check"], cwd=tmp_path)
+    assert empty.returncode == 1
+    assert empty.stderr.splitlines() == ["Error: no path given and ./cdktf.out does not exist",
+                                         "  next: run 'spotkit synth' first, or pass a cdk.tf.json, a directory, or a plan JSON"]

@@ -283,3 +283,24 @@ def test_eks_spot_node_group_type_zone_and_routing_rules(tmp_path):
                                              "type (t3.medium (the EKS default)): when that spot pool is reclaimed, nothing replaces it"]
     assert messages(findings, "SPOT003") == ["aws_eks_node_group.gpu: spot node group aws_eks_node_group.gpu uses a single availability "
                                              "zone: one zone's spot pools are all it can draw from"]
+
+
+def test_spot010_cluster_default_strategy_applies_to_a_service_without_one(tmp_path):
+    # GIVEN a service with no strategy on a cluster whose default strategy is spot only
+    def change(res):
+        del res["aws_ecs_service"]["api"]["capacity_provider_strategy"]
+        res["aws_ecs_service"]["api"]["cluster"] = "${aws_ecs_cluster.main.id}"
+        res["aws_ecs_cluster"] = {"main": {"name": "main"}}
+        res["aws_ecs_cluster_capacity_providers"] = {"main": {
+            "cluster_name": "${aws_ecs_cluster.main.name}", "capacity_providers": ["spot", "on-demand"],
+            "default_capacity_provider_strategy": [{"capacity_provider": "spot", "weight": 1}]}}
+    # THEN SPOT010 fires on the service (the provider is matched by its literal name)
+    assert messages(check(tmp_path, change), "SPOT010") == [
+        "aws_ecs_service.api: service aws_ecs_service.api runs on spot with no on-demand base: one reclaim can take every task down at once"]
+
+    # WHEN the cluster default gives the on-demand provider a base THEN it passes
+    def with_base(res):
+        change(res)
+        res["aws_ecs_cluster_capacity_providers"]["main"]["default_capacity_provider_strategy"].append(
+            {"capacity_provider": "on-demand", "base": 1, "weight": 0})
+    assert messages(check(tmp_path, with_base), "SPOT010") == []

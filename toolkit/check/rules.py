@@ -213,8 +213,14 @@ def service_strategy(service: Resource, graph: ResourceGraph) -> list[dict]:
     entries = blocks(service.values, "capacity_provider_strategy")
     if entries or service.values.get("launch_type"):
         return entries
+    # no strategy and no launch type: the cluster's default strategy applies
+    clusters = service.attr_refs.get("cluster", set())
     for ccp in graph.same_config(service, "aws_ecs_cluster_capacity_providers"):
-        if ccp.refers_to(service) or any(a in service.attr_refs.get("cluster", set()) for a in ccp.attr_refs.get("cluster_name", set())):
+        same_ref = bool(clusters & ccp.attr_refs.get("cluster_name", set()))
+        cluster, name = service.values.get("cluster"), ccp.values.get("cluster_name")
+        same_literal = isinstance(cluster, str) and isinstance(name, str) and not is_unresolved(name) \
+            and (cluster == name or cluster.endswith(f":cluster/{name}"))
+        if same_ref or same_literal:
             return blocks(ccp.values, "default_capacity_provider_strategy")
     return []
 
