@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
+# Same words as the event-driven handler (toolkit/interruption/events.py), so a hook sees one vocabulary
+# whichever side detected the notice.
 SPOT = "spot-interruption"
 REBALANCE = "rebalance-recommendation"
-LIFECYCLE = "asg-termination"
-MAINTENANCE = "scheduled-maintenance"
+LIFECYCLE = "asg-lifecycle-terminate"
+MAINTENANCE = "scheduled-change"
 TERMINAL_KINDS = (SPOT, LIFECYCLE, MAINTENANCE)
 
 SPOT_PATH = "/latest/meta-data/spot/instance-action"
