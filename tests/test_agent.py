@@ -380,3 +380,52 @@ def _group_with_drain_hook(aws, name: str):
                            LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING", HeartbeatTimeout=300,
                            DefaultResult="CONTINUE")
     return asg
+
+
+def test_lifecycle_is_completed_only_after_the_signaled_workload_exits(aws, emu, tmp_path):
+    # GIVEN a workload that checkpoints for a moment on SIGTERM before exiting, and a terminating group
+    asg = _group_with_drain_hook(aws, "spotkit-training")
+    marker = tmp_path / "checkpoint"
+    workload = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, sys, time\n"
+         f"def stop(*a):\n    time.sleep(0.3)\n    open('{marker}', 'w').write('saved')\n    sys.exit(0)\n"
+         "signal.signal(signal.SIGTERM, stop)\n"
+         "print('ready', flush=True)\n"
+         "time.sleep(60)\n"], start_new_session=True, stdout=subprocess.PIPE)
+    try:
+        assert workload.stdout.readline().strip() == b"ready"
+        emu.interrupt("lifecycle")
+        log = quiet_log()
+        # WHEN the agent drains
+        result = run_until_notice(emu.url, AgentConfig(workload_pgid=workload.pid, interval=0.05),
+                                  autoscaling=asg, log=log, timeout=30)
+        # THEN it saw the workload exit (checkpoint written) before it let the group terminate the instance
+        assert marker.read_text() == "saved"
+        assert result.signal_sent_at <= result.workload_exited_at <= result.lifecycle_completed_at
+        assert [e["event"] for e in log.events if e["event"].startswith(("workload-", "lifecycle-"))] == [
+            "workload-signaled", "workload-exited", "lifecycle-completed"]
+        assert len(completed_lifecycle_actions()) == 1
+    finally:
+        if workload.poll() is None:
+            workload.kill()
+
+
+def test_workload_ignoring_sigterm_is_given_up_at_the_deadline_and_the_action_completed(aws, emu):
+    # GIVEN a workload that ignores SIGTERM, a 3 s lifecycle heartbeat and a 1 s margin
+    asg = _group_with_drain_hook(aws, "spotkit-training")
+    workload = subprocess.Popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"],
+                                start_new_session=True, stdout=subprocess.PIPE)
+    try:
+        assert workload.stdout.readline().strip() == b"ready"
+        emu.interrupt("lifecycle")
+        log = quiet_log()
+        result = run_until_notice(emu.url, AgentConfig(workload_pgid=workload.pid, interval=0.05, margin=1,
+                                                       lifecycle_heartbeat=3), autoscaling=asg, log=log, timeout=30)
+        # THEN the agent stopped waiting at the deadline, said so, and still completed the action
+        assert result.workload_exited_at is None
+        assert events(log, "workload-still-running")[0]["target"] == f"pgid {workload.pid}"
+        assert result.lifecycle_completed_at is not None
+        assert workload.poll() is None  # the agent does not SIGKILL the workload: the instance's shutdown will
+    finally:
+        workload.kill()

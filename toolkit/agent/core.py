@@ -9,7 +9,8 @@ event that is due) the agent, once:
 2. sends SIGTERM (``workload_signal``) to the workload's process group, like a Kubernetes preStop hook
    followed by the pod's SIGTERM;
 3. completes the ``spotkit-drain`` lifecycle action (CONTINUE) if the group is terminating the instance,
-   now or later while the agent keeps running.
+   now or later while the agent keeps running; first it waits (until the deadline at most) for the
+   signaled workload to exit, since completing lets the group terminate the instance at once.
 
 A rebalance recommendation runs the optional ``on_rebalance`` command (deadline: ``rebalance_timeout``)
 and nothing else. Every step is a JSON line. Network errors, 5xx and unreadable bodies are logged with
@@ -46,7 +47,7 @@ from toolkit.agent.notices import (
     default_monitors,
     iso,
 )
-from toolkit.agent.runner import HookResult, SignalResult, run_hook, signal_workload
+from toolkit.agent.runner import HookResult, SignalResult, run_hook, signal_workload, wait_for_group_exit
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class AgentResult:
     hook_started_at: Optional[float] = None
     hook_finished_at: Optional[float] = None
     signal_sent_at: Optional[float] = None
+    workload_exited_at: Optional[float] = None
     lifecycle_completed_at: Optional[float] = None
     hook: Optional[HookResult] = None
     signal: Optional[SignalResult] = None
@@ -212,6 +214,7 @@ class Agent:
                 self.handled.add(notice.id)
                 self.log("notice-detected", notice=notice.to_dict(), note="already drained: hook not run again")
                 if notice.kind == LIFECYCLE:
+                    self._wait_for_workload(notice.time.timestamp() - self.config.margin)
                     self._complete_lifecycle()
                 self._save_state()
         return drained_now
@@ -245,11 +248,24 @@ class Agent:
             else:
                 self.log("workload-signaled", target=sig.target, signal=sig.signal)
         if notice.kind == LIFECYCLE or self._group_terminating():
+            result.workload_exited_at = self._wait_for_workload(deadline)
             result.lifecycle = self._complete_lifecycle()
             if result.lifecycle is not None:
                 result.lifecycle_completed_at = result.lifecycle.completed_at
         self._save_state()
         return result
+
+    def _wait_for_workload(self, deadline: float) -> Optional[float]:
+        """Before letting the group terminate us: give the signaled workload until ``deadline`` to exit."""
+        sig = self.drained.signal if self.drained else None
+        if sig is None or sig.pgid is None or sig.sent_at is None:
+            return None
+        exited = wait_for_group_exit(sig.pgid, deadline)
+        if exited is None:
+            self.log("workload-still-running", target=sig.target, deadline=_iso_epoch(deadline))
+        else:
+            self.log("workload-exited", target=sig.target, seconds_after_signal=round(exited - sig.sent_at, 3))
+        return exited
 
     def _group_terminating(self) -> bool:
         try:

@@ -96,3 +96,41 @@ def signal_workload(*, pgid: Optional[int] = None, pidfile: Optional[str] = None
     except (ProcessLookupError, PermissionError) as exc:
         return SignalResult(target, pgid, sig, None, error=f"{type(exc).__name__}: {exc}")
     return SignalResult(target, pgid, sig, time.time())
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process is in process group ``pgid`` (Linux /proc; else kill 0)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def wait_for_group_exit(pgid: int, deadline: float, poll: float = 0.1) -> Optional[float]:
+    """Wait until process group ``pgid`` has no live process or ``deadline`` (epoch s) passes.
+
+    Returns when it was seen gone (epoch seconds), or None if it was still running at the deadline.
+    """
+    while True:
+        if not group_alive(pgid):
+            return time.time()
+        if time.time() >= deadline:
+            return None
+        time.sleep(min(poll, max(0.0, deadline - time.time())))
