@@ -429,3 +429,18 @@ def test_workload_ignoring_sigterm_is_given_up_at_the_deadline_and_the_action_co
         assert workload.poll() is None  # the agent does not SIGKILL the workload: the instance's shutdown will
     finally:
         workload.kill()
+
+
+def test_spot_hibernate_runs_the_hook_but_leaves_the_workload_running(emu, tmp_path):
+    # GIVEN a hibernate notice and a workload pid (our own: a signal would be visible as a failure)
+    pidfile = tmp_path / "pid"
+    pidfile.write_text(str(os.getpid()))
+    emu.interrupt("spot", action="hibernate")
+    log = quiet_log()
+    result = run_until_notice(emu.url, AgentConfig(on_notice="true", workload_pidfile=str(pidfile), **FAST), log=log,
+                              timeout=30)
+    # THEN the hook ran, and no signal was sent: the instance resumes with the workload's memory
+    assert result.hook.returncode == 0
+    assert result.signal is None and result.signal_sent_at is None
+    assert events(log, "signal-skipped")[0]["reason"] == ("spot hibernate: memory is preserved, the workload "
+                                                          "resumes with it")

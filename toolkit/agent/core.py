@@ -41,6 +41,7 @@ from toolkit.agent.notices import (
     LIFECYCLE_PATH,
     MAINTENANCE,
     REBALANCE,
+    SPOT,
     Monitor,
     Notice,
     NoticeParseError,
@@ -62,6 +63,8 @@ class AgentConfig:
       lifecycle action that follows a spot notice).
     - ``workload_pgid`` / ``workload_pidfile``: who gets ``workload_signal`` (default SIGTERM) after the
       hook. Default: nobody.
+    - ``signal_on_hibernate``: also signal on a spot ``hibernate`` notice. Default off: the instance
+      resumes with its memory, so the workload is better left running (the hook still runs).
     - ``complete_lifecycle``: complete the ``lifecycle_hook`` action when the group terminates the
       instance. Default on. ``group_name``: default from the instance tag aws:autoscaling:groupName.
     - ``lifecycle_heartbeat``: seconds the group waits for us (the hook's heartbeat); the deadline of a
@@ -80,6 +83,7 @@ class AgentConfig:
     workload_pgid: Optional[int] = None
     workload_pidfile: Optional[str] = None
     workload_signal: str = "SIGTERM"
+    signal_on_hibernate: bool = False
     complete_lifecycle: bool = True
     group_name: Optional[str] = None
     lifecycle_hook: str = DRAIN_HOOK_NAME
@@ -237,7 +241,10 @@ class Agent:
                 result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
                 self.log("hook-finished", returncode=hook.returncode, killed=hook.killed,
                          seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
-        if c.workload_pgid is not None or c.workload_pidfile:
+        hibernating = notice.kind == SPOT and notice.action == "hibernate" and not c.signal_on_hibernate
+        if hibernating and (c.workload_pgid is not None or c.workload_pidfile):
+            self.log("signal-skipped", reason="spot hibernate: memory is preserved, the workload resumes with it")
+        elif c.workload_pgid is not None or c.workload_pidfile:
             sig = signal_workload(pgid=c.workload_pgid, pidfile=c.workload_pidfile, sig=c.workload_signal,
                                   dry_run=c.dry_run)
             result.signal, result.signal_sent_at = sig, sig.sent_at

@@ -26,6 +26,8 @@ from toolkit.errors import ToolkitError
               help="File with the workload's pid; its process group gets the signal after the hook.")
 @click.option("--signal", "workload_signal", default="SIGTERM", show_default=True,
               type=click.Choice(["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP"]), help="Signal sent to the workload.")
+@click.option("--signal-on-hibernate", is_flag=True,
+              help="Also signal the workload on a spot hibernate notice (default: leave it running, memory is kept).")
 @click.option("--group", "group_name", help="Auto Scaling group (default: the instance tag aws:autoscaling:groupName).")
 @click.option("--lifecycle-hook", default="spotkit-drain", show_default=True, help="Lifecycle hook to complete.")
 @click.option("--lifecycle-heartbeat", type=float, default=300, show_default=True,
@@ -41,7 +43,7 @@ from toolkit.errors import ToolkitError
 @click.option("--dry-run", is_flag=True, help="Run hooks, but only log what would have been signaled and completed.")
 @pass_ctx
 def agent_command(ctx: CliContext, metadata_url, on_notice, on_rebalance, interval, margin, once, workload_pgid,
-                  workload_pidfile, workload_signal, group_name, lifecycle_hook, lifecycle_heartbeat,
+                  workload_pidfile, workload_signal, signal_on_hibernate, group_name, lifecycle_hook, lifecycle_heartbeat,
                   no_complete_lifecycle, maintenance_lead, token_ttl, allow_imdsv1, state_file, dry_run):
     """Watch instance metadata for interruption notices; checkpoint, signal and drain. Logs JSON lines."""
     from toolkit.agent import Agent, AgentConfig, ImdsClient, JsonLogger
@@ -51,7 +53,8 @@ def agent_command(ctx: CliContext, metadata_url, on_notice, on_rebalance, interv
     try:
         config = AgentConfig(on_notice=on_notice, on_rebalance=on_rebalance, interval=interval, margin=margin,
                              once=once, workload_pgid=workload_pgid, workload_pidfile=workload_pidfile,
-                             workload_signal=workload_signal, complete_lifecycle=not no_complete_lifecycle,
+                             workload_signal=workload_signal, signal_on_hibernate=signal_on_hibernate,
+                             complete_lifecycle=not no_complete_lifecycle,
                              group_name=group_name, lifecycle_hook=lifecycle_hook,
                              lifecycle_heartbeat=lifecycle_heartbeat, maintenance_lead=maintenance_lead,
                              state_file=state_file, dry_run=dry_run)
