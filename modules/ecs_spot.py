@@ -23,7 +23,7 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Sequence
 
 from constructs import Construct
 
