@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "toolkit.cli.k8s_cmd",
     "toolkit.cli.check_cmd",
     "toolkit.cli.drill_cmd",
+    "toolkit.cli.events_cmd",
+    "toolkit.cli.demo_cmd",
 ]
 
 

@@ -1,0 +1,239 @@
+"""Plan, apply, destroy and read outputs of a stack, per target, in its own working directory.
+
+``<project dir>/<target>/<stack>/`` holds a copy of the synthesized ``cdk.tf.json`` (so what the local
+target changes never reaches ``--target aws``), the provider override of the local target, the
+``.terraform`` directory, the plans, and for the local target its state.
+
+State (backend): ``settings.backend`` in the ``--config`` file selects S3 with DynamoDB locking::
+
+    settings:
+      backend: {type: s3, bucket: my-tf-state, key: "spotkit/{stack}.tfstate", region: us-east-1,
+                dynamodb_table: tf-locks}
+
+Without it, the state is a local file: what cdktn synthesized (``terraform.<stack>.tfstate`` in the
+directory spotkit runs from, outside ``.spotkit`` so ``make clean`` never removes the state of real
+infrastructure). The local target always keeps its state in its working directory; the state of an
+emulator that has been restarted since (its id differs) is set aside, never applied to the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from toolkit.deploy import local_target, mirror
+from toolkit.deploy.binary import TerraformBinary, find_terraform
+from toolkit.deploy.planning import PlanSummary, summarize_plan
+from toolkit.deploy.runner import IsFlagged, TerraformRunner
+from toolkit.errors import ConfigError, ToolkitError
+
+TARGETS = ("local", "aws")
+DEFAULT_PARALLELISM = 20
+OVERRIDE_FILE = "spotkit_local_override.tf.json"
+EMULATOR_ID_FILE = ".spotkit-emulator-id"
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    project: Path
+    target: str = "aws"
+    terraform_bin: str | None = None
+    provider_mirror: str | None = None
+    endpoint_url: str | None = None
+    parallelism: int = DEFAULT_PARALLELISM
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Workdir:
+    stack: str
+    target: str
+    path: Path
+    runner: TerraformRunner
+    removed: list[local_target.PrunedItem] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    mirror: Path | None = None
+    stale_state: Path | None = None
+
+
+@dataclass
+class PlanResult:
+    plan_file: Path
+    json_file: Path
+    summary: PlanSummary
+    seconds: float
+
+
+def settings(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    value = (config or {}).get("settings") or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"settings: expected a mapping, got {value!r}")
+    return value
+
+
+def backend_block(stack: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``terraform.backend`` for ``--target aws`` from ``settings.backend``; None keeps the local file."""
+    raw = settings(config).get("backend")
+    if raw in (None, "local") or (isinstance(raw, Mapping) and raw.get("type", "local") == "local"):
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"settings.backend: expected a mapping, got {raw!r}", hint="e.g. {type: s3, bucket: ..., dynamodb_table: ...}")
+    if raw.get("type") != "s3":
+        raise ConfigError(f"settings.backend.type: expected 'local' or 's3', got {raw.get('type')!r}")
+    allowed = {"type", "bucket", "key", "region", "dynamodb_table", "encrypt", "kms_key_id", "profile", "use_lockfile"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"settings.backend.{unknown[0]}: unknown setting", hint=f"settings of settings.backend are: {', '.join(sorted(allowed))}")
+    if not raw.get("bucket"):
+        raise ConfigError("settings.backend.bucket: required for the s3 backend", hint="name the S3 bucket that holds the state")
+    block = {k: v for k, v in raw.items() if k != "type"}
+    block["key"] = str(block.get("key") or "spotkit/{stack}.tfstate").format(stack=stack)
+    block.setdefault("encrypt", True)
+    return {"s3": block}
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ToolkitError(f"unknown target {target!r}", hint="use --target local or --target aws")
+
+
+def workdir_path(project: Path, target: str, stack: str) -> Path:
+    return project / target / stack
+
+
+def _runner(path: Path, opts: DeployOptions, binary: TerraformBinary | None = None) -> tuple[TerraformRunner, Path | None]:
+    binary = binary or find_terraform(opts.terraform_bin)
+    mirror_dir = mirror.resolve(opts.provider_mirror, settings(opts.config).get("provider_mirror"))
+    env: dict[str, str] = {}
+    if mirror_dir is not None:
+        rc = opts.project / "terraformrc"
+        rc.write_text(mirror.render_cli_config(mirror_dir))
+        env["TF_CLI_CONFIG_FILE"] = str(rc)
+    return TerraformRunner(path, binary, env), mirror_dir
+
+
+def local_endpoint(opts: DeployOptions) -> tuple[str, str | None]:
+    """(emulator url, emulator id) for the local target: --endpoint-url, else the running emulator."""
+    if opts.endpoint_url:
+        return opts.endpoint_url.rstrip("/"), None
+    from toolkit.local import emulator
+
+    st = emulator.status(opts.project)
+    if not st.running or st.state is None:
+        raise ToolkitError(f"the local emulator is not running ({st.detail})",
+                           hint="start it with 'spotkit local start', or pass --endpoint-url")
+    return st.state.url, st.state.instance_id
+
+
+def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) -> Workdir:
+    """Synthesize ``stack`` (unless ``synthesized`` is given) and write its working directory for the target."""
+    _check_target(opts.target)
+    binary = find_terraform(opts.terraform_bin)  # fail before the slow synthesis
+    opts.project.mkdir(parents=True, exist_ok=True)
+    if synthesized is None:
+        from toolkit.synth import synthesize
+
+        outdir = opts.project / "synth"
+        outdir.mkdir(parents=True, exist_ok=True)
+        synthesized = synthesize([stack], outdir, opts.config)[0]
+    doc = json.loads(Path(synthesized).read_text())
+    path = workdir_path(opts.project, opts.target, stack)
+    path.mkdir(parents=True, exist_ok=True)
+    runner, mirror_dir = _runner(path, opts, binary)
+    wd = Workdir(stack=stack, target=opts.target, path=path, runner=runner, mirror=mirror_dir)
+    terraform_block = doc.setdefault("terraform", {})
+    if opts.target == "local":
+        url, emulator_id = local_endpoint(opts)
+        rendering = local_target.render(doc, url)
+        doc, wd.removed, wd.services = rendering.doc, rendering.removed, rendering.services
+        doc["terraform"]["backend"] = {"local": {"path": "terraform.tfstate"}}
+        (path / OVERRIDE_FILE).write_text(json.dumps(rendering.override, indent=2))
+        wd.stale_state = _set_aside_stale_state(path, emulator_id)
+    else:
+        backend = backend_block(stack, opts.config)
+        if backend is not None:
+            terraform_block["backend"] = backend
+        (path / OVERRIDE_FILE).unlink(missing_ok=True)
+    (path / "cdk.tf.json").write_text(json.dumps(doc, indent=2))
+    return wd
+
+
+def _set_aside_stale_state(path: Path, emulator_id: str | None) -> Path | None:
+    marker = path / EMULATOR_ID_FILE
+    previous = marker.read_text().strip() if marker.is_file() else None
+    state = path / "terraform.tfstate"
+    moved = None
+    if emulator_id and previous and previous != emulator_id and state.is_file():
+        moved = path / f"terraform.tfstate.emulator-{previous}"
+        state.rename(moved)
+    if emulator_id:
+        marker.write_text(emulator_id)
+    return moved
+
+
+def open_workdir(stack: str, opts: DeployOptions) -> Workdir:
+    """A working directory written by an earlier ``prepare`` (for ``apply --plan``, ``output``)."""
+    _check_target(opts.target)
+    path = workdir_path(opts.project, opts.target, stack)
+    if not (path / "cdk.tf.json").is_file():
+        raise ToolkitError(f"{stack} has no working directory for target {opts.target} ({path})",
+                           hint=f"run 'spotkit plan {stack} --target {opts.target}' first")
+    runner, mirror_dir = _runner(path, opts)
+    return Workdir(stack=stack, target=opts.target, path=path, runner=runner, mirror=mirror_dir)
+
+
+def init(wd: Workdir) -> None:
+    wd.runner.run("init", input=False, no_color=IsFlagged)
+
+
+def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelism: int = DEFAULT_PARALLELISM) -> PlanResult:
+    """Write the binary plan (default ``<workdir>/tfplan``) and its JSON (``<plan>.json``); summarize it."""
+    plan_file = Path(out).resolve() if out else wd.path / ("destroy.tfplan" if destroy else "tfplan")
+    plan_file.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    wd.runner.run("plan", input=False, no_color=IsFlagged, out=str(plan_file), parallelism=parallelism,
+                  destroy=IsFlagged if destroy else None)
+    seconds = time.monotonic() - start
+    return read_plan(wd, plan_file, seconds)
+
+
+def read_plan(wd: Workdir, plan_file: Path, seconds: float = 0.0) -> PlanResult:
+    plan_file = Path(plan_file).resolve()
+    if not plan_file.is_file():
+        raise ToolkitError(f"plan file {plan_file} does not exist", hint=f"run 'spotkit plan {wd.stack} --out FILE' first")
+    shown = wd.runner.run("show", str(plan_file), json=IsFlagged, no_color=IsFlagged)
+    json_file = plan_file.with_name(plan_file.name + ".json")
+    json_file.write_text(shown.stdout)
+    return PlanResult(plan_file=plan_file, json_file=json_file, summary=summarize_plan(json.loads(shown.stdout)),
+                      seconds=seconds)
+
+
+def apply(wd: Workdir, plan_file: Path, on_line: Callable[[str], None] | None = None,
+          parallelism: int = DEFAULT_PARALLELISM) -> float:
+    """Apply a saved plan; return the seconds it took."""
+    start = time.monotonic()
+    wd.runner.run("apply", str(plan_file), input=False, no_color=IsFlagged, auto_approve=IsFlagged,
+                  parallelism=parallelism, on_line=on_line)
+    return time.monotonic() - start
+
+
+def outputs(wd: Workdir) -> dict[str, Any]:
+    result = wd.runner.run("output", json=IsFlagged, no_color=IsFlagged)
+    raw = json.loads(result.stdout or "{}")
+    return {name: v.get("value") for name, v in raw.items()}
+
+
+def state_resources(wd: Workdir) -> list[str]:
+    result = wd.runner.run("state", "list", ok_codes=(0, 1))
+    return [line for line in result.stdout.splitlines() if line.strip() and not line.startswith("data.")]
+
+
+def is_progress_line(line: str) -> bool:
+    """Lines of ``terraform apply`` worth showing while it runs."""
+    keys = ("Creating...", "Creation complete", "Modifying...", "Modifications complete", "Destroying...",
+            "Destruction complete", "Still creating", "Still destroying", "Still modifying",
+            "Apply complete!", "Destroy complete!")
+    return any(k in line for k in keys)
