@@ -27,6 +27,8 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "aws_fis_experiment_template": "moto has no Fault Injection Service (FIS) API",
     "aws_autoscaling_warm_pool": "moto does not implement Auto Scaling warm pools",
     "aws_sqs_queue_redrive_allow_policy": "moto does not keep RedriveAllowPolicy, so the provider waits for it forever",
+    "aws_appautoscaling_target": "moto's Application Auto Scaling has no ListTagsForResource (the provider retries the 500)",
+    "aws_appautoscaling_policy": "needs aws_appautoscaling_target, which the local target leaves out",
     "aws_efs_backup_policy": "moto does not implement EFS PutBackupPolicy (the provider retries it forever)",
 }
 

@@ -45,16 +45,25 @@ class TerraformRunner:
         return self._tf.generate_cmd_string(command, *args, **options)
 
     def run(self, command: str, *args: str, on_line: Callable[[str], None] | None = None,
-            ok_codes: tuple[int, ...] = (0,), **options) -> TerraformResult:
+            ok_codes: tuple[int, ...] = (0,), timeout: float | None = None, **options) -> TerraformResult:
         """Run ``terraform COMMAND [options] [args]``; stream stdout lines to ``on_line`` if given.
 
         Raises ``TerraformCommandFailed`` (with Terraform's error text) when the exit code is not in
-        ``ok_codes``.
+        ``ok_codes``. ``timeout`` (seconds, default ``SPOTKIT_TERRAFORM_TIMEOUT`` or none) ends a command
+        that hangs (e.g. a provider retrying a call the emulator does not implement).
         """
+        if timeout is None and os.environ.get("SPOTKIT_TERRAFORM_TIMEOUT"):
+            timeout = float(os.environ["SPOTKIT_TERRAFORM_TIMEOUT"])
+        timer = None
         argv = self.argv(command, *args, **options)
         proc = subprocess.Popen(argv, cwd=self.workdir, env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
         out_lines: list[str] = []
+        if timeout:
+            import threading
+
+            timer = threading.Timer(timeout, proc.terminate)
+            timer.start()
         if on_line is not None:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -65,6 +74,8 @@ class TerraformRunner:
             stdout = "".join(out_lines)
         else:
             stdout, stderr = proc.communicate()
+        if timer is not None:
+            timer.cancel()
         result = TerraformResult(argv=argv, returncode=proc.returncode, stdout=stdout, stderr=stderr)
         if result.returncode not in ok_codes:
             raise TerraformCommandFailed(
