@@ -21,11 +21,16 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(VENV)/bin/python -m pytest -n 2 -q
 
+# Main job: deploy the training stack to the local target (embedded AWS emulator) with real Terraform
+# and show what was created. Idempotent: a running emulator is reused, a second apply changes nothing.
 demo: setup
-	$(VENV)/bin/spotkit synth
+	$(VENV)/bin/spotkit local start
+	SPOTKIT_PROVIDER_MIRROR=$${SPOTKIT_PROVIDER_MIRROR:-auto} $(VENV)/bin/spotkit apply training --target local --yes
+	$(VENV)/bin/spotkit output training --target local
 
 bench: setup
 	$(VENV)/bin/python -m bench
 
 clean:
+	-[ -x $(VENV)/bin/spotkit ] && $(VENV)/bin/spotkit local stop
 	rm -rf $(VENV) cdktf.out .spotkit .pytest_cache

@@ -142,6 +142,13 @@ def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) ->
     doc = json.loads(Path(synthesized).read_text())
     path = workdir_path(opts.project, opts.target, stack)
     path.mkdir(parents=True, exist_ok=True)
+    # Files the stack refers to by relative path (cdktn assets: Lambda zips...) come along.
+    import shutil
+
+    for item in Path(synthesized).parent.iterdir():
+        if item.name == "assets" and item.is_dir():
+            shutil.rmtree(path / "assets", ignore_errors=True)
+            shutil.copytree(item, path / "assets")
     runner, mirror_dir = _runner(path, opts, binary)
     wd = Workdir(stack=stack, target=opts.target, path=path, runner=runner, mirror=mirror_dir)
     terraform_block = doc.setdefault("terraform", {})
