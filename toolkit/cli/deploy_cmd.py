@@ -45,10 +45,15 @@ def _options(ctx: CliContext, target, terraform_bin, provider_mirror, parallelis
         endpoint_url=ctx.endpoint_url if target == "local" else None, parallelism=parallelism, config=ctx.config)
 
 
-def _prepare(ctx: CliContext, stack: str, opts: workflow.DeployOptions) -> workflow.Workdir:
+def _prepare(ctx: CliContext, stack: str, opts: workflow.DeployOptions, check: bool = True) -> workflow.Workdir:
     registry.get(stack)
     _say(ctx, f"synth: {stack}")
     wd = workflow.prepare(stack, opts)
+    if check:  # the spot-safety rules run on what was synthesized (before any local-target pruning)
+        from toolkit.check import check_before_plan
+
+        report = check_before_plan([opts.project / "synth" / "stacks" / stack / "cdk.tf.json"], ctx.config)
+        _say(ctx, f"check: spot-safety rules passed ({len(report.active)} findings below error)")
     if wd.removed:
         _say(ctx, f"note: the local target leaves out what the emulator cannot create ({len(wd.removed)}):")
         for item in wd.removed:
@@ -165,7 +170,7 @@ def destroy_command(ctx: CliContext, stack, terraform_bin, provider_mirror, para
                     allow_data_loss):
     """Destroy everything STACK created (refuses to destroy retained data without --allow-data-loss)."""
     opts = _options(ctx, target, terraform_bin, provider_mirror, parallelism, project_dir)
-    wd = _prepare(ctx, stack, opts)
+    wd = _prepare(ctx, stack, opts, check=False)
     result = workflow.plan(wd, destroy=True, parallelism=parallelism)
     _say(ctx, planning.render_plan_summary(stack, result.summary))
     planning.guard_data_loss(result.summary, allow_data_loss)
