@@ -5,7 +5,8 @@ and ``moto.log``. ``start`` is idempotent (a running emulator is reused); ``stop
 recorded there, and only if it still is a moto server.
 
 The emulator runs with ``MOTO_IAM_LOAD_MANAGED_POLICIES=true`` so AWS managed policies
-(``AmazonSSMManagedInstanceCore``...) can be attached as on AWS.
+(``AmazonSSMManagedInstanceCore``...) can be attached as on AWS, and with the fixes of
+``toolkit.local.server.MOTO_FIXES`` (moto bugs that break real Terraform applies).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _pid_is_moto(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return True  # no /proc: trust the pid
-    if "moto" not in cmdline:
+    if "moto" not in cmdline and "toolkit.local.server" not in cmdline:
         return False
     try:  # a zombie (exited, not yet reaped) is not running
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
@@ -133,7 +134,7 @@ def start(project: Path, port: int = DEFAULT_PORT, timeout: float = 60.0) -> tup
     log_path = d / "moto.log"
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "toolkit.local.server", "-H", HOST, "-p", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
     url = f"http://{HOST}:{port}"
