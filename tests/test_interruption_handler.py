@@ -65,6 +65,8 @@ def test_spot_warning_deregisters_drains_checkpoints_and_journals(world):
     assert command["Parameters"] == {"commands": [CHECKPOINT]}
     assert command["DocumentName"] == "AWS-RunShellScript"
     assert command["Comment"] == f"spotkit checkpoint {outcome.event_id}"
+    assert command["InstanceIds"] == [victim]
+    assert _commands(world, other) == []
     # and the journal holds the event as done with each action, deregistration first
     store = DynamoDBStore(world.clients.dynamodb, w.TABLE)
     assert store.get(outcome.event_id)["status"] == "done"

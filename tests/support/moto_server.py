@@ -37,6 +37,23 @@ scaling_activities_extension.install()
 EXTENSIONS.append(("autoscaling DescribeScalingActivities (+ inject_scaling_activity)",
                    "moto 5.2 records no activities, so capacity failures for the on-demand fallback must be injected"))
 
+# Conditional DynamoDB writes: atomic in AWS, racy in moto 5.2's threaded server; the interruption
+# journal's exactly-once claim depends on them (tests/support/dynamodb_atomic_extension.py).
+from tests.support import dynamodb_atomic_extension  # noqa: E402
+
+dynamodb_atomic_extension.install()
+EXTENSIONS.append(("dynamodb PutItem/UpdateItem/DeleteItem serialized",
+                   "moto 5.2 evaluates conditions and writes without a lock, so concurrent conditional writes can "
+                   "both succeed; AWS makes each atomic, and the interruption journal relies on it"))
+
+# SSM SendCommand: moto 5.2 sends a command without Targets to every instance of the region; AWS sends it
+# to the InstanceIds given (tests/support/ssm_targets_extension.py).
+from tests.support import ssm_targets_extension  # noqa: E402
+
+ssm_targets_extension.install()
+EXTENSIONS.append(("ssm SendCommand without Targets goes to the named instances only",
+                   "moto 5.2 matches every instance when Targets is empty, so ListCommands(InstanceId) lists all"))
+
 
 @dataclass
 class MotoServer:

@@ -45,7 +45,7 @@ class ConsumerStats:
 
 class QueueConsumer:
     def __init__(self, sqs, queue_url: str, handler: Handler, *, concurrency: int = 8, visibility_timeout: int = 60,
-                 wait_seconds: int = 10, retry_delay_seconds: int = 10):
+                 wait_seconds: int = 10, retry_delay_seconds: int = 10, extend_every_seconds: Optional[float] = None):
         if concurrency < 1:
             raise ValueError("concurrency must be 1 or more")
         if visibility_timeout < 10:
@@ -57,6 +57,7 @@ class QueueConsumer:
         self.visibility_timeout = visibility_timeout
         self.wait_seconds = wait_seconds
         self.retry_delay_seconds = retry_delay_seconds
+        self.extend_every_seconds = extend_every_seconds or max(1.0, visibility_timeout / 3)
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -164,10 +165,10 @@ class QueueConsumer:
             self._slots.release()
 
     def _extend_loop(self) -> None:
-        period = max(1.0, self.visibility_timeout / 3)
+        period = self.extend_every_seconds
         last = time.monotonic()
         while not (self._stop.is_set() and self._idle()):
-            time.sleep(0.2)
+            time.sleep(min(0.2, period))
             if time.monotonic() - last < period:
                 continue
             last = time.monotonic()
