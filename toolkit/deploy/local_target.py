@@ -29,7 +29,15 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "aws_sqs_queue_redrive_allow_policy": "moto does not keep RedriveAllowPolicy, so the provider waits for it forever",
     "aws_appautoscaling_target": "moto's Application Auto Scaling has no ListTagsForResource (the provider retries the 500)",
     "aws_appautoscaling_policy": "needs aws_appautoscaling_target, which the local target leaves out",
+    "aws_eks_addon": "moto's EKS has no add-on API (CreateAddon answers 404)",
+    "aws_eks_pod_identity_association": "moto's EKS has no pod identity API (404)",
     "aws_efs_backup_policy": "moto does not implement EFS PutBackupPolicy (the provider retries it forever)",
+}
+
+# References to attributes moto leaves empty; a resource using one is left out (regex -> why).
+LOCAL_UNSUPPORTED_REFERENCES: dict[str, str] = {
+    r"aws_eks_cluster\.[\w-]+\.vpc_config\[0\]\.cluster_security_group_id":
+        "moto's EKS creates no cluster security group (cluster_security_group_id is empty)",
 }
 
 # Resource/data type prefix -> provider `endpoints` key. Longest prefix wins.
@@ -132,6 +140,12 @@ def prune_unsupported(doc: dict[str, Any], unsupported: dict[str, str] | None = 
         if tf_type in unsupported:
             for name in list(items):
                 gone[f"{tf_type}.{name}"] = unsupported[tf_type]
+    for tf_type, items in resources.items():
+        for name, body in items.items():
+            text = _refs(body)
+            for pattern, reason in LOCAL_UNSUPPORTED_REFERENCES.items():
+                if f"{tf_type}.{name}" not in gone and re.search(pattern, text):
+                    gone[f"{tf_type}.{name}"] = reason
     # Anything whose expressions refer to a removed resource (or removed local) goes too, transitively.
     changed = bool(gone)
     while changed:

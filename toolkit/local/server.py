@@ -24,7 +24,14 @@ def _patch_autoscaling() -> None:
         keep = self.mixed_instances_policy
         if kwargs.get("mixed_instances_policy") is None and keep is not None and not kwargs.get("launch_template") \
                 and not kwargs.get("launch_config_name"):
-            kwargs["mixed_instances_policy"] = keep
+            import copy
+
+            # moto stored the spec with both the id and the name, which its own validation refuses.
+            kept = copy.deepcopy(keep)
+            spec = (kept.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification") or {}
+            if spec.get("LaunchTemplateId"):
+                spec.pop("LaunchTemplateName", None)
+            kwargs["mixed_instances_policy"] = kept
         return original(self, *args, **kwargs)
 
     FakeAutoScalingGroup.update = update
