@@ -31,6 +31,7 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "aws_appautoscaling_policy": "needs aws_appautoscaling_target, which the local target leaves out",
     "aws_eks_addon": "moto's EKS has no add-on API (CreateAddon answers 404)",
     "aws_eks_pod_identity_association": "moto's EKS has no pod identity API (404)",
+    "aws_efs_file_system_policy": "moto does not implement EFS DeleteFileSystemPolicy, so destroy fails",
     "aws_efs_backup_policy": "moto does not implement EFS PutBackupPolicy (the provider retries it forever)",
 }
 
