@@ -181,4 +181,7 @@ class QueueConsumer:
                     with self._lock:
                         self.stats.extended += 1
                 except (ClientError, BotoCoreError) as exc:
-                    log.warning("extending the visibility of %s failed: %s", mid, exc)
+                    with self._lock:
+                        still_inflight = mid in self._inflight
+                    if still_inflight:  # else it was settled (deleted) meanwhile: nothing to extend
+                        log.warning("extending the visibility of %s failed: %s", mid, exc)
