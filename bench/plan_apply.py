@@ -37,11 +37,12 @@ def main() -> int:
                                         "--plan", str(project / "local" / "training" / "tfplan")], 0),
                 # moto does not round-trip a few attributes, so this re-plan shows in-place changes (exit 2)
                 ("re-plan after apply", ["plan", "training", "--target", "local", "--detailed-exitcode"], 2),
-                ("destroy", ["destroy", "training", "--target", "local", "--yes"], 0),
+                ("destroy", ["destroy", "training", "--target", "local", "--yes", "--allow-data-loss"], 0),
             ]:
                 start = time.monotonic()
                 result = CliRunner().invoke(cli, args)
                 timings[step] = time.monotonic() - start
+                print(f"  {step}: {timings[step]:.1f} s", file=sys.stderr, flush=True)
                 if result.exit_code != code:
                     print(result.output, file=sys.stderr)
                     print(f"{step}: exit {result.exit_code}", file=sys.stderr)
