@@ -21,12 +21,11 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(VENV)/bin/python -m pytest -n 2 -q
 
-# Main job: deploy the training stack to the local target (embedded AWS emulator) with real Terraform
-# and show what was created. Idempotent: a running emulator is reused, a second apply changes nothing.
+# Main job: deploy the training stack to the local target (embedded AWS emulator) with real Terraform,
+# drill spot interruptions of a real workload with and without the agent, check every stack, summarize.
+# A running emulator is reused; `spotkit local stop` ends it.
 demo: setup
-	$(VENV)/bin/spotkit local start
-	SPOTKIT_PROVIDER_MIRROR=$${SPOTKIT_PROVIDER_MIRROR:-auto} $(VENV)/bin/spotkit apply training --target local --yes
-	$(VENV)/bin/spotkit output training --target local
+	SPOTKIT_PROVIDER_MIRROR=$${SPOTKIT_PROVIDER_MIRROR:-auto} $(VENV)/bin/spotkit demo
 
 bench: setup
 	$(VENV)/bin/python -m bench

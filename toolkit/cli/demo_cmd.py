@@ -1,0 +1,96 @@
+"""``spotkit demo``: the main job on a fresh machine, in a few minutes and with no AWS account.
+
+1. start the local AWS emulator (``spotkit local start``);
+2. deploy the training stack to it with real Terraform (``spotkit apply training --target local --yes``);
+3. run one interruption drill against a real workload, with the retained data volume re-attached by
+   the recovery runbook (``spotkit drill``);
+4. check every shipped stack for spot-safety (``spotkit synth`` + ``spotkit check``);
+5. print a closing summary and the next commands.
+
+Each step is the command of the same name, invoked with the same options a user would type.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from toolkit.cli.context import CliContext, pass_ctx
+
+
+def _banner(text: str) -> None:
+    click.secho(f"\n== {text}", bold=True)
+
+
+@click.command("demo")
+@click.option("--interruptions", "-n", default=3, show_default=True, help="Reclaims in the drill.")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--out", "out", default=".spotkit/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--skip-apply", is_flag=True, help="Leave out the Terraform deployment (no terraform here).")
+@click.pass_context
+def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply):
+    """Deploy the training stack locally, drill interruptions, check the stacks, summarize."""
+    from toolkit.cli.check_cmd import check_command
+    from toolkit.cli.deploy_cmd import apply_command
+    from toolkit.cli.drill_cmd import drill_command
+    from toolkit.cli.stacks_cmd import synth_command
+    from toolkit.deploy import workflow
+    from toolkit.local import emulator
+
+    ctx: CliContext = click_ctx.obj
+    out_dir = Path(out)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+
+    _banner("1/4 local AWS emulator")
+    project = emulator.project_dir(None)
+    state, fresh = emulator.start(project)
+    click.echo(f"{'started' if fresh else 'reusing'} the emulator at {state.url} (spotkit local stop ends it)")
+    ctx.endpoint_url = state.url
+
+    if not skip_apply:
+        _banner("2/4 deploy the training stack to the emulator (real terraform)")
+        t = time.monotonic()
+        # A fresh machine may have no registry access: use a provider mirror when one is found
+        # (SPOTKIT_PROVIDER_MIRROR still wins; 'auto' falls back to the registry when none is found).
+        mirror = os.environ.get("SPOTKIT_PROVIDER_MIRROR") or "auto"
+        click_ctx.invoke(apply_command, stack="training", target="local", yes=True, plan_file=None,
+                         allow_data_loss=False, terraform_bin=None, provider_mirror=mirror,
+                         parallelism=workflow.DEFAULT_PARALLELISM, project_dir=None)
+        timings["deploy"] = time.monotonic() - t
+
+    _banner("3/4 interruption drill: real workload, with and without the agent")
+    t = time.monotonic()
+    click_ctx.invoke(drill_command, interruptions=interruptions, seed=seed, steps=40, step_seconds=0.5,
+                     checkpoint_every=10, notice_seconds=4.0, out=str(out_dir / "drill"), use_aws=True)
+    timings["drill"] = time.monotonic() - t
+
+    _banner("4/4 spot-readiness check of every shipped stack")
+    t = time.monotonic()
+    synth_dir = out_dir / "cdktf.out"
+    click_ctx.invoke(synth_command, stack_names=(), outdir=str(synth_dir))
+    click_ctx.invoke(check_command, paths=(str(synth_dir),), fmt=None, out_file=None, fail_on="error",
+                     checkov=None, show_suppressed=False)
+    timings["check"] = time.monotonic() - t
+
+    _banner("summary")
+    import json
+
+    drill = json.loads((out_dir / "drill" / "drill.json").read_text())
+    agent, base = drill["agent"], drill["baseline"]
+    click.echo(f"deployed: training stack on the local emulator" if not skip_apply else "deploy: skipped")
+    click.echo(f"drill: with the agent {agent['steps_lost_total']} steps lost over {len(agent['interruptions'])} "
+               f"interruptions (max {agent['steps_lost_max']} per interruption); periodic checkpoints alone lost "
+               f"{base['steps_lost_total']}")
+    click.echo(f"plot: {out_dir / 'drill' / 'drill.png'}")
+    click.echo("check: every shipped stack passes with no errors")
+    click.echo("took: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
+               + f", total {time.monotonic() - started:.0f}s")
+    click.echo("next: spotkit status --endpoint-url " + state.url + "   |   spotkit local stop")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(demo_command)
