@@ -52,7 +52,7 @@ def main() -> int:
     base = timings["re-plan after apply"]
     print(f"training stack, local target, {os.cpu_count()} cores")
     for step, seconds in timings.items():
-        print(f"  {step:26s} {seconds:7.1f} s   x{seconds / base:.2f} of a no-change plan")
+        print(f"  {step:26s} {seconds:7.1f} s   x{seconds / base:.2f} of the re-plan")
     return 0
 
 
