@@ -133,3 +133,13 @@ def test_cli_without_yes_asks_and_aborts_on_no(aws, tmp_path):
     assert result.exit_code == 1
     assert "recover volumes training: go ahead? [y/N]" in result.output
     assert world.volume(data)["State"] == "available"
+
+
+def test_drain_by_hand_without_a_token_completes_by_instance_id(aws, tmp_path):
+    # GIVEN no lifecycle token (nothing journaled it) WHEN an instance is drained by hand
+    world = build_world(aws, managed=1, unmanaged=0)
+    (iid,) = world.managed
+    result = DrainInstance(world.clients, ctx(tmp_path)).run(iid)
+    # THEN the action is completed by instance id, as AWS allows, instead of failing on a missing token
+    assert ("complete-lifecycle-action", "done") in [(s["name"], s["status"]) for s in result.steps]
+    assert [(c["instance_id"], c["result"]) for c in completed_lifecycle_actions()] == [(iid, "CONTINUE")]

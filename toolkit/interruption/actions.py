@@ -285,9 +285,10 @@ def complete_lifecycle_action(autoscaling, instance_id: str, lifecycle: Lifecycl
             return ActionResult(name, WOULD, f"would have completed the lifecycle action for {instance_id}",
                                 {"group": lifecycle.group_name, "hook": lifecycle.hook_name, "result": result})
         try:
+            identity = {"LifecycleActionToken": lifecycle.token} if lifecycle.token else {}
             autoscaling.complete_lifecycle_action(
                 AutoScalingGroupName=lifecycle.group_name, LifecycleHookName=lifecycle.hook_name,
-                LifecycleActionToken=lifecycle.token, LifecycleActionResult=result, InstanceId=instance_id)
+                LifecycleActionResult=result, InstanceId=instance_id, **identity)
         except ClientError as exc:
             if _code(exc) == "ValidationError" and "No active Lifecycle Action" in str(exc):
                 return ActionResult(name, SKIPPED, f"no pending lifecycle action for {instance_id} (already completed or timed out)",

@@ -56,11 +56,12 @@ DEFAULT_LIFECYCLE_SECONDS = 300
 
 @dataclass(frozen=True)
 class LifecycleAction:
-    """What completing an Auto Scaling lifecycle action needs."""
+    """What completing an Auto Scaling lifecycle action needs. ``token`` may be None: AWS then
+    identifies the action by the instance id (what a drain by hand has)."""
 
     group_name: str
     hook_name: str
-    token: str
+    token: Optional[str] = None
 
 
 @dataclass(frozen=True)
