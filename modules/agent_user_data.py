@@ -20,6 +20,7 @@ from typing import Optional
 
 from modules.user_data import UserDataPart
 from toolkit.agent.systemd import UNIT_NAME, VENV, agent_command, render_unit
+from toolkit import __version__
 from toolkit.errors import ValidationError
 
 DEFAULT_HOOK = "/etc/spotkit/on-notice"
@@ -36,7 +37,9 @@ echo "spotkit notice: kind=$SPOTKIT_NOTICE_KIND time=$SPOTKIT_NOTICE_TIME deadli
 class AgentSettings:
     """How the agent is installed and what it runs.
 
-    - ``package_spec``: what pip installs: ``spotkit`` (default, PyPI), ``spotkit==0.1.0``, an ``https://``
+    - ``package_spec``: what pip installs. Default ``spotkit==<this version>``, pinned so an instance never
+      installs a different release (or another project's package of the same name); spotkit is not yet
+      published on PyPI, so until it is, give an ``https://``
       wheel URL, or ``s3://bucket/spotkit-0.1.0-py3-none-any.whl`` (copied with the AWS CLI first; the
       instance role then needs s3:GetObject on it).
     - ``on_notice``: command run on a spot/Auto Scaling/maintenance notice. Default ``/etc/spotkit/on-notice``,
@@ -48,7 +51,7 @@ class AgentSettings:
       the hook. Default ``/run/spotkit/workload.pid`` (a missing file is logged, not fatal).
     """
 
-    package_spec: str = "spotkit"
+    package_spec: str = f"spotkit=={__version__}"
     on_notice: str = DEFAULT_HOOK
     on_rebalance: Optional[str] = None
     interval: float = 2.0

@@ -107,3 +107,11 @@ def test_compute_group_installs_the_agent_by_default(two_groups):
 def test_install_agent_false_leaves_it_out(two_groups):
     script = local_value(two_groups, "without_no_agent_user_data")
     assert "spotkit-agent" not in script
+
+
+def test_default_package_spec_is_pinned_to_this_version():
+    # An unpinned name could install another release, or another project's package of that name.
+    from toolkit import __version__
+
+    assert AgentSettings().package_spec == f"spotkit=={__version__}"
+    assert f"spotkit=={__version__}" in agent_user_data_part(AgentSettings()).script

@@ -48,7 +48,7 @@ def test_synth_json_output_with_config(tmp_path):
     cfg = tmp_path / "spotkit.yaml"
     cfg.write_text("training:\n  group:\n    on_demand_base_capacity: 1\n    on_demand_percentage_above_base: 20\n"
                    "  network:\n    az_count: 3\n")
-    result = run(["--output", "json", "--config", str(cfg), "synth", "training", "--out", "o"], cwd=tmp_path)
+    result = run(["--output", "json", "--config", str(cfg), "synth", "training", "--out", "new/dir/o"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (summary,) = json.loads(result.stdout)
     (group,) = summary["groups"]

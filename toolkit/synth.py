@@ -67,6 +67,7 @@ def synthesize(names: Sequence[str] | None, outdir: str | Path,
     from stacks.app import build_app
 
     outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
     app, stacks = build_app(names, str(outdir), config_data)
     app.synth()
     paths = [outdir / "stacks" / s.node.id / "cdk.tf.json" for s in stacks]
