@@ -46,3 +46,13 @@ class SpotkitStack(TerraformStack):
         # The generated bindings pin the exact 6.x they were built from; widen it to what we support.
         self.add_override("terraform.required_providers.aws.version", AWS_PROVIDER_CONSTRAINT)
         self.add_override("terraform.required_version", TERRAFORM_CONSTRAINT)
+
+    def resolve_network(self, settings) -> tuple[str, list[str]]:
+        """(vpc_id, private subnet ids): the user's own network, or a created ``SpotNetwork`` kept on
+        ``self.network`` (``modules.network.NetworkSettings`` says which)."""
+        if settings.bring_your_own:
+            return settings.vpc_id, list(settings.subnet_ids)
+        from modules.network import SpotNetwork
+
+        self.network = SpotNetwork(self, "network", name=self.config.name, region=self.config.region, settings=settings)
+        return self.network.vpc_id, self.network.private_subnet_ids

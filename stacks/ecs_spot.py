@@ -9,7 +9,7 @@ from cdktn import TerraformOutput
 from constructs import Construct
 
 from modules.ecs_spot import EcsClusterSettings, EcsSpotCluster, validate_cluster
-from modules.network import NetworkSettings, SpotNetwork, validate_network
+from modules.network import NetworkSettings, validate_network
 from stacks.base import SpotkitStack, StackConfig
 
 
@@ -33,11 +33,7 @@ class EcsSpotStack(SpotkitStack):
         validate_network(config.network)
         validate_cluster(config.name, config.cluster)
         super().__init__(scope, id_, config)
-        if config.network.bring_your_own:
-            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
-        else:
-            self.network = SpotNetwork(self, "network", name=config.name, region=config.region, settings=config.network)
-            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        vpc_id, subnet_ids = self.resolve_network(config.network)
         self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=config.cluster)
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)

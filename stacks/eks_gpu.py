@@ -16,7 +16,6 @@ from constructs import Construct
 from modules.efs_checkpoints import EfsCheckpoints
 from modules.eks_cluster import AUTO_NODE_POLICY, EksCluster, assume_role_policy
 from modules.eks_node_groups import EksManagedNodeGroup, EksNodeRole
-from modules.network import SpotNetwork
 from modules.user_data import escape_for_terraform
 from stacks.base import SpotkitStack
 from stacks.eks_gpu_config import EksGpuConfig, build_manifests, validate_config
@@ -40,11 +39,7 @@ class EksGpuStack(SpotkitStack):
         validate_config(config)
         super().__init__(scope, id_, config)
         self.config = config
-        if config.network.bring_your_own:
-            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
-        else:
-            self.network = SpotNetwork(self, "network", name=config.name, region=config.region, settings=config.network)
-            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        vpc_id, subnet_ids = self.resolve_network(config.network)
         self.subnet_ids = subnet_ids
         mode = config.node_provisioning
         tags = {"spotkit:cluster": config.name}

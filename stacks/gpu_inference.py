@@ -20,7 +20,7 @@ from modules.ecs_spot import CapacityProviderSettings, EcsClusterSettings, EcsSp
 from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings, validate_efs
 from modules.gpu import ECS_GPU_AMI_PARAMETER, instance_types_for, require_gpus_per_task
 from modules.inference_service import InferenceService, InferenceServiceSettings, validate_service
-from modules.network import NetworkSettings, SpotNetwork, validate_network
+from modules.network import NetworkSettings, validate_network
 from stacks.base import SpotkitStack, StackConfig
 from toolkit.errors import ValidationError
 
@@ -136,12 +136,7 @@ class GpuInferenceStack(SpotkitStack):
     def __init__(self, scope: Construct, id_: str, config: GpuInferenceConfig = GpuInferenceConfig()):
         cluster_settings, service_settings = resolve(config)
         super().__init__(scope, id_, config)
-        if config.network.bring_your_own:
-            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
-        else:
-            self.network = SpotNetwork(self, "network", name=config.name, region=config.region,
-                                       settings=network_settings(config))
-            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        vpc_id, subnet_ids = self.resolve_network(network_settings(config))
         alb_subnet_ids = list(config.alb_subnet_ids)
         if not alb_subnet_ids:
             alb_subnet_ids = self.network.public_subnet_ids if service_settings.internet_facing else subnet_ids

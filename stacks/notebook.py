@@ -10,7 +10,7 @@ from constructs import Construct
 
 from modules.data_volume import RETAIN_GROUP_TAG, SnapshotPolicy, SnapshotSettings
 from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
-from modules.network import NetworkSettings, SpotNetwork, validate_network
+from modules.network import NetworkSettings, validate_network
 from modules.spot_instance import PersistentSpotInstance, SpotInstanceSettings
 from stacks.base import SpotkitStack, StackConfig
 
@@ -38,12 +38,7 @@ class NotebookStack(SpotkitStack):
     def __init__(self, scope: Construct, id_: str, config: NotebookConfig = NotebookConfig()):
         validate_network(config.network)
         super().__init__(scope, id_, config)
-        if config.network.bring_your_own:
-            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
-        else:
-            self.network = SpotNetwork(self, "network", name=config.name, region=config.region,
-                                       settings=config.network)
-            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        vpc_id, subnet_ids = self.resolve_network(config.network)
         self.instance = PersistentSpotInstance(self, "notebook", name=config.name, vpc_id=vpc_id,
                                                subnet_id=subnet_ids[0], settings=config.instance)
         if config.instance.data_volume is not None and config.snapshots.enabled:

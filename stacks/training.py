@@ -12,7 +12,7 @@ from modules.compute_group import ComputeGroupSettings, SpotComputeGroup
 from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, SnapshotSettings
 from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
 from modules.interruption_events import InterruptionEvents, InterruptionEventsSettings
-from modules.network import NetworkSettings, SpotNetwork, validate_network
+from modules.network import NetworkSettings, validate_network
 from stacks.base import SpotkitStack, StackConfig
 
 
@@ -44,12 +44,7 @@ class TrainingStack(SpotkitStack):
     def __init__(self, scope: Construct, id_: str, config: TrainingConfig = TrainingConfig()):
         validate_network(config.network)
         super().__init__(scope, id_, config)
-        if config.network.bring_your_own:
-            vpc_id, subnet_ids = config.network.vpc_id, list(config.network.subnet_ids)
-        else:
-            self.network = SpotNetwork(self, "network", name=config.name, region=config.region,
-                                       settings=config.network)
-            vpc_id, subnet_ids = self.network.vpc_id, self.network.private_subnet_ids
+        vpc_id, subnet_ids = self.resolve_network(config.network)
         self.group = SpotComputeGroup(self, "fleet", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=config.group)
         if config.checkpoints.enabled:
