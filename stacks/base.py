@@ -56,3 +56,18 @@ class SpotkitStack(TerraformStack):
 
         self.network = SpotNetwork(self, "network", name=self.config.name, region=self.config.region, settings=settings)
         return self.network.vpc_id, self.network.private_subnet_ids
+
+    def route_interruptions(self, settings, groups):
+        """Route the groups' interruption warnings to the spotkit handler (EventBridge -> SQS -> handler),
+        with the queue URL and journal table as outputs. ``settings`` None routes nothing."""
+        if settings is None:
+            return None
+        from cdktn import TerraformOutput
+
+        from modules.interruption_events import InterruptionEvents
+
+        self.interruptions = InterruptionEvents(self, "interruptions", name=self.config.name, groups=list(groups),
+                                                settings=settings)
+        TerraformOutput(self, "interruption_queue_url", value=self.interruptions.queue_url)
+        TerraformOutput(self, "interruption_journal_table", value=self.interruptions.journal.name)
+        return self.interruptions

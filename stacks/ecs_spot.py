@@ -4,11 +4,13 @@ or your own subnets. Services placed with the cluster default strategy keep a ba
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from cdktn import TerraformOutput
 from constructs import Construct
 
 from modules.ecs_spot import EcsClusterSettings, EcsSpotCluster, validate_cluster
+from modules.interruption_events import InterruptionEventsSettings
 from modules.network import NetworkSettings, validate_network
 from stacks.base import SpotkitStack, StackConfig
 
@@ -19,11 +21,15 @@ class EcsSpotConfig(StackConfig):
 
     - ``network``: bring your own ``vpc_id``/``subnet_ids`` or a created VPC (default, 2 AZs).
     - ``cluster``: capacity providers, default strategy, agent settings (see ``EcsClusterSettings``).
+    - ``interruptions``: spot, rebalance and lifecycle warnings of both groups routed to the spotkit
+      handler (EventBridge -> SQS -> Lambda), which deregisters targets and sets the ECS container
+      instance DRAINING before the instance goes. ``None``: not routed (``spotkit check`` warns SPOT011).
     """
 
     name: str = "spotkit-ecs"
     network: NetworkSettings = field(default_factory=NetworkSettings)
     cluster: EcsClusterSettings = field(default_factory=EcsClusterSettings)
+    interruptions: Optional[InterruptionEventsSettings] = field(default_factory=InterruptionEventsSettings)
 
 
 class EcsSpotStack(SpotkitStack):
@@ -36,6 +42,7 @@ class EcsSpotStack(SpotkitStack):
         vpc_id, subnet_ids = self.resolve_network(config.network)
         self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=config.cluster)
+        self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()])
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "spot_capacity_provider", value=self.cluster.spot_provider_name)
         TerraformOutput(self, "on_demand_capacity_provider", value=self.cluster.on_demand_provider_name)

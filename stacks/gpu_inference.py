@@ -20,6 +20,7 @@ from modules.ecs_spot import CapacityProviderSettings, EcsClusterSettings, EcsSp
 from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings, validate_efs
 from modules.gpu import ECS_GPU_AMI_PARAMETER, instance_types_for, require_gpus_per_task
 from modules.inference_service import InferenceService, InferenceServiceSettings, validate_service
+from modules.interruption_events import InterruptionEventsSettings
 from modules.network import NetworkSettings, validate_network
 from stacks.base import SpotkitStack, StackConfig
 from toolkit.errors import ValidationError
@@ -66,6 +67,9 @@ class GpuInferenceConfig(StackConfig):
     - ``model_cache_efs``: the EFS file system created for ``service.model_cache='efs'`` when no
       ``service.efs_file_system_id`` is given (encrypted, TLS-only, access point ``/models``, mount
       targets in the task subnets, NFS only from the service). Default: no backup, no IA transition.
+    - ``interruptions``: spot, rebalance and lifecycle warnings of both groups routed to the spotkit
+      handler (EventBridge -> SQS -> Lambda), which deregisters targets and sets the ECS container
+      instance DRAINING before the instance goes. ``None``: not routed (``spotkit check`` warns SPOT011).
     """
 
     name: str = "spotkit-gpu"
@@ -80,6 +84,7 @@ class GpuInferenceConfig(StackConfig):
     cluster: EcsClusterSettings = field(default_factory=_gpu_cluster)
     service: InferenceServiceSettings = field(default_factory=InferenceServiceSettings)
     model_cache_efs: EfsCheckpointSettings = field(default_factory=_model_cache_efs)
+    interruptions: Optional[InterruptionEventsSettings] = field(default_factory=InterruptionEventsSettings)
 
     @property
     def creates_model_cache_efs(self) -> bool:
@@ -151,6 +156,7 @@ class GpuInferenceStack(SpotkitStack):
             alb_subnet_ids=alb_subnet_ids, settings=service_settings,
             model_cache_file_system=self.model_cache_efs,
         )
+        self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()])
         TerraformOutput(self, "url", value=self.service.url)
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "service_name", value=self.service.service.name)

@@ -11,7 +11,7 @@ from constructs import Construct
 from modules.compute_group import ComputeGroupSettings, SpotComputeGroup
 from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, SnapshotSettings
 from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
-from modules.interruption_events import InterruptionEvents, InterruptionEventsSettings
+from modules.interruption_events import InterruptionEventsSettings
 from modules.network import NetworkSettings, validate_network
 from stacks.base import SpotkitStack, StackConfig
 
@@ -55,11 +55,7 @@ class TrainingStack(SpotkitStack):
         if config.data_volume is not None:
             self.data_volumes = RetainedDataVolumes(self, "data", group=self.group, volumes=[config.data_volume],
                                                     snapshots=config.snapshots)
-        if config.interruptions is not None:
-            self.interruptions = InterruptionEvents(self, "interruptions", name=config.name, groups=[self.group.name],
-                                                    settings=config.interruptions)
-            TerraformOutput(self, "interruption_queue_url", value=self.interruptions.queue_url)
-            TerraformOutput(self, "interruption_journal_table", value=self.interruptions.journal.name)
+        self.route_interruptions(config.interruptions, [self.group.name])
         TerraformOutput(self, "group_name", value=self.group.group_name)
         TerraformOutput(self, "launch_template_id", value=self.group.launch_template.id)
         TerraformOutput(self, "security_group_id", value=self.group.security_group_id)

@@ -275,3 +275,21 @@ def test_ecs_stack_validates_with_provider_5_100(ecs_stack, tmp_path):
     result = terraform_validate(ecs_stack, tmp_path / "ecs")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "The configuration is valid" in result.stdout
+
+
+def test_interruptions_of_both_groups_are_routed_to_the_handler():
+    # GIVEN the ecs_spot defaults WHEN synthesized
+    import json as _json
+
+    from stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
+    from tests.support.synth import build_stack, resources
+
+    doc, stack = build_stack(EcsSpotStack, EcsSpotConfig())
+    groups = sorted(g.name for g in stack.cluster.groups.values())
+    rules = [_json.loads(r["event_pattern"]) for r in resources(doc, "aws_cloudwatch_event_rule").values()]
+    spot = [r for r in rules if r.get("detail-type") == ["EC2 Spot Instance Interruption Warning"]]
+    # THEN spot warnings reach the queue and lifecycle actions are scoped to both groups
+    assert len(spot) == 1
+    lifecycle = [r for r in rules if r.get("detail-type") == ["EC2 Instance-terminate Lifecycle Action"]]
+    assert sorted(lifecycle[0]["detail"]["AutoScalingGroupName"]) == groups
+    assert len(resources(doc, "aws_sqs_queue")) == 2  # queue + dead-letter queue

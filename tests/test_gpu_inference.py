@@ -189,8 +189,9 @@ def test_autoscaling_on_alb_requests_per_target(gpu_stack):
 
 
 def test_roles_are_least_privilege_and_logs_retained(gpu_stack):
-    log_group = one(gpu_stack, "aws_cloudwatch_log_group")
-    assert (log_group["name"], log_group["retention_in_days"]) == ("/spotkit/spotkit-gpu", 30)
+    (log_group,) = [g for g in resources(gpu_stack, "aws_cloudwatch_log_group").values()
+                    if g["name"] == "/spotkit/spotkit-gpu"]  # the interruption handler has its own
+    assert log_group["retention_in_days"] == 30
     policies = by_name(gpu_stack, "aws_iam_role_policy")
     statements = json.loads(policies["spotkit-execution"]["policy"])["Statement"]
     # THEN the execution role may only write to its own log group; the task role has no policy
@@ -494,3 +495,16 @@ def test_cli_refuses_a_deregistration_delay_beyond_the_notice(tmp_path):
     assert ("InferenceService 'spotkit-gpu': deregistration_delay_seconds is 150, above the 120-second spot notice"
             in result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_gpu_inference_routes_interruptions_by_default():
+    import json as _json
+
+    from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
+    from tests.support.synth import build_stack, resources
+
+    doc, stack = build_stack(GpuInferenceStack, GpuInferenceConfig())
+    rules = [_json.loads(r["event_pattern"]) for r in resources(doc, "aws_cloudwatch_event_rule").values()]
+    lifecycle = [r for r in rules if r.get("detail-type") == ["EC2 Instance-terminate Lifecycle Action"]]
+    assert sorted(lifecycle[0]["detail"]["AutoScalingGroupName"]) == sorted(g.name for g in stack.cluster.groups.values())
+    assert "interruption_queue_url" in doc["output"]
