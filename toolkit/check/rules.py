@@ -339,27 +339,21 @@ def _no_hook(graph):
 
 
 def _dereg_delay(graph):
-    seen = set()
-    for g in spot_groups(graph):
-        for tg in target_groups_of(g, graph):
-            if (tg.file, tg.address) in seen:
-                continue
-            seen.add((tg.file, tg.address))
-            delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
-            if delay is not None and delay > SPOT_NOTICE_SECONDS:
-                yield tg, (f"target group {tg.address} waits {delay} s to deregister spot targets of {g.address}; "
-                           f"the spot notice is {SPOT_NOTICE_SECONDS} s, so in-flight requests are cut instead of drained")
+    # Target groups in front of spot capacity: a spot group's own, and those of services placed on spot.
+    fronts = [(tg, f"spot targets of {g.address}") for g in spot_groups(graph) for tg in target_groups_of(g, graph)]
     for svc in graph.of_type("aws_ecs_service"):
-        if not any(_provider_is_spot(graph, svc, e)[0] for e in service_strategy(svc, graph)):
+        if any(_provider_is_spot(graph, svc, e)[0] for e in service_strategy(svc, graph)):
+            fronts += [(tg, f"spot tasks of {svc.address}")
+                       for tg in graph.resolve(svc, "target_group_arn", *TARGET_GROUPS)]
+    seen = set()
+    for tg, what in fronts:
+        if (tg.file, tg.address) in seen:
             continue
-        for tg in graph.resolve(svc, "target_group_arn", *TARGET_GROUPS):
-            if (tg.file, tg.address) in seen:
-                continue
-            seen.add((tg.file, tg.address))
-            delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
-            if delay is not None and delay > SPOT_NOTICE_SECONDS:
-                yield tg, (f"target group {tg.address} waits {delay} s to deregister spot tasks of {svc.address}; "
-                           f"the spot notice is {SPOT_NOTICE_SECONDS} s, so in-flight requests are cut instead of drained")
+        seen.add((tg.file, tg.address))
+        delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
+        if delay is not None and delay > SPOT_NOTICE_SECONDS:
+            yield tg, (f"target group {tg.address} waits {delay} s to deregister {what}; "
+                       f"the spot notice is {SPOT_NOTICE_SECONDS} s, so in-flight requests are cut instead of drained")
 
 
 def _imdsv1(graph):
