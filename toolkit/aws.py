@@ -37,4 +37,26 @@ class AwsTarget:
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
     def client(self, service: str):
-        return self.session().client(service, endpoint_url=self.endpoint_url, config=RETRY_CONFIG)
+        session = self.session()
+        extra = {}
+        if self.endpoint_url and is_loopback(self.endpoint_url) and session.get_credentials() is None:
+            # The local emulator (spotkit local) accepts any key: spare users exporting fake ones.
+            # Only for loopback endpoints, and only when no real credentials are configured.
+            extra = dict(EMULATOR_CREDENTIALS)
+        return session.client(service, endpoint_url=self.endpoint_url, config=RETRY_CONFIG, **extra)
+
+
+EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def is_loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
