@@ -3,20 +3,26 @@
 Tag contract (the recovery runbooks find and re-attach volumes by these; do not change them):
 
 - ``spotkit:group = <group name>``   the compute group (or standalone instance) the volume belongs to
-- ``spotkit:device = <device name>``  the device it was attached as, e.g. ``/dev/sdf``
+- ``spotkit:device = <device name>``  the device it is attached as, e.g. ``/dev/sdf``
 - ``spotkit:retain = true``           kept on terminate; safe to re-attach to a replacement
 - ``spotkit:retain-group = <group>``  the one tag the DLM policy targets (see below)
 
-How the tags get there. A launch template can tag volumes only through
-``tag_specifications(resource_type=volume)``, which tags *every* volume of the instance alike (the root
-too, which is deleted on terminate), so it cannot say which device a volume is nor mark only data volumes
-as retained. ``RetainedDataVolumes`` therefore lets the launch template tag all volumes with
-``spotkit:group`` (the compute group already does) and adds a boot-time user-data part that finds each
-data volume by its attachment device and tags it with ``spotkit:device``, ``spotkit:retain`` and
-``spotkit:retain-group``. The instance role may only call ``ec2:CreateTags`` on volumes that already carry
-``spotkit:group=<this group>`` and only for those three keys (least privilege by condition), plus
-``ec2:DescribeVolumes`` (which has no resource-level permissions). A standalone instance
-(``modules.spot_instance``) creates its data volume as an ``aws_ebs_volume`` and tags it directly.
+How a compute group's instances get their data volume. Not from the launch template: a launch-template
+volume is made fresh for every instance, so a replacement would already hold the device, and the
+retained volume of the instance it replaces could never go back as the same device. Instead
+``RetainedDataVolumes`` adds a boot-time user-data part (``modules.data_volume_boot``) that re-attaches
+the group's retained volume waiting in the instance's AZ, or creates a new one carrying the whole tag
+contract at creation, and mounts it. A volume attached through the API is kept on terminate. When the
+only waiting volume is in another AZ, the part leaves the device to ``spotkit recover volumes`` (which
+copies it across AZs through a snapshot) and mounts it once attached; ``in_other_az: create`` starts
+with a new volume instead.
+
+The instance role may (least privilege by condition): describe volumes (no resource-level
+permissions exist); create a volume only with the request tags ``spotkit:group=<this group>`` and
+``spotkit:retain=true``; tag volumes only in that CreateVolume call; attach only volumes and instances
+tagged ``spotkit:group=<this group>``; use the KMS key of the volume through EC2 when one is given. A
+standalone instance (``modules.spot_instance``) creates its data volume as an ``aws_ebs_volume`` and
+tags it directly.
 
 DLM ORs the target tags of a policy (a volume with *any* of them is snapshotted), so the policy targets
 the single tag ``spotkit:retain-group=<group>``, which only this group's retained data volumes carry.
@@ -33,6 +39,7 @@ from typing import Optional, Sequence
 
 from constructs import Construct
 
+from modules.data_volume_boot import IN_OTHER_AZ, claim_script
 from modules.user_data import UserDataPart
 from toolkit.errors import ValidationError
 
@@ -55,6 +62,11 @@ class DataVolumeSettings:
       apply to gp3. Defaults 3000 and 250.
     - ``kms_key_id``: key for encryption (always on). Default: the account's default EBS key.
     - ``mount_point``: where the boot script mounts it (formats only a blank volume). Default /mnt/data.
+    - ``in_other_az``: what a new instance does when the group's retained volume for this device waits
+      only in another AZ. ``wait`` (default): attach nothing and mount the device once
+      ``spotkit recover volumes`` has copied the volume into its AZ; ``create``: start with a new empty
+      volume (the waiting one is kept).
+    - ``wait_minutes``: how long the boot script waits for that copy before giving up, 1-1440. Default 120.
     """
 
     device_name: str = "/dev/sdf"
@@ -64,6 +76,8 @@ class DataVolumeSettings:
     throughput_mibps: int = 250
     kms_key_id: Optional[str] = None
     mount_point: str = "/mnt/data"
+    in_other_az: str = "wait"
+    wait_minutes: int = 120
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,13 @@ def validate_data_volumes(where: str, volumes: Sequence[DataVolumeSettings]) -> 
                 )
         if not v.mount_point.startswith("/"):
             raise ValidationError(f"{where}: {key}.mount_point {v.mount_point!r} must be an absolute path")
+        if not re.match(r"^/[A-Za-z0-9._/-]*$", v.mount_point):
+            raise ValidationError(f"{where}: {key}.mount_point {v.mount_point!r} may hold only letters, digits, "
+                                  "'.', '_', '-' and '/' (it goes into /etc/fstab)")
+        if v.in_other_az not in IN_OTHER_AZ:
+            raise ValidationError(f"{where}: {key}.in_other_az {v.in_other_az!r} is not one of {', '.join(IN_OTHER_AZ)}")
+        if not 1 <= v.wait_minutes <= 1440:
+            raise ValidationError(f"{where}: {key}.wait_minutes must be between 1 and 1440 (got {v.wait_minutes})")
 
 
 def validate_snapshots(where: str, s: SnapshotSettings) -> None:
@@ -138,61 +159,29 @@ def validate_snapshots(where: str, s: SnapshotSettings) -> None:
         )
 
 
-def launch_template_block_device(v: DataVolumeSettings) -> dict:
-    """Raw snake_case Terraform for a launch-template block device kept on terminate."""
-    ebs: dict = {
-        "volume_size": v.size_gib,
-        "volume_type": v.volume_type,
-        "encrypted": "true",
-        "delete_on_termination": "false",
-    }
-    if v.volume_type == "gp3":
-        ebs["iops"] = v.iops
-        ebs["throughput"] = v.throughput_mibps
-    if v.kms_key_id:
-        ebs["kms_key_id"] = v.kms_key_id
-    return {"device_name": v.device_name, "ebs": ebs}
-
-
-def mount_script(volumes: Sequence[DataVolumeSettings], *, group_name: str, tag: bool) -> str:
-    """Boot script: (tag each data volume with its device), then mount it; formats only a blank volume."""
-    lines = [
-        'TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")',
-        'IID=$(curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)',
-        'REGION=$(curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/placement/region)',
+def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettings]) -> list[dict]:
+    """What the boot script may do, each scoped by condition to the group's own volumes and instances."""
+    volume_arn, instance_arn = "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:instance/*"
+    statements = [
+        {"Sid": "FindDataVolumes", "Effect": "Allow", "Action": "ec2:DescribeVolumes", "Resource": "*"},
+        {"Sid": "CreateOwnDataVolumes", "Effect": "Allow", "Action": "ec2:CreateVolume", "Resource": volume_arn,
+         "Condition": {"StringEquals": {f"aws:RequestTag/{GROUP_TAG}": group_name, f"aws:RequestTag/{RETAIN_TAG}": "true"}}},
+        {"Sid": "TagDataVolumesAtCreation", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": volume_arn,
+         "Condition": {"StringEquals": {"ec2:CreateAction": "CreateVolume"}}},
+        {"Sid": "AttachOwnDataVolumes", "Effect": "Allow", "Action": "ec2:AttachVolume",
+         "Resource": [volume_arn, instance_arn],
+         "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group_name}}},
     ]
-    for v in volumes:
-        dev, mnt = v.device_name, v.mount_point
-        lines += [
-            f"# data volume {dev} -> {mnt} (kept on terminate)",
-            "VOL=''",
-            "for i in $(seq 1 30); do",
-            f'  VOL=$(aws ec2 describe-volumes --region "$REGION" --filters Name=attachment.instance-id,Values="$IID" '
-            f'Name=attachment.device,Values={dev} --query "Volumes[0].VolumeId" --output text 2>/dev/null)',
-            '  [ -n "$VOL" ] && [ "$VOL" != "None" ] && break; sleep 5',
-            "done",
-        ]
-        if tag:
-            lines.append(
-                f'aws ec2 create-tags --region "$REGION" --resources "$VOL" --tags Key={DEVICE_TAG},Value={dev} '
-                f"Key={RETAIN_TAG},Value=true Key={RETAIN_GROUP_TAG},Value={group_name} "
-                '|| echo "spotkit: could not tag $VOL"'
-            )
-        lines += [
-            f'DEV=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${{VOL//-/}}; [ -e "$DEV" ] || DEV={dev}',
-            'for i in $(seq 1 30); do [ -e "$DEV" ] && break; sleep 2; done',
-            'blkid "$DEV" >/dev/null 2>&1 || mkfs.xfs "$DEV"  # formats only a blank volume, never existing data',
-            f"mkdir -p {mnt}",
-            f'UUID=$(blkid -s UUID -o value "$DEV"); grep -q "$UUID" /etc/fstab || '
-            f'echo "UUID=$UUID {mnt} xfs defaults,nofail 0 2" >> /etc/fstab',
-            f"mountpoint -q {mnt} || mount {mnt}",
-        ]
-    first = volumes[0].mount_point if volumes else "/mnt/data"
-    lines += [
-        f'echo "SPOTKIT_DATA_DIR={first}" >> /etc/environment',
-        f'echo "export SPOTKIT_DATA_DIR={first}" > /etc/profile.d/spotkit-data.sh',
-    ]
-    return "\n".join(lines)
+    keys = sorted({v.kms_key_id for v in volumes if v.kms_key_id})
+    if keys:
+        statements.append({
+            "Sid": "UseDataVolumeKey", "Effect": "Allow",
+            "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
+                       "kms:ReEncryptFrom", "kms:ReEncryptTo"],
+            "Resource": keys if all(k.startswith("arn:") for k in keys) else "*",
+            "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}},
+        })
+    return statements
 
 
 class SnapshotPolicy(Construct):
@@ -252,10 +241,11 @@ class SnapshotPolicy(Construct):
 
 
 class RetainedDataVolumes(Construct):
-    """Data volumes on every instance of a compute group, kept on terminate, tagged at boot, snapshotted.
+    """Data volumes on every instance of a compute group, kept on terminate, re-attached to the next
+    instance at boot, snapshotted.
 
-    ``group`` is a ``SpotComputeGroup`` (anything with ``name``, ``add_launch_template_block_device``,
-    ``add_user_data`` and ``add_to_role_policy``). See the module docstring for the tag contract.
+    ``group`` is a ``SpotComputeGroup`` (anything with ``name``, ``tags``, ``add_user_data`` and
+    ``add_to_role_policy``). See the module docstring for the tag contract and the boot-time claim.
     """
 
     def __init__(self, scope: Construct, id_: str, *, group, volumes: Sequence[DataVolumeSettings] = (DataVolumeSettings(),),
@@ -269,25 +259,12 @@ class RetainedDataVolumes(Construct):
         super().__init__(scope, id_)
         self.group = group
         self.volumes = volumes
-        for v in volumes:
-            group.add_launch_template_block_device(launch_template_block_device(v))
-        group.add_to_role_policy({
-            "Sid": "TagOwnDataVolumes",
-            "Effect": "Allow",
-            "Action": "ec2:CreateTags",
-            "Resource": "arn:aws:ec2:*:*:volume/*",
-            "Condition": {
-                "StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group.name},
-                "ForAllValues:StringEquals": {"aws:TagKeys": [DEVICE_TAG, RETAIN_TAG, RETAIN_GROUP_TAG]},
-            },
-        })
-        group.add_to_role_policy({
-            "Sid": "FindOwnDataVolumes",
-            "Effect": "Allow",
-            "Action": "ec2:DescribeVolumes",
-            "Resource": "*",
-        })
-        group.add_user_data(UserDataPart("data-volumes", mount_script(volumes, group_name=group.name, tag=True), order=20))
+        group_tags = dict(getattr(group, "tags", None) or {GROUP_TAG: group.name})
+        for statement in instance_role_statements(group.name, volumes):
+            group.add_to_role_policy(statement)
+        script = claim_script(volumes, group_name=group.name,
+                              tags_for=lambda device: {**group_tags, **self.tags_for(group.name, device)})
+        group.add_user_data(UserDataPart("data-volumes", script, order=20))
         self.snapshot_policy: Optional[SnapshotPolicy] = None
         if snapshots.enabled:
             self.snapshot_policy = SnapshotPolicy(self, "snapshots", name=group.name,
@@ -300,6 +277,6 @@ class RetainedDataVolumes(Construct):
 
 
 __all__ = [
-    "DataVolumeSettings", "SnapshotSettings", "SnapshotPolicy", "RetainedDataVolumes",
+    "instance_role_statements", "DataVolumeSettings", "SnapshotSettings", "SnapshotPolicy", "RetainedDataVolumes",
     "GROUP_TAG", "DEVICE_TAG", "RETAIN_TAG", "RETAIN_GROUP_TAG",
 ]

@@ -19,7 +19,8 @@ from typing import Mapping, Optional
 
 from constructs import Construct
 
-from modules.data_volume import DataVolumeSettings, mount_script, validate_data_volumes, RetainedDataVolumes
+from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, validate_data_volumes
+from modules.data_volume_boot import attached_script
 from modules.hibernation import HibernationSettings, hibernation_root_size, validate_hibernation
 from modules.lazy import lazy_string
 from modules.user_data import UserData, UserDataPart
@@ -184,7 +185,7 @@ class PersistentSpotInstance(Construct):
             )
             VolumeAttachment(self, "data-attachment", device_name=v.device_name, volume_id=self.data_volume.id,
                              instance_id=self.instance.id, stop_instance_before_detaching=True)
-            self.add_user_data(UserDataPart("data-volumes", mount_script([v], group_name=name, tag=False), order=20))
+            self.add_user_data(UserDataPart("data-volumes", attached_script([v]), order=20))
 
     def add_user_data(self, part: UserDataPart) -> None:
         self.user_data.add_part(part)

@@ -1,21 +1,26 @@
-"""Recovery on a real deployment: the training stack applied to the local target with real Terraform,
-an instance of its group reclaimed, and `spotkit recover volumes` putting its retained data volume back.
+"""Recovery on a real deployment: the training stack applied to the local target with real Terraform, its
+instances booted with the data-volume part of the launch template Terraform created, reclaimed, and put
+back by the boot part itself or by `spotkit recover volumes`.
 
-The data volume is tagged here as the instance's boot script tags it on AWS (moto runs no user data):
-``spotkit:group``, ``spotkit:device`` = the stack's data-volume device, ``spotkit:retain=true``.
+moto runs no user data, so the test runs the deployed part (read back from the launch template in the
+emulator) as each instance's boot, with bash and the AWS CLI; only the mount and /etc writes are
+recorders (tests/support/boot_part.py).
 """
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from modules.data_volume import DataVolumeSettings
+from tests.support.boot_part import run_boot_part, user_data_part
 from tests.test_deploy_terraform import client, local, run  # noqa: F401 - `local` is a fixture
-from toolkit.errors import ToolkitError
 
 pytestmark = [pytest.mark.terraform]
 
 GROUP = "spotkit-training"  # TrainingConfig().name names the group
+DEVICE = DataVolumeSettings().device_name
 
 
 def running(ec2) -> list[dict]:
@@ -24,11 +29,34 @@ def running(ec2) -> list[dict]:
     return [i for r in found["Reservations"] for i in r["Instances"]]
 
 
-@pytest.mark.xfail(strict=True, raises=ToolkitError, reason=(
-    "known defect (issue 7 open): the training stack's launch template gives every new instance its own "
-    "/dev/sdf data volume, so the replacement already has the device and the retained volume cannot go back "
-    "as the same device; recover volumes says so instead of guessing"))
-def test_recover_volumes_after_a_reclaim_on_a_local_apply(local, tmp_path, monkeypatch):  # noqa: F811
+def deployed_data_volume_part(ec2, asg) -> str:
+    """The data-volume part of the user data in the launch template the group launches from."""
+    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
+    spec = (group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("LaunchTemplateSpecification")
+            or group["LaunchTemplate"])
+    (version,) = ec2.describe_launch_template_versions(LaunchTemplateId=spec["LaunchTemplateId"],
+                                                       Versions=["$Latest"])["LaunchTemplateVersions"]
+    data = version["LaunchTemplateData"]
+    assert [b["DeviceName"] for b in data.get("BlockDeviceMappings", [])] == ["/dev/xvda"]  # no templated data volume
+    return user_data_part(base64.b64decode(data["UserData"]).decode(), "data-volumes")
+
+
+def devices(ec2, instance_id: str) -> dict[str, str]:
+    inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return {b["DeviceName"]: b["Ebs"]["VolumeId"] for b in inst.get("BlockDeviceMappings", [])}
+
+
+def reclaim(asg, ec2, instance: dict) -> dict:
+    """What AWS does on a spot reclaim: the instance goes and the group launches a replacement."""
+    asg.terminate_instance_in_auto_scaling_group(InstanceId=instance["InstanceId"], ShouldDecrementDesiredCapacity=False)
+    if not running(ec2):  # moto may not replace on its own: ask for the capacity again, as AWS would restore it
+        asg.set_desired_capacity(AutoScalingGroupName=GROUP, DesiredCapacity=1)
+    (replacement,) = running(ec2)
+    assert replacement["InstanceId"] != instance["InstanceId"]
+    return replacement
+
+
+def test_retained_volume_comes_back_after_reclaims_on_a_local_apply(local, tmp_path, monkeypatch):  # noqa: F811
     project, state = local
     monkeypatch.chdir(tmp_path)
     # GIVEN the training stack deployed to the emulator with real Terraform, scaled to one instance
@@ -36,28 +64,34 @@ def test_recover_volumes_after_a_reclaim_on_a_local_apply(local, tmp_path, monke
     assert applied.exit_code == 0, applied.output
     asg, ec2 = client(state, "autoscaling"), client(state, "ec2")
     asg.set_desired_capacity(AutoScalingGroupName=GROUP, DesiredCapacity=1)
+    part = deployed_data_volume_part(ec2, asg)
     (first,) = running(ec2)
-    device = DataVolumeSettings().device_name
-    volume = ec2.create_volume(
-        AvailabilityZone=first["Placement"]["AvailabilityZone"], Size=200, VolumeType="gp3", Encrypted=True,
-        TagSpecifications=[{"ResourceType": "volume", "Tags": [
-            {"Key": "spotkit:group", "Value": GROUP}, {"Key": "spotkit:device", "Value": device},
-            {"Key": "spotkit:retain", "Value": "true"}]}])["VolumeId"]
-    ec2.attach_volume(VolumeId=volume, InstanceId=first["InstanceId"], Device=device)
+    # AND its first boot made the group's retained data volume
+    booted = run_boot_part(part, endpoint=state.url, instance=first, workdir=tmp_path / "boot-1")
+    assert booted.returncode == 0, booted.output
+    (volume,) = [v["VolumeId"] for v in ec2.describe_volumes(
+        Filters=[{"Name": "tag:spotkit:group", "Values": [GROUP]}, {"Name": "tag:spotkit:retain", "Values": ["true"]}])["Volumes"]]
+    assert devices(ec2, first["InstanceId"])[DEVICE] == volume
 
-    # WHEN spot takes the instance back and the group launches a replacement
-    asg.terminate_instance_in_auto_scaling_group(InstanceId=first["InstanceId"], ShouldDecrementDesiredCapacity=False)
-    if not running(ec2):  # moto may not replace on its own: ask for the capacity again, as AWS would restore it
-        asg.set_desired_capacity(AutoScalingGroupName=GROUP, DesiredCapacity=1)
-    (replacement,) = running(ec2)
-    assert replacement["InstanceId"] != first["InstanceId"]
+    # WHEN spot takes the instance back and the replacement comes up before its boot part ran (or it failed)
+    replacement = reclaim(asg, ec2, first)
     assert ec2.describe_volumes(VolumeIds=[volume])["Volumes"][0]["State"] == "available"
+    assert DEVICE not in devices(ec2, replacement["InstanceId"])
     recovered = run("--endpoint-url", state.url, "recover", "volumes", "--group", GROUP, "--yes")
-
-    # THEN the same volume is attached to the replacement as the same device, and nothing else was made
+    # THEN recover volumes attaches the same volume to the replacement as the same device
     assert recovered.exit_code == 0, recovered.output
-    (attachment,) = ec2.describe_volumes(VolumeIds=[volume])["Volumes"][0]["Attachments"]
-    assert (attachment["InstanceId"], attachment["Device"]) == (replacement["InstanceId"], device)
+    assert devices(ec2, replacement["InstanceId"])[DEVICE] == volume
+
+    # WHEN spot takes that one back too and the next replacement boots
+    third = reclaim(asg, ec2, replacement)
+    booted = run_boot_part(part, endpoint=state.url, instance=third, workdir=tmp_path / "boot-3")
+    # THEN its boot part re-attached the same volume by itself, and recover volumes has nothing to do
+    assert booted.returncode == 0, booted.output
+    assert devices(ec2, third["InstanceId"])[DEVICE] == volume
+    again = run("--endpoint-url", state.url, "recover", "volumes", "--group", GROUP, "--yes")
+    assert again.exit_code == 0, again.output
+    # AND across it all, no other volume and no snapshot was made
     tagged = ec2.describe_volumes(Filters=[{"Name": "tag:spotkit:group", "Values": [GROUP]}])["Volumes"]
     assert [v["VolumeId"] for v in tagged] == [volume]
-    assert ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
+    assert ec2.describe_snapshots(Filters=[{"Name": "volume-id", "Values": [volume]}])["Snapshots"] == []
+    assert ec2.describe_snapshots(Filters=[{"Name": "tag:spotkit:group", "Values": [GROUP]}])["Snapshots"] == []

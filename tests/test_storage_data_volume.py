@@ -11,6 +11,7 @@ from modules.data_volume import (
     DataVolumeSettings,
     RetainedDataVolumes,
     SnapshotSettings,
+    instance_role_statements,
     validate_data_volumes,
     validate_snapshots,
 )
@@ -37,44 +38,55 @@ def group_with_volume():
     return doc
 
 
-def test_data_volume_is_kept_on_terminate_encrypted_gp3(group_with_volume):
+def test_launch_template_carries_no_data_volume(group_with_volume):
     lt = one(group_with_volume, "aws_launch_template")
-    # THEN the second block device is the data volume, not deleted on termination
-    assert lt["block_device_mappings"][1] == {
-        "device_name": "/dev/sdg",
-        "ebs": {"volume_size": 500, "volume_type": "gp3", "encrypted": "true", "delete_on_termination": "false",
-                "iops": 6000, "throughput": 500},
-    }
-    # AND the root volume still goes with the instance
+    # THEN only the root volume comes from the launch template (a template volume would be new on every
+    # instance, so the retained one could never go back as the same device)
+    assert [d["device_name"] for d in lt["block_device_mappings"]] == ["/dev/xvda"]
     assert lt["block_device_mappings"][0]["ebs"]["delete_on_termination"] == "true"
-    # AND every volume of the instance carries the group tag at launch (what the tagging permission keys on)
-    volume_tags = [t for t in lt["tag_specifications"] if t["resource_type"] == "volume"][0]["tags"]
-    assert volume_tags["spotkit:group"] == "fleet"
 
 
-def test_boot_script_tags_the_data_volume_with_its_device(group_with_volume):
+def test_boot_script_claims_or_creates_the_volume_with_the_tag_contract(group_with_volume):
     script = local_value(group_with_volume, "fleet_fleet_user_data")
-    # THEN the boot script tags the volume found at /dev/sdg with the runbooks' tag contract
-    assert ("aws ec2 create-tags --region \"$REGION\" --resources \"$VOL\" --tags Key=spotkit:device,Value=/dev/sdg "
-            "Key=spotkit:retain,Value=true Key=spotkit:retain-group,Value=fleet") in script
-    assert "Name=attachment.device,Values=/dev/sdg" in script
+    # THEN the boot part claims /dev/sdg for group fleet, waits for a copy when its volume is in another AZ,
+    # and otherwise creates the volume as configured, encrypted, with the whole tag contract at creation
+    tags = ('[{"ResourceType":"volume","Tags":[{"Key":"spotkit:group","Value":"fleet"},'
+            '{"Key":"spotkit:managed","Value":"true"},{"Key":"spotkit:device","Value":"/dev/sdg"},'
+            '{"Key":"spotkit:retain","Value":"true"},{"Key":"spotkit:retain-group","Value":"fleet"}]}]')
+    assert (f"spotkit_data_volume fleet /dev/sdg /data wait 120 --size 500 --volume-type gp3 --encrypted "
+            f"--iops 6000 --throughput 500 --tag-specifications '{tags}'") in script
     # AND it formats only a blank volume and mounts it with nofail
-    assert 'blkid "$DEV" >/dev/null 2>&1 || mkfs.xfs "$DEV"' in script
-    assert '/data xfs defaults,nofail 0 2' in script
-    # AND bash's ${VOL//-/} is escaped for Terraform
-    assert "$${VOL//-/}" in script
+    assert 'blkid "$path" >/dev/null 2>&1 || mkfs.xfs "$path"' in script
+    assert '$mnt xfs defaults,nofail 0 2' in script
+    # AND bash's ${...} is escaped for Terraform
+    assert "$${vol//-/}" in script and "${vol//-/}" not in script.replace("$${", "")
 
 
-def test_tagging_permission_is_scoped_by_condition(group_with_volume):
+def test_instance_role_may_only_create_tag_and_attach_its_own_group_volumes(group_with_volume):
     policy = json.loads(one(group_with_volume, "aws_iam_role_policy")["policy"])
-    tag = [s for s in policy["Statement"] if s.get("Sid") == "TagOwnDataVolumes"][0]
-    # THEN the role may only add the three contract keys to volumes of its own group
-    assert tag["Action"] == "ec2:CreateTags"
-    assert tag["Resource"] == "arn:aws:ec2:*:*:volume/*"
-    assert tag["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/spotkit:group": "fleet"},
-        "ForAllValues:StringEquals": {"aws:TagKeys": ["spotkit:device", "spotkit:retain", "spotkit:retain-group"]},
-    }
+    by_sid = {s.get("Sid"): s for s in policy["Statement"]}
+    # THEN creating a volume needs the group's request tags, tagging happens only in that call,
+    # and attaching needs the group tag on both the volume and the instance
+    assert by_sid["CreateOwnDataVolumes"]["Action"] == "ec2:CreateVolume"
+    assert by_sid["CreateOwnDataVolumes"]["Condition"] == {
+        "StringEquals": {"aws:RequestTag/spotkit:group": "fleet", "aws:RequestTag/spotkit:retain": "true"}}
+    assert by_sid["TagDataVolumesAtCreation"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateVolume"}}
+    assert by_sid["AttachOwnDataVolumes"]["Resource"] == ["arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:instance/*"]
+    assert by_sid["AttachOwnDataVolumes"]["Condition"] == {"StringEquals": {"aws:ResourceTag/spotkit:group": "fleet"}}
+    # AND nothing may detach or delete a volume, and no KMS rights without a key
+    actions = {a for st in policy["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert not actions & {"ec2:DetachVolume", "ec2:DeleteVolume", "ec2:ModifyVolume"}
+    assert "UseDataVolumeKey" not in by_sid
+
+
+def test_a_customer_key_adds_its_use_through_ec2_only():
+    statements = instance_role_statements("fleet", [DataVolumeSettings(kms_key_id="arn:aws:kms:us-east-1:1:key/k")])
+    (kms,) = [s for s in statements if s["Sid"] == "UseDataVolumeKey"]
+    assert kms["Resource"] == ["arn:aws:kms:us-east-1:1:key/k"]
+    assert "kms:CreateGrant" in kms["Action"]
+    assert kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
+    alias = instance_role_statements("fleet", [DataVolumeSettings(kms_key_id="alias/data")])
+    assert [s["Resource"] for s in alias if s["Sid"] == "UseDataVolumeKey"] == ["*"]
 
 
 def test_dlm_policy_schedule_and_single_target_tag(group_with_volume):
@@ -127,6 +139,10 @@ def _raises(fn, message):
      "X: data_volumes[0].throughput_mibps (1000) needs iops of at least 4000 (gp3 allows 0.25 MiB/s per IOPS): "
      "raise iops or lower throughput_mibps"),
     (DataVolumeSettings(mount_point="data"), "X: data_volumes[0].mount_point 'data' must be an absolute path"),
+    (DataVolumeSettings(mount_point="/my data"),
+     "X: data_volumes[0].mount_point '/my data' may hold only letters, digits, '.', '_', '-' and '/' (it goes into /etc/fstab)"),
+    (DataVolumeSettings(in_other_az="copy"), "X: data_volumes[0].in_other_az 'copy' is not one of wait, create"),
+    (DataVolumeSettings(wait_minutes=0), "X: data_volumes[0].wait_minutes must be between 1 and 1440 (got 0)"),
 ])
 def test_data_volume_rules(volume, message):
     _raises(lambda: validate_data_volumes("X", [volume]), message)

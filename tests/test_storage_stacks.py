@@ -40,10 +40,10 @@ def test_training_defaults_mount_efs_checkpoints_on_the_fleet(training):
 
 def test_training_defaults_keep_a_data_volume_and_snapshot_it(training):
     lt = one(training, "aws_launch_template")
-    data = [d for d in lt["block_device_mappings"] if d["device_name"] == "/dev/sdf"]
-    assert data == [{"device_name": "/dev/sdf", "ebs": {"volume_size": 200, "volume_type": "gp3", "encrypted": "true",
-                                                        "delete_on_termination": "false", "iops": 3000,
-                                                        "throughput": 250}}]
+    assert [d["device_name"] for d in lt["block_device_mappings"]] == ["/dev/xvda"]  # claimed at boot, not templated
+    script = local_value(training, "fleet_")
+    assert "spotkit_data_volume spotkit-training /dev/sdf /mnt/data wait 120 --size 200 --volume-type gp3 --encrypted " \
+           "--iops 3000 --throughput 250 --tag-specifications" in script
     dlm = one(training, "aws_dlm_lifecycle_policy")
     assert dlm["policy_details"]["target_tags"] == {"spotkit:retain-group": "spotkit-training"}
 

@@ -33,7 +33,7 @@ class SpotGroupWorld:
 
     @classmethod
     def create(cls, aws, group: str = "training", size: int = 2, az: str = "us-east-1a", device: str = "/dev/sdf",
-               on_demand_base: int = 0) -> "SpotGroupWorld":
+               on_demand_base: int = 0, with_volumes: bool = True) -> "SpotGroupWorld":
         ec2, asg = aws.client("ec2"), aws.client("autoscaling")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         subnets = {z: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"]
@@ -52,7 +52,7 @@ class SpotGroupWorld:
             Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": group,
                    "ResourceType": "auto-scaling-group"} for k, v in {"spotkit:group": group, "spotkit:managed": "true"}.items()])
         world = cls(ec2, asg, group, subnets, lt, device)
-        for iid in world.instance_ids():
+        for iid in world.instance_ids() if with_volumes else ():
             inst_az = world.instance_az(iid)
             vol = ec2.create_volume(AvailabilityZone=inst_az, Size=20, VolumeType="gp3", TagSpecifications=[{
                 "ResourceType": "volume", "Tags": _tags({"spotkit:group": group, "spotkit:device": device,
@@ -79,6 +79,9 @@ class SpotGroupWorld:
         new = sorted(set(self.instance_ids()) - before)
         assert len(new) == 1, f"the group launched {new} after reclaiming {instance_id}"
         return new[0]
+
+    def instance(self, instance_id: str) -> dict:
+        return self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
 
     def volume(self, volume_id: str) -> dict:
         return self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
