@@ -33,7 +33,7 @@ from modules.hibernation import (
     validate_hibernation,
     validate_warm_pool,
 )
-from modules.lazy import lazy_any, lazy_string
+from modules.lazy import lazy_string
 from modules.user_data import UserData, UserDataPart
 from toolkit.errors import ValidationError
 
@@ -280,7 +280,6 @@ class SpotComputeGroup(Construct):
     - ``add_user_data(part)``: add a boot script part (EFS mount, agent...).
     - ``allow_ingress_from(security_group_id, port, description)``: open a port to a peer group.
     - ``add_to_role_policy(statement)``: extend the instance role (kept in one audited place).
-    - ``add_launch_template_block_device(mapping)``: an extra EBS volume on every instance.
     """
 
     def __init__(
@@ -301,7 +300,6 @@ class SpotComputeGroup(Construct):
         self.settings = settings
         self.subnet_ids = list(subnet_ids)
         self.vpc_id = vpc_id
-        self._block_devices: list[dict] = []
         self._policy_statements: list[dict] = []
         self._extra_launch_template = dict(extra_launch_template or {})
 
@@ -339,9 +337,6 @@ class SpotComputeGroup(Construct):
 
     def add_to_role_policy(self, statement: Mapping) -> None:
         self._policy_statements.append(dict(statement))
-
-    def add_launch_template_block_device(self, mapping: Mapping) -> None:
-        self._block_devices.append(dict(mapping))
 
     # --- resources --------------------------------------------------------------------------
 
@@ -450,7 +445,7 @@ class SpotComputeGroup(Construct):
             tags=self.tags,
             **self._extra_launch_template,
         )
-        self.launch_template.add_override("block_device_mappings", lazy_any(lambda: [root] + self._block_devices))
+        self.launch_template.add_override("block_device_mappings", [root])
         if s.hibernation.enabled:
             self.launch_template.add_override("hibernation_options", {"configured": True})
         if s.warm_pool is not None:  # one on-demand type, no mixed instances policy (validated)

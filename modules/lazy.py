@@ -6,10 +6,10 @@ after the resource exists; these producers read the final state when cdktn resol
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jsii
-from cdktn import IAnyProducer, IStringProducer, Lazy
+from cdktn import IStringProducer, Lazy
 
 
 @jsii.implements(IStringProducer)
@@ -21,18 +21,6 @@ class _StringProducer:
         return self._fn()
 
 
-@jsii.implements(IAnyProducer)
-class _AnyProducer:
-    def __init__(self, fn: Callable[[], Any]):
-        self._fn = fn
-
-    def produce(self, context):  # noqa: ARG002 - jsii interface
-        return self._fn()
-
-
 def lazy_string(fn: Callable[[], str]) -> str:
     return Lazy.string_value(_StringProducer(fn))
 
-
-def lazy_any(fn: Callable[[], Any]):
-    return Lazy.any_value(_AnyProducer(fn))

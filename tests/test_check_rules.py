@@ -268,6 +268,16 @@ def test_spot012_s3_write_access_passes(tmp_path):
     assert messages(check(tmp_path, change), "SPOT012") == []
 
 
+def test_spot012_volume_attached_at_boot_passes(tmp_path):
+    # GIVEN no EFS and no kept template volume, but a role that attaches a kept volume at boot (spotkit's claim)
+    def change(res):
+        del res["aws_efs_file_system"]
+        res["aws_launch_template"]["lt"]["block_device_mappings"][1]["ebs"]["delete_on_termination"] = True
+        res["aws_iam_role_policy"] = {"data": {"role": "train", "policy": json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:AttachVolume", "Resource": "*"}]})}}
+    assert messages(check(tmp_path, change), "SPOT012") == []
+
+
 def test_eks_spot_node_group_type_zone_and_routing_rules(tmp_path):
     # GIVEN an EKS spot node group with the default instance type in one subnet, beside the good config
     def change(res):

@@ -443,6 +443,8 @@ def _instance_storage_only(graph):
         policies = graph.same_config(g, "aws_iam_role_policy", "aws_iam_policy")
         if any("s3:PutObject" in str(p.values.get("policy", "")) or "s3:*" in str(p.values.get("policy", "")) for p in policies):
             continue
+        if any("ec2:AttachVolume" in str(p.values.get("policy", "")) for p in policies):
+            continue  # the instances attach a kept EBS volume themselves (spotkit's data volumes claim it at boot)
         if any("AmazonS3FullAccess" in str(a.values.get("policy_arn", "")) for a in graph.same_config(g, "aws_iam_role_policy_attachment")):
             continue
         yield g, (f"spot group {g.address} has no durable place for checkpoints in this configuration (no EFS/FSx, S3 bucket or write "
