@@ -218,3 +218,57 @@ def test_read_calls_do_not_grow_with_instances(aws, tmp_path):
         assert counts[size].by_operation["ec2:DescribeInstances"] == 1
         assert counts[size].by_operation["ec2:DescribeVolumes"] == 2
         assert counts[size].by_operation["ec2:AttachVolume"] == size
+
+
+def before_first_attach(action):
+    """A progress callback that does ``action`` once, after planning and before the first attach."""
+    fired = []
+
+    def progress(done, total, label):
+        if done == 0 and not fired:
+            fired.append(label)
+            action()
+    return progress
+
+
+def test_boot_part_attached_the_volume_first_counts_as_attached(aws, tmp_path):
+    # GIVEN a reclaimed instance whose replacement's boot part attaches the retained volume while the runbook
+    # is between planning and attaching
+    world = SpotGroupWorld.create(aws, size=1)
+    (lost,) = world.instance_ids()
+    data = world.volumes[lost]
+    replacement = world.interrupt(lost)
+    boot = before_first_attach(lambda: world.ec2.attach_volume(VolumeId=data, InstanceId=replacement, Device="/dev/sdf"))
+    # WHEN the runbook's own attach is refused (VolumeInUse)
+    result = recover_volumes(world.ec2, "training", ctx(tmp_path, progress=boot))
+    # THEN the placement is attached (by the boot part), no error is raised, and there is one attachment
+    (placement,) = result.placements
+    assert (placement.status, placement.note) == ("attached", "attached meanwhile by another caller (the instance's boot part)")
+    result.raise_for_unresolved()
+    assert [(a["InstanceId"], a["Device"]) for a in world.volume(data)["Attachments"]] == [(replacement, "/dev/sdf")]
+
+
+def test_device_taken_meanwhile_leaves_the_volume_waiting_and_says_so(aws, tmp_path):
+    # GIVEN a replacement that got another volume as /dev/sdf after the runbook planned (its boot part made one)
+    world = SpotGroupWorld.create(aws, size=1)
+    (lost,) = world.instance_ids()
+    data = world.volumes[lost]
+    replacement = world.interrupt(lost)
+    az = world.instance_az(replacement)
+
+    def boot_made_a_new_one():
+        new = world.ec2.create_volume(AvailabilityZone=az, Size=20, VolumeType="gp3")["VolumeId"]
+        world.ec2.attach_volume(VolumeId=new, InstanceId=replacement, Device="/dev/sdf")
+
+    # WHEN the runbook's attach is refused (the device is in use)
+    result = recover_volumes(world.ec2, "training", ctx(tmp_path, progress=before_first_attach(boot_made_a_new_one)))
+    # THEN the retained volume is left waiting, untouched, and the run ends with what EC2 said and what to do
+    (placement,) = result.placements
+    assert placement.status == "taken"
+    assert placement.note.startswith("InvalidParameterValue: ")
+    assert world.volume(data)["State"] == "available"
+    with pytest.raises(ToolkitError) as err:
+        result.raise_for_unresolved()
+    assert str(err.value).startswith(f"1 retained volume(s) of group 'training' could not be attached because something "
+                                     f"attached first ({data} to {replacement} as /dev/sdf: InvalidParameterValue: ")
+    assert "run 'spotkit recover volumes --group training' again" in err.value.hint

@@ -54,6 +54,15 @@ ssm_targets_extension.install()
 EXTENSIONS.append(("ssm SendCommand without Targets goes to the named instances only",
                    "moto 5.2 matches every instance when Targets is empty, so ListCommands(InstanceId) lists all"))
 
+# AttachVolume: moto 5.2 attaches a volume in use, in another AZ, or at a device already taken; EC2 refuses
+# each, and the boot part and `recover volumes` must cope when the other attached first
+# (tests/support/attach_volume_extension.py).
+from tests.support import attach_volume_extension  # noqa: E402
+
+attach_volume_extension.install()
+EXTENSIONS.append(("ec2 AttachVolume refuses VolumeInUse, InvalidVolume.ZoneMismatch and a device in use",
+                   "moto 5.2 attaches anything anywhere; EC2 refuses these, and the data-volume code relies on it"))
+
 
 @dataclass
 class MotoServer:

@@ -18,6 +18,10 @@ class Placement:
     ``mode``: ``attach`` (same AZ), ``copy`` (snapshot, new volume in the instance's AZ, attach),
     ``waiting`` (no instance of the group lacks the device), ``az-mismatch`` (only instances in another
     AZ, and copying is not allowed).
+
+    ``status`` ends as ``attached``, or ``taken`` when between planning and attaching something else got
+    there first (the instance's own boot part attached a volume as the device, or another instance took
+    this volume); ``note`` then says what EC2 answered.
     """
 
     volume_id: str
@@ -29,6 +33,7 @@ class Placement:
     snapshot_id: str | None = None
     copy_volume_id: str | None = None
     status: str = "planned"
+    note: str | None = None
 
 
 @dataclass
@@ -42,11 +47,23 @@ class VolumesResult:
     made: list[dict] = field(default_factory=list)
 
     @property
+    def taken(self) -> list[Placement]:
+        return [p for p in self.placements if p.status == "taken"]
+
+    @property
     def unresolved(self) -> list[Placement]:
         return [p for p in self.placements if p.mode in ("waiting", "az-mismatch")]
 
     def raise_for_unresolved(self) -> None:
         """Raise a ToolkitError that says what to do next when a volume could not be placed."""
+        if self.taken:
+            p = self.taken[0]
+            raise ToolkitError(
+                f"{len(self.taken)} retained volume(s) of group {self.group!r} could not be attached because "
+                f"something attached first ({p.volume_id} to {p.instance_id} as {p.device}: {p.note})",
+                hint=f"an instance's boot part claims its data volume itself; run 'spotkit recover volumes --group "
+                     f"{self.group}' again to place what still waits",
+            )
         waiting = [p for p in self.placements if p.mode == "waiting"]
         mismatch = [p for p in self.placements if p.mode == "az-mismatch"]
         if mismatch:
@@ -66,6 +83,10 @@ class VolumesResult:
                 hint=f"wait for the group to launch a replacement (spotkit recover replace --group {self.group}), "
                      f"then run 'spotkit recover volumes --group {self.group}' again",
             )
+
+
+# What EC2 answers when a volume or a device was taken between planning and attaching.
+ATTACH_RACE_CODES = ("VolumeInUse", "IncorrectState", "InvalidParameterValue")
 
 
 def _copyable_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -158,8 +179,7 @@ class RecoverVolumes(Runbook):
         for n, p in enumerate(work):
             self.progress(n, len(work), f"{p.volume_id} -> {p.instance_id}")
             if p.mode == "attach":
-                self._attach(journal, volumes[p.volume_id], p.instance_id, p.device, p, wait=False)
-                if not self.ctx.dry_run:
+                if self._attach(journal, volumes[p.volume_id], p.instance_id, p.device, p, wait=False):
                     pending.append(p)
             else:
                 self._copy_and_attach(journal, volumes[p.volume_id], p)
@@ -175,26 +195,47 @@ class RecoverVolumes(Runbook):
                              journal.made)
 
     def _attach(self, journal, vol: dict | None, instance_id: str, device: str, p: Placement,
-                volume_id: str | None = None, wait: bool = True) -> None:
+                volume_id: str | None = None, wait: bool = True) -> bool:
+        """Attach; True when the call was made and the attachment is still to be waited for."""
         volume_id = volume_id or vol["VolumeId"]
         step = f"attach:{volume_id}"
         if vol is not None and vol.get("State") == "creating" and not self.ctx.dry_run:
             aws.wait(self.ec2, "volume_available", VolumeIds=[volume_id], delay=self.ctx.wait_delay,
                      max_attempts=self.ctx.wait_attempts, what=f"volume {volume_id} to become available")
-        self.mutate(f"attach {volume_id} to {instance_id} as {device}", self.ec2.attach_volume,
-                    VolumeId=volume_id, InstanceId=instance_id, Device=device)
+        try:
+            self.mutate(f"attach {volume_id} to {instance_id} as {device}", self.ec2.attach_volume,
+                        VolumeId=volume_id, InstanceId=instance_id, Device=device)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in ATTACH_RACE_CODES:
+                raise
+            self._attached_meanwhile(journal, step, volume_id, instance_id, device, p, exc)
+            return False
         if self.ctx.dry_run:
             p.status = "would-attach"
-            return
+            return False
         journal.record(step, status="attaching", instance=instance_id, device=device)
         self.step("attach-called")
         if not wait:
-            return
+            return True
         aws.wait(self.ec2, "volume_in_use", VolumeIds=[volume_id], delay=self.ctx.wait_delay,
                  max_attempts=self.ctx.wait_attempts, what=f"volume {volume_id} to attach to {instance_id}")
         journal.finish(step, instance=instance_id, device=device)
         p.status = "attached"
         self.step("attached")
+        return False
+
+    def _attached_meanwhile(self, journal, step: str, volume_id: str, instance_id: str, device: str, p: Placement,
+                            exc: ClientError) -> None:
+        """EC2 refused the attach: the volume or the device was taken after planning. Look, never force."""
+        current = self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+        live = [a for a in current.get("Attachments", []) if a.get("State") in ("attaching", "attached")]
+        if any(a["InstanceId"] == instance_id and a["Device"] == device for a in live):
+            journal.finish(step, instance=instance_id, device=device, attached_by="another caller")
+            p.status, p.note = "attached", "attached meanwhile by another caller (the instance's boot part)"
+            return
+        error = exc.response.get("Error", {})
+        p.status, p.note = "taken", f"{error.get('Code')}: {error.get('Message')}"
 
     def _copy_and_attach(self, journal, vol: dict, p: Placement) -> None:
         src_tags = _copyable_tags(aws.tags_of(vol))
