@@ -85,7 +85,8 @@ class VolumesResult:
             )
 
 
-# What EC2 answers when a volume or a device was taken between planning and attaching.
+# What EC2 answers when a volume or a device was taken between planning and attaching
+# (InvalidParameterValue only with "Attachment point ... is already in use").
 ATTACH_RACE_CODES = ("VolumeInUse", "IncorrectState", "InvalidParameterValue")
 
 
@@ -206,8 +207,9 @@ class RecoverVolumes(Runbook):
             self.mutate(f"attach {volume_id} to {instance_id} as {device}", self.ec2.attach_volume,
                         VolumeId=volume_id, InstanceId=instance_id, Device=device)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code not in ATTACH_RACE_CODES:
+            error = exc.response.get("Error", {})
+            if error.get("Code") not in ATTACH_RACE_CODES or (
+                    error.get("Code") == "InvalidParameterValue" and "already in use" not in str(error.get("Message"))):
                 raise
             self._attached_meanwhile(journal, step, volume_id, instance_id, device, p, exc)
             return False
