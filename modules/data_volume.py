@@ -47,6 +47,7 @@ GROUP_TAG = "spotkit:group"
 DEVICE_TAG = "spotkit:device"
 RETAIN_TAG = "spotkit:retain"
 RETAIN_GROUP_TAG = "spotkit:retain-group"
+VOLUME_TYPES = ("gp3", "gp2", "io2", "io1", "st1", "sc1")
 DLM_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 DLM_SERVICE_ROLE_POLICY = "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
 _DEVICE = re.compile(r"^/dev/(sd[f-p]|xvd[f-p])$")
@@ -58,8 +59,8 @@ class DataVolumeSettings:
 
     - ``device_name``: /dev/sdf../dev/sdp (or xvdf..xvdp). Default /dev/sdf.
     - ``size_gib``: 1-16384. Default 200.
-    - ``volume_type``: gp3 (default) or gp2/io2...; ``iops`` (3000-16000) and ``throughput_mibps`` (125-1000)
-      apply to gp3. Defaults 3000 and 250.
+    - ``volume_type``: gp3 (default), gp2, io2, io1, st1 or sc1. ``iops`` applies to gp3 (3000-16000) and
+      io1/io2 (100-256000); ``throughput_mibps`` (125-1000) to gp3. Defaults 3000 and 250.
     - ``kms_key_id``: key for encryption (always on). Default: the account's default EBS key.
     - ``mount_point``: where the boot script mounts it (formats only a blank volume). Default /mnt/data.
     - ``in_other_az``: what a new instance does when the group's retained volume for this device waits
@@ -115,6 +116,10 @@ def validate_data_volumes(where: str, volumes: Sequence[DataVolumeSettings]) -> 
         seen.add(v.device_name)
         if not 1 <= v.size_gib <= 16384:
             raise ValidationError(f"{where}: {key}.size_gib must be between 1 and 16384 (got {v.size_gib})")
+        if v.volume_type not in VOLUME_TYPES:
+            raise ValidationError(f"{where}: {key}.volume_type {v.volume_type!r} is not one of {', '.join(VOLUME_TYPES)}")
+        if v.volume_type in ("io1", "io2") and not 100 <= v.iops <= 256000:
+            raise ValidationError(f"{where}: {key}.iops must be between 100 and 256000 for {v.volume_type} (got {v.iops})")
         if v.volume_type == "gp3":
             if not 3000 <= v.iops <= 16000:
                 raise ValidationError(f"{where}: {key}.iops must be between 3000 and 16000 for gp3 (got {v.iops})")

@@ -148,8 +148,10 @@ def create_volume_args(*, size_gib: int, volume_type: str, iops: int, throughput
                        kms_key_id: str | None, tags: Mapping[str, str]) -> list[str]:
     """The ``aws ec2 create-volume`` arguments of a new data volume (tags applied at creation)."""
     args = ["--size", str(size_gib), "--volume-type", volume_type, "--encrypted"]
+    if volume_type in ("gp3", "io1", "io2"):
+        args += ["--iops", str(iops)]
     if volume_type == "gp3":
-        args += ["--iops", str(iops), "--throughput", str(throughput_mibps)]
+        args += ["--throughput", str(throughput_mibps)]
     if kms_key_id:
         args += ["--kms-key-id", kms_key_id]
     spec = [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]

@@ -178,7 +178,7 @@ class PersistentSpotInstance(Construct):
             self.data_volume = EbsVolume(
                 self, "data-volume",
                 availability_zone=az, size=v.size_gib, type=v.volume_type, encrypted=True, kms_key_id=v.kms_key_id,
-                iops=v.iops if v.volume_type == "gp3" else None,
+                iops=v.iops if v.volume_type in ("gp3", "io1", "io2") else None,
                 throughput=v.throughput_mibps if v.volume_type == "gp3" else None,
                 tags={**self.tags, **RetainedDataVolumes.tags_for(name, v.device_name)},
                 final_snapshot=True,  # a stack destroy still leaves a snapshot of the data

@@ -79,6 +79,14 @@ def test_instance_role_may_only_create_tag_and_attach_its_own_group_volumes(grou
     assert "UseDataVolumeKey" not in by_sid
 
 
+def test_provisioned_iops_volumes_are_created_with_their_iops_and_no_throughput():
+    from modules.data_volume_boot import create_volume_args
+
+    args = create_volume_args(size_gib=100, volume_type="io2", iops=20000, throughput_mibps=250, kms_key_id=None, tags={})
+    assert args[:7] == ["--size", "100", "--volume-type", "io2", "--encrypted", "--iops", "20000"]
+    assert "--throughput" not in args
+
+
 def test_a_customer_key_adds_its_use_through_ec2_only():
     statements = instance_role_statements("fleet", [DataVolumeSettings(kms_key_id="arn:aws:kms:us-east-1:1:key/k")])
     (kms,) = [s for s in statements if s["Sid"] == "UseDataVolumeKey"]
@@ -141,6 +149,8 @@ def _raises(fn, message):
     (DataVolumeSettings(mount_point="data"), "X: data_volumes[0].mount_point 'data' must be an absolute path"),
     (DataVolumeSettings(mount_point="/my data"),
      "X: data_volumes[0].mount_point '/my data' may hold only letters, digits, '.', '_', '-' and '/' (it goes into /etc/fstab)"),
+    (DataVolumeSettings(volume_type="gp4"), "X: data_volumes[0].volume_type 'gp4' is not one of gp3, gp2, io2, io1, st1, sc1"),
+    (DataVolumeSettings(volume_type="io2", iops=50), "X: data_volumes[0].iops must be between 100 and 256000 for io2 (got 50)"),
     (DataVolumeSettings(in_other_az="copy"), "X: data_volumes[0].in_other_az 'copy' is not one of wait, create"),
     (DataVolumeSettings(wait_minutes=0), "X: data_volumes[0].wait_minutes must be between 1 and 1440 (got 0)"),
 ])
