@@ -23,6 +23,8 @@ from typing import Mapping
 
 import numpy as np
 
+from toolkit.processes import pid_alive
+
 _FINAL = re.compile(r"^ckpt-(\d{9})\.npz$")
 _TMP_PREFIX = ".ckpt-tmp-"
 META_KEY = "__spotkit_meta__"
@@ -80,21 +82,11 @@ def _clean(directory: Path, keep: int) -> None:
     for stale in directory.glob(f"{_TMP_PREFIX}*"):
         # Left by a killed writer. A live writer (another process sharing the directory) keeps its own.
         pid = stale.name[len(_TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             stale.unlink(missing_ok=True)
     if keep > 0:
         for old in list_steps(directory)[:-keep]:
             checkpoint_path(directory, old).unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def list_steps(directory: str | Path) -> list[int]:

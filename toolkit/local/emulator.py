@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from toolkit.errors import MissingDependencyError, ToolkitError
+from toolkit.processes import pid_alive
 
 DEFAULT_PORT = 4566
 HOST = "127.0.0.1"
@@ -67,12 +68,8 @@ def read_state(project: Path) -> EmulatorState | None:
 
 
 def _pid_is_moto(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
