@@ -158,8 +158,9 @@ def create_volume_args(*, size_gib: int, volume_type: str, iops: int, throughput
     return args + ["--tag-specifications", json.dumps(spec, separators=(",", ":"))]
 
 
-def _env_lines(mount_points: Sequence[str]) -> list[str]:
-    return [f"spotkit_set_data_dir {shlex.quote(mount_points[0] if mount_points else '/mnt/data')}"]
+def _data_dir_line(volumes: Sequence) -> str:
+    """Workloads find the first volume's mount point as SPOTKIT_DATA_DIR (callers give at least one volume)."""
+    return f"spotkit_set_data_dir {shlex.quote(volumes[0].mount_point)}"
 
 
 def claim_script(volumes: Sequence, *, group_name: str, tags_for) -> str:
@@ -176,7 +177,7 @@ def claim_script(volumes: Sequence, *, group_name: str, tags_for) -> str:
                 str(v.wait_minutes), *create]
         lines += [f"# data volume {v.device_name} -> {v.mount_point} (kept on terminate, re-attached to the next instance)",
                   " ".join(shlex.quote(a) for a in call)]
-    return "\n".join(lines + _env_lines([v.mount_point for v in volumes]))
+    return "\n".join(lines + [_data_dir_line(volumes)])
 
 
 def attached_script(volumes: Sequence) -> str:
@@ -191,4 +192,4 @@ def attached_script(volumes: Sequence) -> str:
             f'if spotkit_some "$VOL"; then spotkit_mount_data_volume "$VOL" {dev} {mnt}; '
             f'else echo "spotkit: no volume attached as {v.device_name}; {v.mount_point} is not mounted"; fi',
         ]
-    return "\n".join(lines + _env_lines([v.mount_point for v in volumes]))
+    return "\n".join(lines + [_data_dir_line(volumes)])
