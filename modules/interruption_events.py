@@ -150,10 +150,11 @@ def validate_settings(name: str, groups: Sequence[str], s: InterruptionEventsSet
 
 
 def build_lambda_source(root: Optional[Path] = None) -> Path:
-    """Stage the handler's code (``toolkit/__init__.py`` and ``toolkit/interruption``) in a directory
-    named by its content hash, for ``TerraformAsset`` to zip at synthesis. boto3 is in the runtime."""
+    """Stage the handler's code (``toolkit/__init__.py``, ``toolkit/notice.py`` and ``toolkit/interruption``)
+    in a directory named by its content hash, for ``TerraformAsset`` to zip at synthesis. boto3 is in the runtime."""
     root = root or Path(__file__).resolve().parents[1]
-    files = [root / "toolkit" / "__init__.py"] + sorted((root / "toolkit" / "interruption").glob("*.py"))
+    files = [root / "toolkit" / "__init__.py", root / "toolkit" / "notice.py"] + sorted(
+        (root / "toolkit" / "interruption").glob("*.py"))
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.support import interruption_world as w
+from toolkit import notice
 from toolkit.interruption import events as ev
 from toolkit.interruption.events import DropEvent
 from toolkit.interruption.store import DUPLICATE, FAILED, IN_PROGRESS, NEW, LocalFileStore
@@ -41,15 +42,85 @@ def test_spot_warning_deadline_is_two_minutes_after_the_notice():
     assert (event.issued_at, event.deadline, event.action) == ("2026-11-23T10:00:00Z", "2026-11-23T10:02:00Z", "terminate")
 
 
+def _spot_at(sent_at: str, action: str = "terminate", instance: str = I) -> dict:
+    sample = w.spot_warning(instance, action)
+    sample["time"] = sent_at
+    return sample
+
+
 def test_same_warning_from_eventbridge_and_imds_has_the_same_id():
-    # GIVEN the EventBridge warning and the IMDS instance-action for the same instance
-    [from_eb] = ev.from_eventbridge(w.spot_warning(I))
-    from_imds = ev.from_imds_instance_action(I, json.dumps({"action": "terminate", "time": "2026-11-23T10:02:00Z"}))
-    # THEN they are one event
-    assert from_eb.event_id == from_imds.event_id
+    # GIVEN the EventBridge warning (sent at 10:00:03) and the IMDS instance-action for the same notice
+    # (the instance goes at 10:02:05: IMDS and EventBridge agree to within seconds, not exactly)
+    [from_eb] = ev.from_eventbridge(_spot_at("2026-11-23T10:00:03Z"))
+    from_imds = ev.from_imds_instance_action(I, json.dumps({"action": "terminate", "time": "2026-11-23T10:02:05Z"}))
+    # THEN they are one event, with the id toolkit/notice.py defines
+    assert from_eb.event_id == from_imds.event_id == notice.notice_id(
+        notice.SPOT_INTERRUPTION, I, notice.spot_key("terminate", notice.parse_time("2026-11-23T10:02:03Z")))
     assert from_imds.source == "imds"
     # AND a stop is a different event from a terminate
-    assert ev.from_imds_instance_action(I, {"action": "stop", "time": "2026-11-23T10:02:00Z"}).event_id != from_eb.event_id
+    assert ev.from_imds_instance_action(I, {"action": "stop", "time": "2026-11-23T10:02:05Z"}).event_id != from_eb.event_id
+
+
+def test_a_persistent_instance_interrupted_twice_is_two_notices():
+    # GIVEN a persistent spot instance stopped at 10:02, restarted, and stopped again 3 h later
+    first = ev.from_eventbridge(_spot_at("2026-11-23T10:00:00Z", "stop"))[0]
+    second = ev.from_eventbridge(_spot_at("2026-11-23T13:00:00Z", "stop"))[0]
+    # THEN the two are different notices, from EventBridge and from IMDS alike
+    assert first.event_id != second.event_id
+    imds = [ev.from_imds_instance_action(I, {"action": "stop", "time": t}).event_id
+            for t in ("2026-11-23T10:02:00Z", "2026-11-23T13:02:00Z")]
+    assert imds == [first.event_id, second.event_id]
+    # AND a redelivery of the first warning (same envelope) is the same notice
+    assert ev.from_eventbridge(_spot_at("2026-11-23T10:00:00Z", "stop"))[0].event_id == first.event_id
+
+
+def test_capacity_reservation_interruptions_are_keyed_by_their_window():
+    sample = w.capacity_reservation_warning(I)
+    sample["detail"]["instance-termination-time"] = "2026-11-23T10:02:00Z"
+    later = json.loads(json.dumps(sample))
+    later["detail"]["instance-termination-time"] = "2026-11-23T13:02:00Z"
+    a, b = ev.from_eventbridge(sample)[0], ev.from_eventbridge(later)[0]
+    assert a.event_id == notice.notice_id(notice.CAPACITY_RESERVATION_INTERRUPTION, I,
+                                          notice.spot_key("terminate", notice.parse_time("2026-11-23T10:02:00Z")))
+    assert a.event_id != b.event_id
+
+
+def test_rebalance_is_one_per_instance_whatever_its_notice_time():
+    # GIVEN an IMDS whose rebalance noticeTime moves with every request (AWS's metadata mock does this)
+    ids = {ev.from_imds_rebalance(I, {"noticeTime": t}).event_id
+           for t in ("2026-11-23T10:00:00Z", "2026-11-23T10:00:07Z", "2026-11-23T11:30:00Z")}
+    # THEN it is one notice, the one EventBridge's recommendation for the instance also is
+    assert ids == {ev.from_eventbridge(w.rebalance(I))[0].event_id}
+    assert ids == {notice.notice_id(notice.REBALANCE_RECOMMENDATION, I, notice.rebalance_key())}
+    # AND a reader that knows the boot tells two boots apart
+    assert ev.from_imds_rebalance(I, {"noticeTime": "x"}, boot="b1").event_id != \
+        ev.from_imds_rebalance(I, {"noticeTime": "x"}, boot="b2").event_id
+
+
+def test_every_aws_time_format_reads_the_same():
+    # the handler reads times with toolkit/notice.py: Z, +00:00, +0000, 9 fractional digits, naive = UTC
+    ids = {ev.from_imds_instance_action(I, {"action": "terminate", "time": t}).event_id
+           for t in ("2026-11-23T10:02:00Z", "2026-11-23T10:02:00+00:00", "2026-11-23T10:02:00+0000",
+                     "2026-11-23T10:02:00.123456789Z", "2026-11-23T10:02:00", "2026-11-23T11:02:00+01:00")}
+    assert len(ids) == 1
+    with pytest.raises(DropEvent) as err:
+        ev.from_imds_instance_action(I, {"action": "terminate", "time": 12345})
+    assert str(err.value) == "time 12345 is a int, not an ISO 8601 or RFC 2822 string"
+
+
+@pytest.mark.parametrize("sample", [w.spot_warning(I), w.rebalance(I), w.state_change(I, "stopping"),
+                                    w.health_scheduled([I]), w.lifecycle_terminate(I), w.capacity_reservation_warning(I)],
+                         ids=lambda s: s["detail-type"])
+def test_an_applications_event_with_an_aws_detail_type_is_dropped(sample):
+    # GIVEN the same detail type and detail, put on the bus by an application (source "my.app")
+    forged = {**sample, "source": "my.app"}
+    # WHEN parsed THEN it is dropped, and the reason names both sources
+    with pytest.raises(DropEvent) as err:
+        ev.from_message_body(json.dumps(forged))
+    assert str(err.value) == (f"{sample['detail-type']}: source 'my.app' is not {sample['source']!r}; only AWS "
+                              "sends this warning, so this is another application's event")
+    # AND the real one is accepted
+    assert ev.from_message_body(json.dumps(sample))
 
 
 def test_lifecycle_actions_differ_by_token_and_carry_what_completion_needs():

@@ -122,7 +122,7 @@ def test_staged_lambda_code_imports_on_its_own(tmp_path):
     # GIVEN the directory the asset zips
     staged = build_lambda_source()
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*.py")) == sorted(
-        ["toolkit/__init__.py"] + [f"toolkit/interruption/{p.name}" for p in
+        ["toolkit/__init__.py", "toolkit/notice.py"] + [f"toolkit/interruption/{p.name}" for p in
                                    (Path(__file__).resolve().parents[1] / "toolkit" / "interruption").glob("*.py")])
     # WHEN a fresh interpreter with only that directory (and boto3) imports the entry point
     code = "import toolkit.interruption.lambda_entry as m; print(m.handler.__name__)"

@@ -10,6 +10,6 @@
 - ``handler``: decides which actions an event gets, in which order, and records them.
 - ``consumer``: the SQS loop (``spotkit handle-events --queue-url``); ``lambda_entry``: the Lambda.
 
-This package imports only boto3/botocore and ``toolkit.errors`` so the stack can package it as the
-Lambda's code (see ``toolkit.interruption.packaging``).
+This package imports only boto3/botocore and ``toolkit.notice`` (standard library) so the stack can
+package it, with ``toolkit/notice.py``, as the Lambda's code (see ``modules.interruption_events.build_lambda_source``).
 """

@@ -1,22 +1,28 @@
 """One event type for every interruption warning AWS sends, with a deterministic id.
 
 Monitors (EventBridge rules into SQS, Auto Scaling notifications, the on-instance IMDS poller) all
-produce ``InterruptionEvent``. Its ``event_id`` is a hash of what the warning *means* (kind, instance,
-and the key that tells two real warnings apart), not of how it was delivered: the same spot notice
-seen twice through SQS, or once by EventBridge and once by IMDS, gets the same id, so the store acts
-on it once.
+produce ``InterruptionEvent``. Its ``event_id`` is ``toolkit.notice.notice_id``: a hash of what the
+warning *means* (kind, instance, and the key that tells two real warnings apart), not of how it was
+delivered, so the same spot notice seen twice through SQS, or once by EventBridge and once by IMDS, gets
+the same id and the store acts on it once; a persistent instance interrupted again hours later is a new
+notice (see ``toolkit/notice.py`` for the keys).
 
-Parsers raise ``DropEvent`` for input that can never be handled (malformed, not an interruption);
-the consumer deletes such a message (and journals why) instead of retrying it forever.
+Parsers raise ``DropEvent`` for input that can never be handled (malformed, not an interruption, an
+event whose ``source`` is not the AWS service that sends its detail type); the handler journals such a
+message with its reason and deletes it instead of retrying it forever.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Optional
+
+from toolkit import notice
+from toolkit.notice import (  # noqa: F401  (re-exported: the handler, runbooks and tests use ev.<KIND>)
+    CAPACITY_RESERVATION_INTERRUPTION, DEFAULT_LIFECYCLE_SECONDS, KINDS, LIFECYCLE_TERMINATE,
+    REBALANCE_RECOMMENDATION, SCHEDULED_CHANGE, SPOT_INTERRUPTION, SPOT_NOTICE_SECONDS, STATE_CHANGE, notice_id)
 
 
 class DropEvent(Exception):
@@ -26,16 +32,6 @@ class DropEvent(Exception):
 class RetryEvent(Exception):
     """A transient failure (throttling, a dependency not ready): leave the message to be retried."""
 
-
-# Kinds, in the words of the warning. Values are stable: they are part of event ids and the journal.
-SPOT_INTERRUPTION = "spot-interruption"
-REBALANCE_RECOMMENDATION = "rebalance-recommendation"
-STATE_CHANGE = "state-change"
-SCHEDULED_CHANGE = "scheduled-change"
-LIFECYCLE_TERMINATE = "asg-lifecycle-terminate"
-CAPACITY_RESERVATION_INTERRUPTION = "capacity-reservation-interruption"
-KINDS = (SPOT_INTERRUPTION, REBALANCE_RECOMMENDATION, STATE_CHANGE, SCHEDULED_CHANGE, LIFECYCLE_TERMINATE,
-         CAPACITY_RESERVATION_INTERRUPTION)
 
 # EventBridge detail types, and the source each comes from.
 DETAIL_TYPES: dict[str, tuple[str, str]] = {
@@ -49,9 +45,6 @@ DETAIL_TYPES: dict[str, tuple[str, str]] = {
 
 # States of the state-change notification that mean the instance is going away.
 LEAVING_STATES = ("stopping", "shutting-down", "stopped", "terminated")
-
-SPOT_NOTICE_SECONDS = 120
-DEFAULT_LIFECYCLE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -102,27 +95,16 @@ class InterruptionEvent:
         return (parse_time(self.deadline) - now).total_seconds()
 
 
-def event_id(kind: str, instance_id: str, key: str = "") -> str:
-    """The deterministic id: ``<kind>:<instance>:<12 hex of sha256(kind|instance|key)>``."""
-    digest = hashlib.sha256(f"{kind}|{instance_id}|{key}".encode()).hexdigest()[:12]
-    return f"{kind}:{instance_id}:{digest}"
-
-
 def parse_time(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    text = str(value).strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
+    """``toolkit.notice.parse_time``; a time it cannot read makes the message a drop."""
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise DropEvent(f"time {value!r} is not ISO-8601") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return notice.parse_time(value)
+    except notice.TimeFormatError as exc:
+        raise DropEvent(str(exc)) from None
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return notice.format_time(dt)
 
 
 def _require(detail: Mapping, key: str, what: str) -> str:
@@ -136,50 +118,58 @@ def _require(detail: Mapping, key: str, what: str) -> str:
 
 def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
     """Parse one EventBridge event (any of the six detail types) into events (a Health event can name
-    several instances). Raises ``DropEvent`` for anything else."""
+    several instances). Raises ``DropEvent`` for anything else, including an event whose ``source`` is not
+    the AWS service that sends its detail type (an application may put events with any detail-type on a
+    bus; only AWS may use an ``aws.*`` source)."""
     detail_type = envelope.get("detail-type")
     if detail_type not in DETAIL_TYPES:
         raise DropEvent(f"detail-type {detail_type!r} is not an interruption warning spotkit handles")
-    _, kind = DETAIL_TYPES[detail_type]
+    expected_source, kind = DETAIL_TYPES[detail_type]
+    source = envelope.get("source")
+    if source != expected_source:
+        raise DropEvent(f"{detail_type}: source {source!r} is not {expected_source!r}; only AWS sends this "
+                        "warning, so this is another application's event")
     detail = envelope.get("detail")
     if not isinstance(detail, Mapping):
         raise DropEvent(f"{detail_type}: event has no detail object")
     issued = parse_time(envelope.get("time") or datetime.now(timezone.utc))
-    common = {"source": str(envelope.get("source", "")), "region": str(envelope.get("region", "")),
+    common = {"source": str(source), "region": str(envelope.get("region", "")),
               "account": str(envelope.get("account", "")), "origin_id": str(envelope.get("id", "")),
               "issued_at": _iso(issued)}
 
     if kind == SPOT_INTERRUPTION:
         instance = _require(detail, "instance-id", detail_type)
         action = str(detail.get("instance-action", "terminate"))
+        deadline = notice.spot_deadline_from_warning(issued)
         return [InterruptionEvent(
-            event_id=event_id(kind, instance, action), kind=kind, instance_id=instance, action=action,
-            deadline=_iso(issued + timedelta(seconds=SPOT_NOTICE_SECONDS)), detail=dict(detail), **common)]
+            event_id=notice_id(kind, instance, notice.spot_key(action, deadline)), kind=kind, instance_id=instance,
+            action=action, deadline=_iso(deadline), detail=dict(detail), **common)]
 
     if kind == CAPACITY_RESERVATION_INTERRUPTION:
         instance = _require(detail, "instance-id", detail_type)
         action = str(detail.get("instance-action", "terminate"))
         deadline = detail.get("instance-termination-time")
-        deadline_dt = parse_time(deadline) if deadline else issued + timedelta(seconds=SPOT_NOTICE_SECONDS)
+        deadline_dt = parse_time(deadline) if deadline else notice.spot_deadline_from_warning(issued)
         return [InterruptionEvent(
-            event_id=event_id(kind, instance, f"{action}|{_iso(deadline_dt)}"), kind=kind, instance_id=instance,
-            action=action, deadline=_iso(deadline_dt), detail=dict(detail), **common)]
+            event_id=notice_id(kind, instance, notice.spot_key(action, deadline_dt)), kind=kind,
+            instance_id=instance, action=action, deadline=_iso(deadline_dt), detail=dict(detail), **common)]
 
     if kind == REBALANCE_RECOMMENDATION:
         instance = _require(detail, "instance-id", detail_type)
-        # A rebalance recommendation is sent once per instance; the spot notice (if any) follows.
+        # One per instance (EventBridge does not say which boot); the spot notice (if any) follows.
         return [InterruptionEvent(
-            event_id=event_id(kind, instance), kind=kind, instance_id=instance,
-            deadline=_iso(issued + timedelta(seconds=SPOT_NOTICE_SECONDS)), detail=dict(detail), **common)]
+            event_id=notice_id(kind, instance, notice.rebalance_key()), kind=kind, instance_id=instance,
+            deadline=_iso(notice.spot_deadline_from_warning(issued)), detail=dict(detail), **common)]
 
     if kind == STATE_CHANGE:
         instance = _require(detail, "instance-id", detail_type)
         state = _require(detail, "state", detail_type)
         if state not in LEAVING_STATES:
             raise DropEvent(f"{detail_type}: state {state!r} is not a departure ({', '.join(LEAVING_STATES)})")
+        # The state and the window of when it happened: a second stop of the same instance later is new.
         return [InterruptionEvent(
-            event_id=event_id(kind, instance, state), kind=kind, instance_id=instance, action=state,
-            deadline=_iso(issued), detail=dict(detail), **common)]
+            event_id=notice_id(kind, instance, notice.spot_key(state, issued)), kind=kind, instance_id=instance,
+            action=state, deadline=_iso(issued), detail=dict(detail), **common)]
 
     if kind == SCHEDULED_CHANGE:
         if detail.get("service") != "EC2" or detail.get("eventTypeCategory") != "scheduledChange":
@@ -187,28 +177,18 @@ def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
                             f"{detail.get('service')!r}, category {detail.get('eventTypeCategory')!r})")
         arn = _require(detail, "eventArn", detail_type)
         start = detail.get("startTime")
-        deadline = _iso(parse_time(_health_time(start))) if start else _iso(issued)
+        deadline = _iso(parse_time(start)) if start else _iso(issued)
         instances = [e.get("entityValue") for e in detail.get("affectedEntities") or []
                      if isinstance(e, Mapping) and str(e.get("entityValue", "")).startswith("i-")]
         if not instances:
             raise DropEvent(f"{detail_type}: {arn} names no EC2 instance")
         slim = {k: detail[k] for k in ("eventArn", "eventTypeCode", "startTime", "endTime") if k in detail}
         return [InterruptionEvent(
-            event_id=event_id(kind, i, arn), kind=kind, instance_id=i, action=str(detail.get("eventTypeCode", "")),
+            event_id=notice_id(kind, i, arn), kind=kind, instance_id=i, action=str(detail.get("eventTypeCode", "")),
             deadline=deadline, detail=slim, **common) for i in instances]
 
     # LIFECYCLE_TERMINATE
     return [_lifecycle_event(detail, common, issued, detail_type)]
-
-
-def _health_time(value: str) -> str:
-    """Health times look like 'Sat, 05 Jun 2027 07:00:00 GMT' or ISO-8601."""
-    from email.utils import parsedate_to_datetime
-
-    try:
-        return _iso(parsedate_to_datetime(value))
-    except (TypeError, ValueError):
-        return value
 
 
 def _lifecycle_event(detail: Mapping, common: dict, issued: datetime, what: str,
@@ -221,7 +201,7 @@ def _lifecycle_event(detail: Mapping, common: dict, issued: datetime, what: str,
     lifecycle = LifecycleAction(group_name=_require(detail, "AutoScalingGroupName", what),
                                 hook_name=_require(detail, "LifecycleHookName", what), token=token)
     return InterruptionEvent(
-        event_id=event_id(LIFECYCLE_TERMINATE, instance, token), kind=LIFECYCLE_TERMINATE, instance_id=instance,
+        event_id=notice_id(LIFECYCLE_TERMINATE, instance, token), kind=LIFECYCLE_TERMINATE, instance_id=instance,
         action="terminate", lifecycle=lifecycle, group_name=lifecycle.group_name,
         deadline=_iso(issued + timedelta(seconds=heartbeat_seconds)),
         detail={k: detail[k] for k in ("NotificationMetadata", "Origin", "Destination") if k in detail},
@@ -241,28 +221,42 @@ def from_autoscaling_notification(body: Mapping[str, Any]) -> list[InterruptionE
 
 # --- the instance metadata service (the on-instance agent) -------------------------------------
 
+def _imds_body(body: Mapping[str, Any] | str, what: str) -> dict:
+    try:
+        data = json.loads(body) if isinstance(body, str) else body
+    except json.JSONDecodeError as exc:
+        raise DropEvent(f"{what}: body is not JSON: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise DropEvent(f"{what}: body is a JSON {type(data).__name__}, not an object")
+    return dict(data)
+
+
 def from_imds_instance_action(instance_id: str, body: Mapping[str, Any] | str) -> InterruptionEvent:
     """``/latest/meta-data/spot/instance-action``: ``{"action": "terminate", "time": "..."}``.
 
-    The id matches the EventBridge warning for the same instance and action, so whichever arrives
-    second is a duplicate."""
-    data = json.loads(body) if isinstance(body, str) else dict(body)
+    ``time`` is when the instance goes; the id is the one the EventBridge warning for the same notice
+    gets (its send time + 120 s falls in the same notice window), so whichever arrives second is a
+    duplicate."""
+    data = _imds_body(body, "spot instance-action")
     action = str(data.get("action", "terminate"))
     deadline = parse_time(data.get("time") or datetime.now(timezone.utc))
     return InterruptionEvent(
-        event_id=event_id(SPOT_INTERRUPTION, instance_id, action), kind=SPOT_INTERRUPTION, instance_id=instance_id,
-        action=action, source="imds", issued_at=_iso(deadline - timedelta(seconds=SPOT_NOTICE_SECONDS)),
-        deadline=_iso(deadline))
+        event_id=notice_id(SPOT_INTERRUPTION, instance_id, notice.spot_key(action, deadline)),
+        kind=SPOT_INTERRUPTION, instance_id=instance_id, action=action, source="imds",
+        issued_at=_iso(deadline - timedelta(seconds=SPOT_NOTICE_SECONDS)), deadline=_iso(deadline))
 
 
-def from_imds_rebalance(instance_id: str, body: Mapping[str, Any] | str) -> InterruptionEvent:
-    """``/latest/meta-data/events/recommendations/rebalance``: ``{"noticeTime": "..."}``."""
-    data = json.loads(body) if isinstance(body, str) else dict(body)
-    issued = parse_time(data.get("noticeTime") or datetime.now(timezone.utc))
+def from_imds_rebalance(instance_id: str, body: Mapping[str, Any] | str, boot: str = "") -> InterruptionEvent:
+    """``/latest/meta-data/events/recommendations/rebalance``: ``{"noticeTime": "..."}``.
+
+    One per instance and ``boot`` (when the reader knows it): the ``noticeTime`` is not part of the id,
+    since AWS may move it. Without ``boot`` it is the id EventBridge's recommendation gets."""
+    data = _imds_body(body, "rebalance recommendation")
+    issued = notice.try_parse_time(data.get("noticeTime")) or datetime.now(timezone.utc)
     return InterruptionEvent(
-        event_id=event_id(REBALANCE_RECOMMENDATION, instance_id), kind=REBALANCE_RECOMMENDATION,
-        instance_id=instance_id, source="imds", issued_at=_iso(issued),
-        deadline=_iso(issued + timedelta(seconds=SPOT_NOTICE_SECONDS)))
+        event_id=notice_id(REBALANCE_RECOMMENDATION, instance_id, notice.rebalance_key(boot)),
+        kind=REBALANCE_RECOMMENDATION, instance_id=instance_id, source="imds", issued_at=_iso(issued),
+        deadline=_iso(notice.spot_deadline_from_warning(issued)))
 
 
 # --- SQS message bodies -------------------------------------------------------------------------

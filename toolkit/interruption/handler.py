@@ -17,11 +17,14 @@
    shutting-down, stopped, ...)    too late to checkpoint
    ============================== ===============================================================
 
-4. finish: ``done``; or ``failed`` on a transient error, which releases the claim so the message's
-   retry acts again (every action is idempotent).
+4. finish: ``done``; or ``failed`` when an action failed or on a transient error, which releases the
+   claim so the message's retry acts again (every action is idempotent); a message that keeps failing
+   ends in the dead-letter queue. The instance's group (its ``spotkit:group`` tag, else its Auto
+   Scaling group) is journaled with the event, for ``spotkit status``.
 
-Outcomes tell a drop (delete the message: malformed, not ours, duplicate) from a retry (keep it;
-also for an event another worker is still handling).
+Outcomes tell a drop (delete the message: malformed, not ours, duplicate; a message that cannot be
+parsed is journaled with its reason) from a retry (keep it: a transient error, a failed action, or an
+event another worker is still handling).
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ from toolkit.interruption import actions as act
 from toolkit.interruption import events as ev
 from toolkit.interruption import store as st
 from toolkit.interruption.events import DropEvent, InterruptionEvent, RetryEvent
+from toolkit.notice import ASG_NAME_TAG, TAG_GROUP, TAG_MANAGED
 
 log = logging.getLogger("spotkit.interruption")
 
-GROUP_TAG = "spotkit:group"        # set by modules/compute_group.py
-MANAGED_TAG = "spotkit:managed"
+GROUP_TAG = TAG_GROUP              # the tag contract lives in toolkit/notice.py
+MANAGED_TAG = TAG_MANAGED
 CHECKPOINT_HOOK = "/opt/spotkit/hooks/checkpoint"
 DEFAULT_CHECKPOINT_COMMAND = (
     f"if [ -x {CHECKPOINT_HOOK} ]; then {CHECKPOINT_HOOK}; "
@@ -59,6 +63,7 @@ IN_PROGRESS = "in-progress"
 IGNORED = "ignored"
 DROPPED = "dropped"
 RETRY = "retry"
+FAILED = "failed"  # an action failed: journaled failed, the message is kept (retried, then the DLQ)
 DELETE_STATUSES = (ACTED, DUPLICATE, IGNORED, DROPPED)
 
 
@@ -133,7 +138,13 @@ class Handler:
             events = ev.from_message_body(body)
         except DropEvent as exc:
             log.warning("dropping a message: %s", exc)
-            return [Outcome(DROPPED, str(exc))]
+            out = Outcome(DROPPED, str(exc))
+            try:
+                out.event_id = self.store.record_dropped(body, str(exc))
+            except Exception as journal_exc:  # the journal is down: keep the message, it comes back
+                log.warning("journaling the dropped message failed: %s", journal_exc)
+                out.status, out.reason = RETRY, f"{exc} (not journaled: {type(journal_exc).__name__}: {journal_exc})"
+            return [out]
         return [self.handle(e, wait_budget_seconds=wait_budget_seconds) for e in events]
 
     def handle(self, event: InterruptionEvent, *, wait_budget_seconds: Optional[float] = None) -> Outcome:
@@ -148,24 +159,26 @@ class Handler:
             out.group = group
             if not managed:
                 out.status, out.reason = IGNORED, reason
-                self.store.finish(event.event_id, st.IGNORED, reason)
+                self.store.finish(event.event_id, st.IGNORED, reason, group=group)
                 return out
             self._act(event, group, out, wait_budget_seconds)
-            failed = [a.name for a in out.actions if a.status == act.FAILED]
-            out.reason = f"failed: {', '.join(failed)}" if failed else ""
-            self.store.finish(event.event_id, st.DONE, out.reason)
+            failed = [a for a in out.actions if a.status == act.FAILED]
+            if failed:
+                out.status = FAILED
+                out.reason = "failed: " + "; ".join(a.message or a.name for a in failed)
+            self.store.finish(event.event_id, st.FAILED if failed else st.DONE, out.reason, group=group)
             return out
         except RetryEvent as exc:
-            self.store.finish(event.event_id, st.FAILED, str(exc))
+            self.store.finish(event.event_id, st.FAILED, str(exc), group=out.group)
             out.status, out.reason = RETRY, str(exc)
             return out
         except DropEvent as exc:
-            self.store.finish(event.event_id, st.DROPPED, str(exc))
+            self.store.finish(event.event_id, st.DROPPED, str(exc), group=out.group)
             out.status, out.reason = DROPPED, str(exc)
             return out
         except Exception as exc:  # a bug or an unexpected AWS answer: release the claim, let it retry (then DLQ)
             log.exception("handling %s failed", event.event_id)
-            self.store.finish(event.event_id, st.FAILED, f"{type(exc).__name__}: {exc}")
+            self.store.finish(event.event_id, st.FAILED, f"{type(exc).__name__}: {exc}", group=out.group)
             out.status, out.reason = RETRY, f"{type(exc).__name__}: {exc}"
             return out
 
@@ -177,15 +190,15 @@ class Handler:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return False, "", f"instance {event.instance_id} does not exist in this account and region"
+                return False, event.group_name, f"instance {event.instance_id} does not exist in this account and region"
             if code in act.RETRYABLE_CODES:
                 raise RetryEvent(f"looking up {event.instance_id}: {exc}") from exc
             raise
         instances = [i for r in reservations for i in r["Instances"]]
         if not instances:
-            return False, "", f"instance {event.instance_id} does not exist in this account and region"
+            return False, event.group_name, f"instance {event.instance_id} does not exist in this account and region"
         tags = {t["Key"]: t["Value"] for t in instances[0].get("Tags", [])}
-        group = tags.get(GROUP_TAG, "") or event.group_name
+        group = tags.get(GROUP_TAG, "") or tags.get(ASG_NAME_TAG, "") or event.group_name
         if tags.get(MANAGED_TAG) != "true" and GROUP_TAG not in tags:
             return False, group, f"instance {event.instance_id} is not managed by spotkit (no {MANAGED_TAG}=true or {GROUP_TAG} tag)"
         if self.settings.groups and group not in self.settings.groups:

@@ -15,20 +15,33 @@ A claim answers:
 - ``IN_PROGRESS``: another worker holds a live lease; this copy is a duplicate delivery. If that worker
   dies, its lease runs out and the redelivered message claims the event again (actions are idempotent).
 
-``finish(event_id, FAILED)`` releases the lease at once so a retry can claim it.
+``finish(event_id, FAILED)`` releases the lease at once so a retry can claim it. ``finish`` also
+records the instance's group (for ``spotkit status``). ``record_dropped(body, reason)`` journals a
+message that can never be handled, with its reason. ``check()`` is a cheap read that fails with
+``JournalError`` (a clear message and next step) when the journal is missing, not a spotkit journal, or
+out of reach; ``events()`` lists every event for ``spotkit status``.
+
+The local file survives a torn (cut-off) line, what a process killed mid-write leaves: it is skipped
+and reported (``skipped_lines``), and the next append starts on a new line.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from toolkit.interruption.events import InterruptionEvent
+
+log = logging.getLogger("spotkit.interruption")
 
 NEW = "new"
 DUPLICATE = "duplicate"
@@ -44,14 +57,52 @@ FINAL = (DONE, IGNORED, DROPPED)
 
 DEFAULT_LEASE_SECONDS = 360
 DEFAULT_DEDUPE_SECONDS = 6 * 3600
+DROPPED_BODY_CHARS = 2000  # how much of a dropped message the journal keeps
+
+
+class JournalError(Exception):
+    """The journal cannot be used (missing, not a spotkit journal, out of reach). ``hint``: what to do."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
 
 
 class EventStore(Protocol):
     def claim(self, event: InterruptionEvent, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> str: ...
     def record(self, event_id: str, name: str, status: str, **detail: Any) -> None: ...
-    def finish(self, event_id: str, status: str, reason: str = "") -> None: ...
+    def finish(self, event_id: str, status: str, reason: str = "", *, group: str = "") -> None: ...
+    def record_dropped(self, body: Any, reason: str) -> str: ...
     def get(self, event_id: str) -> Optional[dict]: ...
     def actions(self, event_id: str) -> list[dict]: ...
+    def check(self) -> None: ...
+    def events(self) -> list[dict]: ...
+
+
+def dropped_id(body: Any) -> str:
+    """The journal key of a dropped message: the same body is one entry however often it comes."""
+    text = body if isinstance(body, str) else json.dumps(body, sort_keys=True, default=str)
+    return "dropped:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+def _body_text(body: Any) -> str:
+    text = body if isinstance(body, str) else json.dumps(body, sort_keys=True, default=str)
+    return text[:DROPPED_BODY_CHARS]
+
+
+def _event_row(event_id: str, item: dict) -> dict:
+    """One event as ``spotkit status`` reads it, from either journal."""
+    event = item.get("event")
+    if event is None and item.get("event_json"):
+        try:
+            event = json.loads(item["event_json"])
+        except ValueError:
+            event = {}
+    event = event or {}
+    return {"event_id": event_id, "group": item.get("group_name") or event.get("group_name") or "",
+            "instance_id": item.get("instance_id") or event.get("instance_id") or "",
+            "kind": item.get("kind") or event.get("kind") or "", "time": event.get("issued_at") or "",
+            "status": item.get("status") or "", "reason": item.get("reason") or ""}
 
 
 # --- DynamoDB -----------------------------------------------------------------------------------
@@ -99,16 +150,62 @@ class DynamoDBStore:
             "at": {"N": f"{now:.6f}"}, "expires_at": {"N": str(int(now) + self.dedupe_seconds)},
         })
 
-    def finish(self, event_id: str, status: str, reason: str = "") -> None:
+    def finish(self, event_id: str, status: str, reason: str = "", *, group: str = "") -> None:
         now = int(self._clock())
+        update = "SET #s = :s, reason = :r, finished_at = :now, lease_until = :lease"
+        values = {":s": {"S": status}, ":r": {"S": reason}, ":now": {"N": str(now)},
+                  ":lease": {"N": "0" if status == FAILED else str(now)}}
+        if group:
+            update += ", group_name = :g"
+            values[":g"] = {"S": group}
         self._ddb.update_item(
             TableName=self.table_name,
             Key={"pk": {"S": event_id}, "sk": {"S": "event"}},
-            UpdateExpression="SET #s = :s, reason = :r, finished_at = :now, lease_until = :lease",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":s": {"S": status}, ":r": {"S": reason}, ":now": {"N": str(now)},
-                                       ":lease": {"N": "0" if status == FAILED else str(now)}},
+            UpdateExpression=update, ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues=values,
         )
+
+    def record_dropped(self, body: Any, reason: str) -> str:
+        key, now = dropped_id(body), int(self._clock())
+        self._ddb.put_item(TableName=self.table_name, Item={
+            "pk": {"S": key}, "sk": {"S": "event"}, "status": {"S": DROPPED}, "kind": {"S": "dropped"},
+            "reason": {"S": reason}, "body": {"S": _body_text(body)}, "claimed_at": {"N": str(now)},
+            "finished_at": {"N": str(now)}, "expires_at": {"N": str(now + self.dedupe_seconds)}})
+        return key
+
+    def check(self) -> None:
+        """A cheap read of a key no event has: fails at once on a wrong table, key schema or endpoint
+        (needs only ``dynamodb:GetItem``, which the handler has anyway)."""
+        where = f"{self._ddb.meta.region_name}" + (f" at {self._ddb.meta.endpoint_url}" if self._ddb.meta.endpoint_url else "")
+        hint = ("pass the stack's interruption_journal_table output as --journal-table "
+                "('spotkit output <stack>' shows it)")
+        try:
+            self._ddb.get_item(TableName=self.table_name, Key={"pk": {"S": "spotkit:journal-check"}, "sk": {"S": "event"}})
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ResourceNotFoundException":
+                raise JournalError(f"journal table {self.table_name!r} does not exist in {where}", hint) from None
+            if code == "ValidationException":
+                raise JournalError(f"table {self.table_name!r} is not a spotkit journal (its key is not pk + sk): "
+                                   f"{exc.response.get('Error', {}).get('Message', exc)}", hint) from None
+            raise JournalError(f"cannot read the journal table {self.table_name!r} in {where}: {exc}",
+                               "check the credentials and that the role may dynamodb:GetItem on the table") from None
+        except BotoCoreError as exc:
+            raise JournalError(f"cannot reach DynamoDB in {where}: {exc}",
+                               "check --endpoint-url / --region and the network, then run again") from None
+
+    def events(self) -> list[dict]:
+        """Every event item (a paginated Scan of the ``event`` items) as ``spotkit status`` reads it."""
+        out: list[dict] = []
+        kwargs = {"TableName": self.table_name, "FilterExpression": "sk = :e",
+                  "ExpressionAttributeValues": {":e": {"S": "event"}}}
+        while True:
+            page = self._ddb.scan(**kwargs)
+            for item in page.get("Items", []):
+                row = _plain(item)
+                out.append(_event_row(row["pk"], row))
+            if not page.get("LastEvaluatedKey"):
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def get(self, event_id: str) -> Optional[dict]:
         item = self._ddb.get_item(TableName=self.table_name, ConsistentRead=True,
@@ -154,27 +251,49 @@ class LocalFileStore:
         self._offset = 0
         self._events: dict[str, dict] = {}
         self._actions: dict[str, list[dict]] = {}
+        self._line = 0
+        self.skipped_lines: list[tuple[int, str]] = []  # (line number, why) of torn or unreadable lines
 
     def _catch_up(self, fh) -> None:
+        # Every writer holds the file lock while it appends, and so do we: a line without its newline is
+        # not one being written but one a killed writer left (torn). Skip it (and report it); the next
+        # append starts a new line, so it never swallows what comes after it.
         fh.seek(self._offset)
         for line in fh:
-            if not line.endswith("\n"):
-                break  # a line another process is still writing
             self._offset += len(line.encode())
-            row = json.loads(line)
-            eid = row["event_id"]
-            if row["type"] == "claim":
+            self._line += 1
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                eid = row["event_id"]
+                kind = row["type"]
+            except (ValueError, KeyError, TypeError) as exc:
+                why = "cut off (no end of line)" if not line.endswith("\n") else f"unreadable, cut off or not a journal row ({exc})"
+                self.skipped_lines.append((self._line, why))
+                log.warning("journal %s: skipped line %d: %s", self.path, self._line, why)
+                continue
+            if kind == "claim":
                 prior = self._events.get(eid, {})
                 self._events[eid] = {**prior, **row, "status": CLAIMED, "attempts": prior.get("attempts", 0) + 1}
-            elif row["type"] == "finish":
-                self._events.setdefault(eid, {}).update(status=row["status"], reason=row.get("reason", ""),
-                                                        lease_until=row["lease_until"])
+            elif kind == "finish":
+                update = {"status": row["status"], "reason": row.get("reason", ""), "lease_until": row["lease_until"]}
+                if row.get("group"):
+                    update["group_name"] = row["group"]
+                self._events.setdefault(eid, {}).update(update)
+            elif kind == "dropped":
+                self._events[eid] = {**row, "status": DROPPED}
             else:
                 self._actions.setdefault(eid, []).append(row)
 
     def _append(self, fh, row: dict) -> None:
-        fh.seek(0, os.SEEK_END)
+        end = fh.seek(0, os.SEEK_END)
         line = json.dumps(row, sort_keys=True, default=str) + "\n"
+        if end:
+            fh.seek(end - 1)
+            if fh.read(1) != "\n":  # a torn last line: end it, so this row stays a line of its own
+                line = "\n" + line
+            fh.seek(0, os.SEEK_END)
         fh.write(line)
         fh.flush()
 
@@ -209,11 +328,31 @@ class LocalFileStore:
         self._locked(lambda fh: self._append(fh, {"type": "action", "event_id": event_id, "name": name,
                                                   "status": status, "detail": detail, "at": self._clock()}))
 
-    def finish(self, event_id: str, status: str, reason: str = "") -> None:
+    def finish(self, event_id: str, status: str, reason: str = "", *, group: str = "") -> None:
         now = self._clock()
-        self._locked(lambda fh: self._append(fh, {"type": "finish", "event_id": event_id, "status": status,
-                                                  "reason": reason, "at": now,
-                                                  "lease_until": 0 if status == FAILED else now}))
+        row = {"type": "finish", "event_id": event_id, "status": status, "reason": reason, "at": now,
+               "lease_until": 0 if status == FAILED else now}
+        if group:
+            row["group"] = group
+        self._locked(lambda fh: self._append(fh, row))
+
+    def record_dropped(self, body: Any, reason: str) -> str:
+        key, now = dropped_id(body), self._clock()
+        self._locked(lambda fh: self._append(fh, {"type": "dropped", "event_id": key, "kind": "dropped",
+                                                  "reason": reason, "body": _body_text(body), "at": now,
+                                                  "expires_at": now + self.dedupe_seconds}))
+        return key
+
+    def check(self) -> None:
+        """Opens, locks and reads the file (what every later call does)."""
+        try:
+            self._locked(lambda fh: None)
+        except OSError as exc:
+            raise JournalError(f"cannot use the journal file {self.path}: {exc}",
+                               "pass --journal-file with a writable path") from None
+
+    def events(self) -> list[dict]:
+        return [_event_row(k, v) for k, v in self.all_events().items()]
 
     def get(self, event_id: str) -> Optional[dict]:
         return self._locked(lambda fh: dict(self._events[event_id]) if event_id in self._events else None)
