@@ -15,13 +15,40 @@ from toolkit.output import emit_json
 DEFAULT_JOURNAL_FILE = ".spotkit/interruption-journal.jsonl"
 
 
-def _store(ctx: CliContext, journal_table, journal_file):
-    from toolkit.interruption.store import DynamoDBStore, LocalFileStore
+def fail_fast_config():
+    """Few attempts and short timeouts: a wrong endpoint or table is reported within seconds, not minutes."""
+    from botocore.config import Config
 
-    if journal_table:
-        return DynamoDBStore(ctx.client("dynamodb"), journal_table), f"DynamoDB table {journal_table}"
-    path = Path(journal_file or DEFAULT_JOURNAL_FILE)
-    return LocalFileStore(path), f"journal file {path}"
+    return Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
+
+
+def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: str = DEFAULT_JOURNAL_FILE):
+    """The journal (DynamoDB table or local JSON-lines file) and its description, checked with one cheap
+    read before anything uses it: a wrong table or endpoint stops here with a clear error."""
+    from toolkit.interruption.store import DynamoDBStore, JournalError, LocalFileStore
+
+    try:
+        if journal_table:
+            DynamoDBStore(ctx.aws.client("dynamodb", config=fail_fast_config()), journal_table).check()
+            return DynamoDBStore(ctx.client("dynamodb"), journal_table), f"DynamoDB table {journal_table}"
+        path = Path(journal_file or default_file)
+        store = LocalFileStore(path)
+        store.check()
+        return store, f"journal file {path}"
+    except JournalError as exc:
+        raise ToolkitError(str(exc), hint=exc.hint) from None
+    except OSError as exc:
+        raise ToolkitError(f"cannot use the journal file {journal_file or default_file}: {exc}",
+                           hint="pass --journal-file with a writable path") from None
+
+
+def report_skipped_lines(store) -> None:
+    """Say which lines of a local journal were skipped (torn by a killed writer, or not journal rows)."""
+    skipped = getattr(store, "skipped_lines", [])
+    if skipped:
+        where = ", ".join(f"line {n}: {why}" for n, why in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        click.echo(f"note: journal {store.path}: skipped {len(skipped)} unreadable line(s) ({where}); the rest "
+                   "was read, new rows start on a line of their own", err=True)
 
 
 @click.command("handle-events")
@@ -75,11 +102,15 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if not ctx.debug:
         for noisy in ("botocore", "boto3", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    store, where = _store(ctx, journal_table, journal_file)
+    store, where = open_journal(ctx, journal_table, journal_file)
     handler = Handler(Clients(factory=ctx.client), store, settings)
 
     if event_file:
-        data = json.loads(Path(event_file).read_text(encoding="utf-8"))
+        try:
+            data = json.loads(Path(event_file).read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ToolkitError(f"{event_file} is not JSON: {exc}",
+                               hint="give an EventBridge event (or a list of them) as saved from the console or a test") from None
         outcomes = [o for body in (data if isinstance(data, list) else [data]) for o in handler.handle_body(body)]
         rows = [{"status": o.status, "kind": o.kind, "instance": o.instance_id, "event_id": o.event_id,
                  "reason": o.reason, "actions": {a.name: a.status for a in o.actions}} for o in outcomes]
@@ -91,23 +122,44 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
                 click.echo(f"{r['status']:<11} {r['kind'] or '-'} {r['instance'] or '-'}: {acts}"
                            + (f" ({r['reason']})" if r["reason"] else ""))
             click.echo(f"journal: {where}")
+        report_skipped_lines(store)
+        unhandled = [o for o in outcomes if not o.delete_message]
+        if unhandled:
+            raise ToolkitError(
+                f"{len(unhandled)} of {len(outcomes)} event(s) not handled: "
+                + "; ".join(f"{o.instance_id or '-'} {o.status}: {o.reason}" for o in unhandled),
+                hint=f"fix what the reason says, then run the same command again (the journal lets a failed "
+                     f"event be handled again): spotkit handle-events --event-file {event_file}")
         return
 
     from toolkit.interruption.consumer import QueueConsumer
 
-    consumer = QueueConsumer(ctx.client("sqs"), queue_url, handler, concurrency=concurrency,
-                             visibility_timeout=visibility_timeout, wait_seconds=wait_seconds)
+    from toolkit.interruption.consumer import ConsumerError
+    from toolkit.interruption.handler import FAILED
+
+    # Few attempts per receive: the consumer itself retries a failing receive a bounded number of times.
+    consumer = QueueConsumer(ctx.aws.client("sqs", config=fail_fast_config()), queue_url, handler,
+                             concurrency=concurrency, visibility_timeout=visibility_timeout, wait_seconds=wait_seconds)
     consumer.install_signal_handlers()
     if not ctx.json:
         click.echo(f"start: consuming {queue_url} with {concurrency} workers{' (dry run)' if dry_run else ''}; "
                    f"journal: {where}", err=True)
-    stats = consumer.run(stop_when_idle=until_empty)
+    try:
+        stats = consumer.run(stop_when_idle=until_empty)
+    except ConsumerError as exc:
+        raise ToolkitError(str(exc), hint=exc.hint) from None
     if ctx.json:
         emit_json(stats.to_dict())
     else:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(stats.outcomes.items())) or "none"
         click.echo(f"done: received {stats.received}, deleted {stats.deleted}, returned {stats.returned}; "
                    f"outcomes: {outcomes}")
+    report_skipped_lines(store)
+    failed = stats.outcomes.get(FAILED, 0)
+    if failed and until_empty:
+        raise ToolkitError(f"{failed} event handling(s) failed: their messages stay on the queue, are retried, "
+                           "and go to the dead-letter queue after its maxReceiveCount",
+                           hint=f"see why in the journal ({where}) or 'spotkit status', fix it, and the retry acts")
 
 
 def register(group: click.Group) -> None:

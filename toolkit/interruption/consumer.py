@@ -5,9 +5,12 @@
 - While a message is being handled its visibility timeout is extended every third of the timeout, so a
   slow drain (a lifecycle action waiting for ECS tasks) is not redelivered to another consumer.
 - Each message is deleted when every event in it ended in a final outcome (acted, duplicate, ignored,
-  dropped); otherwise it is made visible again after ``retry_delay_seconds`` (transient failure) or
-  ``visibility_timeout`` (another worker holds the event): after the queue's maxReceiveCount it moves
-  to the dead-letter queue.
+  dropped); otherwise it is made visible again after ``retry_delay_seconds`` (a transient failure, or an
+  action that failed: the event is journaled ``failed``) or ``visibility_timeout`` (another worker holds
+  the event): after the queue's maxReceiveCount it moves to the dead-letter queue.
+- Receiving that fails (an endpoint gone, a network down) is retried ``max_receive_failures`` times in a
+  row with a growing pause, then ``run`` raises ``ConsumerError``; an error retrying cannot fix (no such
+  queue, access denied, bad credentials) raises it at once. It never retries forever.
 - ``stop()`` (SIGTERM/SIGINT when ``install_signal_handlers()`` was called) is a clean shutdown: no more
   receives; handling in progress finishes (each is bounded by its event's deadline); then ``run`` returns.
 """
@@ -29,6 +32,22 @@ from toolkit.interruption.handler import IN_PROGRESS, Handler, Outcome
 
 log = logging.getLogger("spotkit.interruption")
 
+DEFAULT_MAX_RECEIVE_FAILURES = 4
+# Errors receiving that retrying cannot fix.
+FATAL_RECEIVE_CODES = frozenset({
+    "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied", "AccessDeniedException",
+    "InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch", "ExpiredToken",
+    "InvalidAddress", "InvalidSecurity",
+})
+
+
+class ConsumerError(Exception):
+    """The queue cannot be consumed. ``hint``: what to do next."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
 
 @dataclass
 class ConsumerStats:
@@ -45,9 +64,12 @@ class ConsumerStats:
 
 class QueueConsumer:
     def __init__(self, sqs, queue_url: str, handler: Handler, *, concurrency: int = 8, visibility_timeout: int = 60,
-                 wait_seconds: int = 10, retry_delay_seconds: int = 10, extend_every_seconds: Optional[float] = None):
+                 wait_seconds: int = 10, retry_delay_seconds: int = 10, extend_every_seconds: Optional[float] = None,
+                 max_receive_failures: int = DEFAULT_MAX_RECEIVE_FAILURES, receive_backoff_seconds: float = 2.0):
         if concurrency < 1:
             raise ValueError("concurrency must be 1 or more")
+        if max_receive_failures < 1:
+            raise ValueError("max_receive_failures must be 1 or more")
         if visibility_timeout < 10:
             raise ValueError("visibility_timeout must be at least 10 seconds")
         self.sqs = sqs
@@ -58,6 +80,8 @@ class QueueConsumer:
         self.wait_seconds = wait_seconds
         self.retry_delay_seconds = retry_delay_seconds
         self.extend_every_seconds = extend_every_seconds or max(1.0, visibility_timeout / 3)
+        self.max_receive_failures = max_receive_failures
+        self.receive_backoff_seconds = receive_backoff_seconds
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -85,7 +109,10 @@ class QueueConsumer:
 
     def run(self, *, stop_when_idle: bool = False, max_messages: Optional[int] = None) -> ConsumerStats:
         """Consume until ``stop()``; with ``stop_when_idle``, also when the queue is empty and nothing is in
-        flight; with ``max_messages``, after receiving that many."""
+        flight; with ``max_messages``, after receiving that many. Raises ``ConsumerError`` (after the
+        messages in flight are settled) when receiving keeps failing."""
+        failures = 0
+        error: Optional[ConsumerError] = None
         extender = threading.Thread(target=self._extend_loop, name="spotkit-visibility", daemon=True)
         extender.start()
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="spotkit-handler") as pool:
@@ -102,10 +129,26 @@ class QueueConsumer:
                         WaitTimeSeconds=1 if stop_when_idle else self.wait_seconds,
                         AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
                 except (ClientError, BotoCoreError) as exc:
-                    log.warning("receiving from %s failed (retrying in 2 s): %s", self.queue_url, exc)
                     self._release(free)
-                    self._stop.wait(2)
+                    failures += 1
+                    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+                    if code in FATAL_RECEIVE_CODES:
+                        error = ConsumerError(f"cannot receive from {self.queue_url}: {exc}",
+                                              "check the queue URL (the stack's interruption_queue_url output), "
+                                              "the region and the credentials")
+                        break
+                    if failures >= self.max_receive_failures:
+                        error = ConsumerError(
+                            f"receiving from {self.queue_url} failed {failures} times in a row; last error: {exc}",
+                            "check --endpoint-url / --region and the network, then run again (messages not "
+                            "handled stay on the queue)")
+                        break
+                    pause = min(30.0, self.receive_backoff_seconds * 2 ** (failures - 1))
+                    log.warning("receiving from %s failed (%d of %d, retrying in %.0f s): %s", self.queue_url,
+                                failures, self.max_receive_failures, pause, exc)
+                    self._stop.wait(pause)
                     continue
+                failures = 0
                 self._release(free - len(messages))
                 with self._lock:
                     self.stats.received += len(messages)
@@ -117,6 +160,8 @@ class QueueConsumer:
                     break
         self._stop.set()
         extender.join(timeout=5)
+        if error is not None:
+            raise error
         return self.stats
 
     def _acquire_free(self) -> int:

@@ -19,7 +19,7 @@ import os
 from typing import Any, Mapping, Optional
 
 from toolkit.interruption.actions import Clients
-from toolkit.interruption.handler import RETRY, Handler, HandlerSettings
+from toolkit.interruption.handler import Handler, HandlerSettings
 from toolkit.interruption.store import DynamoDBStore
 
 logging.getLogger("spotkit.interruption").setLevel(logging.INFO)
@@ -74,8 +74,8 @@ def handle(event: Mapping[str, Any], context: Any, handler: Handler) -> dict:
         outcomes = handler.handle_body(dict(event), wait_budget_seconds=budget)
         for o in outcomes:
             log.info("%s %s %s: %s", o.status, o.kind, o.instance_id, o.reason)
-        if any(o.status == RETRY for o in outcomes):
-            raise RuntimeError("; ".join(o.reason for o in outcomes if o.status == RETRY))  # async retry
+        if not all(o.delete_message for o in outcomes):  # a transient error or a failed action: async retry
+            raise RuntimeError("; ".join(f"{o.status}: {o.reason}" for o in outcomes if not o.delete_message))
         return {"outcomes": [o.status for o in outcomes]}
     failures = []
     for record in event["Records"]:
