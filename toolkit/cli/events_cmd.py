@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -12,7 +13,8 @@ from toolkit.cli.context import CliContext, pass_ctx
 from toolkit.errors import ToolkitError
 from toolkit.output import emit_json
 
-DEFAULT_JOURNAL_FILE = ".spotkit/interruption-journal.jsonl"
+# One default for the handler, status and recover drain (SPOTKIT_INTERRUPTION_JOURNAL overrides it).
+DEFAULT_JOURNAL_FILE = os.environ.get("SPOTKIT_INTERRUPTION_JOURNAL", str(Path(".spotkit") / "interruptions.jsonl"))
 
 
 def fail_fast_config():

@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.events_cmd import DEFAULT_JOURNAL_FILE as INTERRUPTION_JOURNAL
 from toolkit.output import emit_json, table
 from toolkit.runbooks.base import DEFAULT_JOURNAL_DIR, RunContext
-
-INTERRUPTION_JOURNAL = os.environ.get("SPOTKIT_INTERRUPTION_JOURNAL", str(Path(".spotkit") / "interruptions.jsonl"))
 
 
 def _common(fn):
@@ -222,15 +221,58 @@ def _echo_capacity(ctx: CliContext, result) -> None:
 
 @click.command("status")
 @click.option("--group", help="Only this group (default: every group tagged spotkit:group).")
-@click.option("--interruption-journal", default=INTERRUPTION_JOURNAL, show_default=True,
-              help="The interruption handler's local journal (JSON lines) for recent interruptions.")
+@click.option("--stack", help="Read the deployed handler's journal: the table this stack's Terraform outputs name "
+                              "(interruption_journal_table).")
+@click.option("--target", type=click.Choice(("local", "aws")), default="aws", show_default=True,
+              help="With --stack: the target it was applied to.")
+@click.option("--project-dir", type=click.Path(file_okay=False), envvar="SPOTKIT_PROJECT_DIR",
+              help="With --stack: where spotkit keeps working directories (default ./.spotkit).")
+@click.option("--journal-table", envvar="SPOTKIT_JOURNAL_TABLE",
+              help="The handler's DynamoDB journal (the stack's interruption_journal_table output).")
+@click.option("--journal-file", "--interruption-journal", "journal_file",
+              help=f"A local JSON-lines journal (what 'handle-events' without a table writes). "
+                   f"Default: {INTERRUPTION_JOURNAL} when it exists.")
 @pass_ctx
-def status_command(ctx: CliContext, group, interruption_journal):
-    """Spot vs on-demand per group, recent interruptions, waiting volumes, snapshot ages, fallbacks."""
-    from toolkit.runbooks.status import interruptions_from_journal, status
+def status_command(ctx: CliContext, group, stack, target, project_dir, journal_table, journal_file):
+    """Spot vs on-demand per group, recent interruptions, waiting volumes, snapshot ages, fallbacks.
 
-    result = status(ctx.client("ec2"), ctx.client("autoscaling"), group,
-                    interruptions=interruptions_from_journal(interruption_journal))
+    Interruptions come from the handler's journal: the deployed one (--stack, or --journal-table), and a
+    local one (--journal-file, or the default file when it exists); each is shown under its group.
+    """
+    from toolkit.cli.events_cmd import open_journal, report_skipped_lines
+    from toolkit.errors import ToolkitError
+    from toolkit.runbooks.status import interruptions_from_store, journal_table_from_outputs, status
+
+    tables = [journal_table] if journal_table else []
+    if stack:
+        from stacks import registry
+        from toolkit.deploy import workflow
+        from toolkit.local.emulator import project_dir as resolve_project_dir
+
+        registry.get(stack)
+        opts = workflow.DeployOptions(project=resolve_project_dir(project_dir), target=target,
+                                      terraform_bin=os.environ.get("SPOTKIT_TERRAFORM_BIN"),
+                                      endpoint_url=ctx.endpoint_url if target == "local" else None, config=ctx.config)
+        found = journal_table_from_outputs(workflow.outputs(workflow.open_workdir(stack, opts)), stack)
+        tables += [found] if found not in tables else []
+    if journal_file and not Path(journal_file).is_file():
+        raise ToolkitError(f"journal file {journal_file} does not exist",
+                           hint=f"give the file 'spotkit handle-events --journal-file' wrote, or leave "
+                                f"--journal-file out to read {INTERRUPTION_JOURNAL}")
+    files = [journal_file] if journal_file else ([INTERRUPTION_JOURNAL] if Path(INTERRUPTION_JOURNAL).is_file() else [])
+    interruptions: dict[str, dict] = {}
+    for name in tables:
+        store, _ = open_journal(ctx, name, None)
+        interruptions.update((e["event_id"], e) for e in interruptions_from_store(store))
+    for path in files:
+        store, _ = open_journal(ctx, None, path)
+        for e in interruptions_from_store(store):
+            interruptions.setdefault(e["event_id"], e)
+        report_skipped_lines(store)
+    if not tables and not files and not ctx.json:
+        click.echo("note: no interruption journal read; for the deployed handler's pass --stack STACK "
+                   "or --journal-table NAME", err=True)
+    result = status(ctx.client("ec2"), ctx.client("autoscaling"), group, interruptions=interruptions.values())
     if ctx.json:
         emit_json(result)
         return
@@ -249,7 +291,8 @@ def status_command(ctx: CliContext, group, interruption_journal):
             click.echo(f"{g.group} {v['device']}: {v['volume_id']} ({v['az']}) waits for an instance "
                        f"-> spotkit recover volumes --group {g.group}")
         for e in g.interruptions:
-            click.echo(f"{g.group}: {e.get('time')} {e.get('kind')} {e.get('instance_id')} ({e.get('status')})")
+            click.echo(f"{g.group}: {e.get('time')} {e.get('kind')} {e.get('instance_id')} ({e.get('status')}"
+                       + (f": {e['reason']}" if e.get("status") == "failed" and e.get("reason") else "") + ")")
         if g.fallback:
             click.echo(f"{g.group}: on-demand fallback since {g.fallback['since']} "
                        f"-> spotkit recover restore-spot --group {g.group} when spot is back")

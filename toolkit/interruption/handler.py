@@ -165,7 +165,7 @@ class Handler:
             failed = [a for a in out.actions if a.status == act.FAILED]
             if failed:
                 out.status = FAILED
-                out.reason = "failed: " + "; ".join(a.message or a.name for a in failed)
+                out.reason = "; ".join(a.message or f"{a.name} failed" for a in failed)
             self.store.finish(event.event_id, st.FAILED if failed else st.DONE, out.reason, group=group)
             return out
         except RetryEvent as exc:

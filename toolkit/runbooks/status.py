@@ -98,17 +98,31 @@ def status(ec2, autoscaling, group: str | None = None, *, interruptions: Iterabl
     return StatusResult(sorted(out.values(), key=lambda e: e.group))
 
 
+def interruptions_from_store(store) -> list[dict]:
+    """Every event a journal holds (``DynamoDBStore`` or ``LocalFileStore``), as ``status`` reads them:
+    ``event_id``, ``group`` (recorded by the handler from the instance's tags), ``instance_id``, ``kind``,
+    ``time``, ``status`` (done, failed, ignored, dropped, claimed) and ``reason``."""
+    return [e for e in store.events() if e.get("kind") != "dropped"]
+
+
 def interruptions_from_journal(path) -> list[dict]:
-    """Events the interruption handler journaled in its local JSON-lines store (empty if there is none)."""
+    """Events the interruption handler journaled in a local JSON-lines file (empty if there is none)."""
     from pathlib import Path
 
     if not path or not Path(path).is_file():
         return []
     from toolkit.interruption.store import LocalFileStore
 
-    out = []
-    for event_id, e in LocalFileStore(path).all_events().items():
-        ev = e.get("event") or {}
-        out.append({"event_id": event_id, "group": ev.get("group_name") or "", "instance_id": e.get("instance_id"),
-                    "kind": e.get("kind"), "time": ev.get("issued_at"), "status": e.get("status")})
-    return out
+    return interruptions_from_store(LocalFileStore(path))
+
+
+def journal_table_from_outputs(outputs: dict, stack: str) -> str:
+    """The journal table a deployed stack's Terraform outputs name."""
+    from toolkit.errors import ToolkitError
+
+    table = outputs.get("interruption_journal_table")
+    if not table:
+        raise ToolkitError(f"stack {stack} has no interruption_journal_table output (not applied yet, or its "
+                           "interruption handling is off)",
+                           hint=f"run 'spotkit output {stack}' to see its outputs, or pass --journal-table NAME")
+    return str(table)
