@@ -97,11 +97,12 @@ def imds_mock_command(host, port, imdsv2_required, spot_action, spot_delay, reba
     Trigger a notice now: curl -X POST localhost:8111/spotkit/interrupt -d '{"kind": "spot"}'
     """
     from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+    from toolkit.notice import ASG_NAME_TAG, TAG_GROUP
 
     settings = EmulatorSettings(imdsv2_required=imdsv2_required, spot_action=spot_action, spot_delay=spot_delay,
                                 rebalance_delay=rebalance_delay, lifecycle_delay=lifecycle_delay, scheduled=scheduled,
                                 lead_seconds=lead_seconds, instance_id=instance_id,
-                                tags={"aws:autoscaling:groupName": group_name, "spotkit:group": group_name})
+                                tags={ASG_NAME_TAG: group_name, TAG_GROUP: group_name})
     try:
         emulator = ImdsEmulator(settings, host=host, port=port, verbose=verbose)
     except OSError as exc:

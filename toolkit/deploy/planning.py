@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from toolkit.errors import ToolkitError
-
-RETAIN_TAG = "spotkit:retain"
+from toolkit.notice import TAG_RETAIN as RETAIN_TAG
 
 
 def _tags(values: dict[str, Any] | None) -> dict[str, Any]:

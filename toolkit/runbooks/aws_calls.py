@@ -15,17 +15,16 @@ from typing import Any, Iterable, Iterator
 from botocore.exceptions import ClientError, WaiterError
 
 from toolkit.errors import AwsCallError
-
-GROUP_TAG = "spotkit:group"
-DEVICE_TAG = "spotkit:device"
-RETAIN_TAG = "spotkit:retain"
+from toolkit.notice import ASG_NAME_TAG  # noqa: F401  (the tag contract lives in toolkit/notice.py)
+from toolkit.notice import TAG_DEVICE as DEVICE_TAG
+from toolkit.notice import TAG_GROUP as GROUP_TAG
+from toolkit.notice import TAG_RETAIN as RETAIN_TAG
 ORIGIN_VOLUME_TAG = "spotkit:origin-volume"
 ORIGIN_SNAPSHOT_TAG = "spotkit:origin-snapshot"
 TARGET_AZ_TAG = "spotkit:target-az"
 RESTORED_FOR_TAG = "spotkit:restored-for"
 FALLBACK_BASE_TAG = "spotkit:fallback-original-on-demand-base"
 FALLBACK_SINCE_TAG = "spotkit:fallback-since"
-ASG_NAME_TAG = "aws:autoscaling:groupName"
 
 # EC2 filter values per call are capped at 200 by AWS; ids are chunked at that size.
 MAX_FILTER_VALUES = 200
