@@ -180,6 +180,36 @@ def test_event_file_exits_nonzero_when_an_action_failed(world, aws, tmp_path):
     assert f"asg-lifecycle-terminate {world.managed[0]} (failed: complete-lifecycle-action for " in shown.stdout
 
 
+def test_until_empty_exits_nonzero_when_an_event_failed(world, aws, tmp_path):
+    # GIVEN a failing lifecycle action on the queue
+    sqs, url, _ = _queue_with_dlq(world, max_receive=5)
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(w.lifecycle_terminate(world.managed[0], group="ghost-group")))
+    # WHEN `handle-events --until-empty` consumes it
+    result = spotkit(aws.url, "handle-events", "--queue-url", url, "--journal-table", w.TABLE, "--until-empty", "--yes",
+                     "--wait-seconds", "1", cwd=tmp_path)
+    # THEN the summary counts it failed, the message stays for its retry, and the exit code says so
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip() == "done: received 1, deleted 0, returned 1; outcomes: failed 1"
+    assert result.stderr.splitlines()[-1] == (f"  next: see why with 'spotkit status --journal-table {w.TABLE}'; once "
+                                              "the cause is fixed, the retry acts")
+    assert _depth(sqs, url) == 1
+
+
+def test_lambda_reports_a_failed_action_for_retry(world):
+    from toolkit.interruption import lambda_entry
+
+    handler = lambda_entry.build_handler({"SPOTKIT_JOURNAL_TABLE": w.TABLE, "SPOTKIT_CHECKPOINT_COMMAND": ""},
+                                         client_factory=world.clients.factory)
+    handler.settings = HandlerSettings(checkpoint_command="", drain_poll_seconds=0.01)
+    records = [{"messageId": "ok", "body": json.dumps(w.spot_warning(world.managed[0]))},
+               {"messageId": "ghost", "body": json.dumps(w.lifecycle_terminate(world.managed[1], group="ghost-group"))}]
+    assert lambda_entry.handle({"Records": records}, None, handler) == {"batchItemFailures": [{"itemIdentifier": "ghost"}]}
+    # a direct (asynchronous) invocation raises, so Lambda retries it
+    with pytest.raises(RuntimeError) as err:
+        lambda_entry.handle(w.lifecycle_terminate(world.managed[1], group="ghost-group"), None, handler)
+    assert str(err.value).startswith(f"failed: complete-lifecycle-action for {world.managed[1]} failed: ")
+
+
 # --- dropped messages ----------------------------------------------------------------------------
 
 def test_dropped_messages_are_journaled_with_their_reason(world):

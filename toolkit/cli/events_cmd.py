@@ -44,6 +44,10 @@ def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: 
                            hint="pass --journal-file with a writable path") from None
 
 
+def _journal_args(journal_table, store) -> str:
+    return f"--journal-table {journal_table}" if journal_table else f"--journal-file {store.path}"
+
+
 def report_skipped_lines(store) -> None:
     """Say which lines of a local journal were skipped (torn by a killed writer, or not journal rows)."""
     skipped = getattr(store, "skipped_lines", [])
@@ -161,7 +165,8 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if failed and until_empty:
         raise ToolkitError(f"{failed} event handling(s) failed: their messages stay on the queue, are retried, "
                            "and go to the dead-letter queue after its maxReceiveCount",
-                           hint=f"see why in the journal ({where}) or 'spotkit status', fix it, and the retry acts")
+                           hint=f"see why with 'spotkit status {_journal_args(journal_table, store)}'; once the "
+                                "cause is fixed, the retry acts")
 
 
 def register(group: click.Group) -> None:
