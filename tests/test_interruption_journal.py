@@ -190,6 +190,8 @@ def test_until_empty_exits_nonzero_when_an_event_failed(world, aws, tmp_path):
     # THEN the summary counts it failed, the message stays for its retry, and the exit code says so
     assert result.returncode == 1, result.stderr
     assert result.stdout.strip() == "done: received 1, deleted 0, returned 1; outcomes: failed 1"
+    assert (f"WARNING failed asg-lifecycle-terminate {world.managed[0]} (group {w.GROUP}), kept for retry: "
+            f"complete-lifecycle-action for {world.managed[0]} failed: ") in result.stderr
     assert result.stderr.splitlines()[-1] == (f"  next: see why with 'spotkit status --journal-table {w.TABLE}'; once "
                                               "the cause is fixed, the retry acts")
     assert _depth(sqs, url) == 1

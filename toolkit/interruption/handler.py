@@ -166,6 +166,8 @@ class Handler:
             if failed:
                 out.status = FAILED
                 out.reason = "; ".join(a.message or f"{a.name} failed" for a in failed)
+                log.warning("failed %s %s (group %s), kept for retry: %s", event.kind, event.instance_id,
+                            group or "-", out.reason)
             self.store.finish(event.event_id, st.FAILED if failed else st.DONE, out.reason, group=group)
             return out
         except RetryEvent as exc:
