@@ -28,6 +28,7 @@ The domain here prints nothing; ``spotkit drill`` renders the table and the plot
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -323,6 +324,15 @@ def _post(url: str, body: dict) -> None:
     urllib.request.urlopen(req, timeout=5).read()
 
 
+def _whole_second_action(notice: float, lead: float) -> float:
+    """The first moment from ``notice`` whose action time (``+ lead``) falls on a whole second.
+
+    IMDS gives the action time to the second (``2026-11-29T19:20:19Z``), as AWS does; on a 120 s notice
+    the truncation is noise, on the drill's 4 s it would cut up to a second off the window the agent sees.
+    """
+    return math.ceil(notice + lead) - lead + 0.005
+
+
 def _sleep_until(when: float, instance: _Instance) -> bool:
     """Sleep until ``when``; False if the instance's workload exits first (training finished)."""
     while time.time() < when:
@@ -336,7 +346,7 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
              aws_step: Optional[Callable[[int], dict]] = None,
              on_event: Optional[Callable[[str], None]] = None) -> RunResult:
     """One run of the drill, ``mode`` "agent" or "baseline"."""
-    from toolkit.agent import AgentConfig, run_until_notice
+    from toolkit.agent import AgentConfig, JsonLogger, run_until_notice
     from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
 
     if mode not in ("agent", "baseline"):
@@ -347,7 +357,7 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
     ckpt_dir = run_dir / "efs-checkpoints"
     progress = run_dir / "progress.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
-    for old in [progress, *ckpt_dir.glob("*"), *ckpt_dir.glob(".*")]:
+    for old in [progress, run_dir / "agent.jsonl", *ckpt_dir.glob("*"), *ckpt_dir.glob(".*")]:
         old.unlink(missing_ok=True)
 
     started = time.time()
@@ -357,7 +367,7 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
     anchor = started
     rebalances = settings.rebalance_schedule()
     for index, uptime in enumerate(settings.schedule()):
-        notice_due = anchor + uptime
+        notice_due = _whole_second_action(anchor + uptime, settings.notice_seconds)
         reclaim_due = notice_due + settings.notice_seconds
         lead = rebalances[index]
         with ImdsEmulator(EmulatorSettings(imdsv2_required=True, lead_seconds=settings.notice_seconds)) as imds:
@@ -373,8 +383,9 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
 
                 def watch(config=config):
                     try:
-                        agent_result["result"] = run_until_notice(imds.url, config, stop=stop,
-                                                                  log=lambda *a, **k: None)
+                        with open(run_dir / "agent.jsonl", "a") as agent_log:
+                            agent_result["result"] = run_until_notice(imds.url, config, stop=stop,
+                                                                      log=JsonLogger(agent_log))
                     except TimeoutError:
                         pass
 
