@@ -63,6 +63,9 @@ class DrillSettings:
     - ``notice_policy``: the agent's policy, ``checkpoint-and-continue`` (default) or ``stop``.
     - ``rebalance_lead``: seconds a rebalance recommendation comes before the notice, present for about
       ``rebalance_share`` of the interruptions (seeded). Default: none.
+    - ``handoff``: the agent run's replacement is launched at the rebalance/notice and resumes from the
+      final checkpoint's marker. Default on; off, it boots after the reclaim like the baseline's (with
+      ``notice_policy="stop"`` that is the agent before issue 16).
     """
 
     interruptions: int = 3
@@ -78,6 +81,7 @@ class DrillSettings:
     notice_policy: str = "checkpoint-and-continue"
     rebalance_lead: Optional[float] = None
     rebalance_share: float = 0.6
+    handoff: bool = True
 
     def validate(self) -> None:
         if self.interruptions < 0:
@@ -399,7 +403,7 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
                     break  # finished training before this interruption
                 _post(f"{imds.url}/spotkit/interrupt", {"kind": "rebalance", "lead_seconds": settings.notice_seconds})
                 rebalance_at = time.time()
-                if mode == "agent":  # capacity rebalancing launches the replacement now
+                if mode == "agent" and settings.handoff:  # capacity rebalancing launches the replacement now
                     replacement = _Replacement(settings, ckpt_dir, progress, wait_until=reclaim_due)
             if not _sleep_until(notice_due, instance):
                 stop.set()
@@ -408,7 +412,7 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
                 break
             _post(f"{imds.url}/spotkit/interrupt", {"kind": "spot", "lead_seconds": settings.notice_seconds})
             notice_at = time.time()
-            if mode == "agent" and replacement is None:  # the handler's start-replacement, at the notice
+            if mode == "agent" and settings.handoff and replacement is None:  # the handler's start-replacement
                 replacement = _Replacement(settings, ckpt_dir, progress, wait_until=reclaim_due)
             say(f"{mode}: interruption {index + 1}/{settings.interruptions}: notice at +{notice_at - started:.1f}s"
                 + (f" (rebalance {lead:.1f}s ahead)" if rebalance_at else ""))
@@ -496,7 +500,8 @@ def compare(results: dict[str, RunResult]) -> dict:
     agent, base = results["agent"], results["baseline"]
     a, b = agent.overhead_per_interruption, base.overhead_per_interruption
     return {
-        "overhead_per_interruption": {"agent": a, "baseline": b},
+        "overhead_per_interruption": {"agent": None if a is None else round(a, 4),
+                                      "baseline": None if b is None else round(b, 4)},
         "overhead_ratio": None if not a or not b else round(a / b, 4),
         "goodput": {"agent": round(agent.goodput, 4), "baseline": round(base.goodput, 4)},
         "wall_seconds": {"agent": round(agent.wall_seconds, 3), "baseline": round(base.wall_seconds, 3)},

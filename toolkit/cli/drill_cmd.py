@@ -77,20 +77,23 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
 @click.option("--rebalance-lead", type=float,
               help="Seconds a rebalance recommendation comes before the notice (seeded, absent for some "
                    "interruptions). Default: no recommendations.")
+@click.option("--handoff/--no-handoff", default=True, show_default=True,
+              help="Agent run: launch the replacement at the rebalance/notice and resume from the final checkpoint "
+                   "(--no-handoff: it boots after the reclaim).")
 @click.option("--out", "out", default=".spotkit/drill", show_default=True, type=click.Path(file_okay=False),
               help="Working directory: checkpoints, progress logs, drill.png, drill.json.")
 @click.option("--aws/--no-aws", "use_aws", default=True, show_default=True,
               help="Re-attach the retained data volume with the runbook on the local AWS emulator at every reclaim.")
 @pass_ctx
 def drill_command(ctx: CliContext, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds,
-                  replacement_seconds, notice_policy, rebalance_lead, out, use_aws):
+                  replacement_seconds, notice_policy, rebalance_lead, handoff, out, use_aws):
     """Rehearse spot interruptions of a real training workload, with and without the agent."""
     from toolkit.drill import DrillSettings, compare, plot
 
     settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
                              checkpoint_every=checkpoint_every, notice_seconds=notice_seconds,
                              replacement_seconds=replacement_seconds, notice_policy=notice_policy,
-                             rebalance_lead=rebalance_lead)
+                             rebalance_lead=rebalance_lead, handoff=handoff)
     settings.validate()
     out_dir = Path(out)
     say = (lambda msg: None) if ctx.json else (lambda msg: click.echo(f"  {msg}", err=True))
