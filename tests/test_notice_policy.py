@@ -217,3 +217,46 @@ def test_workload_hands_off_its_final_checkpoint_to_a_waiting_replacement(tmp_pa
             if p.poll() is None:
                 os.killpg(p.pid, 9)
                 p.wait()
+
+
+# --- where it is the default ----------------------------------------------------------------------
+
+def _exec_start(script: str) -> list[str]:
+    import shlex
+
+    line = next(l for l in script.splitlines() if l.startswith("ExecStart="))
+    return shlex.split(line[len("ExecStart="):].replace("%%", "%").replace("$$", "$"))
+
+
+def test_training_stack_runs_the_agent_with_checkpoint_and_continue():
+    from stacks.training import TrainingConfig, TrainingStack
+    from tests.support.synth import build_stack, local_value
+
+    doc, _ = build_stack(TrainingStack, TrainingConfig())
+    argv = _exec_start(local_value(doc, "fleet_spotkit_training_user_data"))
+    assert argv[argv.index("--notice-policy") + 1] == "checkpoint-and-continue"
+    assert argv[argv.index("--checkpoint-seconds") + 1] == "60"
+
+
+def test_other_groups_keep_stop_and_an_explicit_policy_wins():
+    from dataclasses import replace
+
+    from modules.agent_user_data import AgentSettings, agent_user_data_part
+    from modules.compute_group import ComputeGroupSettings
+    from stacks.training import training_agent_defaults
+
+    assert "--notice-policy" not in _exec_start(agent_user_data_part(AgentSettings()).script)
+    chosen = training_agent_defaults(ComputeGroupSettings(agent=AgentSettings(notice_policy="stop")))
+    assert (chosen.agent.notice_policy, chosen.agent.checkpoint_seconds) == ("stop", None)
+    tuned = training_agent_defaults(replace(ComputeGroupSettings(), agent=AgentSettings(checkpoint_seconds=20.0)))
+    assert (tuned.agent.notice_policy, tuned.agent.checkpoint_seconds) == ("checkpoint-and-continue", 20.0)
+
+
+def test_agent_settings_reject_an_unknown_policy_and_a_checkpoint_longer_than_the_notice():
+    from modules.agent_user_data import AgentSettings, validate_agent_settings
+    from toolkit.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="group.agent: agent.notice_policy must be checkpoint-and-continue or stop"):
+        validate_agent_settings("group.agent", AgentSettings(notice_policy="later"))
+    with pytest.raises(ValidationError, match=r"agent.checkpoint_seconds must be between 0 and 105 \(120 s notice"):
+        validate_agent_settings("group.agent", AgentSettings(checkpoint_seconds=110.0))
