@@ -64,7 +64,8 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
 
     _banner("3/4 interruption drill: real workload, with and without the agent")
     t = time.monotonic()
-    click_ctx.invoke(drill_command, interruptions=interruptions, seed=seed, steps=60, step_seconds=0.5,
+    click_ctx.invoke(drill_command, interruptions=interruptions, seed=seed,
+                     steps=max(60, interruptions * 18 + 1), step_seconds=0.5,  # outlasts its interruptions
                      checkpoint_every=10, notice_seconds=4.0, out=str(out_dir / "drill"), use_aws=True)
     timings["drill"] = time.monotonic() - t
 
