@@ -53,7 +53,8 @@ POLICIES = ("checkpoint-and-continue", "stop")
 class DrillSettings:
     """- ``interruptions``: how many reclaims to inject. Default 3.
     - ``seed``: the schedule's seed; the same seed gives the same schedule. Default 7.
-    - ``steps``: training steps to finish. Default 60 (the job must outlast its interruptions). ``step_seconds``: compute time per step. Default 0.5.
+    - ``steps``: training steps to finish. Default 60 (the job must outlast its interruptions).
+      ``step_seconds``: compute time per step. Default 0.5.
     - ``checkpoint_every``: periodic checkpoint interval in steps (both runs). Default 10.
     - ``notice_seconds``: notice to reclaim; AWS gives 120 s, the drill scales it down. Default 4.
     - ``replacement_seconds``: boot time of a replacement (from its launch to its process start). Default 1.
@@ -122,7 +123,8 @@ class DrillSettings:
         if self.rebalance_lead is None:
             return [None] * self.interruptions
         rng = np.random.default_rng([self.seed, 1])
-        return [self.rebalance_lead if x < self.rebalance_share else None for x in rng.uniform(0, 1, self.interruptions)]
+        draws = rng.uniform(0, 1, self.interruptions)
+        return [self.rebalance_lead if x < self.rebalance_share else None for x in draws]
 
     @property
     def compute_seconds(self) -> float:
@@ -522,7 +524,8 @@ def plot(results: dict[str, RunResult], path: Path) -> Path:
             if e.get("pid") not in pids:
                 pids.append(e.get("pid"))
         for n, pid in enumerate(pids):
-            steps = [(e["t"] - run.started_at, e["step"]) for e in run.progress if e["event"] == "step" and e["pid"] == pid]
+            steps = [(e["t"] - run.started_at, e["step"]) for e in run.progress
+                     if e["event"] == "step" and e["pid"] == pid]
             if steps:
                 ax.plot(*zip(*steps), ".", markersize=3, color=f"C{n % 10}",
                         label="steps (one colour per instance)" if n == 0 else None)
