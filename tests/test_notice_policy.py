@@ -144,7 +144,7 @@ def test_continue_stops_waiting_when_the_workload_finishes_on_its_own(emu, tmp_p
 def test_cli_notice_policy_option_and_its_user_error(emu, tmp_path):
     workload = _workload(tmp_path)
     try:
-        emu.interrupt("spot", lead_seconds=3)
+        emu.interrupt("spot", lead_seconds=10)  # room for the CLI's start on a loaded machine
         proc = subprocess.run(
             [sys.executable, "-m", "toolkit.cli.main", "agent", "--metadata-url", emu.url, "--on-notice", "true",
              "--interval", "0.05", "--margin", "0.5", "--once", "--no-complete-lifecycle",
@@ -208,7 +208,8 @@ def test_workload_hands_off_its_final_checkpoint_to_a_waiting_replacement(tmp_pa
         resume = [e for e in log if e["pid"] == new.pid and e["event"] == "resume"][0]
         assert resume["handoff"] is True and resume["step"] == final["step"]
         assert resume["from_checkpoint"] == checkpoint.checkpoint_path(ckpt, final["step"]).name
-        assert resume["t"] >= final["t"]
+        saved = [e for e in log if e["pid"] == old.pid and e["event"] == "checkpoint" and e["step"] == final["step"]]
+        assert saved and resume["t"] >= saved[-1]["t"]  # resumed only once the final checkpoint was durable
         old_steps = {e["step"] for e in log if e["pid"] == old.pid and e["event"] == "step"}
         new_steps = {e["step"] for e in log if e["pid"] == new.pid and e["event"] == "step"}
         assert max(old_steps) == final["step"] and not old_steps & new_steps

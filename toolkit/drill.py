@@ -469,8 +469,9 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
         if requested:
             item.checkpoint_seconds = requested[0]["seconds"]
         marker = [e for e in old if e["event"] == "final-marker"]
-        if marker:
-            item.final_checkpoint_at = marker[0]["t"]
+        if marker:  # when the final checkpoint was durable (the marker follows it; its log line may come late)
+            saved = [e["t"] for e in old if e["event"] == "checkpoint" and e["step"] == marker[0]["step"]]
+            item.final_checkpoint_at = saved[-1] if saved else marker[0]["t"]
         resume = [e for e in new if e["event"] == "resume"]
         if resume:
             item.restored_step = resume[0]["step"]
