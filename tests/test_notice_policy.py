@@ -261,3 +261,21 @@ def test_agent_settings_reject_an_unknown_policy_and_a_checkpoint_longer_than_th
         validate_agent_settings("group.agent", AgentSettings(notice_policy="later"))
     with pytest.raises(ValidationError, match=r"agent.checkpoint_seconds must be between 0 and 105 \(120 s notice"):
         validate_agent_settings("group.agent", AgentSettings(checkpoint_seconds=110.0))
+
+
+def test_an_auto_scaling_termination_hands_off_at_once_under_either_policy(emu, tmp_path):
+    # GIVEN the group terminating the instance (its replacement already up, or a scale-in)
+    workload = _workload(tmp_path)
+    try:
+        emu.interrupt("lifecycle")
+        result = run_until_notice(emu.url, AgentConfig(on_notice="true", workload_pgid=workload.pid, margin=0.5,
+                                                       notice_policy=CHECKPOINT_AND_CONTINUE, lifecycle_heartbeat=300,
+                                                       interval=0.05, complete_lifecycle=False),
+                                  log=JsonLogger(io.StringIO()), timeout=30)
+        assert workload.wait(timeout=30) == 0
+        # THEN no keep-training plan: the signal follows the hook, minutes before the lifecycle deadline
+        assert result.final_plan is None
+        assert result.hook_finished_at <= result.signal_sent_at < result.deadline - 60
+    finally:
+        if workload.poll() is None:
+            workload.kill()

@@ -255,7 +255,8 @@ class Agent:
         if hibernating and (c.workload_pgid is not None or c.workload_pidfile):
             self.log("signal-skipped", reason="spot hibernate: memory is preserved, the workload resumes with it")
         elif c.workload_pgid is not None or c.workload_pidfile:
-            if c.notice_policy != STOP:
+            if c.notice_policy != STOP and notice.kind != LIFECYCLE:
+                # (a group terminating us, e.g. capacity rebalancing, has started our replacement: hand off now)
                 result.final_plan = self._keep_training(result, deadline)
             sig = signal_workload(pgid=c.workload_pgid, pidfile=c.workload_pidfile, sig=c.workload_signal,
                                   dry_run=c.dry_run)

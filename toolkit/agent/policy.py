@@ -17,7 +17,10 @@ The hook (``python -m toolkit.workload --request-checkpoint PID ...`` or your ow
 returns when the checkpoint is durable; its run time is the measured checkpoint time.
 
 If the insurance hook fails or is killed, the policy falls back to ``stop`` (signal now): a checkpoint
-that cannot be trusted to finish is no reason to keep the workload running into the reclaim.
+that cannot be trusted to finish is no reason to keep the workload running into the reclaim. An Auto
+Scaling termination (lifecycle notice) is always handled as ``stop``: the group terminates an instance
+once its replacement is up (capacity rebalancing) or to scale in, and its deadline (the hook's
+heartbeat, 300 s by default) would keep a replacement waiting for minutes.
 """
 
 from __future__ import annotations
