@@ -49,6 +49,11 @@ class AgentSettings:
     - ``margin``: the hook's deadline is the notice time minus this. Default 15.
     - ``workload_pidfile``: the training process writes its pid here; its process group gets SIGTERM after
       the hook. Default ``/run/spotkit/workload.pid`` (a missing file is logged, not fatal).
+    - ``notice_policy``: ``stop`` (SIGTERM right after the hook) or ``checkpoint-and-continue`` (the hook is
+      an insurance checkpoint, SIGTERM comes at the deadline minus the checkpoint time;
+      ``toolkit.agent.policy``). Default: the stack's (training: checkpoint-and-continue, others: stop).
+    - ``checkpoint_seconds``: for checkpoint-and-continue, the least time the final checkpoint is given
+      (the longer of it and the hook's measured time). Default: the stack's (training: 60).
     """
 
     package_spec: str = f"spotkit=={__version__}"
@@ -57,6 +62,8 @@ class AgentSettings:
     interval: float = 2.0
     margin: float = 15.0
     workload_pidfile: Optional[str] = DEFAULT_PIDFILE
+    notice_policy: Optional[str] = None
+    checkpoint_seconds: Optional[float] = None
 
 
 def validate_agent_settings(where: str, s: AgentSettings) -> None:
@@ -70,6 +77,12 @@ def validate_agent_settings(where: str, s: AgentSettings) -> None:
     if not 0.1 <= s.interval <= 30:
         raise ValidationError(f"{where}: agent.interval must be between 0.1 and 30 seconds (got {s.interval}); "
                               "a spot notice comes 120 s ahead, 2 s is the default")
+    if s.notice_policy is not None and s.notice_policy not in ("checkpoint-and-continue", "stop"):
+        raise ValidationError(f"{where}: agent.notice_policy must be checkpoint-and-continue or stop "
+                              f"(got {s.notice_policy!r})")
+    if s.checkpoint_seconds is not None and not 0 <= s.checkpoint_seconds < 120 - s.margin:
+        raise ValidationError(f"{where}: agent.checkpoint_seconds must be between 0 and {120 - s.margin:g} "
+                              f"(120 s notice minus agent.margin; got {s.checkpoint_seconds})")
     if not 0 <= s.margin < 120:
         raise ValidationError(f"{where}: agent.margin must be between 0 and 119 seconds (got {s.margin}): "
                               "a spot notice comes 120 s before the instance goes")
@@ -80,7 +93,8 @@ def agent_user_data_part(settings: AgentSettings = AgentSettings(), *, lifecycle
     """The ``spotkit-agent`` user data part (runs late: after mounts, before the workload starts)."""
     s = settings
     argv = agent_command(on_notice=s.on_notice, on_rebalance=s.on_rebalance, interval=s.interval, margin=s.margin,
-                         workload_pidfile=s.workload_pidfile, lifecycle_heartbeat=lifecycle_heartbeat)
+                         workload_pidfile=s.workload_pidfile, lifecycle_heartbeat=lifecycle_heartbeat,
+                         notice_policy=s.notice_policy, checkpoint_seconds=s.checkpoint_seconds)
     unit = render_unit(argv).replace("StateDirectory=spotkit\n",
                                      "StateDirectory=spotkit\nRuntimeDirectory=spotkit\nRuntimeDirectoryPreserve=yes\n")
     script = f"""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from cdktn import TerraformOutput
@@ -38,6 +38,17 @@ class TrainingConfig(StackConfig):
     interruptions: Optional[InterruptionEventsSettings] = field(default_factory=InterruptionEventsSettings)
 
 
+def training_agent_defaults(group: ComputeGroupSettings) -> ComputeGroupSettings:
+    """Training keeps training through the notice: checkpoint-and-continue, the final checkpoint given at
+    least 60 s (the placeholder hook measures nothing), unless the config says otherwise."""
+    agent = group.agent
+    if agent.notice_policy is None:
+        agent = replace(agent, notice_policy="checkpoint-and-continue",
+                        checkpoint_seconds=min(60.0, max(0.0, 119.0 - agent.margin))
+                        if agent.checkpoint_seconds is None else agent.checkpoint_seconds)
+    return replace(group, agent=agent)
+
+
 class TrainingStack(SpotkitStack):
     description = "Spot training fleet"
 
@@ -46,7 +57,7 @@ class TrainingStack(SpotkitStack):
         super().__init__(scope, id_, config)
         vpc_id, subnet_ids = self.resolve_network(config.network)
         self.group = SpotComputeGroup(self, "fleet", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
-                                      settings=config.group)
+                                      settings=training_agent_defaults(config.group))
         if config.checkpoints.enabled:
             self.checkpoints = EfsCheckpoints(self, "checkpoints", name=config.name, vpc_id=vpc_id,
                                               subnet_ids=subnet_ids, settings=config.checkpoints)

@@ -117,3 +117,60 @@ def latest(directory: str | Path) -> Checkpoint | None:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
             continue
     return None
+
+
+# --- the hand-off marker ------------------------------------------------------------------------
+# A workload that stops for a reclaim writes ``final.json`` (atomically, after its final checkpoint is
+# durable): ``{"step": n, "checkpoint": "ckpt-....npz", "pid": writer, "t": epoch}``. A replacement that
+# booted during the notice window waits for it and *claims* it by renaming it (atomic: of two
+# replacements, one wins), so one final state is resumed once.
+
+FINAL_MARKER = "final.json"
+CLAIMED_MARKER = ".final-claimed.json"
+
+
+def write_final_marker(directory: str | Path, step: int, *, pid: int | None = None) -> Path:
+    """Announce that checkpoint ``step`` is this run's final state; returns the marker's path."""
+    import time
+
+    directory = Path(directory)
+    doc = {"step": step, "checkpoint": checkpoint_path(directory, step).name, "pid": pid or os.getpid(),
+           "t": time.time()}
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-marker-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, directory / FINAL_MARKER)
+        _fsync_dir(directory)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return directory / FINAL_MARKER
+
+
+def claim_final_marker(directory: str | Path) -> dict | None:
+    """Take the final marker if there is one (rename, so only one claimer gets it); its content or None."""
+    directory = Path(directory)
+    claimed = directory / CLAIMED_MARKER
+    try:
+        os.rename(directory / FINAL_MARKER, claimed)
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(claimed.read_text())
+    except (OSError, ValueError):
+        return None  # torn by hand: the caller falls back to the newest checkpoint
+
+
+def wait_for_final_marker(directory: str | Path, timeout: float, poll: float = 0.01) -> dict | None:
+    """Claim the final marker as soon as it appears; None after ``timeout`` seconds without one."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = claim_final_marker(directory)
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(poll)

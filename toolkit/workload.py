@@ -9,8 +9,15 @@ Signals (what spotkit's agent sends):
 - SIGTERM: write a checkpoint after the current step and exit 0 (the workload is being preempted).
 Without signals it checkpoints every ``checkpoint_every`` steps (the baseline behaviour).
 
-Progress goes to a JSON-lines file: ``{"t": unix time, "event": "resume|step|checkpoint|exit",
-"step": n, ...}``.
+Hand-off (``toolkit.checkpoint`` marker contract): after the SIGTERM checkpoint the workload writes
+``final.json`` next to its checkpoints. A replacement started with ``--wait-for-final SECONDS`` (it was
+launched during the notice window, while the old instance still trains) waits for that marker, claims
+it and resumes from exactly that checkpoint; without a marker in time (the old instance was reclaimed
+before its final checkpoint) it resumes from the newest checkpoint.
+
+Progress goes to a JSON-lines file: ``{"t": unix time, "event": "resume|step|checkpoint|final-marker|exit",
+"step": n, "pid": ..., ...}``; a step also has ``started`` (when its compute began), a resume has
+``from_checkpoint`` (and, for a replacement, ``handoff`` and ``waited_seconds``).
 
     python -m toolkit.workload --checkpoint-dir DIR --steps 60 --step-seconds 0.5 --progress FILE
 """
@@ -45,6 +52,7 @@ class TrainerConfig:
     progress: Path | None = None
     seed: int = 0
     keep: int = 3
+    wait_for_final: float | None = None  # replacement: seconds to wait for the old instance's final.json
 
 
 def init_params(seed: int) -> dict[str, np.ndarray]:
@@ -113,16 +121,27 @@ class Trainer:
         """Train to ``steps``; return the last completed step."""
         cfg = self.config
         true_w = _task(cfg.seed)
-        found = checkpoint.latest(cfg.checkpoint_dir)
+        handoff = {}
+        found = None
+        if cfg.wait_for_final is not None:
+            waited = time.monotonic()
+            marker = checkpoint.wait_for_final_marker(cfg.checkpoint_dir, cfg.wait_for_final)
+            handoff = {"handoff": marker is not None, "waited_seconds": round(time.monotonic() - waited, 4)}
+            if marker is not None:
+                try:
+                    found = checkpoint.load(checkpoint.checkpoint_path(cfg.checkpoint_dir, int(marker["step"])))
+                except (OSError, ValueError, KeyError):
+                    found = None  # unreadable: fall back to the newest that loads
+        found = found or checkpoint.latest(cfg.checkpoint_dir)
         if found:
             params, step = {k: v.copy() for k, v in found.arrays.items()}, found.step
-            self.log("resume", step=step, from_checkpoint=found.path.name)
+            self.log("resume", step=step, from_checkpoint=found.path.name, **handoff)
         else:
             params, step = init_params(cfg.seed), 0
-            self.log("resume", step=0, from_checkpoint=None)
+            self.log("resume", step=0, from_checkpoint=None, **handoff)
         last_saved = step
         while step < cfg.steps and not self._stop_requested:
-            started = time.monotonic()
+            started, started_at = time.monotonic(), time.time()
             x, y = batch(cfg.seed, step, true_w)
             loss = sgd_step(params, x, y)
             step += 1
@@ -131,7 +150,7 @@ class Trainer:
             remaining = cfg.step_seconds - (time.monotonic() - started)
             if remaining > 0:
                 time.sleep(remaining)
-            self.log("step", step=step, loss=round(loss, 6))
+            self.log("step", step=step, loss=round(loss, 6), started=round(started_at, 4))
             if self._checkpoint_requested or step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 reason = "stop" if self._stop_requested else ("requested" if self._checkpoint_requested else "periodic")
                 self._checkpoint_requested = False
@@ -139,6 +158,9 @@ class Trainer:
                 last_saved = step
         if self._stop_requested and last_saved != step:
             self._save(step, params, "stop")
+        if self._stop_requested:
+            checkpoint.write_final_marker(cfg.checkpoint_dir, step)
+            self.log("final-marker", step=step)
         self.log("exit", step=step, preempted=self._stop_requested)
         return step
 
@@ -169,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--request-checkpoint", type=int, metavar="PID",
                    help="hook mode: ask the trainer PID for a checkpoint and wait until it is on disk")
     p.add_argument("--timeout", type=float, default=60.0, help="hook mode: seconds to wait")
+    p.add_argument("--wait-for-final", type=float, metavar="SECONDS",
+                   help="replacement mode: wait this long for the old instance's final checkpoint marker")
     args = p.parse_args(argv)
     if args.request_checkpoint:
         step = request_checkpoint(args.request_checkpoint, args.checkpoint_dir, args.timeout)
@@ -176,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     trainer = Trainer(TrainerConfig(checkpoint_dir=args.checkpoint_dir, steps=args.steps,
                                     step_seconds=args.step_seconds, checkpoint_every=args.checkpoint_every,
-                                    progress=args.progress, seed=args.seed))
+                                    progress=args.progress, seed=args.seed, wait_for_final=args.wait_for_final))
     signal.signal(signal.SIGUSR1, trainer.request_checkpoint)
     signal.signal(signal.SIGTERM, trainer.request_stop)
     trainer.run()

@@ -48,7 +48,8 @@ from toolkit.agent.notices import (
     default_monitors,
     iso,
 )
-from toolkit.agent.runner import HookResult, SignalResult, run_hook, signal_workload, wait_for_group_exit
+from toolkit.agent.policy import STOP, plan_final, validate_policy, wait_until
+from toolkit.agent.runner import HookResult, SignalResult, group_alive, run_hook, signal_workload, wait_for_group_exit
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class AgentConfig:
     - ``maintenance_lead``: act on a scheduled event this many seconds before it starts. Default 900.
     - ``state_file``: remembers handled notices across restarts (systemd restarts the agent). Default none.
     - ``dry_run``: log "would have" instead of signaling and completing. The hook still runs.
+    - ``notice_policy``: ``stop`` (default: signal right after the hook) or ``checkpoint-and-continue``
+      (the hook is an insurance checkpoint, the workload keeps training and is signaled at the deadline
+      minus the hook's measured run time; ``toolkit.agent.policy``).
+    - ``checkpoint_seconds``: an estimate of one checkpoint's time for ``checkpoint-and-continue``; the
+      longer of it and the measured time is used. Default: the measured time only.
     """
 
     on_notice: Optional[str] = None
@@ -93,8 +99,11 @@ class AgentConfig:
     state_file: Optional[str] = None
     dry_run: bool = False
     kill_grace: float = 1.0
+    notice_policy: str = STOP
+    checkpoint_seconds: Optional[float] = None
 
     def __post_init__(self) -> None:
+        validate_policy(self.notice_policy, on_notice=self.on_notice, checkpoint_seconds=self.checkpoint_seconds)
         if self.interval <= 0:
             raise ValueError(f"interval must be more than 0 seconds (got {self.interval})")
         if self.margin < 0:
@@ -118,6 +127,7 @@ class AgentResult:
     hook: Optional[HookResult] = None
     signal: Optional[SignalResult] = None
     lifecycle: Optional[LifecycleCompletion] = None
+    final_plan: Optional[dict] = None  # checkpoint-and-continue: when and why the signal went out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,6 +255,9 @@ class Agent:
         if hibernating and (c.workload_pgid is not None or c.workload_pidfile):
             self.log("signal-skipped", reason="spot hibernate: memory is preserved, the workload resumes with it")
         elif c.workload_pgid is not None or c.workload_pidfile:
+            if c.notice_policy != STOP and notice.kind != LIFECYCLE:
+                # (a group terminating us, e.g. capacity rebalancing, has started our replacement: hand off now)
+                result.final_plan = self._keep_training(result, deadline)
             sig = signal_workload(pgid=c.workload_pgid, pidfile=c.workload_pidfile, sig=c.workload_signal,
                                   dry_run=c.dry_run)
             result.signal, result.signal_sent_at = sig, sig.sent_at
@@ -261,6 +274,20 @@ class Agent:
                 result.lifecycle_completed_at = result.lifecycle.completed_at
         self._save_state()
         return result
+
+    def _keep_training(self, result: AgentResult, deadline: float) -> dict:
+        """checkpoint-and-continue: let the workload train until its final checkpoint is due."""
+        hook = result.hook
+        plan = plan_final(self.config.notice_policy, deadline=deadline, now=time.time(),
+                          hook_seconds=None if hook is None else hook.finished_at - hook.started_at,
+                          hook_ok=None if hook is None else hook.ok, checkpoint_seconds=self.config.checkpoint_seconds)
+        self.log("final-checkpoint-planned", at=_iso_epoch(plan.final_at), reason=plan.reason,
+                 checkpoint_seconds=None if plan.checkpoint_seconds is None else round(plan.checkpoint_seconds, 3))
+        pgid = self.config.workload_pgid
+        stop = getattr(self, "_stop", None)
+        outcome = wait_until(plan.final_at, workload_gone=(lambda: not group_alive(pgid)) if pgid is not None else None,
+                             stopped=stop.is_set if stop is not None else None)
+        return {**plan.to_dict(), "outcome": outcome}
 
     def _wait_for_workload(self, deadline: float) -> Optional[float]:
         """Before letting the group terminate us: give the signaled workload until ``deadline`` to exit."""
@@ -333,6 +360,7 @@ class Agent:
     def run(self, stop: Optional[threading.Event] = None) -> Optional[AgentResult]:
         """Poll every ``interval`` seconds until ``stop`` is set (or, with ``once``, until the first drain)."""
         stop = stop or threading.Event()
+        self._stop = stop
         c = self.config
         self.log("agent-started", metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
                  once=c.once, on_notice=c.on_notice, on_rebalance=c.on_rebalance, dry_run=c.dry_run)

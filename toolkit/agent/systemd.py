@@ -12,7 +12,8 @@ STATE_FILE = "/var/lib/spotkit/agent-state.json"
 
 def agent_command(*, on_notice: str, on_rebalance: Optional[str] = None, interval: float = 2.0, margin: float = 15.0,
                   workload_pidfile: Optional[str] = None, lifecycle_heartbeat: int = 300,
-                  executable: str = f"{VENV}/bin/spotkit", extra_args: Sequence[str] = ()) -> list[str]:
+                  executable: str = f"{VENV}/bin/spotkit", extra_args: Sequence[str] = (),
+                  notice_policy: Optional[str] = None, checkpoint_seconds: Optional[float] = None) -> list[str]:
     """The argv of ``spotkit agent`` as the unit runs it."""
     argv = [executable, "agent", "--metadata-url", "http://169.254.169.254", "--on-notice", on_notice,
             "--interval", f"{interval:g}", "--margin", f"{margin:g}", "--lifecycle-heartbeat", str(lifecycle_heartbeat),
@@ -21,6 +22,10 @@ def agent_command(*, on_notice: str, on_rebalance: Optional[str] = None, interva
         argv += ["--on-rebalance", on_rebalance]
     if workload_pidfile:
         argv += ["--workload-pidfile", workload_pidfile]
+    if notice_policy:
+        argv += ["--notice-policy", notice_policy]
+    if checkpoint_seconds is not None:
+        argv += ["--checkpoint-seconds", f"{checkpoint_seconds:g}"]
     return argv + list(extra_args)
 
 

@@ -41,10 +41,18 @@ from toolkit.errors import ToolkitError
 @click.option("--state-file", type=click.Path(dir_okay=False),
               help="Remember handled notices across restarts (the systemd unit uses /var/lib/spotkit).")
 @click.option("--dry-run", is_flag=True, help="Run hooks, but only log what would have been signaled and completed.")
+@click.option("--notice-policy", type=click.Choice(["checkpoint-and-continue", "stop"]), default="stop",
+              show_default=True,
+              help="stop: signal the workload right after the hook. checkpoint-and-continue: the hook is an insurance "
+                   "checkpoint, the workload keeps training and is signaled at the deadline minus the hook's time.")
+@click.option("--checkpoint-seconds", type=float,
+              help="checkpoint-and-continue: estimated seconds of one checkpoint (the longer of it and the measured "
+                   "hook time is used; needed without --on-notice).")
 @pass_ctx
 def agent_command(ctx: CliContext, metadata_url, on_notice, on_rebalance, interval, margin, once, workload_pgid,
                   workload_pidfile, workload_signal, signal_on_hibernate, group_name, lifecycle_hook, lifecycle_heartbeat,
-                  no_complete_lifecycle, maintenance_lead, token_ttl, allow_imdsv1, state_file, dry_run):
+                  no_complete_lifecycle, maintenance_lead, token_ttl, allow_imdsv1, state_file, dry_run, notice_policy,
+                  checkpoint_seconds):
     """Watch instance metadata for interruption notices; checkpoint, signal and drain. Logs JSON lines."""
     from toolkit.agent import Agent, AgentConfig, ImdsClient, JsonLogger
     from toolkit.agent.lifecycle import REGION_PATH
@@ -57,7 +65,8 @@ def agent_command(ctx: CliContext, metadata_url, on_notice, on_rebalance, interv
                              complete_lifecycle=not no_complete_lifecycle,
                              group_name=group_name, lifecycle_hook=lifecycle_hook,
                              lifecycle_heartbeat=lifecycle_heartbeat, maintenance_lead=maintenance_lead,
-                             state_file=state_file, dry_run=dry_run)
+                             state_file=state_file, dry_run=dry_run, notice_policy=notice_policy,
+                             checkpoint_seconds=checkpoint_seconds)
         imds = ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_imdsv1)
     except ValueError as exc:
         raise ToolkitError(str(exc), hint="spotkit agent --help lists the options") from exc

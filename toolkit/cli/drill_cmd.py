@@ -18,11 +18,13 @@ def render_drill_table(results) -> str:
     rows = []
     for mode, run in results.items():
         s = run.summary()
-        rows.append([mode, str(len(run.interruptions)), str(s["steps_lost_total"]), str(s["steps_lost_max"]),
-                     str(s["steps_computed"]), _fmt(s["detection_seconds_mean"]), _fmt(s["checkpoint_seconds_mean"]),
-                     _fmt(s["resume_seconds_mean"]), f"{s['wall_seconds']:.1f}s"])
-    return table(rows, ["RUN", "INTERRUPTIONS", "STEPS LOST", "MAX LOST/INT", "STEPS COMPUTED", "DETECT (mean)",
-                        "CHECKPOINT (mean)", "RESUME (mean)", "WALL"])
+        name = f"{mode} ({s['notice_policy']})" if s.get("notice_policy") else mode
+        rows.append([name, str(len(run.interruptions)), f"{s['wall_seconds']:.1f}s", _fmt(s["overhead_seconds"]),
+                     _fmt(s["overhead_per_interruption"]), _fmt(s["idle_seconds_per_interruption"]),
+                     str(s["steps_lost_total"]), str(s["steps_lost_max"]), f"{s['goodput']:.0%}",
+                     _fmt(s["detection_seconds_mean"]), _fmt(s["checkpoint_seconds_mean"])])
+    return table(rows, ["RUN", "INTERRUPTIONS", "WALL", "OVERHEAD", "OVERHEAD/INT", "IDLE/INT", "STEPS LOST",
+                        "MAX LOST/INT", "GOODPUT", "DETECT (mean)", "CHECKPOINT (mean)"])
 
 
 def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say):
@@ -62,32 +64,46 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
 @click.command("drill")
 @click.option("--interruptions", "-n", default=3, show_default=True, help="Reclaims to inject.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the interruption schedule.")
-@click.option("--steps", default=40, show_default=True, help="Training steps to finish.")
+@click.option("--steps", default=60, show_default=True, help="Training steps to finish.")
 @click.option("--step-seconds", default=0.5, show_default=True, help="Compute time of one step.")
 @click.option("--checkpoint-every", default=10, show_default=True, help="Periodic checkpoint interval (steps).")
 @click.option("--notice-seconds", default=4.0, show_default=True,
               help="Notice before the reclaim (AWS gives 120 s; scaled down for the drill).")
+@click.option("--replacement-seconds", default=1.0, show_default=True,
+              help="Boot time of a replacement instance (launch to workload start).")
+@click.option("--notice-policy", type=click.Choice(["checkpoint-and-continue", "stop"]),
+              default="checkpoint-and-continue", show_default=True,
+              help="The agent's notice policy (stop: today's checkpoint-and-stop at the notice).")
+@click.option("--rebalance-lead", type=float,
+              help="Seconds a rebalance recommendation comes before the notice (seeded, absent for some "
+                   "interruptions). Default: no recommendations.")
+@click.option("--handoff/--no-handoff", default=True, show_default=True,
+              help="Agent run: launch the replacement at the rebalance/notice and resume from the final checkpoint "
+                   "(--no-handoff: it boots after the reclaim).")
 @click.option("--out", "out", default=".spotkit/drill", show_default=True, type=click.Path(file_okay=False),
               help="Working directory: checkpoints, progress logs, drill.png, drill.json.")
 @click.option("--aws/--no-aws", "use_aws", default=True, show_default=True,
               help="Re-attach the retained data volume with the runbook on the local AWS emulator at every reclaim.")
 @pass_ctx
-def drill_command(ctx: CliContext, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds, out,
-                  use_aws):
+def drill_command(ctx: CliContext, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds,
+                  replacement_seconds, notice_policy, rebalance_lead, handoff, out, use_aws):
     """Rehearse spot interruptions of a real training workload, with and without the agent."""
-    from toolkit.drill import DrillSettings, plot
+    from toolkit.drill import DrillSettings, compare, plot
 
     settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
-                             checkpoint_every=checkpoint_every, notice_seconds=notice_seconds)
+                             checkpoint_every=checkpoint_every, notice_seconds=notice_seconds,
+                             replacement_seconds=replacement_seconds, notice_policy=notice_policy,
+                             rebalance_lead=rebalance_lead, handoff=handoff)
     settings.validate()
     out_dir = Path(out)
     say = (lambda msg: None) if ctx.json else (lambda msg: click.echo(f"  {msg}", err=True))
     if not ctx.json:
         click.echo(f"drill: {interruptions} interruptions (seed {seed}), {steps} steps of {step_seconds}s, "
-                   f"notice {notice_seconds}s", err=True)
+                   f"notice {notice_seconds}s, agent policy {notice_policy}", err=True)
     results = run_drill_with_aws(ctx, settings, out_dir, use_aws, say)
     png = plot(results, out_dir / "drill.png")
     summary = {mode: run.summary() for mode, run in results.items()}
+    summary["compare"] = compare(results)
     import json
 
     (out_dir / "drill.json").write_text(json.dumps(summary, indent=2))
@@ -95,6 +111,11 @@ def drill_command(ctx: CliContext, interruptions, seed, steps, step_seconds, che
         emit_json({**summary, "plot": str(png)})
         return
     click.echo(render_drill_table(results))
+    cmp = summary["compare"]
+    if cmp["overhead_ratio"] is not None:
+        click.echo(f"overhead per interruption: agent {cmp['overhead_per_interruption']['agent']:.2f}s, baseline "
+                   f"{cmp['overhead_per_interruption']['baseline']:.2f}s (ratio {cmp['overhead_ratio']:.2f}); goodput "
+                   f"{cmp['goodput']['agent']:.0%} vs {cmp['goodput']['baseline']:.0%}")
     reattached = [i.aws for i in results["agent"].interruptions if i.aws]
     if reattached:
         ok = sum(1 for a in reattached if a["reattached"])
