@@ -12,8 +12,9 @@ from dataclasses import dataclass
 @dataclass
 class RunStats:
     seconds: float
-    peak_rss_mib: float
+    peak_rss_mib: float          # the whole process tree, summed at its peak
     returncode: int
+    peak_largest_mib: float = 0.0  # the largest single process (Python, or jsii's Node.js) at its peak
 
 
 def _children(pid: int) -> list[int]:
@@ -38,27 +39,36 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def tree_rss_kib(root: int) -> int:
-    total, stack, seen = 0, [root], set()
+def tree_rss(root: int) -> tuple[int, int]:
+    """(sum, largest) resident KiB over the process tree of ``root``."""
+    total, largest, stack, seen = 0, 0, [root], set()
     while stack:
         pid = stack.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += _rss_kib(pid)
+        rss = _rss_kib(pid)
+        total += rss
+        largest = max(largest, rss)
         stack.extend(_children(pid))
-    return total
+    return total, largest
+
+
+def tree_rss_kib(root: int) -> int:
+    return tree_rss(root)[0]
 
 
 def measure(cmd: list[str], env: dict | None = None, cwd: str | None = None, interval: float = 0.02) -> RunStats:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
+    peak = largest = 0
     while proc.poll() is None:
-        peak = max(peak, tree_rss_kib(proc.pid))
+        total, biggest = tree_rss(proc.pid)
+        peak, largest = max(peak, total), max(largest, biggest)
         time.sleep(interval)
     seconds = time.perf_counter() - start
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
-    return RunStats(seconds=seconds, peak_rss_mib=peak / 1024, returncode=proc.returncode)
+    return RunStats(seconds=seconds, peak_rss_mib=peak / 1024, returncode=proc.returncode,
+                    peak_largest_mib=largest / 1024)

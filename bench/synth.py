@@ -1,10 +1,12 @@
-"""bench/synth: `spotkit synth` (all stacks) against a naive app that imports the whole AWS provider
-package before synthesizing the same stacks.
+"""bench/synth: `spotkit synth` of every stack, cold and cached, against the same stack code on HashiCorp's
+cdktf 0.21 (the engine spotkit left for cdktn), in one run.
 
-spotkit imports only the provider submodules a stack uses (imports inside constructs); the naive app
-does what generated cdktf projects often do: import every binding up front. Both run in fresh
-processes, alternating, ``--runs`` times each; the median wall time and the peak resident memory of the
-process tree (Python + jsii's Node.js) are printed with their ratio.
+The baseline is what a user of cdktf would run: the very same ``stacks/`` and ``modules/`` code with its
+imports renamed (``cdktn`` -> ``cdktf``, ``cdktn_provider_aws`` -> ``cdktf_cdktf_provider_aws``), in a
+virtualenv this bench builds once (``bench/.venvs/cdktf-0.21``: cdktf 0.21.0 and
+cdktf-cdktf-provider-aws 21.22.1 from PyPI; ``--baseline-python`` to use another). Each contender runs in a
+fresh process, alternating, ``--runs`` times; printed: the median wall time, and the peak resident memory
+of the whole process tree (Python + jsii's Node.js) and of its largest process.
 
     python -m bench.synth [--runs 3]
 """
@@ -13,50 +15,87 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.proctree import measure
+from bench.proctree import RunStats, measure
 
 ROOT = Path(__file__).resolve().parents[1]
+BASELINE_VENV = ROOT / "bench" / ".venvs" / "cdktf-0.21"
+BASELINE_PACKAGES = ["cdktf==0.21.0", "cdktf-cdktf-provider-aws==21.22.1", "PyYAML>=6,<7", "click>=8.1,<9",
+                     "boto3>=1.34,<2"]  # the stacks import the handler module (its default checkpoint command)
 
-NAIVE_APP = r"""
-import importlib, pkgutil, sys
-import cdktn_provider_aws
-# The naive way: every binding of the provider, imported before the app runs.
-for mod in pkgutil.iter_modules(cdktn_provider_aws.__path__):
-    importlib.import_module("cdktn_provider_aws." + mod.name)
+BASELINE_APP = r"""
+import sys
 from stacks.app import build_app
 app, _ = build_app(None, sys.argv[1], {})
 app.synth()
 """
 
 
+def baseline_python(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    python = BASELINE_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"bench/synth: building the cdktf 0.21 baseline venv in {BASELINE_VENV} (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *BASELINE_PACKAGES], check=True)
+    return str(python)
+
+
+def renamed_copy(dest: Path) -> Path:
+    """stacks/, modules/ and toolkit/ with the engine imports renamed to cdktf's."""
+    for package in ("stacks", "modules", "toolkit"):
+        shutil.copytree(ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in list((dest / "stacks").rglob("*.py")) + list((dest / "modules").rglob("*.py")):
+        text = path.read_text()
+        text = re.sub(r"\bcdktn_provider_aws\b", "cdktf_cdktf_provider_aws", text)
+        text = re.sub(r"\bcdktn\b", "cdktf", text)
+        path.write_text(text)
+    return dest
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline-python", help="a Python that has cdktf 0.21 and its AWS bindings")
     args = parser.parse_args(argv)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
-    results: dict[str, list] = {"spotkit synth": [], "naive app": []}
+    base_python = baseline_python(args.baseline_python)
+    env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+    results: dict[str, list[RunStats]] = {"spotkit synth (cold)": [], "spotkit synth (cached)": [],
+                                          "cdktf 0.21, same code": []}
     with tempfile.TemporaryDirectory() as tmp:
+        copy = renamed_copy(Path(tmp) / "cdktf-src")
+        spotkit_env = {**env, "PYTHONPATH": str(ROOT)}
         for i in range(args.runs):
-            results["spotkit synth"].append(measure(
-                [sys.executable, "-m", "toolkit.cli.main", "synth", "--out", f"{tmp}/s{i}"], env=env, cwd=tmp))
-            results["naive app"].append(measure([sys.executable, "-c", NAIVE_APP, f"{tmp}/n{i}"], env=env, cwd=tmp))
+            cache = f"{tmp}/cache{i}"
+            cmd = [sys.executable, "-m", "toolkit.cli.main", "synth", "--out", f"{tmp}/s{i}"]
+            results["spotkit synth (cold)"].append(measure(cmd, env={**spotkit_env, "SPOTKIT_SYNTH_CACHE": cache}, cwd=tmp))
+            results["spotkit synth (cached)"].append(measure(cmd, env={**spotkit_env, "SPOTKIT_SYNTH_CACHE": cache}, cwd=tmp))
+            results["cdktf 0.21, same code"].append(measure(
+                [base_python, "-c", BASELINE_APP, f"{tmp}/b{i}"], env={**env, "PYTHONPATH": str(copy)}, cwd=tmp))
         from stacks.registry import STACKS
 
         stacks = len(STACKS)
-    print(f"bench/synth: {stacks} stacks, {args.runs} runs each (median time, max peak RSS of the process tree)")
+    print(f"bench/synth: {stacks} stacks, {args.runs} runs each, {os.cpu_count()} cores "
+          "(median time; max peak RSS of the process tree / of its largest process)")
     rows = {}
     for name, runs in results.items():
         t = statistics.median(r.seconds for r in runs)
-        m = max(r.peak_rss_mib for r in runs)
-        rows[name] = (t, m)
-        print(f"  {name:14s} {t:7.2f} s   {m:8.1f} MiB")
-    (ts, ms), (tn, mn) = rows["spotkit synth"], rows["naive app"]
-    print(f"  ratio (naive / spotkit): time {tn / ts:.2f}x, memory {mn / ms:.2f}x")
+        tree = max(r.peak_rss_mib for r in runs)
+        largest = max(r.peak_largest_mib for r in runs)
+        rows[name] = (t, tree, largest)
+        print(f"  {name:24s} {t:7.2f} s   tree {tree:7.1f} MiB   largest {largest:7.1f} MiB")
+    (tc, mc, lc), (tk, _mk, _lk), (tb, mb, lb) = rows.values()
+    print(f"  cold vs cdktf 0.21: time {tb / tc:.2f}x faster; tree memory {mc / mb:.2f}x, largest process "
+          f"{lc / lb:.2f}x of cdktf's")
+    print(f"  cached vs cold: {tc / tk:.1f}x faster ({tk:.2f} s)")
     return 0
 
 

@@ -4,8 +4,10 @@ cdktn annotation (visible in the synthesized manifest)."""
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
-from constructs import Construct
+if TYPE_CHECKING:  # importing constructs starts jsii; the synth cache replays warnings without it
+    from constructs import Construct
 
 
 class SpotkitWarning(UserWarning):

@@ -58,23 +58,78 @@ def require_node() -> str:
 
 
 def synthesize(names: Sequence[str] | None, outdir: str | Path,
-               config_data: Mapping[str, Any] | None = None) -> list[Path]:
-    """Build and synthesize the named stacks (default all); return the cdk.tf.json paths."""
-    require_node()
-    import os
+               config_data: Mapping[str, Any] | None = None, *, use_cache: bool = True,
+               cache_folder: Path | None = None, stats: dict | None = None) -> list[Path]:
+    """Build and synthesize the named stacks (default all); return the cdk.tf.json paths.
 
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    from stacks.app import build_app
+    Stacks whose cache key is unchanged (``toolkit/synth_cache.py``) are copied from the cache without
+    importing the engine; the others are synthesized together and stored. ``use_cache=False`` (the
+    ``--no-cache`` option) synthesizes everything and refreshes the cache. ``stats`` (if given) receives
+    ``{"cached": [...], "synthesized": [...]}``.
+    """
+    from stacks import registry
+    from toolkit import synth_cache
 
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    app, stacks = build_app(names, str(outdir), config_data)
-    app.synth()
-    paths = [outdir / "stacks" / s.node.id / "cdk.tf.json" for s in stacks]
-    missing = [p for p in paths if not p.is_file()]
+    specs = registry.resolve(list(names or []))  # unknown names fail here, before any work
+    wanted = [s.name for s in specs]
+    folder = cache_folder if cache_folder is not None else synth_cache.cache_dir()
+    cache = synth_cache.SynthCache(folder) if folder is not None else None
+    keys = {name: synth_cache.stack_key(name, config_data) for name in wanted} if cache else {}
+    paths: dict[str, Path] = {}
+    if cache and use_cache:
+        for name in wanted:
+            hit = cache.lookup(keys[name])
+            if hit is not None:
+                paths[name] = cache.restore(hit, outdir, name)
+                _replay_warnings(cache.warnings(keys[name]))
+    missing = [name for name in wanted if name not in paths]
     if missing:
-        raise ToolkitError(f"synthesis wrote no file at {missing[0]}")  # a bug, but say where
-    return paths
+        for name, (path, messages) in zip(missing, _synthesize_now(missing, outdir, config_data)):
+            paths[name] = path
+            if cache:
+                cache.store(keys[name], path.parent, messages)
+    if stats is not None:
+        stats.update(cached=[n for n in wanted if n not in missing], synthesized=missing)
+    return [paths[name] for name in wanted]
+
+
+def _replay_warnings(messages: Sequence[str]) -> None:
+    import warnings
+
+    from modules.annotations import SpotkitWarning
+
+    for message in messages:
+        warnings.warn(message, SpotkitWarning, stacklevel=3)
+
+
+def _synthesize_now(names: Sequence[str], outdir: Path,
+                    config_data: Mapping[str, Any] | None) -> list[tuple[Path, list[str]]]:
+    """Synthesize each stack in its own app (one engine import for all); return each cdk.tf.json with the
+    warnings its constructs gave (the cache replays them on a hit)."""
+    require_node()
+    import os
+    import warnings
+
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    from modules.annotations import SpotkitWarning
+    from stacks.app import build_app
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in names:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SpotkitWarning)
+            app, stacks = build_app([name], str(outdir), config_data)
+            app.synth()
+        messages = [str(w.message) for w in caught if issubclass(w.category, SpotkitWarning)]
+        for w in caught:  # show them as they would have been shown, and pass on everything else
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        path = outdir / "stacks" / stacks[0].node.id / "cdk.tf.json"
+        if not path.is_file():
+            raise ToolkitError(f"synthesis wrote no file at {path}")  # a bug, but say where
+        out.append((path, messages))
+    return out
 
 
 def load_tf_json(path: str | Path) -> dict:

@@ -29,6 +29,8 @@ def deploy_options(with_target: bool = True):
                          show_default=True, help="Terraform -parallelism."),
             click.option("--project-dir", type=click.Path(file_okay=False), envvar="SPOTKIT_PROJECT_DIR",
                          help="Where spotkit keeps working directories and the emulator (default ./.spotkit)."),
+            click.option("--no-cache", is_flag=True, expose_value=False, callback=_remember_no_cache,
+                         help="Synthesize even when the stack's inputs did not change (refreshes the cache)."),
         ]
         if with_target:
             opts.append(click.option("--target", type=click.Choice(workflow.TARGETS), default="aws", show_default=True,
@@ -39,29 +41,40 @@ def deploy_options(with_target: bool = True):
     return decorate
 
 
+def _remember_no_cache(click_ctx: click.Context, _param, value: bool) -> bool:
+    click_ctx.meta["spotkit.no_cache"] = value
+    return value
+
+
 def _options(ctx: CliContext, target, terraform_bin, provider_mirror, parallelism, project) -> workflow.DeployOptions:
+    no_cache = bool(click.get_current_context().meta.get("spotkit.no_cache"))
     return workflow.DeployOptions(
         project=project_dir(project), target=target, terraform_bin=terraform_bin, provider_mirror=provider_mirror,
-        endpoint_url=ctx.endpoint_url if target == "local" else None, parallelism=parallelism, config=ctx.config)
+        endpoint_url=ctx.endpoint_url if target == "local" else None, parallelism=parallelism, config=ctx.config,
+        use_cache=not no_cache)
 
 
 def _prepare(ctx: CliContext, stack: str, opts: workflow.DeployOptions, check: bool = True) -> workflow.Workdir:
     registry.get(stack)
-    _say(ctx, f"synth: {stack}")
     wd = workflow.prepare(stack, opts)
+    _say(ctx, f"synth: {stack}" + (" (unchanged: from the synthesis cache)" if wd.synthesized_from_cache else ""))
     if check:  # the spot-safety rules run on what was synthesized (before any local-target pruning)
         from toolkit.check import check_before_plan
 
-        report = check_before_plan([opts.project / "synth" / "stacks" / stack / "cdk.tf.json"], ctx.config)
-        _say(ctx, f"check: spot-safety rules passed ({len(report.active)} findings below error)")
+        report = check_before_plan([wd.synthesized or opts.project / "synth" / "stacks" / stack / "cdk.tf.json"],
+                                   ctx.config)
+        _say(ctx, report.summary_line())
     if wd.removed:
         _say(ctx, f"note: the local target leaves out what the emulator cannot create ({len(wd.removed)}):")
         for item in wd.removed:
             _say(ctx, f"  - {item.address}: {item.reason}")
     if wd.stale_state:
         _say(ctx, f"note: the emulator was restarted; its old state was set aside as {wd.stale_state}")
-    _say(ctx, f"init: {wd.path}" + (f" (providers from mirror {wd.mirror})" if wd.mirror else ""))
-    workflow.init(wd)
+    if workflow.init_needed(wd):
+        _say(ctx, f"init: {wd.path}" + (f" (providers from mirror {wd.mirror})" if wd.mirror else ""))
+        workflow.init(wd, force=True)
+    else:
+        _say(ctx, f"init: up to date in {wd.path} (providers, backend and lock file unchanged)")
     return wd
 
 
@@ -79,7 +92,8 @@ def _progress(ctx: CliContext):
 
 def _plan_dict(stack: str, result: workflow.PlanResult) -> dict:
     s = result.summary
-    return {"stack": stack, "plan_file": str(result.plan_file), "plan_json": str(result.json_file),
+    return {"stack": stack, "plan_file": str(result.plan_file),
+            "plan_json": str(result.json_file) if result.json_file else None,
             "changes": s.has_changes, **s.counts,
             "replacements": [c.address for c in s.replacements], "destroys": [c.address for c in s.destroys],
             "data_loss": [{"address": c.address, "what": w} for c, w in s.data_loss]}
@@ -95,14 +109,14 @@ def plan_command(ctx: CliContext, stack, terraform_bin, provider_mirror, paralle
                  detailed_exitcode):
     """Synthesize STACK, run terraform init and plan, and summarize the plan."""
     opts = _options(ctx, target, terraform_bin, provider_mirror, parallelism, project_dir)
-    wd = _prepare(ctx, stack, opts)
-    _say(ctx, check_before_plan([wd.path / "cdk.tf.json"], ctx.config).summary_line())  # spot rules; exit 1 on errors
+    wd = _prepare(ctx, stack, opts)  # runs the spot rules once (exit 1 on errors)
     result = workflow.plan(wd, Path(out) if out else None, parallelism=parallelism)
     if ctx.json:
         emit_json(_plan_dict(stack, result))
     else:
         click.echo(planning.render_plan_summary(stack, result.summary))
-        click.echo(f"plan: {result.plan_file} (JSON: {result.json_file}), planned in {result.seconds:.1f} s")
+        where = f" (JSON: {result.json_file})" if result.json_file else ""
+        click.echo(f"plan: {result.plan_file}{where}, planned in {result.seconds:.1f} s")
         if result.summary.has_changes:
             click.echo(f"next: spotkit apply {stack} --target {target} --plan {result.plan_file}")
     if detailed_exitcode and result.summary.has_changes:

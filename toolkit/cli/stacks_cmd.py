@@ -25,11 +25,16 @@ def stacks_command(ctx: CliContext):
 @click.argument("stack_names", nargs=-1, metavar="[STACK]...")
 @click.option("--out", "outdir", default="cdktf.out", show_default=True, type=click.Path(file_okay=False),
               help="Write DIR/stacks/<name>/cdk.tf.json.")
+@click.option("--no-cache", is_flag=True,
+              help="Synthesize even stacks whose inputs did not change (and refresh the synthesis cache).")
 @pass_ctx
-def synth_command(ctx: CliContext, stack_names, outdir):
+def synth_command(ctx: CliContext, stack_names, outdir, no_cache):
     """Synthesize stacks (default: all) to Terraform JSON and summarize each."""
     specs = registry.resolve(list(stack_names))  # unknown names fail before the slow import
-    paths = synth_domain.synthesize([s.name for s in specs], outdir, ctx.config)
+    stats: dict = {}
+    paths = synth_domain.synthesize([s.name for s in specs], outdir, ctx.config, use_cache=not no_cache, stats=stats)
+    if stats.get("cached") and not ctx.json:
+        click.echo(f"synth: unchanged, from the cache: {', '.join(stats['cached'])} (--no-cache to force)", err=True)
     summaries = [synth_domain.summarize(p, name=s.name) for s, p in zip(specs, paths)]
     if ctx.json:
         emit_json([{**_summary_dict(s)} for s in summaries])

@@ -33,6 +33,15 @@ DATA_RESOURCES: dict[str, tuple[str, Callable[[dict[str, Any] | None], bool]]] =
 }
 
 
+# Types whose data-loss predicate reads the resource's values (tags): a plan that deletes or replaces one
+# needs the full plan JSON (``terraform show -json``); the others are decided from the streamed plan.
+VALUE_DEPENDENT = frozenset({"aws_ebs_volume"})
+
+# ``terraform plan -json`` planned_change actions -> the action lists of the plan JSON.
+_STREAM_ACTIONS = {"create": ["create"], "update": ["update"], "delete": ["delete"], "replace": ["delete", "create"],
+                   "read": ["read"], "noop": ["no-op"]}
+
+
 class DataLossError(ToolkitError):
     """The plan would destroy retained data and --allow-data-loss was not given."""
 
@@ -100,6 +109,69 @@ def summarize_plan(plan: dict[str, Any]) -> PlanSummary:
         if oc.get("actions") not in (["no-op"], None):
             summary.output_changes.append(name)
     return summary
+
+
+@dataclass
+class StreamedPlan:
+    """What ``terraform plan -json`` printed: the summary, the error diagnostics, and whether the full
+    plan JSON is still needed to decide about data loss (``needs_values``)."""
+
+    summary: PlanSummary
+    errors: list[str] = field(default_factory=list)
+    needs_values: bool = False
+
+
+def summarize_plan_stream(lines: str) -> StreamedPlan:
+    """Read the machine-readable UI of ``terraform plan -json`` (one JSON object a line)."""
+    import json
+
+    summary = PlanSummary()
+    errors: list[str] = []
+    needs_values = False
+    for line in lines.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        kind = msg.get("type")
+        if kind == "planned_change":
+            change = msg.get("change") or {}
+            resource = change.get("resource") or {}
+            actions = _STREAM_ACTIONS.get(change.get("action", ""))
+            if actions is None or str(resource.get("addr", "")).startswith("data.") or ".data." in str(resource.get("addr", "")):
+                continue
+            item = Change(address=str(resource.get("addr")), type=str(resource.get("resource_type", "")), actions=actions)
+            bucket = {"add": summary.adds, "change": summary.changes, "replace": summary.replacements,
+                      "destroy": summary.destroys}.get(item.kind)
+            if bucket is None:
+                continue
+            bucket.append(item)
+            if item.kind in ("replace", "destroy") and item.type in DATA_RESOURCES:
+                if item.type in VALUE_DEPENDENT:
+                    needs_values = True
+                else:
+                    summary.data_loss.append((item, DATA_RESOURCES[item.type][0]))
+        elif kind == "outputs":
+            for name, out in (msg.get("outputs") or {}).items():
+                if isinstance(out, dict) and out.get("action") not in (None, "noop"):
+                    summary.output_changes.append(name)
+        elif kind == "diagnostic" and msg.get("@level") == "error":
+            diag = msg.get("diagnostic") or {}
+            text = str(diag.get("summary") or msg.get("@message") or "")
+            if diag.get("detail"):
+                text += f": {diag['detail']}"
+            rng = diag.get("range") or {}
+            if rng.get("filename"):
+                text += f" ({rng['filename']}:{(rng.get('start') or {}).get('line', '?')})"
+            errors.append(text)
+    for items in (summary.adds, summary.changes, summary.replacements, summary.destroys):
+        items.sort(key=lambda c: c.address)  # the stream comes in completion order; the plan JSON is sorted
+    summary.data_loss.sort(key=lambda item: item[0].address)
+    summary.output_changes.sort()
+    return StreamedPlan(summary=summary, errors=errors, needs_values=needs_values)
 
 
 def render_plan_summary(stack: str, summary: PlanSummary) -> str:

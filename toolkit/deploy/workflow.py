@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 from toolkit.deploy import local_target, mirror
 from toolkit.deploy.binary import TerraformBinary, find_terraform
-from toolkit.deploy.planning import PlanSummary, summarize_plan
+from toolkit.deploy.planning import PlanSummary, summarize_plan, summarize_plan_stream
 from toolkit.deploy.runner import IsFlagged, TerraformRunner
 from toolkit.errors import ConfigError, ToolkitError
 
@@ -45,6 +45,7 @@ class DeployOptions:
     endpoint_url: str | None = None
     parallelism: int = DEFAULT_PARALLELISM
     config: Mapping[str, Any] = field(default_factory=dict)
+    use_cache: bool = True  # the synthesis cache (toolkit/synth_cache.py); --no-cache turns it off
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Workdir:
     path: Path
     runner: TerraformRunner
     removed: list[local_target.PrunedItem] = field(default_factory=list)
+    synthesized_from_cache: bool = False
+    synthesized: Path | None = None
     services: list[str] = field(default_factory=list)
     mirror: Path | None = None
     stale_state: Path | None = None
@@ -62,7 +65,7 @@ class Workdir:
 @dataclass
 class PlanResult:
     plan_file: Path
-    json_file: Path
+    json_file: Path | None  # None when the plan's JSON was not needed (see ``plan``)
     summary: PlanSummary
     seconds: float
 
@@ -133,12 +136,17 @@ def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) ->
     _check_target(opts.target)
     binary = find_terraform(opts.terraform_bin)  # fail before the slow synthesis
     opts.project.mkdir(parents=True, exist_ok=True)
+    from_cache = False
     if synthesized is None:
+        from toolkit import synth_cache
         from toolkit.synth import synthesize
 
         outdir = opts.project / "synth"
         outdir.mkdir(parents=True, exist_ok=True)
-        synthesized = synthesize([stack], outdir, opts.config)[0]
+        stats: dict = {}
+        synthesized = synthesize([stack], outdir, opts.config, use_cache=opts.use_cache,
+                                 cache_folder=synth_cache.cache_dir(opts.project), stats=stats)[0]
+        from_cache = bool(stats.get("cached"))
     doc = json.loads(Path(synthesized).read_text())
     path = workdir_path(opts.project, opts.target, stack)
     path.mkdir(parents=True, exist_ok=True)
@@ -150,7 +158,8 @@ def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) ->
             shutil.rmtree(path / "assets", ignore_errors=True)
             shutil.copytree(item, path / "assets")
     runner, mirror_dir = _runner(path, opts, binary)
-    wd = Workdir(stack=stack, target=opts.target, path=path, runner=runner, mirror=mirror_dir)
+    wd = Workdir(stack=stack, target=opts.target, path=path, runner=runner, mirror=mirror_dir,
+                 synthesized_from_cache=from_cache, synthesized=Path(synthesized))
     terraform_block = doc.setdefault("terraform", {})
     if opts.target == "local":
         url, emulator_id = local_endpoint(opts)
@@ -192,19 +201,85 @@ def open_workdir(stack: str, opts: DeployOptions) -> Workdir:
     return Workdir(stack=stack, target=opts.target, path=path, runner=runner, mirror=mirror_dir)
 
 
-def init(wd: Workdir) -> None:
+INIT_FINGERPRINT = "spotkit-init.json"
+# Terraform's own words when a working directory needs `terraform init` again.
+INIT_REQUIRED = ("terraform init", "Inconsistent dependency lock file", "Backend initialization required",
+                 "Required plugins are not installed", "Module not installed", "provider registry.terraform.io",
+                 "Backend configuration changed", "Missing required provider")
+
+
+def init_fingerprint(wd: Workdir) -> str:
+    """sha256 of what `terraform init` depends on: the terraform blocks (required providers, backend) of
+    every configuration file, module sources, the CLI config (provider mirror), the lock file and the binary."""
+    import hashlib
+
+    parts: dict[str, Any] = {"binary": [wd.runner.binary.path, str(getattr(wd.runner.binary, "version", ""))]}
+    for name in sorted(p.name for p in wd.path.glob("*.tf.json")):
+        try:
+            doc = json.loads((wd.path / name).read_text())
+        except (OSError, ValueError):
+            doc = {"unreadable": name}
+        parts[name] = {"terraform": doc.get("terraform"), "module": doc.get("module")}
+    rc = wd.runner.env.get("TF_CLI_CONFIG_FILE")
+    parts["cli_config"] = Path(rc).read_text() if rc and Path(rc).is_file() else None
+    lock = wd.path / ".terraform.lock.hcl"
+    parts["lock"] = lock.read_text() if lock.is_file() else None
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def init_needed(wd: Workdir) -> bool:
+    """True unless `terraform init` already ran here with the same inputs (the fingerprint it left)."""
+    marker = wd.path / ".terraform" / INIT_FINGERPRINT
+    try:
+        recorded = json.loads(marker.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return recorded != init_fingerprint(wd)
+
+
+def init(wd: Workdir, force: bool = False) -> bool:
+    """Run `terraform init` when needed (or ``force``); return whether it ran."""
+    if not force and not init_needed(wd):
+        return False
     wd.runner.run("init", input=False, no_color=IsFlagged)
+    marker = wd.path / ".terraform" / INIT_FINGERPRINT
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": init_fingerprint(wd)}))
+    return True
 
 
-def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelism: int = DEFAULT_PARALLELISM) -> PlanResult:
-    """Write the binary plan (default ``<workdir>/tfplan``) and its JSON (``<plan>.json``); summarize it."""
+def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelism: int = DEFAULT_PARALLELISM,
+         write_json: bool | None = None) -> PlanResult:
+    """Write the binary plan (default ``<workdir>/tfplan``) and summarize it from Terraform's streamed
+    (``-json``) plan output. The plan's JSON (``<plan>.json``, from ``terraform show -json``) is written
+    when ``write_json`` (default: when ``out`` is given, the CI artifact) or when deciding about data loss
+    needs the resources' values (a retained-volume candidate is deleted or replaced). When Terraform says
+    the working directory needs init (lock file, backend, providers), init runs and the plan once more."""
     plan_file = Path(out).resolve() if out else wd.path / ("destroy.tfplan" if destroy else "tfplan")
     plan_file.parent.mkdir(parents=True, exist_ok=True)
+    if write_json is None:
+        write_json = out is not None
     start = time.monotonic()
-    wd.runner.run("plan", input=False, no_color=IsFlagged, out=str(plan_file), parallelism=parallelism,
-                  destroy=IsFlagged if destroy else None)
+    for attempt in (1, 2):
+        result = wd.runner.run("plan", input=False, no_color=IsFlagged, out=str(plan_file), parallelism=parallelism,
+                               destroy=IsFlagged if destroy else None, json=IsFlagged, detailed_exitcode=IsFlagged,
+                               ok_codes=(0, 1, 2))
+        streamed = summarize_plan_stream(result.stdout)
+        if result.returncode != 1:
+            break
+        errors = streamed.errors or [(result.stderr or result.stdout).strip()[-2000:]]
+        if attempt == 1 and any(k in e for e in errors for k in INIT_REQUIRED):
+            init(wd, force=True)
+            continue
+        from toolkit.deploy.runner import TerraformCommandFailed
+
+        raise TerraformCommandFailed(
+            f"'{wd.runner.binary.flavor} plan' failed in {wd.path}:\n" + "\n".join(f"  {e}" for e in errors),
+            hint="fix the error above; the working directory keeps the files Terraform used")
     seconds = time.monotonic() - start
-    return read_plan(wd, plan_file, seconds)
+    if write_json or streamed.needs_values:
+        return read_plan(wd, plan_file, seconds)
+    return PlanResult(plan_file=plan_file.resolve(), json_file=None, summary=streamed.summary, seconds=seconds)
 
 
 def read_plan(wd: Workdir, plan_file: Path, seconds: float = 0.0) -> PlanResult:
