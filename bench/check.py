@@ -14,6 +14,8 @@ each; the median wall time is printed with the ratio.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -127,10 +129,14 @@ def generate(directory: Path, files: int) -> None:
         (directory / f"group_{i:03d}.tf").write_text(text)
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds of the child process tree, the process)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800)
-    return time.perf_counter() - start, proc
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc
 
 
 def main(argv=None) -> int:
@@ -145,34 +151,37 @@ def main(argv=None) -> int:
         spotkit_cmd = [sys.executable, "-m", "toolkit.cli.main", "check", str(directory), "--no-checkov", "--fail-on", "never"]
         checkov_cmd = [*checkov, "-d", str(directory), "--framework", "terraform", "--compact", "--quiet", "-o", "json",
                        "--skip-download"] if checkov else None
-        spotkit_times, checkov_times = [], []
+        spotkit_times, checkov_times, spotkit_cpu, checkov_cpu = [], [], [], []
         for _ in range(args.runs):
-            seconds, proc = timed(spotkit_cmd, ROOT)
+            seconds, cpu, proc = timed(spotkit_cmd, ROOT)
             if proc.returncode != 0:
                 print(proc.stdout[-2000:], proc.stderr[-2000:])
                 return 1
             spotkit_times.append(seconds)
+            spotkit_cpu.append(cpu)
             if checkov_cmd:
-                seconds, _proc = timed(checkov_cmd, ROOT)
+                seconds, cpu, _proc = timed(checkov_cmd, ROOT)
                 checkov_times.append(seconds)
+                checkov_cpu.append(cpu)
         summary = proc.stdout.strip().splitlines()
         # in-process: the check itself, without Python start-up and imports
         from toolkit.check import run_check_on_paths
 
         run_check_on_paths([str(directory)], checkov="off")  # warm imports and the parser's grammar
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         report = run_check_on_paths([str(directory)], checkov="off")
-        in_process = time.perf_counter() - start
+        in_process, in_process_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     spotkit_s = statistics.median(spotkit_times)
     print(f"directory: {args.files} .tf files, {len(report.files)} read, {len(report.findings)} finding(s) ({summary[-2] if len(summary) > 1 else ''})")
-    print(f"spotkit check --no-checkov, fresh process: median {spotkit_s:.2f} s over {args.runs} run(s) "
-          f"({', '.join(f'{t:.2f}' for t in spotkit_times)})")
-    print(f"spotkit check, in process (load + rules, no start-up): {in_process:.2f} s")
+    print(f"machine load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s): wall times grow with it, CPU times do not")
+    print(f"spotkit check --no-checkov, fresh process: median wall {spotkit_s:.2f} s, CPU {statistics.median(spotkit_cpu):.2f} s "
+          f"over {args.runs} run(s) (wall {', '.join(f'{t:.2f}' for t in spotkit_times)})")
+    print(f"spotkit check, in process (load + rules, no start-up): wall {in_process:.2f} s, CPU {in_process_cpu:.2f} s")
     if checkov_times:
         checkov_s = statistics.median(checkov_times)
-        print(f"checkov -d DIR --framework terraform, fresh process: median {checkov_s:.2f} s over {args.runs} run(s) "
-              f"({', '.join(f'{t:.2f}' for t in checkov_times)})")
-        print(f"ratio checkov / spotkit: {checkov_s / spotkit_s:.1f}x")
+        print(f"checkov -d DIR --framework terraform, fresh process: median wall {checkov_s:.2f} s, CPU {statistics.median(checkov_cpu):.2f} s "
+              f"over {args.runs} run(s) (wall {', '.join(f'{t:.2f}' for t in checkov_times)})")
+        print(f"ratio checkov / spotkit: wall {checkov_s / spotkit_s:.1f}x, CPU {statistics.median(checkov_cpu) / statistics.median(spotkit_cpu):.1f}x")
     else:
         print("checkov is not installed (optional extra: pip install 'spotkit[check]'), so there is no checkov baseline in this run")
     return 0

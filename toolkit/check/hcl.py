@@ -175,17 +175,15 @@ def parse_file(path: Path) -> ParsedFile:
             raise ToolkitError(f"{path} is not a Terraform JSON document (top level is a {type(doc).__name__})")
         convert, line = _raw_from_json, (lambda *a: None)
     else:
-        import hcl2
-        from hcl2.utils import SerializationOptions
         from lark.exceptions import LarkError
 
         try:
-            doc = hcl2.loads(text, serialization_options=SerializationOptions(with_comments=False, preserve_heredocs=False))
+            doc = _tree_doc(text)
         except (LarkError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ToolkitError(f"{path} is not valid HCL: {first}",
                                hint=f"terraform -chdir={path.parent} validate") from None
-        convert, line = _raw_from_hcl, (lambda *labels: _line_of(text, *labels))
+        convert, line = (lambda raw: raw), (lambda *labels: _line_of(text, *labels))
     for rtype, bodies in _labelled(doc.get("resource") or []):
         for name, body in _labelled(bodies):
             if isinstance(body, dict):
@@ -217,15 +215,13 @@ def parse_tfvars(path: Path) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise ToolkitError(f"{path} is not valid JSON: {exc}") from exc
         return {k: _raw_from_json(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
-    import hcl2
-    from hcl2.utils import SerializationOptions
     from lark.exceptions import LarkError
 
     try:
-        doc = hcl2.loads(path.read_text(encoding="utf-8"), serialization_options=SerializationOptions(with_comments=False, preserve_heredocs=False))
+        return _tree_doc(path.read_text(encoding="utf-8"))
     except (LarkError, ValueError) as exc:
-        raise ToolkitError(f"{path} is not valid HCL: {str(exc).strip().splitlines()[0]}") from None
-    return {k: _raw_from_hcl(v) for k, v in doc.items()}
+        raise ToolkitError(f"{path} is not valid HCL: {str(exc).strip().splitlines()[0]}",
+                           hint="a .tfvars file holds name = value lines") from None
 
 
 # --- evaluation -------------------------------------------------------------------------------------
@@ -919,3 +915,100 @@ def evaluate_expression(scope: Scope, text: str) -> Any:
         return _Parser(scope, text).parse()
     except (_Unknown, _Unparsable, RecursionError):
         return scope.unknown(text)
+
+
+# --- the parse tree, read directly ---------------------------------------------------------------------
+# python-hcl2's own dict output (``hcl2.loads``) goes through a rule transformer and a serializer that
+# cost twice the parse itself; the loader needs only the raw values above, so it walks the Lark tree
+# of python-hcl2's grammar and takes each non-literal expression's exact source text.
+
+def _tree_doc(text: str) -> dict:
+    from lark import Tree
+
+    from hcl2.parser import parser
+
+    tree = parser().parse(text + "\n")
+    body = next(c for c in tree.children if isinstance(c, Tree) and c.data == "body")
+    return _tree_body(body, text)
+
+
+def _children(node) -> list:
+    from lark import Tree
+
+    return [c for c in node.children if isinstance(c, Tree) and c.data != "new_line_or_comment"]
+
+
+def _tree_body(body, text: str) -> dict:
+    out: dict[str, Any] = {}
+    for node in _children(body):
+        if node.data == "attribute":
+            key_node, value_node = _children(node)[0], _children(node)[-1]
+            out[_label(key_node, text)] = _tree_value(value_node, text)
+        elif node.data == "block":
+            parts = _children(node)
+            inner = parts[-1]
+            labels = [_label(p, text) for p in parts[:-1]]
+            entry: Any = _tree_body(inner, text)
+            for label in reversed(labels[1:]):
+                entry = {label: entry}
+            out.setdefault(labels[0], []).append(entry)
+    return out
+
+
+def _label(node, text: str) -> str:
+    if node.data == "string":
+        return _unquote(text[node.meta.start_pos + 1:node.meta.end_pos - 1])
+    return str(next(iter(node.scan_values(lambda v: True))))
+
+
+def _tree_value(node, text: str) -> Any:
+    from lark import Token
+
+    while node.data == "expr_term" and len(node.children) == 1 and not isinstance(node.children[0], Token):
+        node = node.children[0]
+    kind = node.data
+    if kind == "int_lit":
+        return int(str(node.children[0]))
+    if kind == "float_lit":
+        value = str(node.children[0])
+        return float(value)
+    if kind == "literal_value":
+        word = str(node.children[0])
+        return None if word == "null" else word == "true"
+    if kind == "string":
+        inner = text[node.meta.start_pos + 1:node.meta.end_pos - 1]
+        return Template(inner) if ("${" in inner or "%{" in inner) else _unquote(inner)
+    if kind == "tuple":
+        return [_tree_value(c, text) for c in _children(node)]
+    if kind == "object":
+        obj: dict[str, Any] = {}
+        for elem in _children(node):
+            key_node, value_node = _children(elem)[0], _children(elem)[-1]
+            key = _object_key(key_node, text)
+            if key is None:
+                return Expr(text[node.meta.start_pos:node.meta.end_pos])
+            obj[key] = _tree_value(value_node, text)
+        return obj
+    if kind in ("heredoc_template", "heredoc_template_trim"):
+        raw = str(node.children[0])
+        lines = raw.split("\n")
+        content = "\n".join(lines[1:-2]) + ("\n" if len(lines) > 3 else "")
+        if kind == "heredoc_template_trim":
+            import textwrap
+
+            content = textwrap.dedent(content)
+        return Template(content.replace("\\", "\\\\").replace('"', '\\"')) if ("${" in content or "%{" in content) else content
+    if kind == "identifier":
+        return Expr(str(node.children[0]))
+    return Expr(text[node.meta.start_pos:node.meta.end_pos].strip())
+
+
+def _object_key(node, text: str) -> str | None:
+    while node.data in ("object_elem_key", "expr_term") and len(_children(node)) == 1:
+        node = _children(node)[0]
+    if node.data in ("identifier", "keyword"):
+        return str(node.children[0])
+    if node.data == "string":
+        inner = text[node.meta.start_pos + 1:node.meta.end_pos - 1]
+        return None if "${" in inner else _unquote(inner)
+    return None

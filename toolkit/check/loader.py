@@ -268,6 +268,7 @@ class Inputs:
     json_files: list[Path] = field(default_factory=list)
     hcl_roots: list[Path] = field(default_factory=list)
     yaml_files: list[Path] = field(default_factory=list)
+    loader: Any = None  # the hcl.HclLoader that parsed the HCL files (each file is parsed once)
 
 
 def _is_hcl_file(p: Path) -> bool:
@@ -281,8 +282,8 @@ def expand_paths(paths: Iterable[str | Path]) -> Inputs:
     directory; YAML files (Karpenter NodePools) are read when named or when a directory holds NodePools."""
     from toolkit.check.hcl import HclLoader, root_directories
 
-    out = Inputs()
     loader = HclLoader()
+    out = Inputs(loader=loader)
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -331,7 +332,7 @@ def load_graph(paths: Iterable[str | Path]) -> ResourceGraph:
         graph.files.append(str(f))
         if kind == "plan":
             plan_addresses |= {r.address for r in resources}
-    loader = HclLoader()
+    loader = inputs.loader or HclLoader()
     for root in inputs.hcl_roots:
         resources, not_inspected, files = loader.load_root(root)
         # a plan JSON given alongside covers what HCL alone cannot: registry modules, and its values win
