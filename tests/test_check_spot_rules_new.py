@@ -270,3 +270,19 @@ def test_pre_commit_hooks_entry_point_exists():
         assert command in cli.commands
         assert hook["language"] == "python" and hook["pass_filenames"] is False
         assert "--no-checkov" in hook["args"]
+
+
+def test_live_checkov_on_an_hcl_directory():
+    # GIVEN checkov installed (optional extra; SPOTKIT_CHECKOV or PATH), else skipped with the reason
+    from toolkit.check.checkov import find_checkov
+
+    if find_checkov() is None:
+        pytest.skip("checkov is not installed (optional extra 'check'); the replayed run above covers the merge")
+    # WHEN the public-example HCL directory is checked with checkov required
+    report = run_check_on_paths([str(FIXTURES / "hcl" / "public_mixed")], checkov="on")
+    # THEN checkov ran its terraform framework on the directory, and its findings are general ones on the user's files
+    assert report.checkov_status == "ran" and report.checkov_detail.startswith("checkov ran on 1 HCL directory")
+    ours = {f.file for f in report.findings if f.source == "spotkit"}
+    theirs = [f for f in report.findings if f.source == "checkov"]
+    assert theirs and {f.category for f in theirs} == {"general"}
+    assert {f.file for f in theirs} <= {str(p) for p in ours} | {str(Path(f)) for f in report.files}

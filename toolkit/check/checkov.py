@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from toolkit.check.hcl import display_path
 from toolkit.check.loader import is_plan_json
 
 INSTALL_HINT = "install it with: pip install 'spotkit[check]'   (or pip install checkov)"
@@ -146,7 +147,7 @@ def run_checkov(files: Sequence[str], names: dict[str, dict[str, list[tuple[str,
         runs = [(framework, [a for p in paths for a in ("-f", p)]) for framework, paths in by_framework.items()]
         for d in directories:
             for tf in Path(d).rglob("*.tf"):
-                path_map[str(tf.resolve())] = str(tf)
+                path_map[str(tf.resolve())] = str(display_path(tf))
             runs.append(("terraform", ["-d", str(d)]))
         for framework, targets in runs:
             args = [*cmd, "-o", "json", "--skip-download", "--framework", framework, "--compact", *targets]
@@ -162,7 +163,9 @@ def run_checkov(files: Sequence[str], names: dict[str, dict[str, list[tuple[str,
                 return CheckovRun("failed", f"checkov exited {proc.returncode} without JSON output: {tail[0]}")
             findings += got
             parsing_errors += errors
-    what = f"{len(files)} file(s)" + (f" and {len(directories)} HCL director(y/ies)" if directories else "")
+    parts = ([f"{len(files)} file(s)"] if files or not directories else []) + \
+        ([f"{len(directories)} HCL director{'y' if len(directories) == 1 else 'ies'}"] if directories else [])
+    what = " and ".join(parts)
     detail = f"checkov ran on {what}: {len(findings)} failed check(s)"
     if parsing_errors:
         detail += f"; it could not parse {', '.join(parsing_errors)}"

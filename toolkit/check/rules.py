@@ -37,11 +37,11 @@ DOCS = {
     "dereg": "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html#deregistration-delay",
     "imds": "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html",
     "dlm": "https://docs.aws.amazon.com/ebs/latest/userguide/snapshot-lifecycle.html",
-    "ecs_draining": "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/managed-instance-draining.html",
+    "ecs_draining": "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/enable-managed-instance-draining.html",
     "ecs_providers": "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/cluster-capacity-providers.html",
     "notices": "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html",
     "interruptions": "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-interruptions.html",
-    "max_price": "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-spot-instances.html#spot-pricing",
+    "max_price": "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstancesDistribution.html",
     "karpenter_capacity": "https://karpenter.sh/docs/concepts/nodepools/#capacity-type",
     "karpenter_disruption": "https://karpenter.sh/docs/concepts/disruption/#consolidation",
 }
