@@ -26,7 +26,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from toolkit.check.loader import Resource, _attr_refs_from_values, references_in
 from toolkit.errors import ToolkitError
@@ -76,22 +76,6 @@ class NotInspected:
 
 def _unquote(text: str) -> str:
     return _ESCAPE.sub(lambda m: _ESCAPES[m.group(1)], text)
-
-
-def _raw_from_hcl(value: Any) -> Any:
-    """python-hcl2's output (strings keep their quotes, expressions are ``${...}``) -> raw values."""
-    if isinstance(value, str):
-        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
-            inner = value[1:-1]
-            return Template(inner) if ("${" in inner or "%{" in inner) else _unquote(inner)
-        if value.startswith("${") and value.endswith("}"):
-            return Expr(value[2:-1].strip())
-        return Expr(value)  # a bare identifier (``iterator = t``)
-    if isinstance(value, list):
-        return [_raw_from_hcl(v) for v in value]
-    if isinstance(value, dict):
-        return {_key(k): _raw_from_hcl(v) for k, v in value.items() if k != "__is_block__"}
-    return value
 
 
 def _raw_from_json(value: Any) -> Any:
@@ -555,7 +539,7 @@ class HclLoader:
                     out.add((f.path.parent / source).resolve())
         return out
 
-    def load_root(self, directory: Path, display: Callable[[Path], str] | None = None) -> tuple[list[Resource], list[NotInspected], list[str]]:
+    def load_root(self, directory: Path) -> tuple[list[Resource], list[NotInspected], list[str]]:
         module = Module(self, directory, "", None, config=str(display_path(directory)))
         not_inspected: list[NotInspected] = []
         resources = list(module.resources(not_inspected))
