@@ -288,3 +288,34 @@ def test_missing_local_module_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ToolkitError) as err:
         run_check_on_paths([str(tmp_path)], checkov="off")
     assert "source './nowhere' is not a directory" in err.value.message
+
+
+def test_suppression_tag_in_hcl(tmp_path):
+    # GIVEN the hook missing, suppressed with a reason in the group's tag block (the ASG form of tags)
+    tag = 'tag {\n    key = "spotkit:skip-check"\n    value = "SPOT005: the workload keeps no state"\n    propagate_at_launch = false\n  }'
+    report = run_check_on_paths([str(write(tmp_path, {"main.tf": good(HOOK=tag)}))], checkov="off")
+    # THEN the finding is kept as suppressed, with its reason
+    [spot5] = [f for f in report.findings if f.rule_id == "SPOT005"]
+    assert (spot5.suppressed, spot5.suppression_reason, spot5.suppression_kind) == (True, "the workload keeps no state", "inSource")
+
+
+def test_cli_exit_codes_on_an_hcl_directory(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def spotkit(*args):
+        return subprocess.run([sys.executable, "-m", "toolkit.cli.main", "check", *args], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    # GIVEN a directory with an error (no termination hook) / THEN exit 1 naming the rule
+    bad = spotkit(str(write(tmp_path / "bad", {"main.tf": good(HOOK="")})), "--no-checkov")
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines()[0] == "Error: check found 1 finding(s) at or above error: SPOT005"
+    # a clean one exits 0; an undecided value does not fail it
+    clean = spotkit(str(write(tmp_path / "ok", {"main.tf": good(CAPACITY_REBALANCE="var.r") + 'variable "r" {}\n'})), "--no-checkov", "--fail-on", "info")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "UNDECIDED SPOT004" in clean.stdout and clean.stdout.rstrip().splitlines()[-2].endswith("1 undecided")
