@@ -319,3 +319,16 @@ def test_cli_exit_codes_on_an_hcl_directory(tmp_path):
     clean = spotkit(str(write(tmp_path / "ok", {"main.tf": good(CAPACITY_REBALANCE="var.r") + 'variable "r" {}\n'})), "--no-checkov", "--fail-on", "info")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "UNDECIDED SPOT004" in clean.stdout and clean.stdout.rstrip().splitlines()[-2].endswith("1 undecided")
+
+
+def test_suppression_comment_in_hcl(tmp_path):
+    # GIVEN a skip comment inside one resource block and another on the line above a second one
+    text = good(HOOK="# spotkit:skip-check SPOT005: the workload keeps no state") + \
+        '# spotkit:skip-check SPOT007: vendor AMI reads IMDSv1\nresource "aws_instance" "vendor" {\n  ami = "ami-1"\n}\n' + \
+        '# spotkit:skip-check SPOT007: this comment is two lines above\n\nresource "aws_instance" "other" {\n  ami = "ami-1"\n}\n'
+    report = run_check_on_paths([str(write(tmp_path, {"main.tf": text}))], checkov="off")
+    got = {(f.rule_id, f.resource): (f.suppressed, f.suppression_reason) for f in report.findings}
+    # THEN each suppresses only its own resource's finding, with its reason
+    assert got[("SPOT005", "aws_autoscaling_group.g")] == (True, "the workload keeps no state")
+    assert got[("SPOT007", "aws_instance.vendor")] == (True, "vendor AMI reads IMDSv1")
+    assert got[("SPOT007", "aws_instance.other")] == (False, None)

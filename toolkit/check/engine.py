@@ -5,7 +5,8 @@ Suppressions need a reason, and one without a reason (or naming no known rule) i
 
 - inline, on the resource: a tag ``spotkit:skip-check = "SPOT003: one AZ on purpose; SPOT004: ..."``
   (in ``tags``, ``tags_all``, an ASG ``tag`` block or GCP-style ``labels``), or in Terraform JSON the
-  comment field ``"//": {"spotkit:skip-check": "SPOT003: reason"}`` (a string or a list of them);
+  comment field ``"//": {"spotkit:skip-check": "SPOT003: reason"}`` (a string or a list of them), or in
+  HCL a comment ``# spotkit:skip-check SPOT003: reason`` inside the resource block or on the line above it;
 - in the config file (``--config``): ``check: {suppress: [{id: SPOT003, resource: "aws_autoscaling_group.*",
   reason: "..."}]}``; ``resource`` is an address or a glob, default every resource.
 """

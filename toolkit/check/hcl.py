@@ -168,6 +168,8 @@ def parse_file(path: Path) -> ParsedFile:
             raise ToolkitError(f"{path} is not valid HCL: {first}",
                                hint=f"terraform -chdir={path.parent} validate") from None
         convert, line = (lambda raw: raw), (lambda *labels: _line_of(text, *labels))
+        for key, texts in skip_comments(text, doc.pop(_SPANS, [])).items():
+            out.comments[key] = {"spotkit:skip-check": texts}
     for rtype, bodies in _labelled(doc.get("resource") or []):
         for name, body in _labelled(bodies):
             if isinstance(body, dict):
@@ -202,7 +204,9 @@ def parse_tfvars(path: Path) -> dict[str, Any]:
     from lark.exceptions import LarkError
 
     try:
-        return _tree_doc(path.read_text(encoding="utf-8"))
+        doc = _tree_doc(path.read_text(encoding="utf-8"))
+        doc.pop(_SPANS, None)
+        return doc
     except (LarkError, ValueError) as exc:
         raise ToolkitError(f"{path} is not valid HCL: {str(exc).strip().splitlines()[0]}",
                            hint="a .tfvars file holds name = value lines") from None
@@ -913,7 +917,28 @@ def _tree_doc(text: str) -> dict:
 
     tree = parser().parse(text + "\n")
     body = next(c for c in tree.children if isinstance(c, Tree) and c.data == "body")
-    return _tree_body(body, text)
+    doc = _tree_body(body, text)
+    doc[_SPANS] = [((_label(parts[1], text), _label(parts[2], text)), node.meta.start_pos, node.meta.end_pos)
+                   for node in _children(body) if node.data == "block"
+                   for parts in [_children(node)] if len(parts) == 4 and _label(parts[0], text) == "resource"]
+    return doc
+
+
+_SPANS = "__resource_spans__"
+SKIP_COMMENT = re.compile(r"(?m)(?:#|//)[ \t]*spotkit:skip-check[ \t]*[=:]?[ \t]*(.+?)[ \t]*$")
+
+
+def skip_comments(text: str, spans: list) -> dict[tuple[str, str], list[str]]:
+    """``# spotkit:skip-check SPOT003: reason`` comments inside a resource block (or on the line just
+    above it), by resource: the HCL way to write the suppression tag."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for m in SKIP_COMMENT.finditer(text):
+        for key, start, end in spans:
+            above = text.count("\n", m.end(), start) == 1 and not text[m.end():start].strip()
+            if start <= m.start() < end or above:
+                out.setdefault(key, []).append(m.group(1))
+                break
+    return out
 
 
 def _children(node) -> list:

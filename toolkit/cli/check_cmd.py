@@ -33,8 +33,8 @@ def check_command(ctx: CliContext, paths, fmt, out_file, fail_on, checkov, show_
     of them, plans from 'terraform show -json', Karpenter NodePool YAML (default: cdktf.out).
     Findings are in two categories, spot and general; general ones are left to checkov when it runs.
     A rule that needs a value unknown before apply reports UNDECIDED (never a failure).
-    Suppress a finding with a reason: tag spotkit:skip-check = "SPOT003: why", or check.suppress
-    in the --config file.
+    Suppress a finding with a reason: tag spotkit:skip-check = "SPOT003: why", in HCL a comment
+    # spotkit:skip-check SPOT003: why (in or just above the resource), or check.suppress in --config.
     """
     targets = list(paths) or ["cdktf.out"]
     if not paths and not Path("cdktf.out").exists():
