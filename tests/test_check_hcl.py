@@ -332,3 +332,40 @@ def test_suppression_comment_in_hcl(tmp_path):
     assert got[("SPOT005", "aws_autoscaling_group.g")] == (True, "the workload keeps no state")
     assert got[("SPOT007", "aws_instance.vendor")] == (True, "vendor AMI reads IMDSv1")
     assert got[("SPOT007", "aws_instance.other")] == (False, None)
+
+
+def test_missing_object_attributes_are_null_and_try_falls_back(tmp_path):
+    # GIVEN a module reading attributes its (optional-typed) object input may leave out, the way
+    # terraform-aws-modules/autoscaling does: `x.spot_options != null ? [...] : []`, try(), can()
+    module = '''
+variable "market" {
+  type = object({ market_type = string, spot_options = optional(object({ max_price = optional(string) })) })
+}
+resource "aws_launch_template" "lt" {
+  dynamic "instance_market_options" {
+    for_each = [var.market]
+    content {
+      market_type = instance_market_options.value.market_type
+      dynamic "spot_options" {
+        for_each = instance_market_options.value.spot_options != null ? [instance_market_options.value.spot_options] : []
+        content {
+          max_price = spot_options.value.max_price
+        }
+      }
+    }
+  }
+  description = try(var.market.description, "fallback")
+  ebs_optimized = can(var.market.description)
+  metadata_options {
+    http_tokens = "required"
+  }
+}
+'''
+    write(tmp_path, {"main.tf": 'module "m" {\n  source = "./m"\n  market = { market_type = "spot" }\n}\n', "m/main.tf": module})
+    [lt] = resources(tmp_path)["module.m.aws_launch_template.lt"]
+    # THEN the missing spot_options is null (no spot_options block), try() falls back, can() is false
+    assert lt.values["instance_market_options"] == [{"market_type": "spot"}]
+    assert (lt.values["description"], lt.values["ebs_optimized"]) == ("fallback", False)
+    # AND with a max price given, SPOT014 fires through the two dynamic blocks
+    write(tmp_path, {"main.tf": 'module "m" {\n  source = "./m"\n  market = { market_type = "spot", spot_options = { max_price = "0.2" } }\n}\n'})
+    assert fired(findings(tmp_path), "SPOT014") == [("SPOT014", "module.m.aws_launch_template.lt")]

@@ -309,6 +309,8 @@ class Scope:
                 return self.unknown(text) if not _RESOURCE_REF.search(value) else Unknown(value[:-1] + _steps_text([step]) + "}")
             if isinstance(value, dict) and str(step) in value:
                 value = value[str(step)]
+            elif isinstance(value, dict) and isinstance(step, str):
+                value = None  # an attribute the object does not set: null, as an optional() attribute
             elif isinstance(value, list) and isinstance(step, int) and 0 <= step < len(value):
                 value = value[step]
             else:
@@ -377,8 +379,9 @@ def evaluate_body(scope: Scope, body: dict, top: bool = True) -> dict:
         if key == "dynamic":
             for label, dyn in _labelled(raw):
                 if isinstance(dyn, dict):
-                    out.setdefault(label, [])
-                    out[label].extend(_dynamic(scope, label, dyn))
+                    generated = _dynamic(scope, label, dyn)
+                    if generated:
+                        out.setdefault(label, []).extend(generated)
             continue
         if isinstance(raw, list) and raw and all(isinstance(b, dict) for b in raw):
             out[key] = [evaluate_body(scope, b, top=False) for b in raw]
@@ -634,6 +637,7 @@ class _Parser:
 
     def __init__(self, scope: Scope, text: str):
         self.scope, self.text, self.toks, self.i = scope, text, _tokens(text), 0
+        self.in_try = 0  # inside try() / can(): a missing attribute is an error there, null elsewhere
 
     def peek(self, value: str | None = None) -> bool:
         return self.i < len(self.toks) and (value is None or self.toks[self.i][1] == value)
@@ -719,6 +723,10 @@ class _Parser:
     def index(self, value: Any, key: Any) -> Any:
         if isinstance(value, dict) and not isinstance(value, Unknown) and isinstance(key, (str, int)) and str(key) in value:
             return value[str(key)]
+        if isinstance(value, dict) and isinstance(key, str) and not isinstance(key, Unknown):
+            if self.in_try:
+                raise _Missing()
+            return None  # an attribute the object does not set: null, as an optional() attribute
         if isinstance(value, list) and isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(value):
             return value[key]
         raise _Unknown()
@@ -798,10 +806,24 @@ class _Parser:
 
     def call(self, name: str) -> Any:
         self.take("(")
-        args = []
+        guarded = name in ("try", "can")
+        self.in_try += guarded
+        try:
+            args = self._arguments()
+        finally:
+            self.in_try -= guarded
+        if name not in FUNCTIONS:
+            raise _Unknown()
+        return _call(name, args)
+
+    def _arguments(self) -> list:
+        args: list = []
         while not self.peek(")"):
             try:
                 args.append(self.conditional())
+            except _Missing:
+                args.append(_MISSING_ARG)
+                self._skip_arg()
             except _Unknown:
                 args.append(_UNKNOWN_ARG)
                 self._skip_arg()
@@ -810,9 +832,7 @@ class _Parser:
             if self.peek("..."):
                 raise _Unknown()
         self.take(")")
-        if name not in FUNCTIONS:
-            raise _Unknown()
-        return _call(name, args)
+        return args
 
     def _skip_arg(self) -> None:
         depth = 0
@@ -829,7 +849,12 @@ class _Unknown(Exception):
     pass
 
 
+class _Missing(Exception):
+    """An attribute a known object does not have."""
+
+
 _UNKNOWN_ARG = Unknown("${?}")
+_MISSING_ARG = object()
 
 
 def _number(text: str) -> int | float:
@@ -847,14 +872,28 @@ def _has_unknown(value: Any) -> bool:
 
 
 def _call(name: str, args: list) -> Any:
-    if name == "try" or name == "coalesce":
+    if name == "try":
+        for a in args:
+            if a is _MISSING_ARG:
+                continue
+            if _has_unknown(a):
+                raise _Unknown()
+            return a
+        raise _Unknown()
+    if name == "can":
+        if args and args[0] is _MISSING_ARG:
+            return False
+        if not args or _has_unknown(args[0]):
+            raise _Unknown()
+        return True
+    if any(a is _MISSING_ARG for a in args):
+        raise _Missing()
+    if name == "coalesce":
         for a in args:
             if _has_unknown(a):
                 raise _Unknown()
-            if name == "try" or a not in (None, ""):
+            if a not in (None, ""):
                 return a
-        raise _Unknown()
-    if name == "can":
         raise _Unknown()
     if any(_has_unknown(a) for a in args):
         raise _Unknown()
@@ -901,6 +940,8 @@ def _call(name: str, args: list) -> Any:
 def evaluate_expression(scope: Scope, text: str) -> Any:
     try:
         return _Parser(scope, text).parse()
+    except _Missing:
+        return None
     except (_Unknown, _Unparsable, RecursionError):
         return scope.unknown(text)
 
