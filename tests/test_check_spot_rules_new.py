@@ -286,3 +286,21 @@ def test_live_checkov_on_an_hcl_directory():
     theirs = [f for f in report.findings if f.source == "checkov"]
     assert theirs and {f.category for f in theirs} == {"general"}
     assert {f.file for f in theirs} <= {str(p) for p in ours} | {str(Path(f)) for f in report.files}
+
+
+@pytest.mark.parametrize("mode", ["karpenter", "auto_mode"])
+def test_spotkit_rendered_node_pools_pass_the_karpenter_rules(tmp_path, mode):
+    # GIVEN the eks_gpu stack's NodePools as `spotkit k8s render` writes them (spot pool + on-demand floor)
+    from toolkit.k8s.render import render
+
+    result = render("eks_gpu", tmp_path, {"eks_gpu": {"node_provisioning": mode}})
+    assert "NodePool" in result.kinds
+    report = run_check_on_paths([str(tmp_path)], checkov="off")
+    # THEN the directory's NodePools are read and neither Karpenter rule fires
+    assert any(r.startswith(str(tmp_path)) for r in report.files)
+    assert [(f.rule_id, f.resource) for f in report.findings] == []
+    # AND with the on-demand floor pool dropped, SPOT016 says the spot pool has no fallback
+    floor = [p for p, k in zip(result.files, result.kinds) if k == "NodePool" and "on-demand" in Path(p).read_text()]
+    for p in floor:
+        Path(p).unlink()
+    assert [f.rule_id for f in run_check_on_paths([str(tmp_path)], checkov="off").findings] == ["SPOT016"]

@@ -295,8 +295,8 @@ def expand_paths(paths: Iterable[str | Path]) -> Inputs:
                            and ".terraform" not in q.parts and not any(part.startswith(".") for part in q.relative_to(p).parts)
                            and _holds_node_pool(q))
             if not roots and not found and not yamls:
-                raise ToolkitError(f"{p} holds no .tf or *.tf.json file",
-                                   hint="pass a directory of Terraform (.tf) files, a cdk.tf.json, or a plan JSON; for spotkit stacks run 'spotkit synth' first")
+                raise ToolkitError(f"{p} holds no .tf or *.tf.json file (nor a Karpenter NodePool)",
+                                   hint="pass a directory of Terraform (.tf) files, a cdk.tf.json, a plan JSON or NodePool YAML; for spotkit stacks run 'spotkit synth' first")
             out.hcl_roots.extend(roots)
             out.json_files.extend(found)
             out.yaml_files.extend(yamls)
