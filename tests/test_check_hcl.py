@@ -369,3 +369,43 @@ resource "aws_launch_template" "lt" {
     # AND with a max price given, SPOT014 fires through the two dynamic blocks
     write(tmp_path, {"main.tf": 'module "m" {\n  source = "./m"\n  market = { market_type = "spot", spot_options = { max_price = "0.2" } }\n}\n'})
     assert fired(findings(tmp_path), "SPOT014") == [("SPOT014", "module.m.aws_launch_template.lt")]
+
+
+def test_for_expressions_and_module_for_each(tmp_path):
+    # GIVEN node groups as a map, filtered with a for expression into a module called with for_each
+    # (the terraform-aws-eks pattern), one of them on spot with a single instance type
+    module = good(HOOK="", OVERRIDES="OVR").replace("OVR", 'dynamic "override" {\n        for_each = var.types\n        content {\n          instance_type = override.value\n        }\n      }')
+    module = module.replace('name                = "g"', 'name = var.name').replace("on_demand_percentage_above_base_capacity = 0", "on_demand_percentage_above_base_capacity = var.on_demand_pct")
+    module += 'variable "name" {}\nvariable "types" {}\nvariable "on_demand_pct" {}\n'
+    root = '''
+variable "create" {
+  default = true
+}
+locals {
+  groups = {
+    web   = { types = ["m6i.large"], on_demand_pct = 100 }
+    batch = { types = ["m6i.large"], on_demand_pct = 0 }
+    off   = { types = ["m6i.large"], on_demand_pct = 0, skip = true }
+  }
+}
+module "groups" {
+  source   = "./modules/group"
+  for_each = { for k, v in local.groups : k => v if var.create && !try(v.skip, false) }
+  name          = each.key
+  types         = [for t in each.value.types : t]
+  on_demand_pct = each.value.on_demand_pct
+}
+'''
+    write(tmp_path, {"main.tf": root, "modules/group/main.tf": module})
+    got = resources(tmp_path)
+    # THEN one instance per kept key, addressed as terraform does, with its own inputs
+    groups = sorted(a for a in got if a.endswith("aws_autoscaling_group.g"))
+    assert groups == ['module.groups["batch"].aws_autoscaling_group.g', 'module.groups["web"].aws_autoscaling_group.g']
+    assert got['module.groups["web"].aws_autoscaling_group.g'][0].values["name"] == "web"
+    from toolkit.check.rules import launch_templates_of
+
+    graph = load_graph([str(tmp_path)])
+    batch = graph.by_address('module.groups["batch"].aws_autoscaling_group.g')
+    assert [lt.address for lt in launch_templates_of(graph, batch)] == ['module.groups["batch"].aws_launch_template.lt']
+    # AND only the spot instance (batch) fires the single-type rule; references stay inside each instance
+    assert fired(findings(tmp_path), "SPOT001") == [("SPOT001", 'module.groups["batch"].aws_autoscaling_group.g')]

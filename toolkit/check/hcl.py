@@ -296,9 +296,9 @@ class Scope:
         if head == "local" and steps:
             value = self.module.local(steps[0])
             return self._walk(value, steps[1:], text)
-        if head == "module" and len(steps) >= 2:
-            value = self.module.module_output(str(steps[0]), str(steps[1]))
-            return self._walk(value, steps[2:], text)
+        if head == "module" and steps:
+            value = self.module.module_object(str(steps[0]))
+            return self._walk(value, steps[1:], text)
         if head in self.iters:
             return self._walk(self.iters[head], steps, text)
         return self.unknown(text)
@@ -423,7 +423,8 @@ class Module:
         self.scope = Scope(self)
         self._locals: dict[str, Any] = {}
         self._evaluating: set[str] = set()
-        self._children: dict[str, Module | None] = {}
+        self._children: dict[str, tuple[str, list[tuple[Any, Module]]] | None] = {}
+        self._outputs: dict[str, Any] | None = None
         self.raw_variables: dict[str, Any] = {}
         self.raw_locals: dict[str, Any] = {}
         self.raw_outputs: dict[str, Any] = {}
@@ -456,7 +457,10 @@ class Module:
         self._locals[name] = value
         return value
 
-    def child(self, name: str) -> "Module | None":
+    def instances_of(self, name: str) -> tuple[str, list[tuple[Any, "Module"]]] | None:
+        """(``single`` | ``count`` | ``for_each``, [(key, module instance)]) of a local module call; None
+        for other sources. Instances are addressed as Terraform does: ``module.m[0].``, ``module.m["a"].``
+        (``module.m.`` when the keys are unknown: one instance whose ``each``/``count`` values are unknown)."""
         if name in self._children:
             return self._children[name]
         self._children[name] = None  # guards a cycle
@@ -468,24 +472,42 @@ class Module:
         if not directory.is_dir():
             raise ToolkitError(f"module {self.prefix}module.{name} in {f.path}: source {source!r} is not a directory",
                                hint=f"fix the source path (relative to {f.path.parent}) so it names a directory of .tf files")
-        instances = _instances(self.scope, body)
-        scope = instances[0] if instances else self.scope
-        inputs = {k: scope.evaluate(v) for k, v in body.items() if k not in MODULE_META}
-        module = Module(self.loader, directory, f"{self.prefix}module.{name}.", inputs, self.depth + 1, config=self.config)
-        self._children[name] = module
-        return module
+        kind = "for_each" if "for_each" in body else ("count" if "count" in body else "single")
+        instances: list[tuple[Any, Module]] = []
+        for scope in _instances(self.scope, body):
+            key = scope.iters["each"]["key"] if kind == "for_each" else (scope.iters["count"]["index"] if kind == "count" else None)
+            suffix = "" if kind == "single" or isinstance(key, Unknown) else (f"[{key}]" if kind == "count" else f'["{key}"]')
+            inputs = {k: scope.evaluate(v) for k, v in body.items() if k not in MODULE_META}
+            instances.append((key, Module(self.loader, directory, f"{self.prefix}module.{name}{suffix}.", inputs,
+                                          self.depth + 1, config=self.config)))
+        self._children[name] = (kind, instances)
+        return self._children[name]
 
     def all_modules(self) -> Iterator["Module"]:
         yield self
-        for child in self._children.values():
-            if child is not None:
+        for got in self._children.values():
+            for _key, child in (got[1] if got else []):
                 yield from child.all_modules()
 
-    def module_output(self, name: str, output: str) -> Any:
-        module = self.child(name)
-        if module is None or output not in module.raw_outputs:
-            return unknown(f"{self.prefix}module.{name}.{output}")
-        return module.scope.evaluate(module.raw_outputs[output])
+    def outputs(self) -> dict[str, Any]:
+        if self._outputs is None:
+            self._outputs = {}  # a reference back into this module while computing: unknown
+            self._outputs = {name: self.scope.evaluate(raw) for name, raw in self.raw_outputs.items()}
+        return self._outputs
+
+    def module_object(self, name: str) -> Any:
+        """What ``module.<name>`` is: its outputs as an object (a list / map of them for count / for_each)."""
+        got = self.instances_of(name)
+        if not got or not got[1]:
+            return unknown(f"{self.prefix}module.{name}")
+        kind, instances = got
+        if kind == "single":
+            return instances[0][1].outputs()
+        if any(isinstance(key, Unknown) for key, _ in instances):
+            return unknown(f"{self.prefix}module.{name}")
+        if kind == "count":
+            return [m.outputs() for _, m in instances]
+        return {str(key): m.outputs() for key, m in instances}
 
     def resources(self, not_inspected: list[NotInspected]) -> Iterator[Resource]:
         for f in self.files:
@@ -501,10 +523,8 @@ class Module:
         for name, (body, f, line) in self.calls.items():
             source = body.get("source")
             if isinstance(source, str) and source.startswith(("./", "../")):
-                if not _instances(self.scope, body):
-                    continue
-                child = self.child(name)
-                if child is not None:
+                got = self.instances_of(name)
+                for _key, child in (got[1] if got else []):
                     yield from child.resources(not_inspected)
             else:
                 version = body.get("version")
@@ -743,7 +763,7 @@ class _Parser:
             return value
         if tok == "[":
             if self.peek("for"):
-                raise _Unknown()
+                return self.for_expression("]")
             items = []
             while not self.peek("]"):
                 items.append(self.conditional())
@@ -753,7 +773,7 @@ class _Parser:
             return items
         if tok == "{":
             if self.peek("for"):
-                raise _Unknown()
+                return self.for_expression("}")
             obj: dict[str, Any] = {}
             while not self.peek("}"):
                 key = self.conditional() if self.peek("(") else None
@@ -782,6 +802,66 @@ class _Parser:
             return self.traversal(tok)
         raise _Unparsable(self.text)
 
+    def for_expression(self, closing: str) -> Any:
+        """``[for k, v in coll : expr if cond]`` / ``{for k, v in coll : key => value if cond}`` over a
+        known collection: the body is evaluated once per element with the iterators bound."""
+        self.take("for")
+        names = [self.take()[1]]
+        if self.peek(","):
+            self.take(",")
+            names.append(self.take()[1])
+        self.take("in")
+        collection = self.conditional()
+        self.take(":")
+        if isinstance(collection, Unknown) or not isinstance(collection, (dict, list)):
+            raise _Unknown()
+        items = list(collection.items()) if isinstance(collection, dict) else list(enumerate(collection))
+        body, outer = self.i, self.scope
+        out_list: list = []
+        out_map: dict = {}
+        try:
+            for key, value in items:
+                bound = {names[0]: key, names[1]: value} if len(names) == 2 else {names[0]: value}
+                self.scope, self.i = outer.child(**bound), body
+                if closing == "]":
+                    item = self.conditional()
+                else:
+                    item_key = self.conditional()
+                    self.take("=>")
+                    item = self.conditional()
+                    if self.peek("..."):
+                        raise _Unknown()  # grouping mode
+                if self.peek("if"):
+                    self.take("if")
+                    keep = self.conditional()
+                    if not isinstance(keep, bool):
+                        raise _Unknown()
+                    if not keep:
+                        continue
+                if closing == "]":
+                    out_list.append(item)
+                else:
+                    if not isinstance(item_key, (str, int)) or isinstance(item_key, Unknown):
+                        raise _Unknown()
+                    out_map[str(item_key)] = item
+        finally:
+            self.scope = outer
+        self.i = body
+        self._skip_to(closing)
+        self.take(closing)
+        return out_list if closing == "]" else out_map
+
+    def _skip_to(self, closing: str) -> None:
+        depth = 0
+        while self.i < len(self.toks):
+            tok = self.toks[self.i][1] if self.toks[self.i][0] == "op" else None
+            if depth == 0 and tok == closing:
+                return
+            depth += tok in ("(", "[", "{")
+            depth -= tok in (")", "]", "}")
+            self.i += 1
+        raise _Unparsable(self.text)
+
     def traversal(self, head: str) -> Any:
         """``var.x`` / ``local.x`` / ``module.m.o`` / iterators; anything else is unknown."""
         if head in ("var", "local") or head in self.scope.iters:
@@ -795,10 +875,7 @@ class _Parser:
             return value
         if head == "module" and self.peek("."):
             self.take(".")
-            name = self.take()[1]
-            self.take(".")
-            output = self.take()[1]
-            value = self.scope.module.module_output(name, output)
+            value = self.scope.module.module_object(self.take()[1])
             if isinstance(value, Unknown):
                 raise _Unknown()
             return value

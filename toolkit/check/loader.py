@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 
 from toolkit.errors import ToolkitError
 
-_REF = re.compile(r"(?<![\w.])((?:module\.[\w-]+\.)*(?:data\.)?aws_[a-z0-9_]+\.[\w-]+)")
+_REF = re.compile(r"(?<![\w.\]])((?:module\.[\w-]+(?:\[[^\]]*\])?\.)*(?:data\.)?aws_[a-z0-9_]+\.[\w-]+)")
 _INTERP = re.compile(r"\$\{([^}]*)\}")
 
 
