@@ -409,3 +409,18 @@ module "groups" {
     assert [lt.address for lt in launch_templates_of(graph, batch)] == ['module.groups["batch"].aws_launch_template.lt']
     # AND only the spot instance (batch) fires the single-type rule; references stay inside each instance
     assert fired(findings(tmp_path), "SPOT001") == [("SPOT001", 'module.groups["batch"].aws_autoscaling_group.g')]
+
+
+def test_null_input_to_a_non_nullable_variable_takes_its_default_and_maps_compare_with_null(tmp_path):
+    # GIVEN (the terraform-aws-eks pattern) a module whose `create` is nullable = false and gets null,
+    # and a for_each over a map that holds an unknown value, guarded by `!= null`
+    module = ('variable "create" {\n  type = bool\n  default = true\n  nullable = false\n}\n'
+              'variable "settings" {}\n'
+              'resource "aws_launch_template" "lt" {\n  count = var.create && var.settings != null ? 1 : 0\n'
+              '  image_id = var.settings.ami\n  metadata_options {\n    http_tokens = "required"\n  }\n}\n')
+    root = ('variable "ami" {}\nmodule "m" {\n  source = "./m"\n  create = null\n'
+            '  settings = { ami = var.ami, name = "x" }\n}\n')
+    write(tmp_path, {"main.tf": root, "m/main.tf": module})
+    # THEN the default (true) applies, the map is known to be non-null, and the unknown value stays unknown
+    [lt] = resources(tmp_path)["module.m.aws_launch_template.lt"]
+    assert lt.values["image_id"] == "${var.ami}"

@@ -129,6 +129,7 @@ class ParsedFile:
     outputs: dict[str, Any] = field(default_factory=dict)
     modules: list[tuple[str, dict, int | None]] = field(default_factory=list)
     comments: dict[tuple[str, str], Any] = field(default_factory=dict)  # Terraform JSON "//" fields
+    not_nullable: set[str] = field(default_factory=set)  # variables with nullable = false
 
 
 def _labelled(section: Any) -> Iterator[tuple[str, Any]]:
@@ -179,6 +180,8 @@ def parse_file(path: Path) -> ParsedFile:
     for name, body in _labelled(doc.get("variable") or []):
         if isinstance(body, dict):
             out.variables[name] = convert(body.get("default")) if "default" in body else _NO_DEFAULT
+            if body.get("nullable") is False:
+                out.not_nullable.add(name)
     for body in doc.get("locals") or [] if isinstance(doc.get("locals"), list) else [doc.get("locals") or {}]:
         if isinstance(body, dict):
             out.locals.update({_key(k): convert(v) for k, v in body.items() if k not in ("__is_block__", "//")})
@@ -426,19 +429,21 @@ class Module:
         self._children: dict[str, tuple[str, list[tuple[Any, Module]]] | None] = {}
         self._outputs: dict[str, Any] | None = None
         self.raw_variables: dict[str, Any] = {}
+        self.not_nullable: set[str] = set()
         self.raw_locals: dict[str, Any] = {}
         self.raw_outputs: dict[str, Any] = {}
         self.calls: dict[str, tuple[dict, ParsedFile, int | None]] = {}
         for f in self.files:
             self.raw_variables.update(f.variables)
+            self.not_nullable |= f.not_nullable
             self.raw_locals.update(f.locals)
             self.raw_outputs.update(f.outputs)
             for name, body, line in f.modules:
                 self.calls[name] = (body, f, line)
 
     def variable(self, name: str) -> Any:
-        if name in self.inputs:
-            return self.inputs[name]
+        if name in self.inputs and not (self.inputs[name] is None and name in self.not_nullable):
+            return self.inputs[name]  # (null given to a nullable = false variable: its default, as in Terraform)
         raw = self.raw_variables.get(name, _NO_DEFAULT)
         if raw is _NO_DEFAULT:
             return unknown(f"var.{name}")
@@ -696,6 +701,11 @@ class _Parser:
         while self.peek() and self.toks[self.i][1] in self._LEVELS[level]:
             op = self.take()[1]
             right = self.binary(level + 1)
+            if op in ("==", "!=") and (left is None or right is None) and not isinstance(left, Unknown) \
+                    and not isinstance(right, Unknown):
+                # a map or list is known to be non-null even when some of its elements are unknown
+                left = (left is None and right is None) == (op == "==")
+                continue
             if _has_unknown(left) or _has_unknown(right):
                 raise _Unknown()
             if op == "||":
@@ -779,7 +789,10 @@ class _Parser:
                 key = self.conditional() if self.peek("(") else None
                 if key is None:
                     k_kind, k_tok = self.take()
-                    key = _unquote(k_tok) if k_kind == "str" and "${" not in k_tok else (k_tok if k_kind == "name" else None)
+                    if k_kind == "str":
+                        key = self.scope.template(k_tok) if ("${" in k_tok or "%{" in k_tok) else _unquote(k_tok)
+                    else:
+                        key = k_tok if k_kind == "name" else None
                 if self.peek("="):
                     self.take()
                 else:
