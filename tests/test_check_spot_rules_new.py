@@ -5,6 +5,7 @@ on HCL; the spot / general category split in text, JSON and SARIF; and the pre-c
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 import tomllib
@@ -304,3 +305,19 @@ def test_spotkit_rendered_node_pools_pass_the_karpenter_rules(tmp_path, mode):
     for p in floor:
         Path(p).unlink()
     assert [f.rule_id for f in run_check_on_paths([str(tmp_path)], checkov="off").findings] == ["SPOT016"]
+
+
+def test_k8s_check_reads_node_pools_too(tmp_path):
+    # GIVEN a YAML file with a spot-only NodePool and default consolidation, as `spotkit k8s check` reads
+    import subprocess
+
+    path = tmp_path / "pools.yaml"
+    path.write_text(yaml.safe_dump(node_pool("gpu-spot", ["spot"])))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "k8s", "check", str(path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    # THEN both Karpenter rules warn (exit 0: warnings), each with its fix
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["ok: 0 Job(s) checked", "1 NodePool(s) checked (NodePool/gpu-spot): 2 warning(s)"]
+    assert [line.split()[1] for line in lines if line.startswith("WARNING")] == ["SPOT016", "SPOT017"]

@@ -105,3 +105,21 @@ def consolidation_fights_interruptions(graph) -> Iterator[tuple[Resource, str]]:
         name = p.values["metadata"].get("name")
         yield p, (f"NodePool {name} may launch spot and consolidates {policy} after {after or '0s'}: Karpenter replaces "
                   "spot nodes on its own schedule on top of the interruptions AWS makes, so pods move twice as often")
+
+
+def check_node_pool_files(paths) -> tuple[list[str], list[dict]]:
+    """The NodePools in YAML ``paths`` and the Karpenter spot rules' findings on them, for
+    ``spotkit k8s check`` (``spotkit check`` runs the same rules with the Terraform ones)."""
+    from toolkit.check.loader import ResourceGraph
+    from toolkit.check.rules import RULES_BY_ID
+
+    graph = ResourceGraph()
+    for path in paths:
+        graph.resources.extend(load_node_pools(Path(path)))
+    findings = []
+    for rule_id in ("SPOT016", "SPOT017"):
+        rule = RULES_BY_ID[rule_id]
+        for pool, message in rule.check(graph):
+            findings.append({"rule_id": rule.id, "severity": rule.severity, "resource": pool.address, "file": pool.file,
+                             "message": message, "fix": rule.fix, "help_uri": rule.help_uri})
+    return [p.address for p in graph.resources], findings
