@@ -5,12 +5,16 @@ references across files included. Values are evaluated as far as they can be kno
 
 - literals, lists, objects, string templates;
 - ``var.x`` (the variable's default, ``terraform.tfvars`` / ``*.auto.tfvars`` in the root module, or
-  the module call's argument), ``local.x``, ``module.m.output`` of a local module;
+  the module call's argument; null to a ``nullable = false`` variable gives its default), ``local.x``,
+  ``module.m.output`` of a local module;
 - ``count`` / ``for_each`` (``count.index``, ``each.key``, ``each.value``) and ``dynamic`` blocks
-  (``<iterator>.key`` / ``.value``), when the collection is known.
+  (``<iterator>.key`` / ``.value``), when the collection is known;
+- conditionals, ``==`` / ``!=`` / ``&&`` / ``||`` / ``!``, ``for`` expressions and a few pure functions
+  (``lookup``, ``merge``, ``concat``, ``try``, ``can``, ``coalesce``, ``length``, ``jsonencode``...) on
+  known values; an attribute a known object does not set is null (``optional()`` attributes).
 
-Anything else (a function call, a conditional, a ``for`` expression, a splat, an attribute computed
-at apply time) is *unknown*: it is kept as a ``${...}`` string, the form the rules already treat as
+Anything else (other functions, arithmetic, splats, data sources, an attribute computed at apply
+time) is *unknown*: it is kept as a ``${...}`` string, the form the rules already treat as
 "cannot tell", so a rule never guesses. References to resources stay in that text
 (``${aws_launch_template.x.id}``, with ``module.m.`` in front inside a module), which is how the
 rules follow references, exactly as in Terraform JSON.
@@ -252,10 +256,11 @@ class Scope:
         i = 0
         while i < len(text):
             start = text.find("${", i)
-            if start < 0 or (start > 0 and text[start - 1] == "$"):
-                parts.append(text[i:] if start < 0 else text[i:start + 2])
-                if start < 0:
-                    break
+            if start < 0:
+                parts.append(text[i:])
+                break
+            if start > 0 and text[start - 1] == "$":  # "$${" is a literal "${"
+                parts.append(text[i:start - 1] + "${")
                 i = start + 2
                 continue
             end = _closing(text, start + 2)
