@@ -321,3 +321,23 @@ def test_k8s_check_reads_node_pools_too(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[:2] == ["ok: 0 Job(s) checked", "1 NodePool(s) checked (NodePool/gpu-spot): 2 warning(s)"]
     assert [line.split()[1] for line in lines if line.startswith("WARNING")] == ["SPOT016", "SPOT017"]
+
+
+def test_existing_rules_say_when_they_cannot_decide(tmp_path):
+    # GIVEN the hook's transition, a target group's delay, a spot launch template's http_tokens and an ECS
+    # provider's managed draining, each from a variable without a default
+    text = good(HOOK="HOOKX").replace("HOOKX", 'initial_lifecycle_hook {\n    name = "h"\n    lifecycle_transition = var.transition\n  }')
+    text = text.replace('http_tokens = "required"', "http_tokens = var.tokens")
+    text = text.replace('name                = "g"', 'name = "g"\n  target_group_arns = [aws_lb_target_group.web.arn]')
+    text = text.replace("on_demand_percentage_above_base_capacity = 0", "on_demand_base_capacity = 1\n      on_demand_percentage_above_base_capacity = 0")
+    text += ('variable "transition" {}\nvariable "tokens" {}\nvariable "delay" {}\nvariable "draining" {}\n'
+             'resource "aws_lb_target_group" "web" {\n  deregistration_delay = var.delay\n}\n'
+             'resource "aws_ecs_capacity_provider" "spot" {\n  auto_scaling_group_provider {\n'
+             '    auto_scaling_group_arn = aws_autoscaling_group.g.arn\n    managed_draining = var.draining\n  }\n}\n')
+    report = run(write(tmp_path, {"main.tf": text}))
+    # THEN none of them fires, and each says it could not decide, naming the unknown value
+    assert [(f.rule_id, f.resource) for f in report.findings if f.decided] == []
+    got = {f.rule_id: f.message for f in report.undecided}
+    assert sorted(got) == ["SPOT005", "SPOT006", "SPOT007", "SPOT009"]
+    assert "${var.transition}" in got["SPOT005"] and "${var.delay}" in got["SPOT006"]
+    assert "${var.tokens}" in got["SPOT007"] and "${var.draining}" in got["SPOT009"]

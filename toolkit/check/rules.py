@@ -377,12 +377,30 @@ def _rebalance(graph):
             yield g, f"spot group {g.address} has capacity_rebalance off: it waits for the 2-minute notice instead of replacing at-risk instances early"
 
 
+def _unknown_hook_transitions(group: Resource, graph: ResourceGraph) -> list[str]:
+    """Transitions of the group's lifecycle hooks that are not known before apply."""
+    found = [h.get("lifecycle_transition") for h in blocks(group.values, "initial_lifecycle_hook")]
+    found += [h.values.get("lifecycle_transition") for h in graph.same_config(group, "aws_autoscaling_lifecycle_hook")
+              if h.refers_to(group, "autoscaling_group_name") or _names_match(h.values.get("autoscaling_group_name"), group)]
+    return [str(t) for t in found if is_unresolved(t)]
+
+
 def _no_hook(graph):
     for g in spot_groups(graph):
         if hooks_for(g, graph):
             continue
         if any(draining(cp) == "ENABLED" for cp in capacity_providers_for(g, graph)):
             continue  # ECS managed draining adds its own termination hook
+        unknown_draining = [cp.address for cp in capacity_providers_for(g, graph) if is_unresolved(draining(cp))]
+        if unknown_draining:
+            yield Undecided(g, f"spot group {g.address} has no termination hook of its own, and whether ECS managed draining "
+                               f"adds one is not known before apply ({', '.join(unknown_draining)})")
+            continue
+        unknown_transitions = _unknown_hook_transitions(g, graph)
+        if unknown_transitions:
+            yield Undecided(g, f"spot group {g.address} has lifecycle hooks whose lifecycle_transition is not known before apply "
+                               f"({', '.join(unknown_transitions)}): could not tell whether one is {TERMINATING}")
+            continue
         yield g, f"spot group {g.address} has no {TERMINATING} lifecycle hook: instances are terminated without time to drain or checkpoint"
 
 
@@ -398,7 +416,11 @@ def _dereg_delay(graph):
         if (tg.file, tg.address) in seen:
             continue
         seen.add((tg.file, tg.address))
-        delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
+        raw = tg.values.get("deregistration_delay")
+        if is_unresolved(raw):
+            yield Undecided(tg, f"deregistration_delay of target group {tg.address} (in front of {what}) is {raw}, not known before apply")
+            continue
+        delay = _int(raw, 300 if raw is None else None)
         if delay is not None and delay > SPOT_NOTICE_SECONDS:
             yield tg, (f"target group {tg.address} waits {delay} s to deregister {what}; "
                        f"the spot notice is {SPOT_NOTICE_SECONDS} s, so in-flight requests are cut instead of drained")
@@ -433,10 +455,12 @@ def _imdsv1(graph):
         if str(meta.get("http_endpoint", "enabled")) == "disabled":
             continue
         tokens = meta.get("http_tokens")
+        category = SPOT if ((r.config, r.address) in spot_specs or _is_spot_market(r)) else GENERAL
         if is_unresolved(tokens):
+            if category == SPOT:
+                yield Undecided(r, f"metadata_options.http_tokens of {r.address} is {tokens}, not known before apply")
             continue
         if tokens != "required":
-            category = SPOT if ((r.config, r.address) in spot_specs or _is_spot_market(r)) else GENERAL
             yield r, f"{r.address} allows IMDSv1 (metadata_options.http_tokens is {tokens or 'not set, so optional'}): any SSRF can read the instance role's credentials", category
 
 
@@ -455,6 +479,11 @@ def _volumes(graph):
 
 def _ecs_draining(graph):
     for cp in graph.of_type("aws_ecs_capacity_provider"):
+        if is_unresolved(draining(cp)):
+            if any(spot_share(g, graph) for g in graph.resolve(cp, "auto_scaling_group_arn", ASG)):
+                yield Undecided(cp, f"managed_draining of capacity provider {cp.address} over a spot group is {draining(cp)}, "
+                                    "not known before apply")
+            continue
         if draining(cp) != "DISABLED":
             continue
         for g in graph.resolve(cp, "auto_scaling_group_arn", ASG):
