@@ -391,15 +391,12 @@ def _no_hook(graph):
             continue
         if any(draining(cp) == "ENABLED" for cp in capacity_providers_for(g, graph)):
             continue  # ECS managed draining adds its own termination hook
-        unknown_draining = [cp.address for cp in capacity_providers_for(g, graph) if is_unresolved(draining(cp))]
-        if unknown_draining:
-            yield Undecided(g, f"spot group {g.address} has no termination hook of its own, and whether ECS managed draining "
-                               f"adds one is not known before apply ({', '.join(unknown_draining)})")
-            continue
-        unknown_transitions = _unknown_hook_transitions(g, graph)
-        if unknown_transitions:
-            yield Undecided(g, f"spot group {g.address} has lifecycle hooks whose lifecycle_transition is not known before apply "
-                               f"({', '.join(unknown_transitions)}): could not tell whether one is {TERMINATING}")
+        unknown = [f"ECS managed draining of {cp.address} is {draining(cp)}" for cp in capacity_providers_for(g, graph)
+                   if is_unresolved(draining(cp))]
+        unknown += [f"a lifecycle hook's lifecycle_transition is {t}" for t in _unknown_hook_transitions(g, graph)]
+        if unknown:
+            yield Undecided(g, f"spot group {g.address} has no known {TERMINATING} hook, and {'; '.join(unknown)}, "
+                               "not known before apply")
             continue
         yield g, f"spot group {g.address} has no {TERMINATING} lifecycle hook: instances are terminated without time to drain or checkpoint"
 
