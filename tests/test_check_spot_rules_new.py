@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import sys
-import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -261,13 +260,17 @@ def test_general_findings_stay_out_when_checkov_runs(tmp_path, monkeypatch):
 # --- where people run it ----------------------------------------------------------------------------------
 
 def test_pre_commit_hooks_entry_point_exists():
-    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    # GIVEN the hook definitions / THEN each entry is the installed `spotkit` console script and a real command
+    from importlib.metadata import entry_points
+
     from toolkit.cli.main import cli
 
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     for hook in hooks:
         program, command = hook["entry"].split()
-        assert program in scripts and scripts[program] == "toolkit.cli.main:main"
+        assert scripts.get(program) == "toolkit.cli.main:main"
+        assert f'{program} = "toolkit.cli.main:main"' in (ROOT / "pyproject.toml").read_text()
         assert command in cli.commands
         assert hook["language"] == "python" and hook["pass_filenames"] is False
         assert "--no-checkov" in hook["args"]
