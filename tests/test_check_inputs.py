@@ -32,6 +32,7 @@ EXPECTED_THIRD_PARTY = [
     ("SPOT008", "warning", "aws_launch_template.this", False),
     ("SPOT010", "warning", "aws_autoscaling_group.this", False),
     ("SPOT011", "warning", "aws_autoscaling_group.this", False),
+    ("SPOT015", "warning", "aws_autoscaling_group.this", False),  # t3.micro + t3a.micro: one generation
 ]
 
 
@@ -115,7 +116,7 @@ def test_missing_path_and_bad_json_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ToolkitError) as empty:
         run_check_on_paths([str(tmp_path / "empty")], checkov="off")
-    assert empty.value.message == f"{tmp_path / 'empty'} holds no *.tf.json file"
+    assert empty.value.message == f"{tmp_path / 'empty'} holds no .tf or *.tf.json file (nor a Karpenter NodePool)"
 
 
 def _with(tmp_path: Path, change) -> str:

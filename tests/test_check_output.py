@@ -39,7 +39,7 @@ def test_exit_1_on_errors_with_text_report():
     # THEN it exits 1, lists the findings and says which rules failed
     assert result.returncode == 1
     assert "ERROR    SPOT005  aws_autoscaling_group.this" in result.stdout
-    assert "1 file(s) checked: 3 error(s), 5 warning(s), 0 info, 1 suppressed" in result.stdout
+    assert "1 file(s) checked: 3 error(s), 6 warning(s), 0 info, 1 suppressed" in result.stdout
     assert result.stderr.splitlines()[0] == "Error: check found 3 finding(s) at or above error: SPOT005, SPOT006, SPOT007"
 
 
@@ -62,9 +62,11 @@ def test_json_output():
     result = run(["--output", "json", "check", str(THIRD_PARTY), "--no-checkov"])
     doc = json.loads(result.stdout)
     assert result.returncode == 1
-    assert doc["summary"] == {"error": 3, "warning": 5, "info": 0, "suppressed": 1}
+    assert doc["summary"] == {"error": 3, "warning": 6, "info": 0, "suppressed": 1, "undecided": 0,
+                              "by_category": {"spot": 9, "general": 0}}
     assert (doc["fail_on"], doc["failing"]) == ("error", 3)
-    assert doc["checkov"] == {"status": "disabled", "detail": "checkov skipped (--no-checkov)"}
+    assert doc["checkov"] == {"status": "disabled", "detail": "checkov skipped (--no-checkov)", "general_left_to_checkov": 0}
+    assert {f["category"] for f in doc["findings"]} == {"spot"}
     spot6 = [f for f in doc["findings"] if f["rule_id"] == "SPOT006"][0]
     assert (spot6["resource"], spot6["fix"]) == ("aws_lb_target_group.web", "set deregistration_delay to 90 or less on target groups in front of spot capacity")
 
@@ -80,7 +82,7 @@ def test_sarif_validates_against_the_schema(tmp_path):
     results = sarif["runs"][0]["results"]
     assert sorted((r["ruleId"], r["level"]) for r in results) == [
         ("SPOT002", "warning"), ("SPOT003", "error"), ("SPOT004", "warning"), ("SPOT005", "error"), ("SPOT006", "error"),
-        ("SPOT007", "error"), ("SPOT008", "warning"), ("SPOT010", "warning"), ("SPOT011", "warning")]
+        ("SPOT007", "error"), ("SPOT008", "warning"), ("SPOT010", "warning"), ("SPOT011", "warning"), ("SPOT015", "warning")]
     spot3 = [r for r in results if r["ruleId"] == "SPOT003"][0]
     assert spot3["suppressions"] == [{"kind": "inSource", "status": "accepted", "justification": "staging fleet pinned to one AZ next to its database"}]
     rules = sarif["runs"][0]["tool"]["driver"]["rules"]
@@ -168,7 +170,7 @@ def test_config_file_suppression_and_no_default_dir(tmp_path):
     result = run(["--config", str(cfg), "check", str(THIRD_PARTY), "--no-checkov", "--show-suppressed"])
     # THEN the check passes and lists what it suppressed and why
     assert result.returncode == 0, result.stderr
-    assert "1 file(s) checked: 0 error(s), 5 warning(s), 0 info, 4 suppressed" in result.stdout
+    assert "1 file(s) checked: 0 error(s), 6 warning(s), 0 info, 4 suppressed" in result.stdout
     assert "         reason: drained by the app" in result.stdout
     # AND with no path and no ./cdktf.out it says what to do
     empty = run(["check"], cwd=tmp_path)

@@ -29,7 +29,11 @@ def check(tmp_path: Path, change=None) -> list:
 
 
 def messages(findings, rule_id: str) -> list[str]:
-    return [f"{f.resource}: {f.message}" for f in findings if f.rule_id == rule_id and not f.suppressed]
+    return [f"{f.resource}: {f.message}" for f in findings if f.rule_id == rule_id and not f.suppressed and f.decided]
+
+
+def undecided(findings, rule_id: str) -> list[str]:
+    return [f"{f.resource}: {f.message}" for f in findings if f.rule_id == rule_id and not f.decided]
 
 
 def test_good_configuration_passes_every_rule(tmp_path):
@@ -40,8 +44,9 @@ def test_good_configuration_passes_every_rule(tmp_path):
 
 
 def test_rule_ids_are_stable_and_unique():
-    # GIVEN the rule table / THEN ids run SPOT001..SPOT012 with a known severity each
-    assert [r.id for r in RULES] == [f"SPOT{i:03d}" for i in range(1, 13)]
+    # GIVEN the rule table / THEN ids run SPOT001..SPOT017 with a known severity, a fix and a documentation link each
+    assert [r.id for r in RULES] == [f"SPOT{i:03d}" for i in range(1, 18)]
+    assert all(r.help_uri and r.help_uri.startswith("https://") for r in RULES)
     assert {r.severity for r in RULES} <= {"error", "warning", "info"}
     assert all(r.fix and r.title for r in RULES)
 
@@ -94,10 +99,13 @@ def test_spot003_single_az(tmp_path, subnets):
 
 
 def test_spot003_unknown_subnet_list_is_not_guessed(tmp_path):
-    # GIVEN subnets from a module output (any number) / THEN the rule stays silent
+    # GIVEN subnets from a module output (any number) / THEN the rule does not fire, and says it could not decide
     def change(res):
         res["aws_autoscaling_group"]["train"]["vpc_zone_identifier"] = "${module.vpc.private_subnets}"
-    assert messages(check(tmp_path, change), "SPOT003") == []
+    findings = check(tmp_path, change)
+    assert messages(findings, "SPOT003") == []
+    assert undecided(findings, "SPOT003") == ["aws_autoscaling_group.train: the subnets of spot group aws_autoscaling_group.train are not known "
+                                              "before apply (a module output, splat or expression): could not count its availability zones"]
 
 
 @pytest.mark.parametrize("value", [False, "false", None])

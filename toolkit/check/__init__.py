@@ -1,4 +1,4 @@
-"""``spotkit check``: spot-safety rules (SPOT001...) plus checkov over Terraform JSON and plan JSON."""
+"""``spotkit check``: spot rules (SPOT001...) plus checkov over Terraform HCL and JSON, plan JSON and Karpenter NodePools."""
 
 from pathlib import Path
 from typing import Any, Iterable, Mapping

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from toolkit.check.hcl import display_path
 from toolkit.check.loader import is_plan_json
 
 INSTALL_HINT = "install it with: pip install 'spotkit[check]'   (or pip install checkov)"
@@ -123,8 +124,10 @@ def parse_output(text: str, path_map: dict[str, str], names: dict[str, dict[str,
 
 
 def run_checkov(files: Sequence[str], names: dict[str, dict[str, list[tuple[str, set[str]]]]] | None = None,
-                mode: str = "auto", timeout: float = 600) -> CheckovRun:
-    """Run checkov on ``files``. ``mode``: auto (run when installed), on (must run), off."""
+                mode: str = "auto", timeout: float = 600, directories: Sequence[str] = ()) -> CheckovRun:
+    """Run checkov on ``files`` (Terraform JSON / plan JSON) and ``directories`` (HCL root modules, with
+    checkov's own ``terraform`` framework, which follows local modules itself).
+    ``mode``: auto (run when installed), on (must run), off."""
     if mode == "off":
         return CheckovRun("disabled", "checkov skipped (--no-checkov)")
     cmd = find_checkov()
@@ -141,10 +144,13 @@ def run_checkov(files: Sequence[str], names: dict[str, dict[str, list[tuple[str,
             by_framework.setdefault(framework, []).append(str(copy))
         findings: list[CheckovFinding] = []
         parsing_errors: list[str] = []
-        for framework, paths in by_framework.items():
-            args = [*cmd, "-o", "json", "--skip-download", "--framework", framework, "--compact"]
-            for p in paths:
-                args += ["-f", p]
+        runs = [(framework, [a for p in paths for a in ("-f", p)]) for framework, paths in by_framework.items()]
+        for d in directories:
+            for tf in Path(d).rglob("*.tf"):
+                path_map[str(tf.resolve())] = str(display_path(tf))
+            runs.append(("terraform", ["-d", str(d)]))
+        for framework, targets in runs:
+            args = [*cmd, "-o", "json", "--skip-download", "--framework", framework, "--compact", *targets]
             try:
                 proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
                                       env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
@@ -157,7 +163,10 @@ def run_checkov(files: Sequence[str], names: dict[str, dict[str, list[tuple[str,
                 return CheckovRun("failed", f"checkov exited {proc.returncode} without JSON output: {tail[0]}")
             findings += got
             parsing_errors += errors
-    detail = f"checkov ran on {len(files)} file(s): {len(findings)} failed check(s)"
+    parts = ([f"{len(files)} file(s)"] if files or not directories else []) + \
+        ([f"{len(directories)} HCL director{'y' if len(directories) == 1 else 'ies'}"] if directories else [])
+    what = " and ".join(parts)
+    detail = f"checkov ran on {what}: {len(findings)} failed check(s)"
     if parsing_errors:
         detail += f"; it could not parse {', '.join(parsing_errors)}"
     return CheckovRun("ran", detail, findings, parsing_errors)

@@ -5,7 +5,8 @@ Suppressions need a reason, and one without a reason (or naming no known rule) i
 
 - inline, on the resource: a tag ``spotkit:skip-check = "SPOT003: one AZ on purpose; SPOT004: ..."``
   (in ``tags``, ``tags_all``, an ASG ``tag`` block or GCP-style ``labels``), or in Terraform JSON the
-  comment field ``"//": {"spotkit:skip-check": "SPOT003: reason"}`` (a string or a list of them);
+  comment field ``"//": {"spotkit:skip-check": "SPOT003: reason"}`` (a string or a list of them), or in
+  HCL a comment ``# spotkit:skip-check SPOT003: reason`` inside the resource block or on the line above it;
 - in the config file (``--config``): ``check: {suppress: [{id: SPOT003, resource: "aws_autoscaling_group.*",
   reason: "..."}]}``; ``resource`` is an address or a glob, default every resource.
 """
@@ -13,13 +14,13 @@ Suppressions need a reason, and one without a reason (or naming no known rule) i
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from toolkit.check.checkov import run_checkov
 from toolkit.check.loader import Resource, ResourceGraph, blocks, load_graph
 from toolkit.check.report import CheckReport, Finding
-from toolkit.check.rules import INVALID_SUPPRESSION, RULES, is_rule_id
+from toolkit.check.rules import ASG, GENERAL, INVALID_SUPPRESSION, RULES, Undecided, is_rule_id, spot_share
 from toolkit.errors import ConfigError
 
 SKIP_TAG = "spotkit:skip-check"
@@ -118,17 +119,42 @@ def apply_suppressions(findings: Iterable[Finding], suppressions: list[tuple[Res
                 break
 
 
+def _hits(rule, graph: ResourceGraph) -> list[tuple[Resource, str, str, bool]]:
+    """(resource, message, category, decided) of one rule's run."""
+    out = []
+    for hit in rule.check(graph):
+        if isinstance(hit, Undecided):
+            out.append((hit.resource, hit.message, rule.category, False))
+        else:
+            res, message, *category = hit
+            out.append((res, message, category[0] if category else rule.category, True))
+    return out
+
+
 def run_rules(graph: ResourceGraph) -> list[Finding]:
+    """Every rule over the graph. Groups whose spot share is unknown before apply (``spot_share`` is
+    None) are then assumed spot in a second pass: what fires only then is reported as undecided."""
     findings: list[Finding] = []
     seen: set[tuple[str, str, str]] = set()
+    maybe_spot = {g.address: g for g in graph.of_type(ASG) if spot_share(g, graph) is None}
+    assumed = replace(graph, assume_spot=frozenset(maybe_spot)) if maybe_spot else None
+
+    def add(rule, res, message, category, decided):
+        key = (rule.id, res.file, res.address)
+        if key in seen:
+            return
+        seen.add(key)
+        findings.append(Finding(rule.id, rule.severity, rule.title, message, rule.fix, res.address, res.file,
+                                help_uri=rule.help_uri, line=res.line, category=category, decided=decided))
+
     for rule in RULES:
-        for res, message in rule.check(graph):
-            key = (rule.id, res.file, res.address)
-            if key in seen:
-                continue
-            seen.add(key)
-            findings.append(Finding(rule.id, rule.severity, rule.title, message, rule.fix, res.address, res.file,
-                                    help_uri=rule.help_uri))
+        for res, message, category, decided in _hits(rule, graph):
+            add(rule, res, message, category, decided)
+        if assumed is not None:
+            for res, message, category, decided in _hits(rule, assumed):
+                groups = [a for a in maybe_spot if a == res.address or a in message]
+                if groups:
+                    add(rule, res, f"if {groups[0]} runs spot (its spot share is not known before apply): {message}", category, False)
     return findings
 
 
@@ -141,19 +167,25 @@ def run_check_on_paths(paths: Iterable[str], config: Mapping[str, Any] | None = 
     from toolkit.errors import MissingDependencyError
 
     graph = load_graph(paths)
-    report = CheckReport(files=list(graph.files), rules_run=[r.id for r in RULES])
+    report = CheckReport(files=list(graph.files), rules_run=[r.id for r in RULES], not_inspected=list(graph.not_inspected))
     report.findings = run_rules(graph)
     names: dict[str, dict[str, list[tuple[str, set[str]]]]] = {}
     for r in graph.resources:
         names.setdefault(r.file, {}).setdefault(r.name, []).append((r.address, set(r.values)))
-    run = run_checkov(graph.files, names, mode=checkov)
+    json_files = [f for f in graph.files if f not in graph.hcl_files and f not in graph.yaml_files]
+    run = run_checkov(json_files, names, mode=checkov, directories=graph.hcl_roots)
     if run.status == "absent" and checkov == "on":
         raise MissingDependencyError("checkov was asked for (--checkov) but is not installed",
                                      hint="pip install 'spotkit[check]', or drop --checkov to run the spotkit rules alone")
     report.checkov_status, report.checkov_detail = run.status, run.detail
+    if run.status == "ran":
+        # general findings (IMDSv1 outside spot...) are checkov's ground: keep one report of them
+        general = [f for f in report.findings if f.category == GENERAL and f.source == "spotkit"]
+        report.findings = [f for f in report.findings if not (f.category == GENERAL and f.source == "spotkit")]
+        report.general_left_to_checkov = len(general)
     for c in run.findings:
         report.findings.append(Finding(c.check_id, c.severity, c.title, c.title, "", c.resource, c.file,
-                                       source="checkov", help_uri=c.guideline, line=c.line))
+                                       source="checkov", help_uri=c.guideline, line=c.line, category=GENERAL))
     suppressions, invalid = collect_suppressions(graph, config)
     apply_suppressions(report.findings, suppressions)
     report.findings.extend(invalid)

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 
 from toolkit.errors import ToolkitError
 
-_REF = re.compile(r"(?<![\w.])((?:module\.[\w-]+\.)*(?:data\.)?aws_[a-z0-9_]+\.[\w-]+)")
+_REF = re.compile(r"(?<![\w.\]])((?:module\.[\w-]+(?:\[[^\]]*\])?\.)*(?:data\.)?aws_[a-z0-9_]+\.[\w-]+)")
 _INTERP = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -40,6 +40,11 @@ class Resource:
     refs: set[str] = field(default_factory=set)
     attr_refs: dict[str, set[str]] = field(default_factory=dict)
     comment: Any = None  # the Terraform JSON "//" field, where suppressions may live
+    config: str = ""  # the configuration it belongs to: its file for JSON, the root module's directory for HCL
+    line: int | None = None
+
+    def __post_init__(self) -> None:
+        self.config = self.config or self.file
 
     def refers_to(self, other: "Resource", attr: str | None = None) -> bool:
         pool = self.attr_refs.get(attr, set()) if attr else self.refs
@@ -105,6 +110,11 @@ def references_in(value: Any) -> set[str]:
 class ResourceGraph:
     resources: list[Resource] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    not_inspected: list = field(default_factory=list)  # hcl.NotInspected: modules whose source was not read
+    assume_spot: frozenset = frozenset()
+    hcl_roots: list[str] = field(default_factory=list)  # root module directories read as HCL
+    hcl_files: set[str] = field(default_factory=set)  # files read as parts of HCL modules (.tf and .tf.json)
+    yaml_files: list[str] = field(default_factory=list)  # addresses of groups treated as spot (to find what is undecided)
 
     def of_type(self, *types: str) -> list[Resource]:
         return [r for r in self.resources if r.type in types]
@@ -117,12 +127,12 @@ class ResourceGraph:
 
     def resolve(self, source: Resource, attr: str, *types: str) -> list[Resource]:
         """Resources of ``types`` that ``source`` references through attribute ``attr`` (top level or
-        nested), in the same file (Terraform addresses are unique per configuration only)."""
+        nested), in the same configuration (Terraform addresses are unique per configuration only)."""
         pool = source.attr_refs.get(attr, set())
-        return [r for r in self.resources if r.file == source.file and r.address in pool and (not types or r.type in types)]
+        return [r for r in self.resources if r.config == source.config and r.address in pool and (not types or r.type in types)]
 
     def same_config(self, source: Resource, *types: str) -> list[Resource]:
-        return [r for r in self.resources if r.file == source.file and r.type in types]
+        return [r for r in self.resources if r.config == source.config and r.type in types]
 
 
 def _attr_refs_from_values(values: dict) -> dict[str, set[str]]:
@@ -249,27 +259,91 @@ def load_file(path: Path) -> tuple[list[Resource], str]:
     return list(_load_tf_json(doc, str(path))), "tf_json"
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    files: list[Path] = []
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class Inputs:
+    """What the paths hold: Terraform JSON / plan files, HCL root module directories, YAML files."""
+    json_files: list[Path] = field(default_factory=list)
+    hcl_roots: list[Path] = field(default_factory=list)
+    yaml_files: list[Path] = field(default_factory=list)
+    loader: Any = None  # the hcl.HclLoader that parsed the HCL files (each file is parsed once)
+
+
+def _is_hcl_file(p: Path) -> bool:
+    return p.suffix == ".tf"
+
+
+def expand_paths(paths: Iterable[str | Path]) -> Inputs:
+    """Directories holding ``.tf`` files are HCL configurations (each directory that no other calls as a
+    local module is a root; ``.tf.json`` files beside ``.tf`` files belong to it); other ``*.tf.json``
+    files are Terraform JSON configurations of their own (``cdktf.out``); a ``.tf`` file stands for its
+    directory; YAML files (Karpenter NodePools) are read when named or when a directory holds NodePools."""
+    from toolkit.check.hcl import HclLoader, root_directories
+
+    loader = HclLoader()
+    out = Inputs(loader=loader)
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*.json") if q.name.endswith(".tf.json") and ".terraform" not in q.parts)
-            if not found:
-                raise ToolkitError(f"{p} holds no *.tf.json file",
-                                   hint="run 'spotkit synth' first, or pass the path of a cdk.tf.json or plan JSON")
-            files.extend(found)
+            roots = root_directories(p, loader)
+            hcl_dirs = {q.parent.resolve() for q in p.rglob("*.tf") if ".terraform" not in q.parts}
+            found = sorted(q for q in p.rglob("*.json") if q.name.endswith(".tf.json") and ".terraform" not in q.parts
+                           and q.parent.resolve() not in hcl_dirs)
+            yamls = sorted(q for q in p.rglob("*") if q.suffix in YAML_SUFFIXES and q.is_file()
+                           and ".terraform" not in q.parts and not any(part.startswith(".") for part in q.relative_to(p).parts)
+                           and _holds_node_pool(q))
+            if not roots and not found and not yamls:
+                raise ToolkitError(f"{p} holds no .tf or *.tf.json file (nor a Karpenter NodePool)",
+                                   hint="pass a directory of Terraform (.tf) files, a cdk.tf.json, a plan JSON or NodePool YAML; for spotkit stacks run 'spotkit synth' first")
+            out.hcl_roots.extend(roots)
+            out.json_files.extend(found)
+            out.yaml_files.extend(yamls)
         elif p.exists():
-            files.append(p)
+            if _is_hcl_file(p):
+                out.hcl_roots.append(p.resolve().parent)
+            elif p.suffix in YAML_SUFFIXES:
+                out.yaml_files.append(p)
+            else:
+                out.json_files.append(p)
         else:
-            raise ToolkitError(f"{p} does not exist", hint="run 'spotkit synth' first (it writes cdktf.out/stacks/<name>/cdk.tf.json)")
-    return files
+            raise ToolkitError(f"{p} does not exist", hint="pass a directory of .tf files, a cdk.tf.json or a plan JSON (for spotkit stacks, 'spotkit synth' writes cdktf.out/stacks/<name>/cdk.tf.json)")
+    out.hcl_roots = list(dict.fromkeys(out.hcl_roots))
+    return out
+
+
+def _holds_node_pool(path: Path) -> bool:
+    from toolkit.k8s.karpenter import holds_node_pool
+
+    return holds_node_pool(path)
 
 
 def load_graph(paths: Iterable[str | Path]) -> ResourceGraph:
+    from toolkit.check.hcl import HclLoader
+    from toolkit.k8s.karpenter import load_node_pools
+
+    inputs = expand_paths(paths)
     graph = ResourceGraph()
-    for f in expand_paths(paths):
-        resources, _kind = load_file(f)
+    plan_addresses: set[str] = set()
+    for f in inputs.json_files:
+        resources, kind = load_file(f)
         graph.resources.extend(resources)
         graph.files.append(str(f))
+        if kind == "plan":
+            plan_addresses |= {r.address for r in resources}
+    loader = inputs.loader or HclLoader()
+    for root in inputs.hcl_roots:
+        resources, not_inspected, files = loader.load_root(root)
+        # a plan JSON given alongside covers what HCL alone cannot: registry modules, and its values win
+        graph.resources.extend(r for r in resources if r.address not in plan_addresses)
+        graph.not_inspected.extend(m for m in not_inspected
+                                   if not any(a.startswith(m.module + ".") for a in plan_addresses))
+        graph.files.extend(files)
+        graph.hcl_files.update(files)
+        graph.hcl_roots.append(str(root))
+    for f in inputs.yaml_files:
+        graph.resources.extend(load_node_pools(f))
+        graph.files.append(str(f))
+        graph.yaml_files.append(str(f))
     return graph

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from toolkit.errors import ToolkitError
 
 SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1}
+CATEGORIES = ("spot", "general")
+CATEGORY_TITLES = {"spot": "Spot risks", "general": "General findings (security and configuration, not spot-specific)"}
 FAIL_ON = ("error", "warning", "info", "never")
 
 
@@ -38,6 +40,8 @@ class Finding:
     suppressed: bool = False
     suppression_reason: str | None = None
     suppression_kind: str | None = None  # "inSource" (tag / // comment) or "external" (config file)
+    category: str = "spot"  # "spot" (a spot risk) or "general" (security and the rest: checkov's ground)
+    decided: bool = True  # False: the rule could not decide (a value unknown before apply); never fails a run
 
 
 @dataclass
@@ -47,10 +51,16 @@ class CheckReport:
     checkov_status: str = "disabled"
     checkov_detail: str = ""
     rules_run: list[str] = field(default_factory=list)
+    not_inspected: list = field(default_factory=list)  # hcl.NotInspected: modules whose source was not read
+    general_left_to_checkov: int = 0  # spotkit's general findings dropped because checkov ran
 
     @property
     def active(self) -> list[Finding]:
-        return [f for f in self.findings if not f.suppressed]
+        return [f for f in self.findings if not f.suppressed and f.decided]
+
+    @property
+    def undecided(self) -> list[Finding]:
+        return [f for f in self.findings if not f.suppressed and not f.decided]
 
     @property
     def suppressed(self) -> list[Finding]:
@@ -81,29 +91,54 @@ class CheckReport:
 
         return {
             "files": self.files,
-            "summary": {**self.counts(), "suppressed": len(self.suppressed)},
-            "checkov": {"status": self.checkov_status, "detail": self.checkov_detail},
+            "summary": {**self.counts(), "suppressed": len(self.suppressed), "undecided": len(self.undecided),
+                        "by_category": self.by_category()},
+            "checkov": {"status": self.checkov_status, "detail": self.checkov_detail,
+                        "general_left_to_checkov": self.general_left_to_checkov},
+            "not_inspected": [m.to_dict() for m in self.not_inspected],
             "findings": [to_jsonable(f) for f in self.findings],
         }
+
+    def by_category(self) -> dict[str, int]:
+        c = Counter(f.category for f in self.active)
+        return {k: c.get(k, 0) for k in CATEGORIES}
 
 
 def render_text(report: CheckReport, show_suppressed: bool = False) -> str:
     lines: list[str] = []
-    order = sorted(report.findings, key=lambda f: (-SEVERITY_RANK.get(f.severity, 0), f.file, f.rule_id, f.resource))
-    for f in order:
-        if f.suppressed and not show_suppressed:
+    order = sorted(report.findings, key=lambda f: (not f.decided, -SEVERITY_RANK.get(f.severity, 0), f.file, f.rule_id, f.resource))
+    for category in CATEGORIES:
+        shown = [f for f in order if f.category == category and (show_suppressed or not f.suppressed)]
+        if not shown:
             continue
-        tag = "suppressed" if f.suppressed else f.severity.upper()
-        lines.append(f"{tag:8s} {f.rule_id}  {f.resource}  ({f.file})")
-        lines.append(f"         {f.message}")
-        if f.suppressed:
-            lines.append(f"         reason: {f.suppression_reason}")
-        elif f.fix:
-            lines.append(f"         fix: {f.fix}")
+        if lines:
+            lines.append("")
+        lines.append(CATEGORY_TITLES[category])
+        for f in shown:
+            tag = "suppressed" if f.suppressed else (f.severity.upper() if f.decided else "UNDECIDED")
+            where = f"{f.file}:{f.line}" if f.line else f.file
+            lines.append(f"{tag:8s} {f.rule_id}  {f.resource}  ({where})")
+            lines.append(f"         {f.message if f.decided else 'could not decide: ' + f.message}")
+            if f.suppressed:
+                lines.append(f"         reason: {f.suppression_reason}")
+            elif f.fix and f.decided:
+                lines.append(f"         fix: {f.fix}")
+            if f.help_uri and f.source == "spotkit" and not f.suppressed:
+                lines.append(f"         docs: {f.help_uri}")
+    if report.not_inspected:
+        if lines:
+            lines.append("")
+        lines.append("Not inspected (module sources that are not local directories; pass a plan from 'terraform show -json' to check them)")
+        for m in report.not_inspected:
+            version = f" {m.version}" if m.version else ""
+            lines.append(f"         {m.module}  source {m.source}{version}  ({m.file})")
     c = report.counts()
     if lines:
         lines.append("")
+    undecided = f", {len(report.undecided)} undecided" if report.undecided else ""
     lines.append(f"{len(report.files)} file(s) checked: {c['error']} error(s), {c['warning']} warning(s), "
-                 f"{c['info']} info, {len(report.suppressed)} suppressed")
+                 f"{c['info']} info, {len(report.suppressed)} suppressed{undecided}")
+    if report.general_left_to_checkov:
+        lines.append(f"{report.general_left_to_checkov} general finding(s) of spotkit left out: checkov ran and covers them")
     lines.append(report.checkov_detail)
     return "\n".join(line for line in lines if line is not None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from toolkit.check.loader import Resource, ResourceGraph, as_list, block, blocks, is_unresolved
+from toolkit.k8s import karpenter
 
 SEVERITIES = ("error", "warning", "info")
 SPOT_NOTICE_SECONDS = 120  # the spot interruption notice
@@ -27,6 +28,31 @@ DURABLE_STORAGE = ("aws_efs_file_system", "aws_efs_mount_target", "aws_fsx_lustr
                    "aws_fsx_openzfs_file_system", "aws_fsx_ontap_file_system", "aws_s3_bucket", "aws_ebs_volume")
 
 Hit = tuple[Resource, str]
+SPOT, GENERAL = "spot", "general"  # finding categories: spot risks, and general (security) findings
+DOCS = {
+    "spot_best": "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-best-practices.html",
+    "allocation": "https://docs.aws.amazon.com/autoscaling/ec2/userguide/allocation-strategies.html",
+    "rebalance": "https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-capacity-rebalancing.html",
+    "hooks": "https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html",
+    "dereg": "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html#deregistration-delay",
+    "imds": "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html",
+    "dlm": "https://docs.aws.amazon.com/ebs/latest/userguide/snapshot-lifecycle.html",
+    "ecs_draining": "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/enable-managed-instance-draining.html",
+    "ecs_providers": "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/cluster-capacity-providers.html",
+    "notices": "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html",
+    "interruptions": "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-interruptions.html",
+    "max_price": "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstancesDistribution.html",
+    "karpenter_capacity": "https://karpenter.sh/docs/concepts/nodepools/#capacity-type",
+    "karpenter_disruption": "https://karpenter.sh/docs/concepts/disruption/#consolidation",
+}
+
+
+@dataclass(frozen=True)
+class Undecided:
+    """A rule could not decide: a value it needs is unknown before apply (a variable without a
+    default, a function call, a module output...). Reported, never counted as a failure."""
+    resource: Resource
+    message: str
 
 
 @dataclass(frozen=True)
@@ -36,11 +62,13 @@ class Rule:
     title: str
     fix: str
     check: Callable[[ResourceGraph], Iterable[Hit]]
+    doc: str | None = None
+    category: str = SPOT
 
     @property
-    def help_uri(self) -> None:
-        """No public rule pages yet: the fix text is the help (README "spotkit check" has the table)."""
-        return None
+    def help_uri(self) -> str | None:
+        """The AWS (or Karpenter) page behind the rule's advice."""
+        return self.doc
 
 
 # --- helpers over the provider schema ---------------------------------------------------------------
@@ -70,6 +98,8 @@ def launch_templates_of(graph: ResourceGraph, group: Resource) -> list[Resource]
 
 def spot_share(group: Resource, graph: ResourceGraph) -> bool | None:
     """True if the group launches spot instances, False if not, None if it cannot be told."""
+    if group.address in graph.assume_spot:
+        return True
     mip = block(group.values, "mixed_instances_policy")
     if mip:
         pct = block(mip, "instances_distribution").get("on_demand_percentage_above_base_capacity")
@@ -134,7 +164,7 @@ def zone_count(group: Resource, graph: ResourceGraph) -> int | None:
         for s in subnets:
             if not isinstance(s, str) or "*" in s or "module." in s:
                 return None  # a splat or a module output can hold any number of subnets
-            targets = [r for r in graph.resources if r.file == group.file and r.type == "aws_subnet" and r.address in _refs(s)]
+            targets = [r for r in graph.resources if r.config == group.config and r.type == "aws_subnet" and r.address in _refs(s)]
             if targets:
                 zones |= {str(t.values.get("availability_zone") or t.values.get("availability_zone_id") or t.address) for t in targets}
             else:
@@ -143,7 +173,7 @@ def zone_count(group: Resource, graph: ResourceGraph) -> int | None:
     # plan JSON: subnet ids are computed; count the referenced subnets (each count index is a resource)
     refs = group.attr_refs.get("vpc_zone_identifier", set())
     if refs and all(r.startswith("aws_subnet.") for r in refs):
-        subnet_res = [r for r in graph.resources if r.file == group.file and r.address in refs]
+        subnet_res = [r for r in graph.resources if r.config == group.config and r.address in refs]
         if subnet_res:
             return len({str(s.values.get("availability_zone") or s.values.get("availability_zone_id") or id(s)) for s in subnet_res})
     return None
@@ -225,10 +255,10 @@ def service_strategy(service: Resource, graph: ResourceGraph) -> list[dict]:
     return []
 
 
-def interruption_rules(graph: ResourceGraph, file: str) -> list[Resource]:
+def interruption_rules(graph: ResourceGraph, config: str) -> list[Resource]:
     found = []
     for rule in graph.of_type("aws_cloudwatch_event_rule"):
-        if rule.file != file:
+        if rule.config != config:
             continue
         raw = rule.values.get("event_pattern")
         if not isinstance(raw, str):
@@ -301,9 +331,22 @@ def _kind(r: Resource) -> str:
 
 # --- rules ---------------------------------------------------------------------------------------------
 
+def types_unknown(group: Resource) -> bool:
+    """True when the instance types are written but not known before apply (not attribute-based)."""
+    if group.type == "aws_eks_node_group":
+        types = group.values.get("instance_types")
+        return is_unresolved(types) or (isinstance(types, list) and any(is_unresolved(t) for t in types))
+    overrides = blocks(block(group.values, "mixed_instances_policy", "launch_template"), "override")
+    if any(o.get("instance_requirements") for o in overrides):
+        return False
+    return any(o.get("instance_type") is None or is_unresolved(o.get("instance_type")) for o in overrides)
+
+
 def _single_type(graph):
     for g in spot_groups(graph) + spot_node_groups(graph):
         types = instance_types(g, graph)
+        if types is None and types_unknown(g):
+            yield Undecided(g, f"the instance types of spot {_kind(g)} {g.address} are not known before apply: could not count them")
         if types is not None and len(types) < 2:
             yield g, f"spot {_kind(g)} {g.address} can launch only one instance type ({', '.join(types)}): when that spot pool is reclaimed, nothing replaces it"
 
@@ -318,6 +361,9 @@ def _two_types(graph):
 def _single_az(graph):
     for g in spot_groups(graph) + spot_node_groups(graph):
         n = zone_count(g, graph)
+        if n is None:
+            yield Undecided(g, f"the subnets of spot {_kind(g)} {g.address} are not known before apply (a module output, splat "
+                               "or expression): could not count its availability zones")
         if n is not None and n < 2:
             yield g, f"spot {_kind(g)} {g.address} uses a single availability zone: one zone's spot pools are all it can draw from"
 
@@ -325,8 +371,18 @@ def _single_az(graph):
 def _rebalance(graph):
     for g in spot_groups(graph):
         raw = g.values.get("capacity_rebalance")
-        if not is_unresolved(raw) and not _bool(raw, False):
+        if is_unresolved(raw):
+            yield Undecided(g, f"capacity_rebalance of spot group {g.address} is {raw}, not known before apply")
+        elif not _bool(raw, False):
             yield g, f"spot group {g.address} has capacity_rebalance off: it waits for the 2-minute notice instead of replacing at-risk instances early"
+
+
+def _unknown_hook_transitions(group: Resource, graph: ResourceGraph) -> list[str]:
+    """Transitions of the group's lifecycle hooks that are not known before apply."""
+    found = [h.get("lifecycle_transition") for h in blocks(group.values, "initial_lifecycle_hook")]
+    found += [h.values.get("lifecycle_transition") for h in graph.same_config(group, "aws_autoscaling_lifecycle_hook")
+              if h.refers_to(group, "autoscaling_group_name") or _names_match(h.values.get("autoscaling_group_name"), group)]
+    return [str(t) for t in found if is_unresolved(t)]
 
 
 def _no_hook(graph):
@@ -335,6 +391,13 @@ def _no_hook(graph):
             continue
         if any(draining(cp) == "ENABLED" for cp in capacity_providers_for(g, graph)):
             continue  # ECS managed draining adds its own termination hook
+        unknown = [f"ECS managed draining of {cp.address} is {draining(cp)}" for cp in capacity_providers_for(g, graph)
+                   if is_unresolved(draining(cp))]
+        unknown += [f"a lifecycle hook's lifecycle_transition is {t}" for t in _unknown_hook_transitions(g, graph)]
+        if unknown:
+            yield Undecided(g, f"spot group {g.address} has no known {TERMINATING} hook, and {'; '.join(unknown)}, "
+                               "not known before apply")
+            continue
         yield g, f"spot group {g.address} has no {TERMINATING} lifecycle hook: instances are terminated without time to drain or checkpoint"
 
 
@@ -350,22 +413,52 @@ def _dereg_delay(graph):
         if (tg.file, tg.address) in seen:
             continue
         seen.add((tg.file, tg.address))
-        delay = _int(tg.values.get("deregistration_delay"), 300 if tg.values.get("deregistration_delay") is None else None)
+        raw = tg.values.get("deregistration_delay")
+        if is_unresolved(raw):
+            yield Undecided(tg, f"deregistration_delay of target group {tg.address} (in front of {what}) is {raw}, not known before apply")
+            continue
+        delay = _int(raw, 300 if raw is None else None)
         if delay is not None and delay > SPOT_NOTICE_SECONDS:
             yield tg, (f"target group {tg.address} waits {delay} s to deregister {what}; "
                        f"the spot notice is {SPOT_NOTICE_SECONDS} s, so in-flight requests are cut instead of drained")
 
 
+def _spot_launch_specs(graph: ResourceGraph) -> set[tuple[str, str]]:
+    """(config, address) of launch templates / configurations that spot capacity launches from."""
+    out = set()
+    for g in spot_groups(graph):
+        for lt in launch_templates_of(graph, g) + graph.resolve(g, "launch_configuration", "aws_launch_configuration"):
+            out.add((lt.config, lt.address))
+    for n in spot_node_groups(graph):
+        for lt in graph.resolve(n, "launch_template", *LAUNCH_TEMPLATES):
+            out.add((lt.config, lt.address))
+    for f in graph.of_type("aws_spot_fleet_request", "aws_ec2_fleet"):
+        for lt in graph.resolve(f, "launch_template_config", *LAUNCH_TEMPLATES) + graph.resolve(f, "launch_template_specification", *LAUNCH_TEMPLATES):
+            out.add((lt.config, lt.address))
+    return out
+
+
+def _is_spot_market(r: Resource) -> bool:
+    return block(r.values, "instance_market_options").get("market_type") == "spot" or r.type == "aws_spot_instance_request" \
+        or (r.type == "aws_launch_configuration" and r.values.get("spot_price") not in (None, ""))
+
+
 def _imdsv1(graph):
-    for r in graph.of_type("aws_launch_template", "aws_launch_configuration", "aws_instance"):
+    """IMDSv1 is a security finding; it is a spot risk only where spot capacity launches (a spot
+    instance's replacement reads the same role credentials), else it is general."""
+    spot_specs = _spot_launch_specs(graph)
+    for r in graph.of_type("aws_launch_template", "aws_launch_configuration", "aws_instance", "aws_spot_instance_request"):
         meta = block(r.values, "metadata_options")
         if str(meta.get("http_endpoint", "enabled")) == "disabled":
             continue
         tokens = meta.get("http_tokens")
+        category = SPOT if ((r.config, r.address) in spot_specs or _is_spot_market(r)) else GENERAL
         if is_unresolved(tokens):
+            if category == SPOT:
+                yield Undecided(r, f"metadata_options.http_tokens of {r.address} is {tokens}, not known before apply")
             continue
         if tokens != "required":
-            yield r, f"{r.address} allows IMDSv1 (metadata_options.http_tokens is {tokens or 'not set, so optional'}): any SSRF can read the instance role's credentials"
+            yield r, f"{r.address} allows IMDSv1 (metadata_options.http_tokens is {tokens or 'not set, so optional'}): any SSRF can read the instance role's credentials", category
 
 
 def _volumes(graph):
@@ -383,6 +476,11 @@ def _volumes(graph):
 
 def _ecs_draining(graph):
     for cp in graph.of_type("aws_ecs_capacity_provider"):
+        if is_unresolved(draining(cp)):
+            if any(spot_share(g, graph) for g in graph.resolve(cp, "auto_scaling_group_arn", ASG)):
+                yield Undecided(cp, f"managed_draining of capacity provider {cp.address} over a spot group is {draining(cp)}, "
+                                    "not known before apply")
+            continue
         if draining(cp) != "DISABLED":
             continue
         for g in graph.resolve(cp, "auto_scaling_group_arn", ASG):
@@ -417,13 +515,13 @@ def _spot_capacity(graph: ResourceGraph) -> dict[str, Resource]:
     candidates += [r for r in graph.of_type("aws_spot_fleet_request", "aws_spot_instance_request")]
     candidates += [r for r in graph.of_type("aws_instance") if block(r.values, "instance_market_options").get("market_type") == "spot"]
     for r in candidates:
-        found.setdefault(r.file, r)
+        found.setdefault(r.config, r)
     return found
 
 
 def _unrouted(graph):
-    for file, first in _spot_capacity(graph).items():
-        rules = interruption_rules(graph, file)
+    for config, first in _spot_capacity(graph).items():
+        rules = interruption_rules(graph, config)
         if not rules:
             yield first, ("no EventBridge rule matches '" + INTERRUPTION_DETAIL_TYPE + "' in this configuration: "
                           "nothing outside the instance hears that spot capacity is being reclaimed")
@@ -451,35 +549,147 @@ def _instance_storage_only(graph):
                   "access, kept EBS volume): checkpoints on instance storage vanish with the instance")
 
 
+# --- rules from AWS's spot recommendations (SPOT013...) ------------------------------------------------
+
+GPU_FAMILY = re.compile(r"^(g\d|p\d|inf\d|trn\d|dl\d|gr\d|vt\d|f\d)")
+_GENERATION = re.compile(r"^([a-z]+\d+)")
+
+
+def family(instance_type: str) -> str:
+    return instance_type.split(".", 1)[0]
+
+
+def generation(instance_type: str) -> str:
+    """``m5a.large`` -> ``m5``, ``g4dn.xlarge`` -> ``g4``: the family line and its generation."""
+    m = _GENERATION.match(family(instance_type))
+    return m.group(1) if m else family(instance_type)
+
+
+def _lowest_price(graph):
+    for g in spot_groups(graph):
+        mip = block(g.values, "mixed_instances_policy")
+        if not mip:
+            continue
+        dist = block(mip, "instances_distribution")
+        strategy = dist.get("spot_allocation_strategy")
+        if is_unresolved(strategy):
+            yield Undecided(g, f"spot_allocation_strategy of spot group {g.address} is {strategy}, not known before apply")
+            continue
+        if strategy in (None, "lowest-price"):
+            pools = _int(dist.get("spot_instance_pools"), 2 if dist.get("spot_instance_pools") is None else None)
+            how = "lowest-price" if strategy else "not set, so lowest-price (the AWS default)"
+            yield g, (f"spot group {g.address} uses spot_allocation_strategy {how}"
+                      + (f" over {pools} pool(s)" if pools else "")
+                      + ": it fills the cheapest pools, the ones most likely to be reclaimed, and they are reclaimed together")
+    for f in graph.of_type("aws_spot_fleet_request"):
+        strategy = f.values.get("allocation_strategy")
+        if is_unresolved(strategy):
+            yield Undecided(f, f"allocation_strategy of {f.address} is {strategy}, not known before apply")
+        elif strategy in (None, "lowestPrice"):
+            yield f, f"{f.address} uses allocation_strategy {strategy or 'not set, so lowestPrice (the default)'}: it fills the cheapest pools, the ones most likely to be reclaimed"
+    for f in graph.of_type("aws_ec2_fleet"):
+        target = block(f.values, "target_capacity_specification").get("default_target_capacity_type")
+        if target != "spot":
+            continue
+        strategy = block(f.values, "spot_options").get("allocation_strategy")
+        if is_unresolved(strategy):
+            yield Undecided(f, f"spot_options.allocation_strategy of {f.address} is {strategy}, not known before apply")
+        elif strategy in (None, "lowestPrice", "lowest-price"):
+            yield f, f"{f.address} uses spot allocation_strategy {strategy or 'not set, so lowestPrice (the default)'}: it fills the cheapest pools, the ones most likely to be reclaimed"
+
+
+def _max_price(graph):
+    def price_hit(r: Resource, where: str, value):
+        if value is None or value == "":
+            return None
+        if is_unresolved(value):
+            return Undecided(r, f"{where} of {r.address} is {value}, not known before apply")
+        return (r, f"{r.address} sets {where} = {value}: AWS interrupts the instances whenever the spot price rises above it, "
+                   "on top of capacity reclaims")
+
+    hits = []
+    for g in spot_groups(graph):
+        hits.append(price_hit(g, "mixed_instances_policy.instances_distribution.spot_max_price",
+                              block(g.values, "mixed_instances_policy", "instances_distribution").get("spot_max_price")))
+    for r in graph.of_type("aws_launch_template", "aws_instance"):
+        opts = block(r.values, "instance_market_options")
+        if opts.get("market_type") == "spot":
+            hits.append(price_hit(r, "instance_market_options.spot_options.max_price", block(opts, "spot_options").get("max_price")))
+    for r in graph.of_type("aws_spot_instance_request", "aws_spot_fleet_request", "aws_launch_configuration"):
+        hits.append(price_hit(r, "spot_price", r.values.get("spot_price")))
+    for r in graph.of_type("aws_ec2_fleet"):
+        if block(r.values, "target_capacity_specification").get("default_target_capacity_type") == "spot":
+            for cfg in blocks(r.values, "launch_template_config"):
+                for o in blocks(cfg, "override"):
+                    hits.append(price_hit(r, "launch_template_config.override.max_price", o.get("max_price")))
+    yield from (h for h in hits if h is not None)
+
+
+def _one_family(graph):
+    for g in spot_groups(graph) + spot_node_groups(graph):
+        types = instance_types(g, graph)
+        if not types or len(types) < 2 or any(t.startswith("(") for t in types):
+            continue  # a single type is SPOT001's
+        families = sorted({family(t) for t in types})
+        generations = sorted({generation(t) for t in types})
+        gpu = " (GPU capacity is scarce: spread it over a second GPU family or generation, e.g. g5 and g6)" \
+            if all(GPU_FAMILY.match(t) for t in types) else ""
+        if len(families) == 1:
+            yield g, (f"spot {_kind(g)} {g.address} uses only sizes of one instance family ({families[0]}: {', '.join(types)}): "
+                      f"the sizes of one family share hardware and are reclaimed together{gpu}")
+        elif len(generations) == 1:
+            yield g, (f"spot {_kind(g)} {g.address} uses one generation of one family line ({', '.join(families)}): "
+                      f"they are reclaimed together more often than types from different generations{gpu}")
+
+
 RULES: tuple[Rule, ...] = (
     Rule("SPOT001", "error", "Spot group with a single instance type",
-         "list at least 3 instance types of similar size (mixed_instances_policy.launch_template.override) or use instance_requirements", _single_type),
+         "list at least 3 instance types of similar size (mixed_instances_policy.launch_template.override) or use instance_requirements",
+         _single_type, DOCS["spot_best"]),
     Rule("SPOT002", "warning", "Spot group with fewer than 3 instance types",
-         "add a third instance type of similar size, or use attribute-based instance_requirements", _two_types),
+         "add a third instance type of similar size, or use attribute-based instance_requirements", _two_types, DOCS["spot_best"]),
     Rule("SPOT003", "error", "Spot group in a single availability zone",
-         "put subnets of at least 2 availability zones in vpc_zone_identifier", _single_az),
+         "put subnets of at least 2 availability zones in vpc_zone_identifier", _single_az, DOCS["spot_best"]),
     Rule("SPOT004", "warning", "Capacity rebalance off",
-         "set capacity_rebalance = true on the group", _rebalance),
+         "set capacity_rebalance = true on the group", _rebalance, DOCS["rebalance"]),
     Rule("SPOT005", "error", "No termination lifecycle hook",
          f"add a lifecycle hook with lifecycle_transition {TERMINATING} (initial_lifecycle_hook or aws_autoscaling_lifecycle_hook), "
-         "heartbeat 60-300 s, or an ECS capacity provider with managed_draining ENABLED", _no_hook),
+         "heartbeat 60-300 s, or an ECS capacity provider with managed_draining ENABLED", _no_hook, DOCS["hooks"]),
     Rule("SPOT006", "error", "Target group deregistration delay longer than the spot notice",
-         f"set deregistration_delay to {SPOT_NOTICE_SECONDS - 30} or less on target groups in front of spot capacity", _dereg_delay),
+         f"set deregistration_delay to {SPOT_NOTICE_SECONDS - 30} or less on target groups in front of spot capacity", _dereg_delay,
+         DOCS["dereg"]),
     Rule("SPOT007", "error", "IMDSv1 allowed",
-         'set metadata_options { http_tokens = "required", http_put_response_hop_limit = 2 }', _imdsv1),
+         'set metadata_options { http_tokens = "required", http_put_response_hop_limit = 2 }', _imdsv1, DOCS["imds"]),
     Rule("SPOT008", "warning", "Data volumes deleted on termination without a snapshot policy",
-         "set ebs.delete_on_termination = false on data volumes, or add an aws_dlm_lifecycle_policy whose target_tags match their volume tags", _volumes),
+         "set ebs.delete_on_termination = false on data volumes, or add an aws_dlm_lifecycle_policy whose target_tags match their volume tags",
+         _volumes, DOCS["dlm"]),
     Rule("SPOT009", "error", "ECS spot capacity provider without managed draining",
-         'set auto_scaling_group_provider.managed_draining = "ENABLED" (the default)', _ecs_draining),
+         'set auto_scaling_group_provider.managed_draining = "ENABLED" (the default)', _ecs_draining, DOCS["ecs_draining"]),
     Rule("SPOT010", "warning", "Service on spot with no on-demand base",
          "give the service a capacity_provider_strategy entry with base >= 1 on an on-demand provider (or on_demand_base_capacity >= 1 on the group)",
-         _no_on_demand_base),
+         _no_on_demand_base, DOCS["ecs_providers"]),
     Rule("SPOT011", "warning", "Spot interruption events not routed anywhere",
          f'add an aws_cloudwatch_event_rule with event_pattern {{"source": ["aws.ec2"], "detail-type": ["{INTERRUPTION_DETAIL_TYPE}"]}} '
-         "and an aws_cloudwatch_event_target (SQS queue, Lambda, SNS)", _unrouted),
+         "and an aws_cloudwatch_event_target (SQS queue, Lambda, SNS)", _unrouted, DOCS["notices"]),
     Rule("SPOT012", "warning", "Checkpoints on instance storage only",
          "mount EFS/FSx, keep a data EBS volume (delete_on_termination = false), or grant write access to an S3 bucket for checkpoints",
-         _instance_storage_only),
+         _instance_storage_only, DOCS["interruptions"]),
+    Rule("SPOT013", "warning", "Lowest-price spot allocation",
+         'set spot_allocation_strategy = "price-capacity-optimized" (allocation_strategy = "priceCapacityOptimized" on fleets) '
+         "and drop spot_instance_pools", _lowest_price, DOCS["allocation"]),
+    Rule("SPOT014", "warning", "Spot max price set",
+         "remove spot_max_price / max_price / spot_price: without it you pay the current spot price and are never "
+         "interrupted for price (the cap is the on-demand price)", _max_price, DOCS["max_price"]),
+    Rule("SPOT015", "warning", "Spot group of one instance family or generation",
+         "add instance types from other families and generations of similar size (m6i, m6a, m7i; GPU: g5, g6, g6e)",
+         _one_family, DOCS["spot_best"]),
+    Rule("SPOT016", "warning", "Karpenter spot NodePool without an on-demand fallback",
+         'allow both in the NodePool (karpenter.sh/capacity-type In ["spot", "on-demand"]: Karpenter prefers spot and '
+         "falls back), or add an on-demand NodePool with a lower weight", karpenter.no_on_demand_fallback, DOCS["karpenter_capacity"]),
+    Rule("SPOT017", "warning", "Karpenter consolidation that fights spot interruptions",
+         f"set disruption.consolidateAfter to {karpenter.MIN_CONSOLIDATE_AFTER_SECONDS // 60}m or more, or consolidationPolicy: WhenEmpty, "
+         'or a disruption budget (nodes: "0" outside a maintenance schedule) on pools that launch spot',
+         karpenter.consolidation_fights_interruptions, DOCS["karpenter_disruption"]),
 )
 
 INVALID_SUPPRESSION = Rule("SPOT000", "error", "Invalid suppression",

@@ -26,9 +26,13 @@ def _result(f: Finding, rule_index: dict[str, int]) -> dict:
                       "logicalLocations": [{"fullyQualifiedName": f.resource, "kind": "resource"}]}
     if f.line:
         location["physicalLocation"]["region"] = {"startLine": int(f.line)}
-    text = f.message if f.source == "checkov" or not f.fix else f"{f.message}. Fix: {f.fix}"
-    out: dict = {"ruleId": f.rule_id, "level": LEVEL.get(f.severity, "warning"), "message": {"text": text},
-                 "locations": [location]}
+    if not f.decided:
+        text = f"Could not decide: {f.message}"
+    else:
+        text = f.message if f.source == "checkov" or not f.fix else f"{f.message}. Fix: {f.fix}"
+    out: dict = {"ruleId": f.rule_id, "level": LEVEL.get(f.severity, "warning") if f.decided else "note",
+                 "message": {"text": text}, "locations": [location],
+                 "properties": {"category": f.category, "decided": f.decided}}
     if f.rule_id in rule_index:
         out["ruleIndex"] = rule_index[f.rule_id]
     if f.suppressed:
@@ -39,15 +43,25 @@ def _result(f: Finding, rule_index: dict[str, int]) -> dict:
 
 def _spotkit_run(report: CheckReport) -> dict:
     rules = [*RULES, INVALID_SUPPRESSION]
-    descriptors = [{
-        "id": r.id, "name": r.title.title().replace(" ", "").replace("-", ""),
-        "shortDescription": {"text": r.title}, "help": {"text": r.fix},
-        "defaultConfiguration": {"level": LEVEL[r.severity]},
-    } for r in rules]
+    descriptors = []
+    for r in rules:
+        d = {"id": r.id, "name": r.title.title().replace(" ", "").replace("-", ""),
+             "shortDescription": {"text": r.title}, "help": {"text": r.fix},
+             "defaultConfiguration": {"level": LEVEL[r.severity]},
+             # SPOT007 is a spot risk where spot capacity launches, a general one elsewhere
+             "properties": {"tags": ["spot", "general", "security"] if r.id == "SPOT007" else [r.category]}}
+        if r.help_uri:
+            d["helpUri"] = r.help_uri
+        descriptors.append(d)
     index = {r.id: i for i, r in enumerate(rules)}
     findings = [f for f in report.findings if f.source == "spotkit"]
-    return {"tool": {"driver": {"name": "spotkit", "version": __version__, "rules": descriptors}},
-            "results": [_result(f, index) for f in findings]}
+    run: dict = {"tool": {"driver": {"name": "spotkit", "version": __version__, "rules": descriptors}},
+                 "results": [_result(f, index) for f in findings]}
+    notes = [{"level": "note", "message": {"text": f"{m.module} (source {m.source}{' ' + m.version if m.version else ''}) was not "
+                                                   "inspected: it is not a local module; pass a plan from 'terraform show -json' to check it"},
+              "locations": [{"physicalLocation": {"artifactLocation": {"uri": _uri(m.file)}}}]} for m in report.not_inspected]
+    run["invocations"] = [{"executionSuccessful": True, "toolExecutionNotifications": notes}]
+    return run
 
 
 def _checkov_run(report: CheckReport) -> dict:
@@ -57,7 +71,7 @@ def _checkov_run(report: CheckReport) -> dict:
     for f in findings:
         if f.rule_id not in seen:
             seen[f.rule_id] = len(descriptors)
-            d = {"id": f.rule_id, "shortDescription": {"text": f.title or f.rule_id}}
+            d = {"id": f.rule_id, "shortDescription": {"text": f.title or f.rule_id}, "properties": {"tags": ["general"]}}
             if f.help_uri:
                 d["helpUri"] = f.help_uri
             descriptors.append(d)

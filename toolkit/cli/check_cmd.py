@@ -1,4 +1,4 @@
-"""``spotkit check``: spot-safety rules and checkov over Terraform JSON or plan JSON."""
+"""``spotkit check``: spot-safety rules and checkov over Terraform (HCL or JSON), plan JSON and Karpenter NodePools."""
 
 from __future__ import annotations
 
@@ -27,11 +27,14 @@ from toolkit.output import emit_json
 @click.option("--show-suppressed", is_flag=True, help="List suppressed findings with their reasons (text format).")
 @pass_ctx
 def check_command(ctx: CliContext, paths, fmt, out_file, fail_on, checkov, show_suppressed):
-    """Check Terraform JSON for spot-safety mistakes (rules SPOT001...) and, with checkov, security.
+    """Check Terraform for spot risks (rules SPOT001...) and, with checkov, general security.
 
-    PATHS: cdk.tf.json files, directories of them, or plans from 'terraform show -json'
-    (default: cdktf.out). Suppress a finding with a reason: tag spotkit:skip-check = "SPOT003: why",
-    or check.suppress in the --config file.
+    PATHS: directories of .tf files (local modules are followed), cdk.tf.json files or directories
+    of them, plans from 'terraform show -json', Karpenter NodePool YAML (default: cdktf.out).
+    Findings are in two categories, spot and general; general ones are left to checkov when it runs.
+    A rule that needs a value unknown before apply reports UNDECIDED (never a failure).
+    Suppress a finding with a reason: tag spotkit:skip-check = "SPOT003: why", in HCL a comment
+    # spotkit:skip-check SPOT003: why (in or just above the resource), or check.suppress in --config.
     """
     targets = list(paths) or ["cdktf.out"]
     if not paths and not Path("cdktf.out").exists():

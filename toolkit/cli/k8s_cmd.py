@@ -41,12 +41,21 @@ def render_command(ctx: CliContext, stack, outdir, file_system_id, access_point_
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @pass_ctx
 def check_command(ctx: CliContext, files):
-    """Check the Jobs in FILES: spot toleration when they target spot, grace period within the notice."""
+    """Check the Jobs in FILES: spot toleration when they target spot, grace period within the notice;
+    and the Karpenter NodePools in them: spot/on-demand mix and consolidation (SPOT016/017, warnings)."""
+    from toolkit.k8s.karpenter import check_node_pool_files
+
     checked = validate.check_files(files)
+    pools, warnings = check_node_pool_files(files)
     if ctx.json:
-        emit_json({"checked": checked})
+        emit_json({"checked": checked, "node_pools": pools, "warnings": warnings})
         return
     click.echo(f"ok: {len(checked)} Job(s) checked" + (f" ({', '.join(checked)})" if checked else ""))
+    if pools:
+        click.echo(f"{len(pools)} NodePool(s) checked ({', '.join(pools)}): {len(warnings)} warning(s)")
+    for w in warnings:
+        click.echo(f"WARNING  {w['rule_id']}  {w['resource']}  ({w['file']})\n         {w['message']}\n"
+                   f"         fix: {w['fix']}\n         docs: {w['help_uri']}")
 
 
 def register(group: click.Group) -> None:
