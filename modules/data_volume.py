@@ -40,6 +40,7 @@ from typing import Optional, Sequence
 from constructs import Construct
 
 from modules.data_volume_boot import IN_OTHER_AZ, claim_script
+from modules.kms import is_key_arn, key_arn
 from modules.user_data import UserDataPart
 from toolkit.errors import ValidationError
 
@@ -47,6 +48,8 @@ GROUP_TAG = "spotkit:group"
 DEVICE_TAG = "spotkit:device"
 RETAIN_TAG = "spotkit:retain"
 RETAIN_GROUP_TAG = "spotkit:retain-group"
+# The IAM policy variable for the calling instance, escaped for Terraform JSON (``$${`` reaches IAM as ``${``).
+SOURCE_INSTANCE_ARN = "$${ec2:SourceInstanceARN}"
 VOLUME_TYPES = ("gp3", "gp2", "io2", "io1", "st1", "sc1")
 DLM_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 DLM_SERVICE_ROLE_POLICY = "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
@@ -164,26 +167,49 @@ def validate_snapshots(where: str, s: SnapshotSettings) -> None:
         )
 
 
-def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettings]) -> list[dict]:
-    """What the boot script may do, each scoped by condition to the group's own volumes and instances."""
-    volume_arn, instance_arn = "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:instance/*"
+def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettings],
+                             key_arns: Optional[Sequence[str]] = None) -> list[dict]:
+    """What the boot script may do, each scoped by condition to the group's own volumes and instances.
+
+    - ``ec2:CreateVolume`` only with the request tags ``spotkit:group=<group>`` and ``spotkit:retain=true``;
+      ``ec2:CreateTags`` only as part of that call (``ec2:CreateAction``).
+    - ``ec2:AttachVolume``: the volume must carry ``spotkit:group=<group>``; the instance must be the caller
+      itself: its resource is the policy variable ``${ec2:SourceInstanceARN}`` (the ARN of the instance
+      whose role credentials signed the request, present only for instance-profile credentials), and it must
+      also carry the group tag. What remains: an instance may attach to itself any *detached* volume of its
+      group in its AZ (EC2 refuses volumes in use); it cannot attach to another instance, nor touch other
+      groups' volumes. DescribeVolumes stays on ``*`` (EC2 Describe* calls have no resource-level permissions).
+    - the data volumes' KMS keys (``key_arns``: key ARNs; ``RetainedDataVolumes`` resolves ids and aliases
+      with ``data "aws_kms_key"``), only through EC2 (``kms:ViaService``). Never ``*``.
+    """
+    volume_arn = "arn:aws:ec2:*:*:volume/*"
     statements = [
         {"Sid": "FindDataVolumes", "Effect": "Allow", "Action": "ec2:DescribeVolumes", "Resource": "*"},
         {"Sid": "CreateOwnDataVolumes", "Effect": "Allow", "Action": "ec2:CreateVolume", "Resource": volume_arn,
          "Condition": {"StringEquals": {f"aws:RequestTag/{GROUP_TAG}": group_name, f"aws:RequestTag/{RETAIN_TAG}": "true"}}},
         {"Sid": "TagDataVolumesAtCreation", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": volume_arn,
          "Condition": {"StringEquals": {"ec2:CreateAction": "CreateVolume"}}},
-        {"Sid": "AttachOwnDataVolumes", "Effect": "Allow", "Action": "ec2:AttachVolume",
-         "Resource": [volume_arn, instance_arn],
+        {"Sid": "AttachOwnDataVolumes", "Effect": "Allow", "Action": "ec2:AttachVolume", "Resource": volume_arn,
+         "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group_name}}},
+        # $${...}: Terraform JSON would read ${...} as its own interpolation; IAM receives ${ec2:SourceInstanceARN}.
+        {"Sid": "AttachToThisInstanceOnly", "Effect": "Allow", "Action": "ec2:AttachVolume",
+         "Resource": SOURCE_INSTANCE_ARN,
          "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group_name}}},
     ]
-    keys = sorted({v.kms_key_id for v in volumes if v.kms_key_id})
+    if key_arns is None:
+        given = sorted({v.kms_key_id for v in volumes if v.kms_key_id})
+        bad = [k for k in given if not is_key_arn(k)]
+        if bad:
+            raise ValidationError(f"data volumes of {group_name!r}: kms_key_id {', '.join(bad)} is not a key ARN; "
+                                  "pass key_arns resolved with modules.kms.key_arn (RetainedDataVolumes does)")
+        key_arns = given
+    keys = sorted(set(key_arns))
     if keys:
         statements.append({
             "Sid": "UseDataVolumeKey", "Effect": "Allow",
             "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
                        "kms:ReEncryptFrom", "kms:ReEncryptTo"],
-            "Resource": keys if all(k.startswith("arn:") for k in keys) else "*",
+            "Resource": keys,
             "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}},
         })
     return statements
@@ -265,7 +291,9 @@ class RetainedDataVolumes(Construct):
         self.group = group
         self.volumes = volumes
         group_tags = dict(getattr(group, "tags", None) or {GROUP_TAG: group.name})
-        for statement in instance_role_statements(group.name, volumes):
+        given_keys = sorted({v.kms_key_id for v in volumes if v.kms_key_id})
+        key_arns = [key_arn(self, f"kms-key-{i}", k) for i, k in enumerate(given_keys)]
+        for statement in instance_role_statements(group.name, volumes, key_arns=key_arns):
             group.add_to_role_policy(statement)
         script = claim_script(volumes, group_name=group.name,
                               tags_for=lambda device: {**group_tags, **self.tags_for(group.name, device)})
