@@ -235,8 +235,8 @@ def karpenter_controller_statements(*, cluster_name: str, region: str, partition
       owns (both tags present);
     - it terminates instances and deletes launch templates only when they carry both tags, so it
       cannot tag an instance of someone else's and then terminate it;
-    - reads stay on ``*`` (EC2 Describe* and pricing:GetProducts have no resource-level permissions),
-      limited to the stack's region.
+    - reads stay on ``*`` (EC2 Describe*, pricing:GetProducts, iam:GetInstanceProfile/ListInstanceProfiles
+      have no resource-level scope that fits), EC2 reads limited to the stack's region.
     """
     ec2 = f"arn:{partition}:ec2:{region}"
     owned_key = f"kubernetes.io/cluster/{cluster_name}"
@@ -294,6 +294,9 @@ def karpenter_controller_statements(*, cluster_name: str, region: str, partition
          "Condition": {"StringEquals": profile_owned,
                        "StringLike": {f"aws:ResourceTag/{nodeclass}": "*"}}},
         {"Sid": "AllowInstanceProfileReadActions", "Effect": "Allow", "Action": "iam:GetInstanceProfile",
+         "Resource": "*"},
+        # Newer charts' instance-profile garbage collector lists them (IAM List calls take no resource scope).
+        {"Sid": "AllowUnscopedInstanceProfileListAction", "Effect": "Allow", "Action": "iam:ListInstanceProfiles",
          "Resource": "*"},
         {"Sid": "AllowAPIServerEndpointDiscovery", "Effect": "Allow", "Action": "eks:DescribeCluster",
          "Resource": cluster_arn},

@@ -125,6 +125,12 @@ def test_karpenter_controller_policy_is_karpenters_reference_policy(karpenter):
         "StringEquals": {"aws:ResourceTag/kubernetes.io/cluster/spotkit-eks": "owned",
                          "aws:ResourceTag/topology.kubernetes.io/region": "us-east-1"},
         "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"}}
+    assert by_sid["AllowUnscopedInstanceProfileListAction"] == {
+        "Sid": "AllowUnscopedInstanceProfileListAction", "Effect": "Allow", "Action": "iam:ListInstanceProfiles",
+        "Resource": "*"}
+    # AND nothing else is on "*" but reads
+    assert sorted(s["Sid"] for s in statements if s["Resource"] == "*" and "Condition" not in s) == [
+        "AllowInstanceProfileReadActions", "AllowPricingReadActions", "AllowUnscopedInstanceProfileListAction"]
     assert by_sid["AllowPassingInstanceRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
     assert by_sid["AllowAPIServerEndpointDiscovery"]["Resource"].startswith("${aws_eks_cluster.")
     assert by_sid["AllowInterruptionQueueActions"]["Action"] == [
