@@ -213,7 +213,14 @@ def build_lambda_source(root: Optional[Path] = None, cache_root: Optional[Path] 
     if target is not None and target.is_dir() and not target.is_symlink():
         if _cached_tree_digest(target) == digest:
             return target
-        shutil.rmtree(target, ignore_errors=True)  # tampered or half-written: rebuild
+        # Tampered or half-written: moved aside in one rename (a concurrent build never sees it half-deleted),
+        # then rebuilt below.
+        trash = Path(tempfile.mkdtemp(prefix="stale-", dir=cache))
+        try:
+            os.replace(target, trash / "old")
+        except OSError:
+            pass
+        shutil.rmtree(trash, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix="spotkit-lambda-", dir=cache))  # 0700
     for f in files:
         dest = staging / f.relative_to(root)
