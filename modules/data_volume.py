@@ -48,8 +48,6 @@ GROUP_TAG = "spotkit:group"
 DEVICE_TAG = "spotkit:device"
 RETAIN_TAG = "spotkit:retain"
 RETAIN_GROUP_TAG = "spotkit:retain-group"
-# The IAM policy variable for the calling instance, escaped for Terraform JSON (``$${`` reaches IAM as ``${``).
-SOURCE_INSTANCE_ARN = "$${ec2:SourceInstanceARN}"
 VOLUME_TYPES = ("gp3", "gp2", "io2", "io1", "st1", "sc1")
 DLM_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 DLM_SERVICE_ROLE_POLICY = "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
@@ -173,16 +171,17 @@ def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettin
 
     - ``ec2:CreateVolume`` only with the request tags ``spotkit:group=<group>`` and ``spotkit:retain=true``;
       ``ec2:CreateTags`` only as part of that call (``ec2:CreateAction``).
-    - ``ec2:AttachVolume``: the volume must carry ``spotkit:group=<group>``; the instance must be the caller
-      itself: its resource is the policy variable ``${ec2:SourceInstanceARN}`` (the ARN of the instance
-      whose role credentials signed the request, present only for instance-profile credentials), and it must
-      also carry the group tag. What remains: an instance may attach to itself any *detached* volume of its
-      group in its AZ (EC2 refuses volumes in use); it cannot attach to another instance, nor touch other
-      groups' volumes. DescribeVolumes stays on ``*`` (EC2 Describe* calls have no resource-level permissions).
+    - ``ec2:AttachVolume``: the volume and the instance must both carry ``spotkit:group=<group>``, and the
+      caller must use instance-profile credentials (``ec2:SourceInstanceARN`` present). What remains:
+      AWS has no condition key comparing AttachVolume's target instance with the caller (``${ec2:SourceInstanceARN}``
+      cannot stand as a ``Resource``: IAM's ARN check rejects it, 'Partition "SourceInstanceARN}" is not valid'),
+      so an instance may attach a *detached* volume of its group to another running instance of its group in
+      the same AZ (EC2 refuses volumes in use). It cannot touch other groups' volumes or instances, nor
+      detach or delete anything. DescribeVolumes stays on ``*`` (EC2 Describe* calls take no resource scope).
     - the data volumes' KMS keys (``key_arns``: key ARNs; ``RetainedDataVolumes`` resolves ids and aliases
       with ``data "aws_kms_key"``), only through EC2 (``kms:ViaService``). Never ``*``.
     """
-    volume_arn = "arn:aws:ec2:*:*:volume/*"
+    volume_arn, instance_arn = "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:instance/*"
     statements = [
         {"Sid": "FindDataVolumes", "Effect": "Allow", "Action": "ec2:DescribeVolumes", "Resource": "*"},
         {"Sid": "CreateOwnDataVolumes", "Effect": "Allow", "Action": "ec2:CreateVolume", "Resource": volume_arn,
@@ -191,10 +190,10 @@ def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettin
          "Condition": {"StringEquals": {"ec2:CreateAction": "CreateVolume"}}},
         {"Sid": "AttachOwnDataVolumes", "Effect": "Allow", "Action": "ec2:AttachVolume", "Resource": volume_arn,
          "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group_name}}},
-        # $${...}: Terraform JSON would read ${...} as its own interpolation; IAM receives ${ec2:SourceInstanceARN}.
-        {"Sid": "AttachToThisInstanceOnly", "Effect": "Allow", "Action": "ec2:AttachVolume",
-         "Resource": SOURCE_INSTANCE_ARN,
-         "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group_name}}},
+        {"Sid": "AttachToOwnGroupInstancesFromAnInstance", "Effect": "Allow", "Action": "ec2:AttachVolume",
+         "Resource": instance_arn,
+         "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group_name},
+                       "Null": {"ec2:SourceInstanceARN": "false"}}},
     ]
     if key_arns is None:
         given = sorted({v.kms_key_id for v in volumes if v.kms_key_id})

@@ -1,7 +1,7 @@
 """Secure defaults of the synthesized stacks (issue 14, security part): the Karpenter controller may tag only
 at creation and delete only what it owns; the interruption handler's mutations are scoped to the stack's
-target groups, clusters, groups and document; KMS keys are named by ARN, never ``*``; AttachVolume only to the
-calling instance; ECS tasks kept off the instance role; EKS API endpoint private by default; the Lambda
+target groups, clusters, groups and document; KMS keys are named by ARN, never ``*``; AttachVolume within
+the group (tests/test_storage_data_volume.py); ECS tasks kept off the instance role; EKS API endpoint private by default; the Lambda
 package is staged privately and verified before reuse; boot scripts write no fixed /tmp path.
 
 Policies are asserted statement by statement, conditions included."""

@@ -66,18 +66,20 @@ def test_instance_role_may_only_create_tag_and_attach_its_own_group_volumes(grou
     policy = json.loads(one(group_with_volume, "aws_iam_role_policy")["policy"])
     by_sid = {s.get("Sid"): s for s in policy["Statement"]}
     # THEN creating a volume needs the group's request tags, tagging happens only in that call,
-    # and attaching needs the group tag on both the volume and the instance, which must be the caller itself
+    # and attaching needs the group tag on both the volume and the instance
     assert by_sid["CreateOwnDataVolumes"]["Action"] == "ec2:CreateVolume"
     assert by_sid["CreateOwnDataVolumes"]["Condition"] == {
         "StringEquals": {"aws:RequestTag/spotkit:group": "fleet", "aws:RequestTag/spotkit:retain": "true"}}
     assert by_sid["TagDataVolumesAtCreation"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateVolume"}}
     assert by_sid["AttachOwnDataVolumes"]["Resource"] == "arn:aws:ec2:*:*:volume/*"
     assert by_sid["AttachOwnDataVolumes"]["Condition"] == {"StringEquals": {"aws:ResourceTag/spotkit:group": "fleet"}}
-    # (Terraform JSON escapes ${ as $${; IAM receives the policy variable ${ec2:SourceInstanceARN})
-    assert by_sid["AttachToThisInstanceOnly"]["Resource"] == "$${ec2:SourceInstanceARN}"
-    assert by_sid["AttachToThisInstanceOnly"]["Condition"] == {"StringEquals": {"aws:ResourceTag/spotkit:group": "fleet"}}
-    assert not [st for st in policy["Statement"] if "ec2:AttachVolume" in st["Action"]
-                and "instance/*" in json.dumps(st["Resource"])]
+    # (the instance side also needs instance-profile credentials: ec2:SourceInstanceARN present)
+    assert by_sid["AttachToOwnGroupInstancesFromAnInstance"]["Resource"] == "arn:aws:ec2:*:*:instance/*"
+    assert by_sid["AttachToOwnGroupInstancesFromAnInstance"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/spotkit:group": "fleet"}, "Null": {"ec2:SourceInstanceARN": "false"}}
+    attach = [st for st in policy["Statement"] if "ec2:AttachVolume" in st["Action"]]
+    assert len(attach) == 2 and all(st["Condition"]["StringEquals"] == {"aws:ResourceTag/spotkit:group": "fleet"}
+                                    for st in attach)
     # AND nothing may detach or delete a volume, and no KMS rights without a key
     actions = {a for st in policy["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
     assert not actions & {"ec2:DetachVolume", "ec2:DeleteVolume", "ec2:ModifyVolume"}
