@@ -173,7 +173,7 @@ def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettin
       ``ec2:CreateTags`` only as part of that call (``ec2:CreateAction``).
     - ``ec2:AttachVolume``: the volume and the instance must both carry ``spotkit:group=<group>``, and the
       caller must use instance-profile credentials (``ec2:SourceInstanceARN`` present). What remains:
-      AWS has no condition key comparing AttachVolume's target instance with the caller (``${ec2:SourceInstanceARN}``
+      no documented condition key compares AttachVolume's target instance with the caller (``${ec2:SourceInstanceARN}``
       cannot stand as a ``Resource``: IAM's ARN check rejects it, 'Partition "SourceInstanceARN}" is not valid'),
       so an instance may attach a *detached* volume of its group to another running instance of its group in
       the same AZ (EC2 refuses volumes in use). It cannot touch other groups' volumes or instances, nor
