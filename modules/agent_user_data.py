@@ -104,9 +104,14 @@ install_spotkit_agent() {{
   command -v python3 >/dev/null 2>&1 || dnf install -y python3 || yum install -y python3 || apt-get install -y python3 python3-venv
   python3 -m venv {VENV} || {{ apt-get install -y python3-venv && python3 -m venv {VENV}; }} || return 1
   case "$SPOTKIT_PACKAGE" in
-    s3://*) aws s3 cp "$SPOTKIT_PACKAGE" /tmp/ || return 1; SPOTKIT_PACKAGE="/tmp/$(basename "$SPOTKIT_PACKAGE")" ;;
+    s3://*) spotkit_dl=$(mktemp -d) || return 1  # private (0700), unpredictable: never a fixed /tmp path as root
+            aws s3 cp "$SPOTKIT_PACKAGE" "$spotkit_dl/" || return 1
+            SPOTKIT_PACKAGE="$spotkit_dl/$(basename "$SPOTKIT_PACKAGE")" ;;
   esac
   {VENV}/bin/pip install --quiet --upgrade pip && {VENV}/bin/pip install --quiet "$SPOTKIT_PACKAGE"
+  spotkit_rc=$?
+  [ -n "${{spotkit_dl:-}}" ] && rm -rf "$spotkit_dl"
+  return $spotkit_rc
 }}
 if install_spotkit_agent; then
   mkdir -p /etc/spotkit

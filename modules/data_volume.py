@@ -40,6 +40,7 @@ from typing import Optional, Sequence
 from constructs import Construct
 
 from modules.data_volume_boot import IN_OTHER_AZ, claim_script
+from modules.kms import is_key_arn, key_arn
 from modules.user_data import UserDataPart
 from toolkit.errors import ValidationError
 
@@ -164,8 +165,22 @@ def validate_snapshots(where: str, s: SnapshotSettings) -> None:
         )
 
 
-def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettings]) -> list[dict]:
-    """What the boot script may do, each scoped by condition to the group's own volumes and instances."""
+def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettings],
+                             key_arns: Optional[Sequence[str]] = None) -> list[dict]:
+    """What the boot script may do, each scoped by condition to the group's own volumes and instances.
+
+    - ``ec2:CreateVolume`` only with the request tags ``spotkit:group=<group>`` and ``spotkit:retain=true``;
+      ``ec2:CreateTags`` only as part of that call (``ec2:CreateAction``).
+    - ``ec2:AttachVolume``: the volume and the instance must both carry ``spotkit:group=<group>``, and the
+      caller must use instance-profile credentials (``ec2:SourceInstanceARN`` present). What remains:
+      no documented condition key compares AttachVolume's target instance with the caller (``${ec2:SourceInstanceARN}``
+      cannot stand as a ``Resource``: IAM's ARN check rejects it, 'Partition "SourceInstanceARN}" is not valid'),
+      so an instance may attach a *detached* volume of its group to another running instance of its group in
+      the same AZ (EC2 refuses volumes in use). It cannot touch other groups' volumes or instances, nor
+      detach or delete anything. DescribeVolumes stays on ``*`` (EC2 Describe* calls take no resource scope).
+    - the data volumes' KMS keys (``key_arns``: key ARNs; ``RetainedDataVolumes`` resolves ids and aliases
+      with ``data "aws_kms_key"``), only through EC2 (``kms:ViaService``). Never ``*``.
+    """
     volume_arn, instance_arn = "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:instance/*"
     statements = [
         {"Sid": "FindDataVolumes", "Effect": "Allow", "Action": "ec2:DescribeVolumes", "Resource": "*"},
@@ -173,17 +188,27 @@ def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettin
          "Condition": {"StringEquals": {f"aws:RequestTag/{GROUP_TAG}": group_name, f"aws:RequestTag/{RETAIN_TAG}": "true"}}},
         {"Sid": "TagDataVolumesAtCreation", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": volume_arn,
          "Condition": {"StringEquals": {"ec2:CreateAction": "CreateVolume"}}},
-        {"Sid": "AttachOwnDataVolumes", "Effect": "Allow", "Action": "ec2:AttachVolume",
-         "Resource": [volume_arn, instance_arn],
+        {"Sid": "AttachOwnDataVolumes", "Effect": "Allow", "Action": "ec2:AttachVolume", "Resource": volume_arn,
          "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group_name}}},
+        {"Sid": "AttachToOwnGroupInstancesFromAnInstance", "Effect": "Allow", "Action": "ec2:AttachVolume",
+         "Resource": instance_arn,
+         "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": group_name},
+                       "Null": {"ec2:SourceInstanceARN": "false"}}},
     ]
-    keys = sorted({v.kms_key_id for v in volumes if v.kms_key_id})
+    if key_arns is None:
+        given = sorted({v.kms_key_id for v in volumes if v.kms_key_id})
+        bad = [k for k in given if not is_key_arn(k)]
+        if bad:
+            raise ValidationError(f"data volumes of {group_name!r}: kms_key_id {', '.join(bad)} is not a key ARN; "
+                                  "pass key_arns resolved with modules.kms.key_arn (RetainedDataVolumes does)")
+        key_arns = given
+    keys = sorted(set(key_arns))
     if keys:
         statements.append({
             "Sid": "UseDataVolumeKey", "Effect": "Allow",
             "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
                        "kms:ReEncryptFrom", "kms:ReEncryptTo"],
-            "Resource": keys if all(k.startswith("arn:") for k in keys) else "*",
+            "Resource": keys,
             "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}},
         })
     return statements
@@ -265,7 +290,9 @@ class RetainedDataVolumes(Construct):
         self.group = group
         self.volumes = volumes
         group_tags = dict(getattr(group, "tags", None) or {GROUP_TAG: group.name})
-        for statement in instance_role_statements(group.name, volumes):
+        given_keys = sorted({v.kms_key_id for v in volumes if v.kms_key_id})
+        key_arns = [key_arn(self, f"kms-key-{i}", k) for i, k in enumerate(given_keys)]
+        for statement in instance_role_statements(group.name, volumes, key_arns=key_arns):
             group.add_to_role_policy(statement)
         script = claim_script(volumes, group_name=group.name,
                               tags_for=lambda device: {**group_tags, **self.tags_for(group.name, device)})

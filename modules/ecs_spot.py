@@ -106,6 +106,11 @@ class EcsClusterSettings:
     - ``gpu``: the cluster runs GPU tasks: the GPU-optimized ECS AMI, ``ECS_ENABLE_GPU_SUPPORT=true``,
       and every instance type must have an NVIDIA GPU. Default off.
     - ``agent_config``: extra ``/etc/ecs/ecs.config`` lines (``{"ECS_IMAGE_PULL_BEHAVIOR": "prefer-cached"}``).
+    - ``block_task_instance_metadata``: keep tasks off the instance role. Default on: ``awsvpc`` tasks by
+      ``ECS_AWSVPC_BLOCK_IMDS=true``; ``bridge`` tasks by an IMDS hop limit of 1 on both groups (with IMDSv2
+      required, a container one hop away never gets a token; the ECS agent and the spotkit agent use host
+      networking and are not affected). Off: the groups' own ``metadata_hop_limit`` (2 by default) and no
+      block, with a warning: only for tasks that must read instance metadata themselves.
     """
 
     spot: CapacityProviderSettings = field(default_factory=_default_spot)
@@ -117,6 +122,7 @@ class EcsClusterSettings:
     container_stop_timeout_seconds: int = 30
     gpu: bool = False
     agent_config: Mapping[str, str] = field(default_factory=dict)
+    block_task_instance_metadata: bool = True
 
 
 def validate_cluster(name: str, s: EcsClusterSettings) -> None:
@@ -177,10 +183,14 @@ def validate_strategy(where: str, base: int, on_demand_weight: int, spot_weight:
         )
 
 
-def _with_ecs_defaults(group: ComputeGroupSettings, cp: CapacityProviderSettings, gpu: bool) -> ComputeGroupSettings:
+def _with_ecs_defaults(group: ComputeGroupSettings, cp: CapacityProviderSettings, gpu: bool,
+                       block_task_imds: bool = True) -> ComputeGroupSettings:
     """The group as ECS needs it: ECS AMI (unless chosen), scale-in protection for managed termination
-    protection, and the ``AmazonECSManaged`` tag ECS adds itself (declared so Terraform keeps it)."""
+    protection, the ``AmazonECSManaged`` tag ECS adds itself (declared so Terraform keeps it), and an IMDS
+    hop limit of 1 when tasks are kept off the instance role."""
     changes: dict = {}
+    if block_task_imds:
+        changes["metadata_hop_limit"] = 1
     if group.ami_id is None and group.ami_ssm_parameter == DEFAULT_AMI_PARAMETER:
         changes["ami_ssm_parameter"] = ECS_GPU_AMI_PARAMETER if gpu else ECS_AMI_PARAMETER
     if cp.managed_termination_protection:
@@ -224,6 +234,12 @@ class EcsSpotCluster(Construct):
             warn(self, f"EcsSpotCluster {name!r}: container insights are off: task and instance metrics during a "
                        "spot reclaim will be missing")
 
+        if not s.block_task_instance_metadata:
+            warn(self, f"EcsSpotCluster {name!r}: block_task_instance_metadata is off: tasks can read the instance "
+                       "role's credentials from instance metadata (IMDS hop limit "
+                       f"{s.spot.group.metadata_hop_limit}/{s.on_demand.group.metadata_hop_limit}, awsvpc tasks not "
+                       "blocked); give tasks their own task role and turn it back on unless they need IMDS")
+
         self.cluster = EcsCluster(
             self, "cluster", name=name,
             setting=[EcsClusterSetting(name="containerInsights", value="enabled" if s.container_insights else "disabled")],
@@ -234,7 +250,7 @@ class EcsSpotCluster(Construct):
         for label, suffix, cp in (("spot", "spot", s.spot), ("on_demand", "od", s.on_demand)):
             group = SpotComputeGroup(
                 self, f"{label}-group", name=f"{name}-{suffix}", vpc_id=vpc_id, subnet_ids=subnet_ids,
-                settings=_with_ecs_defaults(cp.group, cp, s.gpu),
+                settings=_with_ecs_defaults(cp.group, cp, s.gpu, s.block_task_instance_metadata),
             )
             IamRolePolicyAttachment(self, f"{label}-ecs-agent", role=group.role.name, policy_arn=ECS_INSTANCE_POLICY_ARN)
             if cp.group.protect_from_scale_in and not cp.managed_termination_protection:
@@ -310,7 +326,11 @@ class EcsSpotCluster(Construct):
             "ECS_CONTAINER_STOP_TIMEOUT": f"{s.container_stop_timeout_seconds}s",
             "ECS_ENABLE_CONTAINER_METADATA": "true",
             "ECS_INSTANCE_ATTRIBUTES": json.dumps({"spotkit.capacity": label}, separators=(",", ":")),
+            # The container instance carries the EC2 tags (spotkit:group): the handler may drain only those.
+            "ECS_CONTAINER_INSTANCE_PROPAGATE_TAGS_FROM": "ec2_instance",
         }
+        if s.block_task_instance_metadata:
+            config["ECS_AWSVPC_BLOCK_IMDS"] = "true"
         if self.gpu_capable(label):
             config["ECS_ENABLE_GPU_SUPPORT"] = "true"
         config.update(dict(s.agent_config))

@@ -70,8 +70,9 @@ class EksCluster(Construct):
         self.subnet_ids = list(subnet_ids)
         self.tags = {"spotkit:cluster": name, **dict(tags or {})}
         if settings.endpoint_public_access and "0.0.0.0/0" in settings.public_access_cidrs:
-            warn(self, f"EKS cluster {name!r}: the API endpoint is public to 0.0.0.0/0 (authentication still applies); "
-                       "set cluster.public_access_cidrs to your office/VPN ranges or turn endpoint_public_access off")
+            warn(self, f"EKS cluster {name!r}: cluster.public_access_cidrs has 0.0.0.0/0: the API endpoint is public "
+                       "to the whole internet (authentication still applies); set it to your office/VPN ranges or "
+                       "turn cluster.endpoint_public_access off")
 
         if settings.kms_key_arn:
             self.kms_key_arn = settings.kms_key_arn

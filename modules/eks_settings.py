@@ -6,6 +6,7 @@ without building a stack; ``modules/eks_cluster.py`` and ``modules/eks_node_grou
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
@@ -41,7 +42,9 @@ class EksClusterSettings:
       (api, audit, authenticator, controllerManager, scheduler).
     - ``log_retention_days``: retention of the ``/aws/eks/<name>/cluster`` log group. Default 30.
     - ``endpoint_public_access`` / ``public_access_cidrs``: the API endpoint; the private endpoint is
-      always on. Default public from anywhere (kubectl from a laptop), a warning names the risk.
+      always on. Default: private only (kubectl and Terraform's kubernetes provider from inside the VPC,
+      a VPN or a bastion). Public needs explicit ``public_access_cidrs`` (an error without them);
+      ``0.0.0.0/0`` is accepted only when written out, with a warning.
     - ``kms_key_arn``: key that envelope-encrypts Kubernetes secrets. Default: create one with rotation.
     - ``admin_principal_arns``: IAM roles/users given cluster-admin through access entries. Default none
       (the identity that creates the cluster is admin).
@@ -50,8 +53,8 @@ class EksClusterSettings:
     version: str = "1.31"
     log_types: tuple[str, ...] = LOG_TYPES
     log_retention_days: int = 30
-    endpoint_public_access: bool = True
-    public_access_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    endpoint_public_access: bool = False
+    public_access_cidrs: tuple[str, ...] = ()
     kms_key_arn: Optional[str] = None
     admin_principal_arns: tuple[str, ...] = ()
 
@@ -68,6 +71,12 @@ def validate_cluster(name: str, s: EksClusterSettings) -> None:
     if s.endpoint_public_access and not s.public_access_cidrs:
         raise ValidationError(f"{where}: cluster.public_access_cidrs is empty while endpoint_public_access is on: "
                               "give the CIDRs allowed to reach the API, or turn endpoint_public_access off")
+    for cidr in s.public_access_cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            raise ValidationError(f"{where}: cluster.public_access_cidrs has {cidr!r}, which is not a CIDR block "
+                                  "(e.g. 203.0.113.0/24)") from None
 
 
 @dataclass(frozen=True)

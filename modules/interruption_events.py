@@ -22,8 +22,10 @@ What it creates (one construct):
   (the handler failing), with its own role.
 
 IAM is least privilege: no ``*`` in any action; resources are the queue, the table, the groups, the
-check-pointing document and instances tagged with the groups; ``*`` only for read calls AWS does not
-scope (``ec2:DescribeInstances``...).
+check-pointing document, instances tagged with the groups, the stack's target groups (tagged with its
+name, or listed) and its ECS clusters; ``*`` only for read calls AWS does not scope
+(``ec2:DescribeInstances``, ``elasticloadbalancing:DescribeTargetGroups``/``DescribeTargetHealth``,
+``ecs:ListClusters``, ``ssm:ListCommands``/``GetCommandInvocation``, ``autoscaling:DescribeAutoScalingGroups``).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from typing import Optional, Sequence
 from constructs import Construct
 
 from modules.annotations import warn
+from modules.kms import key_arn
 from toolkit.errors import ValidationError
 from toolkit.interruption.handler import DEFAULT_CHECKPOINT_COMMAND
+from toolkit.notice import TAG_NAME
 
 GROUP_TAG = "spotkit:group"
 HANDLER_MODES = ("lambda", "queue")
@@ -68,8 +72,11 @@ class InterruptionEventsSettings:
     - ``checkpoint_on_rebalance`` (default on), ``drain_on_rebalance`` (default off),
       ``start_replacement_on_rebalance`` (default off; adds autoscaling:SetDesiredCapacity and tagging
       of the groups' instances to the handler's role).
-    - ``ecs_clusters``: clusters the handler looks in (names). Default: every cluster of the region.
-    - ``target_group_arns``: target groups it may deregister from. Default: any in the account and region.
+    - ``ecs_clusters``: clusters the handler looks in and may drain in (names). Default: the stack's own
+      cluster (``ecs_spot``, ``gpu_inference``); with none, every cluster is looked in, and only container
+      instances tagged with one of the groups may be set DRAINING.
+    - ``target_group_arns``: target groups it may deregister from, besides the stack's own (those tagged
+      ``spotkit:name=<name>``, which every target group of a spotkit stack is). Default: only the stack's.
     - ``lifecycle_result``: CONTINUE (default) or ABANDON when it completes a lifecycle action.
     - ``lambda_timeout_seconds``: 30-900; covers the wait for a terminating instance to drain (the
       group's lifecycle heartbeat, 300 s by default). Default 360. The queue's visibility timeout is
@@ -79,8 +86,9 @@ class InterruptionEventsSettings:
     - ``message_retention_seconds``: the queue, 300 s-14 days. Default 1 day (a warning older than that
       is moot). ``dlq_retention_seconds``: default 14 days, at least the queue's.
     - ``max_receive_count``: deliveries before a message moves to the DLQ, 1-1000. Default 5.
-    - ``kms_key_arn``: encrypt the queues with this key (its policy must let EventBridge use it).
-      Default: SSE-SQS (SQS-owned keys).
+    - ``kms_key_arn``: encrypt the queues and the journal with this key (its policy must let EventBridge use
+      it): a key ARN, key id, alias name or alias ARN (the last three are resolved to the key ARN with
+      ``data "aws_kms_key"``). Default: SSE-SQS (SQS-owned keys).
     - ``log_retention_days``: the Lambda's log group. Default 30.
     - ``create_fis_templates``: one experiment template per group. Default on.
     - ``fis_duration_before_interruption``: ISO-8601 minutes, PT2M-PT15M. Default PT2M (as AWS does).
@@ -149,28 +157,86 @@ def validate_settings(name: str, groups: Sequence[str], s: InterruptionEventsSet
         raise ValidationError(f"{where}: target_group_arns must be target group ARNs (check {', '.join(bad)})")
 
 
-def build_lambda_source(root: Optional[Path] = None) -> Path:
-    """Stage the handler's code (``toolkit/__init__.py``, ``toolkit/notice.py`` and ``toolkit/interruption``)
-    in a directory named by its content hash, for ``TerraformAsset`` to zip at synthesis. boto3 is in the runtime."""
-    root = root or Path(__file__).resolve().parents[1]
-    files = [root / "toolkit" / "__init__.py", root / "toolkit" / "notice.py"] + sorted(
+def lambda_source_files(root: Path) -> list[Path]:
+    """What the handler's package holds: ``toolkit/__init__.py``, ``toolkit/notice.py`` (the notice identity)
+    and ``toolkit/interruption/*.py``."""
+    return [root / "toolkit" / "__init__.py", root / "toolkit" / "notice.py"] + sorted(
         (root / "toolkit" / "interruption").glob("*.py"))
+
+
+def _tree_digest(base: Path, files: Sequence[Path]) -> str:
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
-    target = Path(tempfile.gettempdir()) / "spotkit-lambda" / digest.hexdigest()[:16]
-    if target.is_dir():
-        return target
-    staging = Path(tempfile.mkdtemp(prefix="stage-", dir=target.parent if target.parent.exists() else None))
+        digest.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _cached_tree_digest(folder: Path) -> Optional[str]:
+    """The digest of what ``folder`` holds now (every file, sorted), or None when it holds anything but
+    regular files and folders (a symlink could point a later build anywhere)."""
+    entries = sorted(folder.rglob("*"))
+    if any(p.is_symlink() or not (p.is_file() or p.is_dir()) for p in entries):
+        return None
+    return _tree_digest(folder, [p for p in entries if p.is_file()])
+
+
+def lambda_cache_root() -> Optional[Path]:
+    """The private cache of staged packages: ``$SPOTKIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/spotkit`` (default
+    ``~/.cache/spotkit``), folder ``lambda``, mode 0700 and owned by us; None when that cannot be had
+    (then every build stages into a fresh private temporary folder)."""
+    base = os.environ.get("SPOTKIT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "spotkit")
+    root = Path(base) / "lambda"
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = root.lstat()
+        if root.is_symlink() or not root.is_dir() or st.st_uid != os.getuid():
+            return None
+        if st.st_mode & 0o077:
+            os.chmod(root, 0o700)
+        return root
+    except OSError:
+        return None
+
+
+def build_lambda_source(root: Optional[Path] = None, cache_root: Optional[Path] = None) -> Path:
+    """Stage the handler's code (``lambda_source_files``) for ``TerraformAsset``
+    to zip at synthesis; boto3 is in the runtime.
+
+    Staged in a private folder (0700, ``tempfile.mkdtemp``) and kept in a content-addressed cache folder
+    named by the SHA-256 of the sources (``lambda_cache_root``, 0700, ours). A cached package is reused only
+    when the digest of what it holds now equals its name: one edited, added or linked file and it is
+    replaced by a fresh build. Never a predictable shared temporary path."""
+    root = root or Path(__file__).resolve().parents[1]
+    files = lambda_source_files(root)
+    digest = _tree_digest(root, files)
+    cache = cache_root if cache_root is not None else lambda_cache_root()
+    target = cache / digest if cache is not None else None
+    if target is not None and target.is_dir() and not target.is_symlink():
+        if _cached_tree_digest(target) == digest:
+            return target
+        # Tampered or half-written: moved aside in one rename (a concurrent build never sees it half-deleted),
+        # then rebuilt below.
+        trash = Path(tempfile.mkdtemp(prefix="stale-", dir=cache))
+        try:
+            os.replace(target, trash / "old")
+        except OSError:
+            pass
+        shutil.rmtree(trash, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix="spotkit-lambda-", dir=cache))  # 0700
     for f in files:
         dest = staging / f.relative_to(root)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copyfile(f, dest)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target is None:
+        return staging
     try:
         os.replace(staging, target)
-    except OSError:  # another synthesis staged it first
-        shutil.rmtree(staging, ignore_errors=True)
+    except OSError:  # another synthesis staged it first; use it if it is sound, else our own copy
+        if _cached_tree_digest(target) == digest:
+            shutil.rmtree(staging, ignore_errors=True)
+            return target
+        return staging
     return target
 
 
@@ -200,6 +266,8 @@ class InterruptionEvents(Construct):
             warn(self, f"InterruptionEvents {name!r}: checkpoint_command is empty: instances are drained but "
                        "never asked to checkpoint.")
         self._context()
+        # A key given by id or alias is resolved to its ARN (IAM matches key ARNs only; never widened to *).
+        self.kms_key_arn = key_arn(self, "queue-key", settings.kms_key_arn) if settings.kms_key_arn else None
         self._create_journal()
         self._create_queues()
         self._create_rules()
@@ -247,12 +315,12 @@ class InterruptionEvents(Construct):
             ttl=DynamodbTableTtl(attribute_name="expires_at", enabled=True),
             point_in_time_recovery=DynamodbTablePointInTimeRecovery(enabled=True),
             server_side_encryption=DynamodbTableServerSideEncryption(
-                enabled=True, **({"kms_key_arn": self.settings.kms_key_arn} if self.settings.kms_key_arn else {})),
+                enabled=True, **({"kms_key_arn": self.kms_key_arn} if self.kms_key_arn else {})),
         )
 
     def _encryption(self) -> dict:
-        if self.settings.kms_key_arn:
-            return {"kms_master_key_id": self.settings.kms_key_arn, "kms_data_key_reuse_period_seconds": 300}
+        if self.kms_key_arn:
+            return {"kms_master_key_id": self.kms_key_arn, "kms_data_key_reuse_period_seconds": 300}
         return {"sqs_managed_sse_enabled": True}
 
     def _create_queues(self) -> None:
@@ -335,14 +403,14 @@ class InterruptionEvents(Construct):
                         "elasticloadbalancing:DescribeTargetHealth", "ecs:ListClusters", "ssm:ListCommands",
                         "ssm:GetCommandInvocation", "autoscaling:DescribeAutoScalingGroups"],
              "Resource": ["*"]},
-            {"Sid": "Deregister", "Effect": "Allow", "Action": ["elasticloadbalancing:DeregisterTargets"],
-             "Resource": list(s.target_group_arns) or [self._arn("elasticloadbalancing", "targetgroup/*/*")]},
-            {"Sid": "EcsList", "Effect": "Allow", "Action": ["ecs:ListContainerInstances"],
-             "Resource": [self._arn("ecs", f"cluster/{c}") for c in clusters] or [self._arn("ecs", "cluster/*")]},
-            {"Sid": "EcsDrain", "Effect": "Allow",
-             "Action": ["ecs:DescribeContainerInstances", "ecs:UpdateContainerInstancesState"],
-             "Resource": [self._arn("ecs", f"container-instance/{c}/*") for c in clusters]
-             or [self._arn("ecs", "container-instance/*")]},
+            # Only the stack's target groups: those listed, and any carrying the stack's name tag (every
+            # target group a spotkit stack creates has it through the provider's default tags).
+            *([{"Sid": "DeregisterListed", "Effect": "Allow", "Action": ["elasticloadbalancing:DeregisterTargets"],
+                "Resource": list(s.target_group_arns)}] if s.target_group_arns else []),
+            {"Sid": "DeregisterOwnTargetGroups", "Effect": "Allow", "Action": ["elasticloadbalancing:DeregisterTargets"],
+             "Resource": [self._arn("elasticloadbalancing", "targetgroup/*/*")],
+             "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_NAME}": self.name}}},
+            *self._ecs_statements(clusters),
             {"Sid": "CheckpointDocument", "Effect": "Allow", "Action": ["ssm:SendCommand"],
              "Resource": [self._arn("ssm", f"document/{CHECKPOINT_DOCUMENT}", account=False)]},
             {"Sid": "CheckpointOwnInstances", "Effect": "Allow", "Action": ["ssm:SendCommand"],
@@ -361,10 +429,32 @@ class InterruptionEvents(Construct):
                  "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": list(self.groups)},
                                "ForAllValues:StringEquals": {"aws:TagKeys": ["spotkit:replacement-requested"]}}},
             ]
-        if s.kms_key_arn:
+        if self.kms_key_arn:
             statements.append({"Sid": "QueueKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                               "Resource": [s.kms_key_arn]})
+                               "Resource": [self.kms_key_arn]})
         return {"Version": "2012-10-17", "Statement": statements}
+
+    def _ecs_statements(self, clusters: list[str]) -> list[dict]:
+        """Draining: in the named clusters only. With no cluster named, the handler looks in every cluster
+        (listing and describing are reads), and may set DRAINING only on container instances tagged with one
+        of the groups (spotkit's ECS hosts propagate their EC2 tags to the container instance)."""
+        if clusters:
+            return [
+                {"Sid": "EcsList", "Effect": "Allow", "Action": ["ecs:ListContainerInstances"],
+                 "Resource": [self._arn("ecs", f"cluster/{c}") for c in clusters]},
+                {"Sid": "EcsDrain", "Effect": "Allow",
+                 "Action": ["ecs:DescribeContainerInstances", "ecs:UpdateContainerInstancesState"],
+                 "Resource": [self._arn("ecs", f"container-instance/{c}/*") for c in clusters]},
+            ]
+        return [
+            {"Sid": "EcsList", "Effect": "Allow", "Action": ["ecs:ListContainerInstances"],
+             "Resource": [self._arn("ecs", "cluster/*")]},
+            {"Sid": "EcsDescribe", "Effect": "Allow", "Action": ["ecs:DescribeContainerInstances"],
+             "Resource": [self._arn("ecs", "container-instance/*")]},
+            {"Sid": "EcsDrainOwnGroups", "Effect": "Allow", "Action": ["ecs:UpdateContainerInstancesState"],
+             "Resource": [self._arn("ecs", "container-instance/*")],
+             "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": list(self.groups)}}},
+        ]
 
     def _environment(self) -> dict[str, str]:
         s = self.settings

@@ -9,6 +9,8 @@ from typing import Mapping
 from cdktn import TerraformStack
 from constructs import Construct
 
+from toolkit.notice import TAG_NAME
+
 AWS_PROVIDER_CONSTRAINT = ">= 5.100, < 7"
 TERRAFORM_CONSTRAINT = ">= 1.5"
 
@@ -41,7 +43,7 @@ class SpotkitStack(TerraformStack):
         AwsProvider(
             self, "aws",
             region=config.region,
-            default_tags=[{"tags": {"spotkit:stack": id_, "spotkit:name": config.name, **dict(config.tags)}}],
+            default_tags=[{"tags": {"spotkit:stack": id_, TAG_NAME: config.name, **dict(config.tags)}}],
         )
         # The generated bindings pin the exact 6.x they were built from; widen it to what we support.
         self.add_override("terraform.required_providers.aws.version", AWS_PROVIDER_CONSTRAINT)
@@ -57,12 +59,18 @@ class SpotkitStack(TerraformStack):
         self.network = SpotNetwork(self, "network", name=self.config.name, region=self.config.region, settings=settings)
         return self.network.vpc_id, self.network.private_subnet_ids
 
-    def route_interruptions(self, settings, groups):
+    def route_interruptions(self, settings, groups, clusters=()):
         """Route the groups' interruption warnings to the spotkit handler (EventBridge -> SQS -> handler),
-        with the queue URL and journal table as outputs. ``settings`` None routes nothing."""
+        with the queue URL and journal table as outputs. ``settings`` None routes nothing. ``clusters``: the
+        stack's ECS clusters, where the handler looks and may drain unless ``settings.ecs_clusters`` names others."""
         if settings is None:
             return None
+        import dataclasses
+
         from cdktn import TerraformOutput
+
+        if clusters and not settings.ecs_clusters:
+            settings = dataclasses.replace(settings, ecs_clusters=tuple(clusters))
 
         from modules.interruption_events import InterruptionEvents
 

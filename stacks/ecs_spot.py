@@ -42,7 +42,8 @@ class EcsSpotStack(SpotkitStack):
         vpc_id, subnet_ids = self.resolve_network(config.network)
         self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=config.cluster)
-        self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()])
+        self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()],
+                                 clusters=[config.name])
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "spot_capacity_provider", value=self.cluster.spot_provider_name)
         TerraformOutput(self, "on_demand_capacity_provider", value=self.cluster.on_demand_provider_name)

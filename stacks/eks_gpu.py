@@ -114,6 +114,12 @@ class EksGpuStack(SpotkitStack):
             TerraformOutput(self, "efs_access_point_id", value=self.access_point_id)
 
         if config.deploy_manifests:
+            if not config.cluster.endpoint_public_access:
+                from modules.annotations import warn
+
+                warn(self, f"eks_gpu {config.name!r}: deploy_manifests with a private API endpoint (the default): "
+                           "run terraform from inside the VPC (VPN, bastion, CI runner in the VPC), or set "
+                           "cluster.endpoint_public_access with cluster.public_access_cidrs naming where it runs")
             self._deploy_manifests()
 
         TerraformOutput(self, "cluster_name", value=cluster_name)
@@ -144,42 +150,23 @@ class EksGpuStack(SpotkitStack):
 
     def _karpenter(self) -> None:
         """The Karpenter controller's role (Pod Identity, kube-system/karpenter) and its interruption queue."""
-        name = self.config.name
         queue_arn = self._interruption_queue()
-        owned = {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"}
-        statements = [
-            {"Sid": "Provision", "Effect": "Allow", "Resource": "*", "Action": [
-                "ec2:CreateFleet", "ec2:CreateLaunchTemplate", "ec2:CreateTags", "ec2:RunInstances",
-                "ec2:DescribeAvailabilityZones", "ec2:DescribeImages", "ec2:DescribeInstances",
-                "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
-                "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets",
-                "pricing:GetProducts"]},
-            # Karpenter tags what it launches kubernetes.io/cluster/<name>=owned: it may delete only that.
-            {"Sid": "DeleteOwn", "Effect": "Allow", "Resource": "*",
-             "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-             "Condition": {"StringEquals": owned}},
-            {"Sid": "PublicParameters", "Effect": "Allow", "Action": "ssm:GetParameter",
-             "Resource": "arn:aws:ssm:*::parameter/aws/service/*"},
-            {"Sid": "PassNodeRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": self.pool_node_role.arn,
-             "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
-            {"Sid": "CreateInstanceProfiles", "Effect": "Allow", "Resource": "*",
-             "Action": ["iam:CreateInstanceProfile", "iam:TagInstanceProfile"],
-             "Condition": {"StringEquals": {f"aws:RequestTag/kubernetes.io/cluster/{name}": "owned"}}},
-            {"Sid": "ManageOwnInstanceProfiles", "Effect": "Allow", "Resource": "*", "Action": [
-                "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile",
-                "iam:TagInstanceProfile"],
-             "Condition": {"StringEquals": owned}},
-            {"Sid": "ReadInstanceProfiles", "Effect": "Allow", "Action": "iam:GetInstanceProfile", "Resource": "*"},
-            {"Sid": "Cluster", "Effect": "Allow", "Action": "eks:DescribeCluster",
-             "Resource": self.cluster.cluster.arn},
-        ]
+        statements = karpenter_controller_statements(
+            cluster_name=self.config.name, region=self.config.region, partition=self._partition(),
+            node_role_arn=self.pool_node_role.arn, cluster_arn=self.cluster.cluster.arn)
         if queue_arn:
-            statements.append({"Sid": "Interruptions", "Effect": "Allow", "Resource": queue_arn,
-                               "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]})
+            statements.append({"Sid": "AllowInterruptionQueueActions", "Effect": "Allow", "Resource": queue_arn,
+                               "Action": ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+                                          "sqs:ReceiveMessage"]})
         self.karpenter_role = self._service_role("karpenter", statements=statements)
         self.cluster.add_pod_identity("karpenter", namespace="kube-system", service_account="karpenter",
                                       role_arn=self.karpenter_role.arn)
         TerraformOutput(self, "karpenter_node_role_name", value=self.pool_node_role.name)
+
+    def _partition(self) -> str:
+        from cdktn_provider_aws.data_aws_partition import DataAwsPartition
+
+        return DataAwsPartition(self, "partition").partition
 
     def _interruption_queue(self):
         """The SQS queue + EventBridge rules Karpenter reads (chart value ``settings.interruptionQueue``);
@@ -232,6 +219,88 @@ class EksGpuStack(SpotkitStack):
             # Shell ${VAR} in the Job's scripts must reach Kubernetes as-is, not as Terraform interpolation.
             res.add_override("manifest", _escape_strings(manifest))
             self.k8s_manifests[name] = res
+
+
+def karpenter_controller_statements(*, cluster_name: str, region: str, partition: str, node_role_arn: str,
+                                    cluster_arn: str) -> list[dict]:
+    """The Karpenter controller's IAM statements, mirroring Karpenter v1's reference CloudFormation policy
+    (``getting-started-with-karpenter/cloudformation.yaml`` in aws/karpenter-provider-aws; v1 adds the
+    ``eks:eks-cluster-name`` tag and names instance profiles by ``karpenter.k8s.aws/ec2nodeclass``):
+
+    - it tags only at creation: RunInstances / CreateFleet / CreateLaunchTemplate of instances, volumes,
+      network interfaces, fleets and launch templates only with the request tags
+      ``kubernetes.io/cluster/<name>=owned`` and ``karpenter.sh/nodepool``; ``ec2:CreateTags`` only as part
+      of those calls (``ec2:CreateAction``) and under the same request tags;
+    - after creation it may set only ``karpenter.sh/nodeclaim`` and ``Name``, and only on instances it
+      owns (both tags present);
+    - it terminates instances and deletes launch templates only when they carry both tags, so it
+      cannot tag an instance of someone else's and then terminate it;
+    - reads stay on ``*`` (EC2 Describe*, pricing:GetProducts, iam:GetInstanceProfile/ListInstanceProfiles
+      have no resource-level scope that fits), EC2 reads limited to the stack's region.
+    """
+    ec2 = f"arn:{partition}:ec2:{region}"
+    owned_key = f"kubernetes.io/cluster/{cluster_name}"
+    created = [f"{ec2}:*:{r}/*" for r in ("fleet", "instance", "volume", "network-interface", "launch-template")]
+    owned_request = {f"aws:RequestTag/{owned_key}": "owned", "aws:RequestTag/eks:eks-cluster-name": cluster_name}
+    request_tags = {"StringEquals": owned_request, "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"}}
+    resource_tags = {"StringEquals": {f"aws:ResourceTag/{owned_key}": "owned"},
+                     "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}}
+    profile_owned = {f"aws:ResourceTag/{owned_key}": "owned", "aws:ResourceTag/topology.kubernetes.io/region": region}
+    profile_request = {**owned_request, "aws:RequestTag/topology.kubernetes.io/region": region}
+    nodeclass = "karpenter.k8s.aws/ec2nodeclass"
+    return [
+        {"Sid": "AllowScopedEC2InstanceActions", "Effect": "Allow",
+         "Resource": [f"arn:{partition}:ec2:{region}::image/*", f"arn:{partition}:ec2:{region}::snapshot/*",
+                      f"{ec2}:*:spot-instances-request/*", f"{ec2}:*:security-group/*", f"{ec2}:*:subnet/*",
+                      f"{ec2}:*:launch-template/*"],
+         "Action": ["ec2:RunInstances", "ec2:CreateFleet"]},
+        {"Sid": "AllowScopedEC2InstanceActionsWithTags", "Effect": "Allow", "Resource": created,
+         "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+         "Condition": request_tags},
+        {"Sid": "AllowScopedResourceCreationTagging", "Effect": "Allow", "Resource": created,
+         "Action": "ec2:CreateTags",
+         "Condition": {"StringEquals": {**owned_request,
+                                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"]},
+                       "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"}}},
+        {"Sid": "AllowScopedResourceTagging", "Effect": "Allow", "Resource": f"{ec2}:*:instance/*",
+         "Action": "ec2:CreateTags",
+         "Condition": {**resource_tags,
+                       "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster_name},
+                       "ForAllValues:StringEquals": {"aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim",
+                                                                     "Name"]}}},
+        {"Sid": "AllowScopedDeletion", "Effect": "Allow",
+         "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
+         "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"], "Condition": resource_tags},
+        {"Sid": "AllowRegionalReadActions", "Effect": "Allow", "Resource": "*",
+         "Action": ["ec2:DescribeAvailabilityZones", "ec2:DescribeImages", "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
+                    "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets"],
+         "Condition": {"StringEquals": {"aws:RequestedRegion": region}}},
+        {"Sid": "AllowSSMReadActions", "Effect": "Allow", "Action": "ssm:GetParameter",
+         "Resource": f"arn:{partition}:ssm:{region}::parameter/aws/service/*"},
+        {"Sid": "AllowPricingReadActions", "Effect": "Allow", "Action": "pricing:GetProducts", "Resource": "*"},
+        {"Sid": "AllowPassingInstanceRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": node_role_arn,
+         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+        {"Sid": "AllowScopedInstanceProfileCreationActions", "Effect": "Allow", "Resource": "*",
+         "Action": ["iam:CreateInstanceProfile"],
+         "Condition": {"StringEquals": profile_request,
+                       "StringLike": {f"aws:RequestTag/{nodeclass}": "*"}}},
+        {"Sid": "AllowScopedInstanceProfileTagActions", "Effect": "Allow", "Resource": "*",
+         "Action": ["iam:TagInstanceProfile"],
+         "Condition": {"StringEquals": {**profile_owned, **profile_request},
+                       "StringLike": {f"aws:ResourceTag/{nodeclass}": "*", f"aws:RequestTag/{nodeclass}": "*"}}},
+        {"Sid": "AllowScopedInstanceProfileActions", "Effect": "Allow", "Resource": "*",
+         "Action": ["iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"],
+         "Condition": {"StringEquals": profile_owned,
+                       "StringLike": {f"aws:ResourceTag/{nodeclass}": "*"}}},
+        {"Sid": "AllowInstanceProfileReadActions", "Effect": "Allow", "Action": "iam:GetInstanceProfile",
+         "Resource": "*"},
+        # Newer charts' instance-profile garbage collector lists them (IAM List calls take no resource scope).
+        {"Sid": "AllowUnscopedInstanceProfileListAction", "Effect": "Allow", "Action": "iam:ListInstanceProfiles",
+         "Resource": "*"},
+        {"Sid": "AllowAPIServerEndpointDiscovery", "Effect": "Allow", "Action": "eks:DescribeCluster",
+         "Resource": cluster_arn},
+    ]
 
 
 def _escape_strings(value):

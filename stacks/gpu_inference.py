@@ -156,7 +156,8 @@ class GpuInferenceStack(SpotkitStack):
             alb_subnet_ids=alb_subnet_ids, settings=service_settings,
             model_cache_file_system=self.model_cache_efs,
         )
-        self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()])
+        self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()],
+                                 clusters=[config.name])
         TerraformOutput(self, "url", value=self.service.url)
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "service_name", value=self.service.service.name)

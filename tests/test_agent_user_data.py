@@ -57,7 +57,7 @@ def test_script_is_valid_bash_and_quotes_the_package_spec(tmp_path):
     script.write_text(part.script)
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     assert "SPOTKIT_PACKAGE='spotkit[agent]==0.1.0'" in part.script
-    assert "s3://*) aws s3 cp" in part.script
+    assert "s3://*) spotkit_dl=$(mktemp -d)" in part.script
 
 
 @pytest.mark.parametrize("agent, message", [
@@ -99,8 +99,8 @@ def test_compute_group_installs_the_agent_by_default(two_groups):
     # THEN the part is in the launch template's script, with bash variables escaped for Terraform
     assert "# --- part: spotkit-agent ---" in script
     assert "systemctl enable --now spotkit-agent.service" in script
-    assert 'aws s3 cp "$SPOTKIT_PACKAGE" /tmp/' in script
-    assert 'SPOTKIT_PACKAGE="/tmp/$(basename "$SPOTKIT_PACKAGE")"' in script
+    assert 'aws s3 cp "$SPOTKIT_PACKAGE" "$spotkit_dl/"' in script  # a private mktemp -d folder, not /tmp/
+    assert 'SPOTKIT_PACKAGE="$spotkit_dl/$(basename "$SPOTKIT_PACKAGE")"' in script
     assert "--lifecycle-heartbeat 300" in script
 
 

@@ -167,9 +167,9 @@ def test_karpenter_controller_role_and_node_access(karpenter):
     inline = next(p for p in resources(karpenter, "aws_iam_role_policy").values()
                   if p["role"] == f"${{aws_iam_role.{role_id}.id}}")
     sids = {s["Sid"]: s for s in json.loads(inline["policy"])["Statement"]}
-    assert "ec2:CreateFleet" in sids["Provision"]["Action"]
+    assert "ec2:CreateFleet" in sids["AllowScopedEC2InstanceActionsWithTags"]["Action"]  # tests/test_security.py: all of it
     pool_role_id = next(k for k in resources(karpenter, "aws_iam_role") if k.startswith("pool-node-role"))
-    assert sids["PassNodeRole"]["Resource"] == f"${{aws_iam_role.{pool_role_id}.arn}}"
+    assert sids["AllowPassingInstanceRole"]["Resource"] == f"${{aws_iam_role.{pool_role_id}.arn}}"
     assert resources(karpenter, "aws_iam_role")[pool_role_id]["name"] == "spotkit-eks-karpenter-node"
     entry = one(karpenter, "aws_eks_access_entry")
     assert (entry["type"], entry["principal_arn"]) == ("EC2_LINUX", f"${{aws_iam_role.{pool_role_id}.arn}}")
@@ -300,9 +300,9 @@ def test_karpenter_interruption_queue_and_rules(karpenter):
     inline = next(p for p in resources(karpenter, "aws_iam_role_policy").values()
                   if p["role"] == f"${{aws_iam_role.{role_id}.id}}")
     sids = {s["Sid"]: s for s in json.loads(inline["policy"])["Statement"]}
-    assert sids["Interruptions"] == {"Sid": "Interruptions", "Effect": "Allow",
-                                     "Resource": f"${{aws_sqs_queue.{queue_id}.arn}}",
-                                     "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]}
+    assert sids["AllowInterruptionQueueActions"] == {
+        "Sid": "AllowInterruptionQueueActions", "Effect": "Allow", "Resource": f"${{aws_sqs_queue.{queue_id}.arn}}",
+        "Action": ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage"]}
     assert karpenter["output"]["karpenter_interruption_queue"]["value"] == f"${{aws_sqs_queue.{queue_id}.name}}"
 
 

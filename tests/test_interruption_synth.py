@@ -126,7 +126,8 @@ def test_staged_lambda_code_imports_on_its_own(tmp_path):
                                    (Path(__file__).resolve().parents[1] / "toolkit" / "interruption").glob("*.py")])
     # WHEN a fresh interpreter with only that directory (and boto3) imports the entry point
     code = "import toolkit.interruption.lambda_entry as m; print(m.handler.__name__)"
-    result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(staged)!r}); {code}"],
+    # (-B: no __pycache__ written into the staged package, which would make the next build rebuild it)
+    result = subprocess.run([sys.executable, "-I", "-B", "-c", f"import sys; sys.path.insert(0, {str(staged)!r}); {code}"],
                             capture_output=True, text=True, timeout=60)
     # THEN it loads (nothing outside the package is needed)
     assert result.returncode == 0, result.stderr

@@ -71,8 +71,15 @@ def test_instance_role_may_only_create_tag_and_attach_its_own_group_volumes(grou
     assert by_sid["CreateOwnDataVolumes"]["Condition"] == {
         "StringEquals": {"aws:RequestTag/spotkit:group": "fleet", "aws:RequestTag/spotkit:retain": "true"}}
     assert by_sid["TagDataVolumesAtCreation"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateVolume"}}
-    assert by_sid["AttachOwnDataVolumes"]["Resource"] == ["arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:instance/*"]
+    assert by_sid["AttachOwnDataVolumes"]["Resource"] == "arn:aws:ec2:*:*:volume/*"
     assert by_sid["AttachOwnDataVolumes"]["Condition"] == {"StringEquals": {"aws:ResourceTag/spotkit:group": "fleet"}}
+    # (the instance side also needs instance-profile credentials: ec2:SourceInstanceARN present)
+    assert by_sid["AttachToOwnGroupInstancesFromAnInstance"]["Resource"] == "arn:aws:ec2:*:*:instance/*"
+    assert by_sid["AttachToOwnGroupInstancesFromAnInstance"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/spotkit:group": "fleet"}, "Null": {"ec2:SourceInstanceARN": "false"}}
+    attach = [st for st in policy["Statement"] if "ec2:AttachVolume" in st["Action"]]
+    assert len(attach) == 2 and all(st["Condition"]["StringEquals"] == {"aws:ResourceTag/spotkit:group": "fleet"}
+                                    for st in attach)
     # AND nothing may detach or delete a volume, and no KMS rights without a key
     actions = {a for st in policy["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
     assert not actions & {"ec2:DetachVolume", "ec2:DeleteVolume", "ec2:ModifyVolume"}
@@ -93,8 +100,11 @@ def test_a_customer_key_adds_its_use_through_ec2_only():
     assert kms["Resource"] == ["arn:aws:kms:us-east-1:1:key/k"]
     assert "kms:CreateGrant" in kms["Action"]
     assert kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
-    alias = instance_role_statements("fleet", [DataVolumeSettings(kms_key_id="alias/data")])
-    assert [s["Resource"] for s in alias if s["Sid"] == "UseDataVolumeKey"] == ["*"]
+    # AND a key given by alias is never widened to "*": the bare function refuses it ...
+    with pytest.raises(ValidationError) as err:
+        instance_role_statements("fleet", [DataVolumeSettings(kms_key_id="alias/data")])
+    assert str(err.value) == ("data volumes of 'fleet': kms_key_id alias/data is not a key ARN; pass key_arns "
+                              "resolved with modules.kms.key_arn (RetainedDataVolumes does)")
 
 
 def test_dlm_policy_schedule_and_single_target_tag(group_with_volume):

@@ -54,6 +54,7 @@ TAG_MANAGED = "spotkit:managed"           # created by spotkit
 TAG_DEVICE = "spotkit:device"             # retained data volume: the device it belongs at (/dev/sdf)
 TAG_RETAIN = "spotkit:retain"             # "true": kept on terminate, safe to re-attach to a replacement
 TAG_RETAIN_GROUP = "spotkit:retain-group" # the one tag the DLM snapshot policy targets
+TAG_NAME = "spotkit:name"                 # every resource of a spotkit stack (provider default tags): its name
 ASG_NAME_TAG = "aws:autoscaling:groupName"
 
 
