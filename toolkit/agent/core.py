@@ -370,7 +370,7 @@ class Agent:
         else:
             self.lifecycle_done = True
             self.log("lifecycle-completed", group=group, instance_id=instance_id, hook=c.lifecycle_hook,
-                     result=done.result)
+                     result=done.result, via="AWS CLI" if type(client).__name__ == "AwsCliAutoScaling" else "boto3")
         return done
 
     def _rebalance(self, notice: Notice) -> None:
