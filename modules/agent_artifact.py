@@ -191,7 +191,7 @@ class AgentArtifact(Construct):
 
     def read_statement(self) -> dict:
         """The one statement an instance role needs: GetObject on this object only."""
-        return {"Sid": "ReadAgentArtifact", "Effect": "Allow", "Action": "s3:GetObject", "Resource": self.object_arn}
+        return {"Sid": "ReadAgentArtifact", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": self.object_arn}
 
     def grant_read(self, group) -> None:
         """Let ``group`` (anything with ``add_to_role_policy``) download the artifact, and nothing else."""

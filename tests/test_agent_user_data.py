@@ -168,7 +168,7 @@ def test_instance_role_may_read_that_one_key_only(two_groups):
     assert len(reads) == 1
     key, st = reads[0]
     assert key.startswith("with_policy")
-    assert st["Action"] == "s3:GetObject"
+    assert st["Action"] == ["s3:GetObject"]
     assert st["Resource"].endswith(f"}}/agent/{sha}/spotkit-agent.pyz")
     assert st["Resource"].startswith("${aws_s3_bucket.spotkit-agent-artifact_bucket_")
 
@@ -182,3 +182,19 @@ def test_no_package_index_at_boot_by_default():
     # An unpublished (or squatted) package name resolved as root at boot would run someone else's code.
     assert AgentSettings().package_spec is None
     assert "pip" not in agent_user_data_part(AgentSettings(), artifact=REF).script
+
+
+def test_notebook_installs_the_shipped_agent_without_lifecycle_completion():
+    from stacks.notebook import NotebookConfig, NotebookStack
+    from tests.support.synth import build_stack
+
+    # GIVEN the notebook stack (a persistent spot instance: hibernate or stop, no Auto Scaling group)
+    doc, _ = build_stack(NotebookStack, NotebookConfig())
+    [key] = [k for k in doc["locals"] if k.endswith("_user_data")]
+    script = doc["locals"][key]
+    # THEN its boot installs the verified zipapp, and the agent does not try to complete a lifecycle action
+    assert f"SPOTKIT_AGENT_SHA256={build_agent_pyz().sha256}" in script
+    assert "--no-complete-lifecycle" in script
+    policy = json.loads(one(doc, "aws_iam_role_policy")["policy"])
+    [read] = [st for st in policy["Statement"] if st["Sid"] == "ReadAgentArtifact"]
+    assert read["Action"] == ["s3:GetObject"] and read["Resource"].endswith("/spotkit-agent.pyz")
