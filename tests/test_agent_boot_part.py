@@ -43,16 +43,20 @@ def _upload(aws, data: bytes) -> AgentArtifactRef:
 
 
 def _boot(aws, ref: AgentArtifactRef, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path, list[str]]:
+    return run_agent_part(aws.url, agent_user_data_part(AgentSettings(), artifact=ref).script, tmp_path)
+
+
+def run_agent_part(endpoint: str, part: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path, list[str]]:
+    """Run the agent part as an instance's boot: files under ``SPOTKIT_ROOT``, ``systemctl`` recorded."""
     require_aws_cli()
     root, bin_dir, calls = tmp_path / "root", tmp_path / "bin", tmp_path / "calls.log"
     root.mkdir()
     bin_dir.mkdir()
     (bin_dir / "systemctl").write_text(SYSTEMCTL)
     (bin_dir / "systemctl").chmod(0o755)
-    part = agent_user_data_part(AgentSettings(), artifact=ref).script
     script = "set -uo pipefail\n" + part + '\necho "rest of the boot ran" >> "$SPOTKIT_TEST_CALLS"\n'
     env = {"PATH": f"{bin_dir}{os.pathsep}{AWS_CLI.parent}{os.pathsep}/usr/bin:/bin", "HOME": str(tmp_path),
-           "AWS_ENDPOINT_URL": aws.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
            "SPOTKIT_ROOT": str(root), "SPOTKIT_TEST_CALLS": str(calls)}
     with ImdsEmulator(EmulatorSettings(imdsv2_required=True)) as imds:
