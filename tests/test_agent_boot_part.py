@@ -50,8 +50,8 @@ def run_agent_part(endpoint: str, part: str, tmp_path: Path) -> tuple[subprocess
     """Run the agent part as an instance's boot: files under ``SPOTKIT_ROOT``, ``systemctl`` recorded."""
     require_aws_cli()
     root, bin_dir, calls = tmp_path / "root", tmp_path / "bin", tmp_path / "calls.log"
-    root.mkdir()
-    bin_dir.mkdir()
+    root.mkdir(parents=True)
+    bin_dir.mkdir(parents=True)
     (bin_dir / "systemctl").write_text(SYSTEMCTL)
     (bin_dir / "systemctl").chmod(0o755)
     script = "set -uo pipefail\n" + part + '\necho "rest of the boot ran" >> "$SPOTKIT_TEST_CALLS"\n'
