@@ -3,8 +3,8 @@
 ``build_agent_pyz()`` packs ``toolkit/__init__.py``, ``toolkit/notice.py`` and every module of
 ``toolkit/agent/`` (standard library only) into ``spotkit-agent.pyz``, run on an instance as
 ``/usr/bin/python3 -I -S /opt/spotkit/spotkit-agent.pyz [options]`` (Python 3.9 and newer: Amazon Linux
-2023's system Python). The build is deterministic (sorted entries, fixed timestamps and modes, fixed
-compression level), so its sha256 only changes when the agent's code does; it is written into a private
+2023's system Python). The build is deterministic (sorted entries, fixed timestamps and modes, stored
+uncompressed), so its sha256 only changes when the agent's code does, on any machine; it is written into a private
 folder (0700) owned by the user running the synthesis.
 
 ``AgentArtifact`` (one per stack, ``AgentArtifact.for_stack(scope)``) ships it: a ``TerraformAsset``, an
@@ -73,10 +73,12 @@ def pyz_bytes(root: Optional[Path] = None) -> bytes:
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in artifact_sources(root):
             info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            # Stored, not deflated: the bytes then depend on the sources alone, not on the zlib version of the
+            # machine that synthesizes (a laptop and CI get the same sha256, so no spurious launch template change).
+            info.compress_type = zipfile.ZIP_STORED
             info.create_system = 3  # unix, wherever the synthesis runs
             info.external_attr = (stat.S_IFREG | 0o644) << 16
-            zf.writestr(info, data, compresslevel=9)
+            zf.writestr(info, data)
     return buf.getvalue()
 
 

@@ -58,6 +58,7 @@ def test_build_is_deterministic_and_holds_every_agent_module(tmp_path):
         names = zf.namelist()
         assert names == sorted(names)
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}  # no zlib version in the bytes
     # AND every module of toolkit/agent ships (a policy.py added there ships too), with the notice module
     agent_modules = {f"toolkit/agent/{p.name}" for p in (ROOT / "toolkit" / "agent").glob("*.py")}
     assert agent_modules <= set(names)
