@@ -209,3 +209,21 @@ def test_pyz_without_boto3_or_aws_cli_says_the_handler_completes_it(aws, pyz, tm
     left = _event(lines, "lifecycle-left-to-handler")
     assert "the interruption handler completes the lifecycle action" in left["reason"]
     assert completed_lifecycle_actions() == []
+
+
+def test_every_toolkit_import_of_the_agent_package_is_inside_the_archive():
+    # A module added to toolkit/agent (policy.py...) that imports another toolkit module would break on the
+    # instance: the archive holds toolkit/__init__.py, toolkit/notice.py and toolkit/agent/* only.
+    import ast
+
+    from modules.agent_artifact import artifact_sources
+
+    shipped = {name[:-3].replace("/", ".").removesuffix(".__init__") for name, _ in artifact_sources()
+               if name.endswith(".py")}
+    missing = []
+    for path in sorted((ROOT / "toolkit" / "agent").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            missing += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "toolkit" and n not in shipped]
+    assert missing == []
