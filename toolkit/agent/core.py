@@ -13,8 +13,19 @@ event that is due) the agent, once:
    signaled workload to exit, since completing lets the group terminate the instance at once.
 
 A rebalance recommendation runs the optional ``on_rebalance`` command (deadline: ``rebalance_timeout``)
-and nothing else. Every step is a JSON line. Network errors, 5xx and unreadable bodies are logged with
-context and polling goes on: nothing but a stop request ends the loop (or, with ``once``, the drain).
+and nothing else. Every step is a JSON line. Network errors, any status, slowness and unreadable bodies
+are logged with context and polling goes on; one monitor's failure never hides another's notice: nothing
+but a stop request ends the loop (or, with ``once``, the drain).
+
+A notice that is already due (a spot ``hibernate`` or ``stop`` with no two-minute lead, a maintenance
+event whose start has passed, a deadline already behind us) still runs the hook at once, best effort,
+with the platform's standard notice minus ``margin`` counted from detection (``hook-due-at-once`` says
+how late it was and how long the hook may run).
+
+Drains are per interruption: after one, later terminal notices of the same interruption (the lifecycle
+termination that follows a spot notice) do not run the hook again; a terminal notice that comes after
+the drained one's time plus ``toolkit.notice.NOTICE_WINDOW_SECONDS``, or in another boot, is a new
+interruption (a persistent spot instance stopped or hibernated and started again) and drains again.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from toolkit.agent.imds import ImdsClient, ImdsError
+from toolkit.notice import NOTICE_WINDOW_SECONDS, SPOT_NOTICE_SECONDS
 from toolkit.agent.lifecycle import (
     DRAIN_HOOK_NAME,
     GROUP_TAG_PATH,
@@ -47,6 +59,7 @@ from toolkit.agent.notices import (
     NoticeParseError,
     default_monitors,
     iso,
+    read_boot_id,
 )
 from toolkit.agent.policy import STOP, plan_final, validate_policy, wait_until
 from toolkit.agent.runner import HookResult, SignalResult, group_alive, run_hook, signal_workload, wait_for_group_exit
@@ -110,6 +123,13 @@ class AgentConfig:
             raise ValueError(f"margin must be 0 or more seconds (got {self.margin})")
         if self.workload_pgid is not None and self.workload_pidfile:
             raise ValueError("give workload_pgid or workload_pidfile, not both")
+        if self.workload_pgid is not None:
+            from toolkit.agent.runner import WorkloadRefused, check_pgid
+
+            try:
+                check_pgid(self.workload_pgid)
+            except WorkloadRefused as exc:
+                raise ValueError(f"workload_pgid: {exc}") from None
 
 
 @dataclass
@@ -139,11 +159,14 @@ class Agent:
 
     def __init__(self, imds: ImdsClient, config: AgentConfig = AgentConfig(), *,
                  autoscaling: Any = None, log: Optional[Callable[..., Any]] = None,
-                 monitors: Optional[list[Monitor]] = None):
+                 monitors: Optional[list[Monitor]] = None, boot: Optional[str] = None):
         self.imds = imds
         self.config = config
         self.log = log or JsonLogger()
-        self.monitors = monitors if monitors is not None else default_monitors(config.lifecycle_heartbeat)
+        self.boot = read_boot_id() if boot is None else boot
+        self.monitors = monitors if monitors is not None else default_monitors(config.lifecycle_heartbeat, self.boot)
+        self.instance_id: Optional[str] = None
+        self._drained_until = 0.0  # epoch: terminal notices before this belong to the drained interruption
         self._autoscaling = autoscaling
         self._errors: dict[str, str] = {}
         self._announced: set[str] = set()
@@ -162,10 +185,14 @@ class Agent:
         try:
             with open(path) as fh:
                 doc = json.load(fh)
-            self.handled = set(doc.get("handled", []))
-            self.lifecycle_done = bool(doc.get("lifecycle_completed"))
-            self._restored_drain = bool(doc.get("drained"))
-        except (OSError, ValueError) as exc:
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a JSON object, got a JSON {type(doc).__name__}")
+            self.handled = {h for h in doc.get("handled", []) if isinstance(h, str)}
+            if doc.get("boot") == self.boot:  # drains and completions are per boot: a restart is a new life
+                self.lifecycle_done = doc.get("lifecycle_completed") is True
+                until = doc.get("drained_until")
+                self._drained_until = float(until) if isinstance(until, (int, float)) else 0.0
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             self.log("state-unreadable", path=path, error=f"{type(exc).__name__}: {exc}")
 
     def _save_state(self) -> None:
@@ -176,14 +203,17 @@ class Agent:
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             with open(tmp, "w") as fh:
-                json.dump({"handled": sorted(self.handled), "drained": self._already_drained(),
+                json.dump({"boot": self.boot, "handled": sorted(self.handled), "drained_until": self._drained_until,
                            "lifecycle_completed": self.lifecycle_done}, fh)
             os.replace(tmp, path)
         except OSError as exc:
             self.log("state-unwritable", path=path, error=f"{type(exc).__name__}: {exc}")
 
-    def _already_drained(self) -> bool:
-        return self.drained is not None or getattr(self, "_restored_drain", False)
+    def _already_drained(self, notice: Optional[Notice] = None) -> bool:
+        """True when ``notice`` belongs to the interruption already drained (see the module doc)."""
+        if notice is None:
+            return self._drained_until > 0
+        return notice.time.timestamp() <= self._drained_until
 
     # --- detect ------------------------------------------------------------------------------
 
@@ -195,9 +225,12 @@ class Agent:
         for monitor in self.monitors:
             try:
                 body = self.imds.get_text(monitor.path)
+                if body is None:
+                    monitor.clear()
                 notices = monitor.parse(body, now) if body is not None else []
-            except (ImdsError, NoticeParseError) as exc:
-                message = f"{monitor.context}: {exc}"
+            except Exception as exc:  # ImdsError, NoticeParseError, or a bug: never let it hide another notice
+                known = isinstance(exc, (ImdsError, NoticeParseError))
+                message = f"{monitor.context}: {exc}" if known else f"{monitor.context}: {type(exc).__name__}: {exc}"
                 if self._errors.get(monitor.path) != message:  # log each new error once, not every poll
                     self.log("poll-error", monitor=monitor.kind, error=message,
                              retryable=not isinstance(exc, NoticeParseError))
@@ -205,8 +238,21 @@ class Agent:
                 continue
             if monitor.path in self._errors:
                 self.log("poll-recovered", monitor=monitor.kind, after=self._errors.pop(monitor.path))
-            found.extend(n for n in notices if n.id not in self.handled)
+            if notices:
+                instance = self._instance()
+                found.extend(n for n in (n.for_instance(instance) for n in notices) if n.id not in self.handled)
         return found
+
+    def _instance(self) -> str:
+        """The instance id for notice ids, read once (pinned to ``unknown`` if IMDS cannot say)."""
+        if self.instance_id is None:
+            try:
+                text = (self.imds.get_text(INSTANCE_ID_PATH) or "").strip()
+            except ImdsError as exc:
+                self.log("poll-error", monitor="instance-id", error=f"reading the instance id: {exc}", retryable=True)
+                text = ""
+            self.instance_id = text if text.startswith("i-") and len(text) < 40 else "unknown"
+        return self.instance_id
 
     # --- decide + act ------------------------------------------------------------------------
 
@@ -222,7 +268,7 @@ class Agent:
                     self.log("notice-scheduled", notice=notice.to_dict(),
                              acts_at=iso(datetime.fromtimestamp(notice.time.timestamp() - self.config.maintenance_lead,
                                                                 timezone.utc)))
-            elif not self._already_drained():
+            elif not self._already_drained(notice):
                 drained_now = self.drain(notice)
             else:
                 self.handled.add(notice.id)
@@ -240,17 +286,26 @@ class Agent:
         result = AgentResult(notice=notice.to_dict(), detected_at=detected, deadline=deadline)
         self.drained = result
         self.handled.add(notice.id)
+        self._drained_until = max(self._drained_until, notice.time.timestamp() + NOTICE_WINDOW_SECONDS)
         self.log("notice-detected", notice=notice.to_dict(), deadline=_iso_epoch(deadline),
                  seconds_left=round(deadline - detected, 3))
+        if deadline <= time.time():
+            # Due at once (hibernate, a stop without warning, maintenance already due): act now, best effort.
+            late = time.time() - deadline
+            deadline = time.time() + max(1.0, SPOT_NOTICE_SECONDS - c.margin)
+            result.deadline = deadline
+            self.log("hook-due-at-once" if c.on_notice else "notice-due-at-once",
+                     seconds_past_deadline=round(late, 3), best_effort_deadline=_iso_epoch(deadline),
+                     best_effort_seconds=round(deadline - time.time(), 3),
+                     note="the notice came with no lead time: acting now, best effort")
+        self._save_state()
         if c.on_notice:
-            if deadline <= time.time():
-                self.log("hook-skipped", reason="the deadline has already passed", deadline=_iso_epoch(deadline))
-            else:
-                self.log("hook-started", command=c.on_notice)
-                hook = run_hook(c.on_notice, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
-                result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
-                self.log("hook-finished", returncode=hook.returncode, killed=hook.killed,
-                         seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
+            allowed = round(deadline - time.time(), 3)
+            self.log("hook-started", command=c.on_notice, seconds_allowed=allowed)
+            hook = run_hook(c.on_notice, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
+            result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
+            self.log("hook-finished", returncode=hook.returncode, killed=hook.killed, seconds_allowed=allowed,
+                     seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
         hibernating = notice.kind == SPOT and notice.action == "hibernate" and not c.signal_on_hibernate
         if hibernating and (c.workload_pgid is not None or c.workload_pidfile):
             self.log("signal-skipped", reason="spot hibernate: memory is preserved, the workload resumes with it")
@@ -329,7 +384,9 @@ class Agent:
             self.log("lifecycle-failed", error=f"creating the Auto Scaling client: {type(exc).__name__}: {exc}")
             return None
         if client is None:
-            self.log("lifecycle-failed", error="no Auto Scaling client configured")
+            self.log("lifecycle-left-to-handler", group=group, instance_id=instance_id,
+                     reason="neither boto3 nor the AWS CLI is available here: the interruption handler completes "
+                            "the lifecycle action (or the hook's heartbeat runs out and the group goes on)")
             return None
         done = complete_lifecycle_action(client, group=group, instance_id=instance_id, hook=c.lifecycle_hook,
                                          dry_run=c.dry_run)
@@ -340,7 +397,7 @@ class Agent:
         else:
             self.lifecycle_done = True
             self.log("lifecycle-completed", group=group, instance_id=instance_id, hook=c.lifecycle_hook,
-                     result=done.result)
+                     result=done.result, via="AWS CLI" if type(client).__name__ == "AwsCliAutoScaling" else "boto3")
         return done
 
     def _rebalance(self, notice: Notice) -> None:
