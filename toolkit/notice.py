@@ -55,6 +55,9 @@ TAG_DEVICE = "spotkit:device"             # retained data volume: the device it 
 TAG_RETAIN = "spotkit:retain"             # "true": kept on terminate, safe to re-attach to a replacement
 TAG_RETAIN_GROUP = "spotkit:retain-group" # the one tag the DLM snapshot policy targets
 ASG_NAME_TAG = "aws:autoscaling:groupName"
+TAG_SUPERSEDED_BY = "spotkit:superseded-by"  # a copy that lost a race to another copy of the same volume: the winner
+TAG_LOCK = "spotkit:lock"                # on an Auto Scaling group: the lease of the runbook run working on it
+RETAIN_SUPERSEDED = "superseded"         # spotkit:retain value of a superseded copy (never offered as waiting)
 
 
 class TimeFormatError(ValueError):

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 
 from botocore.exceptions import ClientError, WaiterError
 
+from toolkit import notice
 from toolkit.errors import AwsCallError
 
 GROUP_TAG = "spotkit:group"
@@ -26,6 +27,8 @@ RESTORED_FOR_TAG = "spotkit:restored-for"
 FALLBACK_BASE_TAG = "spotkit:fallback-original-on-demand-base"
 FALLBACK_SINCE_TAG = "spotkit:fallback-since"
 ASG_NAME_TAG = "aws:autoscaling:groupName"
+SUPERSEDED_BY_TAG = notice.TAG_SUPERSEDED_BY
+RETAIN_SUPERSEDED = notice.RETAIN_SUPERSEDED
 
 # EC2 filter values per call are capped at 200 by AWS; ids are chunked at that size.
 MAX_FILTER_VALUES = 200
