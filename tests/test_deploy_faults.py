@@ -1,0 +1,252 @@
+"""Apply/destroy under faults: Terraform survives spotkit's death, signals are passed on once, a Terraform
+still running is detected, and the failures a killed apply leaves behind are explained with their fix.
+
+The process tests run real Terraform (a ``terraform_data`` resource whose local-exec provisioner waits for
+a file the test creates, so nothing depends on timing) through spotkit's runner in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from toolkit.deploy.explain import already_existing, explain, stale_lock
+from toolkit.deploy.runner import (PID_FILE, RUN_DIR, SignalRelay, TerraformStillRunning, ensure_not_running,
+                                   running_terraform)
+from toolkit.processes import pid_alive
+
+TREE = Path(__file__).resolve().parents[1]
+TERRAFORM = shutil.which("terraform") or shutil.which("tofu")
+
+EFS_EXISTS = """
+Error: creating EFS File System (spotkit-data): operation error EFS: CreateFileSystem, https response error StatusCode: 409, RequestID: 5b6f, FileSystemAlreadyExists: File system 'fs-0a1b2c3d' already exists with creation token 'spotkit-data'
+
+  with aws_efs_file_system.storage_efs_1A2B3C,
+  on cdk.tf.json line 52, in resource.aws_efs_file_system.storage_efs_1A2B3C:
+  52:       }
+
+"""
+
+ROLE_AND_SG_EXIST = """
+Error: creating IAM Role (spotkit-training-node): operation error IAM: CreateRole, https response error StatusCode: 409, RequestID: 1, EntityAlreadyExists: Role with name spotkit-training-node already exists.
+
+  with aws_iam_role.group_role_ABCD,
+  on cdk.tf.json line 10, in resource.aws_iam_role.group_role_ABCD:
+  10:       }
+
+
+Error: creating Security Group (spotkit-training): operation error EC2: CreateSecurityGroup, https response error StatusCode: 400, RequestID: 2, api error InvalidGroup.Duplicate: The security group 'spotkit-training' already exists for VPC 'vpc-1'
+
+  with aws_security_group.group_sg_EF01,
+  on cdk.tf.json line 20, in resource.aws_security_group.group_sg_EF01:
+  20:       }
+"""
+
+LOCKED = """
+Error: Error acquiring the state lock
+
+Error message: ConditionalCheckFailedException: The conditional request failed
+Lock Info:
+  ID:        0f6c3b0e-2d7c-3f0e-8e8b-6a9a1e2b3c4d
+  Path:      my-tf-state/spotkit/training.tfstate
+  Operation: OperationTypeApply
+  Who:       alice@laptop
+  Version:   1.9.8
+  Created:   2026-11-29 19:02:11.123456789 +0000 UTC
+  Info:
+
+Terraform acquires a state lock to protect the state from being written
+by multiple users at the same time. Please resolve the issue above and try
+again.
+"""
+
+
+def test_already_exists_is_explained_with_the_import_command_that_adopts_it(tmp_path):
+    workdir = tmp_path / "aws" / "storage"
+    explained = explain(EFS_EXISTS, workdir)
+    assert explained.message == (
+        "1 resource(s) this stack declares already exist in the account but are not in its Terraform state (an "
+        "earlier apply was probably killed before it wrote its state): aws_efs_file_system.storage_efs_1A2B3C "
+        "(fs-0a1b2c3d)")
+    assert explained.hint == (f"adopt them into the state, then run the same command again: cd {workdir} && "
+                              "terraform import aws_efs_file_system.storage_efs_1A2B3C fs-0a1b2c3d")
+
+
+def test_several_already_exist_each_get_an_import_and_an_unknown_id_says_where_to_find_it(tmp_path):
+    found = already_existing(ROLE_AND_SG_EXIST)
+    assert [(e.address, e.resource_id) for e in found] == [
+        ("aws_iam_role.group_role_ABCD", "spotkit-training-node"), ("aws_security_group.group_sg_EF01", None)]
+    explained = explain(ROLE_AND_SG_EXIST, tmp_path, flavor="tofu")
+    assert explained.hint == (
+        f"adopt them into the state, then run the same command again: cd {tmp_path} && "
+        "tofu import aws_iam_role.group_role_ABCD spotkit-training-node && "
+        "tofu import aws_security_group.group_sg_EF01 <ID> (replace <ID> with the id of the existing "
+        "aws_security_group: see the error above or the AWS console)")
+
+
+def test_a_stale_state_lock_is_explained_with_force_unlock_and_its_id(tmp_path):
+    assert stale_lock(LOCKED)["ID"] == "0f6c3b0e-2d7c-3f0e-8e8b-6a9a1e2b3c4d"
+    explained = explain(LOCKED, tmp_path)
+    assert explained.message.startswith(f"the Terraform state in {tmp_path} is locked (lock ID "
+                                        "0f6c3b0e-2d7c-3f0e-8e8b-6a9a1e2b3c4d, who alice@laptop, operation "
+                                        "OperationTypeApply, created 2026-11-29 19:02:11.123456789 +0000 UTC)")
+    assert explained.hint.endswith(f"cd {tmp_path} && terraform force-unlock -force "
+                                   "0f6c3b0e-2d7c-3f0e-8e8b-6a9a1e2b3c4d")
+
+
+def test_other_errors_are_not_explained(tmp_path):
+    assert explain("Error: Invalid reference\n\n  with aws_instance.x,\n", tmp_path) is None
+    assert explain("", tmp_path) is None
+
+
+RECORDER = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGINT, lambda *a: print('INT', flush=True))\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n")
+
+
+def test_the_first_interrupt_is_passed_on_to_the_process_group_once_and_the_second_says_what_happens():
+    # GIVEN a process in its own session that records the SIGINTs it gets
+    proc = subprocess.Popen([sys.executable, "-c", RECORDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    assert proc.stdout.readline() == "ready\n"
+    notices: list[str] = []
+    relay = SignalRelay(proc.pid, "terraform (pid 1)", "/w/.spotkit-terraform/apply.log", notices.append)
+    # WHEN spotkit gets SIGTERM and then SIGINT
+    relay(signal.SIGTERM)
+    assert proc.stdout.readline() == "INT\n"
+    relay(signal.SIGINT)
+    proc.stdin.write("\n")
+    proc.stdin.close()
+    rest = proc.stdout.read()
+    proc.wait(timeout=60)
+    # THEN the process got exactly one SIGINT, and each signal said what it did
+    assert rest == ""
+    assert relay.forwarded is True
+    assert notices == [
+        "spotkit: SIGTERM passed on to terraform (pid 1) as a graceful stop; it finishes the calls in flight and "
+        "writes its state (log: /w/.spotkit-terraform/apply.log)",
+        f"spotkit: terraform (pid 1) is still stopping gracefully and writing its state; spotkit waits for it (an "
+        f"interrupt sent to Terraform itself, kill -INT {proc.pid}, would stop it at once and could lose state)"]
+
+
+def test_a_pid_file_of_a_gone_or_reused_pid_is_not_a_running_terraform(tmp_path):
+    run_dir = tmp_path / RUN_DIR
+    run_dir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run_dir / PID_FILE).write_text(json.dumps({"pid": dead.pid, "command": "terraform apply"}))
+    assert running_terraform(tmp_path) is None
+    # a live pid that is not Terraform (the pid was reused by another program): not a running Terraform either
+    (run_dir / PID_FILE).write_text(json.dumps({"pid": os.getpid(), "command": "terraform apply"}))
+    assert running_terraform(tmp_path) is None
+    ensure_not_running(tmp_path)
+    (run_dir / PID_FILE).write_text("{torn")
+    assert running_terraform(tmp_path) is None
+
+
+# --- real Terraform, no provider needed -------------------------------------------------------------------
+
+GATED = """
+resource "terraform_data" "slow" {
+  provisioner "local-exec" {
+    command = "while [ ! -f go ]; do sleep 0.1; done"
+  }
+}
+"""
+
+
+@pytest.fixture()
+def gated_workdir(tmp_path):
+    if TERRAFORM is None:
+        pytest.skip("terraform/tofu not on PATH")
+    (tmp_path / "main.tf").write_text(GATED)
+    init = subprocess.run([TERRAFORM, "init", "-input=false", "-no-color"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "CHECKPOINT_DISABLE": "1"})
+    assert init.returncode == 0, init.stdout + init.stderr
+    return tmp_path
+
+
+def start_child(workdir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(TREE)}
+    return subprocess.Popen([sys.executable, "-m", "tests.support.terraform_child", str(workdir)], cwd=TREE, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until_creating(child: subprocess.Popen) -> None:
+    for line in child.stdout:
+        if "terraform_data.slow: Creating..." in line:
+            return
+    raise AssertionError(f"Terraform never started creating: {child.stderr.read()}")
+
+
+def wait_for(condition, what: str, bound: float = 300.0) -> None:
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.1)
+
+
+def state_resources(workdir: Path) -> list[str]:
+    state = json.loads((workdir / "terraform.tfstate").read_text())
+    return [f"{r['type']}.{r['name']}" for r in state["resources"]]
+
+
+@pytest.mark.terraform
+def test_killed_spotkit_leaves_terraform_to_finish_and_the_next_run_says_it_still_runs(gated_workdir):
+    # GIVEN spotkit's runner applying, Terraform in the middle of creating a resource
+    child = start_child(gated_workdir)
+    wait_until_creating(child)
+    # WHEN spotkit is killed
+    child.kill()
+    child.wait(timeout=60)
+    # THEN Terraform goes on, and the next run stops with who runs, where, and what to do
+    running = running_terraform(gated_workdir)
+    assert running is not None and pid_alive(running.pid)
+    with pytest.raises(TerraformStillRunning) as err:
+        ensure_not_running(gated_workdir)
+    assert err.value.message.startswith(f"Terraform is still running in {gated_workdir}: pid {running.pid}, "
+                                        "'terraform apply' started at ")
+    assert err.value.hint == (f"wait for it to end (follow it: tail -f {gated_workdir / RUN_DIR / 'apply.log'}), then "
+                              f"run the same command again; to stop it gracefully instead: kill -INT {running.pid}")
+    # WHEN the resource can finish THEN Terraform ends by itself, with its state written and no lock left
+    (gated_workdir / "go").touch()
+    wait_for(lambda: not pid_alive(running.pid), "Terraform to end")
+    assert running_terraform(gated_workdir) is None
+    assert state_resources(gated_workdir) == ["terraform_data.slow"]
+    assert not (gated_workdir / ".terraform.tfstate.lock.info").exists()
+    log = (gated_workdir / RUN_DIR / "apply.log").read_text()
+    assert "Apply complete! Resources: 1 added" in log
+
+
+@pytest.mark.terraform
+def test_an_interrupt_to_spotkit_stops_terraform_gracefully_and_says_so(gated_workdir):
+    # GIVEN spotkit's runner applying, Terraform in the middle of creating a resource
+    child = start_child(gated_workdir)
+    wait_until_creating(child)
+    tf_pid = json.loads((gated_workdir / RUN_DIR / PID_FILE).read_text())["pid"]
+    # WHEN spotkit gets SIGINT (Ctrl-C)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=300)
+    # THEN Terraform was told to stop gracefully, it stopped, and spotkit ended with a clear error, no traceback
+    assert child.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"spotkit: SIGINT passed on to terraform (pid {tf_pid}) as a graceful stop" in err
+    assert "error: interrupted: 'terraform apply' stopped gracefully in " in err
+    assert "next: run the same command again to finish the rest" in err
+    assert "Gracefully shutting down..." in (gated_workdir / RUN_DIR / "apply.log").read_text()
+    assert not pid_alive(tf_pid) and running_terraform(gated_workdir) is None
+    # AND the next run is not blocked: it finishes the rest
+    (gated_workdir / "go").touch()
+    again = start_child(gated_workdir)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert state_resources(gated_workdir) == ["terraform_data.slow"]
