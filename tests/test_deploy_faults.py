@@ -250,3 +250,87 @@ def test_an_interrupt_to_spotkit_stops_terraform_gracefully_and_says_so(gated_wo
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert state_resources(gated_workdir) == ["terraform_data.slow"]
+
+
+# --- a killed `spotkit apply` of a real stack on the local target ---------------------------------------------
+
+@pytest.fixture()
+def local_project(tmp_path, monkeypatch):
+    """A project directory with its own running emulator (as in test_deploy_terraform.py); stopped afterwards."""
+    from toolkit.deploy import mirror
+    from toolkit.local import emulator
+    from tests.support.network import free_port
+
+    if TERRAFORM is None or mirror.discover() is None:
+        pytest.skip("needs terraform and a hashicorp/aws provider mirror")
+    project = tmp_path / ".spotkit"
+    state, started = emulator.start(project, port=free_port())
+    assert started is True
+    yield project, state
+    try:
+        os.kill(state.pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+    emulator.stop(project)
+
+
+def spotkit_env(project: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(TREE), "SPOTKIT_PROJECT_DIR": str(project),
+            "SPOTKIT_PROVIDER_MIRROR": "auto", "SPOTKIT_TERRAFORM_TIMEOUT": "900",
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+
+
+def spotkit_cli(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolkit.cli.main", *args], cwd=TREE, env=spotkit_env(project),
+                          capture_output=True, text=True, timeout=1200)
+
+
+@pytest.mark.terraform
+def test_killed_spotkit_apply_then_plan_says_terraform_runs_and_a_clean_apply_converges(local_project):
+    import boto3
+
+    project, state = local_project
+    workdir = project / "local" / "training"
+    # GIVEN `spotkit apply training --target local --yes`, Terraform creating resources
+    apply = subprocess.Popen([sys.executable, "-m", "toolkit.cli.main", "apply", "training", "--target", "local",
+                              "--yes"], cwd=TREE, env=spotkit_env(project), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in apply.stderr:
+        seen.append(line)
+        if "Creating..." in line:
+            break
+    assert any("Creating..." in line for line in seen), "".join(seen) + apply.stdout.read()
+    # (the emulator is paused, so Terraform is certainly still in the middle of its calls when spotkit dies)
+    os.kill(state.pid, signal.SIGSTOP)
+    # WHEN spotkit is killed (SIGKILL: no cleanup at all)
+    apply.kill()
+    apply.wait(timeout=60)
+    tf_pid = json.loads((workdir / RUN_DIR / PID_FILE).read_text())["pid"]
+    assert pid_alive(tf_pid)
+    # THEN the next plan says Terraform is still running there, and what to do, without touching its files
+    cdk_before = (workdir / "cdk.tf.json").read_text()
+    planned = spotkit_cli(project, "plan", "training", "--target", "local")
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    assert "Traceback" not in planned.stderr
+    assert f"Error: Terraform is still running in {workdir}: pid {tf_pid}, 'terraform apply' started at" in planned.stderr
+    assert f"next: wait for it to end (follow it: tail -f {workdir / RUN_DIR / 'apply.log'})" in planned.stderr
+    assert (workdir / "cdk.tf.json").read_text() == cdk_before
+    # WHEN the emulator answers again THEN the orphaned Terraform finishes by itself and writes its state
+    os.kill(state.pid, signal.SIGCONT)
+    wait_for(lambda: not pid_alive(tf_pid), "the orphaned Terraform to finish", bound=900)
+    assert "Apply complete!" in (workdir / RUN_DIR / "apply.log").read_text()
+    # AND a clean apply converges: nothing "already exists", nothing is created twice
+    applied = spotkit_cli(project, "apply", "training", "--target", "local", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "already exist" not in applied.stdout + applied.stderr
+    assert "Creating..." not in applied.stderr  # everything was created by the orphaned run
+    again = spotkit_cli(project, "plan", "training", "--target", "local")
+    assert again.returncode == 0, again.stderr
+    import re
+
+    assert re.search(r"^training: (no changes|0 to add, \d+ to change, 0 to destroy)", again.stdout, re.M), again.stdout
+    asg = boto3.client("autoscaling", endpoint_url=state.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    assert [g["AutoScalingGroupName"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]] == [
+        "spotkit-training"]
