@@ -391,3 +391,22 @@ def test_endpoint_gone_mid_run_ends_with_a_clear_error_and_the_rerun_resumes(aws
     assert real.returncode == 0, real.stdout + real.stderr
     assert_recovered_once(world, originals, replacements)
     assert lease_value(world) is None
+
+
+def test_the_lease_costs_the_same_calls_for_one_or_six_attachments(aws, tmp_path):
+    from toolkit.runbooks.aws_calls import CallCounter
+
+    counts = {}
+    for size in (1, 6):
+        aws.reset()
+        world = SpotGroupWorld.create(aws, size=size)
+        for iid in world.instance_ids():
+            world.interrupt(iid)
+        counter = CallCounter()
+        asg = counter.attach(aws.client("autoscaling"))
+        result = recover_volumes(world.ec2, "training", ctx(tmp_path / str(size)), autoscaling=asg)
+        assert [p.status for p in result.placements] == ["attached"] * size
+        counts[size] = dict(counter.by_operation)
+    # take (read, write, read back), one check before the first attachment, release (read, delete)
+    assert counts[1] == counts[6] == {"autoscaling:DescribeTags": 4, "autoscaling:CreateOrUpdateTags": 1,
+                                      "autoscaling:DeleteTags": 1}

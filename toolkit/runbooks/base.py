@@ -35,6 +35,9 @@ DEFAULT_JOURNAL_DIR = Path(".spotkit") / "journal"
 RUNBOOKS: dict[str, type["Runbook"]] = {}
 
 # botocore's "the endpoint is gone" (after its own retries): the run stops with a clear error and resumes later.
+# Calls that make a resource (a second one would be a duplicate): the lease is checked right before each.
+CREATING_CALLS = frozenset({"create_snapshot", "create_volume", "copy_snapshot", "create_tags"})
+
 CONNECTION_ERRORS = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)
 
 
@@ -204,14 +207,15 @@ class Runbook:
     def mutate(self, description: str, call: Callable[..., Any], **kwargs: Any) -> Any:
         """Make one mutating AWS call, or in dry-run only say what it would do and return None.
 
-        A real call is made only while this run still holds its group's lease (checked, and renewed when
-        due, right before the call).
+        A real call is made only while this run still holds its group's lease: checked right before every
+        call that creates something (``CREATING_CALLS``), before the others at most every ``LEASE_CHECK_SECONDS``
+        (so N attachments do not cost N more reads), and renewed when due.
         """
         if self.ctx.dry_run:
             self.actions.append(Action(f"would {description}", done=False))
             return None
         if self.run_lock is not None:
-            self.run_lock.check()
+            self.run_lock.check(force=getattr(call, "__name__", "") in CREATING_CALLS)
         result = call(**kwargs)
         self.actions.append(Action(description, done=True))
         return result

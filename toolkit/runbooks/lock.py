@@ -12,9 +12,10 @@ therefore holds, for as long as it mutates anything:
 
   The Auto Scaling API has no conditional tag write, so the lease is taken as far as it allows: read,
   write only when free (absent, expired, ours, or held by a dead process of this host), wait
-  ``settle`` seconds, read again, and hold it only if the value read back is ours. Before every
-  mutating call the run checks that the lease is still its own (and renews it when half of its time
-  is gone); a run that finds someone else's lease stops with ``LockLost`` before changing anything.
+  ``settle`` seconds, read again, and hold it only if the value read back is ours. Before every call
+  that creates something (snapshot, volume, tags) the run checks that the lease is still its own, before
+  an attachment at most every 30 s (EC2 decides attachments atomically), and renews it when half of its
+  time is gone; a run that finds someone else's lease stops with ``LockLost`` before its next change.
 
 A second run waits up to ``wait`` seconds for the lease, then stops with ``GroupLocked``, which names
 the holder, when its lease expires, and what to do. A stale lease (its holder killed) expires at its
@@ -41,6 +42,7 @@ from toolkit.processes import pid_alive
 DEFAULT_TTL_SECONDS = 1800.0  # longer than the longest single waiter of a run (120 x 5 s)
 DEFAULT_SETTLE_SECONDS = 1.0
 DEFAULT_POLL_SECONDS = 2.0
+LEASE_CHECK_SECONDS = 30.0  # between lease checks before calls that create nothing (attachments)
 
 
 class GroupLocked(ToolkitError):
@@ -209,6 +211,7 @@ class RunLock:
         self.group, self.runbook, self.wait, self.poll, self.sleep = group, runbook, wait, poll, sleep
         self.file = JournalFileLock(journal_path)
         self.lease = GroupLease(autoscaling, group, runbook, ttl=ttl, settle=settle) if autoscaling is not None else None
+        self._checked: float | None = None
 
     def acquire(self) -> None:
         start = time.monotonic()
@@ -234,9 +237,15 @@ class RunLock:
             self.file.release()
             raise
 
-    def check(self) -> None:
-        if self.lease is not None:
+    def check(self, force: bool = True) -> None:
+        """Before a mutating call: the lease must still be ours. ``force`` False: at most every
+        ``LEASE_CHECK_SECONDS`` (the calls in between are attachments, which EC2 decides atomically)."""
+        if self.lease is None:
+            return
+        now = time.monotonic()
+        if force or self._checked is None or now - self._checked >= LEASE_CHECK_SECONDS:
             self.lease.check()
+            self._checked = now
 
     def release(self) -> None:
         try:
