@@ -410,3 +410,17 @@ def test_the_lease_costs_the_same_calls_for_one_or_six_attachments(aws, tmp_path
     # take (read, write, read back), one check before the first attachment, release (read, delete)
     assert counts[1] == counts[6] == {"autoscaling:DescribeTags": 4, "autoscaling:CreateOrUpdateTags": 1,
                                       "autoscaling:DeleteTags": 1}
+
+
+def test_cli_refuses_while_another_machine_holds_the_group_and_says_what_to_do(aws, tmp_path):
+    world, originals, _ = cross_az_world(aws)
+    future = format_time(dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=20))
+    _set_lease(world, f"owner=builder-7:4242:abcd runbook=volumes expires={future}")
+    done = spotkit(aws, "--yes", "--lock-wait", "0", journal_dir=tmp_path / "journal")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"Error: another run holds group 'training': builder-7:4242:abcd (volumes, tag spotkit:lock on the Auto Scaling "
+        f"group), its lease expires at {future} (waited 0 s)",
+        "  next: wait for it to finish and run 'spotkit recover volumes --group training' again (add --lock-wait "
+        "SECONDS to wait longer); if that run was killed on another machine, its lease expires by itself"]
+    assert world.all_snapshots() == [] and all(world.volume(v)["State"] == "available" for v in originals)

@@ -113,6 +113,10 @@ class RecoverVolumes(Runbook):
        create a volume from it in the instance's AZ (tags copied, origin recorded, ClientToken), wait
        until available; attach it. The original is never deleted or modified.
     6. Journal every step and every resource made; a re-run finds them by journal or by tag.
+    7. One run per group: the whole run holds a file lock on its journal and (with an ``autoscaling``
+       client) the group's lease tag ``spotkit:lock`` (``toolkit.runbooks.lock``); a second copy of one
+       volume for one AZ made by a racing run anyway is tagged ``spotkit:superseded-by`` (and
+       ``spotkit:retain=superseded``) and never offered as a waiting volume; nothing is deleted.
     """
 
     def __init__(self, ec2, ctx: RunContext | None = None, *, allow_copy: bool = True, autoscaling=None):
