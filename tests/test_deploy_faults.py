@@ -334,3 +334,32 @@ def test_killed_spotkit_apply_then_plan_says_terraform_runs_and_a_clean_apply_co
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     assert [g["AutoScalingGroupName"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]] == [
         "spotkit-training"]
+
+
+@pytest.mark.terraform
+def test_a_state_locked_by_a_terraform_spotkit_did_not_start_is_explained_with_its_lock_id(gated_workdir):
+    from toolkit.deploy.binary import find_terraform
+    from toolkit.deploy.runner import IsFlagged, TerraformCommandFailed, TerraformRunner
+
+    # GIVEN a Terraform started by hand in the working directory, holding the state lock
+    by_hand = subprocess.Popen([TERRAFORM, "apply", "-auto-approve", "-input=false", "-no-color"], cwd=gated_workdir,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "CHECKPOINT_DISABLE": "1"})
+    try:
+        for line in by_hand.stdout:
+            if "terraform_data.slow: Creating..." in line:
+                break
+        # WHEN spotkit plans there
+        runner = TerraformRunner(gated_workdir, find_terraform())
+        with pytest.raises(TerraformCommandFailed) as err:
+            runner.run("plan", input=False, no_color=IsFlagged)
+        # THEN the error names the lock (Terraform's own lock ID) and says how to release it once that run is gone
+        import re
+
+        lock_id = re.search(r"^\s*ID:\s+([0-9a-f-]{36})$", err.value.message, re.M).group(1)
+        assert f"is locked (lock ID {lock_id}, who " in err.value.message
+        assert "operation OperationTypeApply" in err.value.message
+        assert err.value.hint.endswith(f"cd {gated_workdir} && terraform force-unlock -force {lock_id}")
+    finally:
+        (gated_workdir / "go").touch()
+        by_hand.communicate(timeout=300)

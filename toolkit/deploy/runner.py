@@ -111,12 +111,21 @@ def ensure_not_running(workdir: str | Path, stack_hint: str = "the same command"
              f"gracefully instead: kill -INT {running.pid}")
 
 
+class _ArgvBuilder(Terraform):
+    """python-terraform for building argv only. Its constructor parses ``terraform.tfstate``, which a
+    Terraform running in the directory may be writing (half a file: a JSONDecodeError); spotkit never reads
+    state through it, so it reads nothing."""
+
+    def read_state_file(self, file_path=None):
+        self.tfstate = None
+
+
 class TerraformRunner:
     def __init__(self, workdir: str | Path, binary: TerraformBinary, env: Mapping[str, str] | None = None):
         self.workdir = Path(workdir)
         self.binary = binary
         self.env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", **dict(env or {})}
-        self._tf = Terraform(working_dir=str(self.workdir), terraform_bin_path=binary.path)
+        self._tf = _ArgvBuilder(working_dir=str(self.workdir), terraform_bin_path=binary.path)
         self.notice: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
 
     def argv(self, command: str, *args: str, **options) -> list[str]:
