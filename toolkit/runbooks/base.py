@@ -34,10 +34,10 @@ DEFAULT_JOURNAL_DIR = Path(".spotkit") / "journal"
 
 RUNBOOKS: dict[str, type["Runbook"]] = {}
 
-# botocore's "the endpoint is gone" (after its own retries): the run stops with a clear error and resumes later.
 # Calls that make a resource (a second one would be a duplicate): the lease is checked right before each.
 CREATING_CALLS = frozenset({"create_snapshot", "create_volume", "copy_snapshot", "create_tags"})
 
+# botocore's "the endpoint is gone" (after its own retries): the run stops with a clear error and resumes later.
 CONNECTION_ERRORS = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)
 
 
