@@ -363,3 +363,51 @@ def test_a_state_locked_by_a_terraform_spotkit_did_not_start_is_explained_with_i
     finally:
         (gated_workdir / "go").touch()
         by_hand.communicate(timeout=300)
+
+
+@pytest.mark.terraform
+def test_the_providers_own_already_exists_error_is_explained_with_the_import_that_adopts_it(aws, tmp_path):
+    """Real Terraform and the real hashicorp/aws provider against the emulator: an EFS that exists outside the
+    state (as a killed apply leaves it) makes the provider fail; spotkit names the address, the id, the import."""
+    from toolkit.deploy import mirror
+    from toolkit.deploy.binary import find_terraform
+    from toolkit.deploy.runner import IsFlagged, TerraformCommandFailed, TerraformRunner
+
+    found = mirror.discover()
+    if TERRAFORM is None or found is None:
+        pytest.skip("needs terraform and a hashicorp/aws provider mirror")
+    # GIVEN an EFS made by an apply whose state was lost, and a configuration that declares it
+    fs_id = aws.client("efs").create_file_system(CreationToken="spotkit-data")["FileSystemId"]
+    (tmp_path / "main.tf.json").write_text(json.dumps({
+        "provider": {"aws": {"region": "us-east-1", "access_key": "testing", "secret_key": "testing",
+                             "skip_credentials_validation": True, "skip_requesting_account_id": True,
+                             "skip_metadata_api_check": True, "endpoints": [{"efs": aws.url, "sts": aws.url}]}},
+        "resource": {"aws_efs_file_system": {"data": {"creation_token": "spotkit-data"}}}}))
+    rc = tmp_path / "terraformrc"
+    rc.write_text(mirror.render_cli_config(found))
+    runner = TerraformRunner(tmp_path, find_terraform(), {"TF_CLI_CONFIG_FILE": str(rc)})
+    runner.run("init", input=False, no_color=IsFlagged)
+    # WHEN it is applied
+    with pytest.raises(TerraformCommandFailed) as err:
+        runner.run("apply", input=False, no_color=IsFlagged, auto_approve=IsFlagged)
+    # THEN the error says what exists and gives the command that adopts it (the emulator's error names the
+    # creation token, not the id, so the command looks the id up)
+    assert "FileSystemAlreadyExists" in err.value.message
+    assert err.value.message.endswith("already exist in the account but are not in its Terraform state (an earlier "
+                                      "apply was probably killed before it wrote its state): aws_efs_file_system.data "
+                                      "(id not in the error)")
+    lookup = "aws efs describe-file-systems --creation-token spotkit-data --query 'FileSystems[0].FileSystemId' --output text"
+    command = f'cd {tmp_path} && terraform import aws_efs_file_system.data "$({lookup})"'
+    assert err.value.hint == (f"adopt them into the state, then run the same command again: {command} (the id is "
+                              "looked up with the AWS CLI; add --endpoint-url for an emulator)")
+    # AND that command works when pasted into a shell (the AWS CLI pointed at the emulator): after it, the apply
+    # adopts the file system and creates none
+    if shutil.which("aws") is None:
+        pytest.skip("no AWS CLI to run the pasted command with")
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(rc), "AWS_ENDPOINT_URL": aws.url, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    pasted = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=600)
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert "Import successful!" in pasted.stdout
+    runner.run("apply", input=False, no_color=IsFlagged, auto_approve=IsFlagged)
+    assert [fs["FileSystemId"] for fs in aws.client("efs").describe_file_systems()["FileSystems"]] == [fs_id]

@@ -30,6 +30,7 @@ class Existing:
 
     address: str
     resource_id: str | None
+    lookup: str | None = None  # a shell command that prints the id, when the error names the resource but not its id
 
 
 # Where the provider's error names the id of the existing resource (the import id of its type).
@@ -40,6 +41,13 @@ _ID_PATTERNS = (
     re.compile(r"Instance Profile ([\w+=,.@-]+?)\.? already exists", re.I),
     re.compile(r"Table already exists: ([\w.-]+)"),
     re.compile(r"Function already exist(?:s)?: ([\w-]+)"),
+)
+# Errors that name the resource but not its import id: (pattern, shell command that prints the id).
+_LOOKUPS = (
+    (re.compile(r"File system with (\S+?)\.? already exists"),
+     "aws efs describe-file-systems --creation-token {0} --query 'FileSystems[0].FileSystemId' --output text"),
+    (re.compile(r"creation token '([^']+)'"),
+     "aws efs describe-file-systems --creation-token {0} --query 'FileSystems[0].FileSystemId' --output text"),
 )
 # Provider v5 names the resource it was creating: "creating EFS File System (spotkit-data): ..."
 _CREATING = re.compile(r"creating [A-Za-z0-9 ]+? \(([^()\s]+)\)")
@@ -77,8 +85,15 @@ def already_existing(text: str) -> list[Existing]:
         if rid is None and rtype in _IMPORT_BY_NAME:
             m = _CREATING.search(block)
             rid = m.group(1) if m else None
+        lookup = None
+        if rid is None:
+            for pattern, command in _LOOKUPS:
+                m = pattern.search(block)
+                if m:
+                    lookup = command.format(shlex.quote(m.group(1)))
+                    break
         if all(e.address != address for e in found):
-            found.append(Existing(address, rid))
+            found.append(Existing(address, rid, lookup))
     return found
 
 
@@ -109,14 +124,22 @@ def explain(text: str, workdir: str | Path, flavor: str = "terraform") -> Explan
     existing = already_existing(text)
     if existing:
         listed = ", ".join(f"{e.address} ({e.resource_id or 'id not in the error'})" for e in existing)
-        commands = " && ".join(
-            f"{flavor} import {shlex.quote(e.address)} {shlex.quote(e.resource_id) if e.resource_id else '<ID>'}"
-            for e in existing)
-        unknown = [e.address for e in existing if not e.resource_id]
-        extra = (f" (replace <ID> with the id of the existing {', '.join(a.split('.')[-2] for a in unknown)}: "
+        commands = " && ".join(f"{flavor} import {shlex.quote(e.address)} {_id_argument(e)}" for e in existing)
+        unknown = [e.address for e in existing if not e.resource_id and not e.lookup]
+        looked_up = [e for e in existing if not e.resource_id and e.lookup]
+        extra = (" (the id is looked up with the AWS CLI; add --endpoint-url for an emulator)" if looked_up else "")
+        extra += (f" (replace <ID> with the id of the existing {', '.join(a.split('.')[-2] for a in unknown)}: "
                  "see the error above or the AWS console)") if unknown else ""
         return Explanation(
             f"{len(existing)} resource(s) this stack declares already exist in the account but are not in its "
             f"Terraform state (an earlier apply was probably killed before it wrote its state): {listed}",
             f"adopt them into the state, then run the same command again: {cd} && {commands}{extra}")
     return None
+
+
+def _id_argument(e: Existing) -> str:
+    if e.resource_id:
+        return shlex.quote(e.resource_id)
+    if e.lookup:
+        return f'"$({e.lookup})"'
+    return "<ID>"
