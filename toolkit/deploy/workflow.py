@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 from toolkit.deploy import local_target, mirror
 from toolkit.deploy.binary import TerraformBinary, find_terraform
 from toolkit.deploy.planning import PlanSummary, summarize_plan, summarize_plan_stream
-from toolkit.deploy.runner import IsFlagged, TerraformRunner
+from toolkit.deploy.runner import IsFlagged, TerraformRunner, ensure_not_running
 from toolkit.errors import ConfigError, ToolkitError
 
 TARGETS = ("local", "aws")
@@ -135,6 +135,8 @@ def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) ->
     """Synthesize ``stack`` (unless ``synthesized`` is given) and write its working directory for the target."""
     _check_target(opts.target)
     binary = find_terraform(opts.terraform_bin)  # fail before the slow synthesis
+    # A Terraform left running by a spotkit that was killed: touch none of its files (before the synthesis too).
+    ensure_not_running(workdir_path(opts.project, opts.target, stack))
     opts.project.mkdir(parents=True, exist_ok=True)
     from_cache = False
     if synthesized is None:
