@@ -273,11 +273,15 @@ def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelis
         if attempt == 1 and any(k in e for e in errors for k in INIT_REQUIRED):
             init(wd, force=True)
             continue
+        from toolkit.deploy.explain import explain
         from toolkit.deploy.runner import TerraformCommandFailed
 
-        raise TerraformCommandFailed(
-            f"'{wd.runner.binary.flavor} plan' failed in {wd.path}:\n" + "\n".join(f"  {e}" for e in errors),
-            hint="fix the error above; the working directory keeps the files Terraform used")
+        message = f"'{wd.runner.binary.flavor} plan' failed in {wd.path}:\n" + "\n".join(f"  {e}" for e in errors)
+        explained = explain("\n".join(errors) + "\n" + (result.stderr or ""), wd.path, wd.runner.binary.flavor)
+        if explained is not None:  # a stale state lock, a resource that already exists: what to do about it
+            raise TerraformCommandFailed(message + "\n" + explained.message, hint=explained.hint)
+        raise TerraformCommandFailed(message, hint="fix the error above; the working directory keeps the files "
+                                                   "Terraform used")
     seconds = time.monotonic() - start
     if write_json or streamed.needs_values:
         return read_plan(wd, plan_file, seconds)
