@@ -79,6 +79,11 @@ class AgentConfig:
       minus the hook's measured run time; ``toolkit.agent.policy``).
     - ``checkpoint_seconds``: an estimate of one checkpoint's time for ``checkpoint-and-continue``; the
       longer of it and the measured time is used. Default: the measured time only.
+    - ``cloud``: ``aws`` (default), ``gcp`` or ``azure``: whose metadata service is read
+      (``toolkit.agent.clouds``); hooks get it as ``SPOTKIT_CLOUD``. ``notice_seconds``: GCP/Azure, the
+      platform's window where it gives no time (default 30 s). ``wait_seconds``: GCP's longest hanging
+      GET (default 10). ``on_advisory``: command run on an event the VM survives (Azure Reboot/Redeploy/
+      Freeze, GCP live migration); default none (logged only).
     """
 
     on_notice: Optional[str] = None
@@ -101,8 +106,14 @@ class AgentConfig:
     kill_grace: float = 1.0
     notice_policy: str = STOP
     checkpoint_seconds: Optional[float] = None
+    cloud: str = "aws"
+    notice_seconds: Optional[float] = None
+    wait_seconds: float = 10.0
+    on_advisory: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.cloud not in ("aws", "gcp", "azure"):
+            raise ValueError(f"cloud must be aws, gcp or azure (got {self.cloud!r})")
         validate_policy(self.notice_policy, on_notice=self.on_notice, checkpoint_seconds=self.checkpoint_seconds)
         if self.interval <= 0:
             raise ValueError(f"interval must be more than 0 seconds (got {self.interval})")
@@ -143,6 +154,11 @@ class Agent:
         self.imds = imds
         self.config = config
         self.log = log or JsonLogger()
+        if monitors is None and config.cloud != "aws":
+            from toolkit.agent.clouds import monitors_for
+
+            monitors = monitors_for(config.cloud, imds, notice_seconds=config.notice_seconds,
+                                    wait_seconds=config.wait_seconds, log=self.log)
         self.monitors = monitors if monitors is not None else default_monitors(config.lifecycle_heartbeat)
         self._autoscaling = autoscaling
         self._errors: dict[str, str] = {}
@@ -194,8 +210,12 @@ class Agent:
         now = datetime.now(timezone.utc)
         for monitor in self.monitors:
             try:
-                body = self.imds.get_text(monitor.path)
-                notices = monitor.parse(body, now) if body is not None else []
+                read = getattr(monitor, "read", None)  # GCP/Azure monitors read for themselves
+                if read is not None:
+                    notices = read(now)
+                else:
+                    body = self.imds.get_text(monitor.path)
+                    notices = monitor.parse(body, now) if body is not None else []
             except (ImdsError, NoticeParseError) as exc:
                 message = f"{monitor.context}: {exc}"
                 if self._errors.get(monitor.path) != message:  # log each new error once, not every poll
@@ -216,6 +236,8 @@ class Agent:
         for notice in self.poll_once():
             if notice.kind == REBALANCE:
                 self._rebalance(notice)
+            elif notice.detail.get("advisory"):
+                self._advisory(notice)
             elif notice.kind == MAINTENANCE and notice.time.timestamp() - time.time() > self.config.maintenance_lead:
                 if notice.id not in self._announced:
                     self._announced.add(notice.id)
@@ -247,7 +269,7 @@ class Agent:
                 self.log("hook-skipped", reason="the deadline has already passed", deadline=_iso_epoch(deadline))
             else:
                 self.log("hook-started", command=c.on_notice)
-                hook = run_hook(c.on_notice, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
+                hook = run_hook(c.on_notice, _hook_env(notice, deadline, self.config.cloud), deadline, kill_grace=c.kill_grace)
                 result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
                 self.log("hook-finished", returncode=hook.returncode, killed=hook.killed,
                          seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
@@ -267,13 +289,48 @@ class Agent:
                 self.log("signal-failed", target=sig.target, signal=sig.signal, error=sig.error)
             else:
                 self.log("workload-signaled", target=sig.target, signal=sig.signal)
-        if notice.kind == LIFECYCLE or self._group_terminating():
+        self._after_drain(notice, deadline, result)
+        if notice.kind == LIFECYCLE or (c.cloud == "aws" and self._group_terminating()):
             result.workload_exited_at = self._wait_for_workload(deadline)
             result.lifecycle = self._complete_lifecycle()
             if result.lifecycle is not None:
                 result.lifecycle_completed_at = result.lifecycle.completed_at
         self._save_state()
         return result
+
+    def _after_drain(self, notice: Notice, deadline: float, result: AgentResult) -> None:
+        """Monitors that answer a drain (Azure: acknowledge the event so the platform proceeds now) are
+        called once the signaled workload has exited or its deadline has passed."""
+        callbacks = [m.after_drain for m in self.monitors if hasattr(m, "after_drain")]
+        if not callbacks:
+            return
+        if result.signal is not None and not result.signal.dry_run:
+            result.workload_exited_at = self._wait_for_workload(deadline)
+        for callback in callbacks:
+            if self.config.dry_run:
+                self.log("would-have-acknowledged", notice=notice.to_dict())
+                continue
+            try:
+                done = callback(notice)
+            except ImdsError as exc:
+                self.log("acknowledge-failed", error=str(exc), notice=notice.to_dict())
+                continue
+            if done:
+                self.log("notice-acknowledged", **done)
+
+    def _advisory(self, notice: Notice) -> None:
+        """An event the instance survives (Azure Reboot/Redeploy/Freeze, GCP live migration): log it and run
+        ``on_advisory`` if given; nothing is signaled, nothing drained."""
+        c = self.config
+        self.handled.add(notice.id)
+        self.log("notice-detected", notice=notice.to_dict(), note="advisory: the instance survives it, no drain")
+        if c.on_advisory:
+            deadline = max(notice.time.timestamp() - c.margin, time.time() + 1.0)
+            self.log("advisory-hook-started", command=c.on_advisory)
+            hook = run_hook(c.on_advisory, _hook_env(notice, deadline, c.cloud), deadline, kill_grace=c.kill_grace)
+            self.log("advisory-hook-finished", returncode=hook.returncode, killed=hook.killed,
+                     seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
+        self._save_state()
 
     def _keep_training(self, result: AgentResult, deadline: float) -> dict:
         """checkpoint-and-continue: let the workload train until its final checkpoint is due."""
@@ -350,7 +407,7 @@ class Agent:
         if c.on_rebalance:
             deadline = time.time() + c.rebalance_timeout
             self.log("rebalance-hook-started", command=c.on_rebalance)
-            hook = run_hook(c.on_rebalance, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
+            hook = run_hook(c.on_rebalance, _hook_env(notice, deadline, self.config.cloud), deadline, kill_grace=c.kill_grace)
             self.log("rebalance-hook-finished", returncode=hook.returncode, killed=hook.killed,
                      seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
         self._save_state()
@@ -362,7 +419,7 @@ class Agent:
         stop = stop or threading.Event()
         self._stop = stop
         c = self.config
-        self.log("agent-started", metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
+        self.log("agent-started", cloud=c.cloud, metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
                  once=c.once, on_notice=c.on_notice, on_rebalance=c.on_rebalance, dry_run=c.dry_run)
         try:
             while not stop.is_set():
@@ -381,8 +438,9 @@ def _iso_epoch(ts: float) -> str:
     return iso(datetime.fromtimestamp(ts, timezone.utc))
 
 
-def _hook_env(notice: Notice, deadline: float) -> dict[str, str]:
+def _hook_env(notice: Notice, deadline: float, cloud: str = "aws") -> dict[str, str]:
     return {
+        "SPOTKIT_CLOUD": cloud,
         "SPOTKIT_NOTICE_KIND": notice.kind,
         "SPOTKIT_NOTICE_TIME": iso(notice.time),
         "SPOTKIT_NOTICE_ACTION": notice.action,
@@ -409,8 +467,13 @@ def run_until_notice(metadata_url: str, config: AgentConfig = AgentConfig(), *, 
         timer.daemon = True
         timer.start()
     try:
-        agent = Agent(ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_v1), replace(config, once=True),
-                      autoscaling=autoscaling, log=log)
+        if config.cloud == "aws":
+            client = ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_v1)
+        else:
+            from toolkit.agent.clouds import client_for
+
+            client = client_for(config.cloud, metadata_url)
+        agent = Agent(client, replace(config, once=True), autoscaling=autoscaling, log=log)
         result = agent.run(stop)
     finally:
         if timer:
