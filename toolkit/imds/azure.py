@@ -221,7 +221,8 @@ class AzureEmulator(EmulatorServer):
 
     def snapshot(self) -> dict:
         with self.state.lock:
-            return {"incarnation": self.state.incarnation, "events": [dict(e) for e in self.state.document()["Events"]],
+            doc = self.state.document()
+            return {"incarnation": doc["DocumentIncarnation"], "events": doc["Events"],
                     "start_requests": list(self.state.start_requests), "counters": dict(self.state.counters)}
 
     def reset(self) -> None:
