@@ -16,14 +16,13 @@ Real paths, header and formats:
 Control API under ``/spotkit/`` (no metadata header needed):
 
 - ``POST /spotkit/interrupt`` ``{"kind": "preempt"|"terminate"|"reboot"|"redeploy"|"freeze",
-  "lead_seconds": 30}`` -> an event with ``NotBefore`` = now + lead (rounded up to the second);
+  "lead_seconds": 30}`` -> an event with ``NotBefore`` = now + lead (to the second);
 - ``POST /spotkit/cancel`` ``{"event_id": "..."}`` -> the event is withdrawn (new incarnation);
 - ``POST /spotkit/reset``; ``GET /spotkit/state`` -> incarnation, events, start requests, counters.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -78,7 +77,7 @@ class AzureState:
     def _event(self, event_type: str, posted: float, lead: float) -> dict:
         return {"EventId": str(uuid.uuid4()).upper(), "EventType": event_type, "ResourceType": "VirtualMachine",
                 "Resources": [self.settings.vm_name], "EventStatus": "Scheduled",
-                "NotBefore": rfc1123(math.ceil(posted + lead)),
+                "NotBefore": rfc1123(posted + lead),  # to the second, truncated (as the AWS emulator)
                 "Description": f"{event_type} scheduled by spotkit imds-mock", "EventSource": "Platform",
                 "DurationInSeconds": -1 if event_type in ("Preempt", "Terminate") else 5}
 

@@ -84,7 +84,7 @@ class AzureScheduledEventsMonitor:
         event_type, event_id = str(event.get("EventType", "")), str(event["EventId"])
         if event_type not in DRAINING and event_type not in ADVISORY:
             return None
-        first = self._first_seen.setdefault(event_id, now.replace(microsecond=0))
+        first = self._first_seen.setdefault(event_id, now)
         not_before = event.get("NotBefore") or ""
         if not_before:
             try:

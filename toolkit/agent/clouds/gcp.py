@@ -45,7 +45,7 @@ class _FirstSeen:
 
     def mark(self, value: str, now: datetime) -> datetime:
         if value != self.value or self.at is None:
-            self.value, self.at = value, now.replace(microsecond=0)
+            self.value, self.at = value, now
         return self.at
 
 
