@@ -269,7 +269,7 @@ class Agent:
                 self.log("hook-skipped", reason="the deadline has already passed", deadline=_iso_epoch(deadline))
             else:
                 self.log("hook-started", command=c.on_notice)
-                hook = run_hook(c.on_notice, _hook_env(notice, deadline, self.config.cloud), deadline, kill_grace=c.kill_grace)
+                hook = run_hook(c.on_notice, _hook_env(notice, deadline, c.cloud), deadline, kill_grace=c.kill_grace)
                 result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
                 self.log("hook-finished", returncode=hook.returncode, killed=hook.killed,
                          seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
@@ -407,7 +407,7 @@ class Agent:
         if c.on_rebalance:
             deadline = time.time() + c.rebalance_timeout
             self.log("rebalance-hook-started", command=c.on_rebalance)
-            hook = run_hook(c.on_rebalance, _hook_env(notice, deadline, self.config.cloud), deadline, kill_grace=c.kill_grace)
+            hook = run_hook(c.on_rebalance, _hook_env(notice, deadline, c.cloud), deadline, kill_grace=c.kill_grace)
             self.log("rebalance-hook-finished", returncode=hook.returncode, killed=hook.killed,
                      seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
         self._save_state()

@@ -58,7 +58,8 @@ from toolkit.errors import ToolkitError
 @click.option("--wait-seconds", type=float, default=10.0, show_default=True,
               help="GCP: longest hanging GET (wait_for_change) before asking again.")
 @pass_ctx
-def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seconds, metadata_url, on_notice, on_rebalance, interval, margin, once, workload_pgid,
+def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seconds, metadata_url, on_notice,
+                  on_rebalance, interval, margin, once, workload_pgid,
                   workload_pidfile, workload_signal, signal_on_hibernate, group_name, lifecycle_hook, lifecycle_heartbeat,
                   no_complete_lifecycle, maintenance_lead, token_ttl, allow_imdsv1, state_file, dry_run, notice_policy,
                   checkpoint_seconds):
@@ -116,7 +117,8 @@ def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seco
 @click.option("--spot-action", type=click.Choice(["terminate", "stop", "hibernate"]), default="terminate",
               show_default=True, help="Action announced in spot/instance-action.")
 @click.option("--spot-delay", type=float,
-              help="Seconds after start before the spot notice, GCP preemption or Azure Preempt event (default: never).")
+              help="Seconds after start before the spot notice, GCP preemption or Azure Preempt event "
+                   "(default: never).")
 @click.option("--rebalance-delay", type=float, help="Seconds before the rebalance recommendation (default: never).")
 @click.option("--lifecycle-delay", type=float,
               help="Seconds before autoscaling/target-lifecycle-state turns Terminated (default: never).")
@@ -128,7 +130,8 @@ def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seco
 @click.option("--group-name", default="spotkit-training", show_default=True,
               help="Value of the instance tag aws:autoscaling:groupName.")
 @click.option("--verbose", is_flag=True, help="Log every request.")
-def imds_mock_command(cloud, no_wait_for_change, host, port, imdsv2_required, spot_action, spot_delay, rebalance_delay, lifecycle_delay,
+def imds_mock_command(cloud, no_wait_for_change, host, port, imdsv2_required, spot_action, spot_delay,
+                      rebalance_delay, lifecycle_delay,
                       scheduled, lead_seconds, instance_id, group_name, verbose):
     """Serve a local EC2 instance metadata service that announces interruptions on cue.
 

@@ -100,7 +100,8 @@ def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_secon
     if use_aws is None:
         use_aws = cloud == "aws"
     elif use_aws and cloud != "aws":
-        raise ToolkitError(f"--aws re-attaches an EBS volume with the AWS runbook: it does not apply to --cloud {cloud}",
+        raise ToolkitError(f"--aws re-attaches an EBS volume with the AWS runbook: it does not apply to "
+                           f"--cloud {cloud}",
                            hint=f"spotkit drill --cloud {cloud} --no-aws")
     settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
                              checkpoint_every=checkpoint_every, notice_seconds=notice_seconds,
