@@ -3,7 +3,7 @@
 import runpy
 import sys
 
-BENCHES = ["bench.synth", "bench.interruptions_agent", "bench.interruptions_handler", "bench.runbooks", "bench.plan_apply",
+BENCHES = ["bench.synth", "bench.interruptions_agent", "bench.clouds_agent", "bench.interruptions_handler", "bench.runbooks", "bench.plan_apply",
            "bench.drill_goodput"]
 
 if __name__ == "__main__":

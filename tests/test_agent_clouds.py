@@ -358,6 +358,8 @@ def test_cli_imds_mock_serves_each_cloud(cloud, path, header, want):
 def test_config_rejects_an_unknown_cloud():
     with pytest.raises(ValueError, match="cloud must be aws, gcp or azure"):
         AgentConfig(cloud="oracle")
+    with pytest.raises(ValueError, match=r"notice_seconds must be more than 0 seconds \(got 0\)"):
+        AgentConfig(cloud="gcp", notice_seconds=0)
 
 
 def test_cloud_modules_run_on_python_39_with_the_standard_library_only(tmp_path):

@@ -114,6 +114,10 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.cloud not in ("aws", "gcp", "azure"):
             raise ValueError(f"cloud must be aws, gcp or azure (got {self.cloud!r})")
+        if self.notice_seconds is not None and self.notice_seconds <= 0:
+            raise ValueError(f"notice_seconds must be more than 0 seconds (got {self.notice_seconds})")
+        if self.wait_seconds <= 0:
+            raise ValueError(f"wait_seconds must be more than 0 seconds (got {self.wait_seconds})")
         validate_policy(self.notice_policy, on_notice=self.on_notice, checkpoint_seconds=self.checkpoint_seconds)
         if self.interval <= 0:
             raise ValueError(f"interval must be more than 0 seconds (got {self.interval})")
