@@ -60,7 +60,10 @@ def gcp_agent(emu: GcpEmulator, runs: int, interval: float, work: Path, tag: str
         thread = threading.Thread(target=lambda: run_until_notice(emu.url, config, log=JsonLogger(io.StringIO()),
                                                                   timeout=60))
         thread.start()
-        _wait(lambda: emu.counters()["requests"] >= before["requests"] + 2)
+        if emu.settings.wait_for_change:  # the agent's hanging GET is outstanding
+            _wait(lambda: emu.counters()["hanging_gets"] > before["hanging_gets"])
+        else:  # the agent has fallen back to polling
+            _wait(lambda: emu.counters()["wait_refused"] > before["wait_refused"])
         time.sleep(random.uniform(0, interval))
         t0 = time.time()
         emu.interrupt("preempt")
