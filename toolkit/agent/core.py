@@ -156,13 +156,13 @@ class Agent:
                  autoscaling: Any = None, log: Optional[Callable[..., Any]] = None,
                  monitors: Optional[list[Monitor]] = None):
         self.imds = imds
+        if monitors is None and config.cloud != "aws":  # GCP/Azure: their monitors read through their client
+            from toolkit.agent.clouds import bind_monitors
+
+            log = log or JsonLogger()
+            self.imds, monitors = bind_monitors(config, imds, log)
         self.config = config
         self.log = log or JsonLogger()
-        if monitors is None and config.cloud != "aws":
-            from toolkit.agent.clouds import monitors_for
-
-            monitors = monitors_for(config.cloud, imds, notice_seconds=config.notice_seconds,
-                                    wait_seconds=config.wait_seconds, log=self.log)
         self.monitors = monitors if monitors is not None else default_monitors(config.lifecycle_heartbeat)
         self._autoscaling = autoscaling
         self._errors: dict[str, str] = {}
@@ -214,12 +214,8 @@ class Agent:
         now = datetime.now(timezone.utc)
         for monitor in self.monitors:
             try:
-                read = getattr(monitor, "read", None)  # GCP/Azure monitors read for themselves
-                if read is not None:
-                    notices = read(now)
-                else:
-                    body = self.imds.get_text(monitor.path)
-                    notices = monitor.parse(body, now) if body is not None else []
+                body = self.imds.get_text(monitor.path)
+                notices = monitor.parse(body, now) if body is not None else []
             except (ImdsError, NoticeParseError) as exc:
                 message = f"{monitor.context}: {exc}"
                 if self._errors.get(monitor.path) != message:  # log each new error once, not every poll
@@ -273,7 +269,7 @@ class Agent:
                 self.log("hook-skipped", reason="the deadline has already passed", deadline=_iso_epoch(deadline))
             else:
                 self.log("hook-started", command=c.on_notice)
-                hook = run_hook(c.on_notice, _hook_env(notice, deadline, c.cloud), deadline, kill_grace=c.kill_grace)
+                hook = run_hook(c.on_notice, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
                 result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
                 self.log("hook-finished", returncode=hook.returncode, killed=hook.killed,
                          seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
@@ -331,7 +327,7 @@ class Agent:
         if c.on_advisory:
             deadline = max(notice.time.timestamp() - c.margin, time.time() + 1.0)
             self.log("advisory-hook-started", command=c.on_advisory)
-            hook = run_hook(c.on_advisory, _hook_env(notice, deadline, c.cloud), deadline, kill_grace=c.kill_grace)
+            hook = run_hook(c.on_advisory, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
             self.log("advisory-hook-finished", returncode=hook.returncode, killed=hook.killed,
                      seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
         self._save_state()
@@ -411,7 +407,7 @@ class Agent:
         if c.on_rebalance:
             deadline = time.time() + c.rebalance_timeout
             self.log("rebalance-hook-started", command=c.on_rebalance)
-            hook = run_hook(c.on_rebalance, _hook_env(notice, deadline, c.cloud), deadline, kill_grace=c.kill_grace)
+            hook = run_hook(c.on_rebalance, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
             self.log("rebalance-hook-finished", returncode=hook.returncode, killed=hook.killed,
                      seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
         self._save_state()
@@ -442,9 +438,9 @@ def _iso_epoch(ts: float) -> str:
     return iso(datetime.fromtimestamp(ts, timezone.utc))
 
 
-def _hook_env(notice: Notice, deadline: float, cloud: str = "aws") -> dict[str, str]:
+def _hook_env(notice: Notice, deadline: float) -> dict[str, str]:
     return {
-        "SPOTKIT_CLOUD": cloud,
+        "SPOTKIT_CLOUD": notice.detail.get("cloud", "aws"),
         "SPOTKIT_NOTICE_KIND": notice.kind,
         "SPOTKIT_NOTICE_TIME": iso(notice.time),
         "SPOTKIT_NOTICE_ACTION": notice.action,

@@ -2,8 +2,9 @@
 
 ``spotkit agent --cloud aws|gcp|azure|auto``: AWS keeps ``toolkit.agent.imds`` and
 ``toolkit.agent.notices``; GCP and Azure get a ``MetadataClient`` with their header and the monitors of
-``gcp`` and ``azure`` here, which the agent reads through their ``read(now)`` (instead of one GET per
-path) and, for Azure, calls back after a drain (``after_drain``: the acknowledgement). ``detect`` finds
+``gcp`` and ``azure`` here. The agent polls them as it polls AWS's (``get_text(monitor.path)``, then
+``monitor.parse``) through ``CloudMetadata``, which hands each monitor's path to its own ``fetch()``
+(GCP's hanging GET); Azure's monitor is called back after a drain (``after_drain``: the acknowledgement). ``detect`` finds
 the cloud from the metadata service. Standard library only, Python 3.9.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from toolkit.agent.clouds.client import MetadataClient
+from toolkit.agent.clouds.client import CloudMetadata, MetadataClient
 
 CLOUDS = ("aws", "gcp", "azure")
 CHOICES = CLOUDS + ("auto",)
@@ -46,3 +47,10 @@ def monitors_for(cloud: str, client, *, notice_seconds: Optional[float] = None, 
         window = azure.NOTICE_SECONDS if notice_seconds is None else notice_seconds
         return [azure.AzureScheduledEventsMonitor(client, notice_seconds=window, **kw)]
     raise ValueError(f"cloud must be gcp or azure here (got {cloud!r})")
+
+
+def bind_monitors(config, client: MetadataClient, log: Callable[..., object]) -> tuple:
+    """(what the agent reads through, its monitors) for ``config.cloud`` (gcp or azure)."""
+    monitors = monitors_for(config.cloud, client, notice_seconds=config.notice_seconds,
+                            wait_seconds=config.wait_seconds, log=log)
+    return CloudMetadata(client, monitors), monitors

@@ -22,6 +22,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Callable, Optional
 
+from toolkit.agent.clouds.client import make_notice
 from toolkit.agent.imds import ImdsError
 from toolkit.agent.notices import MAINTENANCE, SPOT, Notice, NoticeParseError
 from toolkit.notice import STANDARD_NOTICE_SECONDS, TimeFormatError, parse_time
@@ -51,16 +52,22 @@ class AzureScheduledEventsMonitor:
         self._first_seen: dict[str, datetime] = {}
         self.acknowledged: list[str] = []
 
-    def read(self, now: datetime) -> list[Notice]:
+    def fetch(self) -> str:
         resp = self.client.get(self.path)
         if resp.status != 200:
             raise ImdsError(f"GET {self.path}: HTTP {resp.status}: {resp.body[:200]}")
+        return resp.body
+
+    def clear(self) -> None:
+        self._first_seen.clear()
+
+    def parse(self, body: str, now: datetime) -> list[Notice]:
         try:
-            doc = json.loads(resp.body)
+            doc = json.loads(body)
         except ValueError as exc:
-            raise NoticeParseError(f"body is not JSON: {resp.body[:200]!r}") from exc
+            raise NoticeParseError(f"body is not JSON: {body[:200]!r}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("Events"), list):
-            raise NoticeParseError(f"expected {{\"DocumentIncarnation\", \"Events\": [...]}}, got {resp.body[:200]!r}")
+            raise NoticeParseError(f"expected {{\"DocumentIncarnation\", \"Events\": [...]}}, got {body[:200]!r}")
         incarnation = doc.get("DocumentIncarnation")
         if incarnation != self.incarnation:
             self.log("scheduled-events-changed", cloud="azure", incarnation=incarnation, previous=self.incarnation,
@@ -98,7 +105,8 @@ class AzureScheduledEventsMonitor:
                   "NotBefore": not_before}
         if event_type in ADVISORY:
             detail["advisory"] = True
-        return Notice(DRAINING.get(event_type, MAINTENANCE), when, event_type, EVENTS_PATH, detail)
+        return make_notice(DRAINING.get(event_type, MAINTENANCE), when, event_type, EVENTS_PATH, detail,
+                           key=f"azure-event|{event_id}|{not_before}")
 
     def after_drain(self, notice: Notice) -> Optional[dict]:
         """Acknowledge a drained event (``StartRequests``): Azure may proceed now. None: nothing to do."""

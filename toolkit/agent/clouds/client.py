@@ -15,6 +15,18 @@ from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
 from toolkit.agent.imds import DEFAULT_METADATA_URL, ImdsError, ImdsUnreachable
+from toolkit.agent.notices import Notice
+
+# Where ``Notice`` has a ``key`` (toolkit.notice ids: ``notice_id(kind, instance, key)``), the cloud monitors
+# give one; where it has not, the id comes from kind, time and ``detail["EventId"]``.
+_NOTICE_HAS_KEY = "key" in getattr(Notice, "__dataclass_fields__", {})
+
+
+def make_notice(kind: str, when, action: str, source: str, detail: dict, key: str) -> Notice:
+    """A ``Notice`` with ``key`` (what stays stable for this notice and changes for the next one)."""
+    if _NOTICE_HAS_KEY:
+        return Notice(kind, when, action, source, detail, key=key)
+    return Notice(kind, when, action, source, detail)
 
 
 @dataclass(frozen=True)
@@ -79,3 +91,31 @@ class MetadataClient:
 
     def close(self) -> None:
         """Nothing kept open (the agent closes its client when it stops)."""
+
+
+class CloudMetadata:
+    """What the agent reads through on GCP and Azure: a GET of a monitor's ``path`` is that monitor's own
+    ``fetch()`` (GCP's hanging GET, Azure's document); any other path is a plain GET with the header.
+
+    So the agent's poll loop is the same on every cloud: ``get_text(monitor.path)``, then
+    ``monitor.parse(body, now)``.
+    """
+
+    def __init__(self, client: MetadataClient, monitors: list):
+        self.client = client
+        self.base_url = client.base_url
+        self._by_path = {m.path: m for m in monitors}
+
+    def get_text(self, path: str) -> Optional[str]:
+        monitor = self._by_path.get(path)
+        return monitor.fetch() if monitor is not None else self.client.get_text(path)
+
+    def get(self, path: str, timeout: Optional[float] = None) -> HttpResponse:
+        return self.client.get(path, timeout)
+
+    def request(self, method: str, path: str, body: Optional[dict] = None,
+                timeout: Optional[float] = None) -> HttpResponse:
+        return self.client.request(method, path, body, timeout)
+
+    def close(self) -> None:
+        self.client.close()

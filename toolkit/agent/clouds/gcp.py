@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from typing import Callable, Optional
 
 from toolkit.agent.imds import ImdsError
+from toolkit.agent.clouds.client import make_notice
 from toolkit.agent.notices import MAINTENANCE, SPOT, Notice
-from toolkit.notice import STANDARD_NOTICE_SECONDS
+from toolkit.notice import STANDARD_NOTICE_SECONDS, spot_key
 
 HEADER = ("Metadata-Flavor", "Google")
 PREEMPTED_PATH = "/computeMetadata/v1/instance/preempted"
@@ -80,7 +81,8 @@ class GcpPreemptionMonitor:
         self._etag = None
         self.log("wait-for-change-fallback", monitor=self.kind, reason=reason, polling_for=self.retry_wait_after)
 
-    def _read_value(self) -> str:
+    def fetch(self) -> str:
+        """The value of ``instance/preempted`` (a hanging GET once the first plain GET gave an ETag)."""
         if self._etag is not None and self.mode == "wait-for-change":
             path = f"{self.path}?wait_for_change=true&last_etag={self._etag}&timeout_sec={self.wait_seconds}"
             self.hanging_gets += 1
@@ -101,14 +103,19 @@ class GcpPreemptionMonitor:
             self._etag = resp.headers.get("etag")
         return resp.body
 
-    def read(self, now: datetime) -> list[Notice]:
-        value = self._read_value().strip().upper()
+    def clear(self) -> None:
+        self._seen = _FirstSeen()
+
+    def parse(self, body: str, now: datetime) -> list[Notice]:
+        value = body.strip().upper()
         if value != "TRUE":
-            self._seen = _FirstSeen()
+            self.clear()
             return []
         at = self._seen.mark(value, now)
-        return [Notice(SPOT, at + timedelta(seconds=self.notice_seconds), "preempted", self.path,
-                       {"cloud": "gcp", "detected": at.strftime("%Y-%m-%dT%H:%M:%SZ")})]
+        when = at + timedelta(seconds=self.notice_seconds)
+        return [make_notice(SPOT, when, "preempted", self.path,
+                            {"cloud": "gcp", "detected": at.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                            key=spot_key("preempted", when))]
 
 
 class GcpMaintenanceMonitor:
@@ -121,16 +128,23 @@ class GcpMaintenanceMonitor:
         self.notice_seconds = notice_seconds
         self._seen = _FirstSeen()
 
-    def read(self, now: datetime) -> list[Notice]:
+    def fetch(self) -> str:
         resp = self.client.get(self.path)
         if resp.status != 200:
             raise ImdsError(f"GET {self.path}: HTTP {resp.status}: {resp.body[:200]}")
-        value = resp.body.strip().upper()
+        return resp.body
+
+    def clear(self) -> None:
+        self._seen = _FirstSeen()
+
+    def parse(self, body: str, now: datetime) -> list[Notice]:
+        value = body.strip().upper()
         if value not in (TERMINATE_ON_MAINTENANCE, MIGRATE_ON_MAINTENANCE):
-            self._seen = _FirstSeen()
+            self.clear()
             return []
         at = self._seen.mark(value, now)
         detail = {"cloud": "gcp", "detected": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
         if value == MIGRATE_ON_MAINTENANCE:
             detail["advisory"] = True  # the VM lives on: logged, optional hook, no drain
-        return [Notice(MAINTENANCE, at + timedelta(seconds=self.notice_seconds), value, self.path, detail)]
+        when = at + timedelta(seconds=self.notice_seconds)
+        return [make_notice(MAINTENANCE, when, value, self.path, detail, key=spot_key(value, when))]
