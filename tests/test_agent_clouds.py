@@ -386,3 +386,24 @@ def test_cloud_modules_run_on_python_39_with_the_standard_library_only(tmp_path)
                          env={**os.environ, "PYENV_VERSION": "3.9.18"}, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split("\n")[:3] == ["spot-interruption", "Preempt 1", "(3, 9)"]
+
+
+def test_the_cloud_options_are_the_same_for_argparse_and_spotkit_agent():
+    # the shipped stdlib command line adds them with options.add_arguments; spotkit agent declares them in click
+    import argparse
+
+    from toolkit.agent.clouds import options
+    from toolkit.cli.agent_cmd import agent_command
+
+    parser = argparse.ArgumentParser()
+    options.add_arguments(parser.add_argument)
+    added = {o for a in parser._actions for o in a.option_strings} - {"-h", "--help"}
+    click_options = {o for p in agent_command.params for o in p.opts}
+    assert added == set(options.HELP) and added <= click_options
+    args = parser.parse_args(["--cloud", "gcp", "--notice-seconds", "20"])
+    assert options.config_kwargs(options.resolve_cloud(args.cloud, "http://unused"), args) == {
+        "cloud": "gcp", "on_advisory": None, "notice_seconds": 20.0, "wait_seconds": 10.0}
+    assert (options.default_margin("aws"), options.default_margin("gcp"), options.default_margin("azure")) == (
+        15.0, 5.0, 5.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--cloud", "oci"])

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import signal
 import threading
+from types import SimpleNamespace
 
 import click
 
+from toolkit.agent.clouds.options import DEFAULT_WAIT_SECONDS, MARGIN_HELP
+from toolkit.agent.clouds.options import HELP as CLOUD_HELP
 from toolkit.cli.context import CliContext, pass_ctx
 from toolkit.errors import ToolkitError
 
 
 @click.command("agent")
 @click.option("--cloud", type=click.Choice(["aws", "gcp", "azure", "auto"]), default="aws", show_default=True,
-              help="Whose metadata service to read; auto: probe each with its header and a short timeout.")
+              help=CLOUD_HELP["--cloud"])
 @click.option("--metadata-url", default="http://169.254.169.254", show_default=True,
               help="IMDS base URL (a local `spotkit imds-mock` to rehearse).")
 @click.option("--on-notice", "on_notice", metavar="CMD",
               help="Shell command run once on a spot, Auto Scaling or maintenance notice, killed at the deadline.")
 @click.option("--on-rebalance", "on_rebalance", metavar="CMD", help="Shell command run on a rebalance recommendation.")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls.")
-@click.option("--margin", type=float,
-              help="The hook's deadline is the notice time minus this many seconds. Default 15 on AWS, 5 on GCP "
-                   "and Azure (30 s notices).")
+@click.option("--margin", type=float, help=MARGIN_HELP)
 @click.option("--once", is_flag=True, help="Exit after the first drain.")
 @click.option("--workload-pgid", type=int, help="Process group that gets the signal after the hook.")
 @click.option("--workload-pidfile", type=click.Path(dir_okay=False),
@@ -51,12 +52,9 @@ from toolkit.errors import ToolkitError
 @click.option("--checkpoint-seconds", type=float,
               help="checkpoint-and-continue: estimated seconds of one checkpoint (the longer of it and the measured "
                    "hook time is used; needed without --on-notice).")
-@click.option("--on-advisory", "on_advisory", metavar="CMD",
-              help="Shell command run on an event the VM survives (Azure Reboot/Redeploy/Freeze, GCP live migration).")
-@click.option("--notice-seconds", type=float,
-              help="GCP/Azure: seconds from detection to the end where the platform gives no time (default 30).")
-@click.option("--wait-seconds", type=float, default=10.0, show_default=True,
-              help="GCP: longest hanging GET (wait_for_change) before asking again.")
+@click.option("--on-advisory", "on_advisory", metavar="CMD", help=CLOUD_HELP["--on-advisory"])
+@click.option("--notice-seconds", type=float, help=CLOUD_HELP["--notice-seconds"])
+@click.option("--wait-seconds", type=float, default=DEFAULT_WAIT_SECONDS, help=CLOUD_HELP["--wait-seconds"])
 @pass_ctx
 def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seconds, metadata_url, on_notice,
                   on_rebalance, interval, margin, once, workload_pgid,
@@ -64,22 +62,20 @@ def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seco
                   no_complete_lifecycle, maintenance_lead, token_ttl, allow_imdsv1, state_file, dry_run, notice_policy,
                   checkpoint_seconds):
     """Watch instance metadata for interruption notices; checkpoint, signal and drain. Logs JSON lines."""
-    from toolkit.agent import Agent, AgentConfig, ImdsClient, JsonLogger
+    from toolkit.agent import Agent, AgentConfig, JsonLogger
+    from toolkit.agent.clouds import options
+    from toolkit.agent.clouds.detect import CloudNotDetected
     from toolkit.agent.lifecycle import REGION_PATH
-    from toolkit.agent.clouds import client_for
-    from toolkit.agent.clouds.detect import CloudNotDetected, detect_cloud
     from toolkit.aws import AwsTarget
 
-    if cloud == "auto":
-        try:
-            cloud = detect_cloud(metadata_url)
-        except ValueError as exc:
-            raise ToolkitError(str(exc), hint="spotkit agent --help lists the options") from exc
-        except CloudNotDetected as exc:
-            raise ToolkitError(str(exc), hint=f"spotkit agent --cloud aws|gcp|azure --metadata-url {metadata_url}") \
-                from exc
+    try:
+        cloud = options.resolve_cloud(cloud, metadata_url)
+    except ValueError as exc:
+        raise ToolkitError(str(exc), hint="spotkit agent --help lists the options") from exc
+    except CloudNotDetected as exc:
+        raise ToolkitError(str(exc), hint=f"spotkit agent --cloud aws|gcp|azure --metadata-url {metadata_url}") from exc
     if margin is None:
-        margin = 15.0 if cloud == "aws" else 5.0
+        margin = options.default_margin(cloud)
     try:
         config = AgentConfig(on_notice=on_notice, on_rebalance=on_rebalance, interval=interval, margin=margin,
                              once=once, workload_pgid=workload_pgid, workload_pidfile=workload_pidfile,
@@ -88,12 +84,11 @@ def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seco
                              group_name=group_name, lifecycle_hook=lifecycle_hook,
                              lifecycle_heartbeat=lifecycle_heartbeat, maintenance_lead=maintenance_lead,
                              state_file=state_file, dry_run=dry_run, notice_policy=notice_policy,
-                             checkpoint_seconds=checkpoint_seconds, cloud=cloud, on_advisory=on_advisory,
-                             notice_seconds=notice_seconds, wait_seconds=wait_seconds)
-        if cloud == "aws":
-            imds = ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_imdsv1)
-        else:
-            imds = client_for(cloud, metadata_url)
+                             checkpoint_seconds=checkpoint_seconds,
+                             **options.config_kwargs(cloud, SimpleNamespace(on_advisory=on_advisory,
+                                                                            notice_seconds=notice_seconds,
+                                                                            wait_seconds=wait_seconds)))
+        imds = options.metadata_client(cloud, metadata_url, token_ttl=token_ttl, allow_v1=allow_imdsv1)
     except ValueError as exc:
         raise ToolkitError(str(exc), hint="spotkit agent --help lists the options") from exc
 
