@@ -407,3 +407,28 @@ def test_the_cloud_options_are_the_same_for_argparse_and_spotkit_agent():
         15.0, 5.0, 5.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--cloud", "oci"])
+
+
+def test_a_metadata_service_not_there_yet_is_logged_and_polling_goes_on():
+    # GIVEN an Azure agent started before its metadata service answers
+    port = free_port()
+    log = quiet_log()
+    agent = Agent(client_for("azure", f"http://127.0.0.1:{port}"), AgentConfig(cloud="azure", once=True, **FAST),
+                  log=log)
+    stop = threading.Event()
+    thread, got = run_agent_in_thread(agent, stop)
+    try:
+        wait_for(lambda: events(log, "poll-error"), "the first poll error")
+        polls = agent.polls
+        wait_for(lambda: agent.polls >= polls + 3, "polling after the error")
+        # WHEN the service comes up with a Preempt event
+        with AzureEmulator(AzureSettings(preempt_delay=0), port=port) as az:
+            thread.join(timeout=60)
+            snap = az.snapshot()
+    finally:
+        stop.set()
+    # THEN the error was logged once (retryable), recovery logged, and the event drained and acknowledged
+    errors = events(log, "poll-error")
+    assert len(errors) == 1 and errors[0]["retryable"] is True and "Azure scheduled events" in errors[0]["error"]
+    assert len(events(log, "poll-recovered")) == 1
+    assert got["result"].notice["action"] == "Preempt" and len(snap["start_requests"]) == 1
