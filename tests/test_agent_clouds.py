@@ -432,3 +432,25 @@ def test_a_metadata_service_not_there_yet_is_logged_and_polling_goes_on():
     assert len(errors) == 1 and errors[0]["retryable"] is True and "Azure scheduled events" in errors[0]["error"]
     assert len(events(log, "poll-recovered")) == 1
     assert got["result"].notice["action"] == "Preempt" and len(snap["start_requests"]) == 1
+
+
+def test_an_azure_event_keeps_its_notice_when_it_starts_and_is_new_when_rescheduled():
+    # Azure empties NotBefore once an event has Started: still the same notice (its hook must not run twice)
+    from datetime import datetime, timezone
+
+    from toolkit.agent.clouds.azure import AzureScheduledEventsMonitor
+
+    def doc(incarnation, status, not_before):
+        return json.dumps({"DocumentIncarnation": incarnation, "Events": [{
+            "EventId": "C7061BAC-AFDC-4513-B24B-AA5F13A16123", "EventType": "Reboot", "ResourceType": "VirtualMachine",
+            "Resources": ["vm1"], "EventStatus": status, "NotBefore": not_before, "Description": "",
+            "EventSource": "Platform", "DurationInSeconds": 5}]})
+
+    monitor = AzureScheduledEventsMonitor(None)
+    now = datetime(2026, 11, 29, 20, 0, tzinfo=timezone.utc)
+    (scheduled,) = monitor.parse(doc(2, "Scheduled", "Sun, 29 Nov 2026 20:15:00 GMT"), now)
+    (started,) = monitor.parse(doc(3, "Started", ""), now)
+    (moved,) = monitor.parse(doc(4, "Scheduled", "Sun, 29 Nov 2026 20:30:00 GMT"), now)
+    assert scheduled.id == started.id and started.time == scheduled.time
+    assert moved.id != scheduled.id and moved.time.minute == 30
+    assert scheduled.detail["advisory"] is True and started.detail["EventStatus"] == "Started"

@@ -50,6 +50,7 @@ class AzureScheduledEventsMonitor:
         self.log = log
         self.incarnation: Optional[int] = None
         self._first_seen: dict[str, datetime] = {}
+        self._times: dict[str, datetime] = {}  # EventId -> notice time (kept when NotBefore empties on Started)
         self.acknowledged: list[str] = []
 
     def fetch(self) -> str:
@@ -60,6 +61,7 @@ class AzureScheduledEventsMonitor:
 
     def clear(self) -> None:
         self._first_seen.clear()
+        self._times.clear()
 
     def parse(self, body: str, now: datetime) -> list[Notice]:
         try:
@@ -85,6 +87,7 @@ class AzureScheduledEventsMonitor:
                 out.append(notice)
         for gone in set(self._first_seen) - current:  # canceled or completed: forget it
             del self._first_seen[gone]
+            self._times.pop(gone, None)
         return out
 
     def _notice(self, event: dict, incarnation, now: datetime) -> Optional[Notice]:
@@ -98,15 +101,16 @@ class AzureScheduledEventsMonitor:
                 when = parse_time(not_before)
             except TimeFormatError as exc:
                 raise NoticeParseError(f"event {event_id}: {exc}") from None
-        else:  # started, or no time given: the platform's minimum window from the first sighting
-            when = first + timedelta(seconds=self.notice_seconds)
+        else:  # started (the time is the one it had), or never given: the platform's window from first sight
+            when = self._times.get(event_id) or first + timedelta(seconds=self.notice_seconds)
+        self._times[event_id] = when  # a new NotBefore (rescheduled) is a new notice; Started is the same one
         detail = {"cloud": "azure", "EventId": event_id, "EventType": event_type,
                   "EventStatus": event.get("EventStatus"), "DocumentIncarnation": incarnation,
                   "NotBefore": not_before}
         if event_type in ADVISORY:
             detail["advisory"] = True
         return make_notice(DRAINING.get(event_type, MAINTENANCE), when, event_type, EVENTS_PATH, detail,
-                           key=f"azure-event|{event_id}|{not_before}")
+                           key=f"azure-event|{event_id}|{when.strftime('%Y-%m-%dT%H:%M:%SZ')}")
 
     def after_drain(self, notice: Notice) -> Optional[dict]:
         """Acknowledge a drained event (``StartRequests``): Azure may proceed now. None: nothing to do."""
