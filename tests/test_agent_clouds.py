@@ -454,3 +454,15 @@ def test_an_azure_event_keeps_its_notice_when_it_starts_and_is_new_when_reschedu
     assert scheduled.id == started.id and started.time == scheduled.time
     assert moved.id != scheduled.id and moved.time.minute == 30
     assert scheduled.detail["advisory"] is True and started.detail["EventStatus"] == "Started"
+
+
+def test_aws_paths_are_not_asked_of_another_clouds_metadata_service():
+    from toolkit.agent.clouds import bind_monitors
+
+    with AzureEmulator() as az:
+        reader, monitors = bind_monitors(AgentConfig(cloud="azure"), client_for("azure", az.url), quiet_log())
+        before = az.snapshot()["counters"]["requests"]
+        assert reader.get_text("/latest/meta-data/instance-id") is None
+        assert az.snapshot()["counters"]["requests"] == before
+        assert json.loads(reader.get_text(monitors[0].path))["Events"] == []
+        assert az.snapshot()["counters"]["requests"] == before + 1

@@ -93,6 +93,9 @@ class MetadataClient:
         """Nothing kept open (the agent closes its client when it stops)."""
 
 
+AWS_PREFIX = "/latest/"
+
+
 class CloudMetadata:
     """What the agent reads through on GCP and Azure: a GET of a monitor's ``path`` is that monitor's own
     ``fetch()`` (GCP's hanging GET, Azure's document); any other path is a plain GET with the header.
@@ -108,7 +111,11 @@ class CloudMetadata:
 
     def get_text(self, path: str) -> Optional[str]:
         monitor = self._by_path.get(path)
-        return monitor.fetch() if monitor is not None else self.client.get_text(path)
+        if monitor is not None:
+            return monitor.fetch()
+        if path.startswith(AWS_PREFIX):  # an AWS path the agent asks for (instance id, lifecycle state...):
+            return None                  # not on this cloud, as a 404 would say, without asking the service
+        return self.client.get_text(path)
 
     def get(self, path: str, timeout: Optional[float] = None) -> HttpResponse:
         return self.client.get(path, timeout)
