@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 from typing import Callable, Optional
+from urllib.parse import quote
 
 from toolkit.agent.imds import ImdsError
 from toolkit.agent.clouds.client import make_notice
@@ -84,7 +85,7 @@ class GcpPreemptionMonitor:
     def fetch(self) -> str:
         """The value of ``instance/preempted`` (a hanging GET once the first plain GET gave an ETag)."""
         if self._etag is not None and self.mode == "wait-for-change":
-            path = f"{self.path}?wait_for_change=true&last_etag={self._etag}&timeout_sec={self.wait_seconds}"
+            path = f"{self.path}?wait_for_change=true&last_etag={quote(self._etag)}&timeout_sec={self.wait_seconds}"
             self.hanging_gets += 1
             try:
                 resp = self.client.get(path, timeout=self.wait_seconds + 5)
