@@ -13,6 +13,9 @@ import sys
 import threading
 from typing import Optional, Sequence
 
+from toolkit.agent.clouds import options  # standard library only, like the rest of the agent
+from toolkit.agent.clouds.detect import CloudNotDetected
+
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")
 
 
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="Shell command run once on a spot, Auto Scaling or maintenance notice, killed at the deadline.")
     a("--on-rebalance", metavar="CMD", help="Shell command run on a rebalance recommendation.")
     a("--interval", type=float, default=2.0, help="Seconds between polls (default 2).")
-    a("--margin", type=float, default=15.0, help="The hook's deadline is the notice time minus this (default 15).")
+    a("--margin", type=float, default=None, help=options.MARGIN_HELP)
     a("--once", action="store_true", help="Exit after the first drain.")
     a("--workload-pgid", type=_pgid, help="Process group that gets the signal after the hook (2 or more, not ours).")
     a("--workload-pidfile", help="File with the workload's pid; its process group gets the signal after the hook.")
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
            "checkpoint, the workload keeps training and is signalled at the deadline minus the checkpoint time.")
     a("--checkpoint-seconds", type=float,
       help="checkpoint-and-continue: the least time the final checkpoint is given (default: the hook's measured time).")
+    options.add_arguments(a)
     a("--region", help="AWS region for the lifecycle completion (default: from IMDS).")
     a("--profile", help="AWS profile (boto3 only).")
     a("--endpoint-url", help="AWS endpoint for the lifecycle completion (an emulator).")
@@ -75,23 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from toolkit.agent.core import Agent, AgentConfig
-    from toolkit.agent.imds import ImdsClient
     from toolkit.agent.lifecycle import REGION_PATH, autoscaling_client
     from toolkit.agent.log import JsonLogger
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        cloud = options.resolve_cloud(args.cloud, args.metadata_url)
+    except CloudNotDetected as exc:
+        parser.error(str(exc))
+    margin = options.default_margin(cloud) if args.margin is None else args.margin
+    try:
         config = AgentConfig(on_notice=args.on_notice, on_rebalance=args.on_rebalance, interval=args.interval,
-                             margin=args.margin, once=args.once, workload_pgid=args.workload_pgid,
+                             margin=margin, once=args.once, workload_pgid=args.workload_pgid,
                              workload_pidfile=args.workload_pidfile, workload_signal=args.workload_signal,
                              signal_on_hibernate=args.signal_on_hibernate,
                              complete_lifecycle=not args.no_complete_lifecycle, group_name=args.group_name,
                              lifecycle_hook=args.lifecycle_hook, lifecycle_heartbeat=args.lifecycle_heartbeat,
                              maintenance_lead=args.maintenance_lead, state_file=args.state_file,
                              dry_run=args.dry_run, notice_policy=args.notice_policy,
-                             checkpoint_seconds=args.checkpoint_seconds)
-        imds = ImdsClient(args.metadata_url, token_ttl=args.token_ttl, allow_v1=args.allow_imdsv1)
+                             checkpoint_seconds=args.checkpoint_seconds, **options.config_kwargs(cloud, args))
+        imds = options.metadata_client(cloud, args.metadata_url, token_ttl=args.token_ttl, allow_v1=args.allow_imdsv1)
     except ValueError as exc:
         parser.error(str(exc))
 

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from toolkit.agent.imds import ImdsClient, ImdsError
-from toolkit.notice import NOTICE_WINDOW_SECONDS, SPOT_NOTICE_SECONDS
+from toolkit.notice import NOTICE_WINDOW_SECONDS, STANDARD_NOTICE_SECONDS
 from toolkit.agent.lifecycle import (
     DRAIN_HOOK_NAME,
     GROUP_TAG_PATH,
@@ -92,6 +92,11 @@ class AgentConfig:
       minus the hook's measured run time; ``toolkit.agent.policy``).
     - ``checkpoint_seconds``: an estimate of one checkpoint's time for ``checkpoint-and-continue``; the
       longer of it and the measured time is used. Default: the measured time only.
+    - ``cloud``: ``aws`` (default), ``gcp`` or ``azure``: whose metadata service is read
+      (``toolkit.agent.clouds``); hooks get it as ``SPOTKIT_CLOUD``. ``notice_seconds``: GCP/Azure, the
+      platform's window where it gives no time (default 30 s). ``wait_seconds``: GCP's longest hanging
+      GET (default 10). ``on_advisory``: command run on an event the VM survives (Azure Reboot/Redeploy/
+      Freeze, GCP live migration); default none (logged only).
     """
 
     on_notice: Optional[str] = None
@@ -114,8 +119,18 @@ class AgentConfig:
     kill_grace: float = 1.0
     notice_policy: str = STOP
     checkpoint_seconds: Optional[float] = None
+    cloud: str = "aws"
+    notice_seconds: Optional[float] = None
+    wait_seconds: float = 10.0
+    on_advisory: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.cloud not in ("aws", "gcp", "azure"):
+            raise ValueError(f"cloud must be aws, gcp or azure (got {self.cloud!r})")
+        if self.notice_seconds is not None and self.notice_seconds <= 0:
+            raise ValueError(f"notice_seconds must be more than 0 seconds (got {self.notice_seconds})")
+        if self.wait_seconds <= 0:
+            raise ValueError(f"wait_seconds must be more than 0 seconds (got {self.wait_seconds})")
         validate_policy(self.notice_policy, on_notice=self.on_notice, checkpoint_seconds=self.checkpoint_seconds)
         if self.interval <= 0:
             raise ValueError(f"interval must be more than 0 seconds (got {self.interval})")
@@ -161,6 +176,11 @@ class Agent:
                  autoscaling: Any = None, log: Optional[Callable[..., Any]] = None,
                  monitors: Optional[list[Monitor]] = None, boot: Optional[str] = None):
         self.imds = imds
+        if monitors is None and config.cloud != "aws":  # GCP/Azure: their monitors read through their client
+            from toolkit.agent.clouds import bind_monitors
+
+            log = log or JsonLogger()
+            self.imds, monitors = bind_monitors(config, imds, log)
         self.config = config
         self.log = log or JsonLogger()
         self.boot = read_boot_id() if boot is None else boot
@@ -262,6 +282,8 @@ class Agent:
         for notice in self.poll_once():
             if notice.kind == REBALANCE:
                 self._rebalance(notice)
+            elif notice.detail.get("advisory"):
+                self._advisory(notice)
             elif notice.kind == MAINTENANCE and notice.time.timestamp() - time.time() > self.config.maintenance_lead:
                 if notice.id not in self._announced:
                     self._announced.add(notice.id)
@@ -292,7 +314,7 @@ class Agent:
         if deadline <= time.time():
             # Due at once (hibernate, a stop without warning, maintenance already due): act now, best effort.
             late = time.time() - deadline
-            deadline = time.time() + max(1.0, SPOT_NOTICE_SECONDS - c.margin)
+            deadline = time.time() + max(1.0, STANDARD_NOTICE_SECONDS.get(c.cloud, 120) - c.margin)
             result.deadline = deadline
             self.log("hook-due-at-once" if c.on_notice else "notice-due-at-once",
                      seconds_past_deadline=round(late, 3), best_effort_deadline=_iso_epoch(deadline),
@@ -322,13 +344,48 @@ class Agent:
                 self.log("signal-failed", target=sig.target, signal=sig.signal, error=sig.error)
             else:
                 self.log("workload-signaled", target=sig.target, signal=sig.signal)
-        if notice.kind == LIFECYCLE or self._group_terminating():
+        self._after_drain(notice, deadline, result)
+        if notice.kind == LIFECYCLE or (c.cloud == "aws" and self._group_terminating()):
             result.workload_exited_at = self._wait_for_workload(deadline)
             result.lifecycle = self._complete_lifecycle()
             if result.lifecycle is not None:
                 result.lifecycle_completed_at = result.lifecycle.completed_at
         self._save_state()
         return result
+
+    def _after_drain(self, notice: Notice, deadline: float, result: AgentResult) -> None:
+        """Monitors that answer a drain (Azure: acknowledge the event so the platform proceeds now) are
+        called once the signaled workload has exited or its deadline has passed."""
+        callbacks = [m.after_drain for m in self.monitors if hasattr(m, "after_drain")]
+        if not callbacks:
+            return
+        if result.signal is not None and not result.signal.dry_run:
+            result.workload_exited_at = self._wait_for_workload(deadline)
+        for callback in callbacks:
+            if self.config.dry_run:
+                self.log("would-have-acknowledged", notice=notice.to_dict())
+                continue
+            try:
+                done = callback(notice)
+            except ImdsError as exc:
+                self.log("acknowledge-failed", error=str(exc), notice=notice.to_dict())
+                continue
+            if done:
+                self.log("notice-acknowledged", **done)
+
+    def _advisory(self, notice: Notice) -> None:
+        """An event the instance survives (Azure Reboot/Redeploy/Freeze, GCP live migration): log it and run
+        ``on_advisory`` if given; nothing is signaled, nothing drained."""
+        c = self.config
+        self.handled.add(notice.id)
+        self.log("notice-detected", notice=notice.to_dict(), note="advisory: the instance survives it, no drain")
+        if c.on_advisory:
+            deadline = max(notice.time.timestamp() - c.margin, time.time() + 1.0)
+            self.log("advisory-hook-started", command=c.on_advisory)
+            hook = run_hook(c.on_advisory, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
+            self.log("advisory-hook-finished", returncode=hook.returncode, killed=hook.killed,
+                     seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
+        self._save_state()
 
     def _keep_training(self, result: AgentResult, deadline: float) -> dict:
         """checkpoint-and-continue: let the workload train until its final checkpoint is due."""
@@ -419,7 +476,7 @@ class Agent:
         stop = stop or threading.Event()
         self._stop = stop
         c = self.config
-        self.log("agent-started", metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
+        self.log("agent-started", cloud=c.cloud, metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
                  once=c.once, on_notice=c.on_notice, on_rebalance=c.on_rebalance, dry_run=c.dry_run)
         try:
             while not stop.is_set():
@@ -440,6 +497,7 @@ def _iso_epoch(ts: float) -> str:
 
 def _hook_env(notice: Notice, deadline: float) -> dict[str, str]:
     return {
+        "SPOTKIT_CLOUD": notice.detail.get("cloud", "aws"),
         "SPOTKIT_NOTICE_KIND": notice.kind,
         "SPOTKIT_NOTICE_TIME": iso(notice.time),
         "SPOTKIT_NOTICE_ACTION": notice.action,
@@ -466,8 +524,13 @@ def run_until_notice(metadata_url: str, config: AgentConfig = AgentConfig(), *, 
         timer.daemon = True
         timer.start()
     try:
-        agent = Agent(ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_v1), replace(config, once=True),
-                      autoscaling=autoscaling, log=log)
+        if config.cloud == "aws":
+            client = ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_v1)
+        else:
+            from toolkit.agent.clouds import client_for
+
+            client = client_for(config.cloud, metadata_url)
+        agent = Agent(client, replace(config, once=True), autoscaling=autoscaling, log=log)
         result = agent.run(stop)
     finally:
         if timer:
