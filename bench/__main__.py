@@ -3,8 +3,8 @@
 import runpy
 import sys
 
-BENCHES = ["bench.synth", "bench.interruptions_agent", "bench.interruptions_handler", "bench.runbooks", "bench.plan_apply",
-           "bench.drill_goodput", "bench.check"]
+BENCHES = ["bench.synth", "bench.interruptions_agent", "bench.clouds_agent", "bench.interruptions_handler",
+           "bench.runbooks", "bench.plan_apply", "bench.drill_goodput", "bench.check"]
 
 if __name__ == "__main__":
     for name in BENCHES:

@@ -1,26 +1,36 @@
 """The boot-script part that installs the interruption agent and starts it under systemd.
 
-``SpotComputeGroup`` adds it by default (``ComputeGroupSettings.install_agent``). The part:
+``SpotComputeGroup`` adds it by default (``ComputeGroupSettings.install_agent``). By default the agent is
+the zipapp the stack ships (``modules.agent_artifact``): no pip and no package index at boot. The part:
 
-1. makes a venv in ``/opt/spotkit`` and ``pip install``s ``package_spec`` into it (default ``spotkit``
-   from PyPI; a pinned version, an ``https://`` wheel URL, or an ``s3://`` wheel copied with the AWS CLI);
+1. downloads ``s3://<the stack's agent bucket>/agent/<sha256>/spotkit-agent.pyz`` with the AWS CLI (the
+   instance role may ``s3:GetObject`` that one key; private subnets reach S3 through the VPC's gateway
+   endpoint) into a ``mktemp`` file, checks its sha256 against the one written here at synthesis, and
+   refuses a mismatch with a ``spotkit-agent: REFUSED`` line; then installs it as
+   ``/opt/spotkit/spotkit-agent.pyz``;
 2. writes ``/etc/spotkit/on-notice`` if absent: a placeholder hook that only logs (replace it with your
    checkpoint command, or set ``on_notice``);
-3. writes ``/etc/systemd/system/spotkit-agent.service`` and enables it now.
+3. writes ``/etc/systemd/system/spotkit-agent.service`` (``/usr/bin/python3 -I -S
+   /opt/spotkit/spotkit-agent.pyz ...``: Python 3.9+, standard library only) and enables it now.
 
-A failed install is logged and leaves the rest of the boot script running: an instance without its agent
-still trains, it only loses the checkpoint-on-notice.
+``package_spec`` is the opt-in for teams that publish their own build: then the part makes a venv and
+``pip install``s it instead (a pinned version, an ``https://`` wheel URL, or an ``s3://`` wheel).
+
+A failed download, a refused artifact or a failed install is logged and leaves the rest of the boot
+script running: an instance without its agent still trains, it only loses the checkpoint-on-notice.
+``SPOTKIT_ROOT`` (empty on an instance) and ``SPOTKIT_IMDS_URL`` let a test run the part for real.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Optional
 
 from modules.user_data import UserDataPart
-from toolkit.agent.systemd import UNIT_NAME, VENV, agent_command, render_unit
-from toolkit import __version__
+from modules.agent_artifact import AgentArtifactRef
+from toolkit.agent.systemd import PYZ_LAUNCHER, UNIT_NAME, VENV, agent_command, render_unit
 from toolkit.errors import ValidationError
 
 DEFAULT_HOOK = "/etc/spotkit/on-notice"
@@ -37,11 +47,10 @@ echo "spotkit notice: kind=$SPOTKIT_NOTICE_KIND time=$SPOTKIT_NOTICE_TIME deadli
 class AgentSettings:
     """How the agent is installed and what it runs.
 
-    - ``package_spec``: what pip installs. Default ``spotkit==<this version>``, pinned so an instance never
-      installs a different release (or another project's package of the same name); spotkit is not yet
-      published on PyPI, so until it is, give an ``https://``
-      wheel URL, or ``s3://bucket/spotkit-0.1.0-py3-none-any.whl`` (copied with the AWS CLI first; the
-      instance role then needs s3:GetObject on it).
+    - ``package_spec``: opt-in for teams that publish their own build: what pip installs into a venv at
+      boot (``spotkit==0.1.0``, an ``https://`` wheel URL, or ``s3://bucket/spotkit-0.1.0-py3-none-any.whl``
+      copied with the AWS CLI first; the instance role then needs s3:GetObject on it). Default: none, the
+      zipapp the stack ships (``modules.agent_artifact``), verified by its sha256, no package index.
     - ``on_notice``: command run on a spot/Auto Scaling/maintenance notice. Default ``/etc/spotkit/on-notice``,
       a placeholder that logs, created when absent.
     - ``on_rebalance``: command run on a rebalance recommendation. Default: none.
@@ -56,7 +65,7 @@ class AgentSettings:
       (the longer of it and the hook's measured time). Default: the stack's (training: 60).
     """
 
-    package_spec: str = f"spotkit=={__version__}"
+    package_spec: Optional[str] = None
     on_notice: str = DEFAULT_HOOK
     on_rebalance: Optional[str] = None
     interval: float = 2.0
@@ -67,7 +76,8 @@ class AgentSettings:
 
 
 def validate_agent_settings(where: str, s: AgentSettings) -> None:
-    if not s.package_spec.strip() or any(c in s.package_spec for c in "\n'\"`$;&|"):
+    if s.package_spec is not None and (not s.package_spec.strip()
+                                       or any(c in s.package_spec for c in "\n'\"`$;&|")):
         raise ValidationError(f"{where}: agent.package_spec {s.package_spec!r} must be one pip requirement or URL "
                               "without quotes, newlines or shell characters (e.g. spotkit==0.1.0)")
     if not s.on_notice.strip() or "\n" in s.on_notice:
@@ -88,19 +98,96 @@ def validate_agent_settings(where: str, s: AgentSettings) -> None:
                               "a spot notice comes 120 s before the instance goes")
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _hook_and_unit(unit: str) -> str:
+    return f"""  mkdir -p $SPOTKIT_ROOT/etc/spotkit
+  if [ ! -e $SPOTKIT_ROOT{DEFAULT_HOOK} ]; then
+cat > $SPOTKIT_ROOT{DEFAULT_HOOK} <<'SPOTKIT_HOOK'
+{_PLACEHOLDER_HOOK.rstrip()}
+SPOTKIT_HOOK
+    chmod 0755 $SPOTKIT_ROOT{DEFAULT_HOOK}
+  fi
+  mkdir -p $SPOTKIT_ROOT/etc/systemd/system
+cat > $SPOTKIT_ROOT/etc/systemd/system/{UNIT_NAME} <<'SPOTKIT_UNIT'
+{unit.rstrip()}
+SPOTKIT_UNIT
+  systemctl daemon-reload
+  systemctl enable --now {UNIT_NAME}"""
+
+
 def agent_user_data_part(settings: AgentSettings = AgentSettings(), *, lifecycle_heartbeat: int = 300,
-                         order: int = 80) -> UserDataPart:
-    """The ``spotkit-agent`` user data part (runs late: after mounts, before the workload starts)."""
+                         order: int = 80, artifact: Optional[AgentArtifactRef] = None,
+                         complete_lifecycle: bool = True) -> UserDataPart:
+    """The ``spotkit-agent`` user data part (runs late: after mounts, before the workload starts).
+
+    ``artifact``: the shipped zipapp (``AgentArtifact.ref``); required unless ``settings.package_spec``.
+    ``complete_lifecycle``: off for a lone instance that no Auto Scaling group terminates.
+    """
     s = settings
+    if s.package_spec is None and artifact is None:
+        raise ValueError("agent_user_data_part: give artifact (AgentArtifact.for_stack(scope).ref) "
+                         "or settings.package_spec")
+    if artifact is not None and not _SHA256.match(artifact.sha256):
+        raise ValueError(f"agent_user_data_part: artifact.sha256 must be 64 lowercase hex digits "
+                         f"(got {artifact.sha256!r})")
+    extra = () if complete_lifecycle else ("--no-complete-lifecycle",)
     argv = agent_command(on_notice=s.on_notice, on_rebalance=s.on_rebalance, interval=s.interval, margin=s.margin,
                          workload_pidfile=s.workload_pidfile, lifecycle_heartbeat=lifecycle_heartbeat,
-                         notice_policy=s.notice_policy, checkpoint_seconds=s.checkpoint_seconds)
+                         notice_policy=s.notice_policy, checkpoint_seconds=s.checkpoint_seconds,
+                         launcher=None if s.package_spec else PYZ_LAUNCHER, extra_args=extra)
     unit = render_unit(argv).replace("StateDirectory=spotkit\n",
                                      "StateDirectory=spotkit\nRuntimeDirectory=spotkit\nRuntimeDirectoryPreserve=yes\n")
-    script = f"""
-# The interruption agent: checkpoint hook + SIGTERM + lifecycle completion on spot/ASG notices.
-SPOTKIT_PACKAGE={shlex.quote(s.package_spec)}
+    if s.package_spec is None:
+        return UserDataPart(name="spotkit-agent", script=_artifact_script(artifact, unit), order=order)
+    return UserDataPart(name="spotkit-agent", script=_pip_script(s.package_spec, unit), order=order)
+
+
+def _artifact_script(artifact: AgentArtifactRef, unit: str) -> str:
+    return f"""
+# The interruption agent (spotkit-agent.pyz, shipped by this stack): checkpoint hook + SIGTERM + lifecycle completion.
+SPOTKIT_ROOT=${{SPOTKIT_ROOT:-}}
+SPOTKIT_AGENT_S3="{artifact.s3_uri}"
+SPOTKIT_AGENT_SHA256={artifact.sha256}
 install_spotkit_agent() {{
+  local md token region tmp got
+  md=${{SPOTKIT_IMDS_URL:-http://169.254.169.254}}
+  if [ ! -x /usr/bin/python3 ]; then
+    echo "spotkit-agent: /usr/bin/python3 is missing (the agent needs Python 3.9+, standard library only)" >&2; return 1
+  fi
+  command -v aws >/dev/null 2>&1 || {{ echo "spotkit-agent: the AWS CLI is missing: cannot download $SPOTKIT_AGENT_S3" >&2; return 1; }}
+  token=$(curl -sS -X PUT "$md/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
+  region=$(curl -sS -H "X-aws-ec2-metadata-token: $token" "$md/latest/meta-data/placement/region")
+  mkdir -p $SPOTKIT_ROOT{VENV} && chmod 0755 $SPOTKIT_ROOT{VENV} || return 1
+  tmp=$(mktemp $SPOTKIT_ROOT{VENV}/.spotkit-agent.XXXXXXXX) || return 1
+  if ! aws s3 cp --only-show-errors --region "$region" "$SPOTKIT_AGENT_S3" "$tmp"; then
+    echo "spotkit-agent: downloading $SPOTKIT_AGENT_S3 failed (the instance role may read that one key)" >&2
+    rm -f "$tmp"; return 1
+  fi
+  got=$(sha256sum "$tmp" | cut -d' ' -f1)
+  if [ "$got" != "$SPOTKIT_AGENT_SHA256" ]; then
+    echo "spotkit-agent: REFUSED $SPOTKIT_AGENT_S3: its sha256 is $got, the stack shipped $SPOTKIT_AGENT_SHA256; the agent is not installed" >&2
+    rm -f "$tmp"; return 1
+  fi
+  chmod 0644 "$tmp" && mv -f "$tmp" $SPOTKIT_ROOT{VENV}/spotkit-agent.pyz
+}}
+if install_spotkit_agent; then
+{_hook_and_unit(unit)}
+  echo "spotkit-agent: installed $SPOTKIT_AGENT_S3 (sha256 $SPOTKIT_AGENT_SHA256) and started {UNIT_NAME}"
+else
+  echo "spotkit-agent: not installed; the instance runs without its interruption agent (the rest of the boot goes on)" >&2
+fi
+"""
+
+
+def _pip_script(package_spec: str, unit: str) -> str:
+    return f"""
+# The interruption agent from your own build (agent.package_spec): checkpoint hook + SIGTERM + lifecycle completion.
+SPOTKIT_ROOT=${{SPOTKIT_ROOT:-}}
+SPOTKIT_PACKAGE={shlex.quote(package_spec)}
+install_spotkit_agent() {{
+  local tmpdir
   command -v python3 >/dev/null 2>&1 || dnf install -y python3 || yum install -y python3 || apt-get install -y python3 python3-venv
   python3 -m venv {VENV} || {{ apt-get install -y python3-venv && python3 -m venv {VENV}; }} || return 1
   case "$SPOTKIT_PACKAGE" in
@@ -114,20 +201,8 @@ install_spotkit_agent() {{
   return $spotkit_rc
 }}
 if install_spotkit_agent; then
-  mkdir -p /etc/spotkit
-  if [ ! -e {DEFAULT_HOOK} ]; then
-cat > {DEFAULT_HOOK} <<'SPOTKIT_HOOK'
-{_PLACEHOLDER_HOOK.rstrip()}
-SPOTKIT_HOOK
-    chmod 0755 {DEFAULT_HOOK}
-  fi
-cat > /etc/systemd/system/{UNIT_NAME} <<'SPOTKIT_UNIT'
-{unit.rstrip()}
-SPOTKIT_UNIT
-  systemctl daemon-reload
-  systemctl enable --now {UNIT_NAME}
+{_hook_and_unit(unit)}
 else
   echo "spotkit-agent: installing $SPOTKIT_PACKAGE failed; the instance runs without its interruption agent" >&2
 fi
 """
-    return UserDataPart(name="spotkit-agent", script=script, order=order)

@@ -144,8 +144,9 @@ class ComputeGroupSettings:
       all-on-demand group of one instance type. Default: none.
     - ``install_agent``: install and start the interruption agent at boot (``modules.agent_user_data``):
       checkpoint hook, SIGTERM and lifecycle completion on a spot or Auto Scaling notice. Default on.
-    - ``agent``: how the agent is installed and what it runs (``AgentSettings``). Default: ``spotkit`` from
-      PyPI, hook ``/etc/spotkit/on-notice``, workload pid in ``/run/spotkit/workload.pid``.
+    - ``agent``: how the agent is installed and what it runs (``AgentSettings``). Default: the zipapp the
+      stack ships (``modules.agent_artifact``, sha256-checked at boot; the role may read that one S3 key),
+      hook ``/etc/spotkit/on-notice``, workload pid in ``/run/spotkit/workload.pid``.
     """
 
     instance_types: tuple[str, ...] = ("m6i.large", "m6a.large", "m5.large")
@@ -312,11 +313,19 @@ class SpotComputeGroup(Construct):
 
         self.tags = {GROUP_TAG: name, "spotkit:managed": "true", **dict(settings.tags)}
         self.user_data = UserData(self, f"{name}_user_data".replace("-", "_"))
+        shipped = None
+        if settings.install_agent and settings.agent.package_spec is None:
+            from modules.agent_artifact import AgentArtifact
+
+            shipped = AgentArtifact.for_stack(self)  # the stack's one agent artifact (S3 object + sha256)
         if settings.install_agent:
             self.add_user_data(agent_user_data_part(settings.agent,
-                                                    lifecycle_heartbeat=settings.lifecycle_hook_heartbeat_seconds))
+                                                    lifecycle_heartbeat=settings.lifecycle_hook_heartbeat_seconds,
+                                                    artifact=shipped.ref if shipped else None))
         self._create_security_group(security_group_id)
         self._create_role()
+        if shipped is not None:
+            shipped.grant_read(self)  # s3:GetObject on that one key, nothing else
         self._create_launch_template()
         self._create_group()
 

@@ -19,6 +19,7 @@ from typing import Mapping, Optional
 
 from constructs import Construct
 
+from modules.agent_user_data import AgentSettings, agent_user_data_part, validate_agent_settings
 from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, validate_data_volumes
 from modules.data_volume_boot import attached_script
 from modules.hibernation import HibernationSettings, hibernation_root_size, validate_hibernation
@@ -46,6 +47,10 @@ class SpotInstanceSettings:
     - ``ami_id`` / ``ami_ssm_parameter``: image. Default latest AL2023 (supports hibernation).
     - ``kms_key_id``: EBS key. Default: the account's default EBS key.
     - ``tags``: extra tags.
+    - ``install_agent``: install and start the interruption agent at boot (the zipapp the stack ships,
+      ``modules.agent_artifact``): the checkpoint hook runs on a spot notice, at once on a hibernate
+      notice (AWS gives no two-minute lead then). No lifecycle action to complete. Default on.
+    - ``agent``: what the agent runs (``AgentSettings``).
     """
 
     instance_type: str = "m6i.xlarge"
@@ -59,6 +64,8 @@ class SpotInstanceSettings:
     ami_ssm_parameter: str = DEFAULT_AMI_PARAMETER
     kms_key_id: Optional[str] = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    install_agent: bool = True
+    agent: AgentSettings = field(default_factory=AgentSettings)
 
     @property
     def effective_hibernation(self) -> HibernationSettings:
@@ -86,6 +93,8 @@ def validate_spot_instance(name: str, s: SpotInstanceSettings) -> None:
     validate_hibernation(where, (s.instance_type,), s.effective_hibernation, root_encrypted=s.root_volume_encrypted)
     if s.data_volume is not None:
         validate_data_volumes(where, [s.data_volume])
+    if s.install_agent:
+        validate_agent_settings(where, s.agent)
 
 
 class PersistentSpotInstance(Construct):
@@ -142,6 +151,15 @@ class PersistentSpotInstance(Construct):
         IamRolePolicy(self, "policy", name="spotkit-instance", role=self.role.id,
                       policy=lazy_string(lambda: json.dumps({"Version": "2012-10-17", "Statement": self._statements})))
         profile = IamInstanceProfile(self, "instance-profile", name_prefix=f"{name}-"[:38], role=self.role.name)
+        if s.install_agent:
+            shipped = None
+            if s.agent.package_spec is None:
+                from modules.agent_artifact import AgentArtifact
+
+                shipped = AgentArtifact.for_stack(self)
+                shipped.grant_read(self)  # s3:GetObject on that one key, nothing else
+            self.add_user_data(agent_user_data_part(s.agent, artifact=shipped.ref if shipped else None,
+                                                    complete_lifecycle=False))
 
         hib = s.effective_hibernation
         root_size = hibernation_root_size((s.instance_type,), hib, s.root_volume_size_gib) if hib.enabled \

@@ -281,12 +281,18 @@ def test_lifecycle_error_is_logged_not_fatal(aws, emu):
 
 def test_dry_run_signals_and_completes_nothing(aws, emu, tmp_path):
     asg = _group_with_drain_hook(aws, "spotkit-training")
+    workload = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a group of its own: signalable
     pidfile = tmp_path / "pid"
-    pidfile.write_text(str(os.getpid()))
+    pidfile.write_text(str(workload.pid))
     emu.interrupt("lifecycle")
     log = quiet_log()
-    result = run_until_notice(emu.url, AgentConfig(workload_pidfile=str(pidfile), dry_run=True, interval=0.05),
-                              autoscaling=asg, log=log, timeout=30)
+    try:
+        result = run_until_notice(emu.url, AgentConfig(workload_pidfile=str(pidfile), dry_run=True, interval=0.05),
+                                  autoscaling=asg, log=log, timeout=30)
+        assert workload.poll() is None  # dry run: still running
+    finally:
+        workload.kill()
+        workload.wait()
     assert result.signal.dry_run is True and result.signal_sent_at is None
     assert events(log, "would-have-signaled")[0]["signal"] == "SIGTERM"
     assert events(log, "would-have-completed-lifecycle")[0]["group"] == "spotkit-training"
@@ -318,7 +324,7 @@ def test_state_file_keeps_a_restarted_agent_from_running_the_hook_again(emu, tmp
     assert restarted.step() is None
     # THEN the hook ran once in total
     assert out.read_text() == "ran\n"
-    assert json.loads(state.read_text())["drained"] is True
+    assert json.loads(state.read_text())["drained_until"] > 0
 
 
 def test_notice_id_is_deterministic(emu):
@@ -326,7 +332,7 @@ def test_notice_id_is_deterministic(emu):
     a = Agent(ImdsClient(emu.url), AgentConfig(**FAST), log=quiet_log()).poll_once()
     b = Agent(ImdsClient(emu.url), AgentConfig(**FAST), log=quiet_log()).poll_once()
     assert [n.id for n in a] == [n.id for n in b]
-    assert a[0].id.startswith("spot-interruption-")
+    assert a[0].id.startswith("spot-interruption:i-0123456789abcdef0:")
 
 
 def test_config_rejects_two_workload_targets():

@@ -118,8 +118,11 @@ def test_instance_role_is_least_privilege(default_group):
 
     policy = json.loads(one(doc, "aws_iam_role_policy")["policy"])
     actions = [a for st in policy["Statement"] for a in st["Action"]]
-    assert actions == ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"]
+    assert actions == ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat",
+                       "s3:GetObject"]
     assert policy["Statement"][0]["Resource"].endswith(":autoScalingGroupName/fleet")
+    # the shipped agent: that one object, nothing else in the bucket
+    assert policy["Statement"][1]["Resource"].endswith("/spotkit-agent.pyz") and "*" not in policy["Statement"][1]["Resource"]
     assert one(doc, "aws_iam_role_policy_attachment")["policy_arn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 
 

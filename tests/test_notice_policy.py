@@ -242,11 +242,13 @@ def test_training_stack_runs_the_agent_with_checkpoint_and_continue():
 def test_other_groups_keep_stop_and_an_explicit_policy_wins():
     from dataclasses import replace
 
+    from modules.agent_artifact import AgentArtifactRef
     from modules.agent_user_data import AgentSettings, agent_user_data_part
     from modules.compute_group import ComputeGroupSettings
     from stacks.training import training_agent_defaults
 
-    assert "--notice-policy" not in _exec_start(agent_user_data_part(AgentSettings()).script)
+    ref = AgentArtifactRef("s3://bucket/agent/" + "a" * 64 + "/spotkit-agent.pyz", "a" * 64)
+    assert "--notice-policy" not in _exec_start(agent_user_data_part(AgentSettings(), artifact=ref).script)
     chosen = training_agent_defaults(ComputeGroupSettings(agent=AgentSettings(notice_policy="stop")))
     assert (chosen.agent.notice_policy, chosen.agent.checkpoint_seconds) == ("stop", None)
     tuned = training_agent_defaults(replace(ComputeGroupSettings(), agent=AgentSettings(checkpoint_seconds=20.0)))

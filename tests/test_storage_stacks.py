@@ -81,7 +81,7 @@ def test_notebook_data_volume_is_a_separate_tagged_volume_snapshotted_by_dlm(not
 
 def test_notebook_mounts_efs_checkpoints_with_a_scoped_grant(notebook):
     policy = json.loads(one(notebook, "aws_iam_role_policy")["policy"])
-    assert [s["Sid"] for s in policy["Statement"]] == ["FindOwnDataVolumes", "MountCheckpoints"]
+    assert [s["Sid"] for s in policy["Statement"]] == ["FindOwnDataVolumes", "ReadAgentArtifact", "MountCheckpoints"]
     rule = one(notebook, "aws_vpc_security_group_ingress_rule")
     (sg_name,) = [k for k, v in resources(notebook, "aws_security_group").items() if v["name_prefix"] == "spotkit-notebook-"]
     assert rule["referenced_security_group_id"] == f"${{aws_security_group.{sg_name}.id}}"

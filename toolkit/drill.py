@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 POLICIES = ("checkpoint-and-continue", "stop")
+CLOUDS = ("aws", "gcp", "azure")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class DrillSettings:
     - ``handoff``: the agent run's replacement is launched at the rebalance/notice and resumes from the
       final checkpoint's marker. Default on; off, it boots after the reclaim like the baseline's (with
       ``notice_policy="stop"`` that is the agent before issue 16).
+    - ``cloud``: whose metadata service the instances have: ``aws`` (default; the IMDS emulator),
+      ``gcp`` (``instance/preempted``, no time given: the agent counts ``notice_seconds`` from detection)
+      or ``azure`` (a ``Preempt`` scheduled event with ``NotBefore``; the reclaim comes as soon as the
+      agent acknowledges it, as on Azure). GCP and Azure have no rebalance recommendation.
     """
 
     interruptions: int = 3
@@ -83,8 +88,15 @@ class DrillSettings:
     rebalance_lead: Optional[float] = None
     rebalance_share: float = 0.6
     handoff: bool = True
+    cloud: str = "aws"
 
     def validate(self) -> None:
+        if self.cloud not in CLOUDS:
+            raise ToolkitError(f"cloud must be one of {', '.join(CLOUDS)} (got {self.cloud!r})",
+                               hint="spotkit drill --cloud gcp")
+        if self.cloud != "aws" and self.rebalance_lead is not None:
+            raise ToolkitError(f"{self.cloud} gives no rebalance recommendation: --rebalance-lead is AWS-only",
+                               hint=f"spotkit drill --cloud {self.cloud} (without --rebalance-lead)")
         if self.interruptions < 0:
             raise ToolkitError(f"interruptions must be 0 or more (got {self.interruptions})")
         if self.step_seconds <= 0 or self.steps <= 0:
@@ -348,12 +360,37 @@ def _sleep_until(when: float, instance: _Instance) -> bool:
     return instance.proc.poll() is None
 
 
+def _cloud_emulator(settings: DrillSettings):
+    """The metadata emulator of ``settings.cloud``, and the body of its ``/spotkit/interrupt`` for the notice."""
+    if settings.cloud == "gcp":
+        from toolkit.imds.gcp import GcpEmulator
+
+        return GcpEmulator(), {"kind": "preempt"}
+    if settings.cloud == "azure":
+        from toolkit.imds.azure import AzureEmulator, AzureSettings
+
+        return (AzureEmulator(AzureSettings(lead_seconds=settings.notice_seconds)),
+                {"kind": "preempt", "lead_seconds": settings.notice_seconds})
+    from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+
+    return (ImdsEmulator(EmulatorSettings(imdsv2_required=True, lead_seconds=settings.notice_seconds)),
+            {"kind": "spot", "lead_seconds": settings.notice_seconds})
+
+
+def _sleep_until_reclaim(when: float, emulator) -> None:
+    """Until ``when``; on Azure the platform goes ahead as soon as the event is acknowledged (StartRequests)."""
+    acked = getattr(emulator, "snapshot", None)
+    while time.time() < when:
+        if acked is not None and acked()["start_requests"]:
+            return
+        time.sleep(min(0.02, max(0.0, when - time.time())))
+
+
 def run_once(mode: str, settings: DrillSettings, workdir: Path,
              aws_step: Optional[Callable[[int], dict]] = None,
              on_event: Optional[Callable[[str], None]] = None) -> RunResult:
     """One run of the drill, ``mode`` "agent" or "baseline"."""
     from toolkit.agent import AgentConfig, JsonLogger, run_until_notice
-    from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
 
     if mode not in ("agent", "baseline"):
         raise ValueError(f"mode must be agent or baseline, got {mode!r}")
@@ -376,7 +413,8 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
         notice_due = _whole_second_action(anchor + uptime, settings.notice_seconds)
         reclaim_due = notice_due + settings.notice_seconds
         lead = rebalances[index]
-        with ImdsEmulator(EmulatorSettings(imdsv2_required=True, lead_seconds=settings.notice_seconds)) as imds:
+        emulator, notice_body = _cloud_emulator(settings)
+        with emulator as imds:
             agent_result: dict = {}
             agent_thread = None
             stop = threading.Event()
@@ -385,7 +423,9 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
                         f"--checkpoint-dir {ckpt_dir} --timeout {settings.notice_seconds}")
                 config = AgentConfig(on_notice=hook, workload_pgid=instance.pgid, interval=settings.agent_interval,
                                      margin=settings.margin, complete_lifecycle=False, once=True,
-                                     notice_policy=settings.notice_policy)
+                                     notice_policy=settings.notice_policy, cloud=settings.cloud,
+                                     notice_seconds=settings.notice_seconds if settings.cloud != "aws" else None,
+                                     wait_seconds=1.0)
 
                 def watch(config=config):
                     try:
@@ -412,13 +452,13 @@ def run_once(mode: str, settings: DrillSettings, workdir: Path,
                 if replacement is not None:
                     replacement.join().reclaim()  # launched for a reclaim that never came
                 break
-            _post(f"{imds.url}/spotkit/interrupt", {"kind": "spot", "lead_seconds": settings.notice_seconds})
+            _post(f"{imds.url}/spotkit/interrupt", notice_body)
             notice_at = time.time()
             if mode == "agent" and settings.handoff and replacement is None:  # the handler's start-replacement
                 replacement = _Replacement(settings, ckpt_dir, progress, wait_until=reclaim_due)
             say(f"{mode}: interruption {index + 1}/{settings.interruptions}: notice at +{notice_at - started:.1f}s"
                 + (f" (rebalance {lead:.1f}s ahead)" if rebalance_at else ""))
-            time.sleep(max(0.0, reclaim_due - time.time()))
+            _sleep_until_reclaim(reclaim_due, imds)
             reclaimed_at = time.time()
             instance.reclaim()
             if agent_thread:

@@ -56,6 +56,9 @@ TAG_RETAIN = "spotkit:retain"             # "true": kept on terminate, safe to r
 TAG_RETAIN_GROUP = "spotkit:retain-group" # the one tag the DLM snapshot policy targets
 TAG_NAME = "spotkit:name"                 # every resource of a spotkit stack (provider default tags): its name
 ASG_NAME_TAG = "aws:autoscaling:groupName"
+TAG_SUPERSEDED_BY = "spotkit:superseded-by"  # a copy that lost a race to another copy of the same volume: the winner
+TAG_LOCK = "spotkit:lock"                # on an Auto Scaling group: the lease of the runbook run working on it
+RETAIN_SUPERSEDED = "superseded"         # spotkit:retain value of a superseded copy (never offered as waiting)
 
 
 class TimeFormatError(ValueError):

@@ -13,8 +13,19 @@ event that is due) the agent, once:
    signaled workload to exit, since completing lets the group terminate the instance at once.
 
 A rebalance recommendation runs the optional ``on_rebalance`` command (deadline: ``rebalance_timeout``)
-and nothing else. Every step is a JSON line. Network errors, 5xx and unreadable bodies are logged with
-context and polling goes on: nothing but a stop request ends the loop (or, with ``once``, the drain).
+and nothing else. Every step is a JSON line. Network errors, any status, slowness and unreadable bodies
+are logged with context and polling goes on; one monitor's failure never hides another's notice: nothing
+but a stop request ends the loop (or, with ``once``, the drain).
+
+A notice that is already due (a spot ``hibernate`` or ``stop`` with no two-minute lead, a maintenance
+event whose start has passed, a deadline already behind us) still runs the hook at once, best effort,
+with the platform's standard notice minus ``margin`` counted from detection (``hook-due-at-once`` says
+how late it was and how long the hook may run).
+
+Drains are per interruption: after one, later terminal notices of the same interruption (the lifecycle
+termination that follows a spot notice) do not run the hook again; a terminal notice that comes after
+the drained one's time plus ``toolkit.notice.NOTICE_WINDOW_SECONDS``, or in another boot, is a new
+interruption (a persistent spot instance stopped or hibernated and started again) and drains again.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from toolkit.agent.imds import ImdsClient, ImdsError
+from toolkit.notice import NOTICE_WINDOW_SECONDS, STANDARD_NOTICE_SECONDS
 from toolkit.agent.lifecycle import (
     DRAIN_HOOK_NAME,
     GROUP_TAG_PATH,
@@ -47,6 +59,7 @@ from toolkit.agent.notices import (
     NoticeParseError,
     default_monitors,
     iso,
+    read_boot_id,
 )
 from toolkit.agent.policy import STOP, plan_final, validate_policy, wait_until
 from toolkit.agent.runner import HookResult, SignalResult, group_alive, run_hook, signal_workload, wait_for_group_exit
@@ -79,6 +92,11 @@ class AgentConfig:
       minus the hook's measured run time; ``toolkit.agent.policy``).
     - ``checkpoint_seconds``: an estimate of one checkpoint's time for ``checkpoint-and-continue``; the
       longer of it and the measured time is used. Default: the measured time only.
+    - ``cloud``: ``aws`` (default), ``gcp`` or ``azure``: whose metadata service is read
+      (``toolkit.agent.clouds``); hooks get it as ``SPOTKIT_CLOUD``. ``notice_seconds``: GCP/Azure, the
+      platform's window where it gives no time (default 30 s). ``wait_seconds``: GCP's longest hanging
+      GET (default 10). ``on_advisory``: command run on an event the VM survives (Azure Reboot/Redeploy/
+      Freeze, GCP live migration); default none (logged only).
     """
 
     on_notice: Optional[str] = None
@@ -101,8 +119,18 @@ class AgentConfig:
     kill_grace: float = 1.0
     notice_policy: str = STOP
     checkpoint_seconds: Optional[float] = None
+    cloud: str = "aws"
+    notice_seconds: Optional[float] = None
+    wait_seconds: float = 10.0
+    on_advisory: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.cloud not in ("aws", "gcp", "azure"):
+            raise ValueError(f"cloud must be aws, gcp or azure (got {self.cloud!r})")
+        if self.notice_seconds is not None and self.notice_seconds <= 0:
+            raise ValueError(f"notice_seconds must be more than 0 seconds (got {self.notice_seconds})")
+        if self.wait_seconds <= 0:
+            raise ValueError(f"wait_seconds must be more than 0 seconds (got {self.wait_seconds})")
         validate_policy(self.notice_policy, on_notice=self.on_notice, checkpoint_seconds=self.checkpoint_seconds)
         if self.interval <= 0:
             raise ValueError(f"interval must be more than 0 seconds (got {self.interval})")
@@ -110,6 +138,13 @@ class AgentConfig:
             raise ValueError(f"margin must be 0 or more seconds (got {self.margin})")
         if self.workload_pgid is not None and self.workload_pidfile:
             raise ValueError("give workload_pgid or workload_pidfile, not both")
+        if self.workload_pgid is not None:
+            from toolkit.agent.runner import WorkloadRefused, check_pgid
+
+            try:
+                check_pgid(self.workload_pgid)
+            except WorkloadRefused as exc:
+                raise ValueError(f"workload_pgid: {exc}") from None
 
 
 @dataclass
@@ -139,11 +174,19 @@ class Agent:
 
     def __init__(self, imds: ImdsClient, config: AgentConfig = AgentConfig(), *,
                  autoscaling: Any = None, log: Optional[Callable[..., Any]] = None,
-                 monitors: Optional[list[Monitor]] = None):
+                 monitors: Optional[list[Monitor]] = None, boot: Optional[str] = None):
         self.imds = imds
+        if monitors is None and config.cloud != "aws":  # GCP/Azure: their monitors read through their client
+            from toolkit.agent.clouds import bind_monitors
+
+            log = log or JsonLogger()
+            self.imds, monitors = bind_monitors(config, imds, log)
         self.config = config
         self.log = log or JsonLogger()
-        self.monitors = monitors if monitors is not None else default_monitors(config.lifecycle_heartbeat)
+        self.boot = read_boot_id() if boot is None else boot
+        self.monitors = monitors if monitors is not None else default_monitors(config.lifecycle_heartbeat, self.boot)
+        self.instance_id: Optional[str] = None
+        self._drained_until = 0.0  # epoch: terminal notices before this belong to the drained interruption
         self._autoscaling = autoscaling
         self._errors: dict[str, str] = {}
         self._announced: set[str] = set()
@@ -162,10 +205,14 @@ class Agent:
         try:
             with open(path) as fh:
                 doc = json.load(fh)
-            self.handled = set(doc.get("handled", []))
-            self.lifecycle_done = bool(doc.get("lifecycle_completed"))
-            self._restored_drain = bool(doc.get("drained"))
-        except (OSError, ValueError) as exc:
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a JSON object, got a JSON {type(doc).__name__}")
+            self.handled = {h for h in doc.get("handled", []) if isinstance(h, str)}
+            if doc.get("boot") == self.boot:  # drains and completions are per boot: a restart is a new life
+                self.lifecycle_done = doc.get("lifecycle_completed") is True
+                until = doc.get("drained_until")
+                self._drained_until = float(until) if isinstance(until, (int, float)) else 0.0
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             self.log("state-unreadable", path=path, error=f"{type(exc).__name__}: {exc}")
 
     def _save_state(self) -> None:
@@ -176,14 +223,17 @@ class Agent:
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             with open(tmp, "w") as fh:
-                json.dump({"handled": sorted(self.handled), "drained": self._already_drained(),
+                json.dump({"boot": self.boot, "handled": sorted(self.handled), "drained_until": self._drained_until,
                            "lifecycle_completed": self.lifecycle_done}, fh)
             os.replace(tmp, path)
         except OSError as exc:
             self.log("state-unwritable", path=path, error=f"{type(exc).__name__}: {exc}")
 
-    def _already_drained(self) -> bool:
-        return self.drained is not None or getattr(self, "_restored_drain", False)
+    def _already_drained(self, notice: Optional[Notice] = None) -> bool:
+        """True when ``notice`` belongs to the interruption already drained (see the module doc)."""
+        if notice is None:
+            return self._drained_until > 0
+        return notice.time.timestamp() <= self._drained_until
 
     # --- detect ------------------------------------------------------------------------------
 
@@ -195,9 +245,12 @@ class Agent:
         for monitor in self.monitors:
             try:
                 body = self.imds.get_text(monitor.path)
+                if body is None:
+                    monitor.clear()
                 notices = monitor.parse(body, now) if body is not None else []
-            except (ImdsError, NoticeParseError) as exc:
-                message = f"{monitor.context}: {exc}"
+            except Exception as exc:  # ImdsError, NoticeParseError, or a bug: never let it hide another notice
+                known = isinstance(exc, (ImdsError, NoticeParseError))
+                message = f"{monitor.context}: {exc}" if known else f"{monitor.context}: {type(exc).__name__}: {exc}"
                 if self._errors.get(monitor.path) != message:  # log each new error once, not every poll
                     self.log("poll-error", monitor=monitor.kind, error=message,
                              retryable=not isinstance(exc, NoticeParseError))
@@ -205,8 +258,21 @@ class Agent:
                 continue
             if monitor.path in self._errors:
                 self.log("poll-recovered", monitor=monitor.kind, after=self._errors.pop(monitor.path))
-            found.extend(n for n in notices if n.id not in self.handled)
+            if notices:
+                instance = self._instance()
+                found.extend(n for n in (n.for_instance(instance) for n in notices) if n.id not in self.handled)
         return found
+
+    def _instance(self) -> str:
+        """The instance id for notice ids, read once (pinned to ``unknown`` if IMDS cannot say)."""
+        if self.instance_id is None:
+            try:
+                text = (self.imds.get_text(INSTANCE_ID_PATH) or "").strip()
+            except ImdsError as exc:
+                self.log("poll-error", monitor="instance-id", error=f"reading the instance id: {exc}", retryable=True)
+                text = ""
+            self.instance_id = text if text.startswith("i-") and len(text) < 40 else "unknown"
+        return self.instance_id
 
     # --- decide + act ------------------------------------------------------------------------
 
@@ -216,13 +282,15 @@ class Agent:
         for notice in self.poll_once():
             if notice.kind == REBALANCE:
                 self._rebalance(notice)
+            elif notice.detail.get("advisory"):
+                self._advisory(notice)
             elif notice.kind == MAINTENANCE and notice.time.timestamp() - time.time() > self.config.maintenance_lead:
                 if notice.id not in self._announced:
                     self._announced.add(notice.id)
                     self.log("notice-scheduled", notice=notice.to_dict(),
                              acts_at=iso(datetime.fromtimestamp(notice.time.timestamp() - self.config.maintenance_lead,
                                                                 timezone.utc)))
-            elif not self._already_drained():
+            elif not self._already_drained(notice):
                 drained_now = self.drain(notice)
             else:
                 self.handled.add(notice.id)
@@ -240,17 +308,26 @@ class Agent:
         result = AgentResult(notice=notice.to_dict(), detected_at=detected, deadline=deadline)
         self.drained = result
         self.handled.add(notice.id)
+        self._drained_until = max(self._drained_until, notice.time.timestamp() + NOTICE_WINDOW_SECONDS)
         self.log("notice-detected", notice=notice.to_dict(), deadline=_iso_epoch(deadline),
                  seconds_left=round(deadline - detected, 3))
+        if deadline <= time.time():
+            # Due at once (hibernate, a stop without warning, maintenance already due): act now, best effort.
+            late = time.time() - deadline
+            deadline = time.time() + max(1.0, STANDARD_NOTICE_SECONDS.get(c.cloud, 120) - c.margin)
+            result.deadline = deadline
+            self.log("hook-due-at-once" if c.on_notice else "notice-due-at-once",
+                     seconds_past_deadline=round(late, 3), best_effort_deadline=_iso_epoch(deadline),
+                     best_effort_seconds=round(deadline - time.time(), 3),
+                     note="the notice came with no lead time: acting now, best effort")
+        self._save_state()
         if c.on_notice:
-            if deadline <= time.time():
-                self.log("hook-skipped", reason="the deadline has already passed", deadline=_iso_epoch(deadline))
-            else:
-                self.log("hook-started", command=c.on_notice)
-                hook = run_hook(c.on_notice, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
-                result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
-                self.log("hook-finished", returncode=hook.returncode, killed=hook.killed,
-                         seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
+            allowed = round(deadline - time.time(), 3)
+            self.log("hook-started", command=c.on_notice, seconds_allowed=allowed)
+            hook = run_hook(c.on_notice, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
+            result.hook, result.hook_started_at, result.hook_finished_at = hook, hook.started_at, hook.finished_at
+            self.log("hook-finished", returncode=hook.returncode, killed=hook.killed, seconds_allowed=allowed,
+                     seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
         hibernating = notice.kind == SPOT and notice.action == "hibernate" and not c.signal_on_hibernate
         if hibernating and (c.workload_pgid is not None or c.workload_pidfile):
             self.log("signal-skipped", reason="spot hibernate: memory is preserved, the workload resumes with it")
@@ -267,13 +344,48 @@ class Agent:
                 self.log("signal-failed", target=sig.target, signal=sig.signal, error=sig.error)
             else:
                 self.log("workload-signaled", target=sig.target, signal=sig.signal)
-        if notice.kind == LIFECYCLE or self._group_terminating():
+        self._after_drain(notice, deadline, result)
+        if notice.kind == LIFECYCLE or (c.cloud == "aws" and self._group_terminating()):
             result.workload_exited_at = self._wait_for_workload(deadline)
             result.lifecycle = self._complete_lifecycle()
             if result.lifecycle is not None:
                 result.lifecycle_completed_at = result.lifecycle.completed_at
         self._save_state()
         return result
+
+    def _after_drain(self, notice: Notice, deadline: float, result: AgentResult) -> None:
+        """Monitors that answer a drain (Azure: acknowledge the event so the platform proceeds now) are
+        called once the signaled workload has exited or its deadline has passed."""
+        callbacks = [m.after_drain for m in self.monitors if hasattr(m, "after_drain")]
+        if not callbacks:
+            return
+        if result.signal is not None and not result.signal.dry_run:
+            result.workload_exited_at = self._wait_for_workload(deadline)
+        for callback in callbacks:
+            if self.config.dry_run:
+                self.log("would-have-acknowledged", notice=notice.to_dict())
+                continue
+            try:
+                done = callback(notice)
+            except ImdsError as exc:
+                self.log("acknowledge-failed", error=str(exc), notice=notice.to_dict())
+                continue
+            if done:
+                self.log("notice-acknowledged", **done)
+
+    def _advisory(self, notice: Notice) -> None:
+        """An event the instance survives (Azure Reboot/Redeploy/Freeze, GCP live migration): log it and run
+        ``on_advisory`` if given; nothing is signaled, nothing drained."""
+        c = self.config
+        self.handled.add(notice.id)
+        self.log("notice-detected", notice=notice.to_dict(), note="advisory: the instance survives it, no drain")
+        if c.on_advisory:
+            deadline = max(notice.time.timestamp() - c.margin, time.time() + 1.0)
+            self.log("advisory-hook-started", command=c.on_advisory)
+            hook = run_hook(c.on_advisory, _hook_env(notice, deadline), deadline, kill_grace=c.kill_grace)
+            self.log("advisory-hook-finished", returncode=hook.returncode, killed=hook.killed,
+                     seconds=round(hook.finished_at - hook.started_at, 3), output_tail=hook.output_tail)
+        self._save_state()
 
     def _keep_training(self, result: AgentResult, deadline: float) -> dict:
         """checkpoint-and-continue: let the workload train until its final checkpoint is due."""
@@ -329,7 +441,9 @@ class Agent:
             self.log("lifecycle-failed", error=f"creating the Auto Scaling client: {type(exc).__name__}: {exc}")
             return None
         if client is None:
-            self.log("lifecycle-failed", error="no Auto Scaling client configured")
+            self.log("lifecycle-left-to-handler", group=group, instance_id=instance_id,
+                     reason="neither boto3 nor the AWS CLI is available here: the interruption handler completes "
+                            "the lifecycle action (or the hook's heartbeat runs out and the group goes on)")
             return None
         done = complete_lifecycle_action(client, group=group, instance_id=instance_id, hook=c.lifecycle_hook,
                                          dry_run=c.dry_run)
@@ -340,7 +454,7 @@ class Agent:
         else:
             self.lifecycle_done = True
             self.log("lifecycle-completed", group=group, instance_id=instance_id, hook=c.lifecycle_hook,
-                     result=done.result)
+                     result=done.result, via="AWS CLI" if type(client).__name__ == "AwsCliAutoScaling" else "boto3")
         return done
 
     def _rebalance(self, notice: Notice) -> None:
@@ -362,7 +476,7 @@ class Agent:
         stop = stop or threading.Event()
         self._stop = stop
         c = self.config
-        self.log("agent-started", metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
+        self.log("agent-started", cloud=c.cloud, metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
                  once=c.once, on_notice=c.on_notice, on_rebalance=c.on_rebalance, dry_run=c.dry_run)
         try:
             while not stop.is_set():
@@ -383,6 +497,7 @@ def _iso_epoch(ts: float) -> str:
 
 def _hook_env(notice: Notice, deadline: float) -> dict[str, str]:
     return {
+        "SPOTKIT_CLOUD": notice.detail.get("cloud", "aws"),
         "SPOTKIT_NOTICE_KIND": notice.kind,
         "SPOTKIT_NOTICE_TIME": iso(notice.time),
         "SPOTKIT_NOTICE_ACTION": notice.action,
@@ -409,8 +524,13 @@ def run_until_notice(metadata_url: str, config: AgentConfig = AgentConfig(), *, 
         timer.daemon = True
         timer.start()
     try:
-        agent = Agent(ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_v1), replace(config, once=True),
-                      autoscaling=autoscaling, log=log)
+        if config.cloud == "aws":
+            client = ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_v1)
+        else:
+            from toolkit.agent.clouds import client_for
+
+            client = client_for(config.cloud, metadata_url)
+        agent = Agent(client, replace(config, once=True), autoscaling=autoscaling, log=log)
         result = agent.run(stop)
     finally:
         if timer:

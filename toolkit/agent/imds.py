@@ -16,6 +16,7 @@ TOKEN_PATH = "/latest/api/token"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 DEFAULT_METADATA_URL = "http://169.254.169.254"
+MAX_BODY_BYTES = 1 << 20  # metadata answers are a few hundred bytes; a larger body is cut (and is unreadable)
 
 
 class ImdsError(Exception):
@@ -73,8 +74,9 @@ class ImdsClient:
             try:
                 self._conn.request(method, path, headers=headers)
                 resp = self._conn.getresponse()
-                body = resp.read().decode("utf-8", "replace")
-                if resp.will_close:
+                raw = resp.read(MAX_BODY_BYTES + 1)
+                body = raw[:MAX_BODY_BYTES].decode("utf-8", "replace")
+                if resp.will_close or len(raw) > MAX_BODY_BYTES:  # unread rest: the connection cannot be reused
                     self.close()
             except (OSError, http.client.HTTPException) as exc:
                 self.close()

@@ -10,12 +10,18 @@ VENV = "/opt/spotkit"
 STATE_FILE = "/var/lib/spotkit/agent-state.json"
 
 
+PYZ_LAUNCHER = ("/usr/bin/python3", "-I", "-S", f"{VENV}/spotkit-agent.pyz")
+
+
 def agent_command(*, on_notice: str, on_rebalance: Optional[str] = None, interval: float = 2.0, margin: float = 15.0,
                   workload_pidfile: Optional[str] = None, lifecycle_heartbeat: int = 300,
                   executable: str = f"{VENV}/bin/spotkit", extra_args: Sequence[str] = (),
-                  notice_policy: Optional[str] = None, checkpoint_seconds: Optional[float] = None) -> list[str]:
-    """The argv of ``spotkit agent`` as the unit runs it."""
-    argv = [executable, "agent", "--metadata-url", "http://169.254.169.254", "--on-notice", on_notice,
+                  launcher: Optional[Sequence[str]] = None, notice_policy: Optional[str] = None,
+                  checkpoint_seconds: Optional[float] = None) -> list[str]:
+    """The argv of the agent as the unit runs it: ``launcher`` (e.g. ``PYZ_LAUNCHER``, the shipped zipapp)
+    followed by the options, or ``executable agent`` and the options (a pip-installed spotkit)."""
+    head = list(launcher) if launcher else [executable, "agent"]
+    argv = head + ["--metadata-url", "http://169.254.169.254", "--on-notice", on_notice,
             "--interval", f"{interval:g}", "--margin", f"{margin:g}", "--lifecycle-heartbeat", str(lifecycle_heartbeat),
             "--state-file", STATE_FILE]
     if on_rebalance:

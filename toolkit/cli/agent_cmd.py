@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import signal
 import threading
+from types import SimpleNamespace
 
 import click
 
+from toolkit.agent.clouds.options import DEFAULT_WAIT_SECONDS, MARGIN_HELP
+from toolkit.agent.clouds.options import HELP as CLOUD_HELP
 from toolkit.cli.context import CliContext, pass_ctx
 from toolkit.errors import ToolkitError
 
 
 @click.command("agent")
+@click.option("--cloud", type=click.Choice(["aws", "gcp", "azure", "auto"]), default="aws", show_default=True,
+              help=CLOUD_HELP["--cloud"])
 @click.option("--metadata-url", default="http://169.254.169.254", show_default=True,
               help="IMDS base URL (a local `spotkit imds-mock` to rehearse).")
 @click.option("--on-notice", "on_notice", metavar="CMD",
               help="Shell command run once on a spot, Auto Scaling or maintenance notice, killed at the deadline.")
 @click.option("--on-rebalance", "on_rebalance", metavar="CMD", help="Shell command run on a rebalance recommendation.")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls.")
-@click.option("--margin", type=float, default=15.0, show_default=True,
-              help="The hook's deadline is the notice time minus this many seconds.")
+@click.option("--margin", type=float, help=MARGIN_HELP)
 @click.option("--once", is_flag=True, help="Exit after the first drain.")
 @click.option("--workload-pgid", type=int, help="Process group that gets the signal after the hook.")
 @click.option("--workload-pidfile", type=click.Path(dir_okay=False),
@@ -48,16 +52,30 @@ from toolkit.errors import ToolkitError
 @click.option("--checkpoint-seconds", type=float,
               help="checkpoint-and-continue: estimated seconds of one checkpoint (the longer of it and the measured "
                    "hook time is used; needed without --on-notice).")
+@click.option("--on-advisory", "on_advisory", metavar="CMD", help=CLOUD_HELP["--on-advisory"])
+@click.option("--notice-seconds", type=float, help=CLOUD_HELP["--notice-seconds"])
+@click.option("--wait-seconds", type=float, default=DEFAULT_WAIT_SECONDS, help=CLOUD_HELP["--wait-seconds"])
 @pass_ctx
-def agent_command(ctx: CliContext, metadata_url, on_notice, on_rebalance, interval, margin, once, workload_pgid,
+def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seconds, metadata_url, on_notice,
+                  on_rebalance, interval, margin, once, workload_pgid,
                   workload_pidfile, workload_signal, signal_on_hibernate, group_name, lifecycle_hook, lifecycle_heartbeat,
                   no_complete_lifecycle, maintenance_lead, token_ttl, allow_imdsv1, state_file, dry_run, notice_policy,
                   checkpoint_seconds):
     """Watch instance metadata for interruption notices; checkpoint, signal and drain. Logs JSON lines."""
-    from toolkit.agent import Agent, AgentConfig, ImdsClient, JsonLogger
+    from toolkit.agent import Agent, AgentConfig, JsonLogger
+    from toolkit.agent.clouds import options
+    from toolkit.agent.clouds.detect import CloudNotDetected
     from toolkit.agent.lifecycle import REGION_PATH
     from toolkit.aws import AwsTarget
 
+    try:
+        cloud = options.resolve_cloud(cloud, metadata_url)
+    except ValueError as exc:
+        raise ToolkitError(str(exc), hint="spotkit agent --help lists the options") from exc
+    except CloudNotDetected as exc:
+        raise ToolkitError(str(exc), hint=f"spotkit agent --cloud aws|gcp|azure --metadata-url {metadata_url}") from exc
+    if margin is None:
+        margin = options.default_margin(cloud)
     try:
         config = AgentConfig(on_notice=on_notice, on_rebalance=on_rebalance, interval=interval, margin=margin,
                              once=once, workload_pgid=workload_pgid, workload_pidfile=workload_pidfile,
@@ -66,8 +84,11 @@ def agent_command(ctx: CliContext, metadata_url, on_notice, on_rebalance, interv
                              group_name=group_name, lifecycle_hook=lifecycle_hook,
                              lifecycle_heartbeat=lifecycle_heartbeat, maintenance_lead=maintenance_lead,
                              state_file=state_file, dry_run=dry_run, notice_policy=notice_policy,
-                             checkpoint_seconds=checkpoint_seconds)
-        imds = ImdsClient(metadata_url, token_ttl=token_ttl, allow_v1=allow_imdsv1)
+                             checkpoint_seconds=checkpoint_seconds,
+                             **options.config_kwargs(cloud, SimpleNamespace(on_advisory=on_advisory,
+                                                                            notice_seconds=notice_seconds,
+                                                                            wait_seconds=wait_seconds)))
+        imds = options.metadata_client(cloud, metadata_url, token_ttl=token_ttl, allow_v1=allow_imdsv1)
     except ValueError as exc:
         raise ToolkitError(str(exc), hint="spotkit agent --help lists the options") from exc
 
@@ -83,30 +104,41 @@ def agent_command(ctx: CliContext, metadata_url, on_notice, on_rebalance, interv
 
 
 @click.command("imds-mock")
+@click.option("--cloud", type=click.Choice(["aws", "gcp", "azure"]), default="aws", show_default=True,
+              help="Whose metadata service to emulate.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8111, show_default=True, help="Port (0 picks a free one).")
 @click.option("--imdsv2-required", is_flag=True, help="Answer 401 to requests without a valid token.")
 @click.option("--spot-action", type=click.Choice(["terminate", "stop", "hibernate"]), default="terminate",
               show_default=True, help="Action announced in spot/instance-action.")
-@click.option("--spot-delay", type=float, help="Seconds after start before the spot notice (default: never).")
+@click.option("--spot-delay", type=float,
+              help="Seconds after start before the spot notice, GCP preemption or Azure Preempt event "
+                   "(default: never).")
 @click.option("--rebalance-delay", type=float, help="Seconds before the rebalance recommendation (default: never).")
 @click.option("--lifecycle-delay", type=float,
               help="Seconds before autoscaling/target-lifecycle-state turns Terminated (default: never).")
 @click.option("--scheduled", is_flag=True, help="Announce a scheduled system-reboot one day ahead.")
-@click.option("--lead", "lead_seconds", type=float, default=120, show_default=True,
-              help="Seconds between a notice and its action time.")
+@click.option("--lead", "lead_seconds", type=float,
+              help="Seconds between a notice and its action time (AWS 120, Azure's Preempt NotBefore 30).")
+@click.option("--no-wait-for-change", is_flag=True, help="GCP: refuse hanging GETs (a proxy without them).")
 @click.option("--instance-id", default="i-0123456789abcdef0", show_default=True)
 @click.option("--group-name", default="spotkit-training", show_default=True,
               help="Value of the instance tag aws:autoscaling:groupName.")
 @click.option("--verbose", is_flag=True, help="Log every request.")
-def imds_mock_command(host, port, imdsv2_required, spot_action, spot_delay, rebalance_delay, lifecycle_delay,
+def imds_mock_command(cloud, no_wait_for_change, host, port, imdsv2_required, spot_action, spot_delay,
+                      rebalance_delay, lifecycle_delay,
                       scheduled, lead_seconds, instance_id, group_name, verbose):
     """Serve a local EC2 instance metadata service that announces interruptions on cue.
 
     Trigger a notice now: curl -X POST localhost:8111/spotkit/interrupt -d '{"kind": "spot"}'
     """
     from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
-    from toolkit.notice import ASG_NAME_TAG, TAG_GROUP
+    from toolkit.notice import ASG_NAME_TAG, STANDARD_NOTICE_SECONDS, TAG_GROUP
+
+    if lead_seconds is None:
+        lead_seconds = STANDARD_NOTICE_SECONDS[cloud]
+    if cloud != "aws":
+        return _serve_cloud_mock(cloud, host, port, spot_delay, lead_seconds, not no_wait_for_change, verbose)
 
     settings = EmulatorSettings(imdsv2_required=imdsv2_required, spot_action=spot_action, spot_delay=spot_delay,
                                 rebalance_delay=rebalance_delay, lifecycle_delay=lifecycle_delay, scheduled=scheduled,
@@ -120,6 +152,34 @@ def imds_mock_command(host, port, imdsv2_required, spot_action, spot_delay, reba
     click.echo(f"IMDS emulator on {emulator.url} (IMDSv2 {'required' if imdsv2_required else 'optional'})")
     click.echo(f"next: spotkit agent --metadata-url {emulator.url} --on-notice 'echo checkpoint' --interval 0.5")
     click.echo(f"      curl -X POST {emulator.url}/spotkit/interrupt -d '{{\"kind\": \"spot\"}}'")
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+
+
+def _serve_cloud_mock(cloud, host, port, delay, lead_seconds, wait_for_change, verbose):
+    from toolkit.imds.azure import AzureEmulator, AzureSettings
+    from toolkit.imds.gcp import GcpEmulator, GcpSettings
+
+    try:
+        if cloud == "gcp":
+            emulator = GcpEmulator(GcpSettings(preempt_delay=delay, wait_for_change=wait_for_change), host=host,
+                                   port=port, verbose=verbose)
+        else:
+            emulator = AzureEmulator(AzureSettings(preempt_delay=delay, lead_seconds=lead_seconds), host=host,
+                                     port=port, verbose=verbose)
+    except OSError as exc:
+        raise ToolkitError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                           hint="pick another --port (0 picks a free one)") from exc
+    header = "Metadata-Flavor: Google" if cloud == "gcp" else "Metadata: true"
+    click.echo(f"{cloud.upper() if cloud == 'gcp' else 'Azure'} metadata emulator on {emulator.url} "
+               f"(requests need {header})")
+    click.echo(f"next: spotkit agent --cloud {cloud} --metadata-url {emulator.url} --on-notice 'echo checkpoint' "
+               "--interval 0.5")
+    click.echo(f"      curl -X POST {emulator.url}/spotkit/interrupt -d '{{\"kind\": \"preempt\"}}'")
     try:
         emulator.serve_forever()
     except KeyboardInterrupt:

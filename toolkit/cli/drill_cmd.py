@@ -67,8 +67,11 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
 @click.option("--steps", default=60, show_default=True, help="Training steps to finish.")
 @click.option("--step-seconds", default=0.5, show_default=True, help="Compute time of one step.")
 @click.option("--checkpoint-every", default=10, show_default=True, help="Periodic checkpoint interval (steps).")
-@click.option("--notice-seconds", default=4.0, show_default=True,
-              help="Notice before the reclaim (AWS gives 120 s; scaled down for the drill).")
+@click.option("--cloud", type=click.Choice(["aws", "gcp", "azure"]), default="aws", show_default=True,
+              help="Whose metadata service the instances have (its emulator, its notice, the agent --cloud).")
+@click.option("--notice-seconds", type=float,
+              help="Notice before the reclaim, scaled down for the drill: default 4 on AWS (120 s), 2 on GCP "
+                   "and Azure (30 s).")
 @click.option("--replacement-seconds", default=1.0, show_default=True,
               help="Boot time of a replacement instance (launch to workload start).")
 @click.option("--notice-policy", type=click.Choice(["checkpoint-and-continue", "stop"]),
@@ -82,23 +85,34 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
                    "(--no-handoff: it boots after the reclaim).")
 @click.option("--out", "out", default=".spotkit/drill", show_default=True, type=click.Path(file_okay=False),
               help="Working directory: checkpoints, progress logs, drill.png, drill.json.")
-@click.option("--aws/--no-aws", "use_aws", default=True, show_default=True,
-              help="Re-attach the retained data volume with the runbook on the local AWS emulator at every reclaim.")
+@click.option("--aws/--no-aws", "use_aws", default=None,
+              help="Re-attach the retained data volume with the runbook on the local AWS emulator at every reclaim "
+                   "(default: on with --cloud aws).")
 @pass_ctx
-def drill_command(ctx: CliContext, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds,
+def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds,
                   replacement_seconds, notice_policy, rebalance_lead, handoff, out, use_aws):
     """Rehearse spot interruptions of a real training workload, with and without the agent."""
     from toolkit.drill import DrillSettings, compare, plot
+    from toolkit.errors import ToolkitError
 
+    if notice_seconds is None:
+        notice_seconds = 4.0 if cloud == "aws" else 2.0
+    if use_aws is None:
+        use_aws = cloud == "aws"
+    elif use_aws and cloud != "aws":
+        raise ToolkitError(f"--aws re-attaches an EBS volume with the AWS runbook: it does not apply to "
+                           f"--cloud {cloud}",
+                           hint=f"spotkit drill --cloud {cloud} --no-aws")
     settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
                              checkpoint_every=checkpoint_every, notice_seconds=notice_seconds,
                              replacement_seconds=replacement_seconds, notice_policy=notice_policy,
-                             rebalance_lead=rebalance_lead, handoff=handoff)
+                             rebalance_lead=rebalance_lead, handoff=handoff, cloud=cloud)
     settings.validate()
     out_dir = Path(out)
     say = (lambda msg: None) if ctx.json else (lambda msg: click.echo(f"  {msg}", err=True))
     if not ctx.json:
-        click.echo(f"drill: {interruptions} interruptions (seed {seed}), {steps} steps of {step_seconds}s, "
+        label = "" if cloud == "aws" else f" ({cloud})"
+        click.echo(f"drill{label}: {interruptions} interruptions (seed {seed}), {steps} steps of {step_seconds}s, "
                    f"notice {notice_seconds}s, agent policy {notice_policy}", err=True)
     results = run_drill_with_aws(ctx, settings, out_dir, use_aws, say)
     png = plot(results, out_dir / "drill.png")

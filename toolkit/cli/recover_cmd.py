@@ -41,12 +41,12 @@ class _Bar:
             self.bar.__exit__(None, None, None)
 
 
-def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir: str, label: str):
+def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir: str, label: str, **run_options):
     """Plan with a dry run, show it, confirm (unless --yes), then run for real with a progress bar.
 
-    ``make(run_context)`` returns ``(result, actions)``.
+    ``make(run_context)`` returns ``(result, actions)``; ``run_options`` go to every ``RunContext``.
     """
-    preview, actions = make(RunContext(dry_run=True, journal_dir=journal_dir))
+    preview, actions = make(RunContext(dry_run=True, journal_dir=journal_dir, **run_options))
     if dry_run or not actions:
         return preview, False
     if not yes:
@@ -57,7 +57,7 @@ def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir:
         click.confirm(f"{label}: go ahead?", abort=True)
     bar = _Bar(not ctx.json, label)
     try:
-        result, _ = make(RunContext(dry_run=False, journal_dir=journal_dir, progress=bar))
+        result, _ = make(RunContext(dry_run=False, journal_dir=journal_dir, progress=bar, **run_options))
     finally:
         bar.close()
     return result, True
@@ -77,19 +77,24 @@ def recover_group():
 @click.option("--group", "group", required=True, help="The spotkit group (Auto Scaling group name).")
 @click.option("--allow-copy/--no-copy", default=True, show_default=True,
               help="Copy a volume (snapshot + new volume) to another AZ when the replacements are only there.")
+@click.option("--lock-wait", type=click.FloatRange(0), default=60, show_default=True, metavar="SECONDS",
+              help="Wait this long for another run on the same group (its lease tag spotkit:lock) to finish.")
 @_common
 @pass_ctx
-def volumes_command(ctx: CliContext, group, allow_copy, yes, dry_run, journal_dir):
-    """Attach the group's retained data volumes to running instances that lack their device."""
+def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run, journal_dir):
+    """Attach the group's retained data volumes to running instances that lack their device.
+
+    One run per group at a time: a run holds a lease tag (spotkit:lock) on the group and a file lock on
+    its journal; a second run waits up to --lock-wait seconds, then stops and names the holder."""
     from toolkit.runbooks.volumes import RecoverVolumes
 
-    ec2 = ctx.client("ec2")
+    ec2, autoscaling = ctx.client("ec2"), ctx.client("autoscaling")
 
     def make(rc):
-        r = RecoverVolumes(ec2, rc, allow_copy=allow_copy).run(group)
+        r = RecoverVolumes(ec2, rc, allow_copy=allow_copy, autoscaling=autoscaling).run(group)
         return r, r.actions
 
-    result, ran = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"recover volumes {group}")
+    result, ran = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"recover volumes {group}", lock_wait=lock_wait)
     if ctx.json:
         emit_json(result)
     else:
@@ -102,6 +107,9 @@ def volumes_command(ctx: CliContext, group, allow_copy, yes, dry_run, journal_di
             click.echo(f"no retained volume of group {group!r} is waiting for an instance")
         for origin, copy in sorted(result.superseded.items()):
             click.echo(f"{origin}: superseded by its copy {copy} (left untouched)")
+        for loser, winner in sorted(result.superseded_copies.items()):
+            click.echo(f"{loser}: a second copy made by a concurrent run, tagged superseded by {winner} (kept, "
+                       "never offered as a waiting volume)")
         if not ran and not dry_run and not result.unresolved:
             click.echo("nothing to do")
     result.raise_for_unresolved()

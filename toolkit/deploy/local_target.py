@@ -33,6 +33,8 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "aws_eks_pod_identity_association": "moto's EKS has no pod identity API (404)",
     "aws_efs_file_system_policy": "moto does not implement EFS DeleteFileSystemPolicy, so destroy fails",
     "aws_efs_backup_policy": "moto does not implement EFS PutBackupPolicy (the provider retries it forever)",
+    "aws_s3_bucket_policy": "the emulator serves plain HTTP, and moto enforces bucket policies: a TLS-only policy "
+                            "(deny when aws:SecureTransport is false) refuses every request, as AWS would over HTTP",
 }
 
 # References to attributes moto leaves empty; a resource using one is left out (regex -> why).

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 from toolkit.deploy import local_target, mirror
 from toolkit.deploy.binary import TerraformBinary, find_terraform
 from toolkit.deploy.planning import PlanSummary, summarize_plan, summarize_plan_stream
-from toolkit.deploy.runner import IsFlagged, TerraformRunner
+from toolkit.deploy.runner import IsFlagged, TerraformRunner, ensure_not_running
 from toolkit.errors import ConfigError, ToolkitError
 
 TARGETS = ("local", "aws")
@@ -135,6 +135,8 @@ def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) ->
     """Synthesize ``stack`` (unless ``synthesized`` is given) and write its working directory for the target."""
     _check_target(opts.target)
     binary = find_terraform(opts.terraform_bin)  # fail before the slow synthesis
+    # A Terraform left running by a spotkit that was killed: touch none of its files (before the synthesis too).
+    ensure_not_running(workdir_path(opts.project, opts.target, stack))
     opts.project.mkdir(parents=True, exist_ok=True)
     from_cache = False
     if synthesized is None:
@@ -271,11 +273,15 @@ def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelis
         if attempt == 1 and any(k in e for e in errors for k in INIT_REQUIRED):
             init(wd, force=True)
             continue
+        from toolkit.deploy.explain import explain
         from toolkit.deploy.runner import TerraformCommandFailed
 
-        raise TerraformCommandFailed(
-            f"'{wd.runner.binary.flavor} plan' failed in {wd.path}:\n" + "\n".join(f"  {e}" for e in errors),
-            hint="fix the error above; the working directory keeps the files Terraform used")
+        message = f"'{wd.runner.binary.flavor} plan' failed in {wd.path}:\n" + "\n".join(f"  {e}" for e in errors)
+        explained = explain("\n".join(errors) + "\n" + (result.stderr or ""), wd.path, wd.runner.binary.flavor)
+        if explained is not None:  # a stale state lock, a resource that already exists: what to do about it
+            raise TerraformCommandFailed(message + "\n" + explained.message, hint=explained.hint)
+        raise TerraformCommandFailed(message, hint="fix the error above; the working directory keeps the files "
+                                                   "Terraform used")
     seconds = time.monotonic() - start
     if write_json or streamed.needs_values:
         return read_plan(wd, plan_file, seconds)

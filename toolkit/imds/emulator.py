@@ -22,7 +22,10 @@ through the control API, kept apart from the real paths under ``/spotkit/``:
   "action": "terminate", "lead_seconds": 120}`` -> the notice is visible from now on;
 - ``POST /spotkit/outage`` ``{"requests": N, "mode": "drop"|"500"}`` -> the next N metadata requests
   are dropped without a response (connection error) or answered 500;
-- ``POST /spotkit/reset`` -> no notices, delays restart from now, tokens forgotten;
+- ``POST /spotkit/override`` ``{"path": "/latest/meta-data/...", "status": 200, "body": "...",
+  "delay": 0, "mode": "answer"|"drop"}`` -> that path answers this from now on, whatever the notices
+  (a misbehaving metadata service for fault tests); ``{"path": ..., "clear": true}`` removes it;
+- ``POST /spotkit/reset`` -> no notices, no overrides, delays restart from now, tokens forgotten;
 - ``GET /spotkit/state`` -> counters (requests, token PUTs, 401s) and the notices in force.
 """
 
@@ -96,6 +99,7 @@ class _State:
         self.counters = {"requests": 0, "token_puts": 0, "unauthorized": 0, "dropped": 0, "errors": 0}
         self.outage_left = 0
         self.outage_mode = "drop"
+        self.overrides: dict[str, dict] = {}  # path -> {"status", "body", "delay", "mode"}
         # kind -> (visible from epoch, action, action time epoch)
         self.notices: dict[str, tuple[float, str, float]] = {}
         for kind, delay, action in (("spot", s.spot_delay, s.spot_action), ("rebalance", s.rebalance_delay, ""),
@@ -119,6 +123,18 @@ class _State:
             action = ""
         self.notices[kind] = (now, action, now + lead)
         return {"kind": kind, "action": action, "time": iso(now + lead), "visible_from": iso(now)}
+
+    def override(self, path: str, status: int = 200, body: str = "", delay: float = 0.0, mode: str = "answer",
+                 clear: bool = False) -> dict:
+        if not isinstance(path, str) or not path.startswith("/latest/"):
+            raise ValueError("path must start with /latest/")
+        if clear:
+            self.overrides.pop(path, None)
+            return {"path": path, "cleared": True}
+        if mode not in ("answer", "drop") or not 100 <= int(status) <= 599 or float(delay) < 0:
+            raise ValueError("mode must be answer or drop, status 100-599, delay 0 or more")
+        self.overrides[path] = {"status": int(status), "body": str(body), "delay": float(delay), "mode": mode}
+        return {"path": path, **self.overrides[path]}
 
     def active(self, kind: str) -> Optional[tuple[float, str, float]]:
         notice = self.notices.get(kind)
@@ -230,6 +246,12 @@ class _Handler(BaseHTTPRequestHandler):
                 st.outage_mode = body.get("mode", "drop")
                 return self._send(200, json.dumps({"requests": st.outage_left, "mode": st.outage_mode}),
                                   "application/json")
+            if self.path == "/spotkit/override":
+                try:
+                    out = st.override(**body)
+                except (TypeError, ValueError) as exc:
+                    return self._send(400, json.dumps({"error": str(exc)}), "application/json")
+                return self._send(200, json.dumps(out), "application/json")
             if self.path == "/spotkit/reset":
                 st.reset()
                 return self._send(200, json.dumps({"reset": True}), "application/json")
@@ -252,6 +274,16 @@ class _Handler(BaseHTTPRequestHandler):
                 st.counters["unauthorized"] += 1
             return self._send(401, "Unauthorized")
         path = self.path.split("?", 1)[0]
+        with st.lock:
+            override = st.overrides.get(path)
+        if override is not None:
+            if override["delay"]:
+                time.sleep(override["delay"])
+            if override["mode"] == "drop":
+                self.close_connection = True
+                return
+            return self._send(override["status"], override["body"],
+                              "application/json" if override["body"].startswith(("{", "[")) else "text/plain")
         body = self._metadata(path)
         if body is None:
             return self._send(404, "Not Found")
@@ -374,6 +406,12 @@ class ImdsEmulator:
     def reset(self) -> None:
         with self.state.lock:
             self.state.reset()
+
+    def override(self, path: str, body: str = "", status: int = 200, delay: float = 0.0, mode: str = "answer",
+                 clear: bool = False) -> dict:
+        """Make ``path`` answer ``status``/``body`` (after ``delay`` s), or drop the connection (``mode="drop"``)."""
+        with self.state.lock:
+            return self.state.override(path, status=status, body=body, delay=delay, mode=mode, clear=clear)
 
     def counters(self) -> dict:
         with self.state.lock:

@@ -8,6 +8,7 @@ callable from code with injected boto3 clients and from ``spotkit recover ...``:
 - ``drain`` (:mod:`.drain`): the interruption handler's drain, by hand.
 - ``replace`` / ``restore-spot`` (:mod:`.replace`): desired capacity, with a temporary on-demand fallback.
 - :func:`.status.status`: spot vs on-demand, interruptions, waiting volumes, snapshot ages, fallbacks.
+- :mod:`.lock`: one run per group at a time (a lease tag on the group, a file lock on the journal).
 """
 
 from toolkit.runbooks import drain, replace, snapshot, volumes  # noqa: F401  (registers the runbooks)

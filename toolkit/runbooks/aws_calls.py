@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 
 from botocore.exceptions import ClientError, WaiterError
 
+from toolkit import notice
 from toolkit.errors import AwsCallError
 from toolkit.notice import ASG_NAME_TAG  # noqa: F401  (the tag contract lives in toolkit/notice.py)
 from toolkit.notice import TAG_DEVICE as DEVICE_TAG
@@ -25,6 +26,8 @@ TARGET_AZ_TAG = "spotkit:target-az"
 RESTORED_FOR_TAG = "spotkit:restored-for"
 FALLBACK_BASE_TAG = "spotkit:fallback-original-on-demand-base"
 FALLBACK_SINCE_TAG = "spotkit:fallback-since"
+SUPERSEDED_BY_TAG = notice.TAG_SUPERSEDED_BY
+RETAIN_SUPERSEDED = notice.RETAIN_SUPERSEDED
 
 # EC2 filter values per call are capped at 200 by AWS; ids are chunked at that size.
 MAX_FILTER_VALUES = 200

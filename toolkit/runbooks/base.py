@@ -16,6 +16,7 @@ attachment and never loses track of what it made:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -25,9 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+from toolkit.errors import AwsCallError
+
 DEFAULT_JOURNAL_DIR = Path(".spotkit") / "journal"
 
 RUNBOOKS: dict[str, type["Runbook"]] = {}
+
+# Calls that make a resource (a second one would be a duplicate): the lease is checked right before each.
+CREATING_CALLS = frozenset({"create_snapshot", "create_volume", "copy_snapshot", "create_tags"})
+
+# botocore's "the endpoint is gone" (after its own retries): the run stops with a clear error and resumes later.
+CONNECTION_ERRORS = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)
 
 
 def register(name: str):
@@ -63,9 +74,10 @@ class Journal:
     never leaves half a journal.
     """
 
-    def __init__(self, directory: str | Path, runbook: str, key: str):
+    def __init__(self, directory: str | Path, runbook: str, key: str, *, read_only: bool = False):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
         self.path = Path(directory) / f"{runbook}-{safe}.json"
+        self.read_only = read_only  # a dry run reads the journal (to preview the resume) and never writes it
         self.data: dict[str, Any] = {"runbook": runbook, "key": key, "steps": {}, "made": [], "runs": 0}
         if self.path.is_file():
             self.data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -106,6 +118,8 @@ class Journal:
         self.save()
 
     def save(self) -> None:
+        if self.read_only:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".journal-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -130,6 +144,8 @@ class RunContext:
     - ``progress``: called with (done, total, label) as work advances (the CLI draws a bar).
     - ``hook``: called with a step name after each step; tests raise from it to simulate a kill.
     - ``wait_delay`` / ``wait_attempts``: waiter polling (seconds) and bound.
+    - ``lock_wait``: seconds a run waits for another run on the same group to let go (``toolkit.runbooks.lock``)
+      before it stops with ``GroupLocked``; ``lock_settle`` / ``lock_ttl``: the lease's re-check delay and life.
     """
 
     dry_run: bool = False
@@ -138,6 +154,9 @@ class RunContext:
     hook: Callable[[str], None] | None = None
     wait_delay: float = 5.0
     wait_attempts: int = 120
+    lock_wait: float = 0.0
+    lock_settle: float = 1.0
+    lock_ttl: float = 1800.0
 
 
 class Runbook:
@@ -148,15 +167,55 @@ class Runbook:
     def __init__(self, ctx: RunContext | None = None):
         self.ctx = ctx or RunContext()
         self.actions: list[Action] = []
+        self.run_lock = None  # a toolkit.runbooks.lock.RunLock while a real run holds its group
 
     def journal(self, key: str) -> Journal:
-        return Journal(self.ctx.journal_dir, self.name, key)
+        return Journal(self.ctx.journal_dir, self.name, key, read_only=self.ctx.dry_run)
+
+    @contextlib.contextmanager
+    def locked(self, group: str, autoscaling=None):
+        """Hold the group for this run (file lock on the journal, lease tag on the group); nothing in dry run.
+
+        An endpoint that stops answering ends the run with an ``AwsCallError`` (the journal, written after
+        every step, stays intact and the next run resumes from it), never with a traceback.
+        """
+        from toolkit.runbooks.lock import RunLock
+
+        journal_path = self.journal(group).path
+        try:
+            if self.ctx.dry_run:
+                yield
+                return
+            self.run_lock = RunLock(group, self.name, journal_path, autoscaling, wait=self.ctx.lock_wait,
+                                    settle=self.ctx.lock_settle, ttl=self.ctx.lock_ttl)
+            self.run_lock.acquire()
+            try:
+                yield
+            finally:
+                lock, self.run_lock = self.run_lock, None
+                try:
+                    lock.release()
+                except CONNECTION_ERRORS:
+                    lock.file.release()  # the lease expires by itself (or at once for a dead process of this host)
+        except CONNECTION_ERRORS as exc:
+            raise AwsCallError(
+                f"lost the connection to AWS during '{self.name}' on {group}: {exc}",
+                hint=f"check the network or --endpoint-url, then run the same command again: the journal "
+                     f"{journal_path} is intact and the run resumes where it stopped, creating nothing twice",
+            ) from exc
 
     def mutate(self, description: str, call: Callable[..., Any], **kwargs: Any) -> Any:
-        """Make one mutating AWS call, or in dry-run only say what it would do and return None."""
+        """Make one mutating AWS call, or in dry-run only say what it would do and return None.
+
+        A real call is made only while this run still holds its group's lease: checked right before every
+        call that creates something (``CREATING_CALLS``), before the others at most every ``LEASE_CHECK_SECONDS``
+        (so N attachments do not cost N more reads), and renewed when due.
+        """
         if self.ctx.dry_run:
             self.actions.append(Action(f"would {description}", done=False))
             return None
+        if self.run_lock is not None:
+            self.run_lock.check(force=getattr(call, "__name__", "") in CREATING_CALLS)
         result = call(**kwargs)
         self.actions.append(Action(description, done=True))
         return result

@@ -45,6 +45,7 @@ class VolumesResult:
     superseded: dict[str, str] = field(default_factory=dict)
     resumed: bool = False
     made: list[dict] = field(default_factory=list)
+    superseded_copies: dict[str, str] = field(default_factory=dict)  # a copy that lost a race -> the winner
 
     @property
     def taken(self) -> list[Placement]:
@@ -112,12 +113,18 @@ class RecoverVolumes(Runbook):
        create a volume from it in the instance's AZ (tags copied, origin recorded, ClientToken), wait
        until available; attach it. The original is never deleted or modified.
     6. Journal every step and every resource made; a re-run finds them by journal or by tag.
+    7. One run per group: the whole run holds a file lock on its journal and (with an ``autoscaling``
+       client) the group's lease tag ``spotkit:lock`` (``toolkit.runbooks.lock``); a second copy of one
+       volume for one AZ made by a racing run anyway is tagged ``spotkit:superseded-by`` (and
+       ``spotkit:retain=superseded``) and never offered as a waiting volume; nothing is deleted.
     """
 
-    def __init__(self, ec2, ctx: RunContext | None = None, *, allow_copy: bool = True):
+    def __init__(self, ec2, ctx: RunContext | None = None, *, allow_copy: bool = True, autoscaling=None):
         super().__init__(ctx)
         self.ec2 = ec2
         self.allow_copy = allow_copy
+        self.autoscaling = autoscaling  # for the group's lease (toolkit.runbooks.lock); None: the file lock only
+        self.superseded_copies: dict[str, str] = {}  # copy that lost a race -> the copy that won
 
     # --- planning -----------------------------------------------------------------------------
 
@@ -136,12 +143,12 @@ class RecoverVolumes(Runbook):
         superseded = {}
         for vol in volumes:
             origin = aws.tags_of(vol).get(aws.ORIGIN_VOLUME_TAG)
-            if origin and vol["State"] not in ("deleting", "deleted", "error"):
+            if origin and vol["State"] not in ("deleting", "deleted", "error") and not aws.tags_of(vol).get(aws.SUPERSEDED_BY_TAG):
                 superseded[origin] = vol["VolumeId"]
         candidates = []
         for vol in volumes:
             tags = aws.tags_of(vol)
-            if vol["VolumeId"] in superseded or not tags.get(aws.DEVICE_TAG):
+            if vol["VolumeId"] in superseded or not tags.get(aws.DEVICE_TAG) or tags.get(aws.SUPERSEDED_BY_TAG):
                 continue
             if vol["State"] == "available" or (vol["State"] == "creating" and aws.ORIGIN_VOLUME_TAG in tags):
                 candidates.append(vol)
@@ -170,6 +177,10 @@ class RecoverVolumes(Runbook):
     # --- running ------------------------------------------------------------------------------
 
     def run(self, group: str) -> VolumesResult:
+        with self.locked(group, self.autoscaling):
+            return self._run(group)
+
+    def _run(self, group: str) -> VolumesResult:
         journal = self.journal(group)
         resumed = journal.resumed
         placements, superseded, volumes = self.plan(group)
@@ -193,7 +204,7 @@ class RecoverVolumes(Runbook):
                 p.status = "attached"
             self.step("attached")
         return VolumesResult(group, self.ctx.dry_run, placements, self.actions, superseded, resumed,
-                             journal.made)
+                             journal.made, dict(self.superseded_copies))
 
     def _attach(self, journal, vol: dict | None, instance_id: str, device: str, p: Placement,
                 volume_id: str | None = None, wait: bool = True) -> bool:
@@ -286,16 +297,10 @@ class RecoverVolumes(Runbook):
             aws.wait(self.ec2, "snapshot_completed", SnapshotIds=[snapshot_id], delay=self.ctx.wait_delay,
                      max_attempts=self.ctx.wait_attempts, what=f"snapshot {snapshot_id} to complete")
             journal.finish(snap_step, snapshot_id=snapshot_id)
-        # Volume in the replacement's AZ.
+        # Volume in the replacement's AZ: the live copy (journal or tags), else make one.
         vol_step = f"copy-volume:{key}"
-        copy_id = journal.get(vol_step).get("volume_id")
-        if copy_id is None:
-            found = [v for v in aws.volumes_with_tag(self.ec2, aws.ORIGIN_VOLUME_TAG, [vol["VolumeId"]])
-                     if aws.tags_of(v).get(aws.TARGET_AZ_TAG) == p.instance_az
-                     and v["State"] in ("creating", "available", "in-use")]
-            if found:
-                copy_id = found[0]["VolumeId"]
-        if copy_id is None:
+        copies = self._copies(vol["VolumeId"], p.instance_az)
+        if not copies:
             tags = {**src_tags, aws.ORIGIN_VOLUME_TAG: vol["VolumeId"], aws.ORIGIN_SNAPSHOT_TAG: snapshot_id,
                     aws.TARGET_AZ_TAG: p.instance_az}
             kwargs = dict(SnapshotId=snapshot_id, AvailabilityZone=p.instance_az, VolumeType=vol.get("VolumeType", "gp3"),
@@ -307,22 +312,67 @@ class RecoverVolumes(Runbook):
                 kwargs["Throughput"] = vol["Throughput"]
             resp = self.mutate(f"create a volume from {snapshot_id} in {p.instance_az} (origin {vol['VolumeId']})",
                                self.ec2.create_volume, **kwargs)
-            copy_id = resp["VolumeId"]
-            journal.made_resource("volume", copy_id, vol_step, origin=vol["VolumeId"], snapshot=snapshot_id)
-            journal.record(vol_step, status="created", volume_id=copy_id)
+            if resp is None:  # dry run (resuming after the snapshot): the rest is "would" too
+                self.mutate(f"attach the new volume to {p.instance_id} as {p.device}", lambda **_: None)
+                p.status = "would-copy"
+                return
+            made = resp["VolumeId"]
+            journal.made_resource("volume", made, vol_step, origin=vol["VolumeId"], snapshot=snapshot_id)
+            journal.record(vol_step, status="created", volume_id=made)
             self.step("volume-created")
+            # Look again: a run that raced this one (despite the lease) may have made a copy as well.
+            copies = self._copies(vol["VolumeId"], p.instance_az)
+            if made not in {c["VolumeId"] for c in copies}:
+                copies.append({**resp, "State": resp.get("State", "creating")})
+        copy = self._settle_copies(journal, vol_step, copies)
+        copy_id = copy["VolumeId"]
+        if journal.get(vol_step).get("volume_id") != copy_id:
+            journal.record(vol_step, volume_id=copy_id)
         p.copy_volume_id = copy_id
         current = self.ec2.describe_volumes(VolumeIds=[copy_id])["Volumes"][0]
-        if current["State"] == "in-use":  # attached before a kill; nothing left to do
+        if current["State"] == "in-use":  # attached before a kill (or by the run that raced this one)
+            live = [a for a in current.get("Attachments", []) if a.get("State") in ("attaching", "attached")]
             journal.finish(vol_step, volume_id=copy_id)
             p.status = "attached"
+            if live and (live[0]["InstanceId"], live[0]["Device"]) != (p.instance_id, p.device):
+                p.instance_id, p.note = live[0]["InstanceId"], f"attached as {live[0]['Device']} by another run"
             return
-        aws.wait(self.ec2, "volume_available", VolumeIds=[copy_id], delay=self.ctx.wait_delay,
-                 max_attempts=self.ctx.wait_attempts, what=f"volume {copy_id} to become available")
-        journal.finish(vol_step, volume_id=copy_id)
+        if not self.ctx.dry_run:
+            aws.wait(self.ec2, "volume_available", VolumeIds=[copy_id], delay=self.ctx.wait_delay,
+                     max_attempts=self.ctx.wait_attempts, what=f"volume {copy_id} to become available")
+            journal.finish(vol_step, volume_id=copy_id)
         self._attach(journal, None, p.instance_id, p.device, p, volume_id=copy_id)
 
+    def _copies(self, origin: str, az: str) -> list[dict]:
+        """Live copies of ``origin`` made for ``az`` that are not superseded (one filtered call)."""
+        return [v for v in aws.volumes_with_tag(self.ec2, aws.ORIGIN_VOLUME_TAG, [origin])
+                if aws.tags_of(v).get(aws.TARGET_AZ_TAG) == az and v["State"] in ("creating", "available", "in-use")
+                and not aws.tags_of(v).get(aws.SUPERSEDED_BY_TAG)]
 
-def recover_volumes(ec2, group: str, ctx: RunContext | None = None, *, allow_copy: bool = True) -> VolumesResult:
-    """Code entry point: ``recover_volumes(boto3.client('ec2'), 'training')``."""
-    return RecoverVolumes(ec2, ctx, allow_copy=allow_copy).run(group)
+    def _settle_copies(self, journal, step: str, copies: list[dict]) -> dict:
+        """One copy per original and AZ: the attached one, else the oldest. Every other one that is not
+        attached is tagged superseded by it (``spotkit:superseded-by``, ``spotkit:retain=superseded``), so
+        neither this runbook nor the boot part nor ``status`` ever offers it as a waiting volume. It is kept,
+        never deleted: it holds the same data as the winner, and removing it is the user's call."""
+        ranked = sorted(copies, key=lambda v: (v["State"] != "in-use", str(v.get("CreateTime", "")), v["VolumeId"]))
+        winner = ranked[0]
+        for loser in ranked[1:]:
+            if loser["State"] == "in-use":
+                continue
+            self.mutate(f"tag {loser['VolumeId']} superseded by {winner['VolumeId']} (a second copy made by a "
+                        f"concurrent run; kept, never offered as a waiting volume)",
+                        self.ec2.create_tags, Resources=[loser["VolumeId"]],
+                        Tags=[{"Key": aws.SUPERSEDED_BY_TAG, "Value": winner["VolumeId"]},
+                              {"Key": aws.RETAIN_TAG, "Value": aws.RETAIN_SUPERSEDED}])
+            self.superseded_copies[loser["VolumeId"]] = winner["VolumeId"]
+            journal.record(f"superseded:{loser['VolumeId']}", status="done", superseded_by=winner["VolumeId"])
+        return winner
+
+
+def recover_volumes(ec2, group: str, ctx: RunContext | None = None, *, allow_copy: bool = True,
+                    autoscaling=None) -> VolumesResult:
+    """Code entry point: ``recover_volumes(boto3.client('ec2'), 'training', autoscaling=boto3.client('autoscaling'))``.
+
+    With ``autoscaling`` the run holds the group's lease (``toolkit.runbooks.lock``); without it, only the
+    file lock on its journal."""
+    return RecoverVolumes(ec2, ctx, allow_copy=allow_copy, autoscaling=autoscaling).run(group)

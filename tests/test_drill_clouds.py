@@ -1,0 +1,110 @@
+"""The drill on GCP's and Azure's metadata emulators: their notices, the agent with --cloud, scaled windows.
+
+Relations only (seeded): every interruption is detected by the agent reading the cloud's own metadata
+(GCP's hanging GET on ``instance/preempted``, Azure's ``Preempt`` scheduled event), the agent run loses at
+most one step per interruption and beats the baseline, and on Azure each event is acknowledged and the
+reclaim follows the acknowledgement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolkit.drill import DrillSettings, run_drill
+from toolkit.errors import ToolkitError
+from toolkit.notice import parse_time
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings(cloud: str) -> DrillSettings:
+    return DrillSettings(interruptions=2, seed=5, steps=56, step_seconds=0.25, checkpoint_every=10,
+                         notice_seconds=2.0, replacement_seconds=0.3, uptime_range=(1.5, 3.0), cloud=cloud)
+
+
+@pytest.fixture(scope="module", params=["gcp", "azure"])
+def drill(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"drill-{request.param}")
+    return request.param, run_drill(settings(request.param), out), out
+
+
+def agent_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "agent" / "agent.jsonl").read_text().splitlines()]
+
+
+def test_the_agent_reads_the_clouds_own_notice_at_every_interruption(drill):
+    cloud, results, out = drill
+    agent = results["agent"]
+    assert len(agent.interruptions) == len(results["baseline"].interruptions) == 2
+    log = agent_log(out)
+    assert {e["cloud"] for e in log if e["event"] == "agent-started"} == {cloud}
+    detected = [e["notice"] for e in log if e["event"] == "notice-detected"]
+    assert len(detected) == 2 and all(n["kind"] == "spot-interruption" for n in detected)
+    assert {n["action"] for n in detected} == {"gcp": {"preempted"}, "azure": {"Preempt"}}[cloud]
+    previous = agent.started_at
+    for item in agent.interruptions:  # (GCP's hanging GET can answer before the drill's POST has returned)
+        assert item.detected_at is not None and previous < item.detected_at < item.reclaimed_at
+        previous = item.reclaimed_at
+        assert item.final_requested_at is not None and item.final_requested_at < item.reclaimed_at
+
+
+def test_azure_events_are_acknowledged_and_the_reclaim_follows(drill):
+    cloud, results, out = drill
+    acked = [e for e in agent_log(out) if e["event"] == "notice-acknowledged"]
+    if cloud != "azure":
+        assert acked == []
+        return
+    assert len(acked) == 2 and all(a["event_type"] == "Preempt" and a["status"] == 200 for a in acked)
+    detected = [e["notice"] for e in agent_log(out) if e["event"] == "notice-detected"]
+    for item, ack, notice in zip(results["agent"].interruptions, acked, detected):
+        # the platform goes ahead once acknowledged: after the acknowledgement, before the event's NotBefore
+        assert ack["event_id"] == notice["detail"]["EventId"]
+        assert parse_time(ack["ts"]).timestamp() <= item.reclaimed_at < parse_time(notice["time"]).timestamp()
+
+
+def test_agent_run_loses_at_most_one_step_and_beats_the_baseline(drill):
+    cloud, results, _ = drill
+    agent, base = results["agent"], results["baseline"]
+    assert agent.final_step == base.final_step == settings(cloud).steps
+    assert all(i.steps_lost <= 1 for i in agent.interruptions), [i.steps_lost for i in agent.interruptions]
+    assert agent.duplicate_resumes() == [] and agent.concurrent_training_seconds() == 0
+    assert agent.overhead_per_interruption < base.overhead_per_interruption
+    assert base.steps_lost > agent.steps_lost
+
+
+def test_rebalance_lead_and_unknown_clouds_are_refused():
+    with pytest.raises(ToolkitError, match="gcp gives no rebalance recommendation"):
+        DrillSettings(cloud="gcp", rebalance_lead=1.0).validate()
+    with pytest.raises(ToolkitError, match="cloud must be one of aws, gcp, azure"):
+        DrillSettings(cloud="oci").validate()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "toolkit.cli.main", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_drill_cli_on_gcp(tmp_path):
+    result = _cli("--output", "json", "drill", "--cloud", "gcp", "-n", "1", "--steps", "30", "--step-seconds",
+                  "0.25", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    (reclaim,) = summary["agent"]["interruptions"]
+    assert reclaim["aws"] is None  # no AWS step on GCP
+    assert reclaim["detected_at"] is not None and summary["agent"]["steps_lost_max"] <= 1
+    assert summary["agent"]["final_step"] == summary["baseline"]["final_step"] == 30
+
+
+def test_drill_cli_refuses_the_aws_step_on_azure(tmp_path):
+    result = _cli("drill", "--cloud", "azure", "--aws", "--out", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: --aws re-attaches an EBS volume with the AWS runbook: it does not apply to --cloud azure",
+        "  next: spotkit drill --cloud azure --no-aws"]
