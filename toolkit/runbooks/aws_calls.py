@@ -23,8 +23,8 @@ ORIGIN_VOLUME_TAG = "spotkit:origin-volume"
 ORIGIN_SNAPSHOT_TAG = "spotkit:origin-snapshot"
 TARGET_AZ_TAG = "spotkit:target-az"
 RESTORED_FOR_TAG = "spotkit:restored-for"
-FALLBACK_BASE_TAG = "spotkit:fallback-original-on-demand-base"
-FALLBACK_SINCE_TAG = "spotkit:fallback-since"
+from toolkit.notice import TAG_FALLBACK_BASE as FALLBACK_BASE_TAG  # noqa: E402
+from toolkit.notice import TAG_FALLBACK_SINCE as FALLBACK_SINCE_TAG  # noqa: E402
 
 # EC2 filter values per call are capped at 200 by AWS; ids are chunked at that size.
 MAX_FILTER_VALUES = 200
