@@ -57,9 +57,11 @@ class SpotkitStack(TerraformStack):
         self.network = SpotNetwork(self, "network", name=self.config.name, region=self.config.region, settings=settings)
         return self.network.vpc_id, self.network.private_subnet_ids
 
-    def route_interruptions(self, settings, groups):
+    def route_interruptions(self, settings, groups, *, fallback=None, placement_clusters=()):
         """Route the groups' interruption warnings to the spotkit handler (EventBridge -> SQS -> handler),
-        with the queue URL and journal table as outputs. ``settings`` None routes nothing."""
+        with the queue URL and journal table as outputs. ``settings`` None routes nothing. ``fallback``
+        (``modules.capacity_fallback.FallbackSettings``): also route capacity failures (of the groups, and
+        of the ECS ``placement_clusters``) and the return check."""
         if settings is None:
             return None
         from cdktn import TerraformOutput
@@ -67,7 +69,8 @@ class SpotkitStack(TerraformStack):
         from modules.interruption_events import InterruptionEvents
 
         self.interruptions = InterruptionEvents(self, "interruptions", name=self.config.name, groups=list(groups),
-                                                settings=settings)
+                                                settings=settings, fallback=fallback,
+                                                placement_clusters=list(placement_clusters))
         TerraformOutput(self, "interruption_queue_url", value=self.interruptions.queue_url)
         TerraformOutput(self, "interruption_journal_table", value=self.interruptions.journal.name)
         return self.interruptions
