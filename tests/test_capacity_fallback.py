@@ -330,3 +330,28 @@ def test_ecs_placement_failure_falls_back_when_the_clusters_spot_launches_failed
     inject_scaling_activity(world.group, message=ce.SPOT_FAILURE, minutes_ago=2)
     out, = h.handle_body(ce.placement_failure(arn, reason="RESOURCE:MEMORY"))
     assert (out.actions[0].name, out.actions[0].detail["decision"], base(world)) == ("fallback", "raised", 2)
+
+
+# --- spotkit status -----------------------------------------------------------------------------
+
+def test_status_shows_the_fallback_since_when_and_the_next_check(aws, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from toolkit.cli.main import cli
+
+    short_world(aws)
+    handler(aws, tmp_path).handle_body(ce.launch_unsuccessful(GROUP))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--endpoint-url", aws.url, "--region", "us-east-1", "status", "--group", GROUP])
+    assert result.exit_code == 0, result.output
+    assert (f"{GROUP}: on-demand fallback since 2026-11-29T03:00:00Z (on-demand base 0 -> 2); next return check "
+            f"2026-11-29T03:10:00Z (automatic: back to spot in steps) -> spotkit recover restore-spot --group "
+            f"{GROUP} to return now") in result.output
+    assert "base 0->2" in result.output  # the FALLBACK column
+    as_json = CliRunner().invoke(cli, ["--endpoint-url", aws.url, "--region", "us-east-1", "-o", "json", "status",
+                                       "--group", GROUP])
+    import json
+
+    fallback = json.loads(as_json.output)["groups"][0]["fallback"]
+    assert (fallback["since"], fallback["next_check"], fallback["changed_at"]) == (
+        "2026-11-29T03:00:00Z", "2026-11-29T03:10:00Z", "2026-11-29T03:00:00Z")

@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from toolkit.notice import TAG_FALLBACK_CHANGED, TAG_FALLBACK_NEXT_CHECK
 from toolkit.runbooks import aws_calls as aws
 from toolkit.runbooks.base import now
 
@@ -64,7 +65,10 @@ def status(ec2, autoscaling, group: str | None = None, *, interruptions: Iterabl
             dist = g.get("MixedInstancesPolicy", {}).get("InstancesDistribution", {})
             e.fallback = {"original_on_demand_base": int(tags[aws.FALLBACK_BASE_TAG]),
                           "on_demand_base": int(dist.get("OnDemandBaseCapacity", 0) or 0),
-                          "since": tags.get(aws.FALLBACK_SINCE_TAG)}
+                          "since": tags.get(aws.FALLBACK_SINCE_TAG),
+                          # set by the automatic fallback (a fallback made by 'recover replace' has no check)
+                          "changed_at": tags.get(TAG_FALLBACK_CHANGED),
+                          "next_check": tags.get(TAG_FALLBACK_NEXT_CHECK)}
     for inst in instances:
         e = entry(aws.tags_of(inst)[aws.GROUP_TAG])
         if inst.get("InstanceLifecycle") == "spot":
