@@ -71,6 +71,16 @@ spot_placement_scores_extension.install()
 EXTENSIONS.append(("ec2 GetSpotPlacementScores (+ set_spot_placement_scores; UnauthorizedOperation when none set)",
                    "moto 5.2 lacks it; the return-to-spot check reads placement scores where the account allows them"))
 
+# FIS StartExperiment/GetExperiment: moto 5.2 keeps the state but sends no warning and interrupts nothing;
+# `spotkit interrupt --target aws` starts the group's experiment and follows it (tests/support/fis_extension.py).
+from tests.support import fis_extension  # noqa: E402
+
+fis_extension.install()
+EXTENSIONS.append(("fis StartExperiment/GetExperiment run aws:ec2:send-spot-instance-interruptions",
+                   "moto 5.2 resolves no target by tag and sends no warning; the extension resolves the targets, "
+                   "puts the spot warnings on the event bus and interrupts the instances when the experiment "
+                   "completes (moto's ASG instances are not spot, so 'spot only' is not applied)"))
+
 
 @dataclass
 class MotoServer:
