@@ -4,6 +4,7 @@ with an injected clock (no sleeping)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -350,8 +351,41 @@ def test_status_shows_the_fallback_since_when_and_the_next_check(aws, tmp_path, 
     assert "base 0->2" in result.output  # the FALLBACK column
     as_json = CliRunner().invoke(cli, ["--endpoint-url", aws.url, "--region", "us-east-1", "-o", "json", "status",
                                        "--group", GROUP])
-    import json
 
     fallback = json.loads(as_json.output)["groups"][0]["fallback"]
     assert (fallback["since"], fallback["next_check"], fallback["changed_at"]) == (
         "2026-11-29T03:00:00Z", "2026-11-29T03:10:00Z", "2026-11-29T03:00:00Z")
+
+
+def test_a_forwarded_capacity_event_is_dropped():
+    # an instance (the agent's forwarding path) must not be able to move a group to on-demand
+    with pytest.raises(DropEvent, match="comes only from AWS through EventBridge"):
+        ev.from_message_body({"event_id": "launch-failure:g:1", "kind": "launch-failure", "instance_id": "",
+                              "source": "imds", "issued_at": "2026-11-29T03:00:00Z", "deadline": "2026-11-29T03:00:00Z",
+                              "group_name": GROUP})
+
+
+def test_lambda_reads_the_fallback_settings_from_its_environment():
+    from toolkit.interruption.lambda_entry import settings_from_env
+
+    s = settings_from_env({"SPOTKIT_FALLBACK": "true", "SPOTKIT_FALLBACK_MAX_ON_DEMAND_BASE": "3",
+                           "SPOTKIT_FALLBACK_HOLD_MINUTES": "45", "SPOTKIT_FALLBACK_CHECK_EVERY_MINUTES": "5"})
+    assert (s.fallback, s.fallback_policy) == (True, fb.FallbackPolicy(max_on_demand_base=3, hold_minutes=45,
+                                                                       check_every_minutes=5))
+    assert settings_from_env({}).fallback is False
+
+
+def test_the_lambda_with_the_dynamodb_journal_falls_back_once(aws, tmp_path):
+    from toolkit.interruption.lambda_entry import build_handler, handle
+    from toolkit.interruption.store import create_journal_table
+
+    world = short_world(aws)
+    create_journal_table(aws.client("dynamodb"), "journal")
+    h = build_handler({"SPOTKIT_JOURNAL_TABLE": "journal", "SPOTKIT_FALLBACK": "true"}, client_factory=aws.client)
+    body = ce.launch_unsuccessful(GROUP)
+    out = handle({"Records": [{"messageId": "m1", "body": json.dumps(body)},
+                              {"messageId": "m2", "body": json.dumps(body)}]}, None, h)
+    assert out == {"batchItemFailures": []}
+    assert base(world) == 2
+    event, = [e for e in h.store.events() if e["kind"] == "launch-failure"]
+    assert (event["group"], event["status"]) == (GROUP, "done")

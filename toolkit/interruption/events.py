@@ -322,6 +322,9 @@ def from_dict(data: Mapping[str, Any]) -> InterruptionEvent:
     """Rebuild an event from ``to_dict()`` (the journal, the agent's forwarded events)."""
     if data.get("kind") not in KINDS:
         raise DropEvent(f"spotkit event kind {data.get('kind')!r} is not one of {', '.join(KINDS)}")
+    if data.get("kind") in CAPACITY_KINDS:  # they change a group's split: only AWS (through EventBridge) sends them
+        raise DropEvent(f"spotkit event kind {data.get('kind')!r} comes only from AWS through EventBridge, not as a "
+                        "forwarded spotkit event")
     fields = {k: data[k] for k in InterruptionEvent.__dataclass_fields__ if k in data}
     if isinstance(fields.get("lifecycle"), Mapping):
         fields["lifecycle"] = LifecycleAction(**fields["lifecycle"])
