@@ -389,3 +389,24 @@ def test_the_lambda_with_the_dynamodb_journal_falls_back_once(aws, tmp_path):
     assert base(world) == 2
     event, = [e for e in h.store.events() if e["kind"] == "launch-failure"]
     assert (event["group"], event["status"]) == (GROUP, "done")
+
+
+def test_handle_events_with_fallback_acts_on_a_launch_failure_file(aws, tmp_path):
+    from click.testing import CliRunner
+
+    from toolkit.cli.main import cli
+
+    world = short_world(aws)
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(ce.launch_unsuccessful(GROUP)))
+    args = ["--endpoint-url", aws.url, "--region", "us-east-1", "handle-events", "--event-file", str(path),
+            "--journal-file", str(tmp_path / "j.jsonl"), "--yes"]
+    # WHEN handled without --fallback: journaled, nothing changes
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "launch-failure=skipped" in result.output and base(world) == 0
+    # WHEN a new failure is handled with --fallback and a ceiling of 1
+    path.write_text(json.dumps(ce.launch_unsuccessful(GROUP)))
+    result = CliRunner().invoke(cli, args + ["--fallback", "--fallback-max-on-demand-base", "1"])
+    assert result.exit_code == 0, result.output
+    assert "fallback=done" in result.output and base(world) == 1
