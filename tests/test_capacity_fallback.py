@@ -410,3 +410,18 @@ def test_handle_events_with_fallback_acts_on_a_launch_failure_file(aws, tmp_path
     result = CliRunner().invoke(cli, args + ["--fallback", "--fallback-max-on-demand-base", "1"])
     assert result.exit_code == 0, result.output
     assert "fallback=done" in result.output and base(world) == 1
+
+
+def test_a_failure_older_than_the_hold_no_longer_blocks_the_return(aws, tmp_path):
+    world = short_world(aws)
+    clock = Clock(datetime.now(timezone.utc).replace(microsecond=0))
+    h = handler(aws, tmp_path, clock)
+    h.handle_body(ce.launch_unsuccessful(GROUP))
+    inject_scaling_activity(world.group, message=ce.SPOT_FAILURE, minutes_ago=ago(clock, -25))  # 25 min after
+    clock.advance(31)
+    out, = h.handle_body(ce.scheduled_check(time=clock().strftime("%Y-%m-%dT%H:%M:%SZ")))
+    assert (out.actions[0].detail["decision"], base(world)) == ("still-failing", 2)
+    # WHEN that failure is more than a hold time old
+    clock.advance(30)
+    out, = h.handle_body(ce.scheduled_check(time=clock().strftime("%Y-%m-%dT%H:%M:%SZ")))
+    assert (out.actions[0].detail["decision"], base(world)) == ("stepped-down", 1)

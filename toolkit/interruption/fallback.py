@@ -19,7 +19,7 @@ Decisions (``Decision.action``):
     mixed instances policy, or is not short.
 ``return_check`` (every ``check_every_minutes``)
     ``held`` until ``hold_minutes`` after the last change; ``still-failing`` while spot launches failed
-    since then; ``spot-not-back`` when the spot placement score (where the account may read it) is below
+    in the last ``hold_minutes`` (and since that change); ``spot-not-back`` when the spot placement score (where the account may read it) is below
     ``min_placement_score`` and no spot launch succeeded; otherwise step the base down by ``step``
     (``stepped-down``), and at the original remove the record (``restored``). Steps and the hold keep the
     group from flapping: a failure after a step raises it again, and the next step waits a hold time.
@@ -346,13 +346,16 @@ def return_check(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: d
     changed = rec.changed_at or rec.since or now
     next_check = notice.format_time(now + timedelta(minutes=policy.check_every_minutes))
     acts = activities_since(autoscaling, group, changed)
-    failures = [a for a in acts if is_capacity_activity(a)]
+    # Failures of the last hold time (and since the last change) keep the fallback; older ones are history.
+    recent = max(changed, now - timedelta(minutes=policy.hold_minutes))
+    failures = [a for a in acts if is_capacity_activity(a)
+                and (notice.try_parse_time(a.get("StartTime")) or now) >= recent]
     spot_ok = spot_launches(ec2, acts)
     d.detail.update(capacity_failures=len(failures), spot_launches=spot_ok, next_check=next_check)
     hold_until = changed + timedelta(minutes=policy.hold_minutes)
     if failures:
         d.action = "still-failing"
-        d.message = (f"spot launches of {group} failed {len(failures)} time(s) since {notice.format_time(changed)} "
+        d.message = (f"spot launches of {group} failed {len(failures)} time(s) since {notice.format_time(recent)} "
                      f"(latest: {failures[0].get('StatusMessage') or failures[0].get('Description', '')}); "
                      f"on-demand base stays {base}")
     elif now < hold_until:
