@@ -124,3 +124,14 @@ def test_fallback_needs_interruptions():
     # AND without the fallback, no interruptions is fine
     GpuInferenceStack(__import__("cdktn").Testing.app(), "y", GpuInferenceConfig(
         interruptions=None, fallback=FallbackSettings(enabled=False)))
+
+
+def test_config_file_overrides_reach_the_fallback_settings():
+    from toolkit.config import apply_overrides
+    from toolkit.errors import ConfigError
+
+    config = apply_overrides(GpuInferenceConfig(), {"fallback": {"max_on_demand_base": 4, "hold_minutes": 45}},
+                             "gpu_inference")
+    assert config.fallback == FallbackSettings(max_on_demand_base=4, hold_minutes=45)
+    with pytest.raises(ConfigError, match="gpu_inference.fallback"):
+        apply_overrides(GpuInferenceConfig(), {"fallback": {"ceiling": 4}}, "gpu_inference")
