@@ -410,6 +410,18 @@ class InterruptionEvents(Construct):
                  "Action": ["autoscaling:UpdateAutoScalingGroup", "autoscaling:CreateOrUpdateTags",
                             "autoscaling:DeleteTags"],
                  "Resource": group_arns},
+                # UpdateAutoScalingGroup with a launch template (the mixed instances policy names it) is checked
+                # against the caller's right to use it: RunInstances only through a launch template, tags only
+                # at launch, and passing the instance profile's role to EC2 only.
+                {"Sid": "FallbackUseLaunchTemplate", "Effect": "Allow", "Action": ["ec2:RunInstances"],
+                 "Resource": ["*"],
+                 "Condition": {"ArnLike": {"ec2:LaunchTemplate": self._arn("ec2", "launch-template/*")},
+                               "Bool": {"ec2:IsLaunchTemplateResource": "true"}}},
+                {"Sid": "FallbackTagAtLaunch", "Effect": "Allow", "Action": ["ec2:CreateTags"], "Resource": ["*"],
+                 "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+                {"Sid": "FallbackPassInstanceRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+                 "Resource": [self._arn("iam", "role/*", region=False)],
+                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
             ]
         if s.kms_key_arn:
             statements.append({"Sid": "QueueKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],

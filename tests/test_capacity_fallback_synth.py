@@ -72,6 +72,11 @@ def test_the_handler_gets_the_settings_and_may_change_only_its_groups(ecs):
     assert len(statements["FallbackSplit"]["Resource"]) == 2
     assert all("autoScalingGroupName/" in r for r in statements["FallbackSplit"]["Resource"])
     assert "*" not in " ".join(statements["FallbackRead"]["Action"])
+    # AND using the launch template is allowed only through a launch template, for EC2 only
+    assert statements["FallbackUseLaunchTemplate"]["Condition"]["Bool"] == {"ec2:IsLaunchTemplateResource": "true"}
+    assert statements["FallbackTagAtLaunch"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+    assert statements["FallbackPassInstanceRole"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
 
 
 def test_gpu_inference_has_the_fallback_on_by_default_with_its_settings():
