@@ -104,13 +104,30 @@ def test_bad_selection_is_a_clear_error(kw, message):
     assert err.value.message == message
 
 
-def test_local_without_a_queue_says_what_to_give(world):
+def _main(capsys, *args) -> tuple[int, str]:
     from toolkit.cli.main import main
 
     with pytest.raises(SystemExit) as done:
-        main(["--endpoint-url", world.aws.url, "--region", "us-east-1", "interrupt", "--group", GROUP, "--target",
-              "local", "--yes"])
-    assert done.value.code == 1
+        main(list(args))
+    return done.value.code, capsys.readouterr().err
+
+
+def test_local_without_a_queue_says_what_to_give(world, capsys):
+    code, err = _main(capsys, "--endpoint-url", world.aws.url, "--region", "us-east-1", "interrupt", "--group", GROUP,
+                      "--target", "local", "--yes")
+    assert code == 1
+    assert err.splitlines() == ["Error: --target local needs the stack's queue: give --stack or --queue-url",
+                                f"  next: spotkit interrupt --group {GROUP} --target local --stack STACK"]
+
+
+def test_count_and_percent_together_and_a_dead_endpoint_are_clear_errors(capsys):
+    code, err = _main(capsys, "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1", "interrupt", "--group",
+                      GROUP, "--count", "1", "--percent", "5")
+    assert (code, err.splitlines()[0]) == (1, "Error: give --count or --percent, not both")
+    code, err = _main(capsys, "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1", "interrupt", "--group",
+                      GROUP, "--yes")
+    assert code == 1 and err.startswith(f"Error: cannot list the instances of group {GROUP!r}: Could not connect")
+    assert err.splitlines()[-1] == "  next: check --endpoint-url / --region and the credentials, then run again"
 
 
 # --- AWS FIS (emulator extension) ---------------------------------------------------------------

@@ -58,9 +58,18 @@ def interrupt_command(ctx: CliContext, group, count, percent, target, stack, pro
     from toolkit import interrupt as it
     from toolkit.cli.events_cmd import open_journal
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if count is not None and percent is not None:
+        raise ToolkitError("give --count or --percent, not both", hint=f"spotkit interrupt --group {group} --count 1")
     outputs = _stack_outputs(ctx, stack, target, project_dir) if stack else {}
     journal_table = journal_table or outputs.get("interruption_journal_table")
-    chosen = it.choose(it.running_instances(ctx.client("ec2"), group), count=count, percent=percent)
+    try:
+        running = it.running_instances(ctx.client("ec2"), group)
+    except (BotoCoreError, ClientError) as exc:
+        raise ToolkitError(f"cannot list the instances of group {group!r}: {exc}",
+                           hint="check --endpoint-url / --region and the credentials, then run again") from None
+    chosen = it.choose(running, count=count, percent=percent)
     where = "with AWS FIS (real spot interruptions)" if target == "aws" else "on the local queue (a fire drill)"
     if not dry_run and not yes:
         if ctx.json:
