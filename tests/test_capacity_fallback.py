@@ -343,12 +343,17 @@ def test_status_shows_the_fallback_since_when_and_the_next_check(aws, tmp_path, 
     short_world(aws)
     handler(aws, tmp_path).handle_body(ce.launch_unsuccessful(GROUP))
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["--endpoint-url", aws.url, "--region", "us-east-1", "status", "--group", GROUP])
+    result = CliRunner().invoke(cli, ["--endpoint-url", aws.url, "--region", "us-east-1", "status", "--group", GROUP,
+                                      "--journal-file", str(tmp_path / "journal.jsonl")])
     assert result.exit_code == 0, result.output
     assert (f"{GROUP}: on-demand fallback since 2026-11-29T03:00:00Z (on-demand base 0 -> 2); next return check "
             f"2026-11-29T03:10:00Z (automatic: back to spot in steps) -> spotkit recover restore-spot --group "
             f"{GROUP} to return now") in result.output
     assert "base 0->2" in result.output  # the FALLBACK column
+    # AND the journaled launch failure is shown as such, not counted as an interruption
+    assert f"{GROUP}: " in result.output and " launch-failure (done)" in result.output
+    row = next(line for line in result.output.splitlines() if line.startswith(GROUP) and "base 0->2" in line)
+    assert row.split()[4] == "0"  # INTERRUPTIONS
     as_json = CliRunner().invoke(cli, ["--endpoint-url", aws.url, "--region", "us-east-1", "-o", "json", "status",
                                        "--group", GROUP])
 

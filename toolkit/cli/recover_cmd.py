@@ -293,6 +293,9 @@ def status_command(ctx: CliContext, group, stack, target, project_dir, journal_t
         for e in g.interruptions:
             click.echo(f"{g.group}: {e.get('time')} {e.get('kind')} {e.get('instance_id')} ({e.get('status')}"
                        + (f": {e['reason']}" if e.get("status") == "failed" and e.get("reason") else "") + ")")
+        for e in g.capacity_events:
+            click.echo(f"{g.group}: {e.get('time')} {e.get('kind')} ({e.get('status')}"
+                       + (f": {e['reason']}" if e.get("status") == "failed" and e.get("reason") else "") + ")")
         if g.fallback:
             fbk = g.fallback
             check = (f"; next return check {fbk['next_check']} (automatic: back to spot in steps)"
