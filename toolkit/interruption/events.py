@@ -123,8 +123,9 @@ def _require(detail: Mapping, key: str, what: str) -> str:
 # --- EventBridge --------------------------------------------------------------------------------
 
 def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
-    """Parse one EventBridge event (any of the six detail types) into events (a Health event can name
-    several instances). Raises ``DropEvent`` for anything else, including an event whose ``source`` is not
+    """Parse one EventBridge event (any of the six warnings, or a capacity event: a failed launch, an ECS
+    task placement failure, the scheduled fallback check) into events (a Health event can name several
+    instances). Raises ``DropEvent`` for anything else, including an event whose ``source`` is not
     the AWS service that sends its detail type (an application may put events with any detail-type on a
     bus; only AWS may use an ``aws.*`` source)."""
     detail_type = envelope.get("detail-type")
