@@ -98,7 +98,7 @@ def journal_outcomes(store, instance_ids: list[str], result: InterruptResult, ki
             result.actions[e["instance_id"]] = {a["name"]: a["status"] for a in store.actions(e["event_id"])}
 
 
-def fire_drill(sqs, queue_url: str, consume: Callable[[], object], store, ec2, group: str, instance_ids: list[str], *,
+def fire_drill(sqs, queue_url: str, consume: Callable[[], object], store, group: str, instance_ids: list[str], *,
                region: str, account: str = "123456789012", dry_run: bool = False,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> InterruptResult:
     """Put a spot warning for each instance on ``queue_url``, then ``consume()`` the queue (the handler)."""

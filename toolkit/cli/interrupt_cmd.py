@@ -92,7 +92,7 @@ def interrupt_command(ctx: CliContext, group, count, percent, target, stack, pro
         consume = (lambda: QueueConsumer(sqs, queue_url, handler, concurrency=4, wait_seconds=1)  # noqa: E731
                    .run(stop_when_idle=True))
         account = ctx.client("sts").get_caller_identity()["Account"] if not dry_run else "123456789012"
-        result = it.fire_drill(sqs, queue_url, consume, store, ctx.client("ec2"), group, chosen,
+        result = it.fire_drill(sqs, queue_url, consume, store, group, chosen,
                                region=sqs.meta.region_name, account=account, dry_run=dry_run)
     else:
         if journal_table and not dry_run:
