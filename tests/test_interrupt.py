@@ -198,3 +198,11 @@ def test_cli_on_aws_without_a_template_says_how_to_get_one(world):
     assert result.exit_code != 0
     assert isinstance(result.exception, ToolkitError)
     assert result.exception.message == f"no FIS experiment template for group {GROUP!r} (tag spotkit:group={GROUP})"
+
+
+def test_the_fis_and_placement_score_extensions_are_listed():
+    from tests.support.moto_server import EXTENSIONS
+
+    names = [name for name, _ in EXTENSIONS]
+    assert any(n.startswith("fis StartExperiment/GetExperiment") for n in names)
+    assert any(n.startswith("ec2 GetSpotPlacementScores") for n in names)
