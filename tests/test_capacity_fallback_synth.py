@@ -77,6 +77,9 @@ def test_the_handler_gets_the_settings_and_may_change_only_its_groups(ecs):
     assert statements["FallbackTagAtLaunch"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
     assert statements["FallbackPassInstanceRole"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    # AND only the groups' own instance roles may be passed, never any role of the account
+    passable = statements["FallbackPassInstanceRole"]["Resource"]
+    assert len(passable) == 2 and all(":role/spotkit-ecs-" in r and r.endswith("-*") for r in passable), passable
 
 
 def test_gpu_inference_has_the_fallback_on_by_default_with_its_settings():
