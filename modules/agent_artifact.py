@@ -61,7 +61,8 @@ def artifact_sources(root: Optional[Path] = None) -> list[tuple[str, bytes]]:
     """(name in the archive, content), sorted: the toolkit package marker, the notice module, the agent package."""
     root = root or Path(__file__).resolve().parents[1]
     files = [root / "toolkit" / "__init__.py", root / "toolkit" / "notice.py"]
-    files += sorted(p for p in (root / "toolkit" / "agent").glob("*.py") if p.is_file())
+    files += sorted(p for p in (root / "toolkit" / "agent").rglob("*.py")
+                    if p.is_file() and "__pycache__" not in p.parts)  # subpackages too (clouds/)
     entries = [(f.relative_to(root).as_posix(), f.read_bytes()) for f in files]
     entries.append(("__main__.py", _MAIN))
     return sorted(entries)

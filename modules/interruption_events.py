@@ -17,6 +17,11 @@ What it creates (one construct):
   ``handler_mode="queue"`` there is no Lambda: run ``spotkit handle-events --queue-url`` on a host
   whose role got ``grant_consume(role)``;
 - the journal, a DynamoDB table (``pk``/``sk``, TTL ``expires_at``) that de-duplicates events;
+- with ``fallback`` (``modules.capacity_fallback``): a rule for the groups' ``EC2 Instance Launch
+  Unsuccessful`` events, one for ``SERVICE_TASK_PLACEMENT_FAILURE`` service actions of the ECS clusters
+  given (``placement_clusters``), and a scheduled rule sending the return check every
+  ``check_every_minutes``, all to the same queue; the handler may then change the groups' on-demand base
+  and fallback tags;
 - per group, an AWS FIS experiment template ``aws:ec2:send-spot-instance-interruptions`` targeting the
   group's spot instances by the ``spotkit:group`` tag, stopped by an alarm on the dead-letter queue
   (the handler failing), with its own role.
@@ -43,6 +48,7 @@ from typing import Optional, Sequence
 from constructs import Construct
 
 from modules.annotations import warn
+from modules.capacity_fallback import FallbackSettings, validate_fallback
 from modules.kms import key_arn
 from toolkit.errors import ValidationError
 from toolkit.interruption.handler import DEFAULT_CHECKPOINT_COMMAND
@@ -249,12 +255,16 @@ class InterruptionEvents(Construct):
     """
 
     def __init__(self, scope: Construct, id_: str, *, name: str, groups: Sequence[str],
-                 settings: InterruptionEventsSettings = InterruptionEventsSettings()):
+                 settings: InterruptionEventsSettings = InterruptionEventsSettings(),
+                 fallback: Optional[FallbackSettings] = None, placement_clusters: Sequence[str] = ()):
         validate_settings(name, groups, settings)
+        validate_fallback(f"InterruptionEvents {name!r}", fallback or FallbackSettings(enabled=False))
         super().__init__(scope, id_)
         self.name = name
         self.groups = list(groups)
         self.settings = settings
+        self.fallback = fallback if fallback is not None and fallback.enabled else None
+        self.placement_clusters = list(placement_clusters)
         if settings.dry_run:
             warn(self, f"InterruptionEvents {name!r}: dry_run is on: the handler journals what it would do "
                        "and does nothing; instances will not be drained before they are reclaimed.")
@@ -271,6 +281,7 @@ class InterruptionEvents(Construct):
         self._create_journal()
         self._create_queues()
         self._create_rules()
+        self._create_fallback_schedule()
         self._create_queue_policy()
         self.handler_policy = self._policy_document()
         self.function = None
@@ -363,7 +374,7 @@ class InterruptionEvents(Construct):
         from cdktn_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
 
         self.rules = {}
-        for rule_id, pattern in self.rule_patterns().items():
+        for rule_id, pattern in {**self.rule_patterns(), **self.fallback_patterns()}.items():
             rule = CloudwatchEventRule(
                 self, f"rule-{rule_id}", name=f"{self.name}-{rule_id}"[:64],
                 description=f"spotkit {self.name}: {pattern['detail-type'][0]} -> interruption queue",
@@ -371,6 +382,34 @@ class InterruptionEvents(Construct):
             CloudwatchEventTarget(self, f"target-{rule_id}", rule=rule.name, target_id="spotkit-interruption-queue",
                                   arn=self.queue.arn)
             self.rules[rule_id] = rule
+
+    def fallback_patterns(self) -> dict[str, dict]:
+        """The capacity rules' event patterns (none without ``fallback``), by rule id."""
+        if self.fallback is None:
+            return {}
+        patterns = {"launch-failure": {"source": ["aws.autoscaling"], "detail-type": ["EC2 Instance Launch Unsuccessful"],
+                                       "detail": {"AutoScalingGroupName": list(self.groups)}}}
+        if self.placement_clusters:
+            patterns["placement-failure"] = {
+                "source": ["aws.ecs"], "detail-type": ["ECS Service Action"],
+                "detail": {"eventName": ["SERVICE_TASK_PLACEMENT_FAILURE"], "clusterArn": list(self.placement_clusters)}}
+        return patterns
+
+    def _create_fallback_schedule(self) -> None:
+        """The return check: a scheduled rule whose event (``Scheduled Event``) goes to the queue."""
+        from cdktn_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
+        from cdktn_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
+
+        if self.fallback is None:
+            return
+        rule = CloudwatchEventRule(
+            self, "rule-fallback-check", name=f"{self.name}-fallback-check"[:64],
+            description=f"spotkit {self.name}: return-to-spot check every {self.fallback.check_every_minutes} min "
+                        "-> interruption queue",
+            schedule_expression=self.fallback.schedule_expression)
+        CloudwatchEventTarget(self, "target-fallback-check", rule=rule.name, target_id="spotkit-interruption-queue",
+                              arn=self.queue.arn)
+        self.rules["fallback-check"] = rule
 
     def _create_queue_policy(self) -> None:
         from cdktn_provider_aws.sqs_queue_policy import SqsQueuePolicy
@@ -429,6 +468,30 @@ class InterruptionEvents(Construct):
                  "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": list(self.groups)},
                                "ForAllValues:StringEquals": {"aws:TagKeys": ["spotkit:replacement-requested"]}}},
             ]
+        if self.fallback is not None:
+            statements += [
+                {"Sid": "FallbackRead", "Effect": "Allow",
+                 "Action": ["autoscaling:DescribeScalingActivities", "ec2:GetSpotPlacementScores",
+                            "ecs:DescribeClusters", "ecs:DescribeCapacityProviders"],
+                 "Resource": ["*"]},
+                {"Sid": "FallbackSplit", "Effect": "Allow",
+                 "Action": ["autoscaling:UpdateAutoScalingGroup", "autoscaling:CreateOrUpdateTags",
+                            "autoscaling:DeleteTags"],
+                 "Resource": group_arns},
+                # UpdateAutoScalingGroup with a launch template (the mixed instances policy names it) is checked
+                # against the caller's right to use it: RunInstances only through a launch template, tags only
+                # at launch, and passing the instance profile's role to EC2 only.
+                {"Sid": "FallbackUseLaunchTemplate", "Effect": "Allow", "Action": ["ec2:RunInstances"],
+                 "Resource": ["*"],
+                 "Condition": {"ArnLike": {"ec2:LaunchTemplate": self._arn("ec2", "launch-template/*")},
+                               "Bool": {"ec2:IsLaunchTemplateResource": "true"}}},
+                {"Sid": "FallbackTagAtLaunch", "Effect": "Allow", "Action": ["ec2:CreateTags"], "Resource": ["*"],
+                 "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+                # Only the groups' own instance roles (SpotComputeGroup names them "<group>-..."), to EC2 only.
+                {"Sid": "FallbackPassInstanceRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+                 "Resource": [self._arn("iam", f"role/{(g + '-')[:38]}*", region=False) for g in self.groups],
+                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+            ]
         if self.kms_key_arn:
             statements.append({"Sid": "QueueKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
                                "Resource": [self.kms_key_arn]})
@@ -468,6 +531,7 @@ class InterruptionEvents(Construct):
             "SPOTKIT_START_REPLACEMENT": str(s.start_replacement_on_rebalance).lower(),
             "SPOTKIT_CLUSTERS": ",".join(s.ecs_clusters),
             "SPOTKIT_LIFECYCLE_RESULT": s.lifecycle_result,
+            **(self.fallback or FallbackSettings(enabled=False)).environment(),
         }
 
     def _create_lambda(self) -> None:

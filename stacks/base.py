@@ -59,10 +59,12 @@ class SpotkitStack(TerraformStack):
         self.network = SpotNetwork(self, "network", name=self.config.name, region=self.config.region, settings=settings)
         return self.network.vpc_id, self.network.private_subnet_ids
 
-    def route_interruptions(self, settings, groups, clusters=()):
+    def route_interruptions(self, settings, groups, clusters=(), *, fallback=None, placement_clusters=()):
         """Route the groups' interruption warnings to the spotkit handler (EventBridge -> SQS -> handler),
         with the queue URL and journal table as outputs. ``settings`` None routes nothing. ``clusters``: the
-        stack's ECS clusters, where the handler looks and may drain unless ``settings.ecs_clusters`` names others."""
+        stack's ECS clusters, where the handler looks and may drain unless ``settings.ecs_clusters`` names others.
+        ``fallback`` (``modules.capacity_fallback.FallbackSettings``): also route capacity failures (of the
+        groups, and of the ECS ``placement_clusters``) and the return check."""
         if settings is None:
             return None
         import dataclasses
@@ -75,7 +77,8 @@ class SpotkitStack(TerraformStack):
         from modules.interruption_events import InterruptionEvents
 
         self.interruptions = InterruptionEvents(self, "interruptions", name=self.config.name, groups=list(groups),
-                                                settings=settings)
+                                                settings=settings, fallback=fallback,
+                                                placement_clusters=list(placement_clusters))
         TerraformOutput(self, "interruption_queue_url", value=self.interruptions.queue_url)
         TerraformOutput(self, "interruption_journal_table", value=self.interruptions.journal.name)
         return self.interruptions

@@ -9,6 +9,7 @@ from typing import Optional
 from cdktn import TerraformOutput
 from constructs import Construct
 
+from modules.capacity_fallback import FallbackSettings, validate_fallback
 from modules.ecs_spot import EcsClusterSettings, EcsSpotCluster, validate_cluster
 from modules.interruption_events import InterruptionEventsSettings
 from modules.network import NetworkSettings, validate_network
@@ -24,12 +25,16 @@ class EcsSpotConfig(StackConfig):
     - ``interruptions``: spot, rebalance and lifecycle warnings of both groups routed to the spotkit
       handler (EventBridge -> SQS -> Lambda), which deregisters targets and sets the ECS container
       instance DRAINING before the instance goes. ``None``: not routed (``spotkit check`` warns SPOT011).
+    - ``fallback``: on a spot capacity failure raise the spot group's on-demand base by its shortfall
+      (at most ``max_on_demand_base``), and return to spot on a schedule in steps a ``hold_minutes``
+      apart (see ``modules.capacity_fallback.FallbackSettings``). Default on; needs ``interruptions``.
     """
 
     name: str = "spotkit-ecs"
     network: NetworkSettings = field(default_factory=NetworkSettings)
     cluster: EcsClusterSettings = field(default_factory=EcsClusterSettings)
     interruptions: Optional[InterruptionEventsSettings] = field(default_factory=InterruptionEventsSettings)
+    fallback: FallbackSettings = field(default_factory=FallbackSettings)
 
 
 class EcsSpotStack(SpotkitStack):
@@ -38,12 +43,14 @@ class EcsSpotStack(SpotkitStack):
     def __init__(self, scope: Construct, id_: str, config: EcsSpotConfig = EcsSpotConfig()):
         validate_network(config.network)
         validate_cluster(config.name, config.cluster)
+        validate_fallback(f"ecs_spot {config.name!r}", config.fallback, routed=config.interruptions is not None)
         super().__init__(scope, id_, config)
         vpc_id, subnet_ids = self.resolve_network(config.network)
         self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=config.cluster)
         self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()],
-                                 clusters=[config.name])
+                                 clusters=[config.name], fallback=config.fallback,
+                                 placement_clusters=[self.cluster.cluster_arn])
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "spot_capacity_provider", value=self.cluster.spot_provider_name)
         TerraformOutput(self, "on_demand_capacity_provider", value=self.cluster.on_demand_provider_name)

@@ -20,6 +20,7 @@ from modules.ecs_spot import CapacityProviderSettings, EcsClusterSettings, EcsSp
 from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings, validate_efs
 from modules.gpu import ECS_GPU_AMI_PARAMETER, instance_types_for, require_gpus_per_task
 from modules.inference_service import InferenceService, InferenceServiceSettings, validate_service
+from modules.capacity_fallback import FallbackSettings, validate_fallback
 from modules.interruption_events import InterruptionEventsSettings
 from modules.network import NetworkSettings, validate_network
 from stacks.base import SpotkitStack, StackConfig
@@ -70,6 +71,9 @@ class GpuInferenceConfig(StackConfig):
     - ``interruptions``: spot, rebalance and lifecycle warnings of both groups routed to the spotkit
       handler (EventBridge -> SQS -> Lambda), which deregisters targets and sets the ECS container
       instance DRAINING before the instance goes. ``None``: not routed (``spotkit check`` warns SPOT011).
+    - ``fallback``: on a spot capacity failure raise the spot group's on-demand base by its shortfall
+      (at most ``max_on_demand_base``), and return to spot on a schedule in steps a ``hold_minutes``
+      apart (see ``modules.capacity_fallback.FallbackSettings``). Default on; needs ``interruptions``.
     """
 
     name: str = "spotkit-gpu"
@@ -85,6 +89,7 @@ class GpuInferenceConfig(StackConfig):
     service: InferenceServiceSettings = field(default_factory=InferenceServiceSettings)
     model_cache_efs: EfsCheckpointSettings = field(default_factory=_model_cache_efs)
     interruptions: Optional[InterruptionEventsSettings] = field(default_factory=InterruptionEventsSettings)
+    fallback: FallbackSettings = field(default_factory=FallbackSettings)
 
     @property
     def creates_model_cache_efs(self) -> bool:
@@ -140,6 +145,7 @@ class GpuInferenceStack(SpotkitStack):
 
     def __init__(self, scope: Construct, id_: str, config: GpuInferenceConfig = GpuInferenceConfig()):
         cluster_settings, service_settings = resolve(config)
+        validate_fallback(f"gpu_inference {config.name!r}", config.fallback, routed=config.interruptions is not None)
         super().__init__(scope, id_, config)
         vpc_id, subnet_ids = self.resolve_network(network_settings(config))
         alb_subnet_ids = list(config.alb_subnet_ids)
@@ -157,7 +163,8 @@ class GpuInferenceStack(SpotkitStack):
             model_cache_file_system=self.model_cache_efs,
         )
         self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()],
-                                 clusters=[config.name])
+                                 clusters=[config.name], fallback=config.fallback,
+                                 placement_clusters=[self.cluster.cluster_arn])
         TerraformOutput(self, "url", value=self.service.url)
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "service_name", value=self.service.service.name)

@@ -286,7 +286,8 @@ def test_interruptions_of_both_groups_are_routed_to_the_handler():
 
     doc, stack = build_stack(EcsSpotStack, EcsSpotConfig())
     groups = sorted(g.name for g in stack.cluster.groups.values())
-    rules = [_json.loads(r["event_pattern"]) for r in resources(doc, "aws_cloudwatch_event_rule").values()]
+    rules = [_json.loads(r["event_pattern"]) for r in resources(doc, "aws_cloudwatch_event_rule").values()
+             if "event_pattern" in r]  # the fallback check is a scheduled rule
     spot = [r for r in rules if r.get("detail-type") == ["EC2 Spot Instance Interruption Warning"]]
     # THEN spot warnings reach the queue and lifecycle actions are scoped to both groups
     assert len(spot) == 1

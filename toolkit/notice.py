@@ -36,8 +36,14 @@ STATE_CHANGE = "state-change"
 SCHEDULED_CHANGE = "scheduled-change"
 LIFECYCLE_TERMINATE = "asg-lifecycle-terminate"
 CAPACITY_RESERVATION_INTERRUPTION = "capacity-reservation-interruption"
+# Capacity kinds (issue 18): not about one instance but about a group. Their "instance" part of the id is
+# the group (or the ECS cluster); the handler acts on the group's on-demand split, not on an instance.
+LAUNCH_FAILURE = "launch-failure"              # Auto Scaling: EC2 Instance Launch Unsuccessful
+PLACEMENT_FAILURE = "placement-failure"        # ECS: SERVICE_TASK_PLACEMENT_FAILURE
+FALLBACK_CHECK = "fallback-check"              # the scheduled return-to-spot check
+CAPACITY_KINDS = (LAUNCH_FAILURE, PLACEMENT_FAILURE, FALLBACK_CHECK)
 KINDS = (SPOT_INTERRUPTION, REBALANCE_RECOMMENDATION, STATE_CHANGE, SCHEDULED_CHANGE, LIFECYCLE_TERMINATE,
-         CAPACITY_RESERVATION_INTERRUPTION)
+         CAPACITY_RESERVATION_INTERRUPTION) + CAPACITY_KINDS
 
 # How long a platform warns before it takes the instance (seconds). AWS: the spot two-minute warning.
 # GCP: preemption about 30 s ahead. Azure: a Preempt scheduled event at least 30 s ahead.
@@ -59,6 +65,13 @@ ASG_NAME_TAG = "aws:autoscaling:groupName"
 TAG_SUPERSEDED_BY = "spotkit:superseded-by"  # a copy that lost a race to another copy of the same volume: the winner
 TAG_LOCK = "spotkit:lock"                # on an Auto Scaling group: the lease of the runbook run working on it
 RETAIN_SUPERSEDED = "superseded"         # spotkit:retain value of a superseded copy (never offered as waiting)
+# The on-demand fallback, on the Auto Scaling group (``recover replace`` and the handler write them,
+# ``restore-spot``, the return check and ``spotkit status`` read them).
+TAG_FALLBACK_BASE = "spotkit:fallback-original-on-demand-base"  # the split before the fallback
+TAG_FALLBACK_SINCE = "spotkit:fallback-since"                   # when the fallback began
+TAG_FALLBACK_CHANGED = "spotkit:fallback-changed-at"            # the last change of the base (hold time)
+TAG_FALLBACK_NEXT_CHECK = "spotkit:fallback-next-check"         # when the return check looks next
+FALLBACK_TAGS = (TAG_FALLBACK_BASE, TAG_FALLBACK_SINCE, TAG_FALLBACK_CHANGED, TAG_FALLBACK_NEXT_CHECK)
 
 
 class TimeFormatError(ValueError):

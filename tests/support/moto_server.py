@@ -63,6 +63,24 @@ attach_volume_extension.install()
 EXTENSIONS.append(("ec2 AttachVolume refuses VolumeInUse, InvalidVolume.ZoneMismatch and a device in use",
                    "moto 5.2 attaches anything anywhere; EC2 refuses these, and the data-volume code relies on it"))
 
+# GetSpotPlacementScores: moto 5.2 has no handler (HTTP 500); the scheduled return-to-spot check reads scores
+# where the account allows them (tests/support/spot_placement_scores_extension.py).
+from tests.support import spot_placement_scores_extension  # noqa: E402
+
+spot_placement_scores_extension.install()
+EXTENSIONS.append(("ec2 GetSpotPlacementScores (+ set_spot_placement_scores; UnauthorizedOperation when none set)",
+                   "moto 5.2 lacks it; the return-to-spot check reads placement scores where the account allows them"))
+
+# FIS StartExperiment/GetExperiment: moto 5.2 keeps the state but sends no warning and interrupts nothing;
+# `spotkit interrupt --target aws` starts the group's experiment and follows it (tests/support/fis_extension.py).
+from tests.support import fis_extension  # noqa: E402
+
+fis_extension.install()
+EXTENSIONS.append(("fis StartExperiment/GetExperiment run aws:ec2:send-spot-instance-interruptions",
+                   "moto 5.2 resolves no target by tag and sends no warning; the extension resolves the targets, "
+                   "puts the spot warnings on the event bus and interrupts the instances when the experiment "
+                   "completes (moto's ASG instances are not spot, so 'spot only' is not applied)"))
+
 
 @dataclass
 class MotoServer:

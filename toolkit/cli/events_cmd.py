@@ -76,12 +76,20 @@ def report_skipped_lines(store) -> None:
 @click.option("--cluster", "clusters", multiple=True, help="ECS clusters to look in (repeatable; default all).")
 @click.option("--drain-on-rebalance", is_flag=True, help="Drain on a rebalance recommendation too.")
 @click.option("--start-replacement", is_flag=True, help="Start a replacement early on a rebalance recommendation.")
+@click.option("--fallback", is_flag=True,
+              help="Act on spot capacity failures: raise the on-demand base, return to spot on the scheduled check "
+                   "(what the stack's fallback settings turn on for its Lambda).")
+@click.option("--fallback-max-on-demand-base", default=2, show_default=True, type=click.IntRange(1, None),
+              help="With --fallback: the ceiling of the raised on-demand base.")
+@click.option("--fallback-hold-minutes", default=30, show_default=True, type=click.IntRange(5, 1440),
+              help="With --fallback: the least time between two changes of the on-demand base.")
 @click.option("--dry-run", is_flag=True, help="Read everything, change nothing: log what would have been done.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table, journal_file, concurrency,
                           visibility_timeout, wait_seconds, until_empty, checkpoint_command, no_checkpoint, groups,
-                          clusters, drain_on_rebalance, start_replacement, dry_run, yes):
+                          clusters, drain_on_rebalance, start_replacement, fallback, fallback_max_on_demand_base,
+                          fallback_hold_minutes, dry_run, yes):
     """Drain, checkpoint and complete lifecycle actions for interruption warnings, exactly once.
 
     With --queue-url it runs until SIGTERM/SIGINT (clean shutdown: messages in progress finish, no
@@ -98,7 +106,8 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
         dry_run=dry_run,
         checkpoint_command="" if no_checkpoint else (checkpoint_command or defaults.checkpoint_command),
         drain_on_rebalance=drain_on_rebalance, start_replacement_on_rebalance=start_replacement,
-        groups=tuple(groups), clusters=tuple(clusters))
+        groups=tuple(groups), clusters=tuple(clusters), fallback=fallback,
+        fallback_max_on_demand_base=fallback_max_on_demand_base, fallback_hold_minutes=fallback_hold_minutes)
     if not dry_run and not yes:
         what = f"messages from {queue_url}" if queue_url else f"the events in {event_file}"
         click.confirm(f"Act on {what} (deregister targets, drain ECS, checkpoint, complete lifecycle actions)?",

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "toolkit.cli.drill_cmd",
     "toolkit.cli.events_cmd",
     "toolkit.cli.demo_cmd",
+    "toolkit.cli.interrupt_cmd",
 ]
 
 

@@ -301,9 +301,16 @@ def status_command(ctx: CliContext, group, stack, target, project_dir, journal_t
         for e in g.interruptions:
             click.echo(f"{g.group}: {e.get('time')} {e.get('kind')} {e.get('instance_id')} ({e.get('status')}"
                        + (f": {e['reason']}" if e.get("status") == "failed" and e.get("reason") else "") + ")")
+        for e in g.capacity_events:
+            click.echo(f"{g.group}: {e.get('time')} {e.get('kind')} ({e.get('status')}"
+                       + (f": {e['reason']}" if e.get("status") == "failed" and e.get("reason") else "") + ")")
         if g.fallback:
-            click.echo(f"{g.group}: on-demand fallback since {g.fallback['since']} "
-                       f"-> spotkit recover restore-spot --group {g.group} when spot is back")
+            fbk = g.fallback
+            check = (f"; next return check {fbk['next_check']} (automatic: back to spot in steps)"
+                     if fbk.get("next_check") else "")
+            click.echo(f"{g.group}: on-demand fallback since {fbk['since']} (on-demand base "
+                       f"{fbk['original_on_demand_base']} -> {fbk['on_demand_base']}){check} "
+                       f"-> spotkit recover restore-spot --group {g.group} to return now")
 
 
 def register(group: click.Group) -> None:

@@ -21,8 +21,9 @@ from typing import Any, Mapping, Optional
 
 from toolkit import notice
 from toolkit.notice import (  # noqa: F401  (re-exported: the handler, runbooks and tests use ev.<KIND>)
-    CAPACITY_RESERVATION_INTERRUPTION, DEFAULT_LIFECYCLE_SECONDS, KINDS, LIFECYCLE_TERMINATE,
-    REBALANCE_RECOMMENDATION, SCHEDULED_CHANGE, SPOT_INTERRUPTION, SPOT_NOTICE_SECONDS, STATE_CHANGE, notice_id)
+    CAPACITY_KINDS, CAPACITY_RESERVATION_INTERRUPTION, DEFAULT_LIFECYCLE_SECONDS, FALLBACK_CHECK, KINDS,
+    LAUNCH_FAILURE, LIFECYCLE_TERMINATE, PLACEMENT_FAILURE, REBALANCE_RECOMMENDATION, SCHEDULED_CHANGE,
+    SPOT_INTERRUPTION, SPOT_NOTICE_SECONDS, STATE_CHANGE, notice_id)
 
 
 class DropEvent(Exception):
@@ -41,7 +42,12 @@ DETAIL_TYPES: dict[str, tuple[str, str]] = {
     "AWS Health Event": ("aws.health", SCHEDULED_CHANGE),
     "EC2 Instance-terminate Lifecycle Action": ("aws.autoscaling", LIFECYCLE_TERMINATE),
     "EC2 Capacity Reservation Instance Interruption Warning": ("aws.ec2", CAPACITY_RESERVATION_INTERRUPTION),
+    # Capacity (issue 18): about a group, not an instance (``instance_id`` is empty, ``group_name`` set).
+    "EC2 Instance Launch Unsuccessful": ("aws.autoscaling", LAUNCH_FAILURE),
+    "ECS Service Action": ("aws.ecs", PLACEMENT_FAILURE),
+    "Scheduled Event": ("aws.events", FALLBACK_CHECK),
 }
+PLACEMENT_FAILURE_EVENT = "SERVICE_TASK_PLACEMENT_FAILURE"
 
 # States of the state-change notification that mean the instance is going away.
 LEAVING_STATES = ("stopping", "shutting-down", "stopped", "terminated")
@@ -117,8 +123,9 @@ def _require(detail: Mapping, key: str, what: str) -> str:
 # --- EventBridge --------------------------------------------------------------------------------
 
 def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
-    """Parse one EventBridge event (any of the six detail types) into events (a Health event can name
-    several instances). Raises ``DropEvent`` for anything else, including an event whose ``source`` is not
+    """Parse one EventBridge event (any of the six warnings, or a capacity event: a failed launch, an ECS
+    task placement failure, the scheduled fallback check) into events (a Health event can name several
+    instances). Raises ``DropEvent`` for anything else, including an event whose ``source`` is not
     the AWS service that sends its detail type (an application may put events with any detail-type on a
     bus; only AWS may use an ``aws.*`` source)."""
     detail_type = envelope.get("detail-type")
@@ -187,8 +194,36 @@ def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
             event_id=notice_id(kind, i, arn), kind=kind, instance_id=i, action=str(detail.get("eventTypeCode", "")),
             deadline=deadline, detail=slim, **common) for i in instances]
 
+    if kind in CAPACITY_KINDS:
+        return [_capacity_event(kind, envelope, detail, common, issued, detail_type)]
+
     # LIFECYCLE_TERMINATE
     return [_lifecycle_event(detail, common, issued, detail_type)]
+
+
+def _capacity_event(kind: str, envelope: Mapping, detail: Mapping, common: dict, issued: datetime,
+                    what: str) -> InterruptionEvent:
+    """A group-level event: a failed launch, an ECS task that found no room, or the scheduled check."""
+    if kind == LAUNCH_FAILURE:
+        group = _require(detail, "AutoScalingGroupName", what)
+        key = str(detail.get("ActivityId") or envelope.get("id") or "")
+        slim = {k: detail[k] for k in ("ActivityId", "StatusCode", "StatusMessage", "Cause", "Description", "Details")
+                if k in detail}
+        return InterruptionEvent(event_id=notice_id(kind, group, key), kind=kind, instance_id="", group_name=group,
+                                 action="launch", deadline=_iso(issued), detail=slim, **common)
+    if kind == PLACEMENT_FAILURE:
+        if detail.get("eventName") != PLACEMENT_FAILURE_EVENT:
+            raise DropEvent(f"{what}: eventName {detail.get('eventName')!r} is not {PLACEMENT_FAILURE_EVENT}")
+        cluster = _require(detail, "clusterArn", what)
+        # One per cluster and reason in the notice window: ECS repeats it while the task keeps failing.
+        key = f"{detail.get('reason', '')}|{notice.notice_window(issued)}"
+        slim = {k: detail[k] for k in ("clusterArn", "reason", "capacityProviderArns", "eventName") if k in detail}
+        return InterruptionEvent(event_id=notice_id(kind, cluster.rsplit("/", 1)[-1], key), kind=kind,
+                                 instance_id="", action="place", deadline=_iso(issued), detail=slim, **common)
+    # FALLBACK_CHECK: one per scheduled invocation (the time of the schedule tick is the key).
+    rule = next((r for r in envelope.get("resources") or [] if isinstance(r, str)), "")
+    return InterruptionEvent(event_id=notice_id(kind, rule.rsplit("/", 1)[-1], _iso(issued)), kind=kind,
+                             instance_id="", action="check", deadline=_iso(issued), detail={"rule": rule}, **common)
 
 
 def _lifecycle_event(detail: Mapping, common: dict, issued: datetime, what: str,
@@ -288,6 +323,9 @@ def from_dict(data: Mapping[str, Any]) -> InterruptionEvent:
     """Rebuild an event from ``to_dict()`` (the journal, the agent's forwarded events)."""
     if data.get("kind") not in KINDS:
         raise DropEvent(f"spotkit event kind {data.get('kind')!r} is not one of {', '.join(KINDS)}")
+    if data.get("kind") in CAPACITY_KINDS:  # they change a group's split: only AWS (through EventBridge) sends them
+        raise DropEvent(f"spotkit event kind {data.get('kind')!r} comes only from AWS through EventBridge, not as a "
+                        "forwarded spotkit event")
     fields = {k: data[k] for k in InterruptionEvent.__dataclass_fields__ if k in data}
     if isinstance(fields.get("lifecycle"), Mapping):
         fields["lifecycle"] = LifecycleAction(**fields["lifecycle"])

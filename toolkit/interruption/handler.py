@@ -15,6 +15,10 @@
    rebalance recommendation        checkpoint; optionally drain and/or start a replacement early
    state change (stopping,         deregister targets (and ECS DRAINING while it is stopping);
    shutting-down, stopped, ...)    too late to checkpoint
+   launch failure (a group's)      spot capacity: raise the on-demand base by the shortfall, once
+                                   (``toolkit/interruption/fallback.py``); other causes: journaled
+   ECS placement failure           the same for the cluster's groups whose spot launches failed
+   scheduled fallback check        step groups in fallback back to spot (hold time, in steps)
    ============================== ===============================================================
 
 4. finish: ``done``; or ``failed`` when an action failed or on a transient error, which releases the
@@ -33,13 +37,14 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
 from botocore.exceptions import ClientError
 
 from toolkit.interruption import actions as act
 from toolkit.interruption import events as ev
+from toolkit.interruption import fallback as fb
 from toolkit.interruption import store as st
 from toolkit.interruption.events import DropEvent, InterruptionEvent, RetryEvent
 from toolkit.notice import ASG_NAME_TAG, TAG_GROUP, TAG_MANAGED
@@ -86,6 +91,10 @@ class HandlerSettings:
       instance has drained, and how long before the deadline to give up waiting and complete. 5 / 10.
     - ``lease_seconds``: how long a claim holds before a redelivery may take it over. Default 360.
     - ``target_group_cache_seconds``: how long the list of target groups is reused. Default 30.
+    - ``fallback``: act on spot capacity failures (raise the on-demand base, return on a schedule).
+      Default off (the stacks turn it on); off, launch failures are journaled and nothing changes.
+    - ``fallback_max_on_demand_base`` / ``fallback_hold_minutes`` / ``fallback_check_every_minutes``: the
+      ceiling of the raised base, the least time between two changes, the return check's period. 2 / 30 / 10.
     """
 
     dry_run: bool = False
@@ -100,6 +109,16 @@ class HandlerSettings:
     deadline_margin_seconds: float = 10.0
     lease_seconds: int = st.DEFAULT_LEASE_SECONDS
     target_group_cache_seconds: float = 30.0
+    fallback: bool = False
+    fallback_max_on_demand_base: int = 2
+    fallback_hold_minutes: int = 30
+    fallback_check_every_minutes: int = 10
+
+    @property
+    def fallback_policy(self) -> fb.FallbackPolicy:
+        return fb.FallbackPolicy(max_on_demand_base=self.fallback_max_on_demand_base,
+                                 hold_minutes=self.fallback_hold_minutes,
+                                 check_every_minutes=self.fallback_check_every_minutes)
 
 
 @dataclass
@@ -187,6 +206,11 @@ class Handler:
     # --- decide ---------------------------------------------------------------------------------
 
     def _managed(self, event: InterruptionEvent) -> tuple[bool, str, str]:
+        if event.kind in ev.CAPACITY_KINDS:  # about a group (or all groups), not an instance
+            group = event.group_name
+            if group and self.settings.groups and group not in self.settings.groups:
+                return False, group, f"group {group!r} is not one of {', '.join(self.settings.groups)}"
+            return True, group, ""
         try:
             reservations = self.clients.ec2.describe_instances(InstanceIds=[event.instance_id])["Reservations"]
         except ClientError as exc:
@@ -262,8 +286,67 @@ class Handler:
                     event_id=event.event_id))
         elif kind == ev.STATE_CHANGE:
             self._drain(event, out, checkpoint=False, ecs=event.action in ("stopping", "shutting-down"))
+        elif kind in ev.CAPACITY_KINDS:
+            self._capacity(event, group, out)
         else:
             raise DropEvent(f"no actions for kind {kind!r}")
+
+    # --- capacity: the on-demand fallback and the return to spot ------------------------------------
+
+    CHANGED = ("raised", "stepped-down", "restored")
+
+    def _decision(self, event: InterruptionEvent, out: Outcome, name: str, decide: Callable[[], fb.Decision]) -> None:
+        def run() -> act.ActionResult:
+            d = decide()
+            status = (act.WOULD if self.settings.dry_run else act.DONE) if d.action in self.CHANGED else act.SKIPPED
+            return act.ActionResult(name, status, d.message, d.to_detail())
+        self._record(event, out, act._guard(name, event.group_name or event.kind, run))
+
+    def _capacity(self, event: InterruptionEvent, group: str, out: Outcome) -> None:
+        s, c = self.settings, self.clients
+        policy, mutate = s.fallback_policy, fb.mutator(s.dry_run)
+        if event.kind == ev.LAUNCH_FAILURE:
+            text = " ".join(str(event.detail.get(k, "")) for k in ("StatusMessage", "Cause", "Description"))
+            cause = fb.classify(text)
+            message = str(event.detail.get("StatusMessage") or event.detail.get("Cause") or "no reason given")
+            if cause != fb.SPOT_CAPACITY:
+                self._record(event, out, act.ActionResult(
+                    "launch-failure", act.SKIPPED, f"a launch of {group} failed for a {cause} reason, not spot "
+                    f"capacity: {message}; nothing changed (fix the cause)", {"group": group, "cause": cause}))
+                return
+            if not s.fallback:
+                self._record(event, out, act.ActionResult(
+                    "launch-failure", act.SKIPPED, f"spot capacity failure in {group} ({message}); the on-demand "
+                    "fallback is off: nothing changed", {"group": group, "cause": cause}))
+                return
+            self._decision(event, out, "fallback", lambda: fb.fall_back(
+                c.autoscaling, c.ec2, group, policy=policy, now=self._now(), mutate=mutate, cause=message))
+        elif event.kind == ev.PLACEMENT_FAILURE:
+            cluster = str(event.detail.get("clusterArn", ""))
+            groups = [g for g in fb.cluster_groups(c.ecs, cluster) if not s.groups or g in s.groups]
+            since = self._now() - timedelta(minutes=max(policy.hold_minutes, 30))
+            short = [g for g in groups if any(fb.is_capacity_activity(a) for a in fb.activities_since(c.autoscaling, g, since))]
+            if not short or not s.fallback:
+                why = ("the on-demand fallback is off" if short else
+                       f"no spot capacity failure in the launches of {', '.join(groups) or 'its groups'}")
+                self._record(event, out, act.ActionResult(
+                    "placement-failure", act.SKIPPED, f"ECS could not place a task in {cluster.rsplit('/', 1)[-1]} "
+                    f"({event.detail.get('reason', 'no reason given')}); {why}: nothing changed",
+                    {"cluster": cluster, "groups": groups}))
+                return
+            for g in short:
+                self._decision(event, out, "fallback", lambda g=g: fb.fall_back(
+                    c.autoscaling, c.ec2, g, policy=policy, now=self._now(), mutate=mutate,
+                    cause=f"ECS placement failure: {event.detail.get('reason', '')}"))
+        else:  # FALLBACK_CHECK
+            groups = fb.groups_in_fallback(c.autoscaling, s.groups)
+            if not groups:
+                self._record(event, out, act.ActionResult("return-check", act.SKIPPED, "no group is in fallback", {}))
+                return
+            for g in groups:
+                self._decision(event, out, "return-check", lambda g=g: fb.return_check(
+                    c.autoscaling, c.ec2, g, policy=policy, now=self._now(), mutate=mutate,
+                    region=event.region or ""))
 
     def _wait_drained(self, event: InterruptionEvent, out: Outcome, drained: act.DrainResult,
                       wait_budget: Optional[float]) -> None:

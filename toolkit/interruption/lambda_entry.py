@@ -8,7 +8,9 @@ deleted. A direct EventBridge invocation (one event, no ``Records``) is handled 
 Configuration (environment, set by ``modules.interruption_events``):
 ``SPOTKIT_JOURNAL_TABLE`` (required), ``SPOTKIT_DRY_RUN`` (``true``/``false``), ``SPOTKIT_GROUPS``
 (comma-separated), ``SPOTKIT_CHECKPOINT_COMMAND`` (empty: no checkpoint), ``SPOTKIT_CHECKPOINT_ON_REBALANCE``,
-``SPOTKIT_DRAIN_ON_REBALANCE``, ``SPOTKIT_START_REPLACEMENT``, ``SPOTKIT_CLUSTERS``, ``SPOTKIT_LIFECYCLE_RESULT``.
+``SPOTKIT_DRAIN_ON_REBALANCE``, ``SPOTKIT_START_REPLACEMENT``, ``SPOTKIT_CLUSTERS``, ``SPOTKIT_LIFECYCLE_RESULT``;
+the on-demand fallback: ``SPOTKIT_FALLBACK`` (``true``/``false``), ``SPOTKIT_FALLBACK_MAX_ON_DEMAND_BASE``,
+``SPOTKIT_FALLBACK_HOLD_MINUTES``, ``SPOTKIT_FALLBACK_CHECK_EVERY_MINUTES``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,17 @@ def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
         groups=_list(env, "SPOTKIT_GROUPS"),
         clusters=_list(env, "SPOTKIT_CLUSTERS"),
         lifecycle_result=env.get("SPOTKIT_LIFECYCLE_RESULT", defaults.lifecycle_result) or defaults.lifecycle_result,
+        fallback=_flag(env, "SPOTKIT_FALLBACK", defaults.fallback),
+        fallback_max_on_demand_base=_int(env, "SPOTKIT_FALLBACK_MAX_ON_DEMAND_BASE", defaults.fallback_max_on_demand_base),
+        fallback_hold_minutes=_int(env, "SPOTKIT_FALLBACK_HOLD_MINUTES", defaults.fallback_hold_minutes),
+        fallback_check_every_minutes=_int(env, "SPOTKIT_FALLBACK_CHECK_EVERY_MINUTES",
+                                          defaults.fallback_check_every_minutes),
     )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = (env.get(name) or "").strip()
+    return int(value) if value.isdigit() else default
 
 
 def build_handler(env: Mapping[str, str], client_factory=None) -> Handler:

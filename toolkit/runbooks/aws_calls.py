@@ -24,8 +24,8 @@ ORIGIN_VOLUME_TAG = "spotkit:origin-volume"
 ORIGIN_SNAPSHOT_TAG = "spotkit:origin-snapshot"
 TARGET_AZ_TAG = "spotkit:target-az"
 RESTORED_FOR_TAG = "spotkit:restored-for"
-FALLBACK_BASE_TAG = "spotkit:fallback-original-on-demand-base"
-FALLBACK_SINCE_TAG = "spotkit:fallback-since"
+FALLBACK_BASE_TAG = notice.TAG_FALLBACK_BASE
+FALLBACK_SINCE_TAG = notice.TAG_FALLBACK_SINCE
 SUPERSEDED_BY_TAG = notice.TAG_SUPERSEDED_BY
 RETAIN_SUPERSEDED = notice.RETAIN_SUPERSEDED
 

@@ -6,18 +6,13 @@ import datetime as _dt
 from dataclasses import dataclass, field
 
 from toolkit.errors import ToolkitError
+from toolkit.interruption import fallback as fb
+from toolkit.notice import TAG_FALLBACK_CHANGED, format_time
 from toolkit.runbooks import aws_calls as aws
 from toolkit.runbooks.base import Action, RunContext, Runbook, now, register
 
-# Words AWS uses in scaling activities when spot (or any) capacity is not there.
-CAPACITY_FAILURE_MARKERS = (
-    "InsufficientInstanceCapacity",
-    "capacity-not-available",
-    "There is no Spot capacity available",
-    "Could not launch Spot Instances",
-    "UnfulfillableCapacity",
-    "insufficient capacity",
-)
+# Words AWS uses in scaling activities when spot capacity is not there: shared with the handler.
+CAPACITY_FAILURE_MARKERS = fb.CAPACITY_FAILURE_MARKERS
 
 
 @dataclass
@@ -44,10 +39,7 @@ class ReplaceResult:
 
 
 def is_capacity_failure(activity: dict) -> bool:
-    if activity.get("StatusCode") not in ("Failed", "Cancelled"):
-        return False
-    text = " ".join(str(activity.get(k, "")) for k in ("StatusMessage", "Description", "Cause")).lower()
-    return any(m.lower() in text for m in CAPACITY_FAILURE_MARKERS)
+    return fb.is_capacity_activity(activity)
 
 
 class _CapacityRunbook(Runbook):
@@ -80,37 +72,15 @@ class _CapacityRunbook(Runbook):
         return out
 
     def update_base(self, g: dict, base: int) -> None:
-        policy = g.get("MixedInstancesPolicy")
-        lt = dict(policy["LaunchTemplate"])
-        spec = dict(lt["LaunchTemplateSpecification"])
-        if spec.get("LaunchTemplateId"):
-            spec.pop("LaunchTemplateName", None)  # the API takes one of the two
-        lt["LaunchTemplateSpecification"] = spec
-        dist = dict(policy.get("InstancesDistribution", {}))
-        dist["OnDemandBaseCapacity"] = base
-        self.mutate(f"set OnDemandBaseCapacity of {g['AutoScalingGroupName']} from "
-                    f"{policy.get('InstancesDistribution', {}).get('OnDemandBaseCapacity', 0)} to {base}",
-                    self.autoscaling.update_auto_scaling_group, AutoScalingGroupName=g["AutoScalingGroupName"],
-                    MixedInstancesPolicy={"LaunchTemplate": lt, "InstancesDistribution": dist})
+        fb.set_on_demand_base(self.autoscaling, g, base, self.mutate)
 
 
-def _in_service(g: dict) -> int:
-    return sum(1 for i in g.get("Instances", []) if i.get("LifecycleState") in ("InService", "Pending", "Pending:Wait", "Pending:Proceed"))
-
-
-def _base(g: dict) -> int:
-    return int(g.get("MixedInstancesPolicy", {}).get("InstancesDistribution", {}).get("OnDemandBaseCapacity", 0) or 0)
+_in_service = fb.in_service
+_base = fb.on_demand_base
 
 
 def _fallback_tags(g: dict) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in g.get("Tags", []) if t["Key"] in (aws.FALLBACK_BASE_TAG, aws.FALLBACK_SINCE_TAG)}
-
-
-def _asg_tag(group: str, key: str, value: str | None = None) -> dict:
-    tag = {"ResourceId": group, "ResourceType": "auto-scaling-group", "Key": key}
-    if value is not None:
-        tag.update(Value=value, PropagateAtLaunch=False)
-    return tag
+    return {k: v for k, v in fb.tags_of(g).items() if k in (aws.FALLBACK_BASE_TAG, aws.FALLBACK_SINCE_TAG)}
 
 
 @register("replace")
@@ -153,10 +123,10 @@ class ReplaceCapacity(_CapacityRunbook):
         journal = self.journal(group)
         if original is None:
             original = base
-            self.mutate(f"record the original on-demand base {base} on {group}",
-                        self.autoscaling.create_or_update_tags, Tags=[
-                            _asg_tag(group, aws.FALLBACK_BASE_TAG, str(base)),
-                            _asg_tag(group, aws.FALLBACK_SINCE_TAG, now().isoformat(timespec="seconds"))])
+            stamp = format_time(now())
+            fb.write_record(self.autoscaling, group, {aws.FALLBACK_BASE_TAG: str(base), aws.FALLBACK_SINCE_TAG: stamp,
+                                                      TAG_FALLBACK_CHANGED: stamp},
+                            self.mutate, f"record the original on-demand base {base} on {group}")
             if not self.ctx.dry_run:
                 journal.record("fallback", status="recorded", original_on_demand_base=base)
                 self.step("fallback-recorded")
@@ -209,8 +179,7 @@ class RestoreSpot(_CapacityRunbook):
             self.update_base(g, original)
             result.on_demand_base_after = original
             self.step("base-restored")
-        self.mutate(f"remove the fallback record from {group}", self.autoscaling.delete_tags,
-                    Tags=[_asg_tag(group, aws.FALLBACK_BASE_TAG), _asg_tag(group, aws.FALLBACK_SINCE_TAG)])
+        fb.clear_record(self.autoscaling, group, self.mutate)
         if not self.ctx.dry_run:
             self.journal(group).finish("restore-spot", on_demand_base=original)
             result.fallback_in_force = False

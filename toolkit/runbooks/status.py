@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from toolkit.notice import CAPACITY_KINDS, TAG_FALLBACK_CHANGED, TAG_FALLBACK_NEXT_CHECK
 from toolkit.runbooks import aws_calls as aws
 from toolkit.runbooks.base import now
 
@@ -27,6 +28,7 @@ class GroupStatus:
     snapshots: list[DeviceSnapshot] = field(default_factory=list)
     fallback: dict | None = None
     interruptions: list[dict] = field(default_factory=list)
+    capacity_events: list[dict] = field(default_factory=list)  # launch / placement failures the handler journaled
 
 
 @dataclass
@@ -64,7 +66,10 @@ def status(ec2, autoscaling, group: str | None = None, *, interruptions: Iterabl
             dist = g.get("MixedInstancesPolicy", {}).get("InstancesDistribution", {})
             e.fallback = {"original_on_demand_base": int(tags[aws.FALLBACK_BASE_TAG]),
                           "on_demand_base": int(dist.get("OnDemandBaseCapacity", 0) or 0),
-                          "since": tags.get(aws.FALLBACK_SINCE_TAG)}
+                          "since": tags.get(aws.FALLBACK_SINCE_TAG),
+                          # set by the automatic fallback (a fallback made by 'recover replace' has no check)
+                          "changed_at": tags.get(TAG_FALLBACK_CHANGED),
+                          "next_check": tags.get(TAG_FALLBACK_NEXT_CHECK)}
     for inst in instances:
         e = entry(aws.tags_of(inst)[aws.GROUP_TAG])
         if inst.get("InstanceLifecycle") == "spot":
@@ -92,7 +97,9 @@ def status(ec2, autoscaling, group: str | None = None, *, interruptions: Iterabl
         if event.get("group") and (group is None or event["group"] == group):
             by_group[event["group"]].append(event)
     for name, events in by_group.items():
-        entry(name).interruptions = sorted(events, key=lambda e: str(e.get("time", "")), reverse=True)[:recent]
+        newest_first = sorted(events, key=lambda e: str(e.get("time", "")), reverse=True)
+        entry(name).interruptions = [e for e in newest_first if e.get("kind") not in CAPACITY_KINDS][:recent]
+        entry(name).capacity_events = [e for e in newest_first if e.get("kind") in CAPACITY_KINDS][:recent]
     for e in out.values():
         e.waiting_volumes.sort(key=lambda v: (v["device"] or "", v["volume_id"]))
     return StatusResult(sorted(out.values(), key=lambda e: e.group))

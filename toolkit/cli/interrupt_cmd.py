@@ -1,0 +1,133 @@
+"""``spotkit interrupt``: interrupt some of a group's instances on purpose (AWS FIS, or a local fire drill).
+
+A thin adapter over ``toolkit/interrupt.py``."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.events_cmd import DEFAULT_JOURNAL_FILE
+from toolkit.errors import ToolkitError
+from toolkit.output import emit_json, table
+
+
+def _stack_outputs(ctx: CliContext, stack: str, target: str, project_dir) -> dict:
+    from stacks import registry
+    from toolkit.deploy import workflow
+    from toolkit.local.emulator import project_dir as resolve_project_dir
+
+    registry.get(stack)
+    opts = workflow.DeployOptions(project=resolve_project_dir(project_dir), target=target,
+                                  terraform_bin=os.environ.get("SPOTKIT_TERRAFORM_BIN"),
+                                  endpoint_url=ctx.endpoint_url if target == "local" else None, config=ctx.config)
+    return workflow.outputs(workflow.open_workdir(stack, opts))
+
+
+@click.command("interrupt")
+@click.option("--group", required=True, help="The spotkit group (its spotkit:group tag / Auto Scaling group name).")
+@click.option("--count", type=click.IntRange(1, None), help="Interrupt this many running instances (default 1).")
+@click.option("--percent", type=click.IntRange(1, 100), help="Interrupt this share of the running instances (rounded up).")
+@click.option("--target", type=click.Choice(("aws", "local")), default="aws", show_default=True,
+              help="aws: start the group's FIS experiment; local: put the warnings on the stack's queue in the "
+                   "emulator and run the handler (a fire drill of the whole event path).")
+@click.option("--stack", help="Read the queue URL and journal table from this stack's Terraform outputs.")
+@click.option("--project-dir", type=click.Path(file_okay=False), envvar="SPOTKIT_PROJECT_DIR",
+              help="With --stack: where spotkit keeps working directories (default ./.spotkit).")
+@click.option("--queue-url", help="(local) The stack's interruption_queue_url (default: from --stack).")
+@click.option("--journal-table", envvar="SPOTKIT_JOURNAL_TABLE",
+              help="The handler's DynamoDB journal (default: from --stack); aws: read to report what drained.")
+@click.option("--journal-file", type=click.Path(dir_okay=False),
+              help=f"(local) A JSON-lines journal when no table is given. Default: {DEFAULT_JOURNAL_FILE}.")
+@click.option("--poll-seconds", default=10.0, show_default=True, type=click.FloatRange(0, 300),
+              help="(aws) Seconds between polls of the experiment and the journal.")
+@click.option("--dry-run", is_flag=True, help="Choose the instances and say what would be done; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def interrupt_command(ctx: CliContext, group, count, percent, target, stack, project_dir, queue_url, journal_table,
+                      journal_file, poll_seconds, dry_run, yes):
+    """Interrupt COUNT (or PERCENT) of a group's instances and follow what happens to them.
+
+    On AWS the group's FIS experiment (synthesized by the stack) sends real spot interruptions to the
+    chosen instances; the command follows it to the end and reports what was interrupted, what the
+    handler drained and what replaced it. With --target local the same warnings go on the stack's
+    queue in the emulator and the handler runs: nothing is terminated.
+    """
+    from toolkit import interrupt as it
+    from toolkit.cli.events_cmd import open_journal
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if count is not None and percent is not None:
+        raise ToolkitError("give --count or --percent, not both", hint=f"spotkit interrupt --group {group} --count 1")
+    outputs = _stack_outputs(ctx, stack, target, project_dir) if stack else {}
+    journal_table = journal_table or outputs.get("interruption_journal_table")
+    try:
+        running = it.running_instances(ctx.client("ec2"), group)
+    except (BotoCoreError, ClientError) as exc:
+        raise ToolkitError(f"cannot list the instances of group {group!r}: {exc}",
+                           hint="check --endpoint-url / --region and the credentials, then run again") from None
+    chosen = it.choose(running, count=count, percent=percent)
+    where = "with AWS FIS (real spot interruptions)" if target == "aws" else "on the local queue (a fire drill)"
+    if not dry_run and not yes:
+        if ctx.json:
+            raise click.UsageError("--output json needs --yes (or --dry-run) for a command that changes things")
+        click.confirm(f"Interrupt {len(chosen)} instance(s) of {group} ({', '.join(chosen)}) {where}?",
+                      abort=True, err=True)
+    store = None
+    if target == "local":
+        queue_url = queue_url or outputs.get("interruption_queue_url")
+        if not queue_url:
+            raise ToolkitError("--target local needs the stack's queue: give --stack or --queue-url",
+                               hint=f"spotkit interrupt --group {group} --target local --stack STACK")
+        from toolkit.interruption.actions import Clients
+        from toolkit.interruption.consumer import QueueConsumer
+        from toolkit.interruption.handler import Handler, HandlerSettings
+
+        store, _ = open_journal(ctx, journal_table, journal_file) if not dry_run else (None, "")
+        sqs = ctx.client("sqs")
+        handler = Handler(Clients(factory=ctx.client), store, HandlerSettings(groups=(group,))) if store else None
+        consume = (lambda: QueueConsumer(sqs, queue_url, handler, concurrency=4, wait_seconds=1)  # noqa: E731
+                   .run(stop_when_idle=True))
+        account = ctx.client("sts").get_caller_identity()["Account"] if not dry_run else "123456789012"
+        result = it.fire_drill(sqs, queue_url, consume, store, group, chosen,
+                               region=sqs.meta.region_name, account=account, dry_run=dry_run)
+    else:
+        if journal_table and not dry_run:
+            store, _ = open_journal(ctx, journal_table, None)
+        result = it.run_fis(ctx.client("fis"), ctx.client("ec2"), ctx.client("autoscaling"), group, chosen,
+                            dry_run=dry_run, store=store, poll_seconds=poll_seconds)
+    if ctx.json:
+        emit_json(result)
+    else:
+        for line in result.would:
+            click.echo(line)
+        if result.experiment_id:
+            click.echo(f"experiment {result.experiment_id}: {result.experiment_state}"
+                       + (f" ({result.experiment_reason})" if result.experiment_reason else ""))
+        if not dry_run:
+            click.echo(table([[i, result.handled.get(i, "not journaled"),
+                               ", ".join(f"{k}={v}" for k, v in result.actions.get(i, {}).items()) or "-"]
+                              for i in result.interrupted], ["INSTANCE", "HANDLED", "ACTIONS"]))
+            if target == "aws":
+                click.echo(f"replaced by: {', '.join(result.replaced_by) or 'nothing yet'}")
+    if dry_run:
+        return
+    unhandled = [i for i in result.interrupted if result.handled.get(i) != "done"]
+    if target == "local" and unhandled:
+        raise ToolkitError(f"{len(unhandled)} of {len(result.interrupted)} warning(s) not handled: "
+                           + ", ".join(f"{i} {result.handled.get(i, 'not journaled')}" for i in unhandled),
+                           hint=f"see why with 'spotkit status --group {group}"
+                                + (f" --journal-table {journal_table}'" if journal_table else
+                                   f" --journal-file {store.path}'"))
+    if target == "aws" and result.experiment_state != "completed":
+        raise ToolkitError(f"FIS experiment {result.experiment_id} ended {result.experiment_state}: "
+                           f"{result.experiment_reason}",
+                           hint="a stop condition (the handler's dead-letter alarm) may have fired: "
+                                f"spotkit status --group {group}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(interrupt_command)
