@@ -63,6 +63,15 @@ attach_volume_extension.install()
 EXTENSIONS.append(("ec2 AttachVolume refuses VolumeInUse, InvalidVolume.ZoneMismatch and a device in use",
                    "moto 5.2 attaches anything anywhere; EC2 refuses these, and the data-volume code relies on it"))
 
+# ListContainerInstances filter: moto 5.2 ignores the cluster query language and lists every container
+# instance; the interruption handler lists a batch's instances with `ec2InstanceId in [...]`
+# (tests/support/ecs_filter_extension.py).
+from tests.support import ecs_filter_extension  # noqa: E402
+
+ecs_filter_extension.install()
+EXTENSIONS.append(("ecs ListContainerInstances applies filter ec2InstanceId == / in [...]",
+                   "moto 5.2 ignores the filter; the batched handler lists one batch's container instances per cluster"))
+
 
 @dataclass
 class MotoServer:
