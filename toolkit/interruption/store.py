@@ -239,3 +239,108 @@ def create_journal_table(dynamodb, table_name: str) -> None:
     dynamodb.get_waiter("table_exists").wait(TableName=table_name)
     dynamodb.update_time_to_live(TableName=table_name,
                                  TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+
+
+# --- batches (the wave path: ``Handler.handle_batch``) -------------------------------------------
+#
+# Additive to the contract above: a store that has these is used by the batch path with fewer calls;
+# one without them is used through ``claim`` / ``record`` / ``finish``.
+#
+# - ``claim_info(event, lease_seconds) -> (answer, attempts)``: ``claim`` in one conditional write that
+#   also answers how many times the event was claimed (``attempts`` > 1: a redelivery, whose actions
+#   may already have run) and, when it loses, the current status from the same call (no second read).
+# - ``settle_many([(event_id, status, reason, [(name, status, detail), ...]), ...])``: ``record`` every
+#   action and ``finish`` every event of a batch; the same items ``record``/``finish`` write.
+
+def _settle_rows(settlements) -> list:
+    return [(eid, status, reason, list(actions)) for eid, status, reason, actions in settlements]
+
+
+def _dynamodb_claim_info(self: "DynamoDBStore", event: InterruptionEvent, *,
+                         lease_seconds: int = DEFAULT_LEASE_SECONDS) -> tuple[str, int]:
+    now = int(self._clock())
+    try:
+        answer = self._ddb.update_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": event.event_id}, "sk": {"S": "event"}},
+            UpdateExpression=("SET #s = :claimed, lease_until = :lease, expires_at = :exp, kind = :kind, "
+                              "instance_id = :instance, claimed_at = :now, event_json = :json ADD attempts :one"),
+            ConditionExpression=("attribute_not_exists(pk) OR expires_at < :now "
+                                 "OR (NOT #s IN (:done, :ignored, :dropped) AND lease_until < :now)"),
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":claimed": {"S": CLAIMED}, ":lease": {"N": str(now + lease_seconds)},
+                ":exp": {"N": str(now + self.dedupe_seconds)}, ":kind": {"S": event.kind},
+                ":instance": {"S": event.instance_id}, ":now": {"N": str(now)},
+                ":json": {"S": json.dumps(event.to_dict(), sort_keys=True)}, ":one": {"N": "1"},
+                ":done": {"S": DONE}, ":ignored": {"S": IGNORED}, ":dropped": {"S": DROPPED},
+            },
+            ReturnValues="UPDATED_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        return NEW, int(answer.get("Attributes", {}).get("attempts", {}).get("N", "1"))
+    except self._ddb.exceptions.ConditionalCheckFailedException as exc:
+        item = exc.response.get("Item")
+        current = _plain(item) if item else (self.get(event.event_id) or {})
+        answer = DUPLICATE if current.get("status") in FINAL else IN_PROGRESS
+        return answer, int(current.get("attempts", 0) or 0)
+
+
+def _dynamodb_settle_many(self: "DynamoDBStore", settlements) -> None:
+    """Every action record and finish of a batch in TransactWriteItems calls of up to 100 items (an
+    event's items never split across two calls); a call AWS cancels (a conflict with another writer)
+    is written item by item instead."""
+    rows = _settle_rows(settlements)
+    now = self._clock()
+    chunks: list[list[tuple[str, dict]]] = [[]]
+    for eid, status, reason, actions in rows:
+        items: list[tuple[str, dict]] = []
+        for k, (name, a_status, detail) in enumerate(actions):
+            at = now + k * 1e-6  # distinct sort keys for two actions of one event
+            items.append(("Put", {"TableName": self.table_name, "Item": {
+                "pk": {"S": eid}, "sk": {"S": f"action#{at:.6f}#{name}"}, "name": {"S": name},
+                "status": {"S": a_status}, "detail": {"S": json.dumps(detail, sort_keys=True, default=str)},
+                "at": {"N": f"{at:.6f}"}, "expires_at": {"N": str(int(now) + self.dedupe_seconds)}}}))
+        items.append(("Update", {
+            "TableName": self.table_name, "Key": {"pk": {"S": eid}, "sk": {"S": "event"}},
+            "UpdateExpression": "SET #s = :s, reason = :r, finished_at = :now, lease_until = :lease",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": {"S": status}, ":r": {"S": reason}, ":now": {"N": str(int(now))},
+                                          ":lease": {"N": "0" if status == FAILED else str(int(now))}}}))
+        if len(chunks[-1]) + len(items) > 100:
+            chunks.append([])
+        chunks[-1].extend(items)
+    for chunk in chunks:
+        if not chunk:
+            continue
+        try:
+            self._ddb.transact_write_items(TransactItems=[{kind: body} for kind, body in chunk])
+        except self._ddb.exceptions.TransactionCanceledException:
+            for kind, body in chunk:
+                (self._ddb.put_item if kind == "Put" else self._ddb.update_item)(**body)
+
+
+def _local_claim_info(self: "LocalFileStore", event: InterruptionEvent, *,
+                      lease_seconds: int = DEFAULT_LEASE_SECONDS) -> tuple[str, int]:
+    answer = self.claim(event, lease_seconds=lease_seconds)
+    current = self.get(event.event_id) or {}
+    return answer, int(current.get("attempts", 0) or 0)
+
+
+def _local_settle_many(self: "LocalFileStore", settlements) -> None:
+    rows = _settle_rows(settlements)
+
+    def do(fh):
+        now = self._clock()
+        for eid, status, reason, actions in rows:
+            for name, a_status, detail in actions:
+                self._append(fh, {"type": "action", "event_id": eid, "name": name, "status": a_status,
+                                  "detail": detail, "at": now})
+            self._append(fh, {"type": "finish", "event_id": eid, "status": status, "reason": reason, "at": now,
+                              "lease_until": 0 if status == FAILED else now})
+    self._locked(do)
+
+
+DynamoDBStore.claim_info = _dynamodb_claim_info
+DynamoDBStore.settle_many = _dynamodb_settle_many
+LocalFileStore.claim_info = _local_claim_info
+LocalFileStore.settle_many = _local_settle_many
