@@ -36,14 +36,16 @@ class AwsTarget:
     def resolved_region(self) -> str:
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
-    def client(self, service: str):
+    def client(self, service: str, config: Config | None = None):
+        """A client; ``config`` is merged over ``RETRY_CONFIG`` (e.g. a pool sized to worker threads)."""
         session = self.session()
         extra = {}
         if self.endpoint_url and is_loopback(self.endpoint_url) and session.get_credentials() is None:
             # The local emulator (spotkit local) accepts any key: spare users exporting fake ones.
             # Only for loopback endpoints, and only when no real credentials are configured.
             extra = dict(EMULATOR_CREDENTIALS)
-        return session.client(service, endpoint_url=self.endpoint_url, config=RETRY_CONFIG, **extra)
+        return session.client(service, endpoint_url=self.endpoint_url,
+                              config=RETRY_CONFIG.merge(config) if config else RETRY_CONFIG, **extra)
 
 
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

@@ -15,11 +15,12 @@ from toolkit.output import emit_json
 DEFAULT_JOURNAL_FILE = ".spotkit/interruption-journal.jsonl"
 
 
-def _store(ctx: CliContext, journal_table, journal_file):
+def _store(ctx: CliContext, journal_table, journal_file, clients=None):
     from toolkit.interruption.store import DynamoDBStore, LocalFileStore
 
     if journal_table:
-        return DynamoDBStore(ctx.client("dynamodb"), journal_table), f"DynamoDB table {journal_table}"
+        dynamodb = clients.dynamodb if clients is not None else ctx.client("dynamodb")
+        return DynamoDBStore(dynamodb, journal_table), f"DynamoDB table {journal_table}"
     path = Path(journal_file or DEFAULT_JOURNAL_FILE)
     return LocalFileStore(path), f"journal file {path}"
 
@@ -32,7 +33,10 @@ def _store(ctx: CliContext, journal_table, journal_file):
               help="DynamoDB journal (the stack's interruption_journal_table output); shared with the Lambda.")
 @click.option("--journal-file", type=click.Path(dir_okay=False),
               help=f"Local JSON-lines journal when no table is given. Default: {DEFAULT_JOURNAL_FILE}.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256), help="Messages handled at once.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Workers; each handles one batch of messages at a time.")
+@click.option("--batch-size", default=10, show_default=True, type=click.IntRange(1, 10),
+              help="Messages a worker receives and handles together (shared AWS calls; SQS's maximum is 10).")
 @click.option("--visibility-timeout", default=60, show_default=True, type=click.IntRange(10, 43200),
               help="Seconds a received message stays invisible; extended while it is handled.")
 @click.option("--wait-seconds", default=10, show_default=True, type=click.IntRange(1, 20), help="Long-poll wait.")
@@ -47,7 +51,7 @@ def _store(ctx: CliContext, journal_table, journal_file):
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table, journal_file, concurrency,
-                          visibility_timeout, wait_seconds, until_empty, checkpoint_command, no_checkpoint, groups,
+                          batch_size, visibility_timeout, wait_seconds, until_empty, checkpoint_command, no_checkpoint, groups,
                           clusters, drain_on_rebalance, start_replacement, dry_run, yes):
     """Drain, checkpoint and complete lifecycle actions for interruption warnings, exactly once.
 
@@ -75,8 +79,12 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if not ctx.debug:
         for noisy in ("botocore", "boto3", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    store, where = _store(ctx, journal_table, journal_file)
-    handler = Handler(Clients(factory=ctx.client), store, settings)
+    from toolkit.interruption.consumer import client_config
+
+    config = client_config(concurrency)
+    clients = Clients(factory=lambda service: ctx.aws.client(service, config=config))
+    store, where = _store(ctx, journal_table, journal_file, clients)
+    handler = Handler(clients, store, settings)
 
     if event_file:
         data = json.loads(Path(event_file).read_text(encoding="utf-8"))
@@ -95,12 +103,12 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
 
     from toolkit.interruption.consumer import QueueConsumer
 
-    consumer = QueueConsumer(ctx.client("sqs"), queue_url, handler, concurrency=concurrency,
+    consumer = QueueConsumer(clients.get("sqs"), queue_url, handler, concurrency=concurrency, batch_size=batch_size,
                              visibility_timeout=visibility_timeout, wait_seconds=wait_seconds)
     consumer.install_signal_handlers()
     if not ctx.json:
         click.echo(f"start: consuming {queue_url} with {concurrency} workers{' (dry run)' if dry_run else ''}; "
-                   f"journal: {where}", err=True)
+                   f"journal: {where}; batches of up to {batch_size} messages", err=True)
     stats = consumer.run(stop_when_idle=until_empty)
     if ctx.json:
         emit_json(stats.to_dict())

@@ -51,13 +51,20 @@ class Clients:
 
     factory: Optional[Callable[[str], Any]] = None
     _made: dict = field(default_factory=dict, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def get(self, service: str):
-        if service not in self._made:
-            if self.factory is None:
-                raise ValueError(f"no {service} client was given and Clients has no factory")
-            self._made[service] = self.factory(service)
-        return self._made[service]
+        """One client per service, shared by every thread (boto3 clients are thread-safe; building
+        one is not cheap, so it is built once, under a lock taken only then)."""
+        made = self._made.get(service)
+        if made is not None:
+            return made
+        with self._lock:
+            if service not in self._made:
+                if self.factory is None:
+                    raise ValueError(f"no {service} client was given and Clients has no factory")
+                self._made[service] = self.factory(service)
+            return self._made[service]
 
     @classmethod
     def of(cls, factory: Optional[Callable[[str], Any]] = None, **clients) -> "Clients":

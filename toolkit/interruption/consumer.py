@@ -1,10 +1,12 @@
 """The queue consumer behind ``spotkit handle-events --queue-url`` (NTH's queue mode).
 
-- Up to ``concurrency`` messages are handled at once (a thread each); it never receives more than it
-  has free workers for, so nothing waits invisible on the queue.
+- ``concurrency`` workers (threads), each receiving up to ``batch_size`` (10) messages and handling them
+  as one batch (``Handler.handle_batch``); a worker receives only when it is free, so nothing waits
+  invisible on the queue. Workers share only thread-safe boto3 clients (size their connection pools to
+  the workers: ``client_config``) and hold no lock while calling AWS.
 - While a message is being handled its visibility timeout is extended every third of the timeout, so a
   slow drain (a lifecycle action waiting for ECS tasks) is not redelivered to another consumer.
-- Each message is deleted when every event in it ended in a final outcome (acted, duplicate, ignored,
+- Each message is deleted (DeleteMessageBatch) when every event in it ended in a final outcome (acted, duplicate, ignored,
   dropped); otherwise it is made visible again after ``retry_delay_seconds`` (transient failure) or
   ``visibility_timeout`` (another worker holds the event): after the queue's maxReceiveCount it moves
   to the dead-letter queue.
@@ -19,7 +21,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,6 +29,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from toolkit.interruption.handler import IN_PROGRESS, Handler, Outcome
 
 log = logging.getLogger("spotkit.interruption")
+
+
+def client_config(workers: int):
+    """botocore settings for the clients ``workers`` threads share: a connection pool per client with a
+    connection for every worker (plus the visibility extender and one spare; botocore's default is 10,
+    so 16 workers would queue for connections), and adaptive retries, which back off and rate-limit the
+    client itself when AWS throttles (in a real wave ELB, ECS and SSM do)."""
+    from botocore.config import Config
+
+    return Config(max_pool_connections=max(10, workers + 2), retries={"max_attempts": 8, "mode": "adaptive"})
 
 
 @dataclass
@@ -45,9 +56,12 @@ class ConsumerStats:
 
 class QueueConsumer:
     def __init__(self, sqs, queue_url: str, handler: Handler, *, concurrency: int = 8, visibility_timeout: int = 60,
-                 wait_seconds: int = 10, retry_delay_seconds: int = 10, extend_every_seconds: Optional[float] = None):
+                 wait_seconds: int = 10, retry_delay_seconds: int = 10, extend_every_seconds: Optional[float] = None,
+                 batch_size: int = 10):
         if concurrency < 1:
             raise ValueError("concurrency must be 1 or more")
+        if not 1 <= batch_size <= 10:
+            raise ValueError("batch_size must be between 1 and 10 (SQS receives at most 10 messages)")
         if visibility_timeout < 10:
             raise ValueError("visibility_timeout must be at least 10 seconds")
         self.sqs = sqs
@@ -61,7 +75,9 @@ class QueueConsumer:
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._slots = threading.Semaphore(concurrency)
+        self.batch_size = batch_size
+        self._reserved = 0  # messages received or being received, against max_messages
+        self._returning_until = 0.0  # a returned message is visible again by then: not idle before
         self._inflight: dict[str, str] = {}  # message id -> receipt handle
 
     # --- control --------------------------------------------------------------------------------
@@ -85,84 +101,112 @@ class QueueConsumer:
 
     def run(self, *, stop_when_idle: bool = False, max_messages: Optional[int] = None) -> ConsumerStats:
         """Consume until ``stop()``; with ``stop_when_idle``, also when the queue is empty and nothing is in
-        flight; with ``max_messages``, after receiving that many."""
+        flight; with ``max_messages``, after receiving that many.
+
+        ``concurrency`` workers each receive up to ``batch_size`` messages, handle them as one batch
+        (``Handler.handle_batch``: the AWS calls are shared by the batch) and settle them with one
+        DeleteMessageBatch / ChangeMessageVisibilityBatch. Workers share nothing but the (thread-safe)
+        boto3 clients and this object's counters: no lock is held while AWS is called."""
         extender = threading.Thread(target=self._extend_loop, name="spotkit-visibility", daemon=True)
         extender.start()
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="spotkit-handler") as pool:
-            while not self._stop.is_set():
-                if max_messages is not None and self.stats.received >= max_messages:
-                    break
-                free = self._acquire_free()
-                if free == 0:
-                    continue
-                want = min(10, free) if max_messages is None else min(10, free, max_messages - self.stats.received)
-                try:
-                    messages = self.sqs.receive_message(
-                        QueueUrl=self.queue_url, MaxNumberOfMessages=want, VisibilityTimeout=self.visibility_timeout,
-                        WaitTimeSeconds=1 if stop_when_idle else self.wait_seconds,
-                        AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
-                except (ClientError, BotoCoreError) as exc:
-                    log.warning("receiving from %s failed (retrying in 2 s): %s", self.queue_url, exc)
-                    self._release(free)
-                    self._stop.wait(2)
-                    continue
-                self._release(free - len(messages))
-                with self._lock:
-                    self.stats.received += len(messages)
-                    for m in messages:
-                        self._inflight[m["MessageId"]] = m["ReceiptHandle"]
-                for m in messages:
-                    pool.submit(self._handle, m)
-                if not messages and stop_when_idle and self._idle():
-                    break
+        workers = [threading.Thread(target=self._work, args=(stop_when_idle, max_messages),
+                                    name=f"spotkit-handler-{n}", daemon=True) for n in range(self.concurrency)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
         self._stop.set()
         extender.join(timeout=5)
         return self.stats
 
-    def _acquire_free(self) -> int:
-        """Wait (briefly) for a free worker, then take every free one."""
-        if not self._slots.acquire(timeout=0.2):
-            return 0
-        n = 1
-        while n < self.concurrency and self._slots.acquire(blocking=False):
-            n += 1
-        return n
+    def _reserve(self, max_messages: Optional[int]) -> int:
+        with self._lock:
+            if max_messages is None:
+                return self.batch_size
+            n = max(0, min(self.batch_size, max_messages - self._reserved))
+            self._reserved += n
+            return n
 
-    def _release(self, n: int) -> None:
-        for _ in range(max(0, n)):
-            self._slots.release()
+    def _unreserve(self, n: int, max_messages: Optional[int]) -> None:
+        if max_messages is not None and n > 0:
+            with self._lock:
+                self._reserved -= n
 
     def _idle(self) -> bool:
         with self._lock:
-            return not self._inflight
+            return not self._inflight and time.monotonic() >= self._returning_until
 
-    def _handle(self, message: dict) -> None:
-        mid, receipt = message["MessageId"], message["ReceiptHandle"]
-        try:
-            outcomes = self.handler.handle_body(message.get("Body", ""))
-        except Exception as exc:  # a bug: keep the message (it ends in the DLQ), keep consuming
-            log.exception("handling message %s failed", mid)
-            outcomes = [Outcome("retry", f"{type(exc).__name__}: {exc}")]
-        try:
+    def _work(self, stop_when_idle: bool, max_messages: Optional[int]) -> None:
+        while not self._stop.is_set():
+            want = self._reserve(max_messages)
+            if want == 0:
+                return
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.queue_url, MaxNumberOfMessages=want, VisibilityTimeout=self.visibility_timeout,
+                    WaitTimeSeconds=1 if stop_when_idle else self.wait_seconds,
+                    AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("receiving from %s failed (retrying in 2 s): %s", self.queue_url, exc)
+                self._unreserve(want, max_messages)
+                self._stop.wait(2)
+                continue
+            self._unreserve(want - len(messages), max_messages)
+            if not messages:
+                if stop_when_idle and self._idle():
+                    return
+                continue
             with self._lock:
-                self._inflight.pop(mid, None)
+                self.stats.received += len(messages)
+                for m in messages:
+                    self._inflight[m["MessageId"]] = m["ReceiptHandle"]
+            self._handle(messages)
+
+    def _handle(self, messages: list[dict]) -> None:
+        try:
+            results = self.handler.handle_batch([m.get("Body", "") for m in messages])
+        except Exception as exc:  # a bug: keep the messages (they end in the DLQ), keep consuming
+            log.exception("handling %d message(s) failed", len(messages))
+            results = [[Outcome("retry", f"{type(exc).__name__}: {exc}")] for _ in messages]
+        delete, back = [], {}
+        with self._lock:
+            for m, outcomes in zip(messages, results):
                 for o in outcomes:
                     self.stats.outcomes[o.status] += 1
-            if all(o.delete_message for o in outcomes):
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
-                with self._lock:
-                    self.stats.deleted += 1
-            else:
-                delay = self.visibility_timeout if all(o.status == IN_PROGRESS for o in outcomes if not o.delete_message) \
-                    else self.retry_delay_seconds
-                self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=delay)
-                with self._lock:
-                    self.stats.returned += 1
+                if all(o.delete_message for o in outcomes):
+                    delete.append(m)
+                else:
+                    back[m["MessageId"]] = (m, self.visibility_timeout if all(
+                        o.status == IN_PROGRESS for o in outcomes if not o.delete_message) else self.retry_delay_seconds)
+            if back:
+                self._returning_until = max(self._returning_until,
+                                            time.monotonic() + max(d for _, d in back.values()) + 1)
+        try:
+            for start in range(0, len(delete), 10):
+                part = delete[start:start + 10]
+                answer = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(part)])
+                self._count("deleted", len(answer.get("Successful", [])), answer.get("Failed", []))
+            items = list(back.values())
+            for start in range(0, len(items), 10):
+                part = items[start:start + 10]
+                answer = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(k), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": delay}
+                    for k, (m, delay) in enumerate(part)])
+                self._count("returned", len(answer.get("Successful", [])), answer.get("Failed", []))
         except (ClientError, BotoCoreError) as exc:
-            # The message comes back when its visibility runs out; the journal makes that a duplicate.
-            log.warning("settling message %s failed: %s", mid, exc)
+            # The messages come back when their visibility runs out; the journal makes that a duplicate.
+            log.warning("settling %d message(s) failed: %s", len(messages), exc)
         finally:
-            self._slots.release()
+            with self._lock:
+                for m in messages:
+                    self._inflight.pop(m["MessageId"], None)
+
+    def _count(self, what: str, ok: int, failed: list) -> None:
+        for f in failed:
+            log.warning("settling a message failed: %s %s", f.get("Code"), f.get("Message"))
+        with self._lock:
+            setattr(self.stats, what, getattr(self.stats, what) + ok)
 
     def _extend_loop(self) -> None:
         period = self.extend_every_seconds

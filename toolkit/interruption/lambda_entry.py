@@ -60,7 +60,8 @@ def build_handler(env: Mapping[str, str], client_factory=None) -> Handler:
         import boto3
         from botocore.config import Config
 
-        config = Config(retries={"max_attempts": 8, "mode": "standard"})
+        # Adaptive retries: in a wave, ELB, ECS and SSM throttle; the client backs off and rate-limits itself.
+        config = Config(retries={"max_attempts": 8, "mode": "adaptive"})
         client_factory = lambda service: boto3.client(service, config=config)  # noqa: E731
     clients = Clients(factory=client_factory)
     return Handler(clients, DynamoDBStore(clients.dynamodb, table), settings_from_env(env))
@@ -77,9 +78,12 @@ def handle(event: Mapping[str, Any], context: Any, handler: Handler) -> dict:
         if any(o.status == RETRY for o in outcomes):
             raise RuntimeError("; ".join(o.reason for o in outcomes if o.status == RETRY))  # async retry
         return {"outcomes": [o.status for o in outcomes]}
+    # The whole batch at once (shared AWS calls, see Handler.handle_batch); the outcomes stay per
+    # message, so only the messages to retry are reported (ReportBatchItemFailures) and redelivered.
+    records = event["Records"]
+    results = handler.handle_batch([r.get("body", "") for r in records], wait_budget_seconds=budget)
     failures = []
-    for record in event["Records"]:
-        outcomes = handler.handle_body(record.get("body", ""), wait_budget_seconds=budget)
+    for record, outcomes in zip(records, results):
         for o in outcomes:
             log.info(json.dumps({"message": record.get("messageId"), "status": o.status, "kind": o.kind,
                                  "instance": o.instance_id, "event": o.event_id, "reason": o.reason,
