@@ -59,6 +59,7 @@ class _Item:
         self.event = event
         self.out = out
         self.attempts = attempts
+        self.claimed_at = time.time()
         self.settled_status: Optional[str] = None  # the journal status once decided
 
     def add(self, result: act.ActionResult) -> None:
@@ -269,17 +270,17 @@ def _wait_drained(handler: Handler, items: list[_Item], wait_budget: Optional[fl
 
 def _settle(handler: Handler, items: list[_Item]) -> None:
     store = handler.store
-    rows = [(it.event.event_id, it.settled_status, it.out.reason,
+    rows = [(it.event, it.attempts, it.claimed_at, it.settled_status, it.out.reason,
              [(a.name, a.status, {"message": a.message, **a.detail}) for a in it.out.actions]) for it in items]
     try:
         settle_many = getattr(store, "settle_many", None)
         if settle_many is not None:
             settle_many(rows)
         else:
-            for eid, status, reason, actions in rows:
+            for event, _, _, status, reason, actions in rows:
                 for name, a_status, detail in actions:
-                    store.record(eid, name, a_status, **detail)
-                store.finish(eid, status, reason)
+                    store.record(event.event_id, name, a_status, **detail)
+                store.finish(event.event_id, status, reason)
     except Exception as exc:  # journal down: the claims hold until their lease ends; the redelivery redoes (idempotent)
         log.warning("journaling a batch of %d events failed: %s", len(items), exc)
         for it in items:

@@ -6,10 +6,10 @@
   the workers: ``client_config``) and hold no lock while calling AWS.
 - While a message is being handled its visibility timeout is extended every third of the timeout, so a
   slow drain (a lifecycle action waiting for ECS tasks) is not redelivered to another consumer.
-- Each message is deleted (DeleteMessageBatch) when every event in it ended in a final outcome (acted, duplicate, ignored,
-  dropped); otherwise it is made visible again after ``retry_delay_seconds`` (transient failure) or
-  ``visibility_timeout`` (another worker holds the event): after the queue's maxReceiveCount it moves
-  to the dead-letter queue.
+- Each message is deleted (DeleteMessageBatch) when every event in it ended in a final outcome (acted,
+  duplicate, ignored, dropped); otherwise it is made visible again after ``retry_delay_seconds``
+  (transient failure) or that doubled per delivery up to ``visibility_timeout`` (another worker holds
+  the event): after the queue's maxReceiveCount it moves to the dead-letter queue.
 - ``stop()`` (SIGTERM/SIGINT when ``install_signal_handlers()`` was called) is a clean shutdown: no more
   receives; handling in progress finishes (each is bounded by its event's deadline); then ``run`` returns.
 """
@@ -176,8 +176,7 @@ class QueueConsumer:
                 if all(o.delete_message for o in outcomes):
                     delete.append(m)
                 else:
-                    back[m["MessageId"]] = (m, self.visibility_timeout if all(
-                        o.status == IN_PROGRESS for o in outcomes if not o.delete_message) else self.retry_delay_seconds)
+                    back[m["MessageId"]] = (m, self._delay(m, outcomes))
             if back:
                 self._returning_until = max(self._returning_until,
                                             time.monotonic() + max(d for _, d in back.values()) + 1)
@@ -201,6 +200,17 @@ class QueueConsumer:
             with self._lock:
                 for m in messages:
                     self._inflight.pop(m["MessageId"], None)
+
+    def _delay(self, message: dict, outcomes: list[Outcome]) -> int:
+        """When a message to keep comes back: after ``retry_delay_seconds`` for a transient failure; for an
+        event another worker holds, after ``retry_delay_seconds`` doubled per delivery, up to the visibility
+        timeout (in a wave the copy usually arrives while the original is being handled, and that takes
+        seconds: waiting a whole visibility timeout would hold the wave's tail; doubling still leaves a
+        slow original, a lifecycle wait, minutes before the copy's deliveries run out)."""
+        if not all(o.status == IN_PROGRESS for o in outcomes if not o.delete_message):
+            return self.retry_delay_seconds
+        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1") or 1)
+        return int(min(self.visibility_timeout, max(1, self.retry_delay_seconds) * 2 ** max(0, count - 1)))
 
     def _count(self, what: str, ok: int, failed: list) -> None:
         for f in failed:
