@@ -27,6 +27,7 @@ log = logging.getLogger("spotkit.interruption")
 
 _HANDLER: Optional[Handler] = None
 LAMBDA_MARGIN_SECONDS = 15
+RETRY_VISIBILITY_SECONDS = 10  # a message to retry comes back this soon (see _retry_soon)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -90,7 +91,30 @@ def handle(event: Mapping[str, Any], context: Any, handler: Handler) -> dict:
                                  "actions": {a.name: a.status for a in o.actions}}))
         if not all(o.delete_message for o in outcomes):
             failures.append({"itemIdentifier": record["messageId"]})
+    _retry_soon(handler, [r for r in records if {"itemIdentifier": r.get("messageId")} in failures])
     return {"batchItemFailures": failures}
+
+
+def _queue_url(arn: str) -> str:
+    """arn:aws:sqs:<region>:<account>:<name> -> its queue URL (the role needs no sqs:GetQueueUrl)."""
+    _, partition, _, region, account, name = arn.split(":", 5)
+    domain = "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+    return f"https://sqs.{region}.{domain}/{account}/{name}"
+
+
+def _retry_soon(handler: Handler, records: list) -> None:
+    """Make the messages to retry visible again in RETRY_VISIBILITY_SECONDS, not after the queue's
+    visibility timeout (6x the function timeout: far past a two-minute notice). Best effort: if this
+    fails they come back when their visibility runs out."""
+    for record in records:
+        if not record.get("eventSourceARN") or not record.get("receiptHandle"):
+            continue
+        try:
+            handler.clients.get("sqs").change_message_visibility(
+                QueueUrl=_queue_url(record["eventSourceARN"]), ReceiptHandle=record["receiptHandle"],
+                VisibilityTimeout=RETRY_VISIBILITY_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - never fail the batch for this
+            log.warning("could not shorten the visibility of %s: %s", record.get("messageId"), exc)
 
 
 def handler(event, context):  # the Lambda handler
