@@ -228,14 +228,18 @@ class QueueConsumer:
             last = time.monotonic()
             with self._lock:
                 handles = list(self._inflight.items())
-            for mid, receipt in handles:
+            for start in range(0, len(handles), 10):  # ChangeMessageVisibilityBatch: 10 per call
+                part = handles[start:start + 10]
                 try:
-                    self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt,
-                                                       VisibilityTimeout=self.visibility_timeout)
-                    with self._lock:
-                        self.stats.extended += 1
+                    answer = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                        {"Id": str(k), "ReceiptHandle": receipt, "VisibilityTimeout": self.visibility_timeout}
+                        for k, (_, receipt) in enumerate(part)])
                 except (ClientError, BotoCoreError) as exc:
-                    with self._lock:
-                        still_inflight = mid in self._inflight
-                    if still_inflight:  # else it was settled (deleted) meanwhile: nothing to extend
-                        log.warning("extending the visibility of %s failed: %s", mid, exc)
+                    log.warning("extending the visibility of %d message(s) failed: %s", len(part), exc)
+                    continue
+                with self._lock:
+                    self.stats.extended += len(answer.get("Successful", []))
+                    for failed in answer.get("Failed", []):
+                        mid = part[int(failed["Id"])][0]
+                        if mid in self._inflight:  # else it was settled (deleted) meanwhile: nothing to extend
+                            log.warning("extending the visibility of %s failed: %s", mid, failed.get("Message"))
