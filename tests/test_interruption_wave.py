@@ -220,3 +220,21 @@ def test_wave_settings_are_validated(kwargs, message):
     with pytest.raises(ValidationError) as err:
         _synth(**kwargs)
     assert message in str(err.value)
+
+
+def test_a_batch_with_the_local_journal_file(world, aws, tmp_path):
+    # GIVEN the JSON-lines journal (spotkit handle-events without --journal-table)
+    from toolkit.interruption.store import LocalFileStore
+
+    a, b = world.managed[:2]
+    store = LocalFileStore(tmp_path / "journal.jsonl")
+    handler = Handler(world.clients, store, HandlerSettings(checkpoint_command=CHECKPOINT))
+    # WHEN a batch with a duplicate is handled, and then the same warning again in a later batch
+    first = handler.handle_batch([w.spot_warning(a), w.spot_warning(b), w.spot_warning(a)])
+    later = handler.handle_batch([w.spot_warning(a)])
+    # THEN it acted once per event, journaled every action, and the later copy is a duplicate
+    assert [[o.status for o in outs] for outs in first] == [["acted"], ["acted"], ["duplicate"]]
+    assert later[0][0].status == "duplicate"
+    event_id = first[0][0].event_id
+    assert store.get(event_id)["status"] == "done" and store.get(event_id)["attempts"] == 1
+    assert sorted(r["name"] for r in store.actions(event_id)) == ["checkpoint", "deregister-targets", "ecs-drain"]
