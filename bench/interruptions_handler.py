@@ -20,7 +20,10 @@ moto is one Python process answering every call (the ThreadedMotoServer here): i
 printed, so a wall time set by the emulator can be told from one set by spotkit. Emulator latency is
 not AWS latency: read calls per notice and the ratios, not the absolute seconds.
 
-    python -m bench.interruptions_handler [--notices 1000] [--scaling 100,300,1000] [--concurrency 4]
+Before each spotkit run, moto's own time per call for the reads a batch makes is probed one call at a
+time (no contention), to show what grows with the fleet in the emulator.
+
+    python -m bench.interruptions_handler [--notices 1000] [--scaling 100,300] [--baseline 100,300] [--concurrency 4]
 """
 
 from __future__ import annotations
@@ -160,8 +163,31 @@ def end_state(world, sqs, url, dlq_url, counts: dict) -> dict:
     }
 
 
+def probe_moto(world, rounds: int = 5) -> dict:
+    """moto's own time per call at this fleet size, one call at a time (no contention): reads a batch
+    makes, before any notice is handled. Shows what grows with the fleet in the emulator itself."""
+    c = world.clients
+    ids = world.managed[:10]
+    calls = {
+        "DescribeTargetHealth (whole group)": lambda: c.elbv2.describe_target_health(TargetGroupArn=world.target_group_arn),
+        "DescribeInstances (10 ids, filter)": lambda: c.ec2.describe_instances(
+            Filters=[{"Name": "instance-id", "Values": ids}]),
+        "ListContainerInstances (10 ids, filter)": lambda: c.ecs.list_container_instances(
+            cluster=w.CLUSTER, status="ACTIVE", filter="ec2InstanceId in [" + ", ".join(ids) + "]"),
+    }
+    out = {}
+    for name, call in calls.items():
+        call()  # warm
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            call()
+        out[name] = 1000 * (time.perf_counter() - t0) / rounds
+    return out
+
+
 def run_spotkit(server, notices: int, concurrency: int) -> dict:
     world, sqs, url, dlq_url, messages = setup(server, notices)
+    probe = probe_moto(world)
     with tempfile.TemporaryDirectory() as tmp:
         counts_path = Path(tmp) / "counts.json"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -176,7 +202,7 @@ def run_spotkit(server, notices: int, concurrency: int) -> dict:
     stats = json.loads(proc.stdout)
     return {"label": f"spotkit handle-events ({concurrency} workers, batches of 10)", "notices": notices,
             "messages": messages, "seconds": seconds, "seconds_in_cli": counts["seconds_in_cli"],
-            "outcomes": stats["outcomes"], **counts, **end_state(world, sqs, url, dlq_url, counts)}
+            "outcomes": stats["outcomes"], "probe": probe, **counts, **end_state(world, sqs, url, dlq_url, counts)}
 
 
 def run_baseline(server, notices: int) -> dict:
@@ -268,6 +294,10 @@ def main(argv=None) -> None:
     finally:
         server.stop()
     report(results, args.notices)
+    print("\nmoto alone, one call at a time, before the run (ms per call; grows with the fleet = emulator cost):")
+    for r in results:
+        if "probe" in r:
+            print(f"  {r['notices']:>5} instances: " + ", ".join(f"{k} {v:.0f}" for k, v in r["probe"].items()))
     print("\nscaling (seconds per notice; flat = linear):")
     for r in results:
         print(f"  {r['label']:<48} {r['notices']:>5}: {1000 * r['seconds'] / r['notices']:6.1f} ms/notice")
