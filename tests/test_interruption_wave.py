@@ -238,3 +238,23 @@ def test_a_batch_with_the_local_journal_file(world, aws, tmp_path):
     event_id = first[0][0].event_id
     assert store.get(event_id)["status"] == "done" and store.get(event_id)["attempts"] == 1
     assert sorted(r["name"] for r in store.actions(event_id)) == ["checkpoint", "deregister-targets", "ecs-drain"]
+
+
+def test_a_failed_action_fails_only_its_event(world, aws):
+    # GIVEN a batch: a spot warning, and a lifecycle action of a group that does not exist (completing it fails)
+    a, b = world.managed[:2]
+    clients, _ = _counted(world, aws)
+    handler = _handler(clients)
+    # WHEN handled as one batch
+    [[good], [bad]] = handler.handle_batch([w.spot_warning(a), w.lifecycle_terminate(b, token=T6, group="no-such-group")])
+    # THEN the spot warning acted and its message is deleted
+    assert good.status == "acted" and good.delete_message
+    # AND only the lifecycle event is kept for retry, journaled failed with the error of its failed action
+    assert not bad.delete_message and bad.status in ("failed", "retry")
+    assert {a.name: a.status for a in bad.actions}["complete-lifecycle-action"] == "failed"
+    assert "complete-lifecycle-action for" in bad.reason
+    journal = DynamoDBStore(world.clients.dynamodb, w.TABLE)
+    assert journal.get(bad.event_id)["status"] == "failed"
+    assert journal.get(good.event_id)["status"] == "done"
+    failed = [r for r in journal.actions(bad.event_id) if r["name"] == "complete-lifecycle-action"]
+    assert [r["status"] for r in failed] == ["failed"] and failed[0]["detail"]["error"]

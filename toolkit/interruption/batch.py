@@ -26,12 +26,19 @@ from typing import Optional, Sequence
 
 from toolkit.interruption import actions as act
 from toolkit.interruption import events as ev
+from toolkit.interruption import handler as hd
 from toolkit.interruption import store as st
 from toolkit.interruption.events import DropEvent, InterruptionEvent, RetryEvent
 from toolkit.interruption.handler import (ACTED, DROPPED, DUPLICATE, GROUP_TAG, IGNORED, IN_PROGRESS, MANAGED_TAG,
                                           RETRY, Handler, Outcome)
 
+from toolkit.notice import ASG_NAME_TAG
+
 log = logging.getLogger("spotkit.interruption")
+
+# An event whose action failed: kept for retry, journaled failed (``handler.FAILED`` where the handler
+# has that outcome; RETRY, which keeps the message the same way, where it does not).
+FAILED = getattr(hd, "FAILED", RETRY)
 
 # Target groups and clusters change on a deploy, not during a wave: listed once per 5 minutes.
 DISCOVERY_TTL_SECONDS = 300.0
@@ -77,7 +84,7 @@ def handle_batch(handler: Handler, bodies: Sequence, *, wait_budget_seconds: Opt
             events = ev.from_message_body(body)
         except DropEvent as exc:
             log.warning("dropping a message: %s", exc)
-            results.append([Outcome(DROPPED, str(exc))])
+            results.append([_dropped(handler, body, exc)])
             continue
         row = []
         for e in events:
@@ -112,6 +119,19 @@ def handle_batch(handler: Handler, bodies: Sequence, *, wait_budget_seconds: Opt
     return results  # type: ignore[return-value]
 
 
+def _dropped(handler: Handler, body, exc: DropEvent) -> Outcome:
+    """A body that can never be handled: deleted, and journaled where the store can (``record_dropped``)."""
+    out = Outcome(DROPPED, str(exc))
+    record_dropped = getattr(handler.store, "record_dropped", None)
+    if record_dropped is not None:
+        try:
+            out.event_id = record_dropped(body, str(exc))
+        except Exception as journal_exc:  # the journal is down: keep the message, it comes back
+            log.warning("journaling the dropped message failed: %s", journal_exc)
+            out.status, out.reason = RETRY, f"{exc} (not journaled: {type(journal_exc).__name__}: {journal_exc})"
+    return out
+
+
 def _claim(handler: Handler, events: Sequence[InterruptionEvent], outs: dict[str, Outcome]) -> list[_Item]:
     store, lease = handler.store, handler.settings.lease_seconds
     claim_info = getattr(store, "claim_info", None)
@@ -139,9 +159,9 @@ def _claim(handler: Handler, events: Sequence[InterruptionEvent], outs: dict[str
 def _managed(handler: Handler, event: InterruptionEvent, instance: Optional[dict]) -> tuple[bool, str, str]:
     """``Handler._managed`` on an instance described for the whole batch."""
     if instance is None:
-        return False, "", f"instance {event.instance_id} does not exist in this account and region"
+        return False, event.group_name, f"instance {event.instance_id} does not exist in this account and region"
     tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-    group = tags.get(GROUP_TAG, "") or event.group_name
+    group = tags.get(GROUP_TAG, "") or tags.get(ASG_NAME_TAG, "") or event.group_name
     if tags.get(MANAGED_TAG) != "true" and GROUP_TAG not in tags:
         return False, group, f"instance {event.instance_id} is not managed by spotkit (no {MANAGED_TAG}=true or {GROUP_TAG} tag)"
     groups = handler.settings.groups
@@ -230,8 +250,13 @@ def _act(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> 
         if retry:
             it.out.status, it.out.reason, it.settled_status = RETRY, "; ".join(a.message for a in retry), st.FAILED
             continue
-        failed = [a.name for a in it.out.actions if a.status == act.FAILED]
-        it.out.status, it.out.reason, it.settled_status = ACTED, (f"failed: {', '.join(failed)}" if failed else ""), st.DONE
+        failed = [a for a in it.out.actions if a.status == act.FAILED]
+        if failed:  # journaled failed and kept: the redelivery acts again (every step is idempotent)
+            it.out.status, it.out.reason, it.settled_status = FAILED, "; ".join(a.message for a in failed), st.FAILED
+            log.warning("failed %s %s (group %s), kept for retry: %s", it.event.kind, it.event.instance_id,
+                        it.out.group or "-", it.out.reason)
+            continue
+        it.out.status, it.out.reason, it.settled_status = ACTED, "", st.DONE
 
 
 def _per_event(it: _Item, step) -> None:
@@ -271,13 +296,14 @@ def _wait_drained(handler: Handler, items: list[_Item], wait_budget: Optional[fl
 def _settle(handler: Handler, items: list[_Item]) -> None:
     store = handler.store
     rows = [(it.event, it.attempts, it.claimed_at, it.settled_status, it.out.reason,
-             [(a.name, a.status, {"message": a.message, **a.detail}) for a in it.out.actions]) for it in items]
+             [(a.name, a.status, {"message": a.message, **a.detail}) for a in it.out.actions], it.out.group)
+            for it in items]
     try:
         settle_many = getattr(store, "settle_many", None)
         if settle_many is not None:
             settle_many(rows)
         else:
-            for event, _, _, status, reason, actions in rows:
+            for event, _, _, status, reason, actions, _group in rows:
                 for name, a_status, detail in actions:
                     store.record(event.event_id, name, a_status, **detail)
                 store.finish(event.event_id, status, reason)

@@ -249,7 +249,7 @@ def create_journal_table(dynamodb, table_name: str) -> None:
 # - ``claim_info(event, lease_seconds) -> (answer, attempts)``: ``claim`` in one conditional write that
 #   also answers how many times the event was claimed (``attempts`` > 1: a redelivery, whose actions
 #   may already have run) and, when it loses, the current status from the same call (no second read).
-# - ``settle_many([(event, attempts, claimed_at, status, reason, [(name, status, detail), ...]), ...])``:
+# - ``settle_many([(event, attempts, claimed_at, status, reason, [(name, status, detail), ...], group), ...])``:
 #   ``record`` every action and ``finish`` every event of a batch: the items ``record``/``finish`` leave.
 
 def _dynamodb_claim_info(self: "DynamoDBStore", event: InterruptionEvent, *,
@@ -292,7 +292,7 @@ def _dynamodb_settle_many(self: "DynamoDBStore", settlements) -> None:
     expires = {"N": str(int(now) + self.dedupe_seconds)}
     requests: list[dict] = []
     for row in settlements:
-        event, attempts, claimed_at, status, reason, actions = row
+        event, attempts, claimed_at, status, reason, actions, group = row
         for k, (name, a_status, detail) in enumerate(actions):
             at = now + k * 1e-6  # distinct sort keys for two actions of one event
             requests.append({"PutRequest": {"Item": {
@@ -304,7 +304,8 @@ def _dynamodb_settle_many(self: "DynamoDBStore", settlements) -> None:
             "finished_at": {"N": str(int(now))}, "lease_until": {"N": "0" if status == FAILED else str(int(now))},
             "expires_at": expires, "kind": {"S": event.kind}, "instance_id": {"S": event.instance_id},
             "claimed_at": {"N": str(int(claimed_at))}, "attempts": {"N": str(max(1, int(attempts)))},
-            "event_json": {"S": json.dumps(event.to_dict(), sort_keys=True)}}}})
+            "event_json": {"S": json.dumps(event.to_dict(), sort_keys=True)},
+            **({"group_name": {"S": group}} if group else {})}}})
     for start in range(0, len(requests), 25):
         pending = requests[start:start + 25]
         for _ in range(3):
@@ -325,16 +326,17 @@ def _local_claim_info(self: "LocalFileStore", event: InterruptionEvent, *,
 
 
 def _local_settle_many(self: "LocalFileStore", settlements) -> None:
-    rows = [(event.event_id, status, reason, actions) for event, _, _, status, reason, actions in settlements]
+    rows = [(event.event_id, status, reason, actions, group)
+            for event, _, _, status, reason, actions, group in settlements]
 
     def do(fh):
         now = self._clock()
-        for eid, status, reason, actions in rows:
+        for eid, status, reason, actions, group in rows:
             for name, a_status, detail in actions:
                 self._append(fh, {"type": "action", "event_id": eid, "name": name, "status": a_status,
                                   "detail": detail, "at": now})
             self._append(fh, {"type": "finish", "event_id": eid, "status": status, "reason": reason, "at": now,
-                              "lease_until": 0 if status == FAILED else now})
+                              "lease_until": 0 if status == FAILED else now, **({"group": group} if group else {})})
     self._locked(do)
 
 
