@@ -200,9 +200,11 @@ def run_spotkit(server, notices: int, concurrency: int) -> dict:
             raise SystemExit(f"spotkit handle-events failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         counts = json.loads(counts_path.read_text())
     stats = json.loads(proc.stdout)
+    warnings = [line for line in proc.stderr.splitlines() if " WARNING " in line]
     return {"label": f"spotkit handle-events ({concurrency} workers, batches of 10)", "notices": notices,
             "messages": messages, "seconds": seconds, "seconds_in_cli": counts["seconds_in_cli"],
-            "outcomes": stats["outcomes"], "probe": probe, **counts, **end_state(world, sqs, url, dlq_url, counts)}
+            "outcomes": stats["outcomes"], "settled": {k: stats[k] for k in ("received", "deleted", "returned")},
+            "warnings": warnings, "probe": probe, **counts, **end_state(world, sqs, url, dlq_url, counts)}
 
 
 def run_baseline(server, notices: int) -> dict:
@@ -255,6 +257,11 @@ def report(results: list[dict], notices: int) -> None:
               f"{r['notices'] / r['seconds']:>6.1f} {per_notice(r):>12.2f} {moto_ms:>12.1f}  "
               f"{'yes' if not problems(r) else 'NO: ' + ', '.join(problems(r))} (targets left {r['targets_left']}, DRAINING {r['draining']}, "
               f"queue {r['queue_left']}, DLQ {r['dlq_left']}, outcomes {r['outcomes']})")
+    for r in results:
+        if r.get("warnings") or (r.get("settled") and problems(r)):
+            print(f"\n{r['label']}, {r['notices']}: settled {r.get('settled')}; {len(r.get('warnings', []))} warning(s):")
+            for line in r.get("warnings", [])[:10]:
+                print("  " + line[:300])
     for r in results:
         if r["notices"] != notices:
             continue

@@ -258,3 +258,19 @@ def test_a_failed_action_fails_only_its_event(world, aws):
     assert journal.get(good.event_id)["status"] == "done"
     failed = [r for r in journal.actions(bad.event_id) if r["name"] == "complete-lifecycle-action"]
     assert [r["status"] for r in failed] == ["failed"] and failed[0]["detail"]["error"]
+
+
+def test_until_empty_waits_for_a_receive_whose_answer_was_lost(world):
+    # GIVEN a queue whose only message was received by someone who never answered (a lost receive, a
+    # timeout): it is invisible for 3 s, then comes back
+    from toolkit.interruption.consumer import QueueConsumer
+
+    sqs = world.clients.get("sqs")
+    url = sqs.create_queue(QueueName="interruptions")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(w.spot_warning(world.managed[0])))
+    assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=3)["Messages"]
+    # WHEN the consumer runs until the queue is empty
+    stats = QueueConsumer(sqs, url, _handler(world.clients), concurrency=2, visibility_timeout=30,
+                          wait_seconds=1).run(stop_when_idle=True)
+    # THEN it did not stop while the message was invisible: it handled and deleted it
+    assert (stats.received, stats.deleted, dict(stats.outcomes)) == (1, 1, {"acted": 1})

@@ -136,6 +136,21 @@ class QueueConsumer:
         with self._lock:
             return not self._inflight and time.monotonic() >= self._returning_until
 
+    def _queue_empty(self) -> bool:
+        """Nothing left in the queue, not even invisible messages: a receive whose answer was lost (a
+        timeout) leaves its messages invisible until their visibility runs out; ``--until-empty`` waits
+        for them instead of exiting with them still queued."""
+        try:
+            attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("reading the depth of %s failed: %s", self.queue_url, exc)
+            return False
+        return all(int(attrs.get(k, "0")) == 0 for k in ("ApproximateNumberOfMessages",
+                                                         "ApproximateNumberOfMessagesNotVisible",
+                                                         "ApproximateNumberOfMessagesDelayed"))
+
     def _work(self, stop_when_idle: bool, max_messages: Optional[int]) -> None:
         while not self._stop.is_set():
             want = self._reserve(max_messages)
@@ -153,7 +168,7 @@ class QueueConsumer:
                 continue
             self._unreserve(want - len(messages), max_messages)
             if not messages:
-                if stop_when_idle and self._idle():
+                if stop_when_idle and self._idle() and self._queue_empty():
                     return
                 continue
             with self._lock:
