@@ -37,7 +37,8 @@ class AwsTarget:
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
     def client(self, service: str, config: Config | None = None):
-        """A client with the standard retries; ``config`` is merged over them (e.g. fewer attempts)."""
+        """A client with the standard retries; ``config`` is merged over them (fewer attempts, a pool sized to
+        worker threads)."""
         session = self.session()
         extra = {}
         if self.endpoint_url and is_loopback(self.endpoint_url) and session.get_credentials() is None:
