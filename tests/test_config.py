@@ -22,7 +22,7 @@ def test_nested_override_keeps_other_defaults():
 def test_unknown_key_is_named_with_the_valid_ones():
     with pytest.raises(ConfigError) as err:
         apply_overrides(TrainingConfig(), {"group": {"max_sise": 3}}, prefix="training")
-    assert str(err.value) == "training.group.max_sise: unknown setting"
+    assert str(err.value).startswith("training.group.max_sise: unknown setting (did you mean 'max_size'")
     assert "max_size" in err.value.hint
 
 

@@ -28,6 +28,7 @@ from toolkit.deploy import local_target, mirror
 from toolkit.deploy.binary import TerraformBinary, find_terraform
 from toolkit.deploy.planning import PlanSummary, summarize_plan
 from toolkit.deploy.runner import IsFlagged, TerraformRunner
+from toolkit.config import backend_key, check_settings
 from toolkit.errors import ConfigError, ToolkitError
 
 TARGETS = ("local", "aws")
@@ -68,10 +69,7 @@ class PlanResult:
 
 
 def settings(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    value = (config or {}).get("settings") or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"settings: expected a mapping, got {value!r}")
-    return value
+    return check_settings((config or {}).get("settings"))
 
 
 def backend_block(stack: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -83,14 +81,10 @@ def backend_block(stack: str, config: Mapping[str, Any]) -> dict[str, Any] | Non
         raise ConfigError(f"settings.backend: expected a mapping, got {raw!r}", hint="e.g. {type: s3, bucket: ..., dynamodb_table: ...}")
     if raw.get("type") != "s3":
         raise ConfigError(f"settings.backend.type: expected 'local' or 's3', got {raw.get('type')!r}")
-    allowed = {"type", "bucket", "key", "region", "dynamodb_table", "encrypt", "kms_key_id", "profile", "use_lockfile"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"settings.backend.{unknown[0]}: unknown setting", hint=f"settings of settings.backend are: {', '.join(sorted(allowed))}")
     if not raw.get("bucket"):
         raise ConfigError("settings.backend.bucket: required for the s3 backend", hint="name the S3 bucket that holds the state")
     block = {k: v for k, v in raw.items() if k != "type"}
-    block["key"] = str(block.get("key") or "spotkit/{stack}.tfstate").format(stack=stack)
+    block["key"] = backend_key(str(block.get("key") or "spotkit/{stack}.tfstate"), stack)
     block.setdefault("encrypt", True)
     return {"s3": block}
 
