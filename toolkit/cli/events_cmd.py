@@ -60,6 +60,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if bool(queue_url) == bool(event_file):
         raise ToolkitError("give exactly one of --queue-url and --event-file",
                            hint="spotkit handle-events --queue-url $(terraform output -raw interruption_queue_url)")
+    bodies = read_event_file(Path(event_file)) if event_file else []
     defaults = HandlerSettings()
     settings = HandlerSettings(
         dry_run=dry_run,
@@ -79,8 +80,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     handler = Handler(Clients(factory=ctx.client), store, settings)
 
     if event_file:
-        data = json.loads(Path(event_file).read_text(encoding="utf-8"))
-        outcomes = [o for body in (data if isinstance(data, list) else [data]) for o in handler.handle_body(body)]
+        outcomes = [o for body in bodies for o in handler.handle_body(body)]
         rows = [{"status": o.status, "kind": o.kind, "instance": o.instance_id, "event_id": o.event_id,
                  "reason": o.reason, "actions": {a.name: a.status for a in o.actions}} for o in outcomes]
         if ctx.json:
@@ -91,6 +91,12 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
                 click.echo(f"{r['status']:<11} {r['kind'] or '-'} {r['instance'] or '-'}: {acts}"
                            + (f" ({r['reason']})" if r["reason"] else ""))
             click.echo(f"journal: {where}")
+        dropped = [o for o in outcomes if o.status == "dropped"]
+        if dropped:
+            raise ToolkitError(f"{len(dropped)} of {len(bodies)} event(s) in {event_file} could not be read as an "
+                               f"interruption event: {dropped[0].reason}",
+                               hint=f"fix {event_file}: each event needs the fields AWS sends (for EventBridge: "
+                                    "detail-type, source, detail with instance-id)")
         return
 
     from toolkit.interruption.consumer import QueueConsumer
@@ -108,6 +114,31 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(stats.outcomes.items())) or "none"
         click.echo(f"done: received {stats.received}, deleted {stats.deleted}, returned {stats.returned}; "
                    f"outcomes: {outcomes}")
+
+
+def read_event_file(path: Path) -> list[dict]:
+    """The events of ``--event-file``: one JSON object or a list of them; anything else is a user error."""
+    hint = (f"fix {path}: one event as a JSON object (an EventBridge event as AWS delivers it), "
+            "or a JSON list of them")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ToolkitError(f"--event-file {path} is not UTF-8 text (offset {exc.start})", hint=hint) from exc
+    except json.JSONDecodeError as exc:
+        doc = exc.doc
+        ends_early = doc.count("{") > doc.count("}") or doc.count("[") > doc.count("]") or doc.count('"') % 2 == 1
+        truncated = " (the file ends early: truncated?)" if ends_early else ""
+        raise ToolkitError(f"--event-file {path} is not valid JSON{truncated}: {exc.msg} at line {exc.lineno} "
+                           f"column {exc.colno}", hint=hint) from exc
+    items = data if isinstance(data, list) else [data]
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            where = f"item {i}" if isinstance(data, list) else "the file"
+            raise ToolkitError(f"--event-file {path}: {where} is a JSON {type(item).__name__}, not an event object",
+                               hint=hint)
+    if not items:
+        raise ToolkitError(f"--event-file {path} holds an empty list: no event to handle", hint=hint)
+    return items
 
 
 def register(group: click.Group) -> None:
