@@ -109,11 +109,16 @@ def _runner(path: Path, opts: DeployOptions, binary: TerraformBinary | None = No
     return TerraformRunner(path, binary, env), mirror_dir
 
 
-def local_endpoint(opts: DeployOptions) -> tuple[str, str | None]:
-    """(emulator url, emulator id) for the local target: --endpoint-url, else the running emulator."""
-    if opts.endpoint_url:
-        return opts.endpoint_url.rstrip("/"), None
+def local_endpoint(opts: DeployOptions) -> tuple[str, str]:
+    """(emulator url, emulator id) for the local target: --endpoint-url, else the running emulator.
+
+    The id is known however the endpoint was given (``emulator.identify``), so the state of an emulator
+    that has been restarted since is always set aside."""
     from toolkit.local import emulator
+
+    if opts.endpoint_url:
+        url = opts.endpoint_url.rstrip("/")
+        return url, emulator.identify(url, opts.project)
 
     st = emulator.status(opts.project)
     if not st.running or st.state is None:
@@ -162,16 +167,21 @@ def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) ->
     return wd
 
 
-def _set_aside_stale_state(path: Path, emulator_id: str | None) -> Path | None:
+def _set_aside_stale_state(path: Path, emulator_id: str) -> Path | None:
+    """Move the state aside unless it was written against this very emulator (a state with no record of
+    its emulator, from an older spotkit, counts as stale: the emulator it was made on is unknown)."""
     marker = path / EMULATOR_ID_FILE
     previous = marker.read_text().strip() if marker.is_file() else None
     state = path / "terraform.tfstate"
     moved = None
-    if emulator_id and previous and previous != emulator_id and state.is_file():
-        moved = path / f"terraform.tfstate.emulator-{previous}"
+    if previous != emulator_id and state.is_file():
+        moved = path / f"terraform.tfstate.emulator-{previous or 'unknown'}"
+        n = 1
+        while moved.exists():
+            n += 1
+            moved = path / f"terraform.tfstate.emulator-{previous or 'unknown'}.{n}"
         state.rename(moved)
-    if emulator_id:
-        marker.write_text(emulator_id)
+    marker.write_text(emulator_id)
     return moved
 
 
