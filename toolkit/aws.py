@@ -16,6 +16,9 @@ from toolkit.errors import AwsCallError
 
 # Standard retry mode backs off on throttling (RequestLimitExceeded, Throttling...).
 RETRY_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+# The local emulator is never throttled: a refused connection there means it is not running, so say so
+# after a few attempts instead of backing off eight times.
+LOOPBACK_RETRY_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,13 @@ class AwsTarget:
     def client(self, service: str):
         session = self.session()
         extra = {}
-        if self.endpoint_url and is_loopback(self.endpoint_url) and session.get_credentials() is None:
+        loopback = bool(self.endpoint_url) and is_loopback(self.endpoint_url)
+        if loopback and session.get_credentials() is None:
             # The local emulator (spotkit local) accepts any key: spare users exporting fake ones.
             # Only for loopback endpoints, and only when no real credentials are configured.
             extra = dict(EMULATOR_CREDENTIALS)
-        return session.client(service, endpoint_url=self.endpoint_url, config=RETRY_CONFIG, **extra)
+        return session.client(service, endpoint_url=self.endpoint_url,
+                              config=LOOPBACK_RETRY_CONFIG if loopback else RETRY_CONFIG, **extra)
 
 
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

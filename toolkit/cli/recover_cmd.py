@@ -64,6 +64,26 @@ def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir:
     return result, True
 
 
+def require_group(ctx: CliContext, group: str) -> None:
+    """A group that nothing carries (no Auto Scaling group of that name, no instance, volume or snapshot
+    tagged with it) is a user error naming the groups that do exist, never "nothing to do"."""
+    from toolkit.errors import ToolkitError
+    from toolkit.runbooks import aws_calls as aws
+
+    if aws.describe_groups(ctx.client("autoscaling"), [group]):
+        return
+    tagged = ctx.client("ec2").describe_tags(
+        Filters=[{"Name": "key", "Values": [aws.GROUP_TAG]}, {"Name": "value", "Values": [group]}], MaxResults=5)
+    if tagged.get("Tags"):
+        return
+    known = sorted({g["AutoScalingGroupName"] for g in aws.describe_groups(ctx.client("autoscaling"))})
+    if known:
+        raise ToolkitError(f"no spotkit group named {group!r} here (groups: {', '.join(known)})",
+                           hint="pass one of those with --group; 'spotkit status' lists them with their capacity")
+    raise ToolkitError(f"no spotkit group named {group!r} here, and no spotkit group at all in this account/region",
+                       hint="apply a stack first (e.g. 'spotkit apply training'), or check --region / --endpoint-url")
+
+
 def _echo_actions(actions) -> None:
     for a in actions:
         click.echo(("done: " if a.done else "") + a.description)
@@ -85,6 +105,7 @@ def volumes_command(ctx: CliContext, group, allow_copy, yes, dry_run, journal_di
     from toolkit.runbooks.volumes import RecoverVolumes
 
     ec2 = ctx.client("ec2")
+    require_group(ctx, group)
 
     def make(rc):
         r = RecoverVolumes(ec2, rc, allow_copy=allow_copy).run(group)
@@ -119,6 +140,7 @@ def snapshot_command(ctx: CliContext, group, device, instance_id, yes, dry_run, 
     from toolkit.runbooks.snapshot import RestoreSnapshot
 
     ec2 = ctx.client("ec2")
+    require_group(ctx, group)
 
     def make(rc):
         r = RestoreSnapshot(ec2, rc).run(group, device, instance_id)
@@ -177,6 +199,7 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
     from toolkit.runbooks.replace import ReplaceCapacity
 
     asg = ctx.client("autoscaling")
+    require_group(ctx, group)
 
     def make(rc):
         r = ReplaceCapacity(asg, rc, window_minutes=window_minutes, min_failures=min_failures).run(group)
@@ -201,6 +224,7 @@ def restore_spot_command(ctx: CliContext, group, force, window_minutes, yes, dry
     from toolkit.runbooks.replace import RestoreSpot
 
     asg = ctx.client("autoscaling")
+    require_group(ctx, group)
 
     def make(rc):
         r = RestoreSpot(asg, rc, window_minutes=window_minutes).run(group, force=force)
@@ -229,6 +253,8 @@ def status_command(ctx: CliContext, group, interruption_journal):
     """Spot vs on-demand per group, recent interruptions, waiting volumes, snapshot ages, fallbacks."""
     from toolkit.runbooks.status import interruptions_from_journal, status
 
+    if group:
+        require_group(ctx, group)
     result = status(ctx.client("ec2"), ctx.client("autoscaling"), group,
                     interruptions=interruptions_from_journal(interruption_journal))
     if ctx.json:
