@@ -158,3 +158,23 @@ def test_drill_without_the_plot_extra_says_so_first_and_still_writes_its_data(ca
     assert "pip install 'spotkit[plot]'" in run.out
     assert set(json.loads((out / "drill.json").read_text())) == {"agent", "baseline"}
     assert not (out / "drill.png").exists()
+
+
+def test_failed_init_names_the_provider_mirror_found_on_the_machine(capsys, tmp_path, monkeypatch):
+    from toolkit.deploy import mirror
+
+    found = mirror.discover()
+    if found is None:
+        pytest.skip(f"no provider mirror on this machine (looked in {', '.join(mirror.WELL_KNOWN_MIRRORS)})")
+    # GIVEN a terraform whose init fails as it does without registry access, and no mirror configured
+    fake = tmp_path / "terraform"
+    fake.write_text('#!/bin/sh\nif [ "$1" = version ]; then echo "Terraform v1.11.4"; exit 0; fi\n'
+                    'echo "Error: Failed to query available provider packages" >&2; exit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.delenv(mirror.ENV_VAR, raising=False)
+    run = run_spotkit(capsys, "plan", "training", "--target", "aws", "--terraform-bin", str(fake),
+                      "--project-dir", str(tmp_path / "p"))
+    # THEN the next step is the same plan with the mirror
+    assert_user_error(run, "Failed to query available provider packages",
+                      next_has=f"a provider mirror is on this machine ({found})")
+    assert run.next_lines[0].endswith("spotkit plan training --target aws --provider-mirror auto")

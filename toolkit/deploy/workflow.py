@@ -197,7 +197,18 @@ def open_workdir(stack: str, opts: DeployOptions) -> Workdir:
 
 
 def init(wd: Workdir) -> None:
-    wd.runner.run("init", input=False, no_color=IsFlagged)
+    """``terraform init``; when it fails without a provider mirror while one sits on this machine, the
+    hint names the option that uses it (a machine without registry access fails exactly here)."""
+    from toolkit.deploy.runner import TerraformCommandFailed
+
+    try:
+        wd.runner.run("init", input=False, no_color=IsFlagged)
+    except TerraformCommandFailed as exc:
+        found = mirror.discover() if wd.mirror is None else None
+        if found is not None:
+            exc.hint = (f"a provider mirror is on this machine ({found}): "
+                        f"spotkit plan {wd.stack} --target {wd.target} --provider-mirror auto")
+        raise
 
 
 def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelism: int = DEFAULT_PARALLELISM) -> PlanResult:
