@@ -32,6 +32,11 @@ README_NEEDS_AWS = {
 }
 
 
+# plan.json here is a third-party plan (tests/fixtures/check) that has spot-safety errors by design: the
+# example works when it checks the file and reports them (exit 1 is `spotkit check`'s "findings" code).
+EXPECTED_FINDINGS = {"spotkit check plan.json": "SPOT005, SPOT006, SPOT007"}
+
+
 def shell_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{SPOTKIT_BIN.parent}{os.pathsep}{os.environ['PATH']}",
            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
@@ -135,7 +140,12 @@ def test_readme_examples_run(tmp_path):
             continue  # the background pair: test_readme_agent_rehearsal_runs
         for segment in segments:  # the other segments make inputs provided above (terraform show -json ...)
             done = sh(segment, tmp_path)
-            assert done.returncode == 0, (segment, done.stdout[-2000:], done.stderr[-2000:])
+            if segment in EXPECTED_FINDINGS:
+                assert done.returncode == 1, (segment, done.stdout[-2000:], done.stderr[-2000:])
+                assert "file(s) checked" in done.stdout
+                assert f"check found 3 finding(s) at or above error: {EXPECTED_FINDINGS[segment]}" in done.stderr
+            else:
+                assert done.returncode == 0, (segment, done.stdout[-2000:], done.stderr[-2000:])
             ran.append(segment)
     assert "spotkit synth" in ran and "spotkit check plan.json" in ran, ran
     assert (tmp_path / "check.sarif").is_file()
