@@ -1,0 +1,79 @@
+"""The emulator's fixes (toolkit/local/server.py MOTO_FIXES), checked over the wire with boto3 against the
+emulator process spotkit starts: each makes moto answer what AWS answers, so a re-plan after an apply
+shows no changes."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from tests.support.network import free_port
+from toolkit.local import emulator
+from toolkit.local.server import MOTO_FIXES
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    project = tmp_path_factory.mktemp("emu") / ".spotkit"
+    state, started = emulator.start(project, port=free_port())
+    assert started
+    yield state
+    emulator.stop(project)
+
+
+def client(state, service):
+    return boto3.client(service, endpoint_url=state.url, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+def test_every_fix_is_listed_with_a_reason():
+    assert len(MOTO_FIXES) == 4
+    assert all(what and len(why) > 40 for what, why in MOTO_FIXES)
+
+
+def test_launch_template_data_keeps_only_its_own_tag_specifications(emu):
+    ec2 = client(emu, "ec2")
+    lt = ec2.create_launch_template(
+        LaunchTemplateName="fix-lt",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m6i.large",
+                            "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "g", "Value": "x"}]}]},
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "own", "Value": "y"}]}],
+    )["LaunchTemplate"]
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=lt["LaunchTemplateId"])["LaunchTemplateVersions"][0]
+    assert data["LaunchTemplateData"]["TagSpecifications"] == [
+        {"ResourceType": "instance", "Tags": [{"Key": "g", "Value": "x"}]}]
+    # the template itself still carries its own tags
+    (described,) = ec2.describe_launch_templates(LaunchTemplateIds=[lt["LaunchTemplateId"]])["LaunchTemplates"]
+    assert {"Key": "own", "Value": "y"} in described["Tags"]
+    # and a template with no data tags has none
+    bare = ec2.create_launch_template(LaunchTemplateName="fix-lt-2", LaunchTemplateData={"ImageId": "ami-12c6146b"},
+                                      TagSpecifications=[{"ResourceType": "launch-template",
+                                                          "Tags": [{"Key": "own", "Value": "z"}]}])["LaunchTemplate"]
+    v = ec2.describe_launch_template_versions(LaunchTemplateId=bare["LaunchTemplateId"])["LaunchTemplateVersions"][0]
+    assert "TagSpecifications" not in v["LaunchTemplateData"]
+
+
+def test_redrive_policy_comes_back_as_aws_writes_it(emu):
+    sqs = client(emu, "sqs")
+    dlq = sqs.create_queue(QueueName="fix-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName="fix-q", Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 5})})["QueueUrl"]
+    got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
+    assert got == '{"deadLetterTargetArn":"%s","maxReceiveCount":5}' % arn
+
+
+def test_rule_from_a_security_group_keeps_its_description(emu):
+    ec2 = client(emu, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    a = ec2.create_security_group(GroupName="fix-a", Description="a", VpcId=vpc)["GroupId"]
+    b = ec2.create_security_group(GroupName="fix-b", Description="b", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=a, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049,
+        "UserIdGroupPairs": [{"GroupId": b, "Description": "NFS from the compute group"}]}])
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [a]}])["SecurityGroupRules"]
+    (rule,) = [r for r in rules if not r["IsEgress"]]
+    assert rule["Description"] == "NFS from the compute group"
+    assert rule["ReferencedGroupInfo"]["GroupId"] == b
