@@ -178,3 +178,19 @@ def test_failed_init_names_the_provider_mirror_found_on_the_machine(capsys, tmp_
     assert_user_error(run, "Failed to query available provider packages",
                       next_has=f"a provider mirror is on this machine ({found})")
     assert run.next_lines[0].endswith("spotkit plan training --target aws --provider-mirror auto")
+
+
+@pytest.mark.parametrize("config, expected, next_has", [
+    ("settings:\n  bogus: 1\n", "settings.bogus: unknown setting", "backend, provider_mirror"),
+    ("training:\n  group:\n    max_size: 100000000000\n",
+     "training.group.max_size: 100000000000 is out of range: AWS takes whole numbers up to 2,147,483,647",
+     "set max_size to the number you need"),
+    ("training:\n  group:\n    instance_types: [g5.xlarge, not-a-type]\n",
+     "training.group.instance_types[1]: 'not-a-type' is not an EC2 instance type", "describe-instance-types"),
+], ids=["unknown-settings-key", "max-size", "instance-type"])
+def test_config_values_refused_with_the_key_path(capsys, tmp_path, config, expected, next_has):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config)
+    run = run_spotkit(capsys, "--config", str(cfg), "synth", "training", "--out", str(tmp_path / "o"))
+    assert_user_error(run, expected, next_has=next_has)
+    assert not list((tmp_path / "o").rglob("cdk.tf.json")), "refused before any stack was written"
