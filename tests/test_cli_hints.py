@@ -46,10 +46,15 @@ def shell_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def sh(command: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def sh(command: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a pasted command line in bash, as typed."""
-    return subprocess.run(["bash", "-c", command], cwd=cwd, env=shell_env(), capture_output=True, text=True,
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=shell_env(env), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def printed_hints(text: str) -> list[str]:
+    """The ``next:`` lines of a command's output, whole (a trailing shell comment included)."""
+    return [line.split("next:", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("next:")]
 
 
 def test_spotkit_on_path():
@@ -86,9 +91,35 @@ def test_the_demos_closing_hints_work_when_pasted(project_with_emulator):
 def test_the_drills_check_hint_works_when_pasted(tmp_path):
     from toolkit.cli.drill_cmd import CHECK_HINT
 
-    done = sh(CHECK_HINT, tmp_path)
+    done = sh(CHECK_HINT + "   # is your Terraform ready for this?", tmp_path)  # the line as the drill prints it
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "cdktf.out" / "stacks" / "training" / "cdk.tf.json").is_file()
+
+
+@pytest.mark.terraform
+def test_the_synth_hints_work_when_pasted(project_with_emulator, tmp_path):
+    from toolkit.deploy import mirror
+
+    terraform = shutil.which("terraform") or shutil.which("tofu")
+    found = mirror.discover()
+    if terraform is None or found is None:
+        pytest.skip("needs terraform and a provider mirror (as tests/test_deploy_terraform.py)")
+    # GIVEN the emulator of this folder's project, and Terraform set up to use the machine's mirror (as a
+    # user without registry access would have it)
+    cwd, state = project_with_emulator
+    rc = tmp_path / "terraformrc"
+    rc.write_text(mirror.render_cli_config(found))
+    env = {"SPOTKIT_PROVIDER_MIRROR": "auto", "TF_CLI_CONFIG_FILE": str(rc), "SPOTKIT_TERRAFORM_TIMEOUT": "900"}
+    synth = sh("spotkit synth training", cwd, env=env)
+    assert synth.returncode == 0, synth.stderr
+    hints = printed_hints(synth.stdout)
+    assert [h.split("#")[0].strip() for h in hints] == [
+        "spotkit plan training --target local", "cd cdktf.out/stacks/training && terraform init"]
+    # WHEN each printed line is pasted THEN it works
+    for hint in hints:
+        done = sh(hint, cwd, timeout=1200, env=env)
+        assert done.returncode == 0, (hint, done.stdout[-2000:], done.stderr[-2000:])
+    assert (cwd / ".spotkit" / "local" / "training" / "tfplan").is_file()
 
 
 def test_a_global_option_after_a_nested_command_is_the_same_as_before_it(project_with_emulator):

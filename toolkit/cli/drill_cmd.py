@@ -119,7 +119,7 @@ def drill_command(ctx: CliContext, interruptions, seed, steps, step_seconds, che
         click.echo(f"data volume re-attached to the replacement by `recover volumes`: {ok}/{len(reattached)} reclaims")
     click.echo(f"plot: {png}" if png else f"plot: not drawn ({no_plot}); {PLOT_INSTALL_HINT}, then run the drill again")
     click.echo(f"data: {out_dir / 'drill.json'}")
-    click.echo(f"next: {CHECK_HINT}   (is your Terraform ready for this?)")
+    click.echo(f"next: {CHECK_HINT}   # is your Terraform ready for this?")
 
 
 def register(group: click.Group) -> None:

@@ -208,9 +208,9 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
     result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"replace {group}")
     _echo_capacity(ctx, result)
     if result.status == "launching":
-        click.echo(f"next: the group is still launching; run 'spotkit recover replace --group {group}' again in a few minutes")
+        click.echo(f"next: spotkit recover replace --group {group}   # in a few minutes: the group is still launching")
     elif result.status == "fallback" and not dry_run:
-        click.echo(f"next: when spot is back, 'spotkit recover restore-spot --group {group}'")
+        click.echo(f"next: spotkit recover restore-spot --group {group}   # when spot is back")
 
 
 @recover_group.command("restore-spot")
