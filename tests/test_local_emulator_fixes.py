@@ -29,7 +29,7 @@ def client(state, service):
 
 
 def test_every_fix_is_listed_with_a_reason():
-    assert len(MOTO_FIXES) == 4
+    assert len(MOTO_FIXES) == 5
     assert all(what and len(why) > 40 for what, why in MOTO_FIXES)
 
 
@@ -77,3 +77,20 @@ def test_rule_from_a_security_group_keeps_its_description(emu):
     (rule,) = [r for r in rules if not r["IsEgress"]]
     assert rule["Description"] == "NFS from the compute group"
     assert rule["ReferencedGroupInfo"]["GroupId"] == b
+
+
+def test_ecs_service_keeps_its_capacity_provider_strategy_and_settings(emu):
+    ecs = client(emu, "ecs")
+    ecs.create_cluster(clusterName="fix-c")
+    ecs.register_task_definition(family="fix-f", containerDefinitions=[{"name": "x", "image": "i", "memory": 128}])
+    strategy = [{"capacityProvider": "spot", "weight": 4, "base": 0}, {"capacityProvider": "od", "weight": 1, "base": 1}]
+    placement = [{"type": "spread", "field": "attribute:ecs.availability-zone"}, {"type": "spread", "field": "instanceId"}]
+    ecs.create_service(cluster="fix-c", serviceName="fix-s", taskDefinition="fix-f", desiredCount=1,
+                       capacityProviderStrategy=strategy, placementStrategy=placement, healthCheckGracePeriodSeconds=900,
+                       enableECSManagedTags=True, availabilityZoneRebalancing="DISABLED")
+    (svc,) = ecs.describe_services(cluster="fix-c", services=["fix-s"])["services"]
+    assert svc["capacityProviderStrategy"] == strategy
+    assert svc["placementStrategy"] == placement
+    assert (svc["healthCheckGracePeriodSeconds"], svc["enableECSManagedTags"], svc["availabilityZoneRebalancing"]) == \
+        (900, True, "DISABLED")
+    assert "launchType" not in svc

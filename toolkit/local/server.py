@@ -22,6 +22,11 @@ MOTO_FIXES: list[tuple[str, str]] = [
     ("ec2 DescribeSecurityGroupRules returns the description of a rule that references a security group",
      "moto 5.2 reads a rule's Description only from its CIDR range, so a rule from another security group "
      "came back without the description it was created with; AWS returns it"),
+    ("ecs CreateService keeps the capacity provider strategy, placement, grace period and tagging settings",
+     "moto 5.2 drops capacityProviderStrategy, placementStrategy/Constraints, healthCheckGracePeriodSeconds, "
+     "enableECSManagedTags, enableExecuteCommand and availabilityZoneRebalancing, and reports launchType EC2 "
+     "for a service on capacity providers; AWS returns what was set (and no launch type), so every re-plan "
+     "wanted to replace the service"),
 ]
 
 
@@ -94,12 +99,44 @@ def _patch_security_group_rule_description() -> None:
     SecurityGroupRule.description = property(description)
 
 
+ECS_SERVICE_SETTINGS = {  # CreateService parameter -> moto Service attribute (serialized under the AWS name)
+    "capacityProviderStrategy": "capacity_provider_strategy",
+    "placementStrategy": "placement_strategy",
+    "placementConstraints": "placement_constraints",
+    "healthCheckGracePeriodSeconds": "health_check_grace_period_seconds",
+    "enableECSManagedTags": "enable_ecs_managed_tags",
+    "enableExecuteCommand": "enable_execute_command",
+    "availabilityZoneRebalancing": "availability_zone_rebalancing",
+}
+
+
+def _patch_ecs_service_settings() -> None:
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    original = EC2ContainerServiceResponse.create_service
+
+    def create_service(self):
+        result = original(self)
+        service = self.ecs_backend.describe_services(self._get_param("cluster", "default"),
+                                                     [self._get_param("serviceName")])[0][0]
+        for param, attr in ECS_SERVICE_SETTINGS.items():
+            value = self._get_param(param)
+            if value is not None:
+                setattr(service, attr, value)
+        if self._get_param("capacityProviderStrategy") and not self._get_param("launchType"):
+            service.launch_type = None  # AWS reports no launch type for a service on capacity providers
+        return result
+
+    EC2ContainerServiceResponse.create_service = create_service
+
+
 def apply_fixes() -> None:
     """Patch moto with every fix of ``MOTO_FIXES`` (in the emulator process only)."""
     _patch_autoscaling()
     _patch_launch_template_tags()
     _patch_sqs_redrive_policy()
     _patch_security_group_rule_description()
+    _patch_ecs_service_settings()
 
 
 def main(argv: list[str] | None = None) -> None:
