@@ -29,7 +29,7 @@ def client(state, service):
 
 
 def test_every_fix_is_listed_with_a_reason():
-    assert len(MOTO_FIXES) == 5
+    assert len(MOTO_FIXES) == 6
     assert all(what and len(why) > 40 for what, why in MOTO_FIXES)
 
 
@@ -94,3 +94,21 @@ def test_ecs_service_keeps_its_capacity_provider_strategy_and_settings(emu):
     assert (svc["healthCheckGracePeriodSeconds"], svc["enableECSManagedTags"], svc["availabilityZoneRebalancing"]) == \
         (900, True, "DISABLED")
     assert "launchType" not in svc
+
+
+def test_eks_cluster_and_node_group_keep_what_was_set_and_nothing_more(emu):
+    ec2, eks = client(emu, "ec2"), client(emu, "eks")
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{i}.0/24", AvailabilityZone=f"us-east-1{az}")["Subnet"]["SubnetId"]
+               for i, az in enumerate("ab")]
+    role = "arn:aws:iam::123456789012:role/eks"
+    eks.create_cluster(name="fix-eks", roleArn=role, resourcesVpcConfig={"subnetIds": subnets},
+                       accessConfig={"authenticationMode": "API", "bootstrapClusterCreatorAdminPermissions": True})
+    cluster = eks.describe_cluster(name="fix-eks")["cluster"]
+    assert cluster["accessConfig"] == {"authenticationMode": "API"}
+    eks.create_nodegroup(clusterName="fix-eks", nodegroupName="fix-ng", subnets=subnets, nodeRole=role,
+                         scalingConfig={"minSize": 0, "maxSize": 2, "desiredSize": 0},
+                         updateConfig={"maxUnavailablePercentage": 33})
+    group = eks.describe_nodegroup(clusterName="fix-eks", nodegroupName="fix-ng")["nodegroup"]
+    assert group["updateConfig"] == {"maxUnavailablePercentage": 33}
+    assert "remoteAccess" not in group, "no SSH access that was not asked for"

@@ -27,6 +27,10 @@ MOTO_FIXES: list[tuple[str, str]] = [
      "enableECSManagedTags, enableExecuteCommand and availabilityZoneRebalancing, and reports launchType EC2 "
      "for a service on capacity providers; AWS returns what was set (and no launch type), so every re-plan "
      "wanted to replace the service"),
+    ("eks CreateCluster keeps accessConfig; CreateNodegroup keeps updateConfig and invents no remoteAccess",
+     "moto 5.2 drops the cluster's accessConfig and the node group's updateConfig, and gives every node group "
+     "remoteAccess with an 'eksKeypair' SSH key it was not asked for; AWS returns what was set, so every "
+     "re-plan wanted to replace the cluster and its node groups"),
 ]
 
 
@@ -130,6 +134,33 @@ def _patch_ecs_service_settings() -> None:
     EC2ContainerServiceResponse.create_service = create_service
 
 
+def _patch_eks_settings() -> None:
+    from moto.eks.responses import EKSResponse
+
+    create_cluster, create_nodegroup = EKSResponse.create_cluster, EKSResponse.create_nodegroup
+
+    def patched_create_cluster(self):
+        result = create_cluster(self)
+        access = self._get_param("accessConfig")
+        if access:
+            cluster = self.eks_backend.describe_cluster(self._get_param("name"))
+            # DescribeCluster returns the authentication mode; the bootstrap flag is create-only
+            cluster.access_config = {"authenticationMode": access.get("authenticationMode", "CONFIG_MAP")}
+        return result
+
+    def patched_create_nodegroup(self):
+        result = create_nodegroup(self)
+        group = self.eks_backend.describe_nodegroup(self._get_param("name"), self._get_param("nodegroupName"))
+        if not self._get_param("remoteAccess"):
+            group.remote_access = None
+        if self._get_param("updateConfig"):
+            group.update_config = self._get_param("updateConfig")
+        return result
+
+    EKSResponse.create_cluster = patched_create_cluster
+    EKSResponse.create_nodegroup = patched_create_nodegroup
+
+
 def apply_fixes() -> None:
     """Patch moto with every fix of ``MOTO_FIXES`` (in the emulator process only)."""
     _patch_autoscaling()
@@ -137,6 +168,7 @@ def apply_fixes() -> None:
     _patch_sqs_redrive_policy()
     _patch_security_group_rule_description()
     _patch_ecs_service_settings()
+    _patch_eks_settings()
 
 
 def main(argv: list[str] | None = None) -> None:
