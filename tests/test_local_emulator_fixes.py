@@ -29,7 +29,7 @@ def client(state, service):
 
 
 def test_every_fix_is_listed_with_a_reason():
-    assert len(MOTO_FIXES) == 6
+    assert len(MOTO_FIXES) == 7
     assert all(what and len(why) > 40 for what, why in MOTO_FIXES)
 
 
@@ -112,3 +112,27 @@ def test_eks_cluster_and_node_group_keep_what_was_set_and_nothing_more(emu):
     group = eks.describe_nodegroup(clusterName="fix-eks", nodegroupName="fix-ng")["nodegroup"]
     assert group["updateConfig"] == {"maxUnavailablePercentage": 33}
     assert "remoteAccess" not in group, "no SSH access that was not asked for"
+
+
+def _instance_count(ec2) -> int:
+    return sum(len(r["Instances"]) for r in ec2.describe_instances()["Reservations"])
+
+
+def test_a_spot_run_instances_makes_a_spot_instance_with_its_request(emu):
+    ec2 = client(emu, "ec2")
+    before = _instance_count(ec2)
+    (inst,) = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="m6i.large", MinCount=1, MaxCount=1,
+                                InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {
+                                    "SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "hibernate"}},
+                                )["Instances"]
+    (described,) = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"][0]["Instances"]
+    assert described["InstanceLifecycle"] == "spot"
+    (request,) = ec2.describe_spot_instance_requests(
+        SpotInstanceRequestIds=[described["SpotInstanceRequestId"]])["SpotInstanceRequests"]
+    assert (request["Type"], request["InstanceInterruptionBehavior"], request["InstanceId"]) == \
+        ("persistent", "hibernate", inst["InstanceId"])
+    # an on-demand instance stays one, and RunInstances made exactly the instances asked for
+    (plain,) = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="m6i.large", MinCount=1, MaxCount=1)["Instances"]
+    (d2,) = ec2.describe_instances(InstanceIds=[plain["InstanceId"]])["Reservations"][0]["Instances"]
+    assert "InstanceLifecycle" not in d2 and "SpotInstanceRequestId" not in d2
+    assert _instance_count(ec2) == before + 2

@@ -31,6 +31,10 @@ MOTO_FIXES: list[tuple[str, str]] = [
      "moto 5.2 drops the cluster's accessConfig and the node group's updateConfig, and gives every node group "
      "remoteAccess with an 'eksKeypair' SSH key it was not asked for; AWS returns what was set, so every "
      "re-plan wanted to replace the cluster and its node groups"),
+    ("ec2 RunInstances with InstanceMarketOptions spot makes a spot instance with its spot request",
+     "moto 5.2 reports neither InstanceLifecycle spot nor a SpotInstanceRequestId for it, so the provider "
+     "read no instance_market_options back and every re-plan wanted to replace the instance; AWS makes a "
+     "spot request (one-time or persistent, with its interruption behavior) and links it"),
 ]
 
 
@@ -161,6 +165,39 @@ def _patch_eks_settings() -> None:
     EKSResponse.create_nodegroup = patched_create_nodegroup
 
 
+def _patch_spot_run_instances() -> None:
+    from moto.ec2.models.spot_requests import SpotInstanceRequest
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.run_instances
+
+    def run_instances(self):
+        result = original(self)
+        if self._get_param("InstanceMarketOptions.MarketType") != "spot":
+            return result
+        options = self._get_param("InstanceMarketOptions.SpotOptions", {}) or {}
+        launch = SpotInstanceRequest.launch_instance
+        for instance in result.result.instances if hasattr(result, "result") else []:
+            # The request records the instance RunInstances made; it launches nothing of its own.
+            SpotInstanceRequest.launch_instance = lambda req, inst=instance: inst
+            try:
+                (request,) = self.ec2_backend.request_spot_instances(
+                    price=options.get("MaxPrice"), image_id=instance.image_id, count=1,
+                    spot_instance_type=options.get("SpotInstanceType", "one-time"), valid_from=None,
+                    valid_until=options.get("ValidUntil"), launch_group=None, availability_zone_group=None,
+                    key_name=instance.key_name, security_groups=[], user_data=None,
+                    instance_type=instance.instance_type, placement=instance.placement, kernel_id=None,
+                    ramdisk_id=None, monitoring_enabled=False, subnet_id=instance.subnet_id,
+                    instance_interruption_behaviour=options.get("InstanceInterruptionBehavior", "terminate"))
+            finally:
+                SpotInstanceRequest.launch_instance = launch
+            instance.instance_lifecycle = "spot"
+            instance.spot_instance_request_id = request.id
+        return result
+
+    InstanceResponse.run_instances = run_instances
+
+
 def apply_fixes() -> None:
     """Patch moto with every fix of ``MOTO_FIXES`` (in the emulator process only)."""
     _patch_autoscaling()
@@ -169,6 +206,7 @@ def apply_fixes() -> None:
     _patch_security_group_rule_description()
     _patch_ecs_service_settings()
     _patch_eks_settings()
+    _patch_spot_run_instances()
 
 
 def main(argv: list[str] | None = None) -> None:
