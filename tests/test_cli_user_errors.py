@@ -43,7 +43,7 @@ def test_connection_refused_on_endpoint_url(capsys):
     url = f"http://127.0.0.1:{free_port()}"
     run = run_spotkit(capsys, "--endpoint-url", url, "status")
     assert_user_error(run, f"could not connect to {url}", "the local emulator is not answering",
-                      next_has="spotkit local start")
+                      next_has=f"spotkit local start && spotkit --endpoint-url {url} status")
 
 
 def test_emulator_that_dies_mid_call(capsys):
@@ -69,7 +69,8 @@ def test_emulator_that_dies_mid_call(capsys):
                           "--group", "training", "--dry-run")
     finally:
         listener.close()
-    assert_user_error(run, "the local emulator stopped?", next_has="spotkit local start")
+    assert_user_error(run, "the local emulator stopped?", next_has="spotkit local start && spotkit --endpoint-url")
+    assert run.next_lines[0].endswith("recover volumes --group training --dry-run   # runbooks resume from their journal")
 
 
 def test_non_utf8_config_file(capsys, tmp_path):
@@ -126,7 +127,7 @@ def test_group_that_does_not_exist(capsys, aws):
     # GIVEN an account with no spotkit group at all
     for args in (["recover", "volumes", "--group", "nosuchgroup", "--dry-run"], ["status", "--group", "nosuchgroup"]):
         run = run_spotkit(capsys, "--endpoint-url", aws.url, *args)
-        assert_user_error(run, "no spotkit group named 'nosuchgroup' here", next_has="apply a stack first")
+        assert_user_error(run, "no spotkit group named 'nosuchgroup' here", next_has="spotkit stacks   # then apply")
     # GIVEN one group WHEN another name is asked for THEN the message lists the group that exists
     asg = aws.client("autoscaling")
     ec2 = aws.client("ec2")
@@ -137,7 +138,7 @@ def test_group_that_does_not_exist(capsys, aws):
                                   AvailabilityZones=["us-east-1a"],
                                   Tags=[{"Key": "spotkit:group", "Value": "training", "PropagateAtLaunch": True}])
     run = run_spotkit(capsys, "--endpoint-url", aws.url, "status", "--group", "nosuchgroup")
-    assert_user_error(run, "(groups: training)", next_has="spotkit status")
+    assert_user_error(run, "(groups: training)", next_has="spotkit status   # lists the groups")
     assert run_spotkit(capsys, "--endpoint-url", aws.url, "status", "--group", "training").code == 0
 
 

@@ -87,6 +87,7 @@ def user_error(exc: BaseException, endpoint_url: str | None = None,
     target = f" {endpoint_url}" if endpoint_url else ""
     on_emulator = (f"spotkit local start && {command} --endpoint-url http://127.0.0.1:4566" if command
                    else "spotkit local start, then pass --endpoint-url http://127.0.0.1:4566")
+    restart = f"spotkit local start && {command}" if command else _LOCAL_HINT
     local = bool(endpoint_url) and is_loopback(endpoint_url)
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError,
                         bx.NoAuthTokenError)):
@@ -107,14 +108,14 @@ def user_error(exc: BaseException, endpoint_url: str | None = None,
         return AwsCallError(
             f"could not connect to {where}" + (" (the local emulator is not answering)" if local else "")
             + f": {exc}",
-            hint=_LOCAL_HINT if local else "check the network, the region and --endpoint-url (leave it out for AWS itself)",
+            hint=restart if local else "check the network, the region and --endpoint-url (leave it out for AWS itself)",
         )
     if isinstance(exc, (bx.ConnectionClosedError, bx.ReadTimeoutError, bx.HTTPClientError)):
         return AwsCallError(
             f"the connection to{target or ' AWS'} was lost mid-call"
             + (" (the local emulator stopped?)" if local else "") + f": {exc}",
-            hint=_LOCAL_HINT if local else "run the command again (runbooks pick up where they stopped); "
-                                           "if it keeps failing, check the network",
+            hint=(restart + "   # runbooks resume from their journal") if local else
+            "run the command again (runbooks pick up where they stopped); if it keeps failing, check the network",
         )
     if isinstance(exc, bx.ClientError):
         err = exc.response.get("Error", {})

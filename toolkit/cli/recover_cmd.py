@@ -79,9 +79,10 @@ def require_group(ctx: CliContext, group: str) -> None:
     known = sorted({g["AutoScalingGroupName"] for g in aws.describe_groups(ctx.client("autoscaling"))})
     if known:
         raise ToolkitError(f"no spotkit group named {group!r} here (groups: {', '.join(known)})",
-                           hint="pass one of those with --group; 'spotkit status' lists them with their capacity")
+                           hint="spotkit status   # lists the groups with their capacity; pass one of them with --group")
     raise ToolkitError(f"no spotkit group named {group!r} here, and no spotkit group at all in this account/region",
-                       hint="apply a stack first (e.g. 'spotkit apply training'), or check --region / --endpoint-url")
+                       hint="spotkit stacks   # then apply the stack that makes the group (spotkit apply STACK); "
+                            "or check --region / --endpoint-url")
 
 
 def _echo_actions(actions) -> None:
