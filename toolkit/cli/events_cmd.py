@@ -106,6 +106,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if bool(queue_url) == bool(event_file):
         raise ToolkitError("give exactly one of --queue-url and --event-file",
                            hint="spotkit handle-events --queue-url $(terraform output -raw interruption_queue_url)")
+    bodies = read_event_file(Path(event_file)) if event_file else []
     defaults = HandlerSettings()
     settings = HandlerSettings(
         dry_run=dry_run,
@@ -130,12 +131,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     handler = Handler(clients, store, settings)
 
     if event_file:
-        try:
-            data = json.loads(Path(event_file).read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ToolkitError(f"{event_file} is not JSON: {exc}",
-                               hint="give an EventBridge event (or a list of them) as saved from the console or a test") from None
-        outcomes = [o for body in (data if isinstance(data, list) else [data]) for o in handler.handle_body(body)]
+        outcomes = [o for body in bodies for o in handler.handle_body(body)]
         rows = [{"status": o.status, "kind": o.kind, "instance": o.instance_id, "event_id": o.event_id,
                  "reason": o.reason, "actions": {a.name: a.status for a in o.actions}} for o in outcomes]
         if ctx.json:
@@ -147,6 +143,12 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
                            + (f" ({r['reason']})" if r["reason"] else ""))
             click.echo(f"journal: {where}")
         report_skipped_lines(store)
+        dropped = [o for o in outcomes if o.status == "dropped"]
+        if dropped:
+            raise ToolkitError(f"{len(dropped)} of {len(bodies)} event(s) in {event_file} could not be read as an "
+                               f"interruption event: {dropped[0].reason}",
+                               hint=f"fix {event_file}: each event needs the fields AWS sends (for EventBridge: "
+                                    "detail-type, source, detail with instance-id)")
         unhandled = [o for o in outcomes if not o.delete_message]
         if unhandled:
             raise ToolkitError(
@@ -156,9 +158,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
                      f"event be handled again): spotkit handle-events --event-file {event_file}")
         return
 
-    from toolkit.interruption.consumer import QueueConsumer
-
-    from toolkit.interruption.consumer import ConsumerError
+    from toolkit.interruption.consumer import ConsumerError, QueueConsumer
     from toolkit.interruption.handler import FAILED
 
     # Few attempts per receive (the consumer itself retries a failing receive a bounded number of times),
@@ -187,6 +187,31 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
                            "and go to the dead-letter queue after its maxReceiveCount",
                            hint=f"see why with 'spotkit status {_journal_args(journal_table, store)}'; once the "
                                 "cause is fixed, the retry acts")
+
+
+def read_event_file(path: Path) -> list[dict]:
+    """The events of ``--event-file``: one JSON object or a list of them; anything else is a user error."""
+    hint = (f"fix {path}: one event as a JSON object (an EventBridge event as AWS delivers it), "
+            "or a JSON list of them")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ToolkitError(f"--event-file {path} is not UTF-8 text (offset {exc.start})", hint=hint) from exc
+    except json.JSONDecodeError as exc:
+        doc = exc.doc
+        ends_early = doc.count("{") > doc.count("}") or doc.count("[") > doc.count("]") or doc.count('"') % 2 == 1
+        truncated = " (the file ends early: truncated?)" if ends_early else ""
+        raise ToolkitError(f"--event-file {path} is not valid JSON{truncated}: {exc.msg} at line {exc.lineno} "
+                           f"column {exc.colno}", hint=hint) from exc
+    items = data if isinstance(data, list) else [data]
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            where = f"item {i}" if isinstance(data, list) else "the file"
+            raise ToolkitError(f"--event-file {path}: {where} is a JSON {type(item).__name__}, not an event object",
+                               hint=hint)
+    if not items:
+        raise ToolkitError(f"--event-file {path} holds an empty list: no event to handle", hint=hint)
+    return items
 
 
 def register(group: click.Group) -> None:
