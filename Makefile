@@ -6,7 +6,7 @@ PYTHON ?= python3
 PIP = $(VENV)/bin/pip
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench clean py310
 
 setup: $(VENV)/.installed
 
@@ -27,9 +27,29 @@ test: setup
 demo: setup
 	SPOTKIT_PROVIDER_MIRROR=$${SPOTKIT_PROVIDER_MIRROR:-auto} $(VENV)/bin/spotkit demo
 
+# The Python floor: a 3.10 venv (pyenv's 3.10.13) installs spotkit and synthesizes the training stack.
+# Skipped, saying why, on a machine without that interpreter. About a minute with a warm pip cache.
+PY310_VERSION ?= 3.10.13
+PY310_VENV ?= .venv-py310
+py310:
+	@py=$$(PYENV_VERSION=$(PY310_VERSION) pyenv which python 2>/dev/null || true); \
+	if [ -z "$$py" ] || ! "$$py" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
+	  echo "py310: SKIPPED: no Python $(PY310_VERSION) here (pyenv with PYENV_VERSION=$(PY310_VERSION) not found)"; \
+	  exit 0; fi; \
+	set -e; echo "py310: $$($$py --version) at $$py"; \
+	[ -x $(PY310_VENV)/bin/spotkit ] || { "$$py" -m venv $(PY310_VENV) && $(PY310_VENV)/bin/pip install -q -e .; }; \
+	out=$$(mktemp -d); \
+	$(PY310_VENV)/bin/spotkit synth training --out "$$out" >/dev/null; \
+	test -s "$$out/stacks/training/cdk.tf.json"; \
+	printf 'training:\n  group:\n    max_size: 6\n' > "$$out/c.yaml"; \
+	printf '[training.group]\nmax_size = 6\n' > "$$out/c.toml"; \
+	$(PY310_VENV)/bin/python -c "import sys; from toolkit.config import read_config_file as r; \
+	  assert r(sys.argv[1]) == r(sys.argv[2]) == {'training': {'group': {'max_size': 6}}}" "$$out/c.yaml" "$$out/c.toml"; \
+	rm -rf "$$out"; echo "py310: OK (install, spotkit synth training, YAML and TOML config)"
+
 bench: setup
 	$(VENV)/bin/python -m bench
 
 clean:
 	-[ -x $(VENV)/bin/spotkit ] && $(VENV)/bin/spotkit local stop
-	rm -rf $(VENV) cdktf.out .spotkit .pytest_cache
+	rm -rf $(VENV) $(PY310_VENV) cdktf.out .spotkit .pytest_cache

@@ -65,6 +65,10 @@ _DURATION = re.compile(r"^PT(\d+)M$")
 _SELECTION = re.compile(r"^(ALL|COUNT\(\d+\)|PERCENT\((100|[1-9]\d?)\))$")
 
 
+VISIBILITY_TIMEOUT_MULTIPLE = 6   # AWS: an SQS event source's queue visibility >= 6x the function timeout
+DEFAULT_MAXIMUM_CONCURRENCY = 10  # the event source mapping's cap when nothing is reserved
+
+
 @dataclass(frozen=True)
 class InterruptionEventsSettings:
     """How interruption warnings are routed and handled. Defaults are safe and act.
@@ -85,10 +89,16 @@ class InterruptionEventsSettings:
       ``spotkit:name=<name>``, which every target group of a spotkit stack is). Default: only the stack's.
     - ``lifecycle_result``: CONTINUE (default) or ABANDON when it completes a lifecycle action.
     - ``lambda_timeout_seconds``: 30-900; covers the wait for a terminating instance to drain (the
-      group's lifecycle heartbeat, 300 s by default). Default 360. The queue's visibility timeout is
-      this plus 30 s, as the event source mapping requires.
-    - ``lambda_memory_mib``: default 256. ``lambda_reserved_concurrency``: default none (unreserved).
-    - ``batch_size``: messages per invocation, 1-10. Default 10.
+      group's lifecycle heartbeat, 300 s by default; a batch waits for its instances together). Default
+      360. The queue's visibility timeout is 6x this, as AWS recommends for an SQS event source (see
+      ``_create_queues``).
+    - ``lambda_memory_mib``: default 256.
+    - ``lambda_reserved_concurrency``: concurrent handlers reserved for (and capped at) this; the event
+      source mapping's maximum concurrency is set to the same. Default 10: a wave of 1,000 notices is 100
+      batches, ~10 s of work at 10 at once. None: nothing reserved (an account whose concurrency quota
+      is still 10 cannot reserve any), the mapping is still capped at 10. 2-1000.
+    - ``batch_size``: messages per invocation, 1-100 (more than 10 needs a batching window). Default 10.
+    - ``maximum_batching_window_seconds``: how long the mapping gathers a batch, 0-300. Default 1.
     - ``message_retention_seconds``: the queue, 300 s-14 days. Default 1 day (a warning older than that
       is moot). ``dlq_retention_seconds``: default 14 days, at least the queue's.
     - ``max_receive_count``: deliveries before a message moves to the DLQ, 1-1000. Default 5.
@@ -113,8 +123,9 @@ class InterruptionEventsSettings:
     lifecycle_result: str = "CONTINUE"
     lambda_timeout_seconds: int = 360
     lambda_memory_mib: int = 256
-    lambda_reserved_concurrency: Optional[int] = None
+    lambda_reserved_concurrency: Optional[int] = 10
     batch_size: int = 10
+    maximum_batching_window_seconds: int = 1
     message_retention_seconds: int = 86400
     dlq_retention_seconds: int = 1209600
     max_receive_count: int = 5
@@ -141,8 +152,17 @@ def validate_settings(name: str, groups: Sequence[str], s: InterruptionEventsSet
                               f"{s.lambda_timeout_seconds}); 360 covers the default 300 s drain")
     if not 128 <= s.lambda_memory_mib <= 10240:
         raise ValidationError(f"{where}: lambda_memory_mib must be between 128 and 10240 (got {s.lambda_memory_mib})")
-    if not 1 <= s.batch_size <= 10:
-        raise ValidationError(f"{where}: batch_size must be between 1 and 10 (got {s.batch_size})")
+    if not 1 <= s.batch_size <= 100:
+        raise ValidationError(f"{where}: batch_size must be between 1 and 100 (got {s.batch_size})")
+    if not 0 <= s.maximum_batching_window_seconds <= 300:
+        raise ValidationError(f"{where}: maximum_batching_window_seconds must be between 0 and 300 (got "
+                              f"{s.maximum_batching_window_seconds})")
+    if s.batch_size > 10 and s.maximum_batching_window_seconds < 1:
+        raise ValidationError(f"{where}: batch_size {s.batch_size} needs maximum_batching_window_seconds of 1 or "
+                              "more (SQS hands out at most 10 messages at once without a batching window)")
+    if s.lambda_reserved_concurrency is not None and not 2 <= s.lambda_reserved_concurrency <= 1000:
+        raise ValidationError(f"{where}: lambda_reserved_concurrency must be between 2 and 1000, or None for "
+                              f"no reservation (got {s.lambda_reserved_concurrency})")
     if not 300 <= s.message_retention_seconds <= 1209600:
         raise ValidationError(f"{where}: message_retention_seconds must be between 300 and 1209600 (got "
                               f"{s.message_retention_seconds}): a warning must outlive its two minutes")
@@ -339,7 +359,11 @@ class InterruptionEvents(Construct):
         from cdktn_provider_aws.sqs_queue_redrive_allow_policy import SqsQueueRedriveAllowPolicy
 
         s = self.settings
-        self.visibility_timeout = s.lambda_timeout_seconds + 30
+        # Visibility 6x the function timeout (AWS's advice for an SQS event source): a batch the Lambda
+        # service had to retry (throttled at the concurrency cap) must not become visible to a second
+        # invocation while the first still handles it. A message the handler reports to retry comes back
+        # sooner: lambda_entry shortens its visibility itself (RETRY_VISIBILITY_SECONDS).
+        self.visibility_timeout = VISIBILITY_TIMEOUT_MULTIPLE * s.lambda_timeout_seconds
         self.dlq = SqsQueue(self, "dlq", name=f"{self.name}-interruptions-dlq",
                             message_retention_seconds=s.dlq_retention_seconds, **self._encryption())
         self.queue = SqsQueue(
@@ -539,7 +563,8 @@ class InterruptionEvents(Construct):
         from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
         from cdktn_provider_aws.iam_role import IamRole
         from cdktn_provider_aws.iam_role_policy import IamRolePolicy
-        from cdktn_provider_aws.lambda_event_source_mapping import LambdaEventSourceMapping
+        from cdktn_provider_aws.lambda_event_source_mapping import (LambdaEventSourceMapping,
+                                                                    LambdaEventSourceMappingScalingConfig)
         from cdktn_provider_aws.lambda_function import LambdaFunction, LambdaFunctionEnvironment
 
         s = self.settings
@@ -563,14 +588,26 @@ class InterruptionEvents(Construct):
             description=f"spotkit interruption handler for {', '.join(self.groups)}",
             runtime=LAMBDA_RUNTIME, handler=LAMBDA_HANDLER,
             filename=self.code.path, source_code_hash=self.code.asset_hash,
+            # Timeout: the lifecycle hook's heartbeat (300 s) a terminating batch may wait for, plus margin.
             timeout=s.lambda_timeout_seconds, memory_size=s.lambda_memory_mib,
+            # Reserved concurrency: a wave must find handlers free even when other functions of the account
+            # use the pool, and must not run so many at once that ELB, ECS and SSM throttle every one of them.
             reserved_concurrent_executions=s.lambda_reserved_concurrency,
             environment=LambdaFunctionEnvironment(variables=self._environment()),
             depends_on=[log_group, role_policy],
         )
         self.event_source = LambdaEventSourceMapping(
             self, "handler-source", event_source_arn=self.queue.arn, function_name=self.function.arn,
-            batch_size=s.batch_size, function_response_types=["ReportBatchItemFailures"],
+            # Batch size 10 and a 1 s window: a wave arrives within seconds, so batches fill and share their
+            # AWS calls (one DescribeInstances, one DescribeTargetHealth per group... per batch) for at most
+            # 1 s of a 120 s notice; a lone notice waits at most 1 s.
+            batch_size=s.batch_size, maximum_batching_window_in_seconds=s.maximum_batching_window_seconds,
+            # Partial batch responses: a message to retry is reported alone; the others are deleted.
+            function_response_types=["ReportBatchItemFailures"],
+            # Pollers invoke at most this many at once: above the reserved concurrency they would be
+            # throttled, and a throttled batch counts as a receive toward the dead-letter queue.
+            scaling_config=LambdaEventSourceMappingScalingConfig(
+                maximum_concurrency=s.lambda_reserved_concurrency or DEFAULT_MAXIMUM_CONCURRENCY),
         )
 
     def _create_fis(self) -> None:

@@ -22,11 +22,13 @@ WRITER = r"""
 import sys, numpy as np
 from toolkit import checkpoint
 d = sys.argv[1]
-step = 0
+found = checkpoint.latest(d)
+step = found.step if found else 0            # resume: each run's saves are newer than the last run's
 big = np.arange(400_000, dtype=np.float64)   # ~3 MB per file: a kill lands mid-write often
 while True:
     step += 1
     checkpoint.save(d, step, {"w": big + step}, {"note": "kill test"}, keep=2)
+    print(step, flush=True)                   # the test waits for this before a kill counts
 """
 
 
@@ -60,22 +62,30 @@ def test_empty_or_missing_directory(tmp_path):
 
 
 def test_writer_killed_at_random_points_leaves_a_loadable_newest(tmp_path):
-    # GIVEN a writer saving 3 MB checkpoints in a loop, WHEN it is SIGKILLed at 25 random moments
+    # GIVEN a writer saving 3 MB checkpoints in a loop, WHEN it is SIGKILLed at 25 random moments,
+    # each after the writer's first save of that run (so a slow start on a loaded machine cannot make
+    # a kill land before anything was written: the condition is waited for, not a duration)
     rng = np.random.default_rng(1234)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     highest_seen = 0
     for _ in range(25):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], env=env)
-        time.sleep(0.3 + float(rng.uniform(0.0, 0.4)))
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()          # blocks until the first save of this run completed
+        assert first.strip().isdigit(), f"the writer exited before its first save (rc={proc.poll()})"
+        assert int(first) > highest_seen, "each run saves newer steps than the one before"
+        time.sleep(float(rng.uniform(0.0, 0.4)))   # a random point in the following saves
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         # THEN the newest final checkpoint always loads, with the array it claims
         found = checkpoint.latest(tmp_path)
         assert found is not None
         assert found.arrays["w"][0] == found.step
         assert checkpoint.list_steps(tmp_path)[-1] == found.step, "the newest file is never a torn write"
+        assert found.step >= int(first), "a completed save is never lost to a later kill"
         highest_seen = max(highest_seen, found.step)
-    assert highest_seen > 1
+    assert highest_seen >= 25
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path):

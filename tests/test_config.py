@@ -22,7 +22,7 @@ def test_nested_override_keeps_other_defaults():
 def test_unknown_key_is_named_with_the_valid_ones():
     with pytest.raises(ConfigError) as err:
         apply_overrides(TrainingConfig(), {"group": {"max_sise": 3}}, prefix="training")
-    assert str(err.value) == "training.group.max_sise: unknown setting"
+    assert str(err.value).startswith("training.group.max_sise: unknown setting (did you mean 'max_size'")
     assert "max_size" in err.value.hint
 
 
@@ -64,3 +64,47 @@ def test_top_level_must_be_a_mapping(tmp_path):
     f.write_text("- training\n")
     with pytest.raises(ConfigError, match="must hold a mapping of stack names to settings, not a list"):
         read_config_file(f)
+
+
+def test_unknown_and_misspelled_settings_keys_are_refused(tmp_path):
+    from toolkit.config import check_settings
+
+    with pytest.raises(ConfigError) as err:
+        check_settings({"bogus": 1})
+    assert str(err.value) == "settings.bogus: unknown setting"
+    assert err.value.hint == "settings of settings are: backend, provider_mirror"
+    f = tmp_path / "c.yaml"
+    f.write_text("settings:\n  provider_mirro: auto\n")
+    with pytest.raises(ConfigError, match=r"settings.provider_mirro: unknown setting \(did you mean 'provider_mirror'\?\)"):
+        read_config_file(f)
+    with pytest.raises(ConfigError, match=r"settings.backend.buckt: unknown setting \(did you mean 'bucket'\?\)"):
+        check_settings({"backend": {"type": "s3", "buckt": "b"}})
+    assert check_settings({"provider_mirror": "auto", "backend": {"type": "s3", "bucket": "b"}})
+
+
+def test_backend_key_placeholders():
+    from toolkit.config import backend_key
+
+    assert backend_key("spotkit/{stack}.tfstate", "training") == "spotkit/training.tfstate"
+    with pytest.raises(ConfigError, match=r"unknown placeholder \{name\}"):
+        backend_key("spotkit/{name}.tfstate", "training")
+    with pytest.raises(ConfigError, match="is not a valid template"):
+        backend_key("spotkit/{stack.tfstate", "training")
+
+
+def test_impossible_sizes_are_refused_with_the_aws_bound():
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(TrainingConfig(), {"group": {"max_size": 100000000000}}, prefix="training")
+    assert str(err.value).startswith("training.group.max_size: 100000000000 is out of range: AWS takes whole numbers "
+                                     "up to 2,147,483,647")
+    assert apply_overrides(TrainingConfig(), {"group": {"max_size": 2147483647}}).group.max_size == 2147483647
+
+
+def test_instance_types_are_checked_against_the_shipped_table():
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(TrainingConfig(), {"group": {"instance_types": ["g5.xlarge", "not-a-type"]}}, prefix="training")
+    assert str(err.value).startswith("training.group.instance_types[1]: 'not-a-type' is not an EC2 instance type")
+    with pytest.raises(ConfigError, match=r"'g5.xlarg' is not an EC2 instance type \(close: g5.xlarge"):
+        apply_overrides(TrainingConfig(), {"group": {"instance_types": ["g5.xlarg", "g6.xlarge"]}}, prefix="training")
+    cfg = apply_overrides(TrainingConfig(), {"group": {"instance_types": ["g5.xlarge", "g6.xlarge"]}})
+    assert cfg.group.instance_types == ("g5.xlarge", "g6.xlarge")

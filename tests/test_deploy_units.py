@@ -53,7 +53,8 @@ def test_local_override_points_every_used_service_at_the_emulator():
     assert rendering.services == ["autoscaling", "ec2", "iam", "s3", "sqs", "ssm", "sts"]
     assert provider["endpoints"] == [{s: "http://127.0.0.1:4566" for s in rendering.services}]
     assert (provider["region"], provider["access_key"], provider["secret_key"]) == ("us-east-1", "testing", "testing")
-    assert provider["skip_credentials_validation"] is provider["skip_requesting_account_id"] is True
+    assert provider["skip_credentials_validation"] is True
+    assert provider["skip_requesting_account_id"] is False, "the account id (moto: 123456789012) keeps rule owners plain"
 
 
 @pytest.mark.parametrize("tf_type, service", [

@@ -64,8 +64,9 @@ def test_consumer_settles_every_message_by_its_outcome(world, queue):
     assert (stats.received, stats.deleted, stats.returned) == (5, 5, 0)
     assert dict(stats.outcomes) == {"acted": 2, "duplicate": 1, "ignored": 1, "dropped": 1}
     assert _depth(sqs, url) == (0, 0)
+    # (one batch: a's checkpoint and b's rebalance checkpoint went out in one SendCommand)
     [command] = world.clients.ssm.list_commands(InstanceId=a)["Commands"]
-    assert command["InstanceIds"] == [a]
+    assert sorted(command["InstanceIds"]) == sorted([a, b])
 
 
 def test_consumer_returns_a_transient_failure_and_the_retry_acts(world, queue):
@@ -101,13 +102,13 @@ def test_consumer_extends_visibility_while_a_message_is_handled(world, queue):
     # GIVEN a handler that takes a while (a drain waiting for ECS tasks, say)
     sqs, url = queue
     handler = _handler(world)
-    real = handler.handle_body
+    real = handler.handle_batch
 
-    def slow(body, **kw):
+    def slow(bodies, **kw):
         time.sleep(1.0)
-        return real(body, **kw)
+        return real(bodies, **kw)
 
-    handler.handle_body = slow
+    handler.handle_batch = slow
     _send(sqs, url, w.spot_warning(world.managed[0]))
     # WHEN consumed with extensions every 0.25 s
     consumer = QueueConsumer(sqs, url, handler, concurrency=1, visibility_timeout=10, extend_every_seconds=0.25)
@@ -118,18 +119,18 @@ def test_consumer_extends_visibility_while_a_message_is_handled(world, queue):
 
 
 def test_stop_finishes_the_message_in_progress_and_receives_no_more(world, queue):
-    # GIVEN three messages and one worker, and a stop request (what SIGTERM sends) during the first
+    # GIVEN three messages and one worker receiving one at a time, and a stop request (what SIGTERM sends) during the first
     sqs, url = queue
     _send(sqs, url, *(w.spot_warning(i) for i in world.managed))
     handler = _handler(world)
-    consumer = QueueConsumer(sqs, url, handler, concurrency=1, visibility_timeout=30, wait_seconds=1)
-    real = handler.handle_body
+    consumer = QueueConsumer(sqs, url, handler, concurrency=1, visibility_timeout=30, wait_seconds=1, batch_size=1)
+    real = handler.handle_batch
 
-    def stop_then_handle(body, **kw):
+    def stop_then_handle(bodies, **kw):
         consumer.stop()
-        return real(body, **kw)
+        return real(bodies, **kw)
 
-    handler.handle_body = stop_then_handle
+    handler.handle_batch = stop_then_handle
     # WHEN it runs
     stats = consumer.run()
     # THEN the message in progress was finished and deleted, and the other two are still queued

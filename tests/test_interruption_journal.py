@@ -182,19 +182,20 @@ def test_event_file_exits_nonzero_when_an_action_failed(world, aws, tmp_path):
 
 def test_until_empty_exits_nonzero_when_an_event_failed(world, aws, tmp_path):
     # GIVEN a failing lifecycle action on the queue
-    sqs, url, _ = _queue_with_dlq(world, max_receive=5)
+    sqs, url, dlq = _queue_with_dlq(world, max_receive=2)
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(w.lifecycle_terminate(world.managed[0], group="ghost-group")))
-    # WHEN `handle-events --until-empty` consumes it
+    # WHEN `handle-events --until-empty` consumes it (until the queue is empty: retries included)
     result = spotkit(aws.url, "handle-events", "--queue-url", url, "--journal-table", w.TABLE, "--until-empty", "--yes",
                      "--wait-seconds", "1", cwd=tmp_path)
-    # THEN the summary counts it failed, the message stays for its retry, and the exit code says so
+    # THEN each delivery failed and was kept for its retry, until the queue moved it to the dead-letter queue,
+    # and the exit code says so
     assert result.returncode == 1, result.stderr
-    assert result.stdout.strip() == "done: received 1, deleted 0, returned 1; outcomes: failed 1"
+    assert result.stdout.strip() == "done: received 2, deleted 0, returned 2; outcomes: failed 2"
     assert (f"WARNING failed asg-lifecycle-terminate {world.managed[0]} (group {w.GROUP}), kept for retry: "
             f"complete-lifecycle-action for {world.managed[0]} failed: ") in result.stderr
     assert result.stderr.splitlines()[-1] == (f"  next: see why with 'spotkit status --journal-table {w.TABLE}'; once "
                                               "the cause is fixed, the retry acts")
-    assert _depth(sqs, url) == 1
+    assert _depth(sqs, url) == 0 and _depth(sqs, dlq) == 1
 
 
 def test_lambda_reports_a_failed_action_for_retry(world):

@@ -84,8 +84,8 @@ def test_queue_is_encrypted_with_a_dlq_and_redrive(training):
     assert main["sqs_managed_sse_enabled"] is True and dlq["sqs_managed_sse_enabled"] is True
     assert main["message_retention_seconds"] == 86400
     assert dlq["message_retention_seconds"] == 1209600
-    # the visibility timeout covers the Lambda's timeout, as the event source mapping requires
-    assert main["visibility_timeout_seconds"] == 390
+    # the visibility timeout is 6x the Lambda's timeout, as AWS advises for an SQS event source
+    assert main["visibility_timeout_seconds"] == 2160
     assert one(doc, "aws_lambda_function")["timeout"] == 360
     assert json.loads(main["redrive_policy"]) == {"deadLetterTargetArn": _ref(doc, "aws_sqs_queue", "interruptions_dlq_"),
                                                   "maxReceiveCount": 5}

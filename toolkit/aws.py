@@ -16,6 +16,9 @@ from toolkit.errors import AwsCallError
 
 # Standard retry mode backs off on throttling (RequestLimitExceeded, Throttling...).
 RETRY_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+# The local emulator is never throttled: a refused connection there means it is not running, so say so
+# after a few attempts instead of backing off eight times.
+LOOPBACK_RETRY_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,18 @@ class AwsTarget:
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
     def client(self, service: str, config: Config | None = None):
-        """A client with the standard retries; ``config`` is merged over them (e.g. fewer attempts)."""
+        """A client with the standard retries; ``config`` is merged over them (fewer attempts, a pool sized to
+        worker threads)."""
         session = self.session()
         extra = {}
-        if self.endpoint_url and is_loopback(self.endpoint_url) and session.get_credentials() is None:
+        loopback = bool(self.endpoint_url) and is_loopback(self.endpoint_url)
+        if loopback and session.get_credentials() is None:
             # The local emulator (spotkit local) accepts any key: spare users exporting fake ones.
             # Only for loopback endpoints, and only when no real credentials are configured.
             extra = dict(EMULATOR_CREDENTIALS)
+        base = LOOPBACK_RETRY_CONFIG if loopback else RETRY_CONFIG
         return session.client(service, endpoint_url=self.endpoint_url,
-                              config=RETRY_CONFIG.merge(config) if config is not None else RETRY_CONFIG, **extra)
+                              config=base.merge(config) if config is not None else base, **extra)
 
 
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -62,3 +68,70 @@ def is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# Error codes AWS returns for credentials that are missing, wrong or expired, and for missing permissions.
+_CREDENTIAL_CODES = ("AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken",
+                     "ExpiredTokenException", "SignatureDoesNotMatch", "InvalidAccessKeyId", "IncompleteSignature",
+                     "RequestExpired")
+_PERMISSION_CODES = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden")
+_LOCAL_HINT = "start the emulator with 'spotkit local start' (or check it with 'spotkit local status'), then run the command again"
+
+
+def user_error(exc: BaseException, endpoint_url: str | None = None,
+               command: str | None = None) -> AwsCallError | None:
+    """The user error (message + next step) for a botocore failure the user can act on, else None.
+
+    The CLI maps every command's uncaught botocore errors through this, so no command reports a
+    missing credential or an unreachable endpoint as an internal error.
+    """
+    from botocore import exceptions as bx
+
+    target = f" {endpoint_url}" if endpoint_url else ""
+    on_emulator = (f"spotkit local start && {command} --endpoint-url http://127.0.0.1:4566" if command
+                   else "spotkit local start, then pass --endpoint-url http://127.0.0.1:4566")
+    restart = f"spotkit local start && {command}" if command else _LOCAL_HINT
+    local = bool(endpoint_url) and is_loopback(endpoint_url)
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError,
+                        bx.NoAuthTokenError)):
+        return AwsCallError(
+            f"no usable AWS credentials: {exc}",
+            hint="configure credentials ('aws configure', AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or --profile NAME), "
+                 f"or run it against the local emulator: {on_emulator}",
+        )
+    if isinstance(exc, (bx.TokenRetrievalError, bx.SSOError)):
+        return AwsCallError(f"the AWS login session has expired or is missing: {exc}",
+                            hint="run 'aws sso login' (with the same --profile), then the command again")
+    if isinstance(exc, bx.ProfileNotFound):
+        return AwsCallError(f"{exc}", hint="check ~/.aws/config, or pass --profile with an existing profile")
+    if isinstance(exc, bx.NoRegionError):
+        return AwsCallError("no AWS region is set", hint="pass --region us-east-1 (or set AWS_REGION)")
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ProxyConnectionError, bx.SSLError)):
+        where = getattr(exc, "kwargs", {}).get("endpoint_url") or endpoint_url or "the AWS endpoint"
+        return AwsCallError(
+            f"could not connect to {where}" + (" (the local emulator is not answering)" if local else "")
+            + f": {exc}",
+            hint=restart if local else "check the network, the region and --endpoint-url (leave it out for AWS itself)",
+        )
+    if isinstance(exc, (bx.ConnectionClosedError, bx.ReadTimeoutError, bx.HTTPClientError)):
+        return AwsCallError(
+            f"the connection to{target or ' AWS'} was lost mid-call"
+            + (" (the local emulator stopped?)" if local else "") + f": {exc}",
+            hint=(restart + "   # runbooks resume from their journal") if local else
+            "run the command again (runbooks pick up where they stopped); if it keeps failing, check the network",
+        )
+    if isinstance(exc, bx.ClientError):
+        err = exc.response.get("Error", {})
+        code, message = err.get("Code", "?"), err.get("Message", str(exc))
+        op = getattr(exc, "operation_name", "an AWS call")
+        if code in _CREDENTIAL_CODES:
+            return AwsCallError(f"AWS refused the credentials ({code} on {op}): {message}",
+                                hint="check the credentials and --profile ('aws sts get-caller-identity' shows who you are)")
+        if code in _PERMISSION_CODES:
+            return AwsCallError(f"not allowed: {op} ({code}): {message}",
+                                hint=f"grant the caller permission for {op}, or run as a role that has it")
+        return AwsCallError(f"AWS refused {op} ({code}): {message}",
+                            hint="fix what the message names, then run the command again; --debug shows the call")
+    if isinstance(exc, bx.ParamValidationError):
+        return None  # a bug in spotkit's own call, not the user's input
+    return None

@@ -81,6 +81,15 @@ EXTENSIONS.append(("fis StartExperiment/GetExperiment run aws:ec2:send-spot-inst
                    "puts the spot warnings on the event bus and interrupts the instances when the experiment "
                    "completes (moto's ASG instances are not spot, so 'spot only' is not applied)"))
 
+# ListContainerInstances filter: moto 5.2 ignores the cluster query language and lists every container
+# instance; the interruption handler lists a batch's instances with `ec2InstanceId in [...]`
+# (tests/support/ecs_filter_extension.py).
+from tests.support import ecs_filter_extension  # noqa: E402
+
+ecs_filter_extension.install()
+EXTENSIONS.append(("ecs ListContainerInstances applies filter ec2InstanceId == / in [...]",
+                   "moto 5.2 ignores the filter; the batched handler lists one batch's container instances per cluster"))
+
 
 @dataclass
 class MotoServer:

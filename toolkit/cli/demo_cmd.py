@@ -87,11 +87,18 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
                f"interruptions (max {agent['steps_lost_max']} per interruption); periodic checkpoints alone lost "
                f"{base['steps_lost_total']}; overhead per interruption {agent['overhead_per_interruption']}s vs "
                f"{base['overhead_per_interruption']}s, goodput {agent['goodput']:.0%} vs {base['goodput']:.0%}")
-    click.echo(f"plot: {out_dir / 'drill' / 'drill.png'}")
+    png = out_dir / "drill" / "drill.png"
+    click.echo(f"plot: {png}" if png.is_file() else f"plot: not drawn; pip install 'spotkit[plot]' for {png}")
     click.echo("check: every shipped stack passes with no errors")
     click.echo("took: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
                + f", total {time.monotonic() - started:.0f}s")
-    click.echo("next: spotkit status --endpoint-url " + state.url + "   |   spotkit local stop")
+    for hint in demo_next_hints(state.url):
+        click.echo(f"next: {hint}")
+
+
+def demo_next_hints(url: str) -> list[str]:
+    """The commands the demo ends with; each works when pasted (tests/test_cli_hints.py runs them)."""
+    return [f"spotkit --endpoint-url {url} status", "spotkit local stop"]
 
 
 def register(group: click.Group) -> None:

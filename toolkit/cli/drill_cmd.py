@@ -10,6 +10,20 @@ from toolkit.cli.context import CliContext, pass_ctx
 from toolkit.output import emit_json, table
 
 
+PLOT_INSTALL_HINT = "pip install 'spotkit[plot]'"
+# Synthesizes the training stack into cdktf.out, then checks it: works when pasted in any folder.
+CHECK_HINT = "spotkit synth training && spotkit check cdktf.out"
+
+
+def plot_unavailable() -> str | None:
+    """Why drill.png cannot be drawn here (the optional 'plot' extra is missing), or None."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "matplotlib (the optional 'plot' extra) is not installed"
+    return None
+
+
 def _fmt(value, unit="s"):
     return "-" if value is None else f"{value:.2f}{unit}" if isinstance(value, float) else str(value)
 
@@ -110,19 +124,23 @@ def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_secon
     settings.validate()
     out_dir = Path(out)
     say = (lambda msg: None) if ctx.json else (lambda msg: click.echo(f"  {msg}", err=True))
+    no_plot = plot_unavailable()
+    if no_plot:  # said before the drill runs, not after
+        click.echo(f"note: {no_plot}; the drill writes drill.json and the table, no drill.png "
+                   f"({PLOT_INSTALL_HINT} for the plot)", err=True)
     if not ctx.json:
         label = "" if cloud == "aws" else f" ({cloud})"
         click.echo(f"drill{label}: {interruptions} interruptions (seed {seed}), {steps} steps of {step_seconds}s, "
                    f"notice {notice_seconds}s, agent policy {notice_policy}", err=True)
     results = run_drill_with_aws(ctx, settings, out_dir, use_aws, say)
-    png = plot(results, out_dir / "drill.png")
     summary = {mode: run.summary() for mode, run in results.items()}
     summary["compare"] = compare(results)
     import json
 
     (out_dir / "drill.json").write_text(json.dumps(summary, indent=2))
+    png = None if no_plot else plot(results, out_dir / "drill.png")
     if ctx.json:
-        emit_json({**summary, "plot": str(png)})
+        emit_json({**summary, "plot": str(png) if png else None})
         return
     click.echo(render_drill_table(results))
     cmp = summary["compare"]
@@ -134,7 +152,9 @@ def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_secon
     if reattached:
         ok = sum(1 for a in reattached if a["reattached"])
         click.echo(f"data volume re-attached to the replacement by `recover volumes`: {ok}/{len(reattached)} reclaims")
-    click.echo(f"plot: {png}\nnext: spotkit check cdktf.out   (is your own Terraform ready for this?)")
+    click.echo(f"plot: {png}" if png else f"plot: not drawn ({no_plot}); {PLOT_INSTALL_HINT}, then run the drill again")
+    click.echo(f"data: {out_dir / 'drill.json'}")
+    click.echo(f"next: {CHECK_HINT}   # is your Terraform ready for this?")
 
 
 def register(group: click.Group) -> None:

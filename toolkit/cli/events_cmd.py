@@ -24,7 +24,8 @@ def fail_fast_config():
     return Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
 
 
-def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: str = DEFAULT_JOURNAL_FILE):
+def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: str = DEFAULT_JOURNAL_FILE,
+                 clients=None):
     """The journal (DynamoDB table or local JSON-lines file) and its description, checked with one cheap
     read before anything uses it: a wrong table or endpoint stops here with a clear error."""
     from toolkit.interruption.store import DynamoDBStore, JournalError, LocalFileStore
@@ -32,7 +33,8 @@ def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: 
     try:
         if journal_table:
             DynamoDBStore(ctx.aws.client("dynamodb", config=fail_fast_config()), journal_table).check()
-            return DynamoDBStore(ctx.client("dynamodb"), journal_table), f"DynamoDB table {journal_table}"
+            dynamodb = clients.dynamodb if clients is not None else ctx.client("dynamodb")
+            return DynamoDBStore(dynamodb, journal_table), f"DynamoDB table {journal_table}"
         path = Path(journal_file or default_file)
         store = LocalFileStore(path)
         store.check()
@@ -65,7 +67,10 @@ def report_skipped_lines(store) -> None:
               help="DynamoDB journal (the stack's interruption_journal_table output); shared with the Lambda.")
 @click.option("--journal-file", type=click.Path(dir_okay=False),
               help=f"Local JSON-lines journal when no table is given. Default: {DEFAULT_JOURNAL_FILE}.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256), help="Messages handled at once.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Workers; each handles one batch of messages at a time.")
+@click.option("--batch-size", default=10, show_default=True, type=click.IntRange(1, 10),
+              help="Messages a worker receives and handles together (shared AWS calls; SQS's maximum is 10).")
 @click.option("--visibility-timeout", default=60, show_default=True, type=click.IntRange(10, 43200),
               help="Seconds a received message stays invisible; extended while it is handled.")
 @click.option("--wait-seconds", default=10, show_default=True, type=click.IntRange(1, 20), help="Long-poll wait.")
@@ -87,8 +92,8 @@ def report_skipped_lines(store) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table, journal_file, concurrency,
-                          visibility_timeout, wait_seconds, until_empty, checkpoint_command, no_checkpoint, groups,
-                          clusters, drain_on_rebalance, start_replacement, fallback, fallback_max_on_demand_base,
+                          batch_size, visibility_timeout, wait_seconds, until_empty, checkpoint_command, no_checkpoint,
+                          groups, clusters, drain_on_rebalance, start_replacement, fallback, fallback_max_on_demand_base,
                           fallback_hold_minutes, dry_run, yes):
     """Drain, checkpoint and complete lifecycle actions for interruption warnings, exactly once.
 
@@ -101,6 +106,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if bool(queue_url) == bool(event_file):
         raise ToolkitError("give exactly one of --queue-url and --event-file",
                            hint="spotkit handle-events --queue-url $(terraform output -raw interruption_queue_url)")
+    bodies = read_event_file(Path(event_file)) if event_file else []
     defaults = HandlerSettings()
     settings = HandlerSettings(
         dry_run=dry_run,
@@ -117,16 +123,15 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if not ctx.debug:
         for noisy in ("botocore", "boto3", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    store, where = open_journal(ctx, journal_table, journal_file)
-    handler = Handler(Clients(factory=ctx.client), store, settings)
+    from toolkit.interruption.consumer import client_config
+
+    config = client_config(concurrency)
+    clients = Clients(factory=lambda service: ctx.aws.client(service, config=config))
+    store, where = open_journal(ctx, journal_table, journal_file, clients=clients)
+    handler = Handler(clients, store, settings)
 
     if event_file:
-        try:
-            data = json.loads(Path(event_file).read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ToolkitError(f"{event_file} is not JSON: {exc}",
-                               hint="give an EventBridge event (or a list of them) as saved from the console or a test") from None
-        outcomes = [o for body in (data if isinstance(data, list) else [data]) for o in handler.handle_body(body)]
+        outcomes = [o for body in bodies for o in handler.handle_body(body)]
         rows = [{"status": o.status, "kind": o.kind, "instance": o.instance_id, "event_id": o.event_id,
                  "reason": o.reason, "actions": {a.name: a.status for a in o.actions}} for o in outcomes]
         if ctx.json:
@@ -138,6 +143,12 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
                            + (f" ({r['reason']})" if r["reason"] else ""))
             click.echo(f"journal: {where}")
         report_skipped_lines(store)
+        dropped = [o for o in outcomes if o.status == "dropped"]
+        if dropped:
+            raise ToolkitError(f"{len(dropped)} of {len(bodies)} event(s) in {event_file} could not be read as an "
+                               f"interruption event: {dropped[0].reason}",
+                               hint=f"fix {event_file}: each event needs the fields AWS sends (for EventBridge: "
+                                    "detail-type, source, detail with instance-id)")
         unhandled = [o for o in outcomes if not o.delete_message]
         if unhandled:
             raise ToolkitError(
@@ -147,18 +158,18 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
                      f"event be handled again): spotkit handle-events --event-file {event_file}")
         return
 
-    from toolkit.interruption.consumer import QueueConsumer
-
-    from toolkit.interruption.consumer import ConsumerError
+    from toolkit.interruption.consumer import ConsumerError, QueueConsumer
     from toolkit.interruption.handler import FAILED
 
-    # Few attempts per receive: the consumer itself retries a failing receive a bounded number of times.
-    consumer = QueueConsumer(ctx.aws.client("sqs", config=fail_fast_config()), queue_url, handler,
-                             concurrency=concurrency, visibility_timeout=visibility_timeout, wait_seconds=wait_seconds)
+    # Few attempts per receive (the consumer itself retries a failing receive a bounded number of times),
+    # with a connection pool sized to the workers.
+    consumer = QueueConsumer(ctx.aws.client("sqs", config=fail_fast_config().merge(config)), queue_url, handler,
+                             concurrency=concurrency, batch_size=batch_size, visibility_timeout=visibility_timeout,
+                             wait_seconds=wait_seconds)
     consumer.install_signal_handlers()
     if not ctx.json:
         click.echo(f"start: consuming {queue_url} with {concurrency} workers{' (dry run)' if dry_run else ''}; "
-                   f"journal: {where}", err=True)
+                   f"journal: {where}; batches of up to {batch_size} messages", err=True)
     try:
         stats = consumer.run(stop_when_idle=until_empty)
     except ConsumerError as exc:
@@ -176,6 +187,31 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
                            "and go to the dead-letter queue after its maxReceiveCount",
                            hint=f"see why with 'spotkit status {_journal_args(journal_table, store)}'; once the "
                                 "cause is fixed, the retry acts")
+
+
+def read_event_file(path: Path) -> list[dict]:
+    """The events of ``--event-file``: one JSON object or a list of them; anything else is a user error."""
+    hint = (f"fix {path}: one event as a JSON object (an EventBridge event as AWS delivers it), "
+            "or a JSON list of them")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ToolkitError(f"--event-file {path} is not UTF-8 text (offset {exc.start})", hint=hint) from exc
+    except json.JSONDecodeError as exc:
+        doc = exc.doc
+        ends_early = doc.count("{") > doc.count("}") or doc.count("[") > doc.count("]") or doc.count('"') % 2 == 1
+        truncated = " (the file ends early: truncated?)" if ends_early else ""
+        raise ToolkitError(f"--event-file {path} is not valid JSON{truncated}: {exc.msg} at line {exc.lineno} "
+                           f"column {exc.colno}", hint=hint) from exc
+    items = data if isinstance(data, list) else [data]
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            where = f"item {i}" if isinstance(data, list) else "the file"
+            raise ToolkitError(f"--event-file {path}: {where} is a JSON {type(item).__name__}, not an event object",
+                               hint=hint)
+    if not items:
+        raise ToolkitError(f"--event-file {path} holds an empty list: no event to handle", hint=hint)
+    return items
 
 
 def register(group: click.Group) -> None:

@@ -1,19 +1,28 @@
 """Entry point of ``spotkit``: global options, command registration, and error handling.
 
-A ``ToolkitError`` exits 1 with its message and a next step and no traceback; any other exception is
-a bug: a one-line message, and the traceback only under ``--debug``.
+A ``ToolkitError`` exits 1 with its message and a next step and no traceback; so do the failures the
+user can act on that other libraries raise (``user_error``: botocore's missing credentials and
+unreachable endpoints, files that cannot be written). Any other exception is a bug: a one-line
+message, and the traceback only under ``--debug``.
+
+The global options are accepted before the command (``spotkit --endpoint-url URL status``) and, as
+AWS CLI users type them, after it (``spotkit status --endpoint-url URL``).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
+import shlex
 import sys
 import traceback
+from typing import Any
 
 import click
 
 from toolkit import __version__
+from toolkit.aws import user_error as aws_user_error
 from toolkit.cli.context import CliContext
 from toolkit.errors import ToolkitError
 
@@ -46,7 +55,10 @@ COMMAND_MODULES = [
 @click.version_option(__version__, prog_name="spotkit")
 @click.pass_context
 def cli(ctx: click.Context, region, profile, endpoint_url, output, config_path, debug):
-    """spotkit: run AI training and inference on spot capacity without losing work."""
+    """spotkit: run AI training and inference on spot capacity without losing work.
+
+    The global options also work after the command: spotkit status --endpoint-url URL.
+    """
     ctx.obj = CliContext(region=region, profile=profile, endpoint_url=endpoint_url, output=output,
                          debug=debug, config_path=config_path)
 
@@ -55,9 +67,86 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(cli)
 
 
+def _late_global(attr: str):
+    """Callback of a global option given after the command: it sets the same CliContext field."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value is False:
+            return
+        obj = ctx.find_object(CliContext)
+        if obj is not None:
+            setattr(obj, attr, value)
+
+    return callback
+
+
+def accept_global_options_after(command: click.Command) -> None:
+    """Give ``command`` (and its subcommands) hidden copies of the global options.
+
+    A copy has no default and no environment variable, so it only changes what was typed after the
+    command; one a command defines itself (none today) keeps its own meaning.
+    """
+    for param in cli.params:
+        if not isinstance(param, click.Option) or param.name in ("version", "help"):
+            continue
+        attr = param.name
+        taken = {o for p in command.params for o in getattr(p, "opts", [])}
+        opts = [o for o in param.opts if o not in taken]
+        if not opts:
+            continue
+        kwargs: dict[str, Any] = dict(hidden=True, expose_value=False, callback=_late_global(attr), default=None)
+        if param.is_flag:
+            kwargs.update(is_flag=True, default=False)
+        else:
+            kwargs["type"] = param.type
+        command.params.append(click.Option(opts, **kwargs))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options_after(sub)
+
+
+for _command in cli.commands.values():
+    accept_global_options_after(_command)
+
+
+def user_error(exc: BaseException, argv: list[str]) -> ToolkitError | None:
+    """A ToolkitError for a failure the user can act on that is not one already, else None (a bug)."""
+    endpoint = _option_value(argv, "--endpoint-url") or os.environ.get("SPOTKIT_ENDPOINT_URL")
+    mapped = aws_user_error(exc, endpoint, command=shlex.join(["spotkit", *argv]))
+    if mapped is not None:
+        return mapped
+    if isinstance(exc, ConnectionError):  # raw sockets (the emulator's own HTTP API, IMDS...)
+        return ToolkitError(f"could not connect: {exc}",
+                            hint="check that the service is running (for the emulator: spotkit local status)")
+    if isinstance(exc, OSError) and exc.filename and exc.errno in (
+            errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC,
+            errno.EEXIST):
+        return ToolkitError(f"cannot use the path {exc.filename}: {exc.strerror}",
+                            hint="pass a path in a folder you can write to (e.g. --out ./out), or fix its permissions")
+    return None
+
+
+def _option_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _report(exc: ToolkitError, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"Error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"  next: {exc.hint}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("SPOTKIT_DEBUG"))
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args or bool(os.environ.get("SPOTKIT_DEBUG"))
     try:
         cli.main(args=argv, prog_name="spotkit", standalone_mode=False)
     except click.exceptions.Abort:
@@ -67,16 +156,16 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except ToolkitError as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"Error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"  next: {exc.hint}", err=True)
+        _report(exc, debug)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as exc:  # a bug: say so, traceback only with --debug
+        mapped = user_error(exc, args)
+        if mapped is not None:
+            _report(mapped, debug)
+            sys.exit(mapped.exit_code)
         if debug:
             traceback.print_exc()
         click.echo(f"Internal error: {type(exc).__name__}: {exc}", err=True)

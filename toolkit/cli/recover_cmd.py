@@ -63,6 +63,27 @@ def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir:
     return result, True
 
 
+def require_group(ctx: CliContext, group: str) -> None:
+    """A group that nothing carries (no Auto Scaling group of that name, no instance, volume or snapshot
+    tagged with it) is a user error naming the groups that do exist, never "nothing to do"."""
+    from toolkit.errors import ToolkitError
+    from toolkit.runbooks import aws_calls as aws
+
+    if aws.describe_groups(ctx.client("autoscaling"), [group]):
+        return
+    tagged = ctx.client("ec2").describe_tags(
+        Filters=[{"Name": "key", "Values": [aws.GROUP_TAG]}, {"Name": "value", "Values": [group]}], MaxResults=5)
+    if tagged.get("Tags"):
+        return
+    known = sorted({g["AutoScalingGroupName"] for g in aws.describe_groups(ctx.client("autoscaling"))})
+    if known:
+        raise ToolkitError(f"no spotkit group named {group!r} here (groups: {', '.join(known)})",
+                           hint="spotkit status   # lists the groups with their capacity; pass one of them with --group")
+    raise ToolkitError(f"no spotkit group named {group!r} here, and no spotkit group at all in this account/region",
+                       hint="spotkit stacks   # then apply the stack that makes the group (spotkit apply STACK); "
+                            "or check --region / --endpoint-url")
+
+
 def _echo_actions(actions) -> None:
     for a in actions:
         click.echo(("done: " if a.done else "") + a.description)
@@ -89,6 +110,7 @@ def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run,
     from toolkit.runbooks.volumes import RecoverVolumes
 
     ec2, autoscaling = ctx.client("ec2"), ctx.client("autoscaling")
+    require_group(ctx, group)
 
     def make(rc):
         r = RecoverVolumes(ec2, rc, allow_copy=allow_copy, autoscaling=autoscaling).run(group)
@@ -126,6 +148,7 @@ def snapshot_command(ctx: CliContext, group, device, instance_id, yes, dry_run, 
     from toolkit.runbooks.snapshot import RestoreSnapshot
 
     ec2 = ctx.client("ec2")
+    require_group(ctx, group)
 
     def make(rc):
         r = RestoreSnapshot(ec2, rc).run(group, device, instance_id)
@@ -184,6 +207,7 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
     from toolkit.runbooks.replace import ReplaceCapacity
 
     asg = ctx.client("autoscaling")
+    require_group(ctx, group)
 
     def make(rc):
         r = ReplaceCapacity(asg, rc, window_minutes=window_minutes, min_failures=min_failures).run(group)
@@ -192,9 +216,9 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
     result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"replace {group}")
     _echo_capacity(ctx, result)
     if result.status == "launching":
-        click.echo(f"next: the group is still launching; run 'spotkit recover replace --group {group}' again in a few minutes")
+        click.echo(f"next: spotkit recover replace --group {group}   # in a few minutes: the group is still launching")
     elif result.status == "fallback" and not dry_run:
-        click.echo(f"next: when spot is back, 'spotkit recover restore-spot --group {group}'")
+        click.echo(f"next: spotkit recover restore-spot --group {group}   # when spot is back")
 
 
 @recover_group.command("restore-spot")
@@ -208,6 +232,7 @@ def restore_spot_command(ctx: CliContext, group, force, window_minutes, yes, dry
     from toolkit.runbooks.replace import RestoreSpot
 
     asg = ctx.client("autoscaling")
+    require_group(ctx, group)
 
     def make(rc):
         r = RestoreSpot(asg, rc, window_minutes=window_minutes).run(group, force=force)
@@ -280,6 +305,8 @@ def status_command(ctx: CliContext, group, stack, target, project_dir, journal_t
     if not tables and not files and not ctx.json:
         click.echo("note: no interruption journal read; for the deployed handler's pass --stack STACK "
                    "or --journal-table NAME", err=True)
+    if group:
+        require_group(ctx, group)
     result = status(ctx.client("ec2"), ctx.client("autoscaling"), group, interruptions=interruptions.values())
     if ctx.json:
         emit_json(result)

@@ -41,7 +41,9 @@ def synth_command(ctx: CliContext, stack_names, outdir, no_cache):
         return
     for s in summaries:
         click.echo(synth_domain.render_summary(s))
-    click.echo(f"\nnext: spotkit plan {specs[0].name} --target local   (or: cd {outdir}/stacks/{specs[0].name} && terraform init)")
+    # each next: line is one command that works when pasted (a shell comment may follow)
+    click.echo(f"\nnext: spotkit plan {specs[0].name} --target local   # on the local emulator (spotkit local start)")
+    click.echo(f"next: cd {outdir}/stacks/{specs[0].name} && terraform init   # or plain Terraform")
 
 
 def _summary_dict(s: synth_domain.StackSummary) -> dict:

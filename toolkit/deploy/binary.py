@@ -6,10 +6,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 
 from toolkit.errors import MissingDependencyError
+
+# `terraform version` answers in well under a second; one that does not within this many seconds (or
+# SPOTKIT_TERRAFORM_TIMEOUT, when smaller) is not a working binary.
+VERSION_TIMEOUT_SECONDS = 60.0
 
 # The stacks need `required_version >= 1.5` (stacks/base.py); OpenTofu forked from 1.5/1.6.
 MIN_VERSION = (1, 5, 0)
@@ -52,12 +57,8 @@ def find_terraform(explicit: str | None = None) -> TerraformBinary:
         if not candidates:
             raise MissingDependencyError("neither 'terraform' nor 'tofu' was found on PATH", hint=INSTALL_HINT)
     path = candidates[0]
-    try:
-        proc = subprocess.run([path, "version"], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "CHECKPOINT_DISABLE": "1"})
-    except OSError as exc:
-        raise MissingDependencyError(f"could not run {path!r}: {exc}", hint=INSTALL_HINT) from exc
-    parsed = parse_version(proc.stdout + proc.stderr)
+    output = _version_output(path, version_timeout())
+    parsed = parse_version(output)
     if not parsed:
         raise MissingDependencyError(f"{path!r} did not report a Terraform or OpenTofu version", hint=INSTALL_HINT)
     flavor, version = parsed
@@ -65,3 +66,34 @@ def find_terraform(explicit: str | None = None) -> TerraformBinary:
         found = ".".join(map(str, version))
         raise MissingDependencyError(f"{path} is version {found}; spotkit needs 1.5.0 or newer", hint=INSTALL_HINT)
     return TerraformBinary(path=path, flavor=flavor, version=version)
+
+
+def version_timeout() -> float:
+    try:
+        configured = float(os.environ.get("SPOTKIT_TERRAFORM_TIMEOUT") or VERSION_TIMEOUT_SECONDS)
+    except ValueError:
+        configured = VERSION_TIMEOUT_SECONDS
+    return max(0.1, min(VERSION_TIMEOUT_SECONDS, configured))
+
+
+def _version_output(path: str, timeout: float) -> str:
+    """stdout+stderr of ``path version``; a binary that hangs is ended (with its children) and refused."""
+    try:
+        proc = subprocess.Popen([path, "version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "CHECKPOINT_DISABLE": "1"}, start_new_session=True)
+    except OSError as exc:
+        raise MissingDependencyError(f"could not run {path!r}: {exc}", hint=INSTALL_HINT) from exc
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: ends what it started too
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise MissingDependencyError(
+            f"{path!r} did not answer 'version' within {timeout:g} s: it hangs, so it cannot run plans either",
+            hint=f"run '{path} version' to see what it waits for, or pass --terraform-bin with a working "
+                 "terraform/tofu",
+        ) from None
+    return out or ""

@@ -117,7 +117,7 @@ def provider_override(endpoint_url: str, services: list[str], region: str = LOCA
         **LOCAL_CREDENTIALS,
         "skip_credentials_validation": True,
         "skip_metadata_api_check": True,
-        "skip_requesting_account_id": True,
+        "skip_requesting_account_id": False,  # the provider compares rule owners with it (ingress rules)
         "skip_region_validation": True,
         "s3_use_path_style": True,
         # A call moto does not implement answers 500, which the provider retries for a long time.

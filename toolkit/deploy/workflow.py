@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from toolkit.deploy import local_target, mirror
 from toolkit.deploy.binary import TerraformBinary, find_terraform
+from toolkit.config import backend_key, check_settings
 from toolkit.deploy.planning import PlanSummary, summarize_plan, summarize_plan_stream
 from toolkit.deploy.runner import IsFlagged, TerraformRunner, ensure_not_running
 from toolkit.errors import ConfigError, ToolkitError
@@ -71,10 +72,7 @@ class PlanResult:
 
 
 def settings(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    value = (config or {}).get("settings") or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"settings: expected a mapping, got {value!r}")
-    return value
+    return check_settings((config or {}).get("settings"))
 
 
 def backend_block(stack: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -86,14 +84,10 @@ def backend_block(stack: str, config: Mapping[str, Any]) -> dict[str, Any] | Non
         raise ConfigError(f"settings.backend: expected a mapping, got {raw!r}", hint="e.g. {type: s3, bucket: ..., dynamodb_table: ...}")
     if raw.get("type") != "s3":
         raise ConfigError(f"settings.backend.type: expected 'local' or 's3', got {raw.get('type')!r}")
-    allowed = {"type", "bucket", "key", "region", "dynamodb_table", "encrypt", "kms_key_id", "profile", "use_lockfile"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"settings.backend.{unknown[0]}: unknown setting", hint=f"settings of settings.backend are: {', '.join(sorted(allowed))}")
     if not raw.get("bucket"):
         raise ConfigError("settings.backend.bucket: required for the s3 backend", hint="name the S3 bucket that holds the state")
     block = {k: v for k, v in raw.items() if k != "type"}
-    block["key"] = str(block.get("key") or "spotkit/{stack}.tfstate").format(stack=stack)
+    block["key"] = backend_key(str(block.get("key") or "spotkit/{stack}.tfstate"), stack)
     block.setdefault("encrypt", True)
     return {"s3": block}
 
@@ -118,11 +112,16 @@ def _runner(path: Path, opts: DeployOptions, binary: TerraformBinary | None = No
     return TerraformRunner(path, binary, env), mirror_dir
 
 
-def local_endpoint(opts: DeployOptions) -> tuple[str, str | None]:
-    """(emulator url, emulator id) for the local target: --endpoint-url, else the running emulator."""
-    if opts.endpoint_url:
-        return opts.endpoint_url.rstrip("/"), None
+def local_endpoint(opts: DeployOptions) -> tuple[str, str]:
+    """(emulator url, emulator id) for the local target: --endpoint-url, else the running emulator.
+
+    The id is known however the endpoint was given (``emulator.identify``), so the state of an emulator
+    that has been restarted since is always set aside."""
     from toolkit.local import emulator
+
+    if opts.endpoint_url:
+        url = opts.endpoint_url.rstrip("/")
+        return url, emulator.identify(url, opts.project)
 
     st = emulator.status(opts.project)
     if not st.running or st.state is None:
@@ -179,16 +178,21 @@ def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) ->
     return wd
 
 
-def _set_aside_stale_state(path: Path, emulator_id: str | None) -> Path | None:
+def _set_aside_stale_state(path: Path, emulator_id: str) -> Path | None:
+    """Move the state aside unless it was written against this very emulator (a state with no record of
+    its emulator, from an older spotkit, counts as stale: the emulator it was made on is unknown)."""
     marker = path / EMULATOR_ID_FILE
     previous = marker.read_text().strip() if marker.is_file() else None
     state = path / "terraform.tfstate"
     moved = None
-    if emulator_id and previous and previous != emulator_id and state.is_file():
-        moved = path / f"terraform.tfstate.emulator-{previous}"
+    if previous != emulator_id and state.is_file():
+        moved = path / f"terraform.tfstate.emulator-{previous or 'unknown'}"
+        n = 1
+        while moved.exists():
+            n += 1
+            moved = path / f"terraform.tfstate.emulator-{previous or 'unknown'}.{n}"
         state.rename(moved)
-    if emulator_id:
-        marker.write_text(emulator_id)
+    marker.write_text(emulator_id)
     return moved
 
 
@@ -243,7 +247,17 @@ def init(wd: Workdir, force: bool = False) -> bool:
     """Run `terraform init` when needed (or ``force``); return whether it ran."""
     if not force and not init_needed(wd):
         return False
-    wd.runner.run("init", input=False, no_color=IsFlagged)
+    from toolkit.deploy.runner import TerraformCommandFailed
+
+    try:
+        wd.runner.run("init", input=False, no_color=IsFlagged)
+    except TerraformCommandFailed as exc:
+        # A machine without registry access fails exactly here: name the option that uses the mirror it has.
+        found = mirror.discover() if wd.mirror is None else None
+        if found is not None:
+            exc.hint = (f"a provider mirror is on this machine ({found}): "
+                        f"spotkit plan {wd.stack} --target {wd.target} --provider-mirror auto")
+        raise
     marker = wd.path / ".terraform" / INIT_FINGERPRINT
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"fingerprint": init_fingerprint(wd)}))

@@ -19,6 +19,8 @@ so the remaining steps still run.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -49,13 +51,20 @@ class Clients:
 
     factory: Optional[Callable[[str], Any]] = None
     _made: dict = field(default_factory=dict, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def get(self, service: str):
-        if service not in self._made:
-            if self.factory is None:
-                raise ValueError(f"no {service} client was given and Clients has no factory")
-            self._made[service] = self.factory(service)
-        return self._made[service]
+        """One client per service, shared by every thread (boto3 clients are thread-safe; building
+        one is not cheap, so it is built once, under a lock taken only then)."""
+        made = self._made.get(service)
+        if made is not None:
+            return made
+        with self._lock:
+            if service not in self._made:
+                if self.factory is None:
+                    raise ValueError(f"no {service} client was given and Clients has no factory")
+                self._made[service] = self.factory(service)
+            return self._made[service]
 
     @classmethod
     def of(cls, factory: Optional[Callable[[str], Any]] = None, **clients) -> "Clients":
@@ -375,3 +384,275 @@ def is_drained(clients: Clients, result: DrainResult, *, clusters: Optional[Sequ
     if cp and cp.detail.get("command_id") and not checkpoint_finished(clients.ssm, result.instance_id, cp.detail["command_id"]):
         return False
     return True
+
+
+# --- batches: a wave of notices -----------------------------------------------------------------
+#
+# A wave (a pool, an AZ, a GPU family reclaimed at once) brings hundreds of notices within seconds.
+# Acting per notice costs O(targets) reads per notice (the whole target group, every container
+# instance of the cluster); the batch functions below take every instance of one receive (up to 10
+# SQS messages; more for the Lambda's batching window) and make one call per AWS resource instead:
+#
+#   DescribeInstances        one per batch (instance-id filter, so an unknown id is no error)
+#   DescribeTargetHealth     one per target group per batch; DeregisterTargets one per group
+#   ListContainerInstances   one per cluster per batch (filter ec2InstanceId in [...], ACTIVE only);
+#                            UpdateContainerInstancesState for up to 10 at a time (the API's limit)
+#   SendCommand              one per 50 instances (the API's limit for InstanceIds)
+#
+# Each returns one ``ActionResult`` per instance, so the journal still records (and the handler still
+# retries) per event. A failed call fails only the instances it was for; ``detail["retry"]`` is True
+# when the failure is transient (throttling after the client's own retries, a connection error): the
+# handler then releases those events for the message's redelivery (every step is idempotent).
+
+UPDATE_CONTAINER_INSTANCES_MAX = 10
+SEND_COMMAND_MAX_INSTANCES = 50
+DESCRIBE_FILTER_MAX_VALUES = 200
+ECS_FILTER_MAX_IDS = 50
+CHECKPOINT_COMMENT_PREFIX = "spotkit checkpoint"
+
+
+def _chunks(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _failure(name: str, ids: Sequence[str], exc: Exception) -> dict[str, ActionResult]:
+    """Every instance ``ids`` names failed with ``exc``; ``retry`` says whether a redelivery may fix it."""
+    if isinstance(exc, ClientError):
+        code, retry = _code(exc), _code(exc) in RETRYABLE_CODES
+    else:
+        code, retry = type(exc).__name__, isinstance(exc, (EndpointConnectionError, ConnectionClosedError))
+    return {i: ActionResult(name, FAILED, f"{name} for {i} failed: {exc}", {"error": code, "retry": retry})
+            for i in ids}
+
+
+_CALL_ERRORS = (ClientError, BotoCoreError)
+
+
+class Discovery:
+    """The region's instance target groups and ECS clusters, listed once and reused for ``ttl_seconds``.
+
+    Both change rarely (a deploy), a wave lasts minutes: without the cache every batch would list
+    them again. Thread-safe; the lock is held only while a list is refreshed. ``clusters`` given at
+    construction (``--cluster``) are used as they are, never listed."""
+
+    def __init__(self, ttl_seconds: float = 300.0, *, clusters: Sequence[str] = (), clock: Optional[Callable[[], float]] = None):
+        self.ttl_seconds = ttl_seconds
+        self._fixed_clusters = list(clusters)
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, list[str]]] = {}
+
+    def _get(self, key: str, load: Callable[[], list[str]]) -> list[str]:
+        hit = self._cache.get(key)
+        if hit is not None and self._clock() - hit[0] <= self.ttl_seconds:
+            return list(hit[1])
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None or self._clock() - hit[0] > self.ttl_seconds:
+                hit = (self._clock(), load())
+                self._cache[key] = hit
+            return list(hit[1])
+
+    def target_groups(self, elbv2) -> list[str]:
+        return self._get("target_groups", lambda: list_target_groups(elbv2))
+
+    def clusters(self, ecs) -> list[str]:
+        if self._fixed_clusters:
+            return list(self._fixed_clusters)
+        return self._get("clusters", lambda: [arn for page in ecs.get_paginator("list_clusters").paginate()
+                                              for arn in page["clusterArns"]])
+
+
+def describe_instances_batch(ec2, instance_ids: Sequence[str]) -> dict[str, dict]:
+    """Instance id -> its DescribeInstances entry, for every id that exists (one call per 200 ids; a
+    filter, not InstanceIds, so one unknown id does not fail the whole batch)."""
+    found: dict[str, dict] = {}
+    for chunk in _chunks(sorted(set(instance_ids)), DESCRIBE_FILTER_MAX_VALUES):
+        for page in ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "instance-id", "Values": list(chunk)}]):
+            for r in page["Reservations"]:
+                for inst in r["Instances"]:
+                    found[inst["InstanceId"]] = inst
+    return found
+
+
+def deregister_batch(elbv2, instance_ids: Sequence[str], target_group_arns: Sequence[str], *,
+                     dry_run: bool) -> dict[str, ActionResult]:
+    """``deregister_from_target_groups`` for many instances: per target group one DescribeTargetHealth
+    and one DeregisterTargets carrying every registration (every port) of the batch's instances."""
+    name = "deregister-targets"
+    ids = sorted(set(instance_ids))
+    wanted = set(ids)
+    results: dict[str, ActionResult] = {}
+    found: dict[str, list[str]] = {i: [] for i in ids}
+    for arn in target_group_arns:
+        live = [i for i in ids if i not in results]
+        if not live:
+            break
+        try:
+            health = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+        except ClientError as exc:
+            if _code(exc) == "TargetGroupNotFound":
+                continue  # deleted since it was listed
+            results.update(_failure(name, live, exc))
+            continue
+        except BotoCoreError as exc:
+            results.update(_failure(name, live, exc))
+            continue
+        targets = [h["Target"] for h in health
+                   if h["Target"]["Id"] in wanted and h["Target"]["Id"] not in results
+                   and h.get("TargetHealth", {}).get("State") not in ("draining", "unused")]
+        if not targets:
+            continue
+        owners = sorted({t["Id"] for t in targets})
+        clean = [{"Id": t["Id"], **({"Port": t["Port"]} if "Port" in t else {})} for t in targets]
+        if dry_run:
+            log.info("would have deregistered %s from %s", ", ".join(owners), arn)
+        else:
+            try:
+                elbv2.deregister_targets(TargetGroupArn=arn, Targets=clean)
+            except _CALL_ERRORS as exc:
+                results.update(_failure(name, owners, exc))
+                continue
+        for i in owners:
+            found[i].append(arn)
+    verb = "would have deregistered" if dry_run else "deregistered"
+    for i in ids:
+        if i in results:
+            continue
+        if found[i]:
+            results[i] = ActionResult(name, WOULD if dry_run else DONE, f"{verb} {i} from {len(found[i])} target group(s)",
+                                      {"target_groups": sorted(found[i])})
+        else:
+            results[i] = ActionResult(name, SKIPPED, f"{i} is in no target group (of {len(target_group_arns)})",
+                                      {"target_groups": []})
+    return results
+
+
+def drain_ecs_batch(ecs, instance_ids: Sequence[str], clusters: Sequence[str], *,
+                    dry_run: bool) -> dict[str, ActionResult]:
+    """``drain_ecs_container_instance`` for many instances: per cluster one ListContainerInstances with
+    ``filter="ec2InstanceId in [...]"`` and ``status=ACTIVE`` (what still has to be drained), then
+    UpdateContainerInstancesState(DRAINING) for 10 at a time; its answer names each one's instance.
+    A dry run describes the listed ones instead (read-only) to know whose they are."""
+    name = "ecs-drain"
+    ids = sorted(set(instance_ids))
+    results: dict[str, ActionResult] = {}
+    drained: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}  # instance -> [(cluster, arn)]
+    for cluster in clusters:
+        for chunk in _chunks([i for i in ids if i not in results], ECS_FILTER_MAX_IDS):
+            if not chunk:
+                continue
+            expression = "ec2InstanceId in [" + ", ".join(f"'{i}'" for i in chunk) + "]"
+            try:
+                arns = [a for page in ecs.get_paginator("list_container_instances").paginate(
+                    cluster=cluster, filter=expression, status="ACTIVE") for a in page["containerInstanceArns"]]
+            except _CALL_ERRORS as exc:
+                if isinstance(exc, ClientError) and _code(exc) == "ClusterNotFoundException":
+                    continue  # deleted since it was listed
+                results.update(_failure(name, chunk, exc))
+                continue
+            for part in _chunks(arns, UPDATE_CONTAINER_INSTANCES_MAX):
+                try:
+                    if dry_run:
+                        answer = ecs.describe_container_instances(cluster=cluster, containerInstances=list(part))
+                    else:
+                        answer = ecs.update_container_instances_state(cluster=cluster, containerInstances=list(part),
+                                                                      status="DRAINING")
+                except _CALL_ERRORS as exc:
+                    # Which instances these were is unknown without the answer: fail the chunk's (the retry
+                    # lists again and finds only those still ACTIVE).
+                    results.update(_failure(name, [i for i in chunk if i not in results], exc))
+                    break
+                for ci in answer.get("containerInstances", []):
+                    owner = ci.get("ec2InstanceId")
+                    if owner in drained:
+                        drained[owner].append((cluster, ci["containerInstanceArn"]))
+                        if dry_run:
+                            log.info("would have set %s in %s to DRAINING", ci["containerInstanceArn"], cluster)
+    verb = "would have set" if dry_run else "set"
+    for i in ids:
+        if i in results:
+            continue
+        if drained[i]:
+            results[i] = ActionResult(name, WOULD if dry_run else DONE,
+                                      f"{verb} {len(drained[i])} container instance(s) on {i} to DRAINING",
+                                      {"container_instances": sorted(a for _, a in drained[i]),
+                                       "clusters": sorted({c for c, _ in drained[i]})})
+        else:
+            results[i] = ActionResult(name, SKIPPED, f"{i} has no ACTIVE ECS container instance (none, or already DRAINING)",
+                                      {"container_instances": []})
+    return results
+
+
+@dataclass(frozen=True)
+class CheckpointRequest:
+    """One instance to checkpoint. ``look_first``: a redelivered event (its claim was taken before),
+    whose checkpoint may already have been sent: ListCommands for the instance is read first and a
+    spotkit checkpoint requested at or after ``since`` (the notice's issue time, ISO-8601) counts."""
+
+    instance_id: str
+    event_id: str
+    look_first: bool = False
+    since: str = ""
+
+
+def _already_checkpointed(ssm, req: CheckpointRequest) -> Optional[str]:
+    from toolkit.notice import try_parse_time
+
+    since = try_parse_time(req.since) if req.since else None
+    for page in ssm.get_paginator("list_commands").paginate(InstanceId=req.instance_id):
+        for cmd in page["Commands"]:
+            comment = cmd.get("Comment") or ""
+            if not comment.startswith(CHECKPOINT_COMMENT_PREFIX):
+                continue
+            if comment == checkpoint_comment(req.event_id):
+                return cmd["CommandId"]
+            at = cmd.get("RequestedDateTime")
+            at = try_parse_time(at) if at is not None else None
+            if since is not None and at is not None and at >= since:
+                return cmd["CommandId"]
+    return None
+
+
+def send_checkpoints(ssm, requests: Sequence[CheckpointRequest], command: str, *, dry_run: bool,
+                     document: str = DEFAULT_CHECKPOINT_DOCUMENT, timeout_seconds: int = 110) -> dict[str, ActionResult]:
+    """``send_checkpoint`` for many instances: one SendCommand per 50 instances. Only a redelivered
+    event's instance is looked up first (``look_first``): a first delivery was claimed exactly once in
+    the journal, so nothing can have been sent for it."""
+    name = "checkpoint"
+    results: dict[str, ActionResult] = {}
+    todo: list[str] = []
+    for req in {r.instance_id: r for r in requests}.values():
+        if req.look_first:
+            try:
+                cid = _already_checkpointed(ssm, req)
+            except _CALL_ERRORS as exc:
+                results.update(_failure(name, [req.instance_id], exc))
+                continue
+            if cid:
+                results[req.instance_id] = ActionResult(name, SKIPPED, f"checkpoint already sent to {req.instance_id} ({cid})",
+                                                        {"command_id": cid})
+                continue
+        todo.append(req.instance_id)
+    by_instance = {r.instance_id: r.event_id for r in requests}
+    for chunk in _chunks(sorted(todo), SEND_COMMAND_MAX_INSTANCES):
+        if dry_run:
+            for i in chunk:
+                log.info("would have sent %r to %s with %s", command, i, document)
+                results[i] = ActionResult(name, WOULD, f"would have sent the checkpoint command to {i}", {"command": command})
+            continue
+        comment = checkpoint_comment(by_instance[chunk[0]]) if len(chunk) == 1 else \
+            f"{CHECKPOINT_COMMENT_PREFIX} batch of {len(chunk)}"[:100]
+        try:
+            sent = ssm.send_command(InstanceIds=list(chunk), DocumentName=document, Comment=comment,
+                                    Parameters={"commands": [command]}, TimeoutSeconds=max(30, timeout_seconds))
+        except _CALL_ERRORS as exc:
+            results.update(_failure(name, chunk, exc))
+            continue
+        cid = sent["Command"]["CommandId"]
+        for i in chunk:
+            results[i] = ActionResult(name, DONE, f"sent the checkpoint command to {i} ({cid})",
+                                      {"command_id": cid, "command": command, "batch": len(chunk)})
+    return results

@@ -1,16 +1,20 @@
 """The queue consumer behind ``spotkit handle-events --queue-url`` (NTH's queue mode).
 
-- Up to ``concurrency`` messages are handled at once (a thread each); it never receives more than it
-  has free workers for, so nothing waits invisible on the queue.
+- ``concurrency`` workers (threads), each receiving up to ``batch_size`` (10) messages and handling them
+  as one batch (``Handler.handle_batch``); a worker receives only when it is free, so nothing waits
+  invisible on the queue. Workers share only thread-safe boto3 clients (size their connection pools to
+  the workers: ``client_config``) and hold no lock while calling AWS.
 - While a message is being handled its visibility timeout is extended every third of the timeout, so a
   slow drain (a lifecycle action waiting for ECS tasks) is not redelivered to another consumer.
-- Each message is deleted when every event in it ended in a final outcome (acted, duplicate, ignored,
-  dropped); otherwise it is made visible again after ``retry_delay_seconds`` (a transient failure, or an
-  action that failed: the event is journaled ``failed``) or ``visibility_timeout`` (another worker holds
-  the event): after the queue's maxReceiveCount it moves to the dead-letter queue.
+- Each message is deleted (DeleteMessageBatch) when every event in it ended in a final outcome (acted,
+  duplicate, ignored, dropped); otherwise it is made visible again after ``retry_delay_seconds``
+  (transient failure) or that doubled per delivery up to ``visibility_timeout`` (another worker holds
+  the event): after the queue's maxReceiveCount it moves to the dead-letter queue. An action that failed
+  makes its event ``failed`` in the journal, and the message comes back after ``retry_delay_seconds``.
 - Receiving that fails (an endpoint gone, a network down) is retried ``max_receive_failures`` times in a
-  row with a growing pause, then ``run`` raises ``ConsumerError``; an error retrying cannot fix (no such
-  queue, access denied, bad credentials) raises it at once. It never retries forever.
+  row (counted across workers) with a growing pause, then ``run`` raises ``ConsumerError``; an error
+  retrying cannot fix (no such queue, access denied, bad credentials) raises it at once. It never
+  retries forever.
 - ``stop()`` (SIGTERM/SIGINT when ``install_signal_handlers()`` was called) is a clean shutdown: no more
   receives; handling in progress finishes (each is bounded by its event's deadline); then ``run`` returns.
 """
@@ -22,7 +26,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -49,6 +52,16 @@ class ConsumerError(Exception):
         self.hint = hint
 
 
+def client_config(workers: int):
+    """botocore settings for the clients ``workers`` threads share: a connection pool per client with a
+    connection for every worker (plus the visibility extender and one spare; botocore's default is 10,
+    so 16 workers would queue for connections), and adaptive retries, which back off and rate-limit the
+    client itself when AWS throttles (in a real wave ELB, ECS and SSM do)."""
+    from botocore.config import Config
+
+    return Config(max_pool_connections=max(10, workers + 2), retries={"max_attempts": 8, "mode": "adaptive"})
+
+
 @dataclass
 class ConsumerStats:
     received: int = 0
@@ -65,11 +78,14 @@ class ConsumerStats:
 class QueueConsumer:
     def __init__(self, sqs, queue_url: str, handler: Handler, *, concurrency: int = 8, visibility_timeout: int = 60,
                  wait_seconds: int = 10, retry_delay_seconds: int = 10, extend_every_seconds: Optional[float] = None,
-                 max_receive_failures: int = DEFAULT_MAX_RECEIVE_FAILURES, receive_backoff_seconds: float = 2.0):
+                 batch_size: int = 10, max_receive_failures: int = DEFAULT_MAX_RECEIVE_FAILURES,
+                 receive_backoff_seconds: float = 2.0):
         if concurrency < 1:
             raise ValueError("concurrency must be 1 or more")
         if max_receive_failures < 1:
             raise ValueError("max_receive_failures must be 1 or more")
+        if not 1 <= batch_size <= 10:
+            raise ValueError("batch_size must be between 1 and 10 (SQS receives at most 10 messages)")
         if visibility_timeout < 10:
             raise ValueError("visibility_timeout must be at least 10 seconds")
         self.sqs = sqs
@@ -80,12 +96,16 @@ class QueueConsumer:
         self.wait_seconds = wait_seconds
         self.retry_delay_seconds = retry_delay_seconds
         self.extend_every_seconds = extend_every_seconds or max(1.0, visibility_timeout / 3)
-        self.max_receive_failures = max_receive_failures
-        self.receive_backoff_seconds = receive_backoff_seconds
         self.stats = ConsumerStats()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._slots = threading.Semaphore(concurrency)
+        self.batch_size = batch_size
+        self.max_receive_failures = max_receive_failures
+        self.receive_backoff_seconds = receive_backoff_seconds
+        self._receive_failures = 0  # in a row, across workers
+        self._error: Optional[ConsumerError] = None
+        self._reserved = 0  # messages received or being received, against max_messages
+        self._returning_until = 0.0  # a returned message is visible again by then: not idle before
         self._inflight: dict[str, str] = {}  # message id -> receipt handle
 
     # --- control --------------------------------------------------------------------------------
@@ -110,104 +130,167 @@ class QueueConsumer:
     def run(self, *, stop_when_idle: bool = False, max_messages: Optional[int] = None) -> ConsumerStats:
         """Consume until ``stop()``; with ``stop_when_idle``, also when the queue is empty and nothing is in
         flight; with ``max_messages``, after receiving that many. Raises ``ConsumerError`` (after the
-        messages in flight are settled) when receiving keeps failing."""
-        failures = 0
-        error: Optional[ConsumerError] = None
+        messages in flight are settled) when receiving keeps failing.
+
+        ``concurrency`` workers each receive up to ``batch_size`` messages, handle them as one batch
+        (``Handler.handle_batch``: the AWS calls are shared by the batch) and settle them with one
+        DeleteMessageBatch / ChangeMessageVisibilityBatch. Workers share nothing but the (thread-safe)
+        boto3 clients and this object's counters: no lock is held while AWS is called."""
         extender = threading.Thread(target=self._extend_loop, name="spotkit-visibility", daemon=True)
         extender.start()
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="spotkit-handler") as pool:
-            while not self._stop.is_set():
-                if max_messages is not None and self.stats.received >= max_messages:
-                    break
-                free = self._acquire_free()
-                if free == 0:
-                    continue
-                want = min(10, free) if max_messages is None else min(10, free, max_messages - self.stats.received)
-                try:
-                    messages = self.sqs.receive_message(
-                        QueueUrl=self.queue_url, MaxNumberOfMessages=want, VisibilityTimeout=self.visibility_timeout,
-                        WaitTimeSeconds=1 if stop_when_idle else self.wait_seconds,
-                        AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
-                except (ClientError, BotoCoreError) as exc:
-                    self._release(free)
-                    failures += 1
-                    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-                    if code in FATAL_RECEIVE_CODES:
-                        error = ConsumerError(f"cannot receive from {self.queue_url}: {exc}",
-                                              "check the queue URL (the stack's interruption_queue_url output), "
-                                              "the region and the credentials")
-                        break
-                    if failures >= self.max_receive_failures:
-                        error = ConsumerError(
-                            f"receiving from {self.queue_url} failed {failures} times in a row; last error: {exc}",
-                            "check --endpoint-url / --region and the network, then run again (messages not "
-                            "handled stay on the queue)")
-                        break
-                    pause = min(30.0, self.receive_backoff_seconds * 2 ** (failures - 1))
-                    log.warning("receiving from %s failed (%d of %d, retrying in %.0f s): %s", self.queue_url,
-                                failures, self.max_receive_failures, pause, exc)
-                    self._stop.wait(pause)
-                    continue
-                failures = 0
-                self._release(free - len(messages))
-                with self._lock:
-                    self.stats.received += len(messages)
-                    for m in messages:
-                        self._inflight[m["MessageId"]] = m["ReceiptHandle"]
-                for m in messages:
-                    pool.submit(self._handle, m)
-                if not messages and stop_when_idle and self._idle():
-                    break
+        workers = [threading.Thread(target=self._work, args=(stop_when_idle, max_messages),
+                                    name=f"spotkit-handler-{n}", daemon=True) for n in range(self.concurrency)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
         self._stop.set()
         extender.join(timeout=5)
-        if error is not None:
-            raise error
+        if self._error is not None:
+            raise self._error
         return self.stats
 
-    def _acquire_free(self) -> int:
-        """Wait (briefly) for a free worker, then take every free one."""
-        if not self._slots.acquire(timeout=0.2):
-            return 0
-        n = 1
-        while n < self.concurrency and self._slots.acquire(blocking=False):
-            n += 1
-        return n
+    def _reserve(self, max_messages: Optional[int]) -> int:
+        with self._lock:
+            if max_messages is None:
+                return self.batch_size
+            n = max(0, min(self.batch_size, max_messages - self._reserved))
+            self._reserved += n
+            return n
 
-    def _release(self, n: int) -> None:
-        for _ in range(max(0, n)):
-            self._slots.release()
+    def _unreserve(self, n: int, max_messages: Optional[int]) -> None:
+        if max_messages is not None and n > 0:
+            with self._lock:
+                self._reserved -= n
 
     def _idle(self) -> bool:
         with self._lock:
-            return not self._inflight
+            return not self._inflight and time.monotonic() >= self._returning_until
 
-    def _handle(self, message: dict) -> None:
-        mid, receipt = message["MessageId"], message["ReceiptHandle"]
+    def _queue_empty(self) -> bool:
+        """Nothing left in the queue, not even invisible messages: a receive whose answer was lost (a
+        timeout) leaves its messages invisible until their visibility runs out; ``--until-empty`` waits
+        for them instead of exiting with them still queued."""
         try:
-            outcomes = self.handler.handle_body(message.get("Body", ""))
-        except Exception as exc:  # a bug: keep the message (it ends in the DLQ), keep consuming
-            log.exception("handling message %s failed", mid)
-            outcomes = [Outcome("retry", f"{type(exc).__name__}: {exc}")]
-        try:
+            attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("reading the depth of %s failed: %s", self.queue_url, exc)
+            return False
+        return all(int(attrs.get(k, "0")) == 0 for k in ("ApproximateNumberOfMessages",
+                                                         "ApproximateNumberOfMessagesNotVisible",
+                                                         "ApproximateNumberOfMessagesDelayed"))
+
+    def _work(self, stop_when_idle: bool, max_messages: Optional[int]) -> None:
+        while not self._stop.is_set():
+            want = self._reserve(max_messages)
+            if want == 0:
+                return
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.queue_url, MaxNumberOfMessages=want, VisibilityTimeout=self.visibility_timeout,
+                    WaitTimeSeconds=1 if stop_when_idle else self.wait_seconds,
+                    AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
+            except (ClientError, BotoCoreError) as exc:
+                self._unreserve(want, max_messages)
+                pause = self._receive_failed(exc)
+                if pause is None:
+                    return
+                self._stop.wait(pause)
+                continue
             with self._lock:
-                self._inflight.pop(mid, None)
+                self._receive_failures = 0
+            self._unreserve(want - len(messages), max_messages)
+            if not messages:
+                if stop_when_idle and self._idle() and self._queue_empty():
+                    return
+                continue
+            with self._lock:
+                self.stats.received += len(messages)
+                for m in messages:
+                    self._inflight[m["MessageId"]] = m["ReceiptHandle"]
+            self._handle(messages)
+
+    def _receive_failed(self, exc: Exception) -> Optional[float]:
+        """Count a failed receive; the pause before the next one, or None when the run must end (the
+        error is kept for ``run`` to raise and every worker stops)."""
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        with self._lock:
+            self._receive_failures += 1
+            failures = self._receive_failures
+            if code in FATAL_RECEIVE_CODES:
+                self._error = self._error or ConsumerError(
+                    f"cannot receive from {self.queue_url}: {exc}",
+                    "check the queue URL (the stack's interruption_queue_url output), the region and the credentials")
+            elif failures >= self.max_receive_failures:
+                self._error = self._error or ConsumerError(
+                    f"receiving from {self.queue_url} failed {failures} times in a row; last error: {exc}",
+                    "check --endpoint-url / --region and the network, then run again (messages not handled stay "
+                    "on the queue)")
+            if self._error is not None:
+                self._stop.set()
+                return None
+        pause = min(30.0, self.receive_backoff_seconds * 2 ** (failures - 1))
+        log.warning("receiving from %s failed (%d of %d, retrying in %.0f s): %s", self.queue_url, failures,
+                    self.max_receive_failures, pause, exc)
+        return pause
+
+    def _handle(self, messages: list[dict]) -> None:
+        try:
+            results = self.handler.handle_batch([m.get("Body", "") for m in messages])
+        except Exception as exc:  # a bug: keep the messages (they end in the DLQ), keep consuming
+            log.exception("handling %d message(s) failed", len(messages))
+            results = [[Outcome("retry", f"{type(exc).__name__}: {exc}")] for _ in messages]
+        delete, back = [], {}
+        with self._lock:
+            for m, outcomes in zip(messages, results):
                 for o in outcomes:
                     self.stats.outcomes[o.status] += 1
-            if all(o.delete_message for o in outcomes):
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
-                with self._lock:
-                    self.stats.deleted += 1
-            else:
-                delay = self.visibility_timeout if all(o.status == IN_PROGRESS for o in outcomes if not o.delete_message) \
-                    else self.retry_delay_seconds
-                self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=delay)
-                with self._lock:
-                    self.stats.returned += 1
+                if all(o.delete_message for o in outcomes):
+                    delete.append(m)
+                else:
+                    back[m["MessageId"]] = (m, self._delay(m, outcomes))
+            if back:
+                self._returning_until = max(self._returning_until,
+                                            time.monotonic() + max(d for _, d in back.values()) + 1)
+        try:
+            for start in range(0, len(delete), 10):
+                part = delete[start:start + 10]
+                answer = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(part)])
+                self._count("deleted", len(answer.get("Successful", [])), answer.get("Failed", []))
+            items = list(back.values())
+            for start in range(0, len(items), 10):
+                part = items[start:start + 10]
+                answer = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(k), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": delay}
+                    for k, (m, delay) in enumerate(part)])
+                self._count("returned", len(answer.get("Successful", [])), answer.get("Failed", []))
         except (ClientError, BotoCoreError) as exc:
-            # The message comes back when its visibility runs out; the journal makes that a duplicate.
-            log.warning("settling message %s failed: %s", mid, exc)
+            # The messages come back when their visibility runs out; the journal makes that a duplicate.
+            log.warning("settling %d message(s) failed: %s", len(messages), exc)
         finally:
-            self._slots.release()
+            with self._lock:
+                for m in messages:
+                    self._inflight.pop(m["MessageId"], None)
+
+    def _delay(self, message: dict, outcomes: list[Outcome]) -> int:
+        """When a message to keep comes back: after ``retry_delay_seconds`` for a transient failure; for an
+        event another worker holds, after ``retry_delay_seconds`` doubled per delivery, up to the visibility
+        timeout (in a wave the copy usually arrives while the original is being handled, and that takes
+        seconds: waiting a whole visibility timeout would hold the wave's tail; doubling still leaves a
+        slow original, a lifecycle wait, minutes before the copy's deliveries run out)."""
+        if not all(o.status == IN_PROGRESS for o in outcomes if not o.delete_message):
+            return self.retry_delay_seconds
+        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1") or 1)
+        return int(min(self.visibility_timeout, max(1, self.retry_delay_seconds) * 2 ** max(0, count - 1)))
+
+    def _count(self, what: str, ok: int, failed: list) -> None:
+        for f in failed:
+            log.warning("settling a message failed: %s %s", f.get("Code"), f.get("Message"))
+        with self._lock:
+            setattr(self.stats, what, getattr(self.stats, what) + ok)
 
     def _extend_loop(self) -> None:
         period = self.extend_every_seconds
@@ -219,14 +302,18 @@ class QueueConsumer:
             last = time.monotonic()
             with self._lock:
                 handles = list(self._inflight.items())
-            for mid, receipt in handles:
+            for start in range(0, len(handles), 10):  # ChangeMessageVisibilityBatch: 10 per call
+                part = handles[start:start + 10]
                 try:
-                    self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt,
-                                                       VisibilityTimeout=self.visibility_timeout)
-                    with self._lock:
-                        self.stats.extended += 1
+                    answer = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                        {"Id": str(k), "ReceiptHandle": receipt, "VisibilityTimeout": self.visibility_timeout}
+                        for k, (_, receipt) in enumerate(part)])
                 except (ClientError, BotoCoreError) as exc:
-                    with self._lock:
-                        still_inflight = mid in self._inflight
-                    if still_inflight:  # else it was settled (deleted) meanwhile: nothing to extend
-                        log.warning("extending the visibility of %s failed: %s", mid, exc)
+                    log.warning("extending the visibility of %d message(s) failed: %s", len(part), exc)
+                    continue
+                with self._lock:
+                    self.stats.extended += len(answer.get("Successful", []))
+                    for failed in answer.get("Failed", []):
+                        mid = part[int(failed["Id"])][0]
+                        if mid in self._inflight:  # else it was settled (deleted) meanwhile: nothing to extend
+                            log.warning("extending the visibility of %s failed: %s", mid, failed.get("Message"))

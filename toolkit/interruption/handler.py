@@ -166,6 +166,13 @@ class Handler:
             return [out]
         return [self.handle(e, wait_budget_seconds=wait_budget_seconds) for e in events]
 
+    def handle_batch(self, bodies, *, wait_budget_seconds: Optional[float] = None) -> list[list[Outcome]]:
+        """Handle the bodies of one receive together (one outcome list per body, in order): the AWS
+        calls are shared by the batch, the journal and the outcomes stay per event. See ``batch``."""
+        from toolkit.interruption.batch import handle_batch
+
+        return handle_batch(self, bodies, wait_budget_seconds=wait_budget_seconds)
+
     def handle(self, event: InterruptionEvent, *, wait_budget_seconds: Optional[float] = None) -> Outcome:
         out = Outcome(status=ACTED, event_id=event.event_id, kind=event.kind, instance_id=event.instance_id)
         claim = self.store.claim(event, lease_seconds=self.settings.lease_seconds)

@@ -29,6 +29,7 @@ log = logging.getLogger("spotkit.interruption")
 
 _HANDLER: Optional[Handler] = None
 LAMBDA_MARGIN_SECONDS = 15
+RETRY_VISIBILITY_SECONDS = 10  # a message to retry comes back this soon (see _retry_soon)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -72,7 +73,8 @@ def build_handler(env: Mapping[str, str], client_factory=None) -> Handler:
         import boto3
         from botocore.config import Config
 
-        config = Config(retries={"max_attempts": 8, "mode": "standard"})
+        # Adaptive retries: in a wave, ELB, ECS and SSM throttle; the client backs off and rate-limits itself.
+        config = Config(retries={"max_attempts": 8, "mode": "adaptive"})
         client_factory = lambda service: boto3.client(service, config=config)  # noqa: E731
     clients = Clients(factory=client_factory)
     return Handler(clients, DynamoDBStore(clients.dynamodb, table), settings_from_env(env))
@@ -89,16 +91,42 @@ def handle(event: Mapping[str, Any], context: Any, handler: Handler) -> dict:
         if not all(o.delete_message for o in outcomes):  # a transient error or a failed action: async retry
             raise RuntimeError("; ".join(f"{o.status}: {o.reason}" for o in outcomes if not o.delete_message))
         return {"outcomes": [o.status for o in outcomes]}
+    # The whole batch at once (shared AWS calls, see Handler.handle_batch); the outcomes stay per
+    # message, so only the messages to retry are reported (ReportBatchItemFailures) and redelivered.
+    records = event["Records"]
+    results = handler.handle_batch([r.get("body", "") for r in records], wait_budget_seconds=budget)
     failures = []
-    for record in event["Records"]:
-        outcomes = handler.handle_body(record.get("body", ""), wait_budget_seconds=budget)
+    for record, outcomes in zip(records, results):
         for o in outcomes:
             log.info(json.dumps({"message": record.get("messageId"), "status": o.status, "kind": o.kind,
                                  "instance": o.instance_id, "event": o.event_id, "reason": o.reason,
                                  "actions": {a.name: a.status for a in o.actions}}))
         if not all(o.delete_message for o in outcomes):
             failures.append({"itemIdentifier": record["messageId"]})
+    _retry_soon(handler, [r for r in records if {"itemIdentifier": r.get("messageId")} in failures])
     return {"batchItemFailures": failures}
+
+
+def _queue_url(arn: str) -> str:
+    """arn:aws:sqs:<region>:<account>:<name> -> its queue URL (the role needs no sqs:GetQueueUrl)."""
+    _, partition, _, region, account, name = arn.split(":", 5)
+    domain = "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+    return f"https://sqs.{region}.{domain}/{account}/{name}"
+
+
+def _retry_soon(handler: Handler, records: list) -> None:
+    """Make the messages to retry visible again in RETRY_VISIBILITY_SECONDS, not after the queue's
+    visibility timeout (6x the function timeout: far past a two-minute notice). Best effort: if this
+    fails they come back when their visibility runs out."""
+    for record in records:
+        if not record.get("eventSourceARN") or not record.get("receiptHandle"):
+            continue
+        try:
+            handler.clients.get("sqs").change_message_visibility(
+                QueueUrl=_queue_url(record["eventSourceARN"]), ReceiptHandle=record["receiptHandle"],
+                VisibilityTimeout=RETRY_VISIBILITY_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - never fail the batch for this
+            log.warning("could not shorten the visibility of %s: %s", record.get("messageId"), exc)
 
 
 def handler(event, context):  # the Lambda handler

@@ -104,6 +104,37 @@ def status(project: Path) -> EmulatorStatus:
     return EmulatorStatus(True, state, f"running at {state.url} (pid {state.pid})")
 
 
+def identify(url: str, project: Path | None = None, timeout: float = 10.0) -> str:
+    """An id that changes whenever the emulator at ``url`` loses its data (a restart or a reset).
+
+    The emulator this project started (``state.json``, same url, running) is known by the id recorded
+    at its start. Any other (started in another project, or by hand) is asked over the wire: moto makes
+    a default VPC with a random id when a backend is created, so its id is new after every restart.
+    """
+    url = url.rstrip("/")
+    if project is not None:
+        st = status(project)
+        if st.running and st.state is not None and st.state.url.rstrip("/") == url:
+            return st.state.instance_id
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client("ec2", region_name="us-east-1", endpoint_url=url, aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2}))
+    try:
+        vpcs = client.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    except (BotoCoreError, ClientError) as exc:
+        raise ToolkitError(f"the emulator at {url} does not answer as an AWS endpoint: {exc}",
+                           hint="start it with 'spotkit local start' (then leave out --endpoint-url), or pass "
+                                "--endpoint-url with the address of a running one") from exc
+    if not vpcs:
+        raise ToolkitError(f"the endpoint {url} has no default VPC, so it is not an emulator spotkit can track",
+                           hint="use the local emulator: spotkit local start, then --target local without --endpoint-url")
+    return "vpc-" + vpcs[0]["VpcId"].split("-", 1)[-1]
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,0 +1,221 @@
+"""Hints that work when pasted: the ``next:`` steps the demo prints, and the CLI examples of README.md,
+run as a user would run them (a shell, the installed ``spotkit``), against a running emulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.network import free_port, wait_for_port
+from toolkit.local import emulator
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "check"
+SPOTKIT_BIN = Path(sys.executable).parent / "spotkit"
+
+# README examples that need a real AWS account (or what only a real apply gives): not run, for this reason.
+README_NEEDS_AWS = {
+    "spotkit --config ci.yaml plan training": "plans --target aws: needs AWS credentials and the account's state",
+    "spotkit apply training --plan training.tfplan": "applies to a real AWS account",
+    "spotkit synth eks_gpu && cd cdktf.out/stacks/eks_gpu && terraform init && terraform apply":
+        "terraform apply of the EKS stack to a real AWS account",
+    "spotkit k8s render eks_gpu --out k8s.out": "takes the file system ids from the outputs of a real eks_gpu apply "
+                                                "($(terraform output ...))",
+}
+
+
+# plan.json here is a third-party plan (tests/fixtures/check) that has spot-safety errors by design: the
+# example works when it checks the file and reports them (exit 1 is `spotkit check`'s "findings" code).
+EXPECTED_FINDINGS = {"spotkit check plan.json": "SPOT005, SPOT006, SPOT007"}
+
+
+def shell_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{SPOTKIT_BIN.parent}{os.pathsep}{os.environ['PATH']}",
+           "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+    for var in ("SPOTKIT_ENDPOINT_URL", "SPOTKIT_CONFIG", "SPOTKIT_PROJECT_DIR"):
+        env.pop(var, None)
+    env.update(extra or {})
+    return env
+
+
+def sh(command: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a pasted command line in bash, as typed."""
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=shell_env(env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def printed_hints(text: str) -> list[str]:
+    """The ``next:`` lines of a command's output, whole (a trailing shell comment included)."""
+    return [line.split("next:", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("next:")]
+
+
+def test_spotkit_on_path():
+    assert SPOTKIT_BIN.is_file(), f"the spotkit entry point is installed next to {sys.executable}"
+
+
+# --- the demo's hints ---------------------------------------------------------------------------
+
+@pytest.fixture()
+def project_with_emulator(tmp_path):
+    state, started = emulator.start(tmp_path / ".spotkit", port=free_port())
+    assert started
+    yield tmp_path, state
+    emulator.stop(tmp_path / ".spotkit")
+
+
+def test_the_demos_closing_hints_work_when_pasted(project_with_emulator):
+    from toolkit.cli.demo_cmd import demo_next_hints
+
+    cwd, state = project_with_emulator
+    hints = demo_next_hints(state.url)
+    assert hints[-1] == "spotkit local stop"
+    # the AWS CLI habit (global options after the command) works too: the form the demo used to print
+    for hint in [*hints[:-1], f"spotkit status --endpoint-url {state.url}"]:
+        done = sh(hint, cwd, timeout=120)
+        assert done.returncode == 0, (hint, done.stderr)
+        assert "no spotkit group found" in done.stdout, (hint, done.stdout)
+    stopped = sh(hints[-1], cwd, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"emulator stopped (pid {state.pid})" in stopped.stdout
+    assert not emulator.status(cwd / ".spotkit").running
+
+
+def test_the_drills_check_hint_works_when_pasted(tmp_path):
+    from toolkit.cli.drill_cmd import CHECK_HINT
+
+    done = sh(CHECK_HINT + "   # is your Terraform ready for this?", tmp_path)  # the line as the drill prints it
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "cdktf.out" / "stacks" / "training" / "cdk.tf.json").is_file()
+
+
+@pytest.mark.terraform
+def test_the_synth_hints_work_when_pasted(project_with_emulator, tmp_path):
+    from toolkit.deploy import mirror
+
+    terraform = shutil.which("terraform") or shutil.which("tofu")
+    found = mirror.discover()
+    if terraform is None or found is None:
+        pytest.skip("needs terraform and a provider mirror (as tests/test_deploy_terraform.py)")
+    # GIVEN the emulator of this folder's project, and Terraform set up to use the machine's mirror (as a
+    # user without registry access would have it)
+    cwd, state = project_with_emulator
+    rc = tmp_path / "terraformrc"
+    rc.write_text(mirror.render_cli_config(found))
+    env = {"SPOTKIT_PROVIDER_MIRROR": "auto", "TF_CLI_CONFIG_FILE": str(rc), "SPOTKIT_TERRAFORM_TIMEOUT": "900"}
+    synth = sh("spotkit synth training", cwd, env=env)
+    assert synth.returncode == 0, synth.stderr
+    hints = printed_hints(synth.stdout)
+    assert [h.split("#")[0].strip() for h in hints] == [
+        "spotkit plan training --target local", "cd cdktf.out/stacks/training && terraform init"]
+    # WHEN each printed line is pasted THEN it works
+    for hint in hints:
+        done = sh(hint, cwd, timeout=1200, env=env)
+        assert done.returncode == 0, (hint, done.stdout[-2000:], done.stderr[-2000:])
+    assert (cwd / ".spotkit" / "local" / "training" / "tfplan").is_file()
+
+
+def test_a_global_option_after_a_nested_command_is_the_same_as_before_it(project_with_emulator):
+    cwd, state = project_with_emulator
+    before = sh(f"spotkit --endpoint-url {state.url} --output json recover volumes --group nosuchgroup --dry-run", cwd)
+    after = sh(f"spotkit recover volumes --group nosuchgroup --dry-run --endpoint-url={state.url} -o json", cwd)
+    assert before.returncode == after.returncode == 1
+    assert before.stderr == after.stderr
+    assert "no spotkit group named 'nosuchgroup'" in after.stderr
+
+
+# --- README's examples --------------------------------------------------------------------------
+
+def readme_commands() -> list[tuple[str, list[str]]]:
+    """Each fenced command line of README.md that runs spotkit, as (line, its spotkit segments)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.M | re.S)
+    found = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"^\s*(- )?(run: |# [a-z ]+: )", "", line).strip()
+            line = re.split(r"\s{2,}#|\s+\|\|", line)[0].strip().rstrip("&").strip()
+            segments = [s.strip() for s in line.split("&&")]
+            if any(s.startswith("spotkit ") or s == "spotkit" for s in segments):
+                found.append((line, [s for s in segments if s.startswith("spotkit")]))
+    return found
+
+
+def test_readme_has_examples_and_every_one_is_run_or_skipped_with_a_reason():
+    commands = readme_commands()
+    assert len(commands) >= 6, commands
+    for prefix in README_NEEDS_AWS:
+        assert any(line.startswith(prefix) for line, _ in commands), f"README no longer has {prefix!r}: update the list"
+
+
+@pytest.mark.slow
+def test_readme_examples_run(tmp_path):
+    # GIVEN a folder with the inputs the examples name (your own Terraform JSON, a plan's JSON)
+    (tmp_path / "path" / "to").mkdir(parents=True)
+    shutil.copy(FIXTURES / "good.tf.json", tmp_path / "path" / "to" / "main.tf.json")
+    shutil.copy(FIXTURES / "third_party_autoscaling.plan.json", tmp_path / "plan.json")
+    ran, skipped = [], {}
+    for line, segments in readme_commands():
+        reason = next((why for prefix, why in README_NEEDS_AWS.items() if line.startswith(prefix)), None)
+        if reason:
+            skipped[line] = reason
+            continue
+        if segments[0].startswith(("spotkit imds-mock", "spotkit agent")):
+            continue  # the background pair: test_readme_agent_rehearsal_runs
+        for segment in segments:  # the other segments make inputs provided above (terraform show -json ...)
+            done = sh(segment, tmp_path)
+            if segment in EXPECTED_FINDINGS:
+                assert done.returncode == 1, (segment, done.stdout[-2000:], done.stderr[-2000:])
+                assert "file(s) checked" in done.stdout
+                assert f"check found 3 finding(s) at or above error: {EXPECTED_FINDINGS[segment]}" in done.stderr
+            else:
+                assert done.returncode == 0, (segment, done.stdout[-2000:], done.stderr[-2000:])
+            ran.append(segment)
+    assert "spotkit synth" in ran and "spotkit check plan.json" in ran, ran
+    assert (tmp_path / "check.sarif").is_file()
+    assert set(skipped) and all(skipped.values())
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_readme_agent_rehearsal_runs(tmp_path):
+    # GIVEN the README's three lines: the IMDS mock and the agent in the background, then a notice by curl
+    lines = [line for line, _ in readme_commands() if line.startswith(("spotkit imds-mock", "spotkit agent"))]
+    assert len(lines) == 2, lines
+    block = (ROOT / "README.md").read_text()
+    curl = next(line for line in block.splitlines() if line.startswith("curl -X POST 127.0.0.1:8111/spotkit/interrupt"))
+    if _port_in_use(8111):
+        pytest.skip("port 8111 (the README's IMDS mock port) is in use on this machine")
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    hook = tmp_path / "checkpoint.sh"
+    hook.write_text(f"#!/bin/sh\necho saved > {tmp_path / 'checkpoint.done'}\n")
+    hook.chmod(0o755)
+    procs = []
+    try:
+        for line in lines:
+            procs.append(subprocess.Popen(["bash", "-c", line], cwd=tmp_path, env=shell_env(), start_new_session=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            if "imds-mock" in line:
+                wait_for_port(8111, timeout=60)
+        done = sh(curl, tmp_path, timeout=60)
+        assert done.returncode == 0, done.stderr
+        # THEN the agent ran the hook and exited (--once), with success
+        out, err = procs[1].communicate(timeout=120)
+        assert procs[1].returncode == 0, (out, err)
+        assert (tmp_path / "checkpoint.done").read_text().strip() == "saved"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=30)

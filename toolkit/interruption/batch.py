@@ -1,0 +1,319 @@
+"""The wave path: ``Handler.handle_batch(bodies)`` handles every message of one receive together.
+
+Same decisions, same journal and same outcomes as ``Handler.handle`` (one ``Outcome`` per event, every
+action journaled per event, a transient failure releases that event for its message's redelivery), but
+the AWS work is shared by the batch (see the batch functions in ``actions``):
+
+1. parse every body (a malformed one is ``dropped``: its message is deleted, the others go on);
+2. the same event twice in the batch is claimed once; the copies share its outcome (``duplicate``);
+3. claim each event (one conditional write each; ``claim_info`` answers attempts and the current
+   status in that write, nothing is read twice);
+4. one DescribeInstances for the batch decides which are spotkit's (others are ``ignored``);
+5. deregister, ECS DRAINING and checkpoint for all of them with the batched calls; start a replacement
+   (opt-in, rebalance) per instance; for lifecycle actions wait until drained, then complete each
+   (Auto Scaling has no batch call for that);
+6. settle: the actions and the finish of every event written together (``settle_many``).
+
+Discovery (target groups, clusters) is cached for ``DISCOVERY_TTL_SECONDS`` per handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Optional, Sequence
+
+from toolkit.interruption import actions as act
+from toolkit.interruption import events as ev
+from toolkit.interruption import handler as hd
+from toolkit.interruption import store as st
+from toolkit.interruption.events import DropEvent, InterruptionEvent, RetryEvent
+from toolkit.interruption.handler import (ACTED, DROPPED, DUPLICATE, GROUP_TAG, IGNORED, IN_PROGRESS, MANAGED_TAG,
+                                          RETRY, Handler, Outcome)
+
+from toolkit.notice import ASG_NAME_TAG
+
+log = logging.getLogger("spotkit.interruption")
+
+# An event whose action failed: kept for retry, journaled failed (``handler.FAILED`` where the handler
+# has that outcome; RETRY, which keeps the message the same way, where it does not).
+FAILED = getattr(hd, "FAILED", RETRY)
+
+# Target groups and clusters change on a deploy, not during a wave: listed once per 5 minutes.
+DISCOVERY_TTL_SECONDS = 300.0
+DRAIN_KINDS = (ev.SPOT_INTERRUPTION, ev.CAPACITY_RESERVATION_INTERRUPTION, ev.SCHEDULED_CHANGE, ev.LIFECYCLE_TERMINATE)
+
+_DISCOVERY_LOCK = threading.Lock()
+
+
+def discovery_for(handler: Handler) -> act.Discovery:
+    """The handler's discovery cache (made on first use; ``settings.clusters`` fixes the clusters)."""
+    found = getattr(handler, "_wave_discovery", None)
+    if found is None:
+        with _DISCOVERY_LOCK:
+            found = getattr(handler, "_wave_discovery", None)
+            if found is None:
+                found = act.Discovery(DISCOVERY_TTL_SECONDS, clusters=handler.settings.clusters)
+                handler._wave_discovery = found
+    return found
+
+
+class _Item:
+    """One claimed event of the batch and what happened to it."""
+
+    def __init__(self, event: InterruptionEvent, out: Outcome, attempts: int):
+        self.event = event
+        self.out = out
+        self.attempts = attempts
+        self.claimed_at = time.time()
+        self.settled_status: Optional[str] = None  # the journal status once decided
+
+    def add(self, result: act.ActionResult) -> None:
+        self.out.actions.append(result)
+
+
+def handle_batch(handler: Handler, bodies: Sequence, *, wait_budget_seconds: Optional[float] = None) -> list[list[Outcome]]:
+    """One list of outcomes per body, in the order of ``bodies``."""
+    results: list[list[Optional[Outcome]]] = []
+    first: dict[str, Outcome] = {}
+    copies: list[tuple[Outcome, str]] = []
+    unique: list[InterruptionEvent] = []
+    for body in bodies:
+        try:
+            events = ev.from_message_body(body)
+        except DropEvent as exc:
+            log.warning("dropping a message: %s", exc)
+            results.append([_dropped(handler, body, exc)])
+            continue
+        row = []
+        for e in events:
+            if e.kind in ev.CAPACITY_KINDS:
+                # About a group, not an instance (capacity fallback, the return check): nothing to share with
+                # the batch's instance calls; the per-event path claims, acts and journals it.
+                row.append(handler.handle(e, wait_budget_seconds=wait_budget_seconds))
+                continue
+            out = Outcome(status=ACTED, event_id=e.event_id, kind=e.kind, instance_id=e.instance_id)
+            if e.event_id in first:
+                copies.append((out, e.event_id))
+            else:
+                first[e.event_id] = out
+                unique.append(e)
+            row.append(out)
+        results.append(row)
+
+    items = _claim(handler, unique, first)
+    if items:
+        try:
+            _act(handler, items, wait_budget_seconds)
+        except Exception as exc:  # a bug or an unexpected AWS answer: release every claim, let them retry
+            log.exception("handling a batch of %d events failed", len(items))
+            for it in items:
+                if it.settled_status is None:
+                    it.out.status, it.out.reason = RETRY, f"{type(exc).__name__}: {exc}"
+                    it.settled_status = st.FAILED
+        _settle(handler, items)
+
+    for out, eid in copies:
+        original = first[eid]
+        out.group = original.group
+        if original.delete_message:
+            out.status, out.reason = DUPLICATE, f"{eid} is handled by an earlier message of this batch"
+        else:
+            out.status, out.reason = original.status, original.reason
+    return results  # type: ignore[return-value]
+
+
+def _dropped(handler: Handler, body, exc: DropEvent) -> Outcome:
+    """A body that can never be handled: deleted, and journaled where the store can (``record_dropped``)."""
+    out = Outcome(DROPPED, str(exc))
+    record_dropped = getattr(handler.store, "record_dropped", None)
+    if record_dropped is not None:
+        try:
+            out.event_id = record_dropped(body, str(exc))
+        except Exception as journal_exc:  # the journal is down: keep the message, it comes back
+            log.warning("journaling the dropped message failed: %s", journal_exc)
+            out.status, out.reason = RETRY, f"{exc} (not journaled: {type(journal_exc).__name__}: {journal_exc})"
+    return out
+
+
+def _claim(handler: Handler, events: Sequence[InterruptionEvent], outs: dict[str, Outcome]) -> list[_Item]:
+    store, lease = handler.store, handler.settings.lease_seconds
+    claim_info = getattr(store, "claim_info", None)
+    items = []
+    for e in events:
+        out = outs[e.event_id]
+        try:
+            if claim_info is not None:
+                answer, attempts = claim_info(e, lease_seconds=lease)
+            else:  # a store without it: attempts unknown, so look before sending a checkpoint
+                answer, attempts = store.claim(e, lease_seconds=lease), 2
+        except Exception as exc:  # the journal is unreachable: nothing was claimed, let the message retry
+            log.warning("claiming %s failed: %s", e.event_id, exc)
+            out.status, out.reason = RETRY, f"claiming {e.event_id}: {exc}"
+            continue
+        if answer != st.NEW:
+            out.status = DUPLICATE if answer == st.DUPLICATE else IN_PROGRESS
+            out.reason = (f"{e.event_id} is "
+                          f"{'already handled' if answer == st.DUPLICATE else 'being handled by another worker'}")
+            continue
+        items.append(_Item(e, out, attempts))
+    return items
+
+
+def _managed(handler: Handler, event: InterruptionEvent, instance: Optional[dict]) -> tuple[bool, str, str]:
+    """``Handler._managed`` on an instance described for the whole batch."""
+    if instance is None:
+        return False, event.group_name, f"instance {event.instance_id} does not exist in this account and region"
+    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    group = tags.get(GROUP_TAG, "") or tags.get(ASG_NAME_TAG, "") or event.group_name
+    if tags.get(MANAGED_TAG) != "true" and GROUP_TAG not in tags:
+        return False, group, f"instance {event.instance_id} is not managed by spotkit (no {MANAGED_TAG}=true or {GROUP_TAG} tag)"
+    groups = handler.settings.groups
+    if groups and group not in groups:
+        return False, group, f"instance {event.instance_id} is in group {group!r}, not one of {', '.join(groups)}"
+    return True, group, ""
+
+
+def _act(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> None:
+    s, clients = handler.settings, handler.clients
+    try:
+        described = act.describe_instances_batch(clients.ec2, [it.event.instance_id for it in items])
+    except act._CALL_ERRORS as exc:
+        raise RetryEvent(f"describing {len(items)} instance(s): {exc}") from exc
+
+    live: list[_Item] = []
+    for it in items:
+        managed, group, reason = _managed(handler, it.event, described.get(it.event.instance_id))
+        it.out.group = group
+        if not managed:
+            it.out.status, it.out.reason, it.settled_status = IGNORED, reason, st.IGNORED
+        elif it.event.kind not in ev.KINDS:
+            it.out.status, it.out.reason, it.settled_status = DROPPED, f"no actions for kind {it.event.kind!r}", st.DROPPED
+        else:
+            live.append(it)
+
+    # What each event asks for.
+    plans: dict[int, tuple[bool, bool, bool]] = {}  # id(item) -> (deregister, ecs, checkpoint)
+    has_command = bool(s.checkpoint_command)
+    for it in live:
+        kind = it.event.kind
+        if kind in DRAIN_KINDS:
+            plans[id(it)] = (True, True, has_command)
+        elif kind == ev.REBALANCE_RECOMMENDATION:
+            plans[id(it)] = (s.drain_on_rebalance, s.drain_on_rebalance, has_command and s.checkpoint_on_rebalance)
+        else:  # STATE_CHANGE: too late to checkpoint
+            plans[id(it)] = (True, it.event.action in ("stopping", "shutting-down"), False)
+
+    dereg_ids = sorted({it.event.instance_id for it in live if plans[id(it)][0]})
+    ecs_ids = sorted({it.event.instance_id for it in live if plans[id(it)][1]})
+    discovery = discovery_for(handler)
+    dereg: dict[str, act.ActionResult] = {}
+    if dereg_ids:
+        try:
+            dereg = act.deregister_batch(clients.elbv2, dereg_ids, discovery.target_groups(clients.elbv2), dry_run=s.dry_run)
+        except act._CALL_ERRORS as exc:  # listing the target groups failed
+            dereg = act._failure("deregister-targets", dereg_ids, exc)
+    ecs: dict[str, act.ActionResult] = {}
+    if ecs_ids:
+        try:
+            ecs = act.drain_ecs_batch(clients.ecs, ecs_ids, discovery.clusters(clients.ecs), dry_run=s.dry_run)
+        except act._CALL_ERRORS as exc:  # listing the clusters failed
+            ecs = act._failure("ecs-drain", ecs_ids, exc)
+    requests = [act.CheckpointRequest(it.event.instance_id, it.event.event_id, look_first=it.attempts != 1,
+                                      since=it.event.issued_at)
+                for it in live if plans[id(it)][2]]
+    checkpoints: dict[str, act.ActionResult] = {}
+    if requests:
+        now = handler._now()
+        timeout = max(30, min(3600, int(max(it.event.seconds_left(now) for it in live))))
+        checkpoints = act.send_checkpoints(clients.ssm, requests, s.checkpoint_command, dry_run=s.dry_run,
+                                           timeout_seconds=timeout)
+
+    for it in live:
+        d, e, c = plans[id(it)]
+        iid = it.event.instance_id
+        for wanted, results in ((d, dereg), (e, ecs), (c, checkpoints)):
+            if wanted and iid in results:
+                it.add(results[iid])
+        if it.event.kind == ev.REBALANCE_RECOMMENDATION and s.start_replacement_on_rebalance and it.out.group:
+            _per_event(it, lambda it=it: act.start_replacement(
+                clients.autoscaling, clients.ec2, iid, it.out.group, dry_run=s.dry_run, event_id=it.event.event_id))
+
+    lifecycle = [it for it in live if it.event.kind == ev.LIFECYCLE_TERMINATE and it.settled_status is None]
+    if lifecycle:
+        _wait_drained(handler, lifecycle, wait_budget)
+        for it in lifecycle:
+            _per_event(it, lambda it=it: act.complete_lifecycle_action(
+                clients.autoscaling, it.event.instance_id, it.event.lifecycle, dry_run=s.dry_run,
+                result=s.lifecycle_result))
+
+    for it in live:
+        if it.settled_status is not None:
+            continue
+        retry = [a for a in it.out.actions if a.status == act.FAILED and a.detail.get("retry")]
+        if retry:
+            it.out.status, it.out.reason, it.settled_status = RETRY, "; ".join(a.message for a in retry), st.FAILED
+            continue
+        failed = [a for a in it.out.actions if a.status == act.FAILED]
+        if failed:  # journaled failed and kept: the redelivery acts again (every step is idempotent)
+            it.out.status, it.out.reason, it.settled_status = FAILED, "; ".join(a.message for a in failed), st.FAILED
+            log.warning("failed %s %s (group %s), kept for retry: %s", it.event.kind, it.event.instance_id,
+                        it.out.group or "-", it.out.reason)
+            continue
+        it.out.status, it.out.reason, it.settled_status = ACTED, "", st.DONE
+
+
+def _per_event(it: _Item, step) -> None:
+    try:
+        it.add(step())
+    except RetryEvent as exc:
+        it.out.status, it.out.reason, it.settled_status = RETRY, str(exc), st.FAILED
+
+
+def _wait_drained(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> None:
+    """``Handler._wait_drained`` for every lifecycle event of the batch at once: poll the ones not yet
+    drained until each is drained or reaches its deadline (minus the margin) or the caller's budget."""
+    s, clients = handler.settings, handler.clients
+    started = time.monotonic()
+    pending = {id(it): it for it in items}
+    polls = 0
+    while pending:
+        polls += 1
+        for key, it in list(pending.items()):
+            done = act.DrainResult(it.event.instance_id, s.dry_run, list(it.out.actions))
+            if act.is_drained(clients, done, clusters=list(s.clusters) or None):
+                it.add(act.ActionResult("wait-drained", act.DONE, f"{it.event.instance_id} drained", {"polls": polls}))
+                del pending[key]
+                continue
+            left = it.event.seconds_left(handler._now()) - s.deadline_margin_seconds
+            if wait_budget is not None:
+                left = min(left, wait_budget - (time.monotonic() - started))
+            if left <= 0:
+                it.add(act.ActionResult("wait-drained", act.SKIPPED,
+                                        f"{it.event.instance_id} not drained before the deadline; completing anyway",
+                                        {"polls": polls}))
+                del pending[key]
+        if pending:
+            handler._sleep(s.drain_poll_seconds)
+
+
+def _settle(handler: Handler, items: list[_Item]) -> None:
+    store = handler.store
+    rows = [(it.event, it.attempts, it.claimed_at, it.settled_status, it.out.reason,
+             [(a.name, a.status, {"message": a.message, **a.detail}) for a in it.out.actions], it.out.group)
+            for it in items]
+    try:
+        settle_many = getattr(store, "settle_many", None)
+        if settle_many is not None:
+            settle_many(rows)
+        else:
+            for event, _, _, status, reason, actions, _group in rows:
+                for name, a_status, detail in actions:
+                    store.record(event.event_id, name, a_status, **detail)
+                store.finish(event.event_id, status, reason)
+    except Exception as exc:  # journal down: the claims hold until their lease ends; the redelivery redoes (idempotent)
+        log.warning("journaling a batch of %d events failed: %s", len(items), exc)
+        for it in items:
+            if it.out.delete_message:
+                it.out.status, it.out.reason = RETRY, f"journal: {exc}"
