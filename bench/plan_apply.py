@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
 
 
 def _time(fn) -> float:

@@ -8,17 +8,38 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
-import boto3
-from botocore.config import Config
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from toolkit.errors import AwsCallError
 
-# Standard retry mode backs off on throttling (RequestLimitExceeded, Throttling...).
-RETRY_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
-# The local emulator is never throttled: a refused connection there means it is not running, so say so
-# after a few attempts instead of backing off eight times.
-LOOPBACK_RETRY_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+if TYPE_CHECKING:
+    import boto3
+    from botocore.config import Config
+
+# boto3 and botocore are imported when a client is first built, not when the CLI starts: commands that
+# never call AWS (check, synth, k8s, the pre-commit hook) start a quarter of a second sooner.
+
+
+@lru_cache(maxsize=None)
+def _retry_configs() -> dict:
+    from botocore.config import Config
+
+    return {
+        # Standard retry mode backs off on throttling (RequestLimitExceeded, Throttling...).
+        "RETRY_CONFIG": Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60),
+        # The local emulator is never throttled: a refused connection there means it is not running, so say
+        # so after a few attempts instead of backing off eight times.
+        "LOOPBACK_RETRY_CONFIG": Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
+                                        read_timeout=60),
+    }
+
+
+def __getattr__(name: str):  # RETRY_CONFIG, LOOPBACK_RETRY_CONFIG, built on first use (PEP 562)
+    configs = _retry_configs()
+    if name in configs:
+        return configs[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -27,7 +48,9 @@ class AwsTarget:
     profile: str | None = None
     endpoint_url: str | None = None
 
-    def session(self) -> boto3.session.Session:
+    def session(self) -> "boto3.session.Session":
+        import boto3
+
         try:
             return boto3.session.Session(profile_name=self.profile, region_name=self.resolved_region())
         except Exception as exc:  # botocore.exceptions.ProfileNotFound and friends
@@ -49,7 +72,7 @@ class AwsTarget:
             # The local emulator (spotkit local) accepts any key: spare users exporting fake ones.
             # Only for loopback endpoints, and only when no real credentials are configured.
             extra = dict(EMULATOR_CREDENTIALS)
-        base = LOOPBACK_RETRY_CONFIG if loopback else RETRY_CONFIG
+        base = _retry_configs()["LOOPBACK_RETRY_CONFIG" if loopback else "RETRY_CONFIG"]
         return session.client(service, endpoint_url=self.endpoint_url,
                               config=base.merge(config) if config is not None else base, **extra)
 

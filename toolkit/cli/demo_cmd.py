@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.context import CliContext
 
 
 def _banner(text: str) -> None:
@@ -82,7 +82,7 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
 
     drill = json.loads((out_dir / "drill" / "drill.json").read_text())
     agent, base = drill["agent"], drill["baseline"]
-    click.echo(f"deployed: training stack on the local emulator" if not skip_apply else "deploy: skipped")
+    click.echo("deployed: training stack on the local emulator" if not skip_apply else "deploy: skipped")
     click.echo(f"drill: with the agent {agent['steps_lost_total']} steps lost over {len(agent['interruptions'])} "
                f"interruptions (max {agent['steps_lost_max']} per interruption); periodic checkpoints alone lost "
                f"{base['steps_lost_total']}; overhead per interruption {agent['overhead_per_interruption']}s vs "

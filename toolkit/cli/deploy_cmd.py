@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
@@ -59,8 +58,6 @@ def _prepare(ctx: CliContext, stack: str, opts: workflow.DeployOptions, check: b
     wd = workflow.prepare(stack, opts)
     _say(ctx, f"synth: {stack}" + (" (unchanged: from the synthesis cache)" if wd.synthesized_from_cache else ""))
     if check:  # the spot-safety rules run on what was synthesized (before any local-target pruning)
-        from toolkit.check import check_before_plan
-
         report = check_before_plan([wd.synthesized or opts.project / "synth" / "stacks" / stack / "cdk.tf.json"],
                                    ctx.config)
         _say(ctx, report.summary_line())

@@ -26,7 +26,9 @@ from toolkit.aws import user_error as aws_user_error
 from toolkit.cli.context import CliContext
 from toolkit.errors import ToolkitError
 
-# Each module defines click commands and a ``register(group)`` function.
+# Each module defines click commands and a ``register(group)`` function. The group imports a module only
+# when one of its commands runs (or help lists them all): ``spotkit check`` never loads boto3, Terraform's
+# driver or the agent. ``COMMANDS`` maps each top-level command to its module (a test keeps it complete).
 COMMAND_MODULES = [
     "toolkit.cli.stacks_cmd",
     "toolkit.cli.deploy_cmd",
@@ -40,9 +42,51 @@ COMMAND_MODULES = [
     "toolkit.cli.demo_cmd",
     "toolkit.cli.interrupt_cmd",
 ]
+COMMANDS = {
+    "stacks": "toolkit.cli.stacks_cmd", "synth": "toolkit.cli.stacks_cmd",
+    "plan": "toolkit.cli.deploy_cmd", "apply": "toolkit.cli.deploy_cmd", "destroy": "toolkit.cli.deploy_cmd",
+    "output": "toolkit.cli.deploy_cmd",
+    "local": "toolkit.cli.local_cmd",
+    "agent": "toolkit.cli.agent_cmd", "imds-mock": "toolkit.cli.agent_cmd",
+    "recover": "toolkit.cli.recover_cmd", "status": "toolkit.cli.recover_cmd",
+    "k8s": "toolkit.cli.k8s_cmd",
+    "check": "toolkit.cli.check_cmd",
+    "drill": "toolkit.cli.drill_cmd",
+    "handle-events": "toolkit.cli.events_cmd",
+    "demo": "toolkit.cli.demo_cmd",
+    "interrupt": "toolkit.cli.interrupt_cmd",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A group whose command modules are imported on first use (see ``COMMANDS``)."""
+
+    _loaded: set
+
+    def _load(self, module: str) -> None:
+        loaded = self.__dict__.setdefault("_loaded", set())
+        if module in loaded:
+            return
+        loaded.add(module)
+        before = set(self.commands)
+        importlib.import_module(module).register(self)
+        for name in set(self.commands) - before:
+            accept_global_options_after(self.commands[name])
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        if cmd_name not in self.commands:
+            module = COMMANDS.get(cmd_name)
+            for name in [module] if module else COMMAND_MODULES:
+                self._load(name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context):
+        for name in COMMAND_MODULES:
+            self._load(name)
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--region", envvar="AWS_REGION", help="AWS region (default: AWS_REGION, else us-east-1).")
 @click.option("--profile", envvar="AWS_PROFILE", help="AWS named profile.")
 @click.option("--endpoint-url", envvar="SPOTKIT_ENDPOINT_URL",
@@ -61,10 +105,6 @@ def cli(ctx: click.Context, region, profile, endpoint_url, output, config_path, 
     """
     ctx.obj = CliContext(region=region, profile=profile, endpoint_url=endpoint_url, output=output,
                          debug=debug, config_path=config_path)
-
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(cli)
 
 
 def _late_global(attr: str):
@@ -103,10 +143,6 @@ def accept_global_options_after(command: click.Command) -> None:
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             accept_global_options_after(sub)
-
-
-for _command in cli.commands.values():
-    accept_global_options_after(_command)
 
 
 def user_error(exc: BaseException, argv: list[str]) -> ToolkitError | None:

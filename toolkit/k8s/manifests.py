@@ -17,7 +17,7 @@ when the stack deploys the manifests itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Mapping
 
 SPOT_NOTICE_SECONDS = 120
 # Time the node needs between the notice and the pod's SIGTERM (the drain starts, the kubelet reacts)

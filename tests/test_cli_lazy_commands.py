@@ -1,0 +1,49 @@
+"""The CLI imports a command's module only when that command runs: `spotkit check` (and the pre-commit
+hook) must not pay for boto3, Terraform's driver or the agent. ``COMMANDS`` must name every command."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import click
+
+from toolkit.cli import main
+
+
+def test_the_command_map_names_every_command_of_every_module_and_nothing_else():
+    registered: dict[str, str] = {}
+    for module in main.COMMAND_MODULES:
+        group = click.Group()
+        importlib.import_module(module).register(group)
+        registered.update({name: module for name in group.commands})
+    assert main.COMMANDS == registered
+
+
+def test_help_lists_every_command_and_each_accepts_the_global_options_after_it():
+    names = main.cli.list_commands(None)
+    assert sorted(names) == sorted(main.COMMANDS)
+    for name in names:
+        command = main.cli.get_command(None, name)
+        opts = {o for p in command.params for o in getattr(p, "opts", [])}
+        assert "--endpoint-url" in opts, name
+
+
+PROBE = """
+import sys
+from toolkit.cli.main import main
+try:
+    main(["check", "--help"])
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("boto3", "botocore.client", "toolkit.deploy.workflow", "toolkit.agent.core",
+                           "toolkit.runbooks.base", "toolkit.interruption.handler") if m in sys.modules)
+print("heavy=" + ",".join(heavy))
+"""
+
+
+def test_spotkit_check_loads_no_aws_client_library():
+    res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "heavy=", f"imported for `spotkit check --help`: {res.stdout[-300:]}"
