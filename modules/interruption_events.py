@@ -505,11 +505,15 @@ class InterruptionEvents(Construct):
                 # UpdateAutoScalingGroup with a launch template (the mixed instances policy names it) is checked
                 # against the caller's right to use it: RunInstances only through a launch template, tags only
                 # at launch, and passing the instance profile's role to EC2 only.
+                # Scoped to this region and account (AMIs may be another account's), and only through a
+                # launch template of this account.
                 {"Sid": "FallbackUseLaunchTemplate", "Effect": "Allow", "Action": ["ec2:RunInstances"],
-                 "Resource": ["*"],
+                 "Resource": [self._arn("ec2", "*"), self._arn("ec2", "image/*", account=False)],
                  "Condition": {"ArnLike": {"ec2:LaunchTemplate": self._arn("ec2", "launch-template/*")},
                                "Bool": {"ec2:IsLaunchTemplateResource": "true"}}},
-                {"Sid": "FallbackTagAtLaunch", "Effect": "Allow", "Action": ["ec2:CreateTags"], "Resource": ["*"],
+                {"Sid": "FallbackTagAtLaunch", "Effect": "Allow", "Action": ["ec2:CreateTags"],
+                 "Resource": [self._arn("ec2", f"{kind}/*") for kind in ("instance", "volume", "network-interface",
+                                                                         "spot-instances-request")],
                  "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
                 # Only the groups' own instance roles (SpotComputeGroup names them "<group>-..."), to EC2 only.
                 {"Sid": "FallbackPassInstanceRole", "Effect": "Allow", "Action": ["iam:PassRole"],

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
-
-from toolkit.check.loader import Resource
+from typing import TYPE_CHECKING, Iterator
 from toolkit.errors import ToolkitError
 from toolkit.k8s.manifests import KARPENTER_CAPACITY_TYPE
 from toolkit.k8s.validate import duration_seconds
+
+if TYPE_CHECKING:  # toolkit.check's rules import this module: a run-time import here would be circular
+    from toolkit.check.loader import Resource
 
 NODE_POOL = "karpenter_node_pool"
 CAPACITY_TYPES = ("spot", "on-demand", "reserved")
@@ -34,6 +35,8 @@ def holds_node_pool(path: Path) -> bool:
 
 def load_node_pools(path: Path) -> list[Resource]:
     import yaml
+
+    from toolkit.check.loader import Resource
 
     try:
         docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
