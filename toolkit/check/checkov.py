@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from toolkit.check.hcl import display_path
 from toolkit.check.loader import is_plan_json
 
-INSTALL_HINT = "install it with: pip install 'spotkit[check]'   (or pip install checkov)"
+INSTALL_HINT = ("install it on its own (pipx install checkov, or a separate venv) and point SPOTKIT_CHECKOV at it; in spotkit's own dev venv it would downgrade boto3")
 SEVERITY_MAP = {"CRITICAL": "error", "HIGH": "error", "MEDIUM": "warning", "LOW": "info", "INFO": "info"}
 DEFAULT_SEVERITY = "warning"  # checkov's open-source checks carry no severity without a platform key
 

@@ -176,7 +176,7 @@ def run_check_on_paths(paths: Iterable[str], config: Mapping[str, Any] | None = 
     run = run_checkov(json_files, names, mode=checkov, directories=graph.hcl_roots)
     if run.status == "absent" and checkov == "on":
         raise MissingDependencyError("checkov was asked for (--checkov) but is not installed",
-                                     hint="pip install 'spotkit[check]', or drop --checkov to run the spotkit rules alone")
+                                     hint="pipx install checkov (or SPOTKIT_CHECKOV=/path/to/checkov), or drop --checkov to run the spotkit rules alone")
     report.checkov_status, report.checkov_detail = run.status, run.detail
     if run.status == "ran":
         # general findings (IMDSv1 outside spot...) are checkov's ground: keep one report of them
