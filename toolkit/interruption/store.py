@@ -118,28 +118,9 @@ class DynamoDBStore:
         self._clock = clock
 
     def claim(self, event: InterruptionEvent, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> str:
-        now = int(self._clock())
-        try:
-            self._ddb.update_item(
-                TableName=self.table_name,
-                Key={"pk": {"S": event.event_id}, "sk": {"S": "event"}},
-                UpdateExpression=("SET #s = :claimed, lease_until = :lease, expires_at = :exp, kind = :kind, "
-                                  "instance_id = :instance, claimed_at = :now, event_json = :json ADD attempts :one"),
-                ConditionExpression=("attribute_not_exists(pk) OR expires_at < :now "
-                                     "OR (NOT #s IN (:done, :ignored, :dropped) AND lease_until < :now)"),
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":claimed": {"S": CLAIMED}, ":lease": {"N": str(now + lease_seconds)},
-                    ":exp": {"N": str(now + self.dedupe_seconds)}, ":kind": {"S": event.kind},
-                    ":instance": {"S": event.instance_id}, ":now": {"N": str(now)},
-                    ":json": {"S": json.dumps(event.to_dict(), sort_keys=True)}, ":one": {"N": "1"},
-                    ":done": {"S": DONE}, ":ignored": {"S": IGNORED}, ":dropped": {"S": DROPPED},
-                },
-            )
-            return NEW
-        except self._ddb.exceptions.ConditionalCheckFailedException:
-            current = self.get(event.event_id) or {}
-            return DUPLICATE if current.get("status") in FINAL else IN_PROGRESS
+        """One conditional write: NEW when this caller now holds the event, else DUPLICATE (a final
+        outcome is journaled) or IN_PROGRESS (another worker's lease is live). See ``claim_info``."""
+        return self.claim_info(event, lease_seconds=lease_seconds)[0]
 
     def record(self, event_id: str, name: str, status: str, **detail: Any) -> None:
         now = self._clock()
