@@ -202,3 +202,21 @@ def test_a_plan_that_needs_init_runs_it_and_an_error_is_reported_plainly(tmp_pat
         workflow.plan(wd)
     assert "Reference to undeclared resource" in str(err.value)
     assert '"@level"' not in str(err.value)
+
+
+def test_a_second_store_of_the_same_entry_keeps_the_first_and_a_damaged_one_is_replaced(tmp_path):
+    stack = tmp_path / "stack"
+    (stack / "assets").mkdir(parents=True)
+    (stack / "cdk.tf.json").write_text('{"resource": {}}')
+    (stack / "assets" / "a.zip").write_bytes(b"zip")
+    cache = synth_cache.SynthCache(tmp_path / "cache")
+    cache.store("k", stack, ["w1"])
+    first = (tmp_path / "cache" / "k" / "entry.json").stat().st_ino
+    cache.store("k", stack, ["w2"])  # another process stored it meanwhile: the whole entry stays as it was
+    assert (tmp_path / "cache" / "k" / "entry.json").stat().st_ino == first
+    assert cache.warnings("k") == ["w1"]
+    (tmp_path / "cache" / "k" / "stack" / "cdk.tf.json").write_text("damaged")
+    assert cache.lookup("k") is None
+    cache.store("k", stack, ["w3"])  # a damaged entry is replaced in one rename
+    assert cache.lookup("k") is not None and cache.warnings("k") == ["w3"]
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no staging left

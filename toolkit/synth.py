@@ -79,9 +79,13 @@ def synthesize(names: Sequence[str] | None, outdir: str | Path,
     if cache and use_cache:
         for name in wanted:
             hit = cache.lookup(keys[name])
-            if hit is not None:
+            if hit is None:
+                continue
+            try:
                 paths[name] = cache.restore(hit, outdir, name)
-                _replay_warnings(cache.warnings(keys[name]))
+            except OSError:  # the entry went away while it was copied (another process replaced it): synthesize
+                continue
+            _replay_warnings(cache.warnings(keys[name]))
     missing = [name for name in wanted if name not in paths]
     if missing:
         for name, (path, messages) in zip(missing, _synthesize_now(missing, outdir, config_data)):

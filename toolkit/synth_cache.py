@@ -140,7 +140,12 @@ class SynthCache:
                                                                  "warnings": list(warnings or [])}, indent=1))
             target = self._entry(key)
             if target.exists():
-                shutil.rmtree(target, ignore_errors=True)
+                if self.lookup(key) is not None:  # another process stored the same entry meanwhile: keep it
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return
+                trash = Path(tempfile.mkdtemp(prefix=".damaged-", dir=self.folder))
+                os.replace(target, trash / "entry")  # one rename: a reader never sees half an entry
+                shutil.rmtree(trash, ignore_errors=True)
             os.replace(staging, target)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # a cache that cannot be written is only slower
