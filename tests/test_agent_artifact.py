@@ -226,3 +226,24 @@ def test_every_toolkit_import_of_the_agent_package_is_inside_the_archive():
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
             missing += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "toolkit" and n not in shipped]
     assert missing == []
+
+
+@pytest.mark.parametrize("stack", ["training", "notebook", "ecs_spot", "gpu_inference"])
+def test_every_stacks_agent_unit_is_a_command_line_the_shipped_agent_accepts(stack, tmp_path):
+    # GIVEN a stack as synthesized (its unit's ExecStart runs the shipped pyz with the stack's settings)
+    import re
+    import shlex
+
+    from toolkit.agent.cli import build_parser
+    from toolkit.synth import synthesize
+
+    text = synthesize([stack], tmp_path, cache_folder=tmp_path / "cache")[0].read_text()
+    match = re.search(r"ExecStart=([^\\\"]*?spotkit-agent\.pyz[^\\\"]*)", text)
+    assert match, f"{stack}: no agent unit in the user data"
+    argv = shlex.split(match.group(1).replace("$$", "$").replace("%%", "%"))
+    options = argv[argv.index("/opt/spotkit/spotkit-agent.pyz") + 1:]
+    # THEN the pyz's own parser takes every option (argparse exits 2 on one it does not know)
+    args = build_parser().parse_args(options)
+    assert args.metadata_url == "http://169.254.169.254" and args.on_notice
+    if stack == "training":
+        assert (args.notice_policy, args.checkpoint_seconds) == ("checkpoint-and-continue", 60.0)
