@@ -64,7 +64,7 @@ def test_readme_part_gives_a_reason_for_every_accepted_finding():
 @pytest.mark.slow
 def test_checkov_runs_on_spotkit_output_and_finds_only_accepted_findings(shipped):
     if find_checkov() is None:
-        pytest.skip("checkov is not installed (pip install 'spotkit[check]', or set SPOTKIT_CHECKOV=/path/to/checkov)")
+        pytest.skip("checkov is not installed (pipx install checkov, or set SPOTKIT_CHECKOV=/path/to/checkov)")
     out, paths = shipped
     # WHEN spotkit check runs with checkov required
     proc = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "check", str(out), "--checkov", "--format", "json",
