@@ -1,8 +1,9 @@
 """bench/synth: `spotkit synth` of every stack, cold and cached, against the same stack code on HashiCorp's
 cdktf 0.21 (the engine spotkit left for cdktn), in one run.
 
-The baseline is what a user of cdktf would run: the very same ``stacks/`` and ``modules/`` code with its
-imports renamed (``cdktn`` -> ``cdktf``, ``cdktn_provider_aws`` -> ``cdktf_cdktf_provider_aws``), in a
+The baseline is what a user of cdktf would run: the very same ``stacks/`` and ``modules/`` code with
+``cdktn`` renamed to ``cdktf`` and cdktn-aws's classes mapped back to cdktf's bindings
+(``bench/cdktf_baseline.py``), in a
 virtualenv this bench builds once (``bench/.venvs/cdktf-0.21``: cdktf 0.21.0 and
 cdktf-cdktf-provider-aws 21.22.1 from PyPI; ``--baseline-python`` to use another). Each contender runs in a
 fresh process, alternating, ``--runs`` times; printed: the median wall time, and the peak resident memory
@@ -23,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.cdktf_baseline import write_baseline_copy
 from bench.proctree import RunStats, measure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,16 +51,18 @@ def baseline_python(explicit: str | None) -> str:
     return str(python)
 
 
-def renamed_copy(dest: Path) -> Path:
-    """stacks/, modules/ and toolkit/ with the engine imports renamed to cdktf's."""
-    for package in ("stacks", "modules", "toolkit"):
-        shutil.copytree(ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__"))
-    for path in list((dest / "stacks").rglob("*.py")) + list((dest / "modules").rglob("*.py")):
-        text = path.read_text()
-        text = re.sub(r"\bcdktn_provider_aws\b", "cdktf_cdktf_provider_aws", text)
-        text = re.sub(r"\bcdktn\b", "cdktf", text)
-        path.write_text(text)
-    return dest
+def renamed_copy(dest: Path, base_python: str) -> Path:
+    """stacks/, modules/ and toolkit/ running on cdktf 0.21 (see bench/cdktf_baseline.py)."""
+    import importlib.util
+
+    cdktn_aws = importlib.util.find_spec("cdktn_aws")
+    if cdktn_aws is None or not cdktn_aws.submodule_search_locations:
+        raise SystemExit("bench/synth: cdktn-aws is not installed here (pip install -e .)")
+    site = subprocess.run([base_python, "-c", "import cdktf_cdktf_provider_aws, os; "
+                           "print(os.path.dirname(cdktf_cdktf_provider_aws.__file__))"],
+                          check=True, capture_output=True, text=True,
+                          env={**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}).stdout.strip()
+    return write_baseline_copy(ROOT, dest, Path(cdktn_aws.submodule_search_locations[0]), Path(site))
 
 
 def main(argv=None) -> int:
@@ -71,7 +75,7 @@ def main(argv=None) -> int:
     results: dict[str, list[RunStats]] = {"spotkit synth (cold)": [], "spotkit synth (cached)": [],
                                           "cdktf 0.21, same code": []}
     with tempfile.TemporaryDirectory() as tmp:
-        copy = renamed_copy(Path(tmp) / "cdktf-src")
+        copy = renamed_copy(Path(tmp) / "cdktf-src", base_python)
         spotkit_env = {**env, "PYTHONPATH": str(ROOT)}
         for i in range(args.runs):
             cache = f"{tmp}/cache{i}"

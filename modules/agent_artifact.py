@@ -129,23 +129,13 @@ class AgentArtifact(Construct):
     def __init__(self, scope: Construct, id_: str, *, name_prefix: str = "spotkit-agent-"):
         super().__init__(scope, id_)
         from cdktn import AssetType, TerraformAsset
-        from cdktn_provider_aws.s3_bucket import S3Bucket
-        from cdktn_provider_aws.s3_bucket_ownership_controls import (
-            S3BucketOwnershipControls,
-            S3BucketOwnershipControlsRule,
-        )
-        from cdktn_provider_aws.s3_bucket_policy import S3BucketPolicy
-        from cdktn_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
-        from cdktn_provider_aws.s3_bucket_server_side_encryption_configuration import (
-            S3BucketServerSideEncryptionConfigurationA,
-            S3BucketServerSideEncryptionConfigurationRuleA,
-            S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA,
-        )
-        from cdktn_provider_aws.s3_bucket_versioning import (
-            S3BucketVersioningA,
-            S3BucketVersioningVersioningConfiguration,
-        )
-        from cdktn_provider_aws.s3_object import S3Object
+        from cdktn_aws.s3 import AwsBucket as S3Bucket
+        from cdktn_aws.s3 import AwsBucketOwnershipControls as S3BucketOwnershipControls
+        from cdktn_aws.s3 import AwsBucketPolicy as S3BucketPolicy
+        from cdktn_aws.s3 import AwsBucketPublicAccessBlock as S3BucketPublicAccessBlock
+        from cdktn_aws.s3 import AwsBucketServerSideEncryptionConfiguration as S3BucketServerSideEncryptionConfiguration
+        from cdktn_aws.s3 import AwsBucketVersioning as S3BucketVersioning
+        from cdktn_aws.s3 import AwsObject as S3Object
 
         self.built = build_agent_pyz()
         self.sha256 = self.built.sha256
@@ -156,15 +146,15 @@ class AgentArtifact(Construct):
                                            block_public_policy=True, ignore_public_acls=True,
                                            restrict_public_buckets=True)
         S3BucketOwnershipControls(self, "ownership", bucket=self.bucket.id,
-                                  rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"))
-        encryption = S3BucketServerSideEncryptionConfigurationA(
+                                  rule=S3BucketOwnershipControls.RuleProperty(object_ownership="BucketOwnerEnforced"))
+        encryption = S3BucketServerSideEncryptionConfiguration(
             self, "encryption", bucket=self.bucket.id,
-            rule=[S3BucketServerSideEncryptionConfigurationRuleA(
+            rule=[S3BucketServerSideEncryptionConfiguration.RuleProperty(
                 apply_server_side_encryption_by_default=(
-                    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
+                    S3BucketServerSideEncryptionConfiguration.ApplyServerSideEncryptionByDefaultProperty(
                         sse_algorithm="AES256")))])
-        versioning = S3BucketVersioningA(self, "versioning", bucket=self.bucket.id,
-                                         versioning_configuration=S3BucketVersioningVersioningConfiguration(
+        versioning = S3BucketVersioning(self, "versioning", bucket=self.bucket.id,
+                                         versioning_configuration=S3BucketVersioning.VersioningConfigurationProperty(
                                              status="Enabled"))
         import json
 

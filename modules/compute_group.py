@@ -335,7 +335,7 @@ class SpotComputeGroup(Construct):
         self.user_data.add_part(part)
 
     def allow_ingress_from(self, source_security_group_id: str, port: int, description: str) -> None:
-        from cdktn_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
+        from cdktn_aws.vpc import AwsSecurityGroupIngressRule as VpcSecurityGroupIngressRule
 
         VpcSecurityGroupIngressRule(
             self, f"ingress-{port}-{len(self.node.children)}",
@@ -353,14 +353,14 @@ class SpotComputeGroup(Construct):
         if security_group_id:
             self.security_group_id = security_group_id
             return
-        from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupEgress
+        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
 
         sg = SecurityGroup(
             self, "security-group",
             name_prefix=f"{self.name}-",
             description=f"spotkit compute group {self.name}: egress only; peers are added by allow_ingress_from",
             vpc_id=self.vpc_id,
-            egress=[SecurityGroupEgress(from_port=0, to_port=0, protocol="-1", cidr_blocks=["0.0.0.0/0"],
+            egress=[SecurityGroup.EgressProperty(from_port=0, to_port=0, protocol="-1", cidr_blocks=["0.0.0.0/0"],
                                         description="all outbound")],
             tags=self.tags,
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
@@ -368,10 +368,10 @@ class SpotComputeGroup(Construct):
         self.security_group_id = sg.id
 
     def _create_role(self) -> None:
-        from cdktn_provider_aws.iam_instance_profile import IamInstanceProfile
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
-        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+        from cdktn_aws.iam import AwsInstanceProfile as IamInstanceProfile
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
+        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         self.role = IamRole(
             self, "role",
@@ -404,19 +404,13 @@ class SpotComputeGroup(Construct):
     def _image_id(self) -> str:
         if self.settings.ami_id:
             return self.settings.ami_id
-        from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
+        from cdktn_aws.ssm import DataAwsParameter as DataAwsSsmParameter
 
         param = DataAwsSsmParameter(self, "ami", name=self.settings.ami_ssm_parameter)
         return param.value
 
     def _create_launch_template(self) -> None:
-        from cdktn_provider_aws.launch_template import (
-            LaunchTemplate,
-            LaunchTemplateIamInstanceProfile,
-            LaunchTemplateMetadataOptions,
-            LaunchTemplateMonitoring,
-            LaunchTemplateTagSpecifications,
-        )
+        from cdktn_aws.ec2 import AwsLaunchTemplate as LaunchTemplate
 
         s = self.settings
         root = {
@@ -437,19 +431,19 @@ class SpotComputeGroup(Construct):
             description=f"spotkit compute group {self.name}",
             image_id=self._image_id(),
             update_default_version=True,
-            iam_instance_profile=LaunchTemplateIamInstanceProfile(arn=self.instance_profile.arn),
+            iam_instance_profile=LaunchTemplate.IamInstanceProfileProperty(arn=self.instance_profile.arn),
             vpc_security_group_ids=[self.security_group_id],
-            metadata_options=LaunchTemplateMetadataOptions(
+            metadata_options=LaunchTemplate.MetadataOptionsProperty(
                 http_endpoint="enabled",
                 http_tokens="required",
                 http_put_response_hop_limit=s.metadata_hop_limit,
                 instance_metadata_tags="enabled",
             ),
-            monitoring=LaunchTemplateMonitoring(enabled=True),
+            monitoring=LaunchTemplate.MonitoringProperty(enabled=True),
             user_data=self.user_data.base64,
             tag_specifications=[
-                LaunchTemplateTagSpecifications(resource_type="instance", tags=self.tags),
-                LaunchTemplateTagSpecifications(resource_type="volume", tags=self.tags),
+                LaunchTemplate.TagSpecificationsProperty(resource_type="instance", tags=self.tags),
+                LaunchTemplate.TagSpecificationsProperty(resource_type="volume", tags=self.tags),
             ],
             tags=self.tags,
             **self._extra_launch_template,
@@ -461,49 +455,37 @@ class SpotComputeGroup(Construct):
             self.launch_template.add_override("instance_type", s.instance_types[0])
 
     def _mixed_instances_policy(self):
-        from cdktn_provider_aws.autoscaling_group import (
-            AutoscalingGroupMixedInstancesPolicy as Policy,
-            AutoscalingGroupMixedInstancesPolicyInstancesDistribution as Distribution,
-            AutoscalingGroupMixedInstancesPolicyLaunchTemplate as PolicyLaunchTemplate,
-            AutoscalingGroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecification as Spec,
-            AutoscalingGroupMixedInstancesPolicyLaunchTemplateOverride as Override,
-        )
+        from cdktn_aws.auto_scaling import AwsGroup as AutoscalingGroup
 
         s = self.settings
         if s.instance_requirements is not None:
-            overrides = [Override()]
+            overrides = [AutoscalingGroup.OverrideProperty()]
         else:
             overrides = [
-                Override(instance_type=t, weighted_capacity=str(s.instance_weights[t]) if t in s.instance_weights else None)
+                AutoscalingGroup.OverrideProperty(instance_type=t, weighted_capacity=str(s.instance_weights[t]) if t in s.instance_weights else None)
                 for t in s.instance_types
             ]
-        return Policy(
-            instances_distribution=Distribution(
+        return AutoscalingGroup.MixedInstancesPolicyProperty(
+            instances_distribution=AutoscalingGroup.InstancesDistributionProperty(
                 on_demand_base_capacity=s.on_demand_base_capacity,
                 on_demand_percentage_above_base_capacity=s.on_demand_percentage_above_base,
                 on_demand_allocation_strategy=s.on_demand_allocation_strategy,
                 spot_allocation_strategy=s.spot_allocation_strategy,
                 spot_max_price=s.spot_max_price,
             ),
-            launch_template=PolicyLaunchTemplate(
-                launch_template_specification=Spec(launch_template_id=self.launch_template.id, version="$Latest"),
+            launch_template=AutoscalingGroup.MixedInstancesPolicyLaunchTemplateProperty(
+                launch_template_specification=AutoscalingGroup.MixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationProperty(launch_template_id=self.launch_template.id, version="$Latest"),
                 override=overrides,
             ),
         )
 
     def _create_group(self) -> None:
-        from cdktn_provider_aws.autoscaling_group import (
-            AutoscalingGroup,
-            AutoscalingGroupInitialLifecycleHook,
-            AutoscalingGroupInstanceRefresh,
-            AutoscalingGroupInstanceRefreshPreferences,
-            AutoscalingGroupTag,
-        )
+        from cdktn_aws.auto_scaling import AwsGroup as AutoscalingGroup
 
         s = self.settings
         hooks = []
         if s.create_lifecycle_hook:
-            hooks.append(AutoscalingGroupInitialLifecycleHook(
+            hooks.append(AutoscalingGroup.InitialLifecycleHookProperty(
                 name=DRAIN_HOOK_NAME,
                 lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
                 heartbeat_timeout=s.lifecycle_hook_heartbeat_seconds,
@@ -524,13 +506,13 @@ class SpotComputeGroup(Construct):
             launch_template=self._warm_pool_launch_template(),
             warm_pool=self._warm_pool(),
             initial_lifecycle_hook=hooks or None,
-            instance_refresh=AutoscalingGroupInstanceRefresh(
+            instance_refresh=AutoscalingGroup.InstanceRefreshProperty(
                 strategy="Rolling",
-                preferences=AutoscalingGroupInstanceRefreshPreferences(
+                preferences=AutoscalingGroup.PreferencesProperty(
                     min_healthy_percentage=s.instance_refresh_min_healthy_percentage),
             ),
             termination_policies=["OldestLaunchTemplate", "AllocationStrategy", "Default"],
-            tag=[AutoscalingGroupTag(key=k, value=v, propagate_at_launch=True) for k, v in self.tags.items()],
+            tag=[AutoscalingGroup.TagProperty(key=k, value=v, propagate_at_launch=True) for k, v in self.tags.items()],
             wait_for_capacity_timeout="0",
             lifecycle=TerraformResourceLifecycle(ignore_changes=["desired_capacity"]),
         )
@@ -545,24 +527,21 @@ class SpotComputeGroup(Construct):
     def _warm_pool_launch_template(self):
         if self.settings.warm_pool is None:
             return None
-        from cdktn_provider_aws.autoscaling_group import AutoscalingGroupLaunchTemplate
+        from cdktn_aws.auto_scaling import AwsGroup as AutoscalingGroup
 
-        return AutoscalingGroupLaunchTemplate(id=self.launch_template.id, version="$Latest")
+        return AutoscalingGroup.LaunchTemplateProperty(id=self.launch_template.id, version="$Latest")
 
     def _warm_pool(self):
         wp = self.settings.warm_pool
         if wp is None:
             return None
-        from cdktn_provider_aws.autoscaling_group import (
-            AutoscalingGroupWarmPool,
-            AutoscalingGroupWarmPoolInstanceReusePolicy,
-        )
+        from cdktn_aws.auto_scaling import AwsGroup as AutoscalingGroup
 
-        return AutoscalingGroupWarmPool(
+        return AutoscalingGroup.WarmPoolProperty(
             pool_state=wp.pool_state,
             min_size=wp.min_size,
             max_group_prepared_capacity=wp.max_group_prepared_capacity,
-            instance_reuse_policy=AutoscalingGroupWarmPoolInstanceReusePolicy(reuse_on_scale_in=wp.reuse_on_scale_in),
+            instance_reuse_policy=AutoscalingGroup.InstanceReusePolicyProperty(reuse_on_scale_in=wp.reuse_on_scale_in),
         )
 
     @property

@@ -222,16 +222,9 @@ class SnapshotPolicy(Construct):
                  settings: SnapshotSettings = SnapshotSettings()):
         validate_snapshots(f"SnapshotPolicy {name!r}", settings)
         super().__init__(scope, id_)
-        from cdktn_provider_aws.dlm_lifecycle_policy import (
-            DlmLifecyclePolicy,
-            DlmLifecyclePolicyPolicyDetails,
-            DlmLifecyclePolicyPolicyDetailsSchedule,
-            DlmLifecyclePolicyPolicyDetailsScheduleCreateRule,
-            DlmLifecyclePolicyPolicyDetailsScheduleFastRestoreRule,
-            DlmLifecyclePolicyPolicyDetailsScheduleRetainRule,
-        )
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+        from cdktn_aws.dlm import AwsLifecyclePolicy as DlmLifecyclePolicy
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         s = settings
         self.role = IamRole(
@@ -246,22 +239,22 @@ class SnapshotPolicy(Construct):
         IamRolePolicyAttachment(self, "service-role", role=self.role.name, policy_arn=DLM_SERVICE_ROLE_POLICY)
         fast = None
         if s.fast_restore_availability_zones:
-            fast = DlmLifecyclePolicyPolicyDetailsScheduleFastRestoreRule(
+            fast = DlmLifecyclePolicy.FastRestoreRuleProperty(
                 availability_zones=list(s.fast_restore_availability_zones), count=s.fast_restore_count)
         self.policy = DlmLifecyclePolicy(
             self, "policy",
             description=f"spotkit {name} snapshots of retained data volumes"[:500],
             execution_role_arn=self.role.arn,
             state="ENABLED" if s.enabled else "DISABLED",
-            policy_details=DlmLifecyclePolicyPolicyDetails(
+            policy_details=DlmLifecyclePolicy.PolicyDetailsProperty(
                 policy_type="EBS_SNAPSHOT_MANAGEMENT",
                 resource_types=["VOLUME"],
                 target_tags=dict(target_tags),
-                schedule=[DlmLifecyclePolicyPolicyDetailsSchedule(
+                schedule=[DlmLifecyclePolicy.ScheduleProperty(
                     name=f"every-{s.interval_hours}h-keep-{s.retain_count}",
-                    create_rule=DlmLifecyclePolicyPolicyDetailsScheduleCreateRule(
+                    create_rule=DlmLifecyclePolicy.CreateRuleProperty(
                         interval=s.interval_hours, interval_unit="HOURS", times=list(s.times)),
-                    retain_rule=DlmLifecyclePolicyPolicyDetailsScheduleRetainRule(count=s.retain_count),
+                    retain_rule=DlmLifecyclePolicy.PolicyDetailsScheduleRetainRuleProperty(count=s.retain_count),
                     copy_tags=s.copy_tags,
                     tags_to_add={"spotkit:snapshot-of": name},
                     fast_restore_rule=fast,

@@ -213,12 +213,9 @@ class EcsSpotCluster(Construct):
                  settings: EcsClusterSettings = EcsClusterSettings()):
         validate_cluster(name, settings)
         super().__init__(scope, id_)
-        from cdktn_provider_aws.ecs_cluster import EcsCluster, EcsClusterSetting
-        from cdktn_provider_aws.ecs_cluster_capacity_providers import (
-            EcsClusterCapacityProviders,
-            EcsClusterCapacityProvidersDefaultCapacityProviderStrategy as DefaultStrategy,
-        )
-        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+        from cdktn_aws.ecs import AwsCluster as EcsCluster
+        from cdktn_aws.ecs import AwsClusterCapacityProviders as EcsClusterCapacityProviders
+        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         self.name = name
         self.settings = settings
@@ -242,7 +239,7 @@ class EcsSpotCluster(Construct):
 
         self.cluster = EcsCluster(
             self, "cluster", name=name,
-            setting=[EcsClusterSetting(name="containerInsights", value="enabled" if s.container_insights else "disabled")],
+            setting=[EcsCluster.SettingProperty(name="containerInsights", value="enabled" if s.container_insights else "disabled")],
         )
 
         self.groups: dict[str, SpotComputeGroup] = {}
@@ -270,9 +267,9 @@ class EcsSpotCluster(Construct):
             cluster_name=self.cluster.name,
             capacity_providers=[self.on_demand_provider_name, self.spot_provider_name],
             default_capacity_provider_strategy=[
-                DefaultStrategy(capacity_provider=self.on_demand_provider_name, base=s.default_on_demand_base,
+                EcsClusterCapacityProviders.DefaultCapacityProviderStrategyProperty(capacity_provider=self.on_demand_provider_name, base=s.default_on_demand_base,
                                 weight=s.default_on_demand_weight),
-                DefaultStrategy(capacity_provider=self.spot_provider_name, base=0, weight=s.default_spot_weight),
+                EcsClusterCapacityProviders.DefaultCapacityProviderStrategyProperty(capacity_provider=self.spot_provider_name, base=0, weight=s.default_spot_weight),
             ],
         )
 
@@ -282,12 +279,12 @@ class EcsSpotCluster(Construct):
         """A service's capacity provider strategy: ``on_demand_base`` tasks on on-demand, the rest split
         by weight. The returned structs also name the cluster association, so a service that uses them
         should depend on ``capacity_providers``."""
-        from cdktn_provider_aws.ecs_service import EcsServiceCapacityProviderStrategy as Item
+        from cdktn_aws.ecs import AwsService as EcsService
 
         validate_strategy(where or f"EcsSpotCluster {self.name!r}", on_demand_base, on_demand_weight, spot_weight)
         return [
-            Item(capacity_provider=self.on_demand_provider_name, base=on_demand_base, weight=on_demand_weight),
-            Item(capacity_provider=self.spot_provider_name, base=0, weight=spot_weight),
+            EcsService.CapacityProviderStrategyProperty(capacity_provider=self.on_demand_provider_name, base=on_demand_base, weight=on_demand_weight),
+            EcsService.CapacityProviderStrategyProperty(capacity_provider=self.spot_provider_name, base=0, weight=spot_weight),
         ]
 
     def allow_ingress_from(self, source_security_group_id: str, port: int, description: str) -> None:
@@ -346,21 +343,17 @@ class EcsSpotCluster(Construct):
         return UserDataPart("ecs-agent", script, order=5)
 
     def _capacity_provider(self, label: str, provider_name: str, group: SpotComputeGroup, cp: CapacityProviderSettings):
-        from cdktn_provider_aws.ecs_capacity_provider import (
-            EcsCapacityProvider,
-            EcsCapacityProviderAutoScalingGroupProvider as AsgProvider,
-            EcsCapacityProviderAutoScalingGroupProviderManagedScaling as Scaling,
-        )
+        from cdktn_aws.ecs import AwsCapacityProvider as EcsCapacityProvider
 
         ms = cp.managed_scaling
         return EcsCapacityProvider(
             self, f"{label}-provider",
             name=provider_name,
-            auto_scaling_group_provider=AsgProvider(
+            auto_scaling_group_provider=EcsCapacityProvider.AutoScalingGroupProviderProperty(
                 auto_scaling_group_arn=group.group_arn,
                 managed_termination_protection="ENABLED" if cp.managed_termination_protection else "DISABLED",
                 managed_draining="ENABLED" if cp.managed_draining else "DISABLED",
-                managed_scaling=Scaling(
+                managed_scaling=EcsCapacityProvider.ManagedScalingProperty(
                     status="ENABLED" if ms.enabled else "DISABLED",
                     target_capacity=ms.target_capacity,
                     minimum_scaling_step_size=ms.minimum_scaling_step_size,

@@ -113,17 +113,12 @@ class EfsCheckpoints(Construct):
         validate_efs(where, settings, subnet_ids)
         super().__init__(scope, id_)
         from cdktn import TerraformResourceLifecycle
-        from cdktn_provider_aws.efs_access_point import (
-            EfsAccessPoint,
-            EfsAccessPointPosixUser,
-            EfsAccessPointRootDirectory,
-            EfsAccessPointRootDirectoryCreationInfo,
-        )
-        from cdktn_provider_aws.efs_backup_policy import EfsBackupPolicy, EfsBackupPolicyBackupPolicy
-        from cdktn_provider_aws.efs_file_system import EfsFileSystem, EfsFileSystemLifecyclePolicy
-        from cdktn_provider_aws.efs_file_system_policy import EfsFileSystemPolicy
-        from cdktn_provider_aws.efs_mount_target import EfsMountTarget
-        from cdktn_provider_aws.security_group import SecurityGroup
+        from cdktn_aws.efs import AwsAccessPoint as EfsAccessPoint
+        from cdktn_aws.efs import AwsBackupPolicy as EfsBackupPolicy
+        from cdktn_aws.efs import AwsFileSystem as EfsFileSystem
+        from cdktn_aws.efs import AwsFileSystemPolicy as EfsFileSystemPolicy
+        from cdktn_aws.efs import AwsMountTarget as EfsMountTarget
+        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
 
         s = settings
         self.name = name
@@ -132,8 +127,8 @@ class EfsCheckpoints(Construct):
         tags = {"Name": f"{name}-checkpoints", "spotkit:group": name}
         lifecycle = []
         if s.transition_to_ia:
-            lifecycle = [EfsFileSystemLifecyclePolicy(transition_to_ia=s.transition_to_ia),
-                         EfsFileSystemLifecyclePolicy(transition_to_primary_storage_class="AFTER_1_ACCESS")]
+            lifecycle = [EfsFileSystem.LifecyclePolicyProperty(transition_to_ia=s.transition_to_ia),
+                         EfsFileSystem.LifecyclePolicyProperty(transition_to_primary_storage_class="AFTER_1_ACCESS")]
         self.file_system = EfsFileSystem(
             self, "file-system",
             creation_token=f"{name}-checkpoints",
@@ -146,7 +141,7 @@ class EfsCheckpoints(Construct):
             tags=tags,
         )
         EfsBackupPolicy(self, "backup", file_system_id=self.file_system.id,
-                        backup_policy=EfsBackupPolicyBackupPolicy(status="ENABLED" if s.backup else "DISABLED"))
+                        backup_policy=EfsBackupPolicy.BackupPolicyProperty(status="ENABLED" if s.backup else "DISABLED"))
         EfsFileSystemPolicy(
             self, "policy",
             file_system_id=self.file_system.id,
@@ -179,10 +174,10 @@ class EfsCheckpoints(Construct):
         self.access_point = EfsAccessPoint(
             self, "access-point",
             file_system_id=self.file_system.id,
-            posix_user=EfsAccessPointPosixUser(uid=s.posix_uid, gid=s.posix_gid),
-            root_directory=EfsAccessPointRootDirectory(
+            posix_user=EfsAccessPoint.PosixUserProperty(uid=s.posix_uid, gid=s.posix_gid),
+            root_directory=EfsAccessPoint.RootDirectoryProperty(
                 path=s.root_directory,
-                creation_info=EfsAccessPointRootDirectoryCreationInfo(
+                creation_info=EfsAccessPoint.CreationInfoProperty(
                     owner_uid=s.posix_uid, owner_gid=s.posix_gid, permissions=s.root_permissions),
             ),
             tags=tags,
@@ -192,7 +187,7 @@ class EfsCheckpoints(Construct):
 
     def allow_from(self, security_group_id: str, description: str = "NFS from the compute group") -> None:
         """Open NFS (2049/tcp) on the mount targets to one security group, and nothing else."""
-        from cdktn_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
+        from cdktn_aws.vpc import AwsSecurityGroupIngressRule as VpcSecurityGroupIngressRule
 
         VpcSecurityGroupIngressRule(
             self, f"nfs-from-{self._sg_rules}",
@@ -218,7 +213,7 @@ class EfsCheckpoints(Construct):
         if hasattr(grantee, "add_to_role_policy"):
             grantee.add_to_role_policy(self.mount_statement())
             return
-        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
 
         IamRolePolicy(self, f"mount-{len(self.node.children)}", name_prefix="spotkit-efs-mount-", role=grantee.id,
                       policy=json.dumps({"Version": "2012-10-17", "Statement": [self.mount_statement()]}))

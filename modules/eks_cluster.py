@@ -47,22 +47,11 @@ class EksCluster(Construct):
                  auto_mode_node_role_arn: Optional[str] = None, tags: Mapping[str, str] | None = None):
         validate_cluster(name, settings)
         super().__init__(scope, id_)
-        from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-        from cdktn_provider_aws.eks_cluster import (
-            EksCluster as Cluster,
-            EksClusterAccessConfig,
-            EksClusterComputeConfig,
-            EksClusterEncryptionConfig,
-            EksClusterEncryptionConfigProvider,
-            EksClusterKubernetesNetworkConfig,
-            EksClusterKubernetesNetworkConfigElasticLoadBalancing,
-            EksClusterStorageConfig,
-            EksClusterStorageConfigBlockStorage,
-            EksClusterVpcConfig,
-        )
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
-        from cdktn_provider_aws.kms_key import KmsKey
+        from cdktn_aws.cloudwatch_logs import AwsGroup as CloudwatchLogGroup
+        from cdktn_aws.eks import AwsCluster as Cluster
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+        from cdktn_aws.kms import AwsKey as KmsKey
 
         self.name = name
         self.settings = settings
@@ -102,27 +91,27 @@ class EksCluster(Construct):
             # manifests), and the built-in "general-purpose" pool would take untolerating pods anywhere.
             auto = dict(
                 bootstrap_self_managed_addons=False,
-                compute_config=EksClusterComputeConfig(enabled=True, node_pools=["system"],
+                compute_config=Cluster.ComputeConfigProperty(enabled=True, node_pools=["system"],
                                                        node_role_arn=auto_mode_node_role_arn),
-                storage_config=EksClusterStorageConfig(block_storage=EksClusterStorageConfigBlockStorage(enabled=True)),
-                kubernetes_network_config=EksClusterKubernetesNetworkConfig(
-                    elastic_load_balancing=EksClusterKubernetesNetworkConfigElasticLoadBalancing(enabled=True)),
+                storage_config=Cluster.StorageConfigProperty(block_storage=Cluster.BlockStorageProperty(enabled=True)),
+                kubernetes_network_config=Cluster.KubernetesNetworkConfigProperty(
+                    elastic_load_balancing=Cluster.ElasticLoadBalancingProperty(enabled=True)),
             )
         self.cluster = Cluster(
             self, "cluster",
             name=name,
             version=settings.version,
             role_arn=self.role.arn,
-            vpc_config=EksClusterVpcConfig(
+            vpc_config=Cluster.VpcConfigProperty(
                 subnet_ids=self.subnet_ids,
                 endpoint_private_access=True,
                 endpoint_public_access=settings.endpoint_public_access,
                 public_access_cidrs=list(settings.public_access_cidrs) if settings.endpoint_public_access else None,
             ),
             enabled_cluster_log_types=list(settings.log_types),
-            encryption_config=EksClusterEncryptionConfig(
-                provider=EksClusterEncryptionConfigProvider(key_arn=self.kms_key_arn), resources=["secrets"]),
-            access_config=EksClusterAccessConfig(authentication_mode="API",
+            encryption_config=Cluster.EncryptionConfigProperty(
+                provider=Cluster.ProviderProperty(key_arn=self.kms_key_arn), resources=["secrets"]),
+            access_config=Cluster.AccessConfigProperty(authentication_mode="API",
                                                  bootstrap_cluster_creator_admin_permissions=True),
             tags=self.tags,
             depends_on=[self.log_group, *attachments],
@@ -154,7 +143,7 @@ class EksCluster(Construct):
 
     def add_addon(self, addon_name: str, *, configuration_values: Optional[dict] = None,
                   depends_on: Sequence = ()):
-        from cdktn_provider_aws.eks_addon import EksAddon
+        from cdktn_aws.eks import AwsAddon as EksAddon
 
         return EksAddon(
             self, f"addon-{addon_name}",
@@ -169,7 +158,7 @@ class EksCluster(Construct):
 
     def add_pod_identity(self, id_: str, *, namespace: str, service_account: str, role_arn: str):
         """Let pods of ``namespace/service_account`` assume ``role_arn`` (needs the pod identity agent)."""
-        from cdktn_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
+        from cdktn_aws.eks import AwsPodIdentityAssociation as EksPodIdentityAssociation
 
         return EksPodIdentityAssociation(self, f"pod-identity-{id_}", cluster_name=self.cluster.name,
                                          namespace=namespace, service_account=service_account, role_arn=role_arn,
@@ -178,18 +167,15 @@ class EksCluster(Construct):
     def add_access_entry(self, id_: str, principal_arn: str, *, entry_type: str = "STANDARD",
                          policy_arn: Optional[str] = None):
         """An access entry; with ``policy_arn``, the access policy associated cluster-wide."""
-        from cdktn_provider_aws.eks_access_entry import EksAccessEntry
-        from cdktn_provider_aws.eks_access_policy_association import (
-            EksAccessPolicyAssociation,
-            EksAccessPolicyAssociationAccessScope,
-        )
+        from cdktn_aws.eks import AwsAccessEntry as EksAccessEntry
+        from cdktn_aws.eks import AwsAccessPolicyAssociation as EksAccessPolicyAssociation
 
         entry = EksAccessEntry(self, f"access-{id_}", cluster_name=self.cluster.name, principal_arn=principal_arn,
                                type=entry_type, tags=self.tags)
         if policy_arn:
             EksAccessPolicyAssociation(self, f"access-policy-{id_}", cluster_name=self.cluster.name,
                                        principal_arn=principal_arn, policy_arn=policy_arn,
-                                       access_scope=EksAccessPolicyAssociationAccessScope(type="cluster"),
+                                       access_scope=EksAccessPolicyAssociation.AccessScopeProperty(type="cluster"),
                                        depends_on=[entry])
         return entry
 
@@ -199,7 +185,7 @@ class EksCluster(Construct):
     def tag_for_discovery(self, subnet_ids: Sequence[str]) -> None:
         """Tag subnets and the cluster security group ``karpenter.sh/discovery=<cluster>`` (works for
         subnets the stack did not create, too)."""
-        from cdktn_provider_aws.ec2_tag import Ec2Tag
+        from cdktn_aws.ec2 import AwsTag as Ec2Tag
 
         for i, subnet in enumerate(subnet_ids):
             Ec2Tag(self, f"discovery-subnet-{i}", resource_id=subnet, key=DISCOVERY_TAG, value=self.name)

@@ -35,8 +35,8 @@ class EksNodeRole(Construct):
     def __init__(self, scope: Construct, id_: str, *, name: str, auto_mode: bool = False,
                  tags: Mapping[str, str] | None = None):
         super().__init__(scope, id_)
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         # A fixed name: Karpenter's EC2NodeClass and Auto Mode's NodeClass reference the role by name.
         self.role = IamRole(self, "role", name=name, assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
@@ -65,12 +65,7 @@ class EksManagedNodeGroup(Construct):
         if not subnet_ids:
             raise ValidationError(f"node group {settings.name!r}: subnet_ids is empty: give subnets in 2 or more AZs")
         super().__init__(scope, id_)
-        from cdktn_provider_aws.eks_node_group import (
-            EksNodeGroup,
-            EksNodeGroupScalingConfig,
-            EksNodeGroupTaint,
-            EksNodeGroupUpdateConfig,
-        )
+        from cdktn_aws.eks import AwsNodeGroup as EksNodeGroup
 
         s = self.settings = settings
         if s.is_spot and s.gpu and len(set(s.instance_types)) == 2:
@@ -87,12 +82,12 @@ class EksManagedNodeGroup(Construct):
             instance_types=list(s.instance_types),
             ami_type=s.ami_type,
             disk_size=s.disk_size_gib,
-            scaling_config=EksNodeGroupScalingConfig(
+            scaling_config=EksNodeGroup.ScalingConfigProperty(
                 min_size=s.min_size, max_size=s.max_size,
                 desired_size=s.desired_size if s.desired_size is not None else s.min_size),
-            update_config=EksNodeGroupUpdateConfig(max_unavailable_percentage=s.max_unavailable_percentage),
+            update_config=EksNodeGroup.UpdateConfigProperty(max_unavailable_percentage=s.max_unavailable_percentage),
             labels=self.labels,
-            taint=[EksNodeGroupTaint(key=t.key, value=t.value, effect=EKS_TAINT_EFFECTS[t.effect]) for t in s.taints],
+            taint=[EksNodeGroup.TaintProperty(key=t.key, value=t.value, effect=EKS_TAINT_EFFECTS[t.effect]) for t in s.taints],
             tags={"spotkit:cluster": cluster_label, "spotkit:node-group": s.name,
                   "spotkit:lifecycle": s.lifecycle},
             # The cluster autoscaler / users change desired size; Terraform must not pull it back.

@@ -279,15 +279,15 @@ class InferenceService(Construct):
     # --- resources --------------------------------------------------------------------------
 
     def _create_log_group(self) -> None:
-        from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+        from cdktn_aws.cloudwatch_logs import AwsGroup as CloudwatchLogGroup
 
         self.log_group = CloudwatchLogGroup(self, "logs", name=f"/spotkit/{self.name}",
                                             retention_in_days=self.settings.log_retention_days)
 
     def _create_security_groups(self, vpc_id: str) -> None:
-        from cdktn_provider_aws.security_group import SecurityGroup
-        from cdktn_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
-        from cdktn_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
+        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
+        from cdktn_aws.vpc import AwsSecurityGroupEgressRule as VpcSecurityGroupEgressRule
+        from cdktn_aws.vpc import AwsSecurityGroupIngressRule as VpcSecurityGroupIngressRule
 
         s = self.settings
         port = s.container.port
@@ -316,9 +316,9 @@ class InferenceService(Construct):
         self.service_security_group_id = self.service_security_group.id
 
     def _create_load_balancer(self, vpc_id: str, alb_subnet_ids: Sequence[str]) -> None:
-        from cdktn_provider_aws.lb import Lb
-        from cdktn_provider_aws.lb_listener import LbListener, LbListenerDefaultAction
-        from cdktn_provider_aws.lb_target_group import LbTargetGroup, LbTargetGroupHealthCheck
+        from cdktn_aws.elb import AwsLb as Lb
+        from cdktn_aws.elb import AwsListener as LbListener
+        from cdktn_aws.elb import AwsTargetGroup as LbTargetGroup
 
         s = self.settings
         self.alb = Lb(
@@ -329,12 +329,12 @@ class InferenceService(Construct):
         self.target_group = LbTargetGroup(
             self, "target-group", name=f"{self.name}-tg", vpc_id=vpc_id, target_type="ip", protocol="HTTP",
             port=s.container.port, deregistration_delay=str(s.deregistration_delay_seconds),
-            health_check=LbTargetGroupHealthCheck(
+            health_check=LbTargetGroup.HealthCheckProperty(
                 enabled=True, path=s.container.health_check_path, protocol="HTTP", port="traffic-port",
                 matcher="200", interval=15, timeout=5, healthy_threshold=2, unhealthy_threshold=3,
             ),
         )
-        forward = [LbListenerDefaultAction(type="forward", target_group_arn=self.target_group.arn)]
+        forward = [LbListener.DefaultActionProperty(type="forward", target_group_arn=self.target_group.arn)]
         if s.certificate_arn:
             self.listener = LbListener(self, "listener", load_balancer_arn=self.alb.arn, port=443, protocol="HTTPS",
                                        certificate_arn=s.certificate_arn,
@@ -346,9 +346,9 @@ class InferenceService(Construct):
             self.url = f"http://{self.alb.dns_name}:{s.listener_port}"
 
     def _create_roles(self) -> None:
-        from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+        from cdktn_aws.sts import DataAwsCallerIdentity
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
 
         s = self.settings
         me = DataAwsCallerIdentity(self, "caller")
@@ -426,12 +426,7 @@ class InferenceService(Construct):
         return definition
 
     def _create_task_definition(self) -> None:
-        from cdktn_provider_aws.ecs_task_definition import (
-            EcsTaskDefinition,
-            EcsTaskDefinitionVolume,
-            EcsTaskDefinitionVolumeEfsVolumeConfiguration as Efs,
-            EcsTaskDefinitionVolumeEfsVolumeConfigurationAuthorizationConfig as EfsAuth,
-        )
+        from cdktn_aws.ecs import AwsTaskDefinition as EcsTaskDefinition
 
         s = self.settings
         cache_dir = "/models"
@@ -439,16 +434,16 @@ class InferenceService(Construct):
             efs = self.model_cache_file_system
             fs_id = efs.file_system.id if efs is not None else s.efs_file_system_id
             ap_id = efs.access_point.id if efs is not None else s.efs_access_point_id
-            volume = EcsTaskDefinitionVolume(
+            volume = EcsTaskDefinition.VolumeProperty(
                 name="model-cache",
-                efs_volume_configuration=Efs(
+                efs_volume_configuration=EcsTaskDefinition.EfsVolumeConfigurationProperty(
                     file_system_id=fs_id, transit_encryption="ENABLED",
-                    authorization_config=EfsAuth(access_point_id=ap_id, iam="ENABLED") if ap_id else None,
+                    authorization_config=EcsTaskDefinition.VolumeEfsVolumeConfigurationAuthorizationConfigProperty(access_point_id=ap_id, iam="ENABLED") if ap_id else None,
                     root_directory=None if ap_id else "/",
                 ),
             )
         else:
-            volume = EcsTaskDefinitionVolume(name="model-cache", host_path=HOST_MODEL_CACHE)
+            volume = EcsTaskDefinition.VolumeProperty(name="model-cache", host_path=HOST_MODEL_CACHE)
             self.cluster.add_user_data(UserDataPart("model-cache", INSTANCE_STORE_SCRIPT, order=20))
         self.container_definition = self._container_definition(cache_dir)
         self.task_definition = EcsTaskDefinition(
@@ -460,41 +455,31 @@ class InferenceService(Construct):
 
     def _create_service(self, task_subnet_ids: Sequence[str], strategy: list) -> None:
         from cdktn import TerraformResourceLifecycle
-        from cdktn_provider_aws.ecs_service import (
-            EcsService,
-            EcsServiceDeploymentCircuitBreaker,
-            EcsServiceLoadBalancer,
-            EcsServiceNetworkConfiguration,
-            EcsServiceOrderedPlacementStrategy as Placement,
-        )
+        from cdktn_aws.ecs import AwsService as EcsService
 
         s = self.settings
         self.service = EcsService(
             self, "service", name=self.name, cluster=self.cluster.cluster_arn,
             task_definition=self.task_definition.arn, desired_count=s.total_count,
             capacity_provider_strategy=strategy,
-            network_configuration=EcsServiceNetworkConfiguration(
+            network_configuration=EcsService.NetworkConfigurationProperty(
                 subnets=list(task_subnet_ids), security_groups=[self.service_security_group.id], assign_public_ip=False),
-            load_balancer=[EcsServiceLoadBalancer(target_group_arn=self.target_group.arn, container_name="server",
+            load_balancer=[EcsService.LoadBalancerProperty(target_group_arn=self.target_group.arn, container_name="server",
                                                   container_port=s.container.port)],
             health_check_grace_period_seconds=s.health_check_grace_period_seconds,
-            deployment_circuit_breaker=EcsServiceDeploymentCircuitBreaker(enable=s.circuit_breaker,
+            deployment_circuit_breaker=EcsService.DeploymentCircuitBreakerProperty(enable=s.circuit_breaker,
                                                                           rollback=s.circuit_breaker),
             deployment_minimum_healthy_percent=100, deployment_maximum_percent=200,
-            ordered_placement_strategy=[Placement(type="spread", field="attribute:ecs.availability-zone"),
-                                        Placement(type="spread", field="instanceId")],
+            ordered_placement_strategy=[EcsService.OrderedPlacementStrategyProperty(type="spread", field="attribute:ecs.availability-zone"),
+                                        EcsService.OrderedPlacementStrategyProperty(type="spread", field="instanceId")],
             enable_ecs_managed_tags=True, propagate_tags="SERVICE", wait_for_steady_state=False,
             depends_on=[self.listener, self.cluster.capacity_providers],
             lifecycle=TerraformResourceLifecycle(ignore_changes=["desired_count"]),
         )
 
     def _create_autoscaling(self) -> None:
-        from cdktn_provider_aws.appautoscaling_policy import (
-            AppautoscalingPolicy,
-            AppautoscalingPolicyTargetTrackingScalingPolicyConfiguration as TargetTracking,
-            AppautoscalingPolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecification as Predefined,
-        )
-        from cdktn_provider_aws.appautoscaling_target import AppautoscalingTarget
+        from cdktn_aws.application_auto_scaling import AwsPolicy as AppautoscalingPolicy
+        from cdktn_aws.application_auto_scaling import AwsTarget as AppautoscalingTarget
 
         s = self.settings
         self.scaling_target = AppautoscalingTarget(
@@ -506,9 +491,9 @@ class InferenceService(Construct):
             self, "scaling-policy", name=f"{self.name}-requests-per-target", policy_type="TargetTrackingScaling",
             service_namespace=self.scaling_target.service_namespace,
             scalable_dimension=self.scaling_target.scalable_dimension, resource_id=self.scaling_target.resource_id,
-            target_tracking_scaling_policy_configuration=TargetTracking(
+            target_tracking_scaling_policy_configuration=AppautoscalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
                 target_value=s.requests_per_target, scale_in_cooldown=300, scale_out_cooldown=60,
-                predefined_metric_specification=Predefined(
+                predefined_metric_specification=AppautoscalingPolicy.PredefinedMetricSpecificationProperty(
                     predefined_metric_type="ALBRequestCountPerTarget",
                     resource_label=f"{self.alb.arn_suffix}/{self.target_group.arn_suffix}",
                 ),

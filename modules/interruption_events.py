@@ -314,9 +314,9 @@ class InterruptionEvents(Construct):
     # --- context --------------------------------------------------------------------------------
 
     def _context(self) -> None:
-        from cdktn_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
-        from cdktn_provider_aws.data_aws_partition import DataAwsPartition
-        from cdktn_provider_aws.data_aws_region import DataAwsRegion
+        from cdktn_aws.sts import DataAwsCallerIdentity
+        from cdktn_aws.meta_data_sources import DataAwsPartition
+        from cdktn_aws.meta_data_sources import DataAwsRegion
 
         self.account = DataAwsCallerIdentity(self, "account").account_id
         self.partition = DataAwsPartition(self, "partition").partition
@@ -329,23 +329,17 @@ class InterruptionEvents(Construct):
     # --- resources ------------------------------------------------------------------------------
 
     def _create_journal(self) -> None:
-        from cdktn_provider_aws.dynamodb_table import (
-            DynamodbTable,
-            DynamodbTableAttribute,
-            DynamodbTablePointInTimeRecovery,
-            DynamodbTableServerSideEncryption,
-            DynamodbTableTtl,
-        )
+        from cdktn_aws.dynamodb import AwsTable as DynamodbTable
 
         self.journal = DynamodbTable(
             self, "journal",
             name=f"{self.name}-interruption-journal",
             billing_mode="PAY_PER_REQUEST",
             hash_key="pk", range_key="sk",
-            attribute=[DynamodbTableAttribute(name="pk", type="S"), DynamodbTableAttribute(name="sk", type="S")],
-            ttl=DynamodbTableTtl(attribute_name="expires_at", enabled=True),
-            point_in_time_recovery=DynamodbTablePointInTimeRecovery(enabled=True),
-            server_side_encryption=DynamodbTableServerSideEncryption(
+            attribute=[DynamodbTable.AttributeProperty(name="pk", type="S"), DynamodbTable.AttributeProperty(name="sk", type="S")],
+            ttl=DynamodbTable.TtlProperty(attribute_name="expires_at", enabled=True),
+            point_in_time_recovery=DynamodbTable.PointInTimeRecoveryProperty(enabled=True),
+            server_side_encryption=DynamodbTable.ServerSideEncryptionProperty(
                 enabled=True, **({"kms_key_arn": self.kms_key_arn} if self.kms_key_arn else {})),
         )
 
@@ -355,8 +349,8 @@ class InterruptionEvents(Construct):
         return {"sqs_managed_sse_enabled": True}
 
     def _create_queues(self) -> None:
-        from cdktn_provider_aws.sqs_queue import SqsQueue
-        from cdktn_provider_aws.sqs_queue_redrive_allow_policy import SqsQueueRedriveAllowPolicy
+        from cdktn_aws.sqs import AwsQueue as SqsQueue
+        from cdktn_aws.sqs import AwsQueueRedriveAllowPolicy as SqsQueueRedriveAllowPolicy
 
         s = self.settings
         # Visibility 6x the function timeout (AWS's advice for an SQS event source): a batch the Lambda
@@ -394,8 +388,8 @@ class InterruptionEvents(Construct):
         }
 
     def _create_rules(self) -> None:
-        from cdktn_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
-        from cdktn_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
+        from cdktn_aws.eventbridge import AwsRule as CloudwatchEventRule
+        from cdktn_aws.eventbridge import AwsTarget as CloudwatchEventTarget
 
         self.rules = {}
         for rule_id, pattern in {**self.rule_patterns(), **self.fallback_patterns()}.items():
@@ -421,8 +415,8 @@ class InterruptionEvents(Construct):
 
     def _create_fallback_schedule(self) -> None:
         """The return check: a scheduled rule whose event (``Scheduled Event``) goes to the queue."""
-        from cdktn_provider_aws.cloudwatch_event_rule import CloudwatchEventRule
-        from cdktn_provider_aws.cloudwatch_event_target import CloudwatchEventTarget
+        from cdktn_aws.eventbridge import AwsRule as CloudwatchEventRule
+        from cdktn_aws.eventbridge import AwsTarget as CloudwatchEventTarget
 
         if self.fallback is None:
             return
@@ -436,7 +430,7 @@ class InterruptionEvents(Construct):
         self.rules["fallback-check"] = rule
 
     def _create_queue_policy(self) -> None:
-        from cdktn_provider_aws.sqs_queue_policy import SqsQueuePolicy
+        from cdktn_aws.sqs import AwsQueuePolicy as SqsQueuePolicy
 
         rule_arns = [r.arn for r in self.rules.values()]
         SqsQueuePolicy(self, "queue-policy", queue_url=self.queue.url, policy=json.dumps({
@@ -564,12 +558,11 @@ class InterruptionEvents(Construct):
 
     def _create_lambda(self) -> None:
         from cdktn import AssetType, TerraformAsset
-        from cdktn_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
-        from cdktn_provider_aws.lambda_event_source_mapping import (LambdaEventSourceMapping,
-                                                                    LambdaEventSourceMappingScalingConfig)
-        from cdktn_provider_aws.lambda_function import LambdaFunction, LambdaFunctionEnvironment
+        from cdktn_aws.cloudwatch_logs import AwsGroup as CloudwatchLogGroup
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
+        from cdktn_aws.lambda_ import AwsEventSourceMapping as LambdaEventSourceMapping
+        from cdktn_aws.lambda_ import AwsFunction as LambdaFunction
 
         s = self.settings
         function_name = f"{self.name}-interruption-handler"[:64]
@@ -597,7 +590,7 @@ class InterruptionEvents(Construct):
             # Reserved concurrency: a wave must find handlers free even when other functions of the account
             # use the pool, and must not run so many at once that ELB, ECS and SSM throttle every one of them.
             reserved_concurrent_executions=s.lambda_reserved_concurrency,
-            environment=LambdaFunctionEnvironment(variables=self._environment()),
+            environment=LambdaFunction.EnvironmentProperty(variables=self._environment()),
             depends_on=[log_group, role_policy],
         )
         self.event_source = LambdaEventSourceMapping(
@@ -610,24 +603,15 @@ class InterruptionEvents(Construct):
             function_response_types=["ReportBatchItemFailures"],
             # Pollers invoke at most this many at once: above the reserved concurrency they would be
             # throttled, and a throttled batch counts as a receive toward the dead-letter queue.
-            scaling_config=LambdaEventSourceMappingScalingConfig(
+            scaling_config=LambdaEventSourceMapping.ScalingConfigProperty(
                 maximum_concurrency=s.lambda_reserved_concurrency or DEFAULT_MAXIMUM_CONCURRENCY),
         )
 
     def _create_fis(self) -> None:
-        from cdktn_provider_aws.cloudwatch_metric_alarm import CloudwatchMetricAlarm
-        from cdktn_provider_aws.fis_experiment_template import (
-            FisExperimentTemplate,
-            FisExperimentTemplateAction,
-            FisExperimentTemplateActionParameter,
-            FisExperimentTemplateActionTarget,
-            FisExperimentTemplateStopCondition,
-            FisExperimentTemplateTarget,
-            FisExperimentTemplateTargetFilter,
-            FisExperimentTemplateTargetResourceTag,
-        )
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+        from cdktn_aws.cloudwatch import AwsMetricAlarm as CloudwatchMetricAlarm
+        from cdktn_aws.fis import AwsExperimentTemplate as FisExperimentTemplate
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
 
         s = self.settings
         self.stop_alarm = CloudwatchMetricAlarm(
@@ -656,18 +640,18 @@ class InterruptionEvents(Construct):
                 description=f"spotkit: interrupt {s.fis_selection_mode} spot instance(s) of {group} "
                             f"({s.fis_duration_before_interruption} notice)",
                 role_arn=self.fis_role.arn,
-                action=[FisExperimentTemplateAction(
+                action=[FisExperimentTemplate.ActionProperty(
                     name="interrupt-spot", action_id="aws:ec2:send-spot-instance-interruptions",
                     description="Send a spot interruption notice, then interrupt",
-                    parameter=[FisExperimentTemplateActionParameter(
+                    parameter=[FisExperimentTemplate.ParameterProperty(
                         key="durationBeforeInterruption", value=s.fis_duration_before_interruption)],
-                    target=FisExperimentTemplateActionTarget(key="SpotInstances", value="group-spot-instances"))],
-                target=[FisExperimentTemplateTarget(
+                    target=FisExperimentTemplate.ActionTargetProperty(key="SpotInstances", value="group-spot-instances"))],
+                target=[FisExperimentTemplate.TargetProperty(
                     name="group-spot-instances", resource_type="aws:ec2:spot-instance",
                     selection_mode=s.fis_selection_mode,
-                    resource_tag=[FisExperimentTemplateTargetResourceTag(key=GROUP_TAG, value=group)],
-                    filter=[FisExperimentTemplateTargetFilter(path="State.Name", values=["running"])])],
-                stop_condition=[FisExperimentTemplateStopCondition(source="aws:cloudwatch:alarm",
+                    resource_tag=[FisExperimentTemplate.ResourceTagProperty(key=GROUP_TAG, value=group)],
+                    filter=[FisExperimentTemplate.FilterProperty(path="State.Name", values=["running"])])],
+                stop_condition=[FisExperimentTemplate.StopConditionProperty(source="aws:cloudwatch:alarm",
                                                                    value=self.stop_alarm.arn)],
                 tags={"Name": f"{self.name}-{group}-spot-interruption", GROUP_TAG: group},
             )
@@ -676,7 +660,7 @@ class InterruptionEvents(Construct):
 
     def grant_consume(self, role_name: str, id_: str = "consumer-policy"):
         """Let ``role_name`` run ``spotkit handle-events --queue-url`` on this queue (queue mode)."""
-        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
+        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
 
         return IamRolePolicy(self, id_, name="spotkit-interruption-consumer", role=role_name,
                              policy=json.dumps(self.handler_policy))

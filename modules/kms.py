@@ -24,6 +24,6 @@ def key_arn(scope: Construct, id_: str, key: str) -> str:
     """``key`` itself when it is a key ARN, else the ARN of ``data "aws_kms_key" "<id_>"`` looked up by it."""
     if is_key_arn(key):
         return key
-    from cdktn_provider_aws.data_aws_kms_key import DataAwsKmsKey
+    from cdktn_aws.kms import DataAwsKey as DataAwsKmsKey
 
     return DataAwsKmsKey(scope, id_, key_id=key).arn

@@ -69,16 +69,16 @@ class SpotNetwork(Construct):
                  settings: NetworkSettings = NetworkSettings()):
         validate_network(settings)
         super().__init__(scope, id_)
-        from cdktn_provider_aws.data_aws_availability_zones import DataAwsAvailabilityZones
-        from cdktn_provider_aws.eip import Eip
-        from cdktn_provider_aws.internet_gateway import InternetGateway
-        from cdktn_provider_aws.nat_gateway import NatGateway
-        from cdktn_provider_aws.route import Route
-        from cdktn_provider_aws.route_table import RouteTable
-        from cdktn_provider_aws.route_table_association import RouteTableAssociation
-        from cdktn_provider_aws.subnet import Subnet
-        from cdktn_provider_aws.vpc import Vpc
-        from cdktn_provider_aws.vpc_endpoint import VpcEndpoint
+        from cdktn_aws.ec2 import DataAwsAvailabilityZones
+        from cdktn_aws.ec2 import AwsEip as Eip
+        from cdktn_aws.vpc import AwsInternetGateway as InternetGateway
+        from cdktn_aws.vpc import AwsNatGateway as NatGateway
+        from cdktn_aws.vpc import AwsRoute as Route
+        from cdktn_aws.vpc import AwsRouteTable as RouteTable
+        from cdktn_aws.vpc import AwsRouteTableAssociation as RouteTableAssociation
+        from cdktn_aws.vpc import AwsSubnet as Subnet
+        from cdktn_aws.vpc import AwsVpc as Vpc
+        from cdktn_aws.vpc import AwsEndpoint as VpcEndpoint
 
         net = ipaddress.ip_network(settings.cidr)
         blocks = list(net.subnets(new_prefix=min(net.prefixlen + 4, 28)))

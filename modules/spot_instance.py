@@ -105,22 +105,16 @@ class PersistentSpotInstance(Construct):
         validate_spot_instance(name, settings)
         super().__init__(scope, id_)
         from cdktn import TerraformResourceLifecycle
-        from cdktn_provider_aws.data_aws_ssm_parameter import DataAwsSsmParameter
-        from cdktn_provider_aws.data_aws_subnet import DataAwsSubnet
-        from cdktn_provider_aws.ebs_volume import EbsVolume
-        from cdktn_provider_aws.iam_instance_profile import IamInstanceProfile
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
-        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
-        from cdktn_provider_aws.instance import (
-            Instance,
-            InstanceInstanceMarketOptions,
-            InstanceInstanceMarketOptionsSpotOptions,
-            InstanceMetadataOptions,
-            InstanceRootBlockDevice,
-        )
-        from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupEgress
-        from cdktn_provider_aws.volume_attachment import VolumeAttachment
+        from cdktn_aws.ssm import DataAwsParameter as DataAwsSsmParameter
+        from cdktn_aws.vpc import DataAwsSubnet
+        from cdktn_aws.ebs import AwsVolume as EbsVolume
+        from cdktn_aws.iam import AwsInstanceProfile as IamInstanceProfile
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
+        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+        from cdktn_aws.ec2 import AwsInstance as Instance
+        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
+        from cdktn_aws.ebs import AwsVolumeAttachment as VolumeAttachment
 
         s = settings
         self.name = name
@@ -133,7 +127,7 @@ class PersistentSpotInstance(Construct):
         sg = SecurityGroup(
             self, "security-group", name_prefix=f"{name}-", vpc_id=vpc_id,
             description=f"spotkit spot instance {name}: egress only",
-            egress=[SecurityGroupEgress(from_port=0, to_port=0, protocol="-1", cidr_blocks=["0.0.0.0/0"],
+            egress=[SecurityGroup.EgressProperty(from_port=0, to_port=0, protocol="-1", cidr_blocks=["0.0.0.0/0"],
                                         description="all outbound")],
             tags=self.tags, lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
@@ -173,18 +167,18 @@ class PersistentSpotInstance(Construct):
             vpc_security_group_ids=[sg.id],
             iam_instance_profile=profile.name,
             hibernation=hib.enabled,
-            instance_market_options=InstanceInstanceMarketOptions(
+            instance_market_options=Instance.InstanceMarketOptionsProperty(
                 market_type="spot",
-                spot_options=InstanceInstanceMarketOptionsSpotOptions(
+                spot_options=Instance.SpotOptionsProperty(
                     spot_instance_type="persistent",
                     instance_interruption_behavior=s.interruption_behaviour,
                     max_price=s.spot_max_price,
                 ),
             ),
-            root_block_device=InstanceRootBlockDevice(
+            root_block_device=Instance.RootBlockDeviceProperty(
                 volume_size=root_size, volume_type="gp3", encrypted=s.root_volume_encrypted,
                 kms_key_id=s.kms_key_id, delete_on_termination=True),
-            metadata_options=InstanceMetadataOptions(http_endpoint="enabled", http_tokens="required",
+            metadata_options=Instance.MetadataOptionsProperty(http_endpoint="enabled", http_tokens="required",
                                                      http_put_response_hop_limit=2, instance_metadata_tags="enabled"),
             user_data_base64=self.user_data.base64,
             tags={**self.tags, "Name": name},

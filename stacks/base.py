@@ -36,7 +36,7 @@ class SpotkitStack(TerraformStack):
 
     def __init__(self, scope: Construct, id_: str, config: StackConfig):
         super().__init__(scope, id_)
-        from cdktn_provider_aws.provider import AwsProvider
+        from cdktn_aws.provider import AwsProvider
 
         self.config = config
         self.region = config.region

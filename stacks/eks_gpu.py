@@ -134,9 +134,9 @@ class EksGpuStack(SpotkitStack):
 
     def _service_role(self, name: str, policy_arn: str | None = None, statements: list | None = None):
         """A role for a Kubernetes service account through EKS Pod Identity."""
-        from cdktn_provider_aws.iam_role import IamRole
-        from cdktn_provider_aws.iam_role_policy import IamRolePolicy
-        from cdktn_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+        from cdktn_aws.iam import AwsRole as IamRole
+        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
+        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         role = IamRole(self, f"{name}-role", name_prefix=f"{self.config.name}-{name}-"[:38],
                        assume_role_policy=assume_role_policy("pods.eks.amazonaws.com", tag_session=True),
@@ -164,7 +164,7 @@ class EksGpuStack(SpotkitStack):
         TerraformOutput(self, "karpenter_node_role_name", value=self.pool_node_role.name)
 
     def _partition(self) -> str:
-        from cdktn_provider_aws.data_aws_partition import DataAwsPartition
+        from cdktn_aws.meta_data_sources import DataAwsPartition
 
         return DataAwsPartition(self, "partition").partition
 
@@ -200,7 +200,7 @@ class EksGpuStack(SpotkitStack):
     def _deploy_manifests(self) -> None:
         """The manifests as ``kubernetes_manifest`` resources (opt-in: needs the hashicorp/kubernetes
         provider, which offline mirrors may lack, and a reachable cluster at plan time)."""
-        from cdktn_provider_aws.data_aws_eks_cluster_auth import DataAwsEksClusterAuth
+        from cdktn_aws.eks import DataAwsClusterAuth as DataAwsEksClusterAuth
 
         auth = DataAwsEksClusterAuth(self, "cluster-auth", name=self.cluster.cluster_name)
         self.add_override("terraform.required_providers.kubernetes",

@@ -19,7 +19,7 @@ SUBNETS = ["subnet-a", "subnet-b", "subnet-c"]
 def attached():
     # GIVEN a compute group in three subnets and EFS checkpoints attached to it, plus a bare role granted mount
     def build(stack):
-        from cdktn_provider_aws.iam_role import IamRole
+        from cdktn_aws.iam import AwsRole as IamRole
 
         group = SpotComputeGroup(stack, "fleet", name="fleet", vpc_id="vpc-1", subnet_ids=SUBNETS)
         efs = EfsCheckpoints(stack, "ckpt", name="fleet", vpc_id="vpc-1", subnet_ids=SUBNETS,

@@ -4,7 +4,7 @@ Synthesis costs seconds (importing the engine, running jsii's Node.js); most pla
 that synthesis reads. The key of a stack is a sha256 over everything that determines its output:
 
 - the stack's name and spotkit's version;
-- the installed versions of the engine and its bindings (cdktn, cdktn-provider-aws, constructs, jsii);
+- the installed versions of the engine and its bindings (cdktn, cdktn-aws, constructs, jsii);
 - the whole ``--config`` data (every section: a stack may read settings as well as its own section);
 - every source file of ``stacks/``, ``modules/`` and ``toolkit/`` (what the stacks import, and what they
   package as assets: the agent artifact, the handler's Lambda), path and bytes.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 CACHE_ENV = "SPOTKIT_SYNTH_CACHE"
-ENGINE_DISTRIBUTIONS = ("cdktn", "cdktn-provider-aws", "constructs", "jsii")
+ENGINE_DISTRIBUTIONS = ("cdktn", "cdktn-aws", "constructs", "jsii")
 SOURCE_PACKAGES = ("stacks", "modules", "toolkit")
 ENTRY_FILE = "entry.json"
 ROOT = Path(__file__).resolve().parents[1]
