@@ -36,9 +36,9 @@ def _retry_configs() -> dict:
 
 
 def __getattr__(name: str):  # RETRY_CONFIG, LOOPBACK_RETRY_CONFIG, built on first use (PEP 562)
-    configs = _retry_configs()
-    if name in configs:
-        return configs[name]
+    if name in ("RETRY_CONFIG", "LOOPBACK_RETRY_CONFIG"):
+        return _retry_configs()[name]
+    # Any other name (``__path__``, ``__all__``... asked by import machinery) must not import botocore.
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
