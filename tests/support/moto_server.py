@@ -92,13 +92,16 @@ EXTENSIONS.append(("ecs ListContainerInstances applies filter ec2InstanceId == /
 
 # ReceiveMessage cost: moto 5.2 rebuilds every queue attribute (three scans of the whole queue each) three
 # times per message it hands out, to read the retention period; a wave's drain grew with the square of
-# its size in the emulator (tests/support/sqs_receive_extension.py). Answers are unchanged.
+# its size in the emulator; and its queue operations race each other in the threaded server
+# (tests/support/sqs_receive_extension.py). Answers are unchanged.
 from tests.support import sqs_receive_extension  # noqa: E402
 
 sqs_receive_extension.install()
-EXTENSIONS.append(("sqs ReceiveMessage/GetQueueAttributes compute the queue's attributes once, not per message and name",
-                   "speed only, same answers: moto 5.2 scans the whole queue about nine times per message received "
-                   "(about 2 s per receive at 1,100 messages); AWS hands out a message without scanning the queue"))
+EXTENSIONS.append(("sqs ReceiveMessage/GetQueueAttributes compute the queue's attributes once, not per message and name; queue operations atomic",
+                   "same answers, faster: moto 5.2 scans the whole queue about nine times per message received "
+                   "(about 2 s per receive at 1,100 messages); AWS hands out a message without scanning the queue. "
+                   "And atomic as in SQS: in moto two concurrent DeleteMessage calls can undo one another (deleted messages "
+                   "come back)"))
 
 
 @dataclass
