@@ -87,8 +87,15 @@ def _receive_message(self, queue_name: str, count: int, wait_seconds_timeout: in
         self.get_queue(queue_name).wait_for_messages(1)  # outside the lock; woken when a message is added
 
 
+def stock() -> dict[str, Any]:
+    """moto's own methods this extension replaces (name -> function), e.g. to measure the difference."""
+    return dict(_ORIGINAL)
+
+
 def install() -> None:
     """Patch moto's SQS backend (idempotent)."""
+    for name in ("is_message_valid_based_on_retention_period", "get_queue_attributes"):
+        _ORIGINAL.setdefault(name, getattr(SQSBackend, name))
     SQSBackend.is_message_valid_based_on_retention_period = _is_message_valid_based_on_retention_period
     SQSBackend.get_queue_attributes = _get_queue_attributes
     for name in ("send_message", "delete_message", "change_message_visibility", "purge_queue"):
