@@ -285,8 +285,8 @@ def problems(r: dict) -> list[str]:
 
 def scaling_summary(results: list[dict]) -> str:
     """Time per added notice between consecutive sizes (constant = linear; growing = quadratic) and the
-    least-squares line ``seconds = fixed + per_notice * N`` (fixed: the process start and the run's end,
-    where a copy returned while its original was in progress comes back after 10 s)."""
+    least-squares line ``seconds = fixed + per_notice * N`` (fixed: the process start, the first read of
+    the group's registrations, and the run's end: the consumer stops when the queue is empty)."""
     runs = sorted((r for r in results if r["label"].startswith("spotkit")), key=lambda r: r["notices"])
     lines = ["spotkit handle-events, time per added notice:"]
     for a, b in zip(runs, runs[1:]):
