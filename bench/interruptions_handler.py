@@ -163,6 +163,40 @@ def end_state(world, sqs, url, dlq_url, counts: dict) -> dict:
     }
 
 
+def probe_receive(server, messages: int, rounds: int = 5) -> dict:
+    """moto's time for one ReceiveMessage of 10 from a queue holding ``messages`` messages, called on the
+    in-process backend: with moto's stock SQS code and with the harness's extension
+    (tests/support/sqs_receive_extension.py), same queue, same answers. A queue of its own (no
+    redrive, visibility 0: the messages stay in it), deleted afterwards; nothing else runs meanwhile."""
+    from moto.sqs.models import SQSBackend, sqs_backends
+
+    from tests.support import sqs_receive_extension
+
+    sqs = server.client("sqs")
+    url = sqs.create_queue(QueueName="bench-probe", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+    for start in range(0, messages, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "MessageBody": "{}"}
+                                                      for k in range(min(10, messages - start))])
+    backend = sqs_backends[w.ACCOUNT]["us-east-1"]
+    stock = sqs_receive_extension.stock()
+    harness = {name: getattr(SQSBackend, name) for name in stock}
+    out = {}
+    try:
+        for label, methods in (("stock moto", stock), ("harness", harness)):
+            for name, fn in methods.items():
+                setattr(SQSBackend, name, fn)
+            assert len(backend.receive_message("bench-probe", 10, 0, 0)) == 10
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                backend.receive_message("bench-probe", 10, 0, 0)
+            out[f"ReceiveMessage of 10 from {messages} ({label})"] = 1000 * (time.perf_counter() - t0) / rounds
+    finally:
+        for name, fn in harness.items():
+            setattr(SQSBackend, name, fn)
+        sqs.delete_queue(QueueUrl=url)
+    return out
+
+
 def probe_moto(world, rounds: int = 5) -> dict:
     """moto's own time per call at this fleet size, one call at a time (no contention): reads a batch
     makes, before any notice is handled. Shows what grows with the fleet in the emulator itself."""
@@ -170,6 +204,8 @@ def probe_moto(world, rounds: int = 5) -> dict:
     ids = world.managed[:10]
     calls = {
         "DescribeTargetHealth (whole group)": lambda: c.elbv2.describe_target_health(TargetGroupArn=world.target_group_arn),
+        "DescribeTargetHealth (10 targets)": lambda: c.elbv2.describe_target_health(
+            TargetGroupArn=world.target_group_arn, Targets=[{"Id": i} for i in ids]),
         "DescribeInstances (10 ids, filter)": lambda: c.ec2.describe_instances(
             Filters=[{"Name": "instance-id", "Values": ids}]),
         "ListContainerInstances (10 ids, filter)": lambda: c.ecs.list_container_instances(
@@ -187,7 +223,7 @@ def probe_moto(world, rounds: int = 5) -> dict:
 
 def run_spotkit(server, notices: int, concurrency: int) -> dict:
     world, sqs, url, dlq_url, messages = setup(server, notices)
-    probe = probe_moto(world)
+    probe = {**probe_moto(world), **probe_receive(server, messages)}
     with tempfile.TemporaryDirectory() as tmp:
         counts_path = Path(tmp) / "counts.json"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -245,6 +281,25 @@ def problems(r: dict) -> list[str]:
               "not one checkpoint each": r["one_checkpoint_each"], "queue not empty": r["queue_left"] == 0,
               "DLQ not empty": r["dlq_left"] == 0, "acted != notices": r["outcomes"].get("acted") == r["notices"]}
     return [name for name, good in checks.items() if not good]
+
+
+def scaling_summary(results: list[dict]) -> str:
+    """Time per added notice between consecutive sizes (constant = linear; growing = quadratic) and the
+    least-squares line ``seconds = fixed + per_notice * N`` (fixed: the process start, the first read of
+    the group's registrations, and the run's end: the consumer stops when the queue is empty)."""
+    runs = sorted((r for r in results if r["label"].startswith("spotkit")), key=lambda r: r["notices"])
+    lines = ["spotkit handle-events, time per added notice:"]
+    for a, b in zip(runs, runs[1:]):
+        lines.append(f"  {a['notices']:>5} -> {b['notices']:>5}: "
+                     f"{1000 * (b['seconds'] - a['seconds']) / (b['notices'] - a['notices']):6.1f} ms per added notice")
+    if len(runs) >= 2:
+        xs, ys = [r["notices"] for r in runs], [r["seconds"] for r in runs]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        fixed = my - slope * mx
+        lines.append(f"  least squares: seconds = {fixed:.1f} + {1000 * slope:.1f} ms x notices; residuals "
+                     + ", ".join(f"{r['notices']}: {r['seconds'] - (fixed + slope * r['notices']):+.1f} s" for r in runs))
+    return "\n".join(lines)
 
 
 def report(results: list[dict], notices: int) -> None:
@@ -308,6 +363,7 @@ def main(argv=None) -> None:
     print("\nscaling (seconds per notice; flat = linear):")
     for r in results:
         print(f"  {r['label']:<48} {r['notices']:>5}: {1000 * r['seconds'] / r['notices']:6.1f} ms/notice")
+    print(scaling_summary(results))
     for n in base_sizes:
         b = next(r for r in results if r["label"].startswith("baseline") and r["notices"] == n)
         s = next((r for r in results if r["label"].startswith("spotkit") and r["notices"] == n), None)

@@ -236,3 +236,43 @@ def test_cli_needs_exactly_one_source():
 
 def world_url(world) -> str:
     return world.clients.ec2.meta.endpoint_url
+
+
+def test_a_copy_of_an_event_another_worker_is_handling_waits_for_it_and_is_deleted(world, queue, aws):
+    # GIVEN one spot warning delivered twice (two messages) and a consumer of two workers taking one
+    # message each; the worker that claims the event first is held at its checkpoint (SendCommand) until
+    # the other worker's claim of the copy has been answered (in progress elsewhere)
+    sqs, url = queue
+    body = json.dumps(w.spot_warning(world.managed[0]))
+    _send(sqs, url, body, body)
+    claims, both_claimed, sends = [], threading.Event(), []
+
+    def claimed(**_):
+        claims.append(1)
+        if len(claims) >= 2:
+            both_claimed.set()
+
+    def hold_checkpoint(**_):
+        sends.append(1)
+        both_claimed.wait(timeout=60)
+
+    def hooked(service):
+        client = aws.client(service)
+        client.meta.events.register("after-call.dynamodb.UpdateItem", claimed)
+        client.meta.events.register("before-call.ssm.SendCommand", hold_checkpoint)
+        return client
+
+    clients = Clients(factory=hooked)
+    handler = Handler(clients, DynamoDBStore(clients.dynamodb, w.TABLE),
+                      HandlerSettings(checkpoint_command=CHECKPOINT, drain_poll_seconds=0.01), sleep=lambda s: None)
+    consumer = QueueConsumer(sqs, url, handler, concurrency=2, batch_size=1, wait_seconds=1,
+                             retry_delay_seconds=30, visibility_timeout=60)
+    # WHEN the queue is drained
+    stats = consumer.run(stop_when_idle=True)
+    # THEN the copy was claimed while its original was in progress, waited for it, and was deleted as a
+    # duplicate: not returned to the queue for 30 s
+    assert both_claimed.is_set()
+    assert stats.outcomes == {"acted": 1, "duplicate": 1}
+    assert (stats.received, stats.deleted, stats.returned) == (2, 2, 0)
+    assert len(sends) == 1  # one checkpoint
+    assert _depth(sqs, url) == (0, 0)

@@ -26,17 +26,25 @@ T6, T7 = "00000006-0000-4000-8000-000000000000", "00000007-0000-4000-8000-000000
 
 
 class Calls:
-    """AWS calls per operation, counted by a botocore ``before-call`` hook on every client."""
+    """AWS calls per operation, counted by a botocore ``before-call`` hook on every client; the
+    parameters of every DescribeTargetHealth and DeregisterTargets are kept."""
 
     def __init__(self):
         self.count: Counter = Counter()
+        self.params: dict[str, list[dict]] = {"DescribeTargetHealth": [], "DeregisterTargets": []}
 
     def attach(self, client):
         client.meta.events.register("before-call.*.*", self._count)
+        client.meta.events.register("before-parameter-build.*.*", self._params)
         return client
 
     def _count(self, event_name, **_):
         self.count[event_name.split(".", 2)[2]] += 1
+
+    def _params(self, event_name, params=None, **_):
+        op = event_name.split(".", 2)[2]
+        if op in self.params:
+            self.params[op].append(json.loads(json.dumps(params or {})))
 
 
 @pytest.fixture()
@@ -95,7 +103,9 @@ def test_a_batch_of_ten_mixed_notices_makes_the_batched_calls(world, aws):
     # AND the AWS work was shared by the batch: one call per resource, not one per notice (plus, for the
     # two lifecycle actions only, one drained-check each: target health, ECS tasks, the command's status)
     assert calls.count["DescribeInstances"] == 1
-    assert calls.count["DescribeTargetHealth"] == 1 + 2 and calls.count["DeregisterTargets"] == 1
+    # target health: the group's registrations (ports) once a minute, the batch's targets once, and the
+    # two lifecycle drained-checks
+    assert calls.count["DescribeTargetHealth"] == 1 + 1 + 2 and calls.count["DeregisterTargets"] == 1
     assert calls.count["ListContainerInstances"] == 1 + 2
     assert calls.count["UpdateContainerInstancesState"] == 1  # ten container instances, ten per call
     assert calls.count["DescribeContainerInstances"] == 0 + 2
@@ -274,3 +284,53 @@ def test_until_empty_waits_for_a_receive_whose_answer_was_lost(world):
                           wait_seconds=1).run(stop_when_idle=True)
     # THEN it did not stop while the message was invisible: it handled and deleted it
     assert (stats.received, stats.deleted, dict(stats.outcomes)) == (1, 1, {"acted": 1})
+
+
+def test_target_health_is_read_for_the_batch_not_the_whole_group(world, aws):
+    # GIVEN a group with ten managed and one unmanaged instance registered, and two batches of notices
+    # for three and then two of the managed instances
+    m = world.managed
+    clients, calls = _counted(world, aws)
+    handler = _handler(clients)
+    first, second = m[:3], m[3:5]
+    # WHEN both batches are handled by one handler
+    handler.handle_batch([json.dumps(w.spot_warning(i)) for i in first])
+    handler.handle_batch([json.dumps(w.spot_warning(i)) for i in second])
+    # THEN the whole group was read once (the ports its targets are registered on), and each batch's
+    # DescribeTargetHealth named only that batch's instances
+    reads = calls.params["DescribeTargetHealth"]
+    assert [r for r in reads if not r.get("Targets")] == [{"TargetGroupArn": world.target_group_arn}]
+    named = [sorted({t["Id"] for t in r["Targets"]}) for r in reads if r.get("Targets")]
+    assert named == [sorted(first), sorted(second)]
+    # AND each batch deregistered exactly its own instances, on the port they were registered on
+    deregistered = [sorted((t["Id"], t.get("Port")) for t in r["Targets"]) for r in calls.params["DeregisterTargets"]]
+    assert deregistered == [sorted((i, 8080) for i in first), sorted((i, 8080) for i in second)]
+    # AND every other target is still registered, the unmanaged one included
+    assert _targets(world) == set(m[5:]) | set(world.unmanaged)
+
+
+def test_a_target_on_another_port_than_the_groups_is_deregistered(world, aws):
+    # GIVEN an instance registered on an ephemeral port (ECS bridge networking), not the group's 8080
+    victim, neighbour = world.managed[:2]
+    elbv2 = world.clients.elbv2
+    elbv2.deregister_targets(TargetGroupArn=world.target_group_arn, Targets=[{"Id": victim}])
+    elbv2.register_targets(TargetGroupArn=world.target_group_arn, Targets=[{"Id": victim, "Port": 32768}])
+    clients, calls = _counted(world, aws)
+    # WHEN its spot warning is handled in a batch
+    [[out]] = _handler(clients).handle_batch([json.dumps(w.spot_warning(victim))])
+    # THEN the batch asked about that port and deregistered the registration on it
+    assert out.status == "acted" and {a.name: a.status for a in out.actions}["deregister-targets"] == "done"
+    [asked] = [r["Targets"] for r in calls.params["DescribeTargetHealth"] if r.get("Targets")]
+    assert {"Id": victim, "Port": 32768} in asked
+    assert calls.params["DeregisterTargets"] == [{"TargetGroupArn": world.target_group_arn,
+                                                  "Targets": [{"Id": victim, "Port": 32768}]}]
+    # AND its neighbour is still registered
+    assert victim not in _targets(world) and neighbour in _targets(world)
+
+
+def test_batch_targets_name_each_instance_and_every_port_it_was_seen_on():
+    from toolkit.interruption.actions import batch_targets
+
+    assert batch_targets(["i-1", "i-2"], {"i-2": {32768, 8080}, "i-9": {80}}) == [
+        {"Id": "i-1"}, {"Id": "i-2"}, {"Id": "i-2", "Port": 8080}, {"Id": "i-2", "Port": 32768}]
+    assert batch_targets(["i-1"]) == [{"Id": "i-1"}]

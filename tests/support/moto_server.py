@@ -90,6 +90,19 @@ ecs_filter_extension.install()
 EXTENSIONS.append(("ecs ListContainerInstances applies filter ec2InstanceId == / in [...]",
                    "moto 5.2 ignores the filter; the batched handler lists one batch's container instances per cluster"))
 
+# ReceiveMessage cost: moto 5.2 rebuilds every queue attribute (three scans of the whole queue each) three
+# times per message it hands out, to read the retention period; a wave's drain grew with the square of
+# its size in the emulator; and its queue operations race each other in the threaded server
+# (tests/support/sqs_receive_extension.py). Answers are unchanged.
+from tests.support import sqs_receive_extension  # noqa: E402
+
+sqs_receive_extension.install()
+EXTENSIONS.append(("sqs ReceiveMessage/GetQueueAttributes compute the queue's attributes once, not per message and name; queue operations atomic",
+                   "same answers, faster: moto 5.2 scans the whole queue about nine times per message received "
+                   "(about 2 s per receive at 1,100 messages); AWS hands out a message without scanning the queue. "
+                   "And atomic as in SQS: in moto two concurrent DeleteMessage calls can undo one another (deleted messages "
+                   "come back)"))
+
 
 @dataclass
 class MotoServer:

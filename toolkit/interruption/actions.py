@@ -429,6 +429,11 @@ def _failure(name: str, ids: Sequence[str], exc: Exception) -> dict[str, ActionR
 _CALL_ERRORS = (ClientError, BotoCoreError)
 
 
+# Ports a group's targets are registered on (ECS bridge networking registers an instance on ephemeral
+# ports): re-read at most once a minute, so a registration made during a wave is seen soon.
+REGISTRATIONS_TTL_SECONDS = 60.0
+
+
 class Discovery:
     """The region's instance target groups and ECS clusters, listed once and reused for ``ttl_seconds``.
 
@@ -443,19 +448,33 @@ class Discovery:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, list[str]]] = {}
 
-    def _get(self, key: str, load: Callable[[], list[str]]) -> list[str]:
+    def _get(self, key: str, load: Callable[[], list], ttl: Optional[float] = None) -> list:
+        ttl = self.ttl_seconds if ttl is None else ttl
         hit = self._cache.get(key)
-        if hit is not None and self._clock() - hit[0] <= self.ttl_seconds:
+        if hit is not None and self._clock() - hit[0] <= ttl:
             return list(hit[1])
         with self._lock:
             hit = self._cache.get(key)
-            if hit is None or self._clock() - hit[0] > self.ttl_seconds:
+            if hit is None or self._clock() - hit[0] > ttl:
                 hit = (self._clock(), load())
                 self._cache[key] = hit
             return list(hit[1])
 
     def target_groups(self, elbv2) -> list[str]:
         return self._get("target_groups", lambda: list_target_groups(elbv2))
+
+    def registrations(self, elbv2, target_group_arn: str) -> dict[str, set]:
+        """Instance id -> the ports it was registered on in this group, from one whole-group
+        DescribeTargetHealth at most every ``REGISTRATIONS_TTL_SECONDS`` (not once per batch). Only a
+        hint of which ports to ask about: ``deregister_batch`` asks for the batch's own targets."""
+        rows = self._get(f"registrations:{target_group_arn}", lambda: [
+            (h["Target"]["Id"], h["Target"]["Port"])
+            for h in elbv2.describe_target_health(TargetGroupArn=target_group_arn)["TargetHealthDescriptions"]
+            if "Port" in h["Target"]], ttl=min(self.ttl_seconds, REGISTRATIONS_TTL_SECONDS))
+        found: dict[str, set] = {}
+        for instance_id, port in rows:
+            found.setdefault(instance_id, set()).add(port)
+        return found
 
     def clusters(self, ecs) -> list[str]:
         if self._fixed_clusters:
@@ -477,10 +496,25 @@ def describe_instances_batch(ec2, instance_ids: Sequence[str]) -> dict[str, dict
     return found
 
 
+def batch_targets(instance_ids: Sequence[str], known_ports: Optional[dict] = None) -> list[dict]:
+    """The ``Targets`` of a batch's DescribeTargetHealth: each instance by id alone (its registration on
+    the group's port), and by id and port for every other port it is known to be registered on."""
+    known_ports = known_ports or {}
+    asked: list[dict] = []
+    for i in instance_ids:
+        asked.append({"Id": i})
+        asked.extend({"Id": i, "Port": p} for p in sorted(known_ports.get(i, ())))
+    return asked
+
+
 def deregister_batch(elbv2, instance_ids: Sequence[str], target_group_arns: Sequence[str], *,
-                     dry_run: bool) -> dict[str, ActionResult]:
+                     dry_run: bool, registrations: Optional[Callable[[str], dict]] = None) -> dict[str, ActionResult]:
     """``deregister_from_target_groups`` for many instances: per target group one DescribeTargetHealth
-    and one DeregisterTargets carrying every registration (every port) of the batch's instances."""
+    naming the batch's targets (``Targets=``, so the answer is the batch's, not the whole group's) and
+    one DeregisterTargets carrying every live registration (every port) of the batch's instances.
+
+    ``registrations(arn)`` (``Discovery.registrations``) names the ports each instance was seen
+    registered on, so that a registration on a port other than the group's is asked about too."""
     name = "deregister-targets"
     ids = sorted(set(instance_ids))
     wanted = set(ids)
@@ -491,7 +525,8 @@ def deregister_batch(elbv2, instance_ids: Sequence[str], target_group_arns: Sequ
         if not live:
             break
         try:
-            health = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+            asked = batch_targets(live, registrations(arn) if registrations is not None else None)
+            health = elbv2.describe_target_health(TargetGroupArn=arn, Targets=asked)["TargetHealthDescriptions"]
         except ClientError as exc:
             if _code(exc) == "TargetGroupNotFound":
                 continue  # deleted since it was listed
@@ -500,13 +535,16 @@ def deregister_batch(elbv2, instance_ids: Sequence[str], target_group_arns: Sequ
         except BotoCoreError as exc:
             results.update(_failure(name, live, exc))
             continue
-        targets = [h["Target"] for h in health
-                   if h["Target"]["Id"] in wanted and h["Target"]["Id"] not in results
-                   and h.get("TargetHealth", {}).get("State") not in ("draining", "unused")]
+        targets: dict[tuple, dict] = {}  # (id, port) -> target: an id and a port asked for are one registration
+        for h in health:
+            t = h["Target"]
+            if (t["Id"] in wanted and t["Id"] not in results
+                    and h.get("TargetHealth", {}).get("State") not in ("draining", "unused")):
+                targets.setdefault((t["Id"], t.get("Port")), {"Id": t["Id"], **({"Port": t["Port"]} if "Port" in t else {})})
         if not targets:
             continue
-        owners = sorted({t["Id"] for t in targets})
-        clean = [{"Id": t["Id"], **({"Port": t["Port"]} if "Port" in t else {})} for t in targets]
+        owners = sorted({t["Id"] for t in targets.values()})
+        clean = list(targets.values())
         if dry_run:
             log.info("would have deregistered %s from %s", ", ".join(owners), arn)
         else:

@@ -211,7 +211,8 @@ def _act(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> 
     dereg: dict[str, act.ActionResult] = {}
     if dereg_ids:
         try:
-            dereg = act.deregister_batch(clients.elbv2, dereg_ids, discovery.target_groups(clients.elbv2), dry_run=s.dry_run)
+            dereg = act.deregister_batch(clients.elbv2, dereg_ids, discovery.target_groups(clients.elbv2), dry_run=s.dry_run,
+                                         registrations=lambda arn: discovery.registrations(clients.elbv2, arn))
         except act._CALL_ERRORS as exc:  # listing the target groups failed
             dereg = act._failure("deregister-targets", dereg_ids, exc)
     ecs: dict[str, act.ActionResult] = {}

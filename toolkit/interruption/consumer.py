@@ -8,8 +8,10 @@
   slow drain (a lifecycle action waiting for ECS tasks) is not redelivered to another consumer.
 - Each message is deleted (DeleteMessageBatch) when every event in it ended in a final outcome (acted,
   duplicate, ignored, dropped); otherwise it is made visible again after ``retry_delay_seconds``
-  (transient failure) or that doubled per delivery up to ``visibility_timeout`` (another worker holds
-  the event): after the queue's maxReceiveCount it moves to the dead-letter queue. An action that failed
+  (transient failure) or that doubled per delivery up to ``visibility_timeout`` (another consumer holds
+  the event): after the queue's maxReceiveCount it moves to the dead-letter queue. A copy of an event
+  another worker of this consumer is handling waits for it (up to ``retry_delay_seconds``) and is then
+  deleted as a duplicate, instead of going back to the queue. An action that failed
   makes its event ``failed`` in the journal, and the message comes back after ``retry_delay_seconds``.
 - Receiving that fails (an endpoint gone, a network down) is retried ``max_receive_failures`` times in a
   row (counted across workers) with a growing pause, then ``run`` raises ``ConsumerError``; an error
@@ -31,6 +33,7 @@ from typing import Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from toolkit.interruption.events import from_message_body
 from toolkit.interruption.handler import IN_PROGRESS, Handler, Outcome
 
 log = logging.getLogger("spotkit.interruption")
@@ -107,6 +110,12 @@ class QueueConsumer:
         self._reserved = 0  # messages received or being received, against max_messages
         self._returning_until = 0.0  # a returned message is visible again by then: not idle before
         self._inflight: dict[str, str] = {}  # message id -> receipt handle
+        # Event id -> this consumer's batches holding a message about it: a copy of an event another batch of
+        # this process is handling waits for that batch to settle instead of going back to the queue
+        # (``_hold_copies``).
+        self._holders: dict[str, list[int]] = {}
+        self._waiting: set[tuple[str, int]] = set()  # (event id, batch) of copies waiting in ``_hold_copies``
+        self._settled = threading.Condition(self._lock)
 
     # --- control --------------------------------------------------------------------------------
 
@@ -237,14 +246,79 @@ class QueueConsumer:
         return pause
 
     def _handle(self, messages: list[dict]) -> None:
+        token = id(messages)
+        event_ids = {eid for m in messages for eid in _event_ids(m.get("Body", ""))}
+        with self._lock:
+            for eid in event_ids:
+                self._holders.setdefault(eid, []).append(token)
         try:
-            results = self.handler.handle_batch([m.get("Body", "") for m in messages])
+            results = self._handle_bodies(messages)
+            held, rest = self._hold_copies(messages, results, token, event_ids)
+            self._settle(rest)
+            if held:  # the batch that handled their event has settled: handled again, they are duplicates
+                self._settle(list(zip(held, self._handle_bodies(held))))
+        finally:
+            self._release(token, event_ids)
+
+    def _release(self, token: int, event_ids) -> None:
+        with self._settled:
+            for eid in event_ids:
+                holders = self._holders.get(eid, [])
+                if token in holders:
+                    holders.remove(token)
+                if not holders:
+                    self._holders.pop(eid, None)
+                self._waiting.discard((eid, token))
+            self._settled.notify_all()
+
+    def _handle_bodies(self, messages: list[dict]) -> list[list[Outcome]]:
+        try:
+            return self.handler.handle_batch([m.get("Body", "") for m in messages])
         except Exception as exc:  # a bug: keep the messages (they end in the DLQ), keep consuming
             log.exception("handling %d message(s) failed", len(messages))
-            results = [[Outcome("retry", f"{type(exc).__name__}: {exc}")] for _ in messages]
-        delete, back = [], {}
+            return [[Outcome("retry", f"{type(exc).__name__}: {exc}")] for _ in messages]
+
+    def _hold_copies(self, messages: list[dict], results: list[list[Outcome]], token: int, event_ids):
+        """Split off the messages that are only copies of events another batch of this consumer is handling
+        (every outcome to keep is ``in-progress``, and another batch here holds that event and is not
+        itself such a waiting copy). They wait here, up to ``retry_delay_seconds``, until no such batch
+        holds it, and are handled again (then they are duplicates and deleted) instead of going back to
+        the queue for ``retry_delay_seconds``. The batch's other messages are settled and their events
+        released first, so two batches holding copies of each other's events do not wait on each other."""
+        held: list[dict] = []
+        rest: list[tuple[dict, list[Outcome]]] = []
+        waited_for: set[str] = set()
         with self._lock:
             for m, outcomes in zip(messages, results):
+                keep = [o for o in outcomes if not o.delete_message]
+                if keep and all(o.status == IN_PROGRESS and o.event_id and self._handled_elsewhere(o.event_id, token)
+                                for o in keep):
+                    held.append(m)
+                    waited_for.update(o.event_id for o in keep)
+                else:
+                    rest.append((m, outcomes))
+        if not held:
+            return held, rest
+        self._settle(rest)
+        self._release(token, event_ids - waited_for)
+        with self._settled:
+            self._waiting.update((eid, token) for eid in waited_for)
+            self._settled.notify_all()
+            self._settled.wait_for(lambda: not any(self._handled_elsewhere(eid, token) for eid in waited_for),
+                                   timeout=self.retry_delay_seconds)
+        return held, []
+
+    def _handled_elsewhere(self, event_id: str, token: int) -> bool:
+        """Another batch of this consumer holds the event and is not a copy waiting like this one."""
+        return any(h != token and (event_id, h) not in self._waiting for h in self._holders.get(event_id, []))
+
+    def _settle(self, handled: list[tuple[dict, list[Outcome]]]) -> None:
+        if not handled:
+            return
+        messages = [m for m, _ in handled]
+        delete, back = [], {}
+        with self._lock:
+            for m, outcomes in handled:
                 for o in outcomes:
                     self.stats.outcomes[o.status] += 1
                 if all(o.delete_message for o in outcomes):
@@ -317,3 +391,11 @@ class QueueConsumer:
                         mid = part[int(failed["Id"])][0]
                         if mid in self._inflight:  # else it was settled (deleted) meanwhile: nothing to extend
                             log.warning("extending the visibility of %s failed: %s", mid, failed.get("Message"))
+
+
+def _event_ids(body) -> list[str]:
+    """The event ids a message body is about (none for a body that cannot be parsed: it is dropped)."""
+    try:
+        return [e.event_id for e in from_message_body(body)]
+    except Exception:  # noqa: BLE001 - a body that cannot be parsed is the handler's to drop
+        return []

@@ -1,0 +1,128 @@
+"""The harness's SQS extension (tests/support/sqs_receive_extension.py) against the moto server over
+HTTP: the answers are SQS's (attributes by name, ``All``, a bad name refused, long polling), and
+concurrent receivers and deleters work as on one queue: no message handed out twice, no delete undone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support.moto_server import EXTENSIONS
+
+
+def _queue(aws, **attributes):
+    sqs = aws.client("sqs")
+    url = sqs.create_queue(QueueName="ext-q", Attributes={k: str(v) for k, v in attributes.items()})["QueueUrl"]
+    return sqs, url
+
+
+def test_it_is_listed():
+    assert any(name.startswith("sqs ReceiveMessage/GetQueueAttributes") for name, _ in EXTENSIONS)
+
+
+def test_attributes_by_name_are_those_of_all(aws):
+    # GIVEN a queue with 3 messages, one of them received (in flight)
+    sqs, url = _queue(aws, MessageRetentionPeriod=600, VisibilityTimeout=45)
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"]) == 1
+    # WHEN attributes are asked by name and as All
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "MessageRetentionPeriod",
+             "VisibilityTimeout", "QueueArn"]
+    some = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    every = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    # THEN the named ones are exactly All's values for those names
+    assert some == {n: every[n] for n in names}
+    assert (some["ApproximateNumberOfMessages"], some["ApproximateNumberOfMessagesNotVisible"]) == ("2", "1")
+    assert some["MessageRetentionPeriod"] == "600"
+    # AND an attribute the queue does not have (no redrive policy) is left out, a bad name refused
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"]).get("Attributes", {}) == {}
+    with pytest.raises(ClientError) as err:
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["NoSuchAttribute"])
+    assert err.value.response["Error"]["Code"] in ("InvalidAttributeName", "InvalidParameterValue")
+
+
+def test_a_long_poll_returns_a_message_sent_while_it_waits(aws):
+    # GIVEN an empty queue and a receiver long-polling it for up to 20 s
+    sqs, url = _queue(aws)
+    got = []
+    receiver = threading.Thread(target=lambda: got.extend(
+        aws.client("sqs").receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", [])))
+    receiver.start()
+    # WHEN a message is sent meanwhile
+    time.sleep(0.5)
+    sqs.send_message(QueueUrl=url, MessageBody="late")
+    receiver.join(timeout=60)
+    # THEN the waiting receive returned it (not an empty answer after the wait)
+    assert not receiver.is_alive()
+    assert [m["Body"] for m in got] == ["late"]
+
+
+def test_an_empty_long_poll_returns_nothing(aws):
+    sqs, url = _queue(aws)
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
+
+
+def test_concurrent_receivers_never_get_the_same_message(aws):
+    # GIVEN 200 messages and 8 receivers taking 10 at a time, all at once
+    sqs, url = _queue(aws, VisibilityTimeout=300)
+    for start in range(0, 200, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "MessageBody": f"m{start + k}"} for k in range(10)])
+    received: list[str] = []
+    lock, barrier = threading.Lock(), threading.Barrier(8)
+
+    def receive():
+        client = aws.client("sqs")
+        barrier.wait()
+        while True:
+            got = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not got:
+                return
+            with lock:
+                received.extend(m["MessageId"] for m in got)
+
+    threads = [threading.Thread(target=receive) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    # THEN every message was handed out exactly once
+    assert len(received) == 200 and len(set(received)) == 200
+
+
+def test_concurrent_deletes_all_stick(aws):
+    # GIVEN 400 received messages (moto 5.2 alone: two concurrent deletes could undo one another)
+    sqs, url = _queue(aws, VisibilityTimeout=300)
+    for start in range(0, 400, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "MessageBody": "m"} for k in range(10)])
+    received = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            break
+        received += got
+    assert len(received) == 400
+    parts = [received[i:i + 10] for i in range(0, 400, 10)]
+    barrier = threading.Barrier(8)
+
+    def delete(k):
+        client = aws.client("sqs")
+        barrier.wait()
+        for part in parts[k::8]:
+            answer = client.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(part)])
+            assert not answer.get("Failed")
+
+    # WHEN 8 threads delete them in batches of 10 at once
+    threads = [threading.Thread(target=delete, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    # THEN none is left, visible or in flight
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                                               "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert a == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
