@@ -166,11 +166,11 @@ def end_state(world, sqs, url, dlq_url, counts: dict) -> dict:
 def probe_receive(server, messages: int, rounds: int = 5) -> dict:
     """moto's time for one ReceiveMessage of 10 from a queue holding ``messages`` messages, called on the
     in-process backend: with moto's stock SQS code and with the harness's extension
-    (tests/support/sqs_receive_extension.py), same queue, same answers. A queue of its own (no
+    (toolkit/local/sqs_queue.py), same queue, same answers. A queue of its own (no
     redrive, visibility 0: the messages stay in it), deleted afterwards; nothing else runs meanwhile."""
     from moto.sqs.models import SQSBackend, sqs_backends
 
-    from tests.support import sqs_receive_extension
+    from toolkit.local import sqs_queue as sqs_receive_extension
 
     sqs = server.client("sqs")
     url = sqs.create_queue(QueueName="bench-probe", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]

@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from tests.support.network import free_port
+from tests.support.sqs_race import assert_concurrent_deletes_all_stick
 from toolkit.local import emulator
 from toolkit.local.server import MOTO_FIXES
 
@@ -29,7 +30,7 @@ def client(state, service):
 
 
 def test_every_fix_is_listed_with_a_reason():
-    assert len(MOTO_FIXES) == 7
+    assert len(MOTO_FIXES) == 8
     assert all(what and len(why) > 40 for what, why in MOTO_FIXES)
 
 
@@ -136,3 +137,10 @@ def test_a_spot_run_instances_makes_a_spot_instance_with_its_request(emu):
     (d2,) = ec2.describe_instances(InstanceIds=[plain["InstanceId"]])["Reservations"][0]["Instances"]
     assert "InstanceLifecycle" not in d2 and "SpotInstanceRequestId" not in d2
     assert _instance_count(ec2) == before + 2
+
+
+def test_concurrent_deletes_stick_in_the_emulator(emu):
+    # `handle-events --concurrency 4` against `spotkit local start` deletes from one queue at once
+    sqs = client(emu, "sqs")
+    url = sqs.create_queue(QueueName="fix-race", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+    assert_concurrent_deletes_all_stick(lambda: client(emu, "sqs"), url)

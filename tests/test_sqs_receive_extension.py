@@ -1,4 +1,4 @@
-"""The harness's SQS extension (tests/support/sqs_receive_extension.py) against the moto server over
+"""The harness's SQS extension (toolkit/local/sqs_queue.py) against the moto server over
 HTTP: the answers are SQS's (attributes by name, ``All``, a bad name refused, long polling), and
 concurrent receivers and deleters work as on one queue: no message handed out twice, no delete undone."""
 
@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.moto_server import EXTENSIONS
+from tests.support.sqs_race import assert_concurrent_deletes_all_stick
 
 
 def _queue(aws, **attributes):
@@ -94,35 +95,5 @@ def test_concurrent_receivers_never_get_the_same_message(aws):
 
 
 def test_concurrent_deletes_all_stick(aws):
-    # GIVEN 400 received messages (moto 5.2 alone: two concurrent deletes could undo one another)
     sqs, url = _queue(aws, VisibilityTimeout=300)
-    for start in range(0, 400, 10):
-        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "MessageBody": "m"} for k in range(10)])
-    received = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not got:
-            break
-        received += got
-    assert len(received) == 400
-    parts = [received[i:i + 10] for i in range(0, 400, 10)]
-    barrier = threading.Barrier(8)
-
-    def delete(k):
-        client = aws.client("sqs")
-        barrier.wait()
-        for part in parts[k::8]:
-            answer = client.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]} for j, m in enumerate(part)])
-            assert not answer.get("Failed")
-
-    # WHEN 8 threads delete them in batches of 10 at once
-    threads = [threading.Thread(target=delete, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    # THEN none is left, visible or in flight
-    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                                               "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    assert a == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    assert_concurrent_deletes_all_stick(lambda: aws.client("sqs"), url)

@@ -35,6 +35,12 @@ MOTO_FIXES: list[tuple[str, str]] = [
      "moto 5.2 reports neither InstanceLifecycle spot nor a SpotInstanceRequestId for it, so the provider "
      "read no instance_market_options back and every re-plan wanted to replace the instance; AWS makes a "
      "spot request (one-time or persistent, with its interruption behavior) and links it"),
+    ("sqs queue operations are atomic, and ReceiveMessage computes the queue's attributes once per call",
+     "moto 5.2's threaded server runs DeleteMessage, ReceiveMessage and SendMessage on a queue at once, and two "
+     "concurrent deletes can undo one another (deleted messages are delivered again: `handle-events "
+     "--concurrency 4` drains a wave with several deletes at once); and it scans the whole queue about nine "
+     "times per message it hands out. SQS deletes for good and hands out a message without scanning the "
+     "queue (toolkit/local/sqs_queue.py; same answers)"),
 ]
 
 
@@ -207,6 +213,9 @@ def apply_fixes() -> None:
     _patch_ecs_service_settings()
     _patch_eks_settings()
     _patch_spot_run_instances()
+    from toolkit.local import sqs_queue
+
+    sqs_queue.install()
 
 
 def main(argv: list[str] | None = None) -> None:

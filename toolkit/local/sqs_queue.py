@@ -25,7 +25,8 @@ or a visibility change racing a delete works on a list that is being replaced. H
 at a time anyway under the GIL); a long poll waits outside the lock and looks again when a message
 arrives or once a second, as moto's own receive does.
 
-Reuse: ``install()`` (done by tests/support/moto_server.py at import).
+Reuse: ``install()`` (done by ``spotkit local start``'s emulator process, see toolkit/local/server.py, and by
+tests/support/moto_server.py at import).
 """
 
 from __future__ import annotations
