@@ -46,6 +46,7 @@ class VolumesResult:
     resumed: bool = False
     made: list[dict] = field(default_factory=list)
     superseded_copies: dict[str, str] = field(default_factory=dict)  # a copy that lost a race -> the winner
+    journal_skipped: list[str] = field(default_factory=list)  # unreadable records of a killed run's journal log
 
     @property
     def taken(self) -> list[Placement]:
@@ -196,15 +197,17 @@ class RecoverVolumes(Runbook):
             else:
                 self._copy_and_attach(journal, volumes[p.volume_id], p)
             self.progress(n + 1, len(work), f"{p.volume_id} -> {p.instance_id}")
-        for part in aws.chunks(pending):
-            aws.wait(self.ec2, "volume_in_use", VolumeIds=[p.volume_id for p in part], delay=self.ctx.wait_delay,
-                     max_attempts=self.ctx.wait_attempts, what=f"{len(part)} volume(s) to attach")
-            journal.finish_many({f"attach:{p.volume_id}": {"instance": p.instance_id, "device": p.device} for p in part})
-            for p in part:
+        if pending:
+            aws.wait_volumes_in_use(self.ec2, [p.volume_id for p in pending], aws.group_volume_filters(group),
+                                    delay=self.ctx.wait_delay, max_attempts=self.ctx.wait_attempts,
+                                    what=f"{len(pending)} volume(s) to attach")
+            journal.finish_many({f"attach:{p.volume_id}": {"instance": p.instance_id, "device": p.device}
+                                 for p in pending})
+            for p in pending:
                 p.status = "attached"
             self.step("attached")
         return VolumesResult(group, self.ctx.dry_run, placements, self.actions, superseded, resumed,
-                             journal.made, dict(self.superseded_copies))
+                             journal.made, dict(self.superseded_copies), list(self.journal_skipped))
 
     def _attach(self, journal, vol: dict | None, instance_id: str, device: str, p: Placement,
                 volume_id: str | None = None, wait: bool = True) -> bool:
