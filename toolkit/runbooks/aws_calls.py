@@ -8,6 +8,7 @@ a maximum number of attempts so nothing waits forever.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -124,8 +125,6 @@ def wait_volumes_in_use(ec2, volume_ids: list[str], filters: list[dict], *, dela
     volumes, e.g. the group's retained volumes) instead of one call per 200 ids; the same acceptors as the
     waiter (success when all are ``in-use``, failure when one is ``deleted``), bounded the same way.
     """
-    import time
-
     if len(volume_ids) <= MAX_FILTER_VALUES:
         wait(ec2, "volume_in_use", VolumeIds=list(volume_ids), delay=delay, max_attempts=max_attempts, what=what)
         return
@@ -155,19 +154,33 @@ def is_permission_error(exc: ClientError) -> bool:
 
 @dataclass
 class CallCounter:
-    """Counts AWS API calls made by clients, via botocore's ``before-call`` event (one per call, retries excluded).
+    """Counts AWS API calls made by clients, via botocore's ``before-call`` event (one per call, retries excluded),
+    and the wall time from there to ``after-call`` (request, the wire, the server, parsing the answer).
 
-    ``counter.attach(client)`` for each client; ``counter.total`` and ``counter.by_operation`` afterwards.
+    ``counter.attach(client)`` for each client; ``counter.total``, ``counter.by_operation`` and
+    ``counter.seconds`` afterwards.
     """
 
     by_operation: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)  # wall time inside each operation's calls (over the wire)
+    _started: list = field(default_factory=list)
 
     def attach(self, client) -> Any:
         client.meta.events.register("before-call.*.*", self._count)
+        client.meta.events.register("after-call.*.*", self._done)
         return client
 
     def _count(self, model, **_kwargs) -> None:
         self.by_operation[f"{model.service_model.service_name}:{model.name}"] += 1
+        self._started.append(time.perf_counter())
+
+    def _done(self, model, **_kwargs) -> None:
+        if self._started:
+            self.seconds[f"{model.service_model.service_name}:{model.name}"] += time.perf_counter() - self._started.pop()
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
 
     @property
     def total(self) -> int:
