@@ -155,7 +155,6 @@ def test_a_kill_between_compaction_and_removing_the_log_replays_to_the_same_stat
     journal.record("attach:vol-1", status="attaching")
     journal.finish("attach:vol-1")
     journal.start_run()
-    log = journal.log_path.read_bytes() if journal.log_path.exists() else b""
     journal.record("attach:vol-2", status="attaching")
     log = journal.log_path.read_bytes()
     journal.close()  # the document now holds everything
