@@ -30,8 +30,11 @@ FALLBACK_SINCE_TAG = notice.TAG_FALLBACK_SINCE
 SUPERSEDED_BY_TAG = notice.TAG_SUPERSEDED_BY
 RETAIN_SUPERSEDED = notice.RETAIN_SUPERSEDED
 
-# EC2 filter values per call are capped at 200 by AWS; ids are chunked at that size.
+# EC2 filter values per call are capped at 200 by AWS; ids in a filter are chunked at that size.
 MAX_FILTER_VALUES = 200
+# Ids given as ``VolumeIds`` (not a filter) to one waiter poll: up to DescribeVolumes' largest page (500), so
+# a wait for 500 attachments is one call per attempt, as a plain script's would be.
+MAX_IDS_PER_WAIT = 500
 
 
 def tag_filter(key: str, *values: str) -> dict:
@@ -64,21 +67,14 @@ def group_instances(ec2, group: str | None = None, states: Iterable[str] = ("run
     return out
 
 
-def group_volume_filters(group: str | None = None, *, retained_only: bool = True,
-                         status: Iterable[str] | None = None) -> list[dict]:
-    """The server-side filters of :func:`group_volumes`."""
+def group_volumes(ec2, group: str | None = None, *, retained_only: bool = True,
+                  status: Iterable[str] | None = None) -> list[dict]:
+    """spotkit data volumes of a group (or every group): one paginated call with server-side filters."""
     filters = [tag_filter(GROUP_TAG, group) if group else {"Name": "tag-key", "Values": [GROUP_TAG]}]
     if retained_only:
         filters.append(tag_filter(RETAIN_TAG, "true"))
     if status:
         filters.append({"Name": "status", "Values": list(status)})
-    return filters
-
-
-def group_volumes(ec2, group: str | None = None, *, retained_only: bool = True,
-                  status: Iterable[str] | None = None) -> list[dict]:
-    """spotkit data volumes of a group (or every group): one paginated call with server-side filters."""
-    filters = group_volume_filters(group, retained_only=retained_only, status=status)
     return list(paginate(ec2, "describe_volumes", "Volumes", Filters=filters))
 
 
@@ -116,37 +112,6 @@ def wait(client, waiter_name: str, *, delay: float, max_attempts: int, what: str
         ) from exc
 
 
-def wait_volumes_in_use(ec2, volume_ids: list[str], filters: list[dict], *, delay: float, max_attempts: int,
-                        what: str) -> None:
-    """Wait until every volume of ``volume_ids`` is in use, in as few calls per attempt as possible.
-
-    Up to ``MAX_FILTER_VALUES`` ids: boto3's ``volume_in_use`` waiter on the ids (one call per attempt).
-    More: one paginated read per attempt with ``filters`` (the caller's filtered read that lists these
-    volumes, e.g. the group's retained volumes) instead of one call per 200 ids; the same acceptors as the
-    waiter (success when all are ``in-use``, failure when one is ``deleted``), bounded the same way.
-    """
-    if len(volume_ids) <= MAX_FILTER_VALUES:
-        wait(ec2, "volume_in_use", VolumeIds=list(volume_ids), delay=delay, max_attempts=max_attempts, what=what)
-        return
-    pending = set(volume_ids)
-    for attempt in range(1, max_attempts + 1):
-        states = {v["VolumeId"]: v["State"] for v in paginate(ec2, "describe_volumes", "Volumes", Filters=filters)}
-        gone = sorted(v for v in pending if states.get(v) in (None, "deleted", "deleting"))
-        if gone:
-            raise AwsCallError(f"waiting for {what}: {len(gone)} volume(s) are gone ({', '.join(gone[:5])})",
-                               hint="run the same command again: it plans afresh from what is there")
-        pending = {v for v in pending if states[v] != "in-use"}
-        if not pending:
-            return
-        if attempt < max_attempts:
-            time.sleep(delay)
-    raise AwsCallError(
-        f"timed out after {delay * max_attempts:.0f}s waiting for {what}: {len(pending)} not in use yet "
-        f"({', '.join(sorted(pending)[:5])})",
-        hint="run the same command again: it resumes where it stopped and creates nothing twice",
-    )
-
-
 def is_permission_error(exc: ClientError) -> bool:
     code = exc.response.get("Error", {}).get("Code", "")
     return code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException")
@@ -168,6 +133,7 @@ class CallCounter:
     def attach(self, client) -> Any:
         client.meta.events.register("before-call.*.*", self._count)
         client.meta.events.register("after-call.*.*", self._done)
+        client.meta.events.register("after-call-error.*.*", self._failed)  # no answer (connection lost)
         return client
 
     def _count(self, model, **_kwargs) -> None:
@@ -177,6 +143,10 @@ class CallCounter:
     def _done(self, model, **_kwargs) -> None:
         if self._started:
             self.seconds[f"{model.service_model.service_name}:{model.name}"] += time.perf_counter() - self._started.pop()
+
+    def _failed(self, **_kwargs) -> None:
+        if self._started:
+            self._started.pop()
 
     @property
     def total_seconds(self) -> float:

@@ -197,13 +197,11 @@ class RecoverVolumes(Runbook):
             else:
                 self._copy_and_attach(journal, volumes[p.volume_id], p)
             self.progress(n + 1, len(work), f"{p.volume_id} -> {p.instance_id}")
-        if pending:
-            aws.wait_volumes_in_use(self.ec2, [p.volume_id for p in pending], aws.group_volume_filters(group),
-                                    delay=self.ctx.wait_delay, max_attempts=self.ctx.wait_attempts,
-                                    what=f"{len(pending)} volume(s) to attach")
-            journal.finish_many({f"attach:{p.volume_id}": {"instance": p.instance_id, "device": p.device}
-                                 for p in pending})
-            for p in pending:
+        for part in aws.chunks(pending, aws.MAX_IDS_PER_WAIT):
+            aws.wait(self.ec2, "volume_in_use", VolumeIds=[p.volume_id for p in part], delay=self.ctx.wait_delay,
+                     max_attempts=self.ctx.wait_attempts, what=f"{len(part)} volume(s) to attach")
+            journal.finish_many({f"attach:{p.volume_id}": {"instance": p.instance_id, "device": p.device} for p in part})
+            for p in part:
                 p.status = "attached"
             self.step("attached")
         return VolumesResult(group, self.ctx.dry_run, placements, self.actions, superseded, resumed,
