@@ -156,13 +156,16 @@ class RecoverVolumes(Runbook):
         candidates.sort(key=lambda v: (aws.tags_of(v)[aws.DEVICE_TAG], v["VolumeId"]))
         ordered = sorted(instances, key=lambda i: (i["Placement"]["AvailabilityZone"], str(i.get("LaunchTime")), i["InstanceId"]))
         placements = []
+        free_for: dict[str, list[dict]] = {}  # device -> instances (in order) that lack it, as placing goes on
         for vol in candidates:
             device = aws.tags_of(vol)[aws.DEVICE_TAG]
             az = vol["AvailabilityZone"]
-            free = [i for i in ordered if (i["InstanceId"], device) not in taken]
-            same = [i for i in free if i["Placement"]["AvailabilityZone"] == az]
-            if same:
-                target, mode = same[0], "attach"
+            if device not in free_for:
+                free_for[device] = [i for i in ordered if (i["InstanceId"], device) not in taken]
+            free = free_for[device]
+            same = next((i for i in free if i["Placement"]["AvailabilityZone"] == az), None)
+            if same is not None:
+                target, mode = same, "attach"
             elif free:
                 target, mode = free[0], "copy" if self.allow_copy else "az-mismatch"
             else:
@@ -170,6 +173,7 @@ class RecoverVolumes(Runbook):
                 continue
             if mode != "az-mismatch":
                 taken.add((target["InstanceId"], device))
+                free.remove(target)
             placements.append(Placement(vol["VolumeId"], device, az, mode, target["InstanceId"],
                                         target["Placement"]["AvailabilityZone"],
                                         status="planned" if mode != "az-mismatch" else "az-mismatch"))
