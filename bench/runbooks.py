@@ -10,7 +10,11 @@ spotkit makes, one AttachVolume per volume (EC2 has no batch attach) and one wai
 no journal, no lock, no plan/confirm and no dry-run. So the time column shows what spotkit's safety
 costs, not a win over a strawman.
 
-    python -m bench.runbooks [--sizes 10 100 500]
+Each contender runs ``--repeat`` times (default 3) per size, alternating which goes first, each recovery on a
+freshly built world; the median run is printed (reads, writes, wall time, and the time spent inside AWS
+calls), with every run's time after it.
+
+    python -m bench.runbooks [--sizes 10 100 500] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,20 +99,37 @@ def plain_status(ec2, asg) -> None:
         pass
 
 
-def measure(server, fn) -> tuple[int, int, float]:
+@dataclass
+class Run:
+    reads: int
+    writes: int
+    wall: float
+    aws: float  # wall time inside AWS calls (request, wire, moto, parsing); wall - aws is the caller's own time
+
+
+def measure(server, fn) -> Run:
     counter = CallCounter()
     ec2, asg = counter.attach(server.client("ec2")), counter.attach(server.client("autoscaling"))
     t0 = time.perf_counter()
     fn(ec2, asg)
     dt = time.perf_counter() - t0
-    mutating = counter.matching(*MUTATING)
-    return counter.total - mutating, mutating, dt
+    writes = counter.matching(*MUTATING)
+    return Run(counter.total - writes, writes, dt, counter.total_seconds)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The run of median wall time (its reads, writes and AWS time with it), so one noisy sample decides nothing."""
+    return sorted(runs, key=lambda r: r.wall)[len(runs) // 2]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="alternating runs per contender and size (the median is printed; default 3)")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
@@ -116,24 +138,38 @@ def main(argv=None) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for n in args.sizes:
-                rc = RunContext(journal_dir=Path(tmp) / f"j{n}", wait_delay=0.05, wait_attempts=40)
-                build(server, n, snapshots=False)
-                spot = measure(server, lambda ec2, asg: recover_volumes(ec2, GROUP, rc))
-                build(server, n, snapshots=False)
-                plain = measure(server, plain_recover)
-                rows.append(("recover volumes", n, spot, plain))
+                spot_runs, plain_runs = [], []
+                for k in range(args.repeat):
+                    # alternate who goes first, each on a freshly built world
+                    order = [("spotkit", spot_runs), ("plain", plain_runs)]
+                    for who, runs in (order if k % 2 == 0 else order[::-1]):
+                        build(server, n, snapshots=False)
+                        if who == "spotkit":
+                            rc = RunContext(journal_dir=Path(tmp) / f"j{n}-{k}", wait_delay=0.05, wait_attempts=40)
+                            runs.append(measure(server, lambda ec2, asg: recover_volumes(ec2, GROUP, rc)))
+                        else:
+                            runs.append(measure(server, plain_recover))
+                        assert runs[-1].writes == n, (who, runs[-1])  # every volume attached once
+                rows.append(("recover volumes", n, spot_runs, plain_runs))
                 build(server, n, snapshots=True)
-                spot = measure(server, lambda ec2, asg: status(ec2, asg, GROUP))
-                plain = measure(server, plain_status)
-                rows.append(("status", n, spot, plain))
+                spot_runs, plain_runs = [], []
+                for k in range(args.repeat):
+                    order = [(spot_runs, lambda ec2, asg: status(ec2, asg, GROUP)), (plain_runs, plain_status)]
+                    for runs, fn in (order if k % 2 == 0 else order[::-1]):
+                        runs.append(measure(server, fn))
+                rows.append(("status", n, spot_runs, plain_runs))
     finally:
         server.stop()
-    print("bench/runbooks: moto server over HTTP; reads = AWS calls other than AttachVolume")
-    print(f"  {'runbook':16s} {'N':>4s}   {'spotkit reads':>13s} {'attach':>6s} {'time':>7s}   "
-          f"{'plain reads':>11s} {'attach':>6s} {'time':>7s}   {'time, spotkit / plain':>21s}")
-    for name, n, (sr, sm, st), (nr, nm, nt) in rows:
-        print(f"  {name:16s} {n:4d}   {sr:13d} {sm:6d} {st:6.2f}s   {nr:11d} {nm:6d} {nt:6.2f}s   "
-              f"{st / nt:20.2f}x")
+    print(f"bench/runbooks: moto server over HTTP, in one process (imports and client creation are outside the "
+          f"timing for both); median of {args.repeat} alternating run(s) per contender; reads = AWS calls other "
+          f"than AttachVolume, writes = AttachVolume calls, aws = wall time inside AWS calls")
+    print(f"  {'runbook':16s} {'N':>4s}   {'spotkit reads':>13s} {'writes':>6s} {'time':>7s} {'aws':>7s}   "
+          f"{'plain reads':>11s} {'writes':>6s} {'time':>7s} {'aws':>7s}   {'spotkit / plain':>15s}  all runs (s)")
+    for name, n, spot_runs, plain_runs in rows:
+        s, p = median_run(spot_runs), median_run(plain_runs)
+        every = " ".join(f"{a.wall:.2f}/{b.wall:.2f}" for a, b in zip(spot_runs, plain_runs))
+        print(f"  {name:16s} {n:4d}   {s.reads:13d} {s.writes:6d} {s.wall:6.2f}s {s.aws:6.2f}s   "
+              f"{p.reads:11d} {p.writes:6d} {p.wall:6.2f}s {p.aws:6.2f}s   {s.wall / p.wall:14.2f}x  {every}")
     return 0
 
 

@@ -69,6 +69,9 @@ def test_status_counts_spot_and_on_demand_waiting_volumes_snapshots_and_fallback
     data = world.volumes[lost]
     snap = world.ec2.create_snapshot(VolumeId=data, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
         {"Key": "spotkit:group", "Value": "training"}, {"Key": "spotkit:device", "Value": "/dev/sdf"}]}])["SnapshotId"]
+    # (and a newer snapshot of the group that is no device's, e.g. a backup tool's copy of the group tag: not shown)
+    world.ec2.create_snapshot(VolumeId=data, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+        {"Key": "spotkit:group", "Value": "training"}]}])
     world.asg.terminate_instance_in_auto_scaling_group(InstanceId=lost, ShouldDecrementDesiredCapacity=True)
     world.ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="m6i.large",
                             SubnetId=world.subnets["us-east-1a"], InstanceMarketOptions={"MarketType": "spot"},

@@ -1,13 +1,15 @@
 """Run ``recover volumes`` in a child process and SIGKILL it right after its k-th mutating AWS call.
 
-``python -m tests.support.runbook_child ENDPOINT JOURNAL_DIR GROUP KILL_AFTER [kill|pause]``
+``python -m tests.support.runbook_child ENDPOINT JOURNAL_DIR GROUP KILL_AFTER [kill|pause|step]``
 
 The kill is real (``SIGKILL`` to this process, no cleanup, no journal write after the call): botocore's
 ``after-call`` event fires once the emulator has answered a mutating call (the change is made), and
 the process dies before the runbook can record it. ``KILL_AFTER`` 0 runs to the end. The child prints
 each mutating call it makes (``call N Operation``) on stdout as it goes. With ``pause`` it does not
 die after the k-th call but waits for a line on stdin (the test stops the endpoint meanwhile); a
-``ToolkitError`` ends it with exit 1 and ``error: MESSAGE`` / ``next: HINT`` on stderr.
+``ToolkitError`` ends it with exit 1 and ``error: MESSAGE`` / ``next: HINT`` on stderr. With ``step`` it dies
+at the ``KILL_AFTER``-th step of the runbook instead (``RunContext.hook``, called right after the journal
+record of a step is written and fsynced), printing ``step N NAME`` for each step.
 """
 
 from __future__ import annotations
@@ -47,7 +49,15 @@ def main(endpoint: str, journal_dir: str, group: str, kill_after: int, mode: str
     ec2, asg = client("ec2"), client("autoscaling")
     for c in (ec2, asg):
         c.meta.events.register("after-call.*.*", after_call)
-    ctx = RunContext(journal_dir=journal_dir, wait_delay=0.05, wait_attempts=100, lock_settle=0.05)
+    steps = [0]
+
+    def hook(name):
+        steps[0] += 1
+        print(f"step {steps[0]} {name}", flush=True)
+        if steps[0] == kill_after and mode == "step":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    ctx = RunContext(journal_dir=journal_dir, wait_delay=0.05, wait_attempts=100, lock_settle=0.05, hook=hook)
     try:
         result = recover_volumes(ec2, group, ctx, autoscaling=asg)
     except ToolkitError as exc:

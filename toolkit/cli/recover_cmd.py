@@ -117,6 +117,9 @@ def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run,
         return r, r.actions
 
     result, ran = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"recover volumes {group}", lock_wait=lock_wait)
+    for skipped in result.journal_skipped:
+        click.echo(f"note: journal {skipped}; skipped it (what that step made carries idempotency tags, so it is "
+                   "found again and nothing is made twice)", err=True)
     if ctx.json:
         emit_json(result)
     else:

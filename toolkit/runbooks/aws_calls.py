@@ -8,6 +8,7 @@ a maximum number of attempts so nothing waits forever.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -29,8 +30,11 @@ FALLBACK_SINCE_TAG = notice.TAG_FALLBACK_SINCE
 SUPERSEDED_BY_TAG = notice.TAG_SUPERSEDED_BY
 RETAIN_SUPERSEDED = notice.RETAIN_SUPERSEDED
 
-# EC2 filter values per call are capped at 200 by AWS; ids are chunked at that size.
+# EC2 filter values per call are capped at 200 by AWS; ids in a filter are chunked at that size.
 MAX_FILTER_VALUES = 200
+# Ids given as ``VolumeIds`` (not a filter) to one waiter poll: up to DescribeVolumes' largest page (500), so
+# a wait for 500 attachments is one call per attempt, as a plain script's would be.
+MAX_IDS_PER_WAIT = 500
 
 
 def tag_filter(key: str, *values: str) -> dict:
@@ -115,19 +119,38 @@ def is_permission_error(exc: ClientError) -> bool:
 
 @dataclass
 class CallCounter:
-    """Counts AWS API calls made by clients, via botocore's ``before-call`` event (one per call, retries excluded).
+    """Counts AWS API calls made by clients, via botocore's ``before-call`` event (one per call, retries excluded),
+    and the wall time from there to ``after-call`` (request, the wire, the server, parsing the answer).
 
-    ``counter.attach(client)`` for each client; ``counter.total`` and ``counter.by_operation`` afterwards.
+    ``counter.attach(client)`` for each client; ``counter.total``, ``counter.by_operation`` and
+    ``counter.seconds`` afterwards.
     """
 
     by_operation: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)  # wall time inside each operation's calls (over the wire)
+    _started: list = field(default_factory=list)
 
     def attach(self, client) -> Any:
         client.meta.events.register("before-call.*.*", self._count)
+        client.meta.events.register("after-call.*.*", self._done)
+        client.meta.events.register("after-call-error.*.*", self._failed)  # no answer (connection lost)
         return client
 
     def _count(self, model, **_kwargs) -> None:
         self.by_operation[f"{model.service_model.service_name}:{model.name}"] += 1
+        self._started.append(time.perf_counter())
+
+    def _done(self, model, **_kwargs) -> None:
+        if self._started:
+            self.seconds[f"{model.service_model.service_name}:{model.name}"] += time.perf_counter() - self._started.pop()
+
+    def _failed(self, **_kwargs) -> None:
+        if self._started:
+            self._started.pop()
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
 
     @property
     def total(self) -> int:

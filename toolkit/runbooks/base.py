@@ -7,8 +7,8 @@ boto3 clients and returns a result dataclass; it never prints. Every mutating AW
 Resuming after a kill has two anchors, so a re-run never makes a second snapshot, volume or
 attachment and never loses track of what it made:
 
-- the **journal**, a JSON file under ``.spotkit/journal/`` written after every step, listing the
-  resources each step made (``Journal.made``);
+- the **journal** (:mod:`toolkit.runbooks.journal`) under ``.spotkit/journal/``, a JSON document plus an
+  append-only log with one fsynced record per step, listing the resources each step made (``Journal.made``);
 - **idempotency tags** on every resource made (``spotkit:origin-volume``, ``spotkit:target-az``...),
   set atomically at creation with ``TagSpecifications``, so a resource made just before a kill (and
   before the journal write) is found by a filtered describe call; ``ClientToken`` where the API has one.
@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -29,6 +27,7 @@ from typing import Any, Callable, ClassVar
 from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
 from toolkit.errors import AwsCallError
+from toolkit.runbooks.journal import Journal, journal_path  # noqa: F401  (Journal: re-exported)
 
 DEFAULT_JOURNAL_DIR = Path(".spotkit") / "journal"
 
@@ -65,66 +64,6 @@ def now() -> _dt.datetime:
 def token(*parts: str) -> str:
     """A deterministic idempotency token (ClientToken) from the identity of an action."""
     return "spotkit-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
-
-
-class Journal:
-    """Steps done and resources made by one runbook run, persisted as JSON after every change.
-
-    The file is ``<dir>/<runbook>-<key>.json``; written to a temporary file then renamed, so a kill
-    never leaves half a journal.
-    """
-
-    def __init__(self, directory: str | Path, runbook: str, key: str, *, read_only: bool = False):
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-        self.path = Path(directory) / f"{runbook}-{safe}.json"
-        self.read_only = read_only  # a dry run reads the journal (to preview the resume) and never writes it
-        self.data: dict[str, Any] = {"runbook": runbook, "key": key, "steps": {}, "made": [], "runs": 0}
-        if self.path.is_file():
-            self.data = json.loads(self.path.read_text(encoding="utf-8"))
-        self.resumed = bool(self.data.get("steps"))
-
-    @property
-    def made(self) -> list[dict]:
-        return list(self.data["made"])
-
-    def done(self, step: str) -> bool:
-        return self.data["steps"].get(step, {}).get("status") == "done"
-
-    def get(self, step: str) -> dict:
-        return self.data["steps"].get(step, {})
-
-    def record(self, step: str, **values: Any) -> None:
-        self.data["steps"].setdefault(step, {}).update(values)
-        self.save()
-
-    def finish(self, step: str, **values: Any) -> None:
-        self.record(step, status="done", at=now().isoformat(), **values)
-
-    def finish_many(self, steps: dict[str, dict]) -> None:
-        """Mark several steps done with one write."""
-        at = now().isoformat()
-        for step, values in steps.items():
-            self.data["steps"].setdefault(step, {}).update(status="done", at=at, **values)
-        self.save()
-
-    def made_resource(self, kind: str, resource_id: str, step: str, **extra: Any) -> None:
-        if any(m["id"] == resource_id for m in self.data["made"]):
-            return
-        self.data["made"].append({"kind": kind, "id": resource_id, "step": step, "at": now().isoformat(), **extra})
-        self.save()
-
-    def start_run(self) -> None:
-        self.data["runs"] = int(self.data.get("runs", 0)) + 1
-        self.save()
-
-    def save(self) -> None:
-        if self.read_only:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".journal-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, self.path)
 
 
 @dataclass
@@ -164,13 +103,41 @@ class Runbook:
 
     name: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs):
+        """A subclass's ``run`` ends (returning or raising) by compacting the journals it opened."""
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is None or getattr(run, "_closes_journals", False):
+            return
+
+        @functools.wraps(run)
+        def run_then_close(self, *args, **kw):
+            try:
+                return run(self, *args, **kw)
+            finally:
+                self.close_journals()
+
+        run_then_close._closes_journals = True
+        cls.run = run_then_close
+
     def __init__(self, ctx: RunContext | None = None):
         self.ctx = ctx or RunContext()
         self.actions: list[Action] = []
         self.run_lock = None  # a toolkit.runbooks.lock.RunLock while a real run holds its group
+        self.journals: list[Journal] = []  # opened by this run; compacted when it ends
+        self.journal_skipped: list[str] = []  # records of an earlier run's log that could not be read
 
     def journal(self, key: str) -> Journal:
-        return Journal(self.ctx.journal_dir, self.name, key, read_only=self.ctx.dry_run)
+        journal = Journal(self.ctx.journal_dir, self.name, key, read_only=self.ctx.dry_run)
+        self.journals.append(journal)
+        self.journal_skipped.extend(f"{journal.path.parent}/{s}" for s in journal.skipped)
+        return journal
+
+    def close_journals(self) -> None:
+        """Compact every journal this run opened (the document holds everything; the log is gone)."""
+        journals, self.journals = self.journals, []
+        for journal in journals:
+            journal.close()
 
     @contextlib.contextmanager
     def locked(self, group: str, autoscaling=None):
@@ -181,27 +148,30 @@ class Runbook:
         """
         from toolkit.runbooks.lock import RunLock
 
-        journal_path = self.journal(group).path
+        journal_file = journal_path(self.ctx.journal_dir, self.name, group)  # read after the lock is held
         try:
             if self.ctx.dry_run:
                 yield
                 return
-            self.run_lock = RunLock(group, self.name, journal_path, autoscaling, wait=self.ctx.lock_wait,
+            self.run_lock = RunLock(group, self.name, journal_file, autoscaling, wait=self.ctx.lock_wait,
                                     settle=self.ctx.lock_settle, ttl=self.ctx.lock_ttl)
             self.run_lock.acquire()
             try:
                 yield
             finally:
-                lock, self.run_lock = self.run_lock, None
                 try:
-                    lock.release()
-                except CONNECTION_ERRORS:
-                    lock.file.release()  # the lease expires by itself (or at once for a dead process of this host)
+                    self.close_journals()  # compacted while the file lock is still held
+                finally:
+                    lock, self.run_lock = self.run_lock, None
+                    try:
+                        lock.release()
+                    except CONNECTION_ERRORS:
+                        lock.file.release()  # the lease expires by itself (or at once for a dead process of this host)
         except CONNECTION_ERRORS as exc:
             raise AwsCallError(
                 f"lost the connection to AWS during '{self.name}' on {group}: {exc}",
                 hint=f"check the network or --endpoint-url, then run the same command again: the journal "
-                     f"{journal_path} is intact and the run resumes where it stopped, creating nothing twice",
+                     f"{journal_file} is intact and the run resumes where it stopped, creating nothing twice",
             ) from exc
 
     def mutate(self, description: str, call: Callable[..., Any], **kwargs: Any) -> Any:

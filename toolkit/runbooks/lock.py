@@ -227,6 +227,7 @@ class RunLock:
             while True:
                 holder = self.lease.try_acquire()
                 if holder is None:
+                    self._checked = time.monotonic()  # the read-back that took the lease is a check
                     return
                 waited = time.monotonic() - start
                 if waited >= self.wait:

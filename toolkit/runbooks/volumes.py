@@ -46,6 +46,7 @@ class VolumesResult:
     resumed: bool = False
     made: list[dict] = field(default_factory=list)
     superseded_copies: dict[str, str] = field(default_factory=dict)  # a copy that lost a race -> the winner
+    journal_skipped: list[str] = field(default_factory=list)  # unreadable records of a killed run's journal log
 
     @property
     def taken(self) -> list[Placement]:
@@ -155,13 +156,16 @@ class RecoverVolumes(Runbook):
         candidates.sort(key=lambda v: (aws.tags_of(v)[aws.DEVICE_TAG], v["VolumeId"]))
         ordered = sorted(instances, key=lambda i: (i["Placement"]["AvailabilityZone"], str(i.get("LaunchTime")), i["InstanceId"]))
         placements = []
+        free_for: dict[str, list[dict]] = {}  # device -> instances (in order) that lack it, as placing goes on
         for vol in candidates:
             device = aws.tags_of(vol)[aws.DEVICE_TAG]
             az = vol["AvailabilityZone"]
-            free = [i for i in ordered if (i["InstanceId"], device) not in taken]
-            same = [i for i in free if i["Placement"]["AvailabilityZone"] == az]
-            if same:
-                target, mode = same[0], "attach"
+            if device not in free_for:
+                free_for[device] = [i for i in ordered if (i["InstanceId"], device) not in taken]
+            free = free_for[device]
+            same = next((i for i in free if i["Placement"]["AvailabilityZone"] == az), None)
+            if same is not None:
+                target, mode = same, "attach"
             elif free:
                 target, mode = free[0], "copy" if self.allow_copy else "az-mismatch"
             else:
@@ -169,6 +173,7 @@ class RecoverVolumes(Runbook):
                 continue
             if mode != "az-mismatch":
                 taken.add((target["InstanceId"], device))
+                free.remove(target)
             placements.append(Placement(vol["VolumeId"], device, az, mode, target["InstanceId"],
                                         target["Placement"]["AvailabilityZone"],
                                         status="planned" if mode != "az-mismatch" else "az-mismatch"))
@@ -196,7 +201,7 @@ class RecoverVolumes(Runbook):
             else:
                 self._copy_and_attach(journal, volumes[p.volume_id], p)
             self.progress(n + 1, len(work), f"{p.volume_id} -> {p.instance_id}")
-        for part in aws.chunks(pending):
+        for part in aws.chunks(pending, aws.MAX_IDS_PER_WAIT):
             aws.wait(self.ec2, "volume_in_use", VolumeIds=[p.volume_id for p in part], delay=self.ctx.wait_delay,
                      max_attempts=self.ctx.wait_attempts, what=f"{len(part)} volume(s) to attach")
             journal.finish_many({f"attach:{p.volume_id}": {"instance": p.instance_id, "device": p.device} for p in part})
@@ -204,7 +209,7 @@ class RecoverVolumes(Runbook):
                 p.status = "attached"
             self.step("attached")
         return VolumesResult(group, self.ctx.dry_run, placements, self.actions, superseded, resumed,
-                             journal.made, dict(self.superseded_copies))
+                             journal.made, dict(self.superseded_copies), list(self.journal_skipped))
 
     def _attach(self, journal, vol: dict | None, instance_id: str, device: str, p: Placement,
                 volume_id: str | None = None, wait: bool = True) -> bool:
