@@ -89,10 +89,15 @@ def plain_recover(ec2, asg) -> None:
 def plain_status(ec2, asg) -> None:
     """The same filtered reads a competent status script makes: the group, its instances, its volumes, its
     snapshots (one paginated, filtered call each)."""
+    # The question is the same as status's (the group's live instances, its retained data volumes, its
+    # snapshots), so the filters are the same: without the state and retain filters the answer on AWS would
+    # also hold terminated instances and every root volume of the group (the compute group tags them all).
     asg.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=[aws.tag_filter("spotkit:group", GROUP)]):
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": "instance-state-name", "Values": ["pending", "running"]}, aws.tag_filter("spotkit:group", GROUP)]):
         pass
-    for page in ec2.get_paginator("describe_volumes").paginate(Filters=[aws.tag_filter("spotkit:group", GROUP)]):
+    for page in ec2.get_paginator("describe_volumes").paginate(Filters=[
+            aws.tag_filter("spotkit:group", GROUP), aws.tag_filter("spotkit:retain", "true")]):
         pass
     for page in ec2.get_paginator("describe_snapshots").paginate(OwnerIds=["self"],
                                                                  Filters=[aws.tag_filter("spotkit:group", GROUP)]):
