@@ -5,6 +5,8 @@ the stack's queue, the handler draining the instances), and AWS FIS through the 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -206,3 +208,36 @@ def test_the_fis_and_placement_score_extensions_are_listed():
     names = [name for name, _ in EXTENSIONS]
     assert any(n.startswith("fis StartExperiment/GetExperiment") for n in names)
     assert any(n.startswith("ec2 GetSpotPlacementScores") for n in names)
+
+
+# --- --stack: the queue from the stack's Terraform outputs --------------------------------------
+
+def test_stack_without_a_working_directory_says_to_plan_it_first(world, tmp_path):
+    result = run(world.aws, "interrupt", "--group", GROUP, "--target", "local", "--stack", "gpu_inference",
+                 "--project-dir", str(tmp_path / ".spotkit"), "--yes")
+    assert isinstance(result.exception, ToolkitError), result.output
+    assert "gpu_inference has no working directory for target local" in str(result.exception)
+    assert "spotkit plan gpu_inference --target local" in result.exception.hint
+    assert targets(world) == set(world.instance_ids())  # nothing was interrupted
+
+
+@pytest.mark.terraform
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform not on PATH")
+def test_local_fire_drill_reads_the_queue_from_the_stacks_outputs(world, tmp_path):
+    # GIVEN the stack's local working directory, whose Terraform state holds the queue output (real terraform;
+    # a configuration of outputs only, so no provider is needed)
+    wd = tmp_path / ".spotkit" / "local" / "gpu_inference"
+    wd.mkdir(parents=True)
+    (wd / "cdk.tf.json").write_text(json.dumps({"output": {"interruption_queue_url": {"value": world.queue_url}}}))
+    for args in (["init", "-input=false", "-no-color"], ["apply", "-auto-approve", "-input=false", "-no-color"]):
+        done = subprocess.run(["terraform", *args], cwd=wd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    first, second = world.instance_ids()
+    # WHEN the drill is given the stack instead of the queue
+    result = run(world.aws, "interrupt", "--group", GROUP, "--count", "1", "--target", "local",
+                 "--stack", "gpu_inference", "--project-dir", str(tmp_path / ".spotkit"),
+                 "--journal-file", str(tmp_path / "journal.jsonl"), "--yes")
+    # THEN the warning went on that queue and the handler drained the instance
+    assert result.exit_code == 0, result.output
+    assert targets(world) == {second}
+    assert first in result.output and "done" in result.output
