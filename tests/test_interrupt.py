@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 from click.testing import CliRunner
 
+from tests.support.terraform_outputs import apply_outputs_only
 from tests.support.interruption_world import clients_for
 from tests.support.spot_group import SpotGroupWorld
 from toolkit import interrupt as it
@@ -226,12 +226,7 @@ def test_stack_without_a_working_directory_says_to_plan_it_first(world, tmp_path
 def test_local_fire_drill_reads_the_queue_from_the_stacks_outputs(world, tmp_path):
     # GIVEN the stack's local working directory, whose Terraform state holds the queue output (real terraform;
     # a configuration of outputs only, so no provider is needed)
-    wd = tmp_path / ".spotkit" / "local" / "gpu_inference"
-    wd.mkdir(parents=True)
-    (wd / "cdk.tf.json").write_text(json.dumps({"output": {"interruption_queue_url": {"value": world.queue_url}}}))
-    for args in (["init", "-input=false", "-no-color"], ["apply", "-auto-approve", "-input=false", "-no-color"]):
-        done = subprocess.run(["terraform", *args], cwd=wd, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
+    apply_outputs_only(tmp_path / ".spotkit" / "local" / "gpu_inference", {"interruption_queue_url": world.queue_url})
     first, second = world.instance_ids()
     # WHEN the drill is given the stack instead of the queue
     result = run(world.aws, "interrupt", "--group", GROUP, "--count", "1", "--target", "local",

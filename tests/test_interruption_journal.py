@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.terraform_outputs import apply_outputs_only
 from tests.support import interruption_world as w
 from toolkit.interruption.consumer import ConsumerError, QueueConsumer
 from toolkit.interruption.handler import Handler, HandlerSettings
@@ -113,12 +114,7 @@ def test_group_is_taken_from_the_auto_scaling_tag_when_there_is_no_spotkit_group
 def test_status_finds_the_journal_table_from_the_stacks_outputs(world, aws, tmp_path):
     # GIVEN a working directory whose Terraform state has the stack's journal table output (real terraform;
     # a configuration of outputs only, so no provider is needed)
-    wd = tmp_path / ".spotkit" / "aws" / "training"
-    wd.mkdir(parents=True)
-    (wd / "cdk.tf.json").write_text(json.dumps({"output": {"interruption_journal_table": {"value": w.TABLE}}}))
-    for args in (["init", "-input=false", "-no-color"], ["apply", "-auto-approve", "-input=false", "-no-color"]):
-        done = subprocess.run(["terraform", *args], cwd=wd, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
+    apply_outputs_only(tmp_path / ".spotkit" / "aws" / "training", {"interruption_journal_table": w.TABLE})
     # AND a handled spot warning in that table
     [out] = _handler(world).handle_body(json.dumps(w.spot_warning(world.managed[1])))
     assert out.status == "acted"
