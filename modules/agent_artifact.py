@@ -129,13 +129,15 @@ class AgentArtifact(Construct):
     def __init__(self, scope: Construct, id_: str, *, name_prefix: str = "spotkit-agent-"):
         super().__init__(scope, id_)
         from cdktn import AssetType, TerraformAsset
-        from cdktn_aws.s3 import AwsBucket as S3Bucket
-        from cdktn_aws.s3 import AwsBucketOwnershipControls as S3BucketOwnershipControls
-        from cdktn_aws.s3 import AwsBucketPolicy as S3BucketPolicy
-        from cdktn_aws.s3 import AwsBucketPublicAccessBlock as S3BucketPublicAccessBlock
-        from cdktn_aws.s3 import AwsBucketServerSideEncryptionConfiguration as S3BucketServerSideEncryptionConfiguration
-        from cdktn_aws.s3 import AwsBucketVersioning as S3BucketVersioning
-        from cdktn_aws.s3 import AwsObject as S3Object
+        from cdktn_aws.s3 import (
+            AwsBucket as S3Bucket,
+            AwsBucketOwnershipControls as S3BucketOwnershipControls,
+            AwsBucketPolicy as S3BucketPolicy,
+            AwsBucketPublicAccessBlock as S3BucketPublicAccessBlock,
+            AwsBucketServerSideEncryptionConfiguration as S3BucketServerSideEncryptionConfiguration,
+            AwsBucketVersioning as S3BucketVersioning,
+            AwsObject as S3Object,
+        )
 
         self.built = build_agent_pyz()
         self.sha256 = self.built.sha256

@@ -368,10 +368,12 @@ class SpotComputeGroup(Construct):
         self.security_group_id = sg.id
 
     def _create_role(self) -> None:
-        from cdktn_aws.iam import AwsInstanceProfile as IamInstanceProfile
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
-        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+        from cdktn_aws.iam import (
+            AwsInstanceProfile as IamInstanceProfile,
+            AwsRole as IamRole,
+            AwsRolePolicy as IamRolePolicy,
+            AwsRolePolicyAttachment as IamRolePolicyAttachment,
+        )
 
         self.role = IamRole(
             self, "role",

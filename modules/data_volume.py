@@ -223,8 +223,7 @@ class SnapshotPolicy(Construct):
         validate_snapshots(f"SnapshotPolicy {name!r}", settings)
         super().__init__(scope, id_)
         from cdktn_aws.dlm import AwsLifecyclePolicy as DlmLifecyclePolicy
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+        from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         s = settings
         self.role = IamRole(

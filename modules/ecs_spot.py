@@ -213,8 +213,7 @@ class EcsSpotCluster(Construct):
                  settings: EcsClusterSettings = EcsClusterSettings()):
         validate_cluster(name, settings)
         super().__init__(scope, id_)
-        from cdktn_aws.ecs import AwsCluster as EcsCluster
-        from cdktn_aws.ecs import AwsClusterCapacityProviders as EcsClusterCapacityProviders
+        from cdktn_aws.ecs import AwsCluster as EcsCluster, AwsClusterCapacityProviders as EcsClusterCapacityProviders
         from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         self.name = name

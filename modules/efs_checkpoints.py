@@ -113,11 +113,13 @@ class EfsCheckpoints(Construct):
         validate_efs(where, settings, subnet_ids)
         super().__init__(scope, id_)
         from cdktn import TerraformResourceLifecycle
-        from cdktn_aws.efs import AwsAccessPoint as EfsAccessPoint
-        from cdktn_aws.efs import AwsBackupPolicy as EfsBackupPolicy
-        from cdktn_aws.efs import AwsFileSystem as EfsFileSystem
-        from cdktn_aws.efs import AwsFileSystemPolicy as EfsFileSystemPolicy
-        from cdktn_aws.efs import AwsMountTarget as EfsMountTarget
+        from cdktn_aws.efs import (
+            AwsAccessPoint as EfsAccessPoint,
+            AwsBackupPolicy as EfsBackupPolicy,
+            AwsFileSystem as EfsFileSystem,
+            AwsFileSystemPolicy as EfsFileSystemPolicy,
+            AwsMountTarget as EfsMountTarget,
+        )
         from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
 
         s = settings

@@ -49,8 +49,7 @@ class EksCluster(Construct):
         super().__init__(scope, id_)
         from cdktn_aws.cloudwatch_logs import AwsGroup as CloudwatchLogGroup
         from cdktn_aws.eks import AwsCluster as Cluster
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+        from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicyAttachment as IamRolePolicyAttachment
         from cdktn_aws.kms import AwsKey as KmsKey
 
         self.name = name
@@ -167,8 +166,10 @@ class EksCluster(Construct):
     def add_access_entry(self, id_: str, principal_arn: str, *, entry_type: str = "STANDARD",
                          policy_arn: Optional[str] = None):
         """An access entry; with ``policy_arn``, the access policy associated cluster-wide."""
-        from cdktn_aws.eks import AwsAccessEntry as EksAccessEntry
-        from cdktn_aws.eks import AwsAccessPolicyAssociation as EksAccessPolicyAssociation
+        from cdktn_aws.eks import (
+            AwsAccessEntry as EksAccessEntry,
+            AwsAccessPolicyAssociation as EksAccessPolicyAssociation,
+        )
 
         entry = EksAccessEntry(self, f"access-{id_}", cluster_name=self.cluster.name, principal_arn=principal_arn,
                                type=entry_type, tags=self.tags)

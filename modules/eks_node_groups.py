@@ -35,8 +35,7 @@ class EksNodeRole(Construct):
     def __init__(self, scope: Construct, id_: str, *, name: str, auto_mode: bool = False,
                  tags: Mapping[str, str] | None = None):
         super().__init__(scope, id_)
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+        from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         # A fixed name: Karpenter's EC2NodeClass and Auto Mode's NodeClass reference the role by name.
         self.role = IamRole(self, "role", name=name, assume_role_policy=assume_role_policy("ec2.amazonaws.com"),

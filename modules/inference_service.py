@@ -285,9 +285,11 @@ class InferenceService(Construct):
                                             retention_in_days=self.settings.log_retention_days)
 
     def _create_security_groups(self, vpc_id: str) -> None:
-        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
-        from cdktn_aws.vpc import AwsSecurityGroupEgressRule as VpcSecurityGroupEgressRule
-        from cdktn_aws.vpc import AwsSecurityGroupIngressRule as VpcSecurityGroupIngressRule
+        from cdktn_aws.vpc import (
+            AwsSecurityGroup as SecurityGroup,
+            AwsSecurityGroupEgressRule as VpcSecurityGroupEgressRule,
+            AwsSecurityGroupIngressRule as VpcSecurityGroupIngressRule,
+        )
 
         s = self.settings
         port = s.container.port
@@ -316,9 +318,7 @@ class InferenceService(Construct):
         self.service_security_group_id = self.service_security_group.id
 
     def _create_load_balancer(self, vpc_id: str, alb_subnet_ids: Sequence[str]) -> None:
-        from cdktn_aws.elb import AwsLb as Lb
-        from cdktn_aws.elb import AwsListener as LbListener
-        from cdktn_aws.elb import AwsTargetGroup as LbTargetGroup
+        from cdktn_aws.elb import AwsLb as Lb, AwsListener as LbListener, AwsTargetGroup as LbTargetGroup
 
         s = self.settings
         self.alb = Lb(
@@ -347,8 +347,7 @@ class InferenceService(Construct):
 
     def _create_roles(self) -> None:
         from cdktn_aws.sts import DataAwsCallerIdentity
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
+        from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicy as IamRolePolicy
 
         s = self.settings
         me = DataAwsCallerIdentity(self, "caller")
@@ -478,8 +477,10 @@ class InferenceService(Construct):
         )
 
     def _create_autoscaling(self) -> None:
-        from cdktn_aws.application_auto_scaling import AwsPolicy as AppautoscalingPolicy
-        from cdktn_aws.application_auto_scaling import AwsTarget as AppautoscalingTarget
+        from cdktn_aws.application_auto_scaling import (
+            AwsPolicy as AppautoscalingPolicy,
+            AwsTarget as AppautoscalingTarget,
+        )
 
         s = self.settings
         self.scaling_target = AppautoscalingTarget(

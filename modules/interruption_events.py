@@ -315,8 +315,7 @@ class InterruptionEvents(Construct):
 
     def _context(self) -> None:
         from cdktn_aws.sts import DataAwsCallerIdentity
-        from cdktn_aws.meta_data_sources import DataAwsPartition
-        from cdktn_aws.meta_data_sources import DataAwsRegion
+        from cdktn_aws.meta_data_sources import DataAwsPartition, DataAwsRegion
 
         self.account = DataAwsCallerIdentity(self, "account").account_id
         self.partition = DataAwsPartition(self, "partition").partition
@@ -349,8 +348,7 @@ class InterruptionEvents(Construct):
         return {"sqs_managed_sse_enabled": True}
 
     def _create_queues(self) -> None:
-        from cdktn_aws.sqs import AwsQueue as SqsQueue
-        from cdktn_aws.sqs import AwsQueueRedriveAllowPolicy as SqsQueueRedriveAllowPolicy
+        from cdktn_aws.sqs import AwsQueue as SqsQueue, AwsQueueRedriveAllowPolicy as SqsQueueRedriveAllowPolicy
 
         s = self.settings
         # Visibility 6x the function timeout (AWS's advice for an SQS event source): a batch the Lambda
@@ -388,8 +386,7 @@ class InterruptionEvents(Construct):
         }
 
     def _create_rules(self) -> None:
-        from cdktn_aws.eventbridge import AwsRule as CloudwatchEventRule
-        from cdktn_aws.eventbridge import AwsTarget as CloudwatchEventTarget
+        from cdktn_aws.eventbridge import AwsRule as CloudwatchEventRule, AwsTarget as CloudwatchEventTarget
 
         self.rules = {}
         for rule_id, pattern in {**self.rule_patterns(), **self.fallback_patterns()}.items():
@@ -415,8 +412,7 @@ class InterruptionEvents(Construct):
 
     def _create_fallback_schedule(self) -> None:
         """The return check: a scheduled rule whose event (``Scheduled Event``) goes to the queue."""
-        from cdktn_aws.eventbridge import AwsRule as CloudwatchEventRule
-        from cdktn_aws.eventbridge import AwsTarget as CloudwatchEventTarget
+        from cdktn_aws.eventbridge import AwsRule as CloudwatchEventRule, AwsTarget as CloudwatchEventTarget
 
         if self.fallback is None:
             return
@@ -559,10 +555,8 @@ class InterruptionEvents(Construct):
     def _create_lambda(self) -> None:
         from cdktn import AssetType, TerraformAsset
         from cdktn_aws.cloudwatch_logs import AwsGroup as CloudwatchLogGroup
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
-        from cdktn_aws.lambda_ import AwsEventSourceMapping as LambdaEventSourceMapping
-        from cdktn_aws.lambda_ import AwsFunction as LambdaFunction
+        from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicy as IamRolePolicy
+        from cdktn_aws.lambda_ import AwsEventSourceMapping as LambdaEventSourceMapping, AwsFunction as LambdaFunction
 
         s = self.settings
         function_name = f"{self.name}-interruption-handler"[:64]
@@ -610,8 +604,7 @@ class InterruptionEvents(Construct):
     def _create_fis(self) -> None:
         from cdktn_aws.cloudwatch import AwsMetricAlarm as CloudwatchMetricAlarm
         from cdktn_aws.fis import AwsExperimentTemplate as FisExperimentTemplate
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
+        from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicy as IamRolePolicy
 
         s = self.settings
         self.stop_alarm = CloudwatchMetricAlarm(

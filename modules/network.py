@@ -69,16 +69,17 @@ class SpotNetwork(Construct):
                  settings: NetworkSettings = NetworkSettings()):
         validate_network(settings)
         super().__init__(scope, id_)
-        from cdktn_aws.ec2 import DataAwsAvailabilityZones
-        from cdktn_aws.ec2 import AwsEip as Eip
-        from cdktn_aws.vpc import AwsInternetGateway as InternetGateway
-        from cdktn_aws.vpc import AwsNatGateway as NatGateway
-        from cdktn_aws.vpc import AwsRoute as Route
-        from cdktn_aws.vpc import AwsRouteTable as RouteTable
-        from cdktn_aws.vpc import AwsRouteTableAssociation as RouteTableAssociation
-        from cdktn_aws.vpc import AwsSubnet as Subnet
-        from cdktn_aws.vpc import AwsVpc as Vpc
-        from cdktn_aws.vpc import AwsEndpoint as VpcEndpoint
+        from cdktn_aws.ec2 import DataAwsAvailabilityZones, AwsEip as Eip
+        from cdktn_aws.vpc import (
+            AwsInternetGateway as InternetGateway,
+            AwsNatGateway as NatGateway,
+            AwsRoute as Route,
+            AwsRouteTable as RouteTable,
+            AwsRouteTableAssociation as RouteTableAssociation,
+            AwsSubnet as Subnet,
+            AwsVpc as Vpc,
+            AwsEndpoint as VpcEndpoint,
+        )
 
         net = ipaddress.ip_network(settings.cidr)
         blocks = list(net.subnets(new_prefix=min(net.prefixlen + 4, 28)))

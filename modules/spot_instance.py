@@ -108,10 +108,12 @@ class PersistentSpotInstance(Construct):
         from cdktn_aws.ssm import DataAwsParameter as DataAwsSsmParameter
         from cdktn_aws.vpc import DataAwsSubnet
         from cdktn_aws.ebs import AwsVolume as EbsVolume
-        from cdktn_aws.iam import AwsInstanceProfile as IamInstanceProfile
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
-        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+        from cdktn_aws.iam import (
+            AwsInstanceProfile as IamInstanceProfile,
+            AwsRole as IamRole,
+            AwsRolePolicy as IamRolePolicy,
+            AwsRolePolicyAttachment as IamRolePolicyAttachment,
+        )
         from cdktn_aws.ec2 import AwsInstance as Instance
         from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
         from cdktn_aws.ebs import AwsVolumeAttachment as VolumeAttachment

@@ -134,9 +134,11 @@ class EksGpuStack(SpotkitStack):
 
     def _service_role(self, name: str, policy_arn: str | None = None, statements: list | None = None):
         """A role for a Kubernetes service account through EKS Pod Identity."""
-        from cdktn_aws.iam import AwsRole as IamRole
-        from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
-        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+        from cdktn_aws.iam import (
+            AwsRole as IamRole,
+            AwsRolePolicy as IamRolePolicy,
+            AwsRolePolicyAttachment as IamRolePolicyAttachment,
+        )
 
         role = IamRole(self, f"{name}-role", name_prefix=f"{self.config.name}-{name}-"[:38],
                        assume_role_policy=assume_role_policy("pods.eks.amazonaws.com", tag_session=True),
