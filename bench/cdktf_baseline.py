@@ -74,13 +74,13 @@ def shim_module(service: str, names: dict[str, set[str]], cdktn_aws_dir: Path, p
         kind, short = types[name]
         module = _old_module(kind, short, provider_dir)
         classes = _old_classes(provider_dir, module)
-        resource = "AwsProvider" if module == "provider" else _camel(module)
-        if resource + "A" in classes:
-            resource += "A"   # cdktf suffixes a class that would clash with a nested block's name
+        base = "AwsProvider" if module == "provider" else _camel(module)
+        # cdktf suffixes "A" to a resource class that would clash with a nested block's name
+        resource = base + "A" if base + "A" in classes else base
         lines.append(f"from cdktf_cdktf_provider_aws.{module} import {resource} as {name}")
         for prop in sorted(names[name]):
             leaf = prop[: -len("Property")]
-            candidates = sorted((c for c in classes if c.startswith(resource.rstrip("A"))
+            candidates = sorted((c for c in classes if c.startswith(base)
                                  and (c.endswith(leaf) or c.endswith(leaf + "A"))
                                  and c not in (resource, resource + "Config")), key=len)
             if not candidates:
