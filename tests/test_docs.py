@@ -126,6 +126,11 @@ def test_site_builds_strict_with_every_command_and_rule(tmp_path):
         assert f"spotkit {sub}" in cli_page, sub
     for option in ("--on-notice", "--lock-wait", "--fail-on", "--detailed-exitcode", "--allow-data-loss"):
         assert option in cli_page, option
+    # AND no list was swallowed into a paragraph (Python-Markdown needs a blank line before a list, and four
+    # spaces to nest one, where GitHub needs neither)
+    for page in (tmp_path / "site").glob("*/index.html"):
+        for paragraph in re.findall(r"<p>(.*?)</p>", page.read_text(), flags=re.S):
+            assert not re.search(r"\n\s*(- |\d+\. )", paragraph), (page.parent.name, paragraph[:200])
     # AND the rule reference lists every rule of the registry
     rules_page = (tmp_path / "site" / "rules" / "index.html").read_text()
     assert all(rule.id in rules_page for rule in RULES)
