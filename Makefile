@@ -6,7 +6,7 @@ PYTHON ?= python3
 PIP = $(VENV)/bin/pip
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 
-.PHONY: setup test demo bench clean py310
+.PHONY: setup test demo docs bench clean py310
 
 setup: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	  (apt-get update -qq && apt-get install -y -qq nodejs) >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,plot]'
+	$(PIP) install -q -e '.[dev,plot,docs]'
 	@touch $@
 
 test: setup
@@ -47,9 +47,13 @@ py310:
 	  assert r(sys.argv[1]) == r(sys.argv[2]) == {'training': {'group': {'max_size': 6}}}" "$$out/c.yaml" "$$out/c.toml"; \
 	rm -rf "$$out"; echo "py310: OK (install, spotkit synth training, YAML and TOML config)"
 
+# The documentation site (mkdocs.yml): warnings are errors; the CLI and rule references are generated.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: setup
 	$(VENV)/bin/python -m bench
 
 clean:
 	-[ -x $(VENV)/bin/spotkit ] && $(VENV)/bin/spotkit local stop
-	rm -rf $(VENV) $(PY310_VENV) cdktf.out .spotkit .pytest_cache
+	rm -rf $(VENV) $(PY310_VENV) cdktf.out .spotkit .pytest_cache site

@@ -1,5 +1,6 @@
-"""Hints that work when pasted: the ``next:`` steps the demo prints, and the CLI examples of README.md,
-run as a user would run them (a shell, the installed ``spotkit``), against a running emulator."""
+"""Hints that work when pasted: the ``next:`` steps the demo prints, and the CLI examples of README.md and
+of the documentation site (docs/*.md), run as a user would run them (a shell, the installed ``spotkit``),
+against a running emulator."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "check"
 SPOTKIT_BIN = Path(sys.executable).parent / "spotkit"
 
-# README examples that need a real AWS account (or what only a real apply gives): not run, for this reason.
+# Documented examples that need a real AWS account (or what only a real apply gives): not run, for this reason.
 README_NEEDS_AWS = {
     "spotkit --config ci.yaml plan training": "plans --target aws: needs AWS credentials and the account's state",
     "spotkit apply training --plan training.tfplan": "applies to a real AWS account",
@@ -131,11 +132,27 @@ def test_a_global_option_after_a_nested_command_is_the_same_as_before_it(project
     assert "no spotkit group named 'nosuchgroup'" in after.stderr
 
 
-# --- README's examples --------------------------------------------------------------------------
+# --- the documented examples (README.md, then docs/*.md) ------------------------------------------
+
+def documented_pages() -> list[Path]:
+    """README.md and every page of the documentation site, in that order (the site's pages by name)."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def documented_text() -> str:
+    return "\n".join(page.read_text() for page in documented_pages())
+
+
+def own_stack_example() -> str:
+    """README's "Your own stack" app (the fenced Python block that composes spotkit's constructs)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
+    return next(block for block in blocks if "SpotComputeGroup(" in block)
+
 
 def readme_commands() -> list[tuple[str, list[str]]]:
-    """Each fenced command line of README.md that runs spotkit, as (line, its spotkit segments)."""
-    text = (ROOT / "README.md").read_text()
+    """Each fenced command line of README.md and docs/*.md that runs spotkit, as (line, its spotkit segments)."""
+    text = documented_text()
     blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.M | re.S)
     found = []
     for block in blocks:
@@ -152,15 +169,19 @@ def test_readme_has_examples_and_every_one_is_run_or_skipped_with_a_reason():
     commands = readme_commands()
     assert len(commands) >= 6, commands
     for prefix in README_NEEDS_AWS:
-        assert any(line.startswith(prefix) for line, _ in commands), f"README no longer has {prefix!r}: update the list"
+        assert any(line.startswith(prefix) for line, _ in commands), f"the docs no longer have {prefix!r}: update the list"
 
 
 @pytest.mark.slow
 def test_readme_examples_run(tmp_path):
-    # GIVEN a folder with the inputs the examples name (your own Terraform JSON, a plan's JSON)
+    # GIVEN a folder with the inputs the examples name (your own Terraform JSON, a plan's JSON, and README's own
+    # stack synthesized by `python3 main.py` as its example says)
     (tmp_path / "path" / "to").mkdir(parents=True)
     shutil.copy(FIXTURES / "good.tf.json", tmp_path / "path" / "to" / "main.tf.json")
     shutil.copy(FIXTURES / "third_party_autoscaling.plan.json", tmp_path / "plan.json")
+    (tmp_path / "main.py").write_text(own_stack_example())
+    made = sh(f"{sys.executable} main.py", tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
     ran, skipped = [], {}
     for line, segments in readme_commands():
         reason = next((why for prefix, why in README_NEEDS_AWS.items() if line.startswith(prefix)), None)
@@ -178,7 +199,7 @@ def test_readme_examples_run(tmp_path):
             else:
                 assert done.returncode == 0, (segment, done.stdout[-2000:], done.stderr[-2000:])
             ran.append(segment)
-    assert "spotkit synth" in ran and "spotkit check plan.json" in ran, ran
+    assert "spotkit synth" in ran and "spotkit check plan.json" in ran and "spotkit check cdktf.out" in ran, ran
     assert (tmp_path / "check.sarif").is_file()
     assert set(skipped) and all(skipped.values())
 
@@ -189,13 +210,13 @@ def _port_in_use(port: int) -> bool:
 
 
 def test_readme_agent_rehearsal_runs(tmp_path):
-    # GIVEN the README's three lines: the IMDS mock and the agent in the background, then a notice by curl
+    # GIVEN the documented three lines: the IMDS mock and the agent in the background, then a notice by curl
     lines = [line for line, _ in readme_commands() if line.startswith(("spotkit imds-mock", "spotkit agent"))]
     assert len(lines) == 2, lines
-    block = (ROOT / "README.md").read_text()
+    block = documented_text()
     curl = next(line for line in block.splitlines() if line.startswith("curl -X POST 127.0.0.1:8111/spotkit/interrupt"))
     if _port_in_use(8111):
-        pytest.skip("port 8111 (the README's IMDS mock port) is in use on this machine")
+        pytest.skip("port 8111 (the documented IMDS mock port) is in use on this machine")
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     hook = tmp_path / "checkpoint.sh"

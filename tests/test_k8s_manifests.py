@@ -52,7 +52,7 @@ def test_render_writes_one_file_per_object_in_apply_order(karpenter_render):
         ("StorageClass", "efs-checkpoints"), ("PersistentVolume", "spotkit-checkpoints"),
         ("PersistentVolumeClaim", "checkpoints"), ("DaemonSet", "nvidia-device-plugin"), ("EC2NodeClass", "gpu"),
         ("NodePool", "gpu-spot"), ("NodePool", "gpu-on-demand"), ("Job", "train-example")])
-    assert result.notes == ["install the Karpenter chart first (see README 'Training on EKS'): NodePools need its CRDs"]
+    assert result.notes == ["install the Karpenter chart first (see docs/eks.md, 'Training on EKS'): NodePools need its CRDs"]
 
 
 def test_spot_nodepool_values(karpenter_render):

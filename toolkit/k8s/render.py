@@ -82,5 +82,5 @@ def render(stack: str, outdir: str | Path, config_data: Mapping[str, Any] | None
         result.notes.append("the PersistentVolume has placeholder EFS ids: pass --file-system-id and --access-point-id "
                             "(terraform output efs_file_system_id / efs_access_point_id) after apply")
     if getattr(config, "node_provisioning", "") == "karpenter":
-        result.notes.append("install the Karpenter chart first (see README 'Training on EKS'): NodePools need its CRDs")
+        result.notes.append("install the Karpenter chart first (see docs/eks.md, 'Training on EKS'): NodePools need its CRDs")
     return result
