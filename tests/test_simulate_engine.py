@@ -1,0 +1,130 @@
+"""The simulator on hand-made traces whose answer is known: exact figures, no timings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from toolkit.interruption.fallback import FallbackPolicy
+from toolkit.simulate.engine import Policy, simulate
+
+INF = math.inf
+DAY = 288  # 5-minute ticks
+
+
+def room(zones: int, ticks: int = DAY, value: float = INF) -> np.ndarray:
+    return np.full((zones, ticks), value)
+
+
+def gpu_default(**kw) -> Policy:
+    """gpu_inference's default: 2 replicas, 1 on the on-demand provider, 1 spot, 2 AZs, fallback on."""
+    args = dict(name="stack", target=2, on_demand=1, spot_group=1, zones=("a", "b"), fallback=FallbackPolicy(),
+                spot_price_ratio=0.4)
+    args.update(kw)
+    return Policy(**args)
+
+
+def test_capacity_always_there_costs_the_split_and_never_falls_short():
+    # GIVEN room everywhere WHEN the default policy runs a day
+    r = simulate(gpu_default(), room(2), 300)
+    # THEN 1 on-demand + 1 spot at 0.4: (1 + 0.4) / 2 of all on-demand, always available
+    assert r.cost_vs_on_demand == pytest.approx(0.7)
+    assert r.availability == 1.0
+    assert r.longest_shortfall_minutes == 0
+    assert (r.preemptions, r.capacity_failures, r.fallback_episodes) == (0, 0, 0)
+    assert r.on_demand_hours == pytest.approx(24) and r.spot_hours == pytest.approx(24)
+
+
+def test_no_capacity_ever_with_the_fallback_runs_on_on_demand_after_one_boot():
+    # GIVEN no spot room at all WHEN the default policy (fallback on) runs a day
+    r = simulate(gpu_default(), room(2, value=0), 300)
+    # THEN the first failure raises the base once; the on-demand replacement boots in one tick (300 s),
+    # the only shortfall; it is never returned (the on-demand instance stays until spot can replace it)
+    assert r.fallback_episodes == 1
+    assert r.shortfall_minutes == 5 and r.longest_shortfall_minutes == 5
+    assert r.cost_vs_on_demand == pytest.approx(1.0)  # 2 on-demand billed every tick, booting ones too
+    assert r.spot_hours == 0
+    assert r.fallback_on_demand_hours == pytest.approx(24)
+
+
+def test_no_capacity_ever_without_the_fallback_is_short_the_whole_time():
+    r = simulate(gpu_default(fallback=None), room(2, value=0), 300)
+    assert r.availability == 0.0
+    assert r.longest_shortfall_minutes == 24 * 60
+    assert r.capacity_failures == DAY
+    assert r.cost_vs_on_demand == pytest.approx(0.5)   # the on-demand replica only
+
+
+def test_one_outage_of_known_length_in_the_only_zone():
+    # GIVEN 2 spot replicas in one zone and a 60-minute outage (ticks 100-111)
+    cap = room(1)
+    cap[0, 100:112] = 0
+    r = simulate(Policy("one", target=2, spot_group=2, zones=("a",), spot_price_ratio=0.5), cap, 300)
+    # THEN both are preempted; nothing is back before the outage ends plus one boot: 13 ticks short
+    assert r.preemptions == 2
+    assert r.longest_shortfall_minutes == 65
+    assert r.availability == pytest.approx(1 - 13 / DAY)
+    assert r.capacity_failures == 12
+    # billed: 2 spot for all ticks but the 12 of the outage (the relaunch bills while it boots)
+    assert r.cost_vs_on_demand == pytest.approx(0.5 * 2 * (DAY - 12) / (2 * DAY))
+
+
+def test_one_outage_with_the_fallback_is_short_for_one_boot_and_returns_after_the_hold():
+    cap = room(1)
+    cap[0, 100:112] = 0
+    fb = FallbackPolicy(max_on_demand_base=2, hold_minutes=30, check_every_minutes=10)
+    r = simulate(Policy("one", target=2, spot_group=2, zones=("a",), fallback=fb), cap, 300)
+    # THEN the handler raises the base to 2 at the first failure: one tick short (the on-demand boot)
+    assert r.longest_shortfall_minutes == 5
+    assert r.fallback_episodes == 1
+    assert r.preemptions == 2
+
+
+def test_the_fallback_ceiling_bounds_the_on_demand_it_adds():
+    # GIVEN 4 spot replicas, no room, a ceiling of 2 WHEN it runs
+    fb = FallbackPolicy(max_on_demand_base=2)
+    r = simulate(Policy("c", target=4, spot_group=4, zones=("a", "b"), fallback=fb), room(2, value=0), 300)
+    # THEN at most 2 on-demand: the group is short the whole day (2 of 4 ready)
+    assert r.availability == 0.0
+    assert r.on_demand_hours == pytest.approx(2 * 24)
+
+
+def test_a_zone_outage_is_covered_by_the_other_zone():
+    # GIVEN 2 spot replicas over 2 zones, zone a out for an hour
+    cap = room(2)
+    cap[0, 100:112] = 0
+    r = simulate(Policy("two", target=2, spot_group=2, zones=("a", "b"), boot_seconds=420), cap, 300)
+    # THEN one is preempted and relaunched in b: the replacement starts at the notice, ready in
+    # ceil((420 - 120) / 300) = 1 tick
+    assert r.preemptions == 1
+    assert r.longest_shortfall_minutes == 5
+
+
+def test_spothedge_overprovision_rides_out_a_zone_outage():
+    cap = room(2)
+    cap[0, 100:112] = 0
+    p = Policy("hedge", target=2, spot_group=4, zones=("a", "b"), dynamic_on_demand=True, avoid_preempted_zones=True)
+    r = simulate(p, cap, 300)
+    # THEN losing zone a's 2 of 4 leaves 2 ready: never short, and no on-demand was needed
+    assert r.preemptions == 2
+    assert r.availability == 1.0
+    assert r.on_demand_hours == 0
+
+
+def test_spothedge_falls_back_to_on_demand_when_spot_is_gone_everywhere():
+    p = Policy("hedge", target=2, spot_group=3, zones=("a",), dynamic_on_demand=True)
+    r = simulate(p, room(1, value=0), 300)
+    # THEN on-demand covers the target from the start (the fleet starts where there is room)
+    assert r.availability == 1.0
+    assert r.on_demand_hours == pytest.approx(2 * 24)
+
+
+def test_a_partial_room_preempts_only_the_excess():
+    # GIVEN room for 1 instance in the zone from tick 10
+    cap = room(1)
+    cap[0, 10:] = 1
+    r = simulate(Policy("p", target=3, spot_group=3, zones=("a",)), cap, 300)
+    assert r.preemptions == 2
+    assert r.availability == pytest.approx(10 / DAY)
