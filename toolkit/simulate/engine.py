@@ -23,6 +23,7 @@ the fleet is settled are added up at once, so a year of 5-minute ticks takes wel
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -196,7 +197,7 @@ def simulate(policy: Policy, capacity: np.ndarray, gap_seconds: int, *, keep_ser
                 next_check += check_every
             recent = max(changed_at, now - timedelta(minutes=fbp.hold_minutes))
             recent_tick = (recent - EPOCH).total_seconds() / gap
-            failures = sum(1 for f in failure_ticks if f >= recent_tick)
+            failures = len(failure_ticks) - bisect.bisect_left(failure_ticks, recent_tick)  # ticks ascend
             step = decide_return(base=base, original=original, now=now, changed=changed_at, failures=failures,
                                  spot_launches=spot_ok_since_change, score=lambda: None, policy=fbp)
             if step.target != base:
