@@ -128,3 +128,26 @@ def test_a_partial_room_preempts_only_the_excess():
     r = simulate(Policy("p", target=3, spot_group=3, zones=("a",)), cap, 300)
     assert r.preemptions == 2
     assert r.availability == pytest.approx(10 / DAY)
+
+
+@pytest.mark.parametrize("trace", ["aws-v100-16node-2023-08", "aws-cpu-1node-2023-04"])
+def test_coalescing_settled_stretches_changes_no_figure(trace):
+    # GIVEN a real trace WHEN each policy runs stepping every tick and coalescing settled stretches
+    from pathlib import Path
+
+    from toolkit.simulate.traces import load_trace_dir
+
+    ts = load_trace_dir(Path(__file__).parent / "fixtures" / "traces" / trace)
+    zones = sorted(ts.zones)
+    policies = [gpu_default(zones=tuple(zones[:2])),
+                Policy("s16", target=16, on_demand=4, spot_group=12, zones=tuple(zones[:2]), fallback=FallbackPolicy()),
+                Policy("hedge", target=16, spot_group=20, zones=tuple(zones), dynamic_on_demand=True,
+                       avoid_preempted_zones=True),
+                Policy("one", target=4, spot_group=4, zones=tuple(zones[:1]))]
+    for p in policies:
+        cap = ts.capacity(list(p.zones))
+        step = simulate(p, cap, ts.gap_seconds, coalesce=False)
+        fast = simulate(p, cap, ts.gap_seconds, coalesce=True)
+        # THEN every figure and both series are the same
+        assert step.summary() == fast.summary(), p.name
+        assert np.array_equal(step.ready, fast.ready) and np.array_equal(step.on_demand_share, fast.on_demand_share)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -45,7 +46,10 @@ def simulate_command(ctx: CliContext, stack, trace_dirs, tf_json, outdir, zones,
     click.echo(render(report))
     if plot_path:
         click.echo(f"\n{note}" if note else f"\nplot: {plot_path}")
-    click.echo(f"\nnext: spotkit simulate {stack} --trace DIR --config FILE   # change a setting above, compare again")
+    again = ["spotkit", "simulate", stack, *[a for d in trace_dirs for a in ("--trace", d)]]
+    if not plot_path:
+        click.echo(f"\nnext: {shlex.join(again + ['--plot', 'simulate.png'])}   # ready replicas and on-demand share over time")
+    click.echo(f"next: {shlex.join(again + ['-o', 'json'])}   # every figure, and the levers, as JSON")
 
 
 def register(group: click.Group) -> None:

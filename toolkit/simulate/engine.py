@@ -18,7 +18,7 @@ instance starts at the two-minute notice, so it is ready ``boot_seconds - notice
 loss. Instances are billed from launch; spot at ``spot_price_ratio`` of the on-demand price.
 
 The engine is a plain loop over ticks (no AWS, no clock); stretches where no zone's room changes and
-the fleet is settled are added up at once, so a year of 5-minute ticks takes well under a second.
+the fleet is settled (and, in fallback, no return check can act) are added up at once.
 """
 
 from __future__ import annotations
@@ -113,9 +113,11 @@ def _promote(pending: list[int], t: int) -> int:
     return done
 
 
-def simulate(policy: Policy, capacity: np.ndarray, gap_seconds: int, *, keep_series: bool = True) -> Result:
+def simulate(policy: Policy, capacity: np.ndarray, gap_seconds: int, *, keep_series: bool = True,
+             coalesce: bool = True) -> Result:
     """Replay ``policy`` against ``capacity`` (zones x ticks room, ``inf`` unbounded, rows in
-    ``policy.zones`` order) and measure it (see the module doc)."""
+    ``policy.zones`` order) and measure it (see the module doc). ``coalesce=False`` steps every tick
+    (the same result, slower: the bench's baseline and a test's reference)."""
     nz, n = capacity.shape
     if nz != len(policy.zones):
         raise ValueError(f"capacity has {nz} zones, the policy {len(policy.zones)}")
@@ -283,12 +285,15 @@ def simulate(policy: Policy, capacity: np.ndarray, gap_seconds: int, *, keep_ser
         r = sum(ready) + od_ready
         # 6. a settled fleet over a stretch where no zone's room changes: count the stretch at once
         span = 1
-        if (not in_fb and not od_pend and lost_now == 0 and not any(pend)
+        if (coalesce and not od_pend and lost_now == 0 and not any(pend)
                 and od_billed == od_target(sum(ready), od_billed, od_in_group, spot_wanted)):
             while change_at[next_change_idx] <= t:
                 next_change_idx += 1
             span = change_at[next_change_idx] - t
-            if failure_ticks and failure_ticks[-1] == t:  # the same failure at every tick of the stretch
+            failing = bool(failure_ticks) and failure_ticks[-1] == t
+            if in_fb and not failing:  # the next return check may change the base: stop there
+                span = max(1, min(span, -(-next_check // gap) - t))
+            if failing:  # the same failure at every tick of the stretch (in fallback: "still-failing", "kept")
                 res.capacity_failures += span - 1
                 failure_ticks.extend(range(t + 1, t + span))
         if r < target:

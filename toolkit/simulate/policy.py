@@ -113,8 +113,10 @@ def read_stack_policy(doc: Mapping[str, Any], stack: str, config: Mapping[str, A
     sim = settings(config)
     stack_cfg = config.get(stack) or {}
     if not groups:
-        raise PolicyError(f"stack {stack} has no Auto Scaling group: no spot capacity to simulate",
-                          hint="simulate a stack with a spot group, e.g. spotkit simulate gpu_inference --trace DIR")
+        raise PolicyError(f"stack {stack} has no Auto Scaling group: no spot capacity to simulate (the simulator "
+                          "reads ECS services and Auto Scaling groups)",
+                          hint="simulate gpu_inference, ecs_spot or training, e.g. spotkit simulate gpu_inference "
+                               "--trace tests/fixtures/traces/aws-v100-16node-2023-08")
 
     def dist(g: Mapping) -> dict:
         mip = (_list(g.get("mixed_instances_policy")) or [{}])[0]
@@ -128,7 +130,8 @@ def read_stack_policy(doc: Mapping[str, Any], stack: str, config: Mapping[str, A
     if not spot_ids:
         raise PolicyError(f"stack {stack} has no spot capacity to simulate: every Auto Scaling group launches "
                           "only on-demand (on_demand_percentage_above_base_capacity 100)",
-                          hint=f"give a group spot capacity in your config, or simulate another stack: spotkit simulate gpu_inference --trace DIR")
+                          hint="give a group spot capacity in your config, or simulate another stack: spotkit simulate gpu_inference "
+                               "--trace tests/fixtures/traces/aws-v100-16node-2023-08")
     spot_id = spot_ids[0]
     spot = groups[spot_id]
     d = dist(spot)
@@ -304,7 +307,8 @@ def levers(stack: Policy, sp: StackPolicy, trace_zones: list[str]) -> list[tuple
     if sp.on_demand > 0:
         out.append((f"service.on_demand_base {sp.on_demand} -> {sp.on_demand - 1} (with spot_overprovision +1)",
                     replace(stack, on_demand=stack.on_demand - 1, spot_group=stack.spot_group + 2)))
-    if len(trace_zones) > len(stack.zones):
-        out.append((f"network.az_count {len(stack.zones)} -> {len(trace_zones)}",
-                    replace(stack, zones=tuple(sorted(trace_zones)))))
+    more = [z for z in sorted(trace_zones) if z not in stack.zones]
+    if more:
+        out.append((f"network.az_count {len(stack.zones)} -> {len(stack.zones) + 1} (adds {more[0]})",
+                    replace(stack, zones=stack.zones + (more[0],))))
     return out
