@@ -194,3 +194,23 @@ def test_cli_plot_without_matplotlib_is_skipped_with_a_note(capsys, tmp_path, gp
     assert run.code == 0, run.err
     assert "plot skipped: matplotlib is not installed" in run.out
     assert not out.exists()
+
+
+def test_training_policy_is_its_group_alone_with_the_fallback_off():
+    from stacks.training import TrainingConfig, TrainingStack
+    from tests.support.synth import build_stack
+
+    doc, _ = build_stack(TrainingStack, TrainingConfig())
+    sp = pol.read_stack_policy(doc, "training", {})
+    # no ECS service: the group's max_size (4), all spot (base 0, 0% on-demand), fallback off
+    assert (sp.total, sp.on_demand, sp.spot_group, sp.fallback, sp.strategy) == (4, 0, 4, None, None)
+    assert sp.notes == ["4 instances: the group's max_size (simulate.replicas to change)"]
+    sp = pol.read_stack_policy(doc, "training", {"simulate": {"replicas": 6}})
+    assert sp.spot_group == 6
+
+
+def test_an_unknown_simulate_setting_is_named():
+    with pytest.raises(pol.PolicyError) as exc:
+        pol.settings({"simulate": {"boot_secs": 600}})
+    assert exc.value.message == "simulate.boot_secs: unknown setting"
+    assert "boot_seconds" in exc.value.hint

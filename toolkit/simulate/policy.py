@@ -62,6 +62,7 @@ class StackPolicy:
     families: list[str]
     fallback: Optional[FallbackPolicy]
     notes: list[str] = field(default_factory=list)
+    strategy: Optional[tuple[int, int, int]] = None   # ECS: (on-demand base, on-demand weight, spot weight)
 
     @property
     def target(self) -> int:
@@ -175,9 +176,11 @@ def read_stack_policy(doc: Mapping[str, Any], stack: str, config: Mapping[str, A
                               hint="give the spot provider a weight (service.spot_weight) in your config")
         on_demand = _split(total, base, (od_weight, spot_weight))
         spot_group = total - on_demand
+        strategy_split: Optional[tuple[int, int, int]] = (base, od_weight, spot_weight)
         group_base, group_pct = int(d.get("on_demand_base_capacity", 0) or 0), int(d.get("on_demand_percentage_above_base_capacity", 0) or 0)
     else:
         total = int(sim.get("replicas") or spot.get("desired_capacity") or spot.get("max_size") or 0)
+        strategy_split = None
         on_demand = 0
         spot_group = total
         group_base = int(d.get("on_demand_base_capacity", 0) or 0)
@@ -215,7 +218,7 @@ def read_stack_policy(doc: Mapping[str, Any], stack: str, config: Mapping[str, A
                                   check_every_minutes=int(env.get("SPOTKIT_FALLBACK_CHECK_EVERY_MINUTES", 10)))
     return StackPolicy(stack=stack, total=total, overprovision=overprovision, on_demand=on_demand,
                        spot_group=spot_group, spot_group_base=group_base, spot_group_on_demand_percent=group_pct,
-                       zones=zones, families=families, fallback=fallback, notes=notes)
+                       zones=zones, families=families, fallback=fallback, notes=notes, strategy=strategy_split)
 
 
 def map_zones(sp: StackPolicy, trace_zones: list[str], override: Optional[list[str]] = None) -> list[str]:
@@ -302,11 +305,21 @@ def levers(stack: Policy, sp: StackPolicy, trace_zones: list[str]) -> list[tuple
                     replace(stack, fallback=replace(fb, hold_minutes=fb.hold_minutes * 2))))
     else:
         out.append(("fallback.enabled false -> true", replace(stack, fallback=FallbackPolicy())))
-    out.append((f"service.spot_overprovision {sp.overprovision} -> {sp.overprovision + 1}",
-                replace(stack, spot_group=stack.spot_group + 1)))
-    if sp.on_demand > 0:
-        out.append((f"service.on_demand_base {sp.on_demand} -> {sp.on_demand - 1} (with spot_overprovision +1)",
-                    replace(stack, on_demand=stack.on_demand - 1, spot_group=stack.spot_group + 2)))
+    if sp.strategy is not None:
+        base, w_od, w_spot = sp.strategy
+
+        def split(total: int, b: int, w: int) -> Policy:
+            od = _split(total, b, (w, w_spot))
+            return replace(stack, on_demand=od, spot_group=total - od)
+
+        out.append((f"service.spot_overprovision {sp.overprovision} -> {sp.overprovision + 1}",
+                    split(sp.total + 1, base, w_od)))
+        if base > 0:
+            out.append((f"service.on_demand_base {base} -> {base - 1}", split(sp.total, base - 1, w_od)))
+        if w_od > 0 and sp.on_demand > base:
+            out.append((f"service.on_demand_weight {w_od} -> 0 (spot above the base)", split(sp.total, base, 0)))
+    else:
+        out.append((f"simulate.replicas {sp.total} -> {sp.total + 1} (one spare)", replace(stack, spot_group=stack.spot_group + 1)))
     more = [z for z in sorted(trace_zones) if z not in stack.zones]
     if more:
         out.append((f"network.az_count {len(stack.zones)} -> {len(stack.zones) + 1} (adds {more[0]})",
