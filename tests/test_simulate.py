@@ -214,3 +214,13 @@ def test_an_unknown_simulate_setting_is_named():
         pol.settings({"simulate": {"boot_secs": 600}})
     assert exc.value.message == "simulate.boot_secs: unknown setting"
     assert "boot_seconds" in exc.value.hint
+
+
+def test_cli_plot_is_a_png_with_matplotlib(capsys, tmp_path, gpu_json):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "p.png"
+    run = run_spotkit(capsys, "simulate", "gpu_inference", "--tf-json", str(gpu_json), "--trace", T16,
+                      "--plot", str(out))
+    assert run.code == 0, run.err
+    assert f"plot: {out}" in run.out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

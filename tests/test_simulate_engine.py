@@ -151,3 +151,34 @@ def test_coalescing_settled_stretches_changes_no_figure(trace):
         # THEN every figure and both series are the same
         assert step.summary() == fast.summary(), p.name
         assert np.array_equal(step.ready, fast.ready) and np.array_equal(step.on_demand_share, fast.on_demand_share)
+
+
+def test_the_fallback_decides_with_the_handlers_code(monkeypatch):
+    # GIVEN the engine WHEN the handler's decision is replaced THEN the engine's behaviour follows it
+    from toolkit.interruption import fallback
+    from toolkit.simulate import engine
+
+    assert engine.decide_fall_back is fallback.decide_fall_back
+    assert engine.decide_return is fallback.decide_return
+    calls = []
+    monkeypatch.setattr(engine, "decide_fall_back", lambda **kw: calls.append(kw) or fallback.Step("skipped", kw["base"]))
+    r = simulate(gpu_default(), room(2, value=0), 300)
+    assert calls and r.fallback_episodes == 0 and r.availability == 0.0
+
+
+def test_a_second_loss_in_fallback_is_kept_as_the_handler_decides():
+    # GIVEN 2 spot replicas over 2 zones, b with room for 1; a empties at tick 10, b at tick 20
+    cap = room(2)
+    cap[1, :] = 1
+    cap[0, 10:] = 0
+    cap[1, 20:] = 0
+    r = simulate(Policy("two", target=2, spot_group=2, zones=("a", "b"), fallback=FallbackPolicy()), cap, 300)
+    # THEN the first loss finds no room: the base is raised to 1 (short 1 tick while the on-demand boots),
+    # and restored after the hold (no failure: the group was whole), the on-demand instance staying while
+    # no spot replaces it. The second loss raises the base to 1 again (a second episode), which the
+    # on-demand instance already fills: shortfall 1 counted against it, original 0 + 1 = the base, so the
+    # handler keeps it and the group stays 1 short to the end (docs/simulate.md, "A limit").
+    assert r.fallback_episodes == 2
+    assert r.on_demand_hours == pytest.approx((DAY - 10) * 300 / 3600)
+    assert r.availability == pytest.approx(19 / DAY)
+    assert r.longest_shortfall_minutes == (DAY - 20) * 5
