@@ -160,6 +160,8 @@ def simulate(policy: Policy, capacity: np.ndarray, gap_seconds: int, *, keep_ser
     hours = gap / 3600.0
     ratio = policy.spot_price_ratio
     target = policy.target
+    d0 = policy.spot_group
+    od_in_group_at_start = min(d0, original + math.ceil((d0 - original) * policy.spot_group_on_demand_percent / 100))
 
     def od_target(spot_ready: int, od_have: int, od_in_group: int, spot_wanted: int) -> int:
         if policy.dynamic_on_demand:
@@ -305,7 +307,7 @@ def simulate(policy: Policy, capacity: np.ndarray, gap_seconds: int, *, keep_ser
         cost_units += span * (od_billed + ratio * spot_billed)
         od_ticks += span * od_billed
         spot_ticks += span * spot_billed
-        fb_od_ticks += span * max(0, od_billed - policy.on_demand - (0 if policy.dynamic_on_demand else original))
+        fb_od_ticks += span * max(0, od_billed - policy.on_demand - (0 if policy.dynamic_on_demand else od_in_group_at_start))
         if keep_series:
             ready_series[t:t + span] = r
             total = od_billed + spot_billed
