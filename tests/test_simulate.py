@@ -224,3 +224,14 @@ def test_cli_plot_is_a_png_with_matplotlib(capsys, tmp_path, gpu_json):
     assert run.code == 0, run.err
     assert f"plot: {out}" in run.out
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_without_a_trace(capsys):
+    run = run_spotkit(capsys, "simulate", "gpu_inference")
+    assert_user_error(run, "no trace given",
+                      next_has="spotkit simulate gpu_inference --trace tests/fixtures/traces/aws-v100-16node-2023-08")
+
+
+def test_cli_unknown_stack_fails_before_synthesis(capsys):
+    run = run_spotkit(capsys, "simulate", "nope", "--trace", T16)
+    assert_user_error(run, "unknown stack 'nope'", next_has="stacks are:")
