@@ -19,11 +19,11 @@ def build_app(names: Sequence[str] | None = None, outdir: str = "cdktf.out",
 
     config_data = dict(config_data or {})
     specs = registry.resolve(list(names or []))
-    unknown = sorted(set(config_data) - set(registry.STACKS) - {"settings", "check"})
+    unknown = sorted(set(config_data) - set(registry.STACKS) - {"settings", "check", "simulate"})
     if unknown:
         from toolkit.errors import ConfigError
 
-        raise ConfigError(f"{unknown[0]}: not a stack name", hint=f"top-level keys are stack names ({', '.join(sorted(registry.STACKS))}) or 'settings' / 'check'")
+        raise ConfigError(f"{unknown[0]}: not a stack name", hint=f"top-level keys are stack names ({', '.join(sorted(registry.STACKS))}) or 'settings' / 'check' / 'simulate'")
     app = App(outdir=outdir)
     stacks = []
     for spec in specs:

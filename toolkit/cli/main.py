@@ -41,6 +41,7 @@ COMMAND_MODULES = [
     "toolkit.cli.events_cmd",
     "toolkit.cli.demo_cmd",
     "toolkit.cli.interrupt_cmd",
+    "toolkit.cli.simulate_cmd",
 ]
 COMMANDS = {
     "stacks": "toolkit.cli.stacks_cmd", "synth": "toolkit.cli.stacks_cmd",
@@ -55,6 +56,7 @@ COMMANDS = {
     "handle-events": "toolkit.cli.events_cmd",
     "demo": "toolkit.cli.demo_cmd",
     "interrupt": "toolkit.cli.interrupt_cmd",
+    "simulate": "toolkit.cli.simulate_cmd",
 }
 
 

@@ -253,6 +253,45 @@ def _uses_spot(g: dict) -> Optional[str]:
     return None
 
 
+@dataclass(frozen=True)
+class Step:
+    """What a decision does to the on-demand base, without AWS: ``action`` (a ``Decision.action``),
+    ``target`` (the base after it) and ``shortfall`` (``fall_back`` only). ``spotkit simulate`` replays
+    traces through these same two functions."""
+
+    action: str
+    target: int
+    shortfall: int = 0
+
+
+def decide_fall_back(*, base: int, original: int, recorded: bool, desired: int, live: int,
+                     policy: FallbackPolicy) -> Step:
+    """``raised`` to ``original + shortfall`` (bounded by the ceiling and ``desired``); ``kept`` (in
+    fallback already: a repeat does not stack) or ``skipped`` (not short, or at the ceiling)."""
+    short = max(0, desired - live)
+    target = min(original + short, policy.max_on_demand_base, desired)
+    if short == 0 or target <= base:
+        return Step("kept" if recorded else "skipped", base, short)
+    return Step("raised", target, short)
+
+
+def decide_return(*, base: int, original: int, now: datetime, changed: datetime, failures: int,
+                  spot_launches: int, score: Callable[[], Optional[int]], policy: FallbackPolicy) -> Step:
+    """The return check: ``still-failing`` (capacity failures since the last change, within the hold
+    time), ``held`` (the hold time since the last change has not passed), ``spot-not-back`` (``score()``,
+    asked only when no spot launch succeeded, is below the minimum), else ``stepped-down`` by ``step``
+    or ``restored`` at the original base."""
+    if failures:
+        return Step("still-failing", base)
+    if now < changed + timedelta(minutes=policy.hold_minutes):
+        return Step("held", base)
+    s = None if spot_launches else score()
+    if s is not None and s < policy.min_placement_score:
+        return Step("spot-not-back", base)
+    target = max(original, base - policy.step)
+    return Step("restored" if target == original else "stepped-down", target)
+
+
 def fall_back(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: datetime, mutate: Mutate = direct,
               cause: str = "") -> Decision:
     """Raise the group's on-demand base by its shortfall (from the original base, bounded), once."""
@@ -268,13 +307,14 @@ def fall_back(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: date
         d.message = why_not
         return d
     desired = int(g["DesiredCapacity"])
-    short = max(0, desired - live_instances(ec2, g))
+    step = decide_fall_back(base=base, original=original, recorded=rec is not None, desired=desired,
+                            live=live_instances(ec2, g), policy=policy)
+    short, target = step.shortfall, step.target
     d.detail["shortfall"] = short
-    target = min(original + short, policy.max_on_demand_base, desired)
     if short == 0:
-        d.action, d.message = ("kept" if rec else "skipped"), f"group {group} is not short of capacity (desired {desired})"
+        d.action, d.message = step.action, f"group {group} is not short of capacity (desired {desired})"
         return d
-    if target <= base:
+    if step.action != "raised":
         if rec:
             d.action = "kept"
             d.message = (f"group {group} is already in fallback (on-demand base {base}, original {original}); "
@@ -353,26 +393,33 @@ def return_check(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: d
     spot_ok = spot_launches(ec2, acts)
     d.detail.update(capacity_failures=len(failures), spot_launches=spot_ok, next_check=next_check)
     hold_until = changed + timedelta(minutes=policy.hold_minutes)
-    if failures:
+    scores: list = []
+
+    def score() -> Optional[int]:
+        scores.append(placement_score(ec2, g, base - original, region or autoscaling.meta.region_name))
+        return scores[-1]
+
+    step = decide_return(base=base, original=original, now=now, changed=changed, failures=len(failures),
+                         spot_launches=spot_ok, score=score, policy=policy)
+    if step.action == "still-failing":
         d.action = "still-failing"
         d.message = (f"spot launches of {group} failed {len(failures)} time(s) since {notice.format_time(recent)} "
                      f"(latest: {failures[0].get('StatusMessage') or failures[0].get('Description', '')}); "
                      f"on-demand base stays {base}")
-    elif now < hold_until:
+    elif step.action == "held":
         d.action = "held"
         d.message = f"{group} holds on-demand base {base} until {notice.format_time(hold_until)} (hold_minutes {policy.hold_minutes})"
     else:
-        score = None if spot_ok else placement_score(ec2, g, base - original, region or
-                                                     autoscaling.meta.region_name)
-        d.detail["placement_score"] = score
-        if score is not None and score < policy.min_placement_score:
+        score_read = scores[0] if scores else None
+        d.detail["placement_score"] = score_read
+        if step.action == "spot-not-back":
             d.action = "spot-not-back"
-            d.message = (f"spot placement score {score} < {policy.min_placement_score} for {group}'s types; "
+            d.message = (f"spot placement score {score_read} < {policy.min_placement_score} for {group}'s types; "
                          f"on-demand base stays {base}")
         else:
-            target = max(original, base - policy.step)
+            target = step.target
             evidence = (f"{spot_ok} spot launch(es) succeeded" if spot_ok else
-                        f"spot placement score {score}" if score is not None else
+                        f"spot placement score {score_read}" if score_read is not None else
                         f"no spot capacity failure for {policy.hold_minutes} minutes")
             set_on_demand_base(autoscaling, g, target, mutate)
             d.on_demand_base_after = target
