@@ -1,9 +1,9 @@
 """``spotkit check`` on Terraform HCL: every construct the loader evaluates (count, for_each, dynamic
 blocks, references across files, locals, variables and tfvars, local and registry modules, mixed
-HCL + JSON directories), unknown values reported as undecided, and the public-example fixture.
+HCL + JSON directories), unknown values reported as undecided, and the mixed-instances fixture.
 
 Each test writes its own small configuration (the HCL fixtures) into a temporary directory; the
-public-example fixture is tests/fixtures/check/hcl/public_mixed.
+mixed-instances fixture (a root over a local module, written here) is tests/fixtures/check/hcl/mixed_instances.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from toolkit.check.loader import block, blocks, load_graph
 from toolkit.errors import ToolkitError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "check"
-PUBLIC = FIXTURES / "hcl" / "public_mixed"
+MIXED = FIXTURES / "hcl" / "mixed_instances"
 
 # A spot group that follows every rule, in HCL: the base each test changes one thing in.
 GOOD = """
@@ -110,7 +110,7 @@ def undecided(found) -> list[tuple[str, str]]:
 def resources(root: Path) -> dict:
     out: dict = {}
     for r in load_graph([str(root)]).resources:
-        out.setdefault(r.address, []).append(r)
+        out.setdefault(r.base, []).append(r)  # by configuration address: every instance of a count / for_each
     return out
 
 
@@ -136,8 +136,9 @@ def test_count_instances_and_count_zero(tmp_path):
     text = good().replace('name                = "g"', 'count = 2\n  name = "g-${count.index}"') + \
         'resource "aws_subnet" "never" {\n  count = 0\n  availability_zone = "eu-west-1c"\n}\n'
     got = resources(write(tmp_path, {"main.tf": text}))
-    # THEN two instances share the configuration address, each with its own name; count = 0 creates none
+    # THEN two instances of one configuration address, each with its own name and instance key; count = 0 creates none
     assert [r.values["name"] for r in got["aws_autoscaling_group.g"]] == ["g-0", "g-1"]
+    assert [r.address for r in got["aws_autoscaling_group.g"]] == ["aws_autoscaling_group.g[0]", "aws_autoscaling_group.g[1]"]
     assert "aws_subnet.never" not in got
 
 
@@ -238,7 +239,7 @@ def test_registry_module_is_reported_not_inspected_unless_a_plan_is_given(tmp_pa
     report = run_check_on_paths([str(tmp_path), str(tmp_path / "plan.json")], checkov="off")
     # THEN the module's resources are checked from the plan and it is no longer "not inspected"
     assert report.not_inspected == []
-    assert ("SPOT004", "module.asg.aws_autoscaling_group.this") in fired(report.findings)
+    assert ("SPOT004", "module.asg.aws_autoscaling_group.this[0]") in fired(report.findings)  # the plan's own address
 
 
 def test_mixed_hcl_and_json_directory(tmp_path):
@@ -253,18 +254,19 @@ def test_mixed_hcl_and_json_directory(tmp_path):
     assert fired(report.findings) == []
 
 
-def test_public_mixed_instance_example():
-    # GIVEN the fixture modelled on terraform-aws-modules/autoscaling's mixed-instance example
-    report = run_check_on_paths([str(PUBLIC)], checkov="off")
-    # THEN: t3.nano + t3.medium is two types of one family; the interruption rule has no target;
+def test_mixed_instances_example():
+    # GIVEN a root calling a local Auto Scaling module with two sizes of one family, hooks, rebalance
+    #   on, subnets from the registry VPC module and an interruption rule without a target
+    report = run_check_on_paths([str(MIXED)], checkov="off")
+    # THEN: m6i.large + m6i.xlarge is two types of one family; the interruption rule has no target;
     # no checkpoint storage; the VPC registry module is not inspected, so the zones are undecided
     assert fired(report.findings) == [
-        ("SPOT002", "module.mixed_instance.aws_autoscaling_group.this"),
-        ("SPOT011", "aws_cloudwatch_event_rule.spot"),
-        ("SPOT012", "module.mixed_instance.aws_autoscaling_group.this"),
-        ("SPOT015", "module.mixed_instance.aws_autoscaling_group.this")]
-    assert undecided(report.findings) == [("SPOT003", "module.mixed_instance.aws_autoscaling_group.this")]
-    assert [(m.module, m.source, m.version) for m in report.not_inspected] == [("module.vpc", "terraform-aws-modules/vpc/aws", "~> 5.0")]
+        ("SPOT002", "module.web.aws_autoscaling_group.this"),
+        ("SPOT011", "aws_cloudwatch_event_rule.spot_warning"),
+        ("SPOT012", "module.web.aws_autoscaling_group.this"),
+        ("SPOT015", "module.web.aws_autoscaling_group.this")]
+    assert undecided(report.findings) == [("SPOT003", "module.web.aws_autoscaling_group.this")]
+    assert [(m.module, m.source, m.version) for m in report.not_inspected] == [("module.network", "terraform-aws-modules/vpc/aws", "~> 5.0")]
     spot15 = [f for f in report.findings if f.rule_id == "SPOT015"][0]
     assert spot15.file.endswith("modules/asg/main.tf") and spot15.line == 12
 

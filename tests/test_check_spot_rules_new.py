@@ -282,8 +282,8 @@ def test_live_checkov_on_an_hcl_directory():
 
     if find_checkov() is None:
         pytest.skip("checkov is not installed (optional extra 'check'); the replayed run above covers the merge")
-    # WHEN the public-example HCL directory is checked with checkov required
-    report = run_check_on_paths([str(FIXTURES / "hcl" / "public_mixed")], checkov="on")
+    # WHEN the mixed-instances HCL directory is checked with checkov required
+    report = run_check_on_paths([str(FIXTURES / "hcl" / "mixed_instances")], checkov="on")
     # THEN checkov ran its terraform framework on the directory, and its findings are general ones on the user's files
     assert report.checkov_status == "ran" and report.checkov_detail.startswith("checkov ran on 1 HCL directory")
     ours = {f.file for f in report.findings if f.source == "spotkit"}

@@ -13,14 +13,14 @@ Suppressions need a reason, and one without a reason (or naming no known rule) i
 
 from __future__ import annotations
 
-import fnmatch
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from toolkit.check.checkov import run_checkov
 from toolkit.check.loader import Resource, ResourceGraph, blocks, load_graph
 from toolkit.check.report import CheckReport, Finding
-from toolkit.check.rules import ASG, GENERAL, INVALID_SUPPRESSION, RULES, Undecided, is_rule_id, spot_share
+from toolkit.check.rules import GENERAL, INVALID_SUPPRESSION, RULES, Undecided, is_rule_id, maybe_spot_capacity, spot_capacity
 from toolkit.errors import ConfigError
 
 SKIP_TAG = "spotkit:skip-check"
@@ -105,6 +105,14 @@ def collect_suppressions(graph: ResourceGraph, config: Mapping[str, Any] | None)
     return found, invalid
 
 
+def address_matches(address: str, pattern: str) -> bool:
+    """Glob match where only ``*`` and ``?`` are wildcards: brackets are literal, as in Terraform
+    addresses (``aws_autoscaling_group.workers[*]`` matches every instance, ``module.x["blue"].*``
+    everything in one instance)."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, address) is not None
+
+
 def apply_suppressions(findings: Iterable[Finding], suppressions: list[tuple[Resource | None, Suppression]]) -> None:
     for f in findings:
         for res, s in suppressions:
@@ -113,21 +121,24 @@ def apply_suppressions(findings: Iterable[Finding], suppressions: list[tuple[Res
             if res is not None:
                 hit = res.address == f.resource and res.file == f.file
             else:
-                hit = fnmatch.fnmatchcase(f.resource, s.resource)
+                hit = address_matches(f.resource, s.resource)
             if hit:
                 f.suppressed, f.suppression_reason, f.suppression_kind = True, s.reason, s.kind
                 break
 
 
-def _hits(rule, graph: ResourceGraph) -> list[tuple[Resource, str, str, bool]]:
-    """(resource, message, category, decided) of one rule's run."""
+def _hits(rule, graph: ResourceGraph) -> list[tuple[Resource, str, str, bool, str]]:
+    """(resource, message, category, decided, fix) of one rule's run; a hit may carry its own
+    category and fix (``(resource, message, category, fix)``), else the rule's apply."""
     out = []
     for hit in rule.check(graph):
         if isinstance(hit, Undecided):
-            out.append((hit.resource, hit.message, rule.category, False))
+            out.append((hit.resource, hit.message, rule.category, False, rule.fix))
         else:
-            res, message, *category = hit
-            out.append((res, message, category[0] if category else rule.category, True))
+            res, message, *rest = hit
+            category = rest[0] if rest and rest[0] else rule.category
+            fix = rest[1] if len(rest) > 1 and rest[1] else rule.fix
+            out.append((res, message, category, True, fix))
     return out
 
 
@@ -135,26 +146,30 @@ def run_rules(graph: ResourceGraph) -> list[Finding]:
     """Every rule over the graph. Groups whose spot share is unknown before apply (``spot_share`` is
     None) are then assumed spot in a second pass: what fires only then is reported as undecided."""
     findings: list[Finding] = []
-    seen: set[tuple[str, str, str]] = set()
-    maybe_spot = {g.address: g for g in graph.of_type(ASG) if spot_share(g, graph) is None}
+    seen: set[tuple[str, str, str, str]] = set()
+    maybe_spot = {g.address: g for g in maybe_spot_capacity(graph)}
     assumed = replace(graph, assume_spot=frozenset(maybe_spot)) if maybe_spot else None
 
-    def add(rule, res, message, category, decided):
-        key = (rule.id, res.file, res.address)
+    def add(rule, res, message, category, decided, fix):
+        # one finding per rule and resource instance of one root module: the same module file read by
+        # two roots (or two instances of a for_each) gives distinct findings, each with its root
+        key = (rule.id, res.config, res.file, res.address)
         if key in seen:
             return
         seen.add(key)
-        findings.append(Finding(rule.id, rule.severity, rule.title, message, rule.fix, res.address, res.file,
-                                help_uri=rule.help_uri, line=res.line, category=category, decided=decided))
+        findings.append(Finding(rule.id, rule.severity, rule.title, message, fix, res.address, res.file,
+                                help_uri=rule.help_uri, line=res.line, category=category, decided=decided,
+                                root=res.config))
 
     for rule in RULES:
-        for res, message, category, decided in _hits(rule, graph):
-            add(rule, res, message, category, decided)
+        for res, message, category, decided, fix in _hits(rule, graph):
+            add(rule, res, message, category, decided, fix)
         if assumed is not None:
-            for res, message, category, decided in _hits(rule, assumed):
-                groups = [a for a in maybe_spot if a == res.address or a in message]
+            for res, message, category, decided, fix in _hits(rule, assumed):
+                groups = [a for a, g in maybe_spot.items() if g.config == res.config and (a == res.address or a in message)]
                 if groups:
-                    add(rule, res, f"if {groups[0]} runs spot (its spot share is not known before apply): {message}", category, False)
+                    add(rule, res, f"if {groups[0]} runs spot (whether it does is not known before apply): {message}",
+                        category, False, fix)
     return findings
 
 
@@ -167,7 +182,12 @@ def run_check_on_paths(paths: Iterable[str], config: Mapping[str, Any] | None = 
     from toolkit.errors import MissingDependencyError
 
     graph = load_graph(paths)
-    report = CheckReport(files=list(graph.files), rules_run=[r.id for r in RULES], not_inspected=list(graph.not_inspected))
+    # a module file read by several roots counts once
+    report = CheckReport(files=list(dict.fromkeys(graph.files)), rules_run=[r.id for r in RULES],
+                         not_inspected=list(graph.not_inspected),
+                         roots=sorted({r.config for r in graph.resources}),
+                         spot_capacity=[r.address for r in spot_capacity(graph)],
+                         maybe_spot_capacity=[r.address for r in maybe_spot_capacity(graph)])
     report.findings = run_rules(graph)
     names: dict[str, dict[str, list[tuple[str, set[str]]]]] = {}
     for r in graph.resources:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from toolkit.check.loader import Resource, _attr_refs_from_values, references_in
+from toolkit.check.loader import UNKNOWN_BLOCKS, Resource, _attr_refs_from_values, read_input, references_in
 from toolkit.errors import ToolkitError
 
 META_ARGS = {"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection"}
@@ -134,6 +134,7 @@ class ParsedFile:
     modules: list[tuple[str, dict, int | None]] = field(default_factory=list)
     comments: dict[tuple[str, str], Any] = field(default_factory=dict)  # Terraform JSON "//" fields
     not_nullable: set[str] = field(default_factory=set)  # variables with nullable = false
+    var_types: dict[str, str] = field(default_factory=dict)  # variable name -> its type constraint's source text
 
 
 def _labelled(section: Any) -> Iterator[tuple[str, Any]]:
@@ -153,7 +154,7 @@ def _line_of(text: str, kind: str, *labels: str) -> int | None:
 
 
 def parse_file(path: Path) -> ParsedFile:
-    text = path.read_text(encoding="utf-8")
+    text = read_input(path, hcl=not path.name.endswith(".tf.json"))
     out = ParsedFile(path)
     if path.name.endswith(".tf.json"):
         try:
@@ -186,6 +187,9 @@ def parse_file(path: Path) -> ParsedFile:
             out.variables[name] = convert(body.get("default")) if "default" in body else _NO_DEFAULT
             if body.get("nullable") is False:
                 out.not_nullable.add(name)
+            typ = body.get("type")
+            if isinstance(typ, (Expr, str)) and not isinstance(typ, Unknown):
+                out.var_types[name] = typ.text if isinstance(typ, Expr) else typ
     for body in doc.get("locals") or [] if isinstance(doc.get("locals"), list) else [doc.get("locals") or {}]:
         if isinstance(body, dict):
             out.locals.update({_key(k): convert(v) for k, v in body.items() if k not in ("__is_block__", "//")})
@@ -204,14 +208,14 @@ _NO_DEFAULT = object()
 def parse_tfvars(path: Path) -> dict[str, Any]:
     if path.name.endswith(".json"):
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(read_input(path, hcl=False))
         except json.JSONDecodeError as exc:
             raise ToolkitError(f"{path} is not valid JSON: {exc}") from exc
         return {k: _raw_from_json(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
     from lark.exceptions import LarkError
 
     try:
-        doc = _tree_doc(path.read_text(encoding="utf-8"))
+        doc = _tree_doc(read_input(path, hcl=True))
         doc.pop(_SPANS, None)
         return doc
     except (LarkError, ValueError) as exc:
@@ -377,6 +381,18 @@ def _instances(scope: Scope, body: dict) -> list[Scope]:
     return [scope]
 
 
+def instance_key(scope: Scope, body: dict) -> str:
+    """``[0]`` / ``["blue"]``: the instance key Terraform puts in the address of a resource with
+    ``count`` / ``for_each`` ("" without them, or when the key is not known before apply)."""
+    if "count" in body:
+        index = scope.iters.get("count", {}).get("index")
+        return "" if isinstance(index, Unknown) or index is None else f"[{index}]"
+    if "for_each" in body:
+        key = scope.iters.get("each", {}).get("key")
+        return "" if isinstance(key, Unknown) or key is None else f"[{json.dumps(str(key))}]"
+    return ""
+
+
 def evaluate_body(scope: Scope, body: dict, top: bool = True) -> dict:
     """A resource (or nested block) body: attributes evaluated, nested blocks as lists of dicts,
     ``dynamic`` blocks expanded, meta-arguments dropped."""
@@ -388,32 +404,42 @@ def evaluate_body(scope: Scope, body: dict, top: bool = True) -> dict:
             for label, dyn in _labelled(raw):
                 if isinstance(dyn, dict):
                     generated = _dynamic(scope, label, dyn)
-                    if generated:
+                    if generated is None:  # not known before apply: no block, and the rules are told
+                        out.setdefault(UNKNOWN_BLOCKS, []).append(label)
+                    elif generated:
                         out.setdefault(label, []).extend(generated)
             continue
         if isinstance(raw, list) and raw and all(isinstance(b, dict) for b in raw):
-            out[key] = [evaluate_body(scope, b, top=False) for b in raw]
+            # (extend: a dynamic block of the same type written before these blocks keeps its blocks)
+            out.setdefault(key, []).extend(evaluate_body(scope, b, top=False) for b in raw)
         elif isinstance(raw, dict):
-            out[key] = evaluate_body(scope, raw, top=False)
+            one = evaluate_body(scope, raw, top=False)
+            if isinstance(out.get(key), list):
+                out[key].append(one)
+            else:
+                out[key] = one
         else:
             out[key] = scope.evaluate(raw)
     return out
 
 
-def _dynamic(scope: Scope, label: str, dyn: dict) -> list[dict]:
+def _dynamic(scope: Scope, label: str, dyn: dict) -> list[dict] | None:
+    """The blocks a ``dynamic`` block generates: none over null or an empty collection (as in
+    Terraform), None when the collection is not known before apply (how many blocks, if any, cannot
+    be told: the caller records the label so that a rule needing those blocks says UNDECIDED)."""
     iterator = dyn.get("iterator")
     name = iterator.text if isinstance(iterator, Expr) else (iterator if isinstance(iterator, str) else label)
     contents = dyn.get("content") or []
     content = contents[0] if isinstance(contents, list) and contents else (contents if isinstance(contents, dict) else {})
     coll = scope.evaluate(dyn.get("for_each"))
+    if coll is None:
+        return []
     if isinstance(coll, dict) and not isinstance(coll, Unknown):
         items = list(coll.items())
     elif isinstance(coll, list):
         items = list(enumerate(coll))
     else:
-        # unknown collection: one block whose iterator values are unknown, so rules that read it cannot decide
-        return [evaluate_body(scope.child(**{name: {"key": unknown(f"{name}.key"), "value": unknown(f"{name}.value")}}),
-                              content, top=False)]
+        return None
     return [evaluate_body(scope.child(**{name: {"key": k, "value": v}}), content, top=False) for k, v in items]
 
 
@@ -434,12 +460,15 @@ class Module:
         self._children: dict[str, tuple[str, list[tuple[Any, Module]]] | None] = {}
         self._outputs: dict[str, Any] | None = None
         self.raw_variables: dict[str, Any] = {}
+        self.var_types: dict[str, str] = {}
+        self._variables: dict[str, Any] = {}
         self.not_nullable: set[str] = set()
         self.raw_locals: dict[str, Any] = {}
         self.raw_outputs: dict[str, Any] = {}
         self.calls: dict[str, tuple[dict, ParsedFile, int | None]] = {}
         for f in self.files:
             self.raw_variables.update(f.variables)
+            self.var_types.update(f.var_types)
             self.not_nullable |= f.not_nullable
             self.raw_locals.update(f.locals)
             self.raw_outputs.update(f.outputs)
@@ -447,12 +476,29 @@ class Module:
                 self.calls[name] = (body, f, line)
 
     def variable(self, name: str) -> Any:
+        """The variable's value, converted to its type constraint as Terraform does: ``optional(type,
+        default)`` attributes that are absent or null take their default, at any depth (in the given
+        value and in the variable's own default)."""
+        if name in self._variables:
+            return self._variables[name]
         if name in self.inputs and not (self.inputs[name] is None and name in self.not_nullable):
-            return self.inputs[name]  # (null given to a nullable = false variable: its default, as in Terraform)
-        raw = self.raw_variables.get(name, _NO_DEFAULT)
-        if raw is _NO_DEFAULT:
-            return unknown(f"var.{name}")
-        return Scope(self).evaluate(raw)
+            value = self.inputs[name]  # (null given to a nullable = false variable: its default, as in Terraform)
+        else:
+            raw = self.raw_variables.get(name, _NO_DEFAULT)
+            if raw is _NO_DEFAULT:
+                return unknown(f"var.{name}")
+            value = Scope(self).evaluate(raw)
+        if name in self.var_types:
+            value = apply_type(value, self.type_of(name))
+        self._variables[name] = value
+        return value
+
+    def type_of(self, name: str) -> Any:
+        """The variable's parsed type constraint, once per module directory (defaults are constants)."""
+        key = (self.dir, name)
+        if key not in self.loader.types:
+            self.loader.types[key] = parse_type(self.scope, self.var_types[name])
+        return self.loader.types[key]
 
     def local(self, name: str) -> Any:
         if name in self._locals:
@@ -486,7 +532,7 @@ class Module:
         instances: list[tuple[Any, Module]] = []
         for scope in _instances(self.scope, body):
             key = scope.iters["each"]["key"] if kind == "for_each" else (scope.iters["count"]["index"] if kind == "count" else None)
-            suffix = "" if kind == "single" or isinstance(key, Unknown) else (f"[{key}]" if kind == "count" else f'["{key}"]')
+            suffix = "" if kind == "single" or isinstance(key, Unknown) else (f"[{key}]" if kind == "count" else f"[{json.dumps(str(key))}]")
             inputs = {k: scope.evaluate(v) for k, v in body.items() if k not in MODULE_META}
             instances.append((key, Module(self.loader, directory, f"{self.prefix}module.{name}{suffix}.", inputs,
                                           self.depth + 1, config=self.config)))
@@ -524,12 +570,12 @@ class Module:
             for rtype, name, body, line in f.resources:
                 if rtype.startswith("data."):
                     continue
-                address = f"{self.prefix}{rtype}.{name}"
+                base = f"{self.prefix}{rtype}.{name}"
                 for scope in _instances(self.scope, body):
                     values = evaluate_body(scope, body)
-                    yield Resource(type=rtype, name=name, address=address, values=values, file=str(f.path),
-                                   refs=references_in(values), attr_refs=_attr_refs_from_values(values),
-                                   comment=f.comments.get((rtype, name)), config=self.config, line=line)
+                    yield Resource(type=rtype, name=name, address=base + instance_key(scope, body), values=values,
+                                   file=str(f.path), refs=references_in(values), attr_refs=_attr_refs_from_values(values),
+                                   comment=f.comments.get((rtype, name)), config=self.config, line=line, base=base)
         for name, (body, f, line) in self.calls.items():
             source = body.get("source")
             if isinstance(source, str) and source.startswith(("./", "../")):
@@ -547,6 +593,7 @@ class HclLoader:
 
     def __init__(self) -> None:
         self._parsed: dict[Path, list[ParsedFile]] = {}
+        self.types: dict[tuple[Path, str], Any] = {}  # (module directory, variable) -> parsed type constraint
 
     def parsed(self, directory: Path) -> list[ParsedFile]:
         directory = directory.resolve()
@@ -1157,3 +1204,139 @@ def _object_key(node, text: str) -> str | None:
         inner = text[node.meta.start_pos + 1:node.meta.end_pos - 1]
         return None if "${" in inner else _unquote(inner)
     return None
+
+
+# --- type constraints: optional() defaults ------------------------------------------------------------
+# A variable's value is converted to its type constraint before use. What matters before a plan is
+# ``optional(type, default)``: an object attribute that is absent or null takes its default, at any
+# depth (objects inside lists, maps and other objects), in a module call's argument and in the
+# variable's own default alike. Other conversions (number <-> string...) do not change what the rules read.
+
+_PRIMITIVES = {"string", "number", "bool", "any"}
+
+
+@dataclass(frozen=True)
+class Attr:
+    type: Any
+    optional: bool
+    default: Any
+
+
+def _strip_comments(text: str) -> str:
+    """The type expression without ``#`` / ``//`` / ``/* */`` comments (strings kept as they are)."""
+    out, i, quote = [], 0, False
+    while i < len(text):
+        c = text[i]
+        if quote:
+            out.append(c)
+            if c == "\\" and i + 1 < len(text):
+                out.append(text[i + 1])
+                i += 2
+                continue
+            quote = c != '"'
+            i += 1
+        elif c == '"':
+            quote = True
+            out.append(c)
+            i += 1
+        elif c == "#" or text.startswith("//", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_type(scope: Scope, text: str) -> Any:
+    """A type constraint as a tree: ``"string"``..., ``("list", t)``, ``("set", t)``, ``("map", t)``,
+    ``("tuple", [t...])``, ``("object", {name: Attr})``; ``"any"`` for what cannot be read."""
+    try:
+        parser = _Parser(scope, _strip_comments(text))
+        typ = _type(parser)
+        return typ if parser.i == len(parser.toks) else "any"
+    except (_Unparsable, _Unknown, _Missing, RecursionError):
+        return "any"
+
+
+def _type(p: "_Parser") -> Any:
+    kind, name = p.take()
+    if kind != "name":
+        raise _Unparsable(p.text)
+    if name in _PRIMITIVES:
+        return name
+    p.take("(")
+    if name in ("list", "set", "map"):
+        out: Any = (name, _type(p))
+    elif name == "tuple":
+        p.take("[")
+        items = []
+        while not p.peek("]"):
+            items.append(_type(p))
+            if p.peek(","):
+                p.take()
+        p.take("]")
+        out = ("tuple", items)
+    elif name == "object":
+        p.take("{")
+        attrs: dict[str, Attr] = {}
+        while not p.peek("}"):
+            k_kind, key = p.take()
+            key = _unquote(key) if k_kind == "str" else key
+            if p.peek("="):
+                p.take()
+            else:
+                p.take(":")
+            attrs[key] = _attr(p)
+            if p.peek(","):
+                p.take()
+        p.take("}")
+        out = ("object", attrs)
+    else:
+        raise _Unparsable(p.text)
+    p.take(")")
+    return out
+
+
+def _attr(p: "_Parser") -> Attr:
+    if not (p.peek("optional") and p.i + 1 < len(p.toks) and p.toks[p.i + 1][1] == "("):
+        return Attr(_type(p), False, None)
+    p.take("optional")
+    p.take("(")
+    typ = _type(p)
+    default = None
+    if p.peek(","):
+        p.take()
+        try:
+            default = p.conditional()
+        except _Unknown:
+            default = unknown("optional default")
+            p._skip_arg()
+    p.take(")")
+    return Attr(typ, True, default)
+
+
+def apply_type(value: Any, typ: Any) -> Any:
+    """``value`` with the ``optional()`` defaults of ``typ`` filled in (unknown and null values as they are)."""
+    if value is None or isinstance(value, Unknown) or isinstance(typ, str):
+        return value
+    kind, inner = typ
+    if kind == "object" and isinstance(value, dict):
+        out = dict(value)
+        for name, attr in inner.items():
+            given = value.get(name)
+            if given is None and attr.optional:
+                out[name] = apply_type(attr.default, attr.type) if attr.default is not None else None
+            elif name in value:
+                out[name] = apply_type(given, attr.type)
+        return out
+    if kind in ("list", "set") and isinstance(value, list):
+        return [apply_type(v, inner) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: apply_type(v, inner) for k, v in value.items()}
+    if kind == "tuple" and isinstance(value, list):
+        return [apply_type(v, t) for v, t in zip(value, inner)] + value[len(inner):]
+    return value

@@ -17,12 +17,19 @@ JSON computed values are absent, so references come from the ``configuration`` s
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from toolkit.errors import ToolkitError
+
+MAX_HCL_MB_ENV = "SPOTKIT_CHECK_MAX_HCL_MB"
+MAX_HCL_MB = 2  # .tf / .tfvars files: parsing HCL takes about 300 bytes of memory per byte of input (measured)
+MAX_JSON_MB = 512  # Terraform JSON and plan JSON: about 10 bytes of memory per byte
+MEMORY_PER_HCL_BYTE = 300
 
 _REF = re.compile(r"(?<![\w.\]])((?:module\.[\w-]+(?:\[[^\]]*\])?\.)*(?:data\.)?aws_[a-z0-9_]+\.[\w-]+)")
 _INTERP = re.compile(r"\$\{([^}]*)\}")
@@ -42,13 +49,15 @@ class Resource:
     comment: Any = None  # the Terraform JSON "//" field, where suppressions may live
     config: str = ""  # the configuration it belongs to: its file for JSON, the root module's directory for HCL
     line: int | None = None
+    base: str = ""  # the address without the instance key (``aws_x.y`` for ``aws_x.y["blue"]``): what references name
 
     def __post_init__(self) -> None:
         self.config = self.config or self.file
+        self.base = self.base or self.address
 
     def refers_to(self, other: "Resource", attr: str | None = None) -> bool:
         pool = self.attr_refs.get(attr, set()) if attr else self.refs
-        return other.address in pool
+        return other.base in pool
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.values.get(key, default)
@@ -76,6 +85,23 @@ def block(values: Any, *path: str) -> dict:
             return {}
         current = found[0]
     return current
+
+
+UNKNOWN_BLOCKS = "__unknown_blocks__"  # labels of ``dynamic`` blocks whose collection is not known before apply
+
+
+def unknown_block(values: Any, *path: str) -> bool:
+    """True when the nested block at ``path`` (or a block on the way) comes from a ``dynamic`` block over a
+    collection not known before apply: whether it exists, and how often, cannot be told."""
+    current: Any = values
+    for key in path:
+        if isinstance(current, dict) and key in (current.get(UNKNOWN_BLOCKS) or ()):
+            return True
+        found = blocks(current, key)
+        if not found:
+            return False
+        current = found[0]
+    return False
 
 
 def as_list(value: Any) -> list:
@@ -129,7 +155,7 @@ class ResourceGraph:
         """Resources of ``types`` that ``source`` references through attribute ``attr`` (top level or
         nested), in the same configuration (Terraform addresses are unique per configuration only)."""
         pool = source.attr_refs.get(attr, set())
-        return [r for r in self.resources if r.config == source.config and r.address in pool and (not types or r.type in types)]
+        return [r for r in self.resources if r.config == source.config and r.base in pool and (not types or r.type in types)]
 
     def same_config(self, source: Resource, *types: str) -> list[Resource]:
         return [r for r in self.resources if r.config == source.config and r.type in types]
@@ -226,13 +252,13 @@ def _load_plan_json(doc: dict, file: str) -> Iterator[Resource]:
             if res.get("mode", "managed") != "managed":
                 continue
             address = res.get("address") or f"{res.get('type')}.{res.get('name')}"
-            # config addresses have no index: "aws_x.y[0]" -> "aws_x.y"
+            # config addresses have no index: "aws_x.y[0]" -> "aws_x.y" (what references name)
             config_address = re.sub(r"\[[^\]]*\]", "", address)
             attr_refs = {k: set(v) for k, v in config_refs.get(config_address, {}).items()}
             values = res.get("values") or {}
             refs = set().union(*attr_refs.values()) if attr_refs else set()
-            yield Resource(type=res.get("type", ""), name=res.get("name", ""), address=config_address,
-                           values=values, file=file, refs=refs, attr_refs=attr_refs)
+            yield Resource(type=res.get("type", ""), name=res.get("name", ""), address=address,
+                           values=values, file=file, refs=refs, attr_refs=attr_refs, base=config_address)
         for child in module.get("child_modules") or []:
             yield from walk(child)
 
@@ -243,10 +269,63 @@ def is_plan_json(doc: dict) -> bool:
     return "format_version" in doc and ("planned_values" in doc or "values" in doc or "resource_changes" in doc)
 
 
+def max_hcl_mb() -> float:
+    raw = os.environ.get(MAX_HCL_MB_ENV, "").strip()
+    if not raw:
+        return MAX_HCL_MB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ToolkitError(f"{MAX_HCL_MB_ENV}={raw!r} is not a positive number of megabytes",
+                           hint=f"unset {MAX_HCL_MB_ENV} (default {MAX_HCL_MB} MB), or set it to a number such as 16")
+    return value
+
+
+def _shown(path: Path) -> Path:
+    """``path`` as the user would type it: relative to the working directory when below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        return path
+
+
+def read_input(path: Path, hcl: bool) -> str:
+    """The text of one input file, read only when it is within the size cap and is UTF-8 text: a huge
+    file, a binary or a non-UTF-8 file is a user error naming the file (never a traceback, never
+    gigabytes of parse tree). ``hcl``: the file is parsed with the HCL grammar (.tf, .tfvars)."""
+    cap_mb = max_hcl_mb() if hcl else MAX_JSON_MB
+    size = path.stat().st_size
+    path = _shown(path)
+    if size > cap_mb * 1024 * 1024:
+        mb = size / (1024 * 1024)
+        if hcl:
+            need_gb = size * MEMORY_PER_HCL_BYTE / 1024 ** 3
+            raise ToolkitError(
+                f"{path} is {mb:.1f} MB, over the {cap_mb:g} MB spotkit check parses from one HCL file "
+                f"(parsing it would take about {need_gb:.1f} GB of memory); check a plan instead "
+                "('terraform show -json PLANFILE > plan.json', then 'spotkit check plan.json'), or raise the cap",
+                hint=f"{MAX_HCL_MB_ENV}={int(mb) + 1} spotkit check {shlex.quote(str(path.parent))}")
+        raise ToolkitError(f"{path} is {mb:.0f} MB, over the {cap_mb} MB spotkit check reads from one JSON file",
+                           hint="check the directory of .tf files it was made from instead: spotkit check DIR")
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise ToolkitError(f"{path} is a binary file, not Terraform text: move it out of the directory (Terraform would refuse it too)",
+                           hint=f"file {shlex.quote(str(path))}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ToolkitError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}): Terraform reads UTF-8 only; "
+                           "convert it (iconv) or move it out of the directory",
+                           hint=f"file -i {shlex.quote(str(path))}") from None
+
+
 def load_file(path: Path) -> tuple[list[Resource], str]:
     """Resources of one file and its kind ("tf_json" or "plan")."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_input(path, hcl=False))
     except FileNotFoundError:
         raise ToolkitError(f"{path} does not exist", hint="pass a cdk.tf.json, a directory of them, or a 'terraform show -json' plan") from None
     except json.JSONDecodeError as exc:
@@ -343,6 +422,8 @@ def load_graph(paths: Iterable[str | Path]) -> ResourceGraph:
         graph.hcl_files.update(files)
         graph.hcl_roots.append(str(root))
     for f in inputs.yaml_files:
+        if f.exists():
+            read_input(f, hcl=False)  # a binary, non-UTF-8 or oversized YAML file is a user error, not a traceback
         graph.resources.extend(load_node_pools(f))
         graph.files.append(str(f))
         graph.yaml_files.append(str(f))

@@ -42,6 +42,7 @@ class Finding:
     suppression_kind: str | None = None  # "inSource" (tag / // comment) or "external" (config file)
     category: str = "spot"  # "spot" (a spot risk) or "general" (security and the rest: checkov's ground)
     decided: bool = True  # False: the rule could not decide (a value unknown before apply); never fails a run
+    root: str = ""  # the configuration the resource belongs to: the root module's directory (HCL) or the JSON file
 
 
 @dataclass
@@ -53,6 +54,20 @@ class CheckReport:
     rules_run: list[str] = field(default_factory=list)
     not_inspected: list = field(default_factory=list)  # hcl.NotInspected: modules whose source was not read
     general_left_to_checkov: int = 0  # spotkit's general findings dropped because checkov ran
+    roots: list[str] = field(default_factory=list)  # the configurations checked (root module directories, JSON files)
+    spot_capacity: list[str] = field(default_factory=list)  # addresses of what launches spot (groups, fleets, pools...)
+    maybe_spot_capacity: list[str] = field(default_factory=list)  # ...and of what may, when a value is not known before apply
+
+    @property
+    def no_spot_capacity(self) -> bool:
+        """True when nothing checked launches (or may launch) spot: the spot rules had nothing to judge,
+        which is not the same as passing them."""
+        return not self.spot_capacity and not self.maybe_spot_capacity
+
+    def no_spot_line(self) -> str:
+        return ("no spot capacity recognised: nothing in these files launches spot (an Auto Scaling group with a spot share, "
+                "a spot fleet, an EC2 fleet, a spot instance request, a spot EKS node group or a Karpenter NodePool), "
+                "so the spot rules had nothing to check")
 
     @property
     def active(self) -> list[Finding]:
@@ -96,6 +111,10 @@ class CheckReport:
             "checkov": {"status": self.checkov_status, "detail": self.checkov_detail,
                         "general_left_to_checkov": self.general_left_to_checkov},
             "not_inspected": [m.to_dict() for m in self.not_inspected],
+            "roots": self.roots,
+            "spot_capacity": {"found": len(self.spot_capacity), "maybe": len(self.maybe_spot_capacity),
+                              "resources": self.spot_capacity, "maybe_resources": self.maybe_spot_capacity},
+            "no_spot_capacity": self.no_spot_capacity,
             "findings": [to_jsonable(f) for f in self.findings],
         }
 
@@ -117,7 +136,8 @@ def render_text(report: CheckReport, show_suppressed: bool = False) -> str:
         for f in shown:
             tag = "suppressed" if f.suppressed else (f.severity.upper() if f.decided else "UNDECIDED")
             where = f"{f.file}:{f.line}" if f.line else f.file
-            lines.append(f"{tag:8s} {f.rule_id}  {f.resource}  ({where})")
+            root = f"  [root {f.root}]" if len(report.roots) > 1 and f.root else ""
+            lines.append(f"{tag:8s} {f.rule_id}  {f.resource}  ({where}){root}")
             lines.append(f"         {f.message if f.decided else 'could not decide: ' + f.message}")
             if f.suppressed:
                 lines.append(f"         reason: {f.suppression_reason}")
@@ -138,6 +158,8 @@ def render_text(report: CheckReport, show_suppressed: bool = False) -> str:
     undecided = f", {len(report.undecided)} undecided" if report.undecided else ""
     lines.append(f"{len(report.files)} file(s) checked: {c['error']} error(s), {c['warning']} warning(s), "
                  f"{c['info']} info, {len(report.suppressed)} suppressed{undecided}")
+    if report.no_spot_capacity:
+        lines.append(report.no_spot_line())
     if report.general_left_to_checkov:
         lines.append(f"{report.general_left_to_checkov} general finding(s) of spotkit left out: checkov ran and covers them")
     lines.append(report.checkov_detail)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from toolkit.check.loader import Resource, ResourceGraph, as_list, block, blocks, is_unresolved
+from toolkit.check.loader import Resource, ResourceGraph, as_list, block, blocks, is_unresolved, unknown_block
 from toolkit.k8s import karpenter
 
 SEVERITIES = ("error", "warning", "info")
@@ -22,6 +22,7 @@ TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 INTERRUPTION_DETAIL_TYPE = "EC2 Spot Instance Interruption Warning"
 ROOT_DEVICES = ("/dev/xvda", "/dev/sda1", "/dev/sda", "/dev/nvme0n1", "/dev/xvda1")
 ASG = "aws_autoscaling_group"
+SPOT_FLEET, EC2_FLEET, SPOT_REQUEST = "aws_spot_fleet_request", "aws_ec2_fleet", "aws_spot_instance_request"
 TARGET_GROUPS = ("aws_lb_target_group", "aws_alb_target_group")
 LAUNCH_TEMPLATES = ("aws_launch_template",)
 DURABLE_STORAGE = ("aws_efs_file_system", "aws_efs_mount_target", "aws_fsx_lustre_file_system",
@@ -64,6 +65,7 @@ class Rule:
     check: Callable[[ResourceGraph], Iterable[Hit]]
     doc: str | None = None
     category: str = SPOT
+    description: str = ""  # what fires the rule, for the rule reference (docs) and SARIF's fullDescription
 
     @property
     def help_uri(self) -> str | None:
@@ -100,6 +102,8 @@ def spot_share(group: Resource, graph: ResourceGraph) -> bool | None:
     """True if the group launches spot instances, False if not, None if it cannot be told."""
     if group.address in graph.assume_spot:
         return True
+    if unknown_block(group.values, "mixed_instances_policy", "instances_distribution"):
+        return None  # a dynamic mixed_instances_policy over a collection not known before apply
     mip = block(group.values, "mixed_instances_policy")
     if mip:
         pct = block(mip, "instances_distribution").get("on_demand_percentage_above_base_capacity")
@@ -108,6 +112,8 @@ def spot_share(group: Resource, graph: ResourceGraph) -> bool | None:
         value = _int(pct)
         return None if value is None else value < 100
     for lt in launch_templates_of(graph, group):
+        if unknown_block(lt.values, "instance_market_options"):
+            return None
         market = block(lt.values, "instance_market_options").get("market_type")
         if market is not None:
             return None if is_unresolved(market) else str(market) == "spot"
@@ -124,11 +130,104 @@ def spot_groups(graph: ResourceGraph) -> list[Resource]:
 def spot_node_groups(graph: ResourceGraph) -> list[Resource]:
     """EKS managed node groups on spot (EKS itself rebalances and drains them, so only the type and
     zone rules apply)."""
-    return [n for n in graph.of_type("aws_eks_node_group") if str(n.values.get("capacity_type", "ON_DEMAND")) == "SPOT"]
+    return [n for n in graph.of_type("aws_eks_node_group")
+            if str(n.values.get("capacity_type", "ON_DEMAND")) == "SPOT" or n.address in graph.assume_spot]
+
+
+def fleet_is_spot(fleet: Resource, graph: ResourceGraph) -> bool | None:
+    """True if a spot fleet / EC2 fleet / spot request launches spot, False if not, None if not known
+    before apply."""
+    if fleet.address in graph.assume_spot or fleet.type == SPOT_REQUEST:
+        return True
+    if fleet.type == SPOT_FLEET:  # spot unless the whole target capacity is on-demand
+        total, on_demand = fleet.values.get("target_capacity"), fleet.values.get("on_demand_target_capacity")
+        if on_demand in (None, 0, "0"):
+            return True
+        if _int(total) is None or _int(on_demand) is None:
+            return None
+        return _int(on_demand) < _int(total)
+    spec = block(fleet.values, "target_capacity_specification")
+    default, spot_target = spec.get("default_target_capacity_type"), spec.get("spot_target_capacity")
+    if default == "spot" or (_int(spot_target) or 0) > 0:
+        return True
+    if is_unresolved(default) or is_unresolved(spot_target) or unknown_block(fleet.values, "target_capacity_specification"):
+        return None
+    return False
+
+
+def spot_fleets(graph: ResourceGraph) -> list[Resource]:
+    """Spot fleets, EC2 fleets and spot instance requests that launch spot."""
+    return [f for f in graph.of_type(SPOT_FLEET, EC2_FLEET, SPOT_REQUEST) if fleet_is_spot(f, graph)]
+
+
+def spot_capacity(graph: ResourceGraph) -> list[Resource]:
+    """Everything that launches spot: groups, node groups, fleets, spot requests and instances, ECS
+    services on Fargate Spot, Karpenter NodePools that may launch spot."""
+    found = list(spot_groups(graph)) + spot_node_groups(graph) + spot_fleets(graph)
+    for svc in graph.of_type("aws_ecs_service"):
+        if any(e.get("capacity_provider") == "FARGATE_SPOT" for e in service_strategy(svc, graph)):
+            found.append(svc)
+    found += [r for r in graph.of_type("aws_instance") if block(r.values, "instance_market_options").get("market_type") == "spot"]
+    found += [p for p in graph.of_type(karpenter.NODE_POOL) if "spot" in karpenter.capacity_types(p)]
+    return found
+
+
+def maybe_spot_capacity(graph: ResourceGraph) -> list[Resource]:
+    """What may launch spot, when a value that decides it is not known before apply (a group's spot
+    share, a node group's capacity_type, a fleet's target capacity type): the engine checks these as
+    if they were spot, and reports what fires only then as undecided."""
+    found = [g for g in graph.of_type(ASG) if spot_share(g, graph) is None]
+    found += [n for n in graph.of_type("aws_eks_node_group") if is_unresolved(n.values.get("capacity_type"))]
+    found += [f for f in graph.of_type(SPOT_FLEET, EC2_FLEET) if fleet_is_spot(f, graph) is None]
+    return found
+
+
+def _lt_type(graph: ResourceGraph, source: Resource, attr: str) -> str:
+    """The instance type of the launch template ``source`` names through ``attr`` (a placeholder when not known)."""
+    for lt in graph.resolve(source, attr, *LAUNCH_TEMPLATES):
+        t = lt.values.get("instance_type")
+        if isinstance(t, str) and not is_unresolved(t):
+            return t
+    return "(launch template type)"
+
+
+def fleet_types(fleet: Resource, graph: ResourceGraph) -> tuple[list[str] | None, bool]:
+    """(distinct instance types or None, True when None means "not known before apply" rather than
+    attribute-based) of a spot fleet, EC2 fleet or spot instance request."""
+    if fleet.type == SPOT_REQUEST:
+        t = fleet.values.get("instance_type")
+        if t is None:
+            return [_lt_type(graph, fleet, "launch_template")], False
+        return (None, True) if is_unresolved(t) else ([str(t)], False)
+    label = "overrides" if fleet.type == SPOT_FLEET else "override"
+    if unknown_block(fleet.values, "launch_specification") or unknown_block(fleet.values, "launch_template_config"):
+        return None, True
+    entries: list[dict] = list(blocks(fleet.values, "launch_specification"))
+    types: list[str] = []
+    for cfg in blocks(fleet.values, "launch_template_config"):
+        if unknown_block(cfg, label):
+            return None, True
+        overrides = blocks(cfg, label)
+        if not overrides:
+            types.append(_lt_type(graph, fleet, "launch_template_config"))
+        entries += overrides
+    if any(e.get("instance_requirements") for e in entries):
+        return None, False
+    for e in entries:
+        t = e.get("instance_type")
+        if t is None:
+            types.append(_lt_type(graph, fleet, "launch_template_config"))
+        elif is_unresolved(t):
+            return None, True
+        else:
+            types.append(str(t))
+    return sorted(set(types)), False
 
 
 def instance_types(group: Resource, graph: ResourceGraph) -> list[str] | None:
     """Distinct instance types, or None when attribute-based or not knowable."""
+    if group.type in (SPOT_FLEET, EC2_FLEET, SPOT_REQUEST):
+        return fleet_types(group, graph)[0]
     if group.type == "aws_eks_node_group":
         types = group.values.get("instance_types")
         if types is None:
@@ -136,6 +235,8 @@ def instance_types(group: Resource, graph: ResourceGraph) -> list[str] | None:
         if not isinstance(types, list) or any(is_unresolved(t) for t in types):
             return None
         return sorted(set(types))
+    if unknown_block(group.values, "mixed_instances_policy", "launch_template", "override"):
+        return None
     mip = block(group.values, "mixed_instances_policy")
     if not mip:
         return ["(launch template type)"]
@@ -151,7 +252,52 @@ def instance_types(group: Resource, graph: ResourceGraph) -> list[str] | None:
     return sorted(set(types))
 
 
+def _subnet_zone(owner: Resource, subnet: str, graph: ResourceGraph) -> set[str] | None:
+    """The zones of one subnet value: a subnet resource's availability zone, or the id itself (one zone)."""
+    if not isinstance(subnet, str) or "*" in subnet or "module." in subnet:
+        return None
+    targets = [r for r in graph.resources if r.config == owner.config and r.type == "aws_subnet" and r.base in _refs(subnet)]
+    if targets:
+        return {str(t.values.get("availability_zone") or t.values.get("availability_zone_id") or t.address) for t in targets}
+    if is_unresolved(subnet):
+        return {subnet}  # one unresolved subnet: one zone, as for groups
+    return {s.strip() for s in subnet.split(",") if s.strip()}  # spot fleets take "subnet-a, subnet-b"
+
+
+def fleet_zone_count(fleet: Resource, graph: ResourceGraph) -> int | None:
+    """Availability zones a fleet or spot request can launch in (None when not known before apply).
+    An entry without a subnet or zone launches where its launch template says, or in the default
+    subnet: one zone."""
+    if fleet.type == SPOT_REQUEST:
+        return 1
+    label = "overrides" if fleet.type == SPOT_FLEET else "override"
+    if unknown_block(fleet.values, "launch_specification") or unknown_block(fleet.values, "launch_template_config"):
+        return None
+    entries: list[dict] = list(blocks(fleet.values, "launch_specification"))
+    for cfg in blocks(fleet.values, "launch_template_config"):
+        if unknown_block(cfg, label):
+            return None
+        entries += blocks(cfg, label) or [{}]
+    zones: set[str] = set()
+    for e in entries or [{}]:
+        az, subnet = e.get("availability_zone"), e.get("subnet_id")
+        if az is not None:
+            if is_unresolved(az):
+                return None
+            zones.add(str(az))
+        elif subnet is not None:
+            found = _subnet_zone(fleet, subnet, graph)
+            if found is None:
+                return None
+            zones |= found
+        else:
+            zones.add("(launch template or default subnet)")
+    return len(zones)
+
+
 def zone_count(group: Resource, graph: ResourceGraph) -> int | None:
+    if group.type in (SPOT_FLEET, EC2_FLEET, SPOT_REQUEST):
+        return fleet_zone_count(group, graph)
     if group.type == "aws_eks_node_group":
         group = Resource(group.type, group.name, group.address, {"vpc_zone_identifier": group.values.get("subnet_ids")},
                          group.file, group.refs, {"vpc_zone_identifier": group.attr_refs.get("subnet_ids", set())})
@@ -164,7 +310,7 @@ def zone_count(group: Resource, graph: ResourceGraph) -> int | None:
         for s in subnets:
             if not isinstance(s, str) or "*" in s or "module." in s:
                 return None  # a splat or a module output can hold any number of subnets
-            targets = [r for r in graph.resources if r.config == group.config and r.type == "aws_subnet" and r.address in _refs(s)]
+            targets = [r for r in graph.resources if r.config == group.config and r.type == "aws_subnet" and r.base in _refs(s)]
             if targets:
                 zones |= {str(t.values.get("availability_zone") or t.values.get("availability_zone_id") or t.address) for t in targets}
             else:
@@ -173,7 +319,7 @@ def zone_count(group: Resource, graph: ResourceGraph) -> int | None:
     # plan JSON: subnet ids are computed; count the referenced subnets (each count index is a resource)
     refs = group.attr_refs.get("vpc_zone_identifier", set())
     if refs and all(r.startswith("aws_subnet.") for r in refs):
-        subnet_res = [r for r in graph.resources if r.config == group.config and r.address in refs]
+        subnet_res = [r for r in graph.resources if r.config == group.config and r.base in refs]
         if subnet_res:
             return len({str(s.values.get("availability_zone") or s.values.get("availability_zone_id") or id(s)) for s in subnet_res})
     return None
@@ -227,7 +373,7 @@ def _provider_is_spot(graph: ResourceGraph, service: Resource, entry: dict) -> t
     if name == "FARGATE":
         return False, False
     providers = [cp for cp in graph.same_config(service, "aws_ecs_capacity_provider")
-                 if (isinstance(name, str) and cp.address in _refs(name)) or _names_match(name, cp)]
+                 if (isinstance(name, str) and cp.base in _refs(name)) or _names_match(name, cp)]
     if not providers and not isinstance(name, str):
         providers = graph.resolve(service, "capacity_provider", "aws_ecs_capacity_provider")
     for cp in providers:
@@ -326,13 +472,24 @@ def _serving(group: Resource, graph: ResourceGraph) -> bool:
 
 
 def _kind(r: Resource) -> str:
-    return "node group" if r.type == "aws_eks_node_group" else "group"
+    return {"aws_eks_node_group": "node group", SPOT_FLEET: "fleet", EC2_FLEET: "EC2 fleet",
+            SPOT_REQUEST: "instance request"}.get(r.type, "group")
+
+
+def _diverse(graph: ResourceGraph) -> list[Resource]:
+    """What the diversity and zone rules (SPOT001-003, SPOT015) judge: spot groups, spot node groups,
+    spot fleets, EC2 fleets on spot and spot instance requests."""
+    return spot_groups(graph) + spot_node_groups(graph) + spot_fleets(graph)
 
 
 # --- rules ---------------------------------------------------------------------------------------------
 
 def types_unknown(group: Resource) -> bool:
     """True when the instance types are written but not known before apply (not attribute-based)."""
+    if group.type in (SPOT_FLEET, EC2_FLEET, SPOT_REQUEST):
+        return fleet_types(group, ResourceGraph())[1]
+    if unknown_block(group.values, "mixed_instances_policy", "launch_template", "override"):
+        return True
     if group.type == "aws_eks_node_group":
         types = group.values.get("instance_types")
         return is_unresolved(types) or (isinstance(types, list) and any(is_unresolved(t) for t in types))
@@ -343,7 +500,7 @@ def types_unknown(group: Resource) -> bool:
 
 
 def _single_type(graph):
-    for g in spot_groups(graph) + spot_node_groups(graph):
+    for g in _diverse(graph):
         types = instance_types(g, graph)
         if types is None and types_unknown(g):
             yield Undecided(g, f"the instance types of spot {_kind(g)} {g.address} are not known before apply: could not count them")
@@ -352,14 +509,14 @@ def _single_type(graph):
 
 
 def _two_types(graph):
-    for g in spot_groups(graph) + spot_node_groups(graph):
+    for g in _diverse(graph):
         types = instance_types(g, graph)
         if types is not None and len(types) == 2:
             yield g, f"spot {_kind(g)} {g.address} has 2 instance types ({', '.join(types)}); losing one spot pool halves the choice"
 
 
 def _single_az(graph):
-    for g in spot_groups(graph) + spot_node_groups(graph):
+    for g in _diverse(graph):
         n = zone_count(g, graph)
         if n is None:
             yield Undecided(g, f"the subnets of spot {_kind(g)} {g.address} are not known before apply (a module output, splat "
@@ -394,6 +551,8 @@ def _no_hook(graph):
         unknown = [f"ECS managed draining of {cp.address} is {draining(cp)}" for cp in capacity_providers_for(g, graph)
                    if is_unresolved(draining(cp))]
         unknown += [f"a lifecycle hook's lifecycle_transition is {t}" for t in _unknown_hook_transitions(g, graph)]
+        if unknown_block(g.values, "initial_lifecycle_hook"):
+            unknown.append("its initial_lifecycle_hook blocks come from a dynamic block over a collection")
         if unknown:
             yield Undecided(g, f"spot group {g.address} has no known {TERMINATING} hook, and {'; '.join(unknown)}, "
                                "not known before apply")
@@ -410,9 +569,9 @@ def _dereg_delay(graph):
                        for tg in graph.resolve(svc, "target_group_arn", *TARGET_GROUPS)]
     seen = set()
     for tg, what in fronts:
-        if (tg.file, tg.address) in seen:
+        if (tg.config, tg.file, tg.address) in seen:
             continue
-        seen.add((tg.file, tg.address))
+        seen.add((tg.config, tg.file, tg.address))
         raw = tg.values.get("deregistration_delay")
         if is_unresolved(raw):
             yield Undecided(tg, f"deregistration_delay of target group {tg.address} (in front of {what}) is {raw}, not known before apply")
@@ -453,6 +612,10 @@ def _imdsv1(graph):
             continue
         tokens = meta.get("http_tokens")
         category = SPOT if ((r.config, r.address) in spot_specs or _is_spot_market(r)) else GENERAL
+        if unknown_block(r.values, "metadata_options"):
+            if category == SPOT:
+                yield Undecided(r, f"metadata_options of {r.address} is a dynamic block over a collection not known before apply")
+            continue
         if is_unresolved(tokens):
             if category == SPOT:
                 yield Undecided(r, f"metadata_options.http_tokens of {r.address} is {tokens}, not known before apply")
@@ -465,9 +628,13 @@ def _volumes(graph):
     seen = set()
     for g in spot_groups(graph):
         for lt in launch_templates_of(graph, g):
-            if (lt.file, lt.address) in seen:
+            if (lt.config, lt.file, lt.address) in seen:
                 continue
-            seen.add((lt.file, lt.address))
+            seen.add((lt.config, lt.file, lt.address))
+            if unknown_block(lt.values, "block_device_mappings"):
+                yield Undecided(lt, f"the block_device_mappings of {lt.address} come from a dynamic block over a collection "
+                                    "not known before apply: could not tell whether data volumes are deleted")
+                continue
             devices = data_volumes_deleted(lt)
             if devices and not snapshot_policies_for(lt, graph):
                 yield lt, (f"{lt.address} deletes data volume(s) {', '.join(devices)} when a spot instance is terminated, "
@@ -490,6 +657,10 @@ def _ecs_draining(graph):
 
 def _no_on_demand_base(graph):
     for svc in graph.of_type("aws_ecs_service"):
+        if unknown_block(svc.values, "capacity_provider_strategy"):
+            yield Undecided(svc, f"the capacity_provider_strategy of service {svc.address} is a dynamic block over a collection "
+                                 "not known before apply: could not tell whether it runs on spot with an on-demand base")
+            continue
         entries = service_strategy(svc, graph)
         kinds = [(e, *_provider_is_spot(graph, svc, e)) for e in entries]
         if not any(spot for _, spot, _ in kinds):
@@ -508,13 +679,9 @@ def _no_on_demand_base(graph):
 def _spot_capacity(graph: ResourceGraph) -> dict[str, Resource]:
     """The first spot resource of each configuration file."""
     found: dict[str, Resource] = {}
-    candidates = list(spot_groups(graph)) + spot_node_groups(graph)
-    for svc in graph.of_type("aws_ecs_service"):
-        if any(e.get("capacity_provider") == "FARGATE_SPOT" for e in service_strategy(svc, graph)):
-            candidates.append(svc)
-    candidates += [r for r in graph.of_type("aws_spot_fleet_request", "aws_spot_instance_request")]
-    candidates += [r for r in graph.of_type("aws_instance") if block(r.values, "instance_market_options").get("market_type") == "spot"]
-    for r in candidates:
+    for r in spot_capacity(graph):
+        if r.type == karpenter.NODE_POOL:
+            continue  # Karpenter reads its own interruption queue
         found.setdefault(r.config, r)
     return found
 
@@ -569,6 +736,10 @@ def _lowest_price(graph):
     for g in spot_groups(graph):
         mip = block(g.values, "mixed_instances_policy")
         if not mip:
+            continue
+        if unknown_block(mip, "instances_distribution"):
+            yield Undecided(g, f"the instances_distribution of spot group {g.address} is a dynamic block over a collection "
+                               "not known before apply")
             continue
         dist = block(mip, "instances_distribution")
         strategy = dist.get("spot_allocation_strategy")
@@ -626,7 +797,7 @@ def _max_price(graph):
 
 
 def _one_family(graph):
-    for g in spot_groups(graph) + spot_node_groups(graph):
+    for g in _diverse(graph):
         types = instance_types(g, graph)
         if not types or len(types) < 2 or any(t.startswith("(") for t in types):
             continue  # a single type is SPOT001's
@@ -643,58 +814,90 @@ def _one_family(graph):
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("SPOT001", "error", "Spot group with a single instance type",
-         "list at least 3 instance types of similar size (mixed_instances_policy.launch_template.override) or use instance_requirements",
-         _single_type, DOCS["spot_best"]),
-    Rule("SPOT002", "warning", "Spot group with fewer than 3 instance types",
-         "add a third instance type of similar size, or use attribute-based instance_requirements", _two_types, DOCS["spot_best"]),
-    Rule("SPOT003", "error", "Spot group in a single availability zone",
-         "put subnets of at least 2 availability zones in vpc_zone_identifier", _single_az, DOCS["spot_best"]),
+    Rule("SPOT001", "error", "Spot capacity with a single instance type",
+         "list at least 3 instance types of similar size (an ASG's mixed_instances_policy.launch_template.override, a fleet's "
+         "launch_template_config overrides) or use instance_requirements; replace a lone spot instance request by an ASG or EC2 fleet",
+         _single_type, DOCS["spot_best"],
+         description="a spot group, EKS spot node group, spot fleet, EC2 fleet on spot or spot instance request can launch one "
+                     "instance type (UNDECIDED when the types are not known before apply)"),
+    Rule("SPOT002", "warning", "Spot capacity with fewer than 3 instance types",
+         "add a third instance type of similar size, or use attribute-based instance_requirements", _two_types, DOCS["spot_best"],
+         description="spot capacity (group, node group, fleet) has 2 instance types"),
+    Rule("SPOT003", "error", "Spot capacity in a single availability zone",
+         "put subnets of at least 2 availability zones in vpc_zone_identifier (node groups: subnet_ids; fleets: overrides "
+         "with subnet_id or availability_zone in 2+ zones)", _single_az, DOCS["spot_best"],
+         description="the subnets of a spot group, node group, fleet or spot instance request are in one availability zone "
+                     "(two subnets of one zone count as one; a fleet entry without subnet or zone launches in one)"),
     Rule("SPOT004", "warning", "Capacity rebalance off",
-         "set capacity_rebalance = true on the group", _rebalance, DOCS["rebalance"]),
+         "set capacity_rebalance = true on the group", _rebalance, DOCS["rebalance"],
+         description="a spot group has capacity_rebalance off (the AWS default)"),
     Rule("SPOT005", "error", "No termination lifecycle hook",
          f"add a lifecycle hook with lifecycle_transition {TERMINATING} (initial_lifecycle_hook or aws_autoscaling_lifecycle_hook), "
-         "heartbeat 60-300 s, or an ECS capacity provider with managed_draining ENABLED", _no_hook, DOCS["hooks"]),
+         "heartbeat 60-300 s, or an ECS capacity provider with managed_draining ENABLED", _no_hook, DOCS["hooks"],
+         description=f"a spot group has no {TERMINATING} hook (initial hook, aws_autoscaling_lifecycle_hook by reference or "
+                     "name) and no ECS capacity provider with managed draining"),
     Rule("SPOT006", "error", "Target group deregistration delay longer than the spot notice",
          f"set deregistration_delay to {SPOT_NOTICE_SECONDS - 30} or less on target groups in front of spot capacity", _dereg_delay,
-         DOCS["dereg"]),
+         DOCS["dereg"],
+         description=f"a target group in front of spot (ASG target_group_arns, aws_autoscaling_attachment, ECS service on spot) "
+                     f"has deregistration_delay over {SPOT_NOTICE_SECONDS} s (default 300)"),
     Rule("SPOT007", "error", "IMDSv1 allowed",
-         'set metadata_options { http_tokens = "required", http_put_response_hop_limit = 2 }', _imdsv1, DOCS["imds"]),
+         'set metadata_options { http_tokens = "required", http_put_response_hop_limit = 2 }', _imdsv1, DOCS["imds"],
+         description="a launch template, launch configuration or instance allows IMDSv1 (http_tokens not required); a spot "
+                     "risk where spot capacity launches from it, a general finding elsewhere"),
     Rule("SPOT008", "warning", "Data volumes deleted on termination without a snapshot policy",
          "set ebs.delete_on_termination = false on data volumes, or add an aws_dlm_lifecycle_policy whose target_tags match their volume tags",
-         _volumes, DOCS["dlm"]),
+         _volumes, DOCS["dlm"],
+         description="a spot group's launch template deletes a data (non-root) volume on termination and no enabled DLM "
+                     "policy targets its volume tags"),
     Rule("SPOT009", "error", "ECS spot capacity provider without managed draining",
-         'set auto_scaling_group_provider.managed_draining = "ENABLED" (the default)', _ecs_draining, DOCS["ecs_draining"]),
+         'set auto_scaling_group_provider.managed_draining = "ENABLED" (the default)', _ecs_draining, DOCS["ecs_draining"],
+         description='an ECS capacity provider over a spot group has managed_draining = "DISABLED"'),
     Rule("SPOT010", "warning", "Service on spot with no on-demand base",
          "give the service a capacity_provider_strategy entry with base >= 1 on an on-demand provider (or on_demand_base_capacity >= 1 on the group)",
-         _no_on_demand_base, DOCS["ecs_providers"]),
+         _no_on_demand_base, DOCS["ecs_providers"],
+         description="an ECS service on spot has no on-demand base (own strategy or the cluster default), or a spot group "
+                     "behind a load balancer has on_demand_base_capacity = 0"),
     Rule("SPOT011", "warning", "Spot interruption events not routed anywhere",
          f'add an aws_cloudwatch_event_rule with event_pattern {{"source": ["aws.ec2"], "detail-type": ["{INTERRUPTION_DETAIL_TYPE}"]}} '
-         "and an aws_cloudwatch_event_target (SQS queue, Lambda, SNS)", _unrouted, DOCS["notices"]),
+         "and an aws_cloudwatch_event_target (SQS queue, Lambda, SNS)", _unrouted, DOCS["notices"],
+         description=f"a configuration with spot capacity has no EventBridge rule matching '{INTERRUPTION_DETAIL_TYPE}', "
+                     "or the rule has no target"),
     Rule("SPOT012", "warning", "Checkpoints on instance storage only",
          "mount EFS/FSx, keep a data EBS volume (delete_on_termination = false), or grant write access to an S3 bucket for checkpoints",
-         _instance_storage_only, DOCS["interruptions"]),
+         _instance_storage_only, DOCS["interruptions"],
+         description="a spot group that serves nothing (no target group, no ECS provider) has no durable place for "
+                     "checkpoints: no EFS/FSx, S3 bucket or s3:PutObject grant, kept EBS volume"),
     Rule("SPOT013", "warning", "Lowest-price spot allocation",
          'set spot_allocation_strategy = "price-capacity-optimized" (allocation_strategy = "priceCapacityOptimized" on fleets) '
-         "and drop spot_instance_pools", _lowest_price, DOCS["allocation"]),
+         "and drop spot_instance_pools", _lowest_price, DOCS["allocation"],
+         description="a spot group's spot_allocation_strategy is lowest-price or unset (the AWS default), or a spot fleet / "
+                     "EC2 fleet allocates lowestPrice"),
     Rule("SPOT014", "warning", "Spot max price set",
          "remove spot_max_price / max_price / spot_price: without it you pay the current spot price and are never "
-         "interrupted for price (the cap is the on-demand price)", _max_price, DOCS["max_price"]),
-    Rule("SPOT015", "warning", "Spot group of one instance family or generation",
+         "interrupted for price (the cap is the on-demand price)", _max_price, DOCS["max_price"],
+         description="a spot max price is set: spot_max_price, spot_options.max_price, spot_price on spot requests, fleets "
+                     "and launch configurations, an EC2 fleet override's max_price"),
+    Rule("SPOT015", "warning", "Spot capacity of one instance family or generation",
          "add instance types from other families and generations of similar size (m6i, m6a, m7i; GPU: g5, g6, g6e)",
-         _one_family, DOCS["spot_best"]),
+         _one_family, DOCS["spot_best"],
+         description="the 2+ known instance types of spot capacity (group, node group, fleet) are sizes of one family, or one "
+                     "generation of one family line (m5, m5a, m5n); GPU families get a GPU-specific hint"),
     Rule("SPOT016", "warning", "Karpenter spot NodePool without an on-demand fallback",
          'allow both in the NodePool (karpenter.sh/capacity-type In ["spot", "on-demand"]: Karpenter prefers spot and '
-         "falls back), or add an on-demand NodePool with a lower weight", karpenter.no_on_demand_fallback, DOCS["karpenter_capacity"]),
+         "falls back), or add an on-demand NodePool with a lower weight", karpenter.no_on_demand_fallback, DOCS["karpenter_capacity"],
+         description="a Karpenter NodePool launches spot only and no NodePool given allows on-demand"),
     Rule("SPOT017", "warning", "Karpenter consolidation that fights spot interruptions",
-         f"set disruption.consolidateAfter to {karpenter.MIN_CONSOLIDATE_AFTER_SECONDS // 60}m or more, or consolidationPolicy: WhenEmpty, "
-         'or a disruption budget (nodes: "0" outside a maintenance schedule) on pools that launch spot',
-         karpenter.consolidation_fights_interruptions, DOCS["karpenter_disruption"]),
+         karpenter.CONSOLIDATION_FIX["karpenter.sh/v1"] + "; " + karpenter.CONSOLIDATION_FIX["karpenter.sh/v1beta1"],
+         karpenter.consolidation_fights_interruptions, DOCS["karpenter_disruption"],
+         description="a NodePool that may launch spot consolidates when underutilized (v1 WhenEmptyOrUnderutilized, the "
+                     f"default; v1beta1 WhenUnderutilized) sooner than {karpenter.MIN_CONSOLIDATE_AFTER_SECONDS // 60} min "
+                     'after a change, and no nodes: "0" budget stops it'),
 )
 
 INVALID_SUPPRESSION = Rule("SPOT000", "error", "Invalid suppression",
                            "write 'RULE_ID: reason' (tag spotkit:skip-check, or check.suppress[].reason in the config)",
-                           lambda graph: ())
+                           lambda graph: (), description="a suppression has no reason or names no rule")
 
 RULES_BY_ID = {r.id: r for r in RULES}
 _ID = re.compile(r"^(SPOT\d{3}|CKV2?_[A-Z0-9_]+)$")

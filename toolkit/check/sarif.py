@@ -22,8 +22,11 @@ def _uri(path: str) -> str:
 
 
 def _result(f: Finding, rule_index: dict[str, int]) -> dict:
-    location: dict = {"physicalLocation": {"artifactLocation": {"uri": _uri(f.file)}},
-                      "logicalLocations": [{"fullyQualifiedName": f.resource, "kind": "resource"}]}
+    logical = [{"fullyQualifiedName": f.resource, "kind": "resource"}]
+    if f.root and f.root != f.file:
+        # the root module it was reached from: one module file read by two roots gives two results, told apart here
+        logical.append({"fullyQualifiedName": f.root, "kind": "module"})
+    location: dict = {"physicalLocation": {"artifactLocation": {"uri": _uri(f.file)}}, "logicalLocations": logical}
     if f.line:
         location["physicalLocation"]["region"] = {"startLine": int(f.line)}
     if not f.decided:
@@ -32,7 +35,7 @@ def _result(f: Finding, rule_index: dict[str, int]) -> dict:
         text = f.message if f.source == "checkov" or not f.fix else f"{f.message}. Fix: {f.fix}"
     out: dict = {"ruleId": f.rule_id, "level": LEVEL.get(f.severity, "warning") if f.decided else "note",
                  "message": {"text": text}, "locations": [location],
-                 "properties": {"category": f.category, "decided": f.decided}}
+                 "properties": {"category": f.category, "decided": f.decided, **({"root": f.root} if f.root else {})}}
     if f.rule_id in rule_index:
         out["ruleIndex"] = rule_index[f.rule_id]
     if f.suppressed:
@@ -47,6 +50,7 @@ def _spotkit_run(report: CheckReport) -> dict:
     for r in rules:
         d = {"id": r.id, "name": r.title.title().replace(" ", "").replace("-", ""),
              "shortDescription": {"text": r.title}, "help": {"text": r.fix},
+             **({"fullDescription": {"text": r.description}} if r.description else {}),
              "defaultConfiguration": {"level": LEVEL[r.severity]},
              # SPOT007 is a spot risk where spot capacity launches, a general one elsewhere
              "properties": {"tags": ["spot", "general", "security"] if r.id == "SPOT007" else [r.category]}}
@@ -60,6 +64,8 @@ def _spotkit_run(report: CheckReport) -> dict:
     notes = [{"level": "note", "message": {"text": f"{m.module} (source {m.source}{' ' + m.version if m.version else ''}) was not "
                                                    "inspected: it is not a local module; pass a plan from 'terraform show -json' to check it"},
               "locations": [{"physicalLocation": {"artifactLocation": {"uri": _uri(m.file)}}}]} for m in report.not_inspected]
+    if report.no_spot_capacity:
+        notes.append({"level": "note", "message": {"text": report.no_spot_line()}})
     run["invocations"] = [{"executionSuccessful": True, "toolExecutionNotifications": notes}]
     return run
 

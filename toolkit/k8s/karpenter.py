@@ -23,6 +23,15 @@ NODE_POOL = "karpenter_node_pool"
 CAPACITY_TYPES = ("spot", "on-demand", "reserved")
 UNDERUTILIZED = ("WhenEmptyOrUnderutilized", "WhenUnderutilized")  # v1, v1beta1
 MIN_CONSOLIDATE_AFTER_SECONDS = 300
+# SPOT017's fix by API version: v1beta1 refuses consolidateAfter together with WhenUnderutilized, so
+# "set consolidateAfter" is only the fix on v1 (where it may go with WhenEmptyOrUnderutilized)
+CONSOLIDATION_FIX = {
+    "karpenter.sh/v1": f"v1: set disruption.consolidateAfter to {MIN_CONSOLIDATE_AFTER_SECONDS // 60}m or more (or "
+                       'consolidationPolicy: WhenEmpty), or add a disruption budget nodes: "0" outside a maintenance schedule',
+    "karpenter.sh/v1beta1": "v1beta1 (which refuses consolidateAfter with WhenUnderutilized): set consolidationPolicy: WhenEmpty "
+                            f"with consolidateAfter: {MIN_CONSOLIDATE_AFTER_SECONDS // 60}m, or add a disruption budget "
+                            'nodes: "0" outside a maintenance schedule, or move the pool to karpenter.sh/v1',
+}
 _KIND = re.compile(r"(?m)^kind:\s*NodePool\s*$")
 
 
@@ -106,8 +115,12 @@ def consolidation_fights_interruptions(graph) -> Iterator[tuple[Resource, str]]:
                                               for b in budgets if isinstance(b, dict)):
             continue  # consolidation is switched off by a budget
         name = p.values["metadata"].get("name")
-        yield p, (f"NodePool {name} may launch spot and consolidates {policy} after {after or '0s'}: Karpenter replaces "
-                  "spot nodes on its own schedule on top of the interruptions AWS makes, so pods move twice as often")
+        version = str(p.values.get("apiVersion", ""))
+        fix = CONSOLIDATION_FIX.get(version, CONSOLIDATION_FIX["karpenter.sh/v1"])
+        when = "(v1beta1 allows no consolidateAfter with WhenUnderutilized)" if version == "karpenter.sh/v1beta1" \
+            else f"after {after or '0s'}"
+        yield p, (f"NodePool {name} may launch spot and consolidates {policy} {when}: Karpenter replaces "
+                  "spot nodes on its own schedule on top of the interruptions AWS makes, so pods move twice as often"), "spot", fix
 
 
 def check_node_pool_files(paths) -> tuple[list[str], list[dict]]:
@@ -122,7 +135,8 @@ def check_node_pool_files(paths) -> tuple[list[str], list[dict]]:
     findings = []
     for rule_id in ("SPOT016", "SPOT017"):
         rule = RULES_BY_ID[rule_id]
-        for pool, message in rule.check(graph):
+        for pool, message, *rest in rule.check(graph):
+            fix = rest[1] if len(rest) > 1 else rule.fix
             findings.append({"rule_id": rule.id, "severity": rule.severity, "resource": pool.address, "file": pool.file,
-                             "message": message, "fix": rule.fix, "help_uri": rule.help_uri})
+                             "message": message, "fix": fix, "help_uri": rule.help_uri})
     return [p.address for p in graph.resources], findings
