@@ -503,6 +503,20 @@ service:
     assert config.creates_model_cache_efs is True
 
 
+def test_config_file_keys_change_the_stacks_defaults_not_the_constructs():
+    from toolkit.config import apply_overrides
+
+    # GIVEN a config file that only raises the replicas WHEN it is applied
+    config = apply_overrides(GpuInferenceConfig(), {"service": {"desired_count": 4}}, prefix="gpu_inference")
+    # THEN the rest is the stack's default policy: spot only, one spare, 3 AZs
+    s = config.service
+    assert (s.desired_count, s.on_demand_base, s.on_demand_weight, s.spot_weight, s.spot_overprovision) == (4, 0, 0, 4, 1)
+    assert config.network.az_count == 3
+    # AND the construct keeps its own defaults (it has no fallback): one replica on on-demand, no spare
+    c = InferenceServiceSettings()
+    assert (c.on_demand_base, c.on_demand_weight, c.spot_overprovision) == (1, 1, 0)
+
+
 def test_rejects_gpu_tasks_on_a_cluster_without_gpus():
     from cdktn import Testing
 
