@@ -13,10 +13,13 @@ What it creates (one construct):
   EFS with IAM authorization needs it;
 - the ECS service with the cluster's capacity provider strategy (an on-demand base that keeps serving
   if every spot replica is lost, the rest spot, optional extra spot replicas), the deployment circuit
-  breaker with rollback, AZ spread, and target tracking on ALB requests per target.
+  breaker with rollback, AZ spread, and target tracking on ALB requests per target. The service is
+  tagged ``spotkit:spot-overprovision`` (``toolkit.notice.TAG_SPOT_OVERPROVISION``) so that
+  ``spotkit simulate`` can tell the wanted replicas from the spare ones.
 
 Validation (before any resource): the deregistration delay (error above 120 s, warning above 90 s),
-the on-demand base against the desired count, GPU count and ports, and autoscaling bounds.
+the on-demand base against the desired count, GPU count and ports, and autoscaling bounds. A warning
+(``spot_only_risk``) when no on-demand replica is kept and nothing covers the spot replicas lost.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from modules.annotations import warn
 from modules.ecs_spot import SPOT_NOTICE_SECONDS, EcsSpotCluster
 from modules.user_data import UserDataPart
 from toolkit.errors import ValidationError
+from toolkit.notice import TAG_SPOT_OVERPROVISION
 
 DEREGISTRATION_WARN_SECONDS = 90
 HOST_MODEL_CACHE = "/var/lib/spotkit/models"
@@ -77,12 +81,17 @@ class InferenceContainer:
 
 @dataclass(frozen=True)
 class InferenceServiceSettings:
-    """How the service is served and scaled. Defaults are spot-safe.
+    """How the service is served and scaled. Defaults are spot-safe for the construct on its own, which
+    has no on-demand fallback: one replica stays on on-demand. The ``gpu_inference`` stack, which adds
+    the fallback, has other defaults (``stacks.gpu_inference.default_service``: no on-demand base,
+    weights 0:4, one spare spot replica).
 
     - ``container``: see ``InferenceContainer``.
-    - ``desired_count``: replicas at creation, and the autoscaling floor. Default 2.
+    - ``desired_count``: replicas wanted: at creation, and the autoscaling floor, both plus
+      ``spot_overprovision``. Default 2.
     - ``on_demand_base``: replicas always on on-demand; they keep answering when every spot replica is
-      lost. 0 to 100 and at most ``desired_count``. Default 1.
+      lost. 0 to 100 and at most ``desired_count``. Default 1. 0 gets a warning unless an on-demand
+      fallback covers the spot group and ``spot_overprovision`` is 1 or more (``spot_only_risk``).
     - ``on_demand_weight`` / ``spot_weight``: split of replicas above the base. Defaults 1 and 4 (one in
       five extra replicas on on-demand). AWS documents that a weight-0 provider is not used to place
       tasks, so the provider holding the base keeps a weight of at least 1 (0 gets a warning).
@@ -200,6 +209,32 @@ def validate_service(name: str, s: InferenceServiceSettings, alb_subnet_ids: Seq
             + ("; a public ALB needs public subnets: pass alb_subnet_ids" if s.internet_facing else ""))
 
 
+def spot_only_risk(where: str, s: InferenceServiceSettings, on_demand_fallback: bool) -> Optional[str]:
+    """The warning for a service with no on-demand replica (``on_demand_base`` 0) when nothing covers the
+    spot replicas it loses, else ``None``.
+
+    Risky, on the kept spot traces (``spotkit simulate``, docs/simulate.md; 2 replicas, 3 AZs):
+    - no on-demand fallback: when spot is gone everywhere nothing answers until spot returns
+      (availability 31-97% even with a spare replica, shortfalls up to 18 hours);
+    - the fallback but no spare spot replica: every reclaim leaves fewer than ``desired_count`` until
+      its replacement boots, and a second zone lost during a fallback is not covered (availability
+      59-98%, shortfalls up to 18 hours).
+    Not risky: the fallback and ``spot_overprovision`` 1 or more (98.2-99.4% over 2 or 3 AZs, against
+    97.1-99.3% with one replica on on-demand and no spare).
+    """
+    if s.on_demand_base > 0:
+        return None
+    if not on_demand_fallback:
+        return (f"{where}: on_demand_base=0 and no on-demand fallback: when spot capacity is reclaimed everywhere, "
+                "nothing answers until spot returns; set on_demand_base 1 or more, or turn the fallback on "
+                "(fallback.enabled) with spot_overprovision 1 or more")
+    if s.spot_overprovision == 0:
+        return (f"{where}: on_demand_base=0 with spot_overprovision=0: every spot reclaim leaves fewer than "
+                "desired_count replicas answering until its replacement boots, spot or the fallback's on-demand; "
+                "set spot_overprovision 1 or more, or on_demand_base 1 or more")
+    return None
+
+
 def default_command(c: InferenceContainer, cache_dir: str) -> list[str]:
     """vLLM ``api_server`` arguments (the image's entrypoint is the server)."""
     return ["--model", c.model_id, "--host", "0.0.0.0", "--port", str(c.port),
@@ -226,6 +261,10 @@ chmod 0777 "$CACHE"
 class InferenceService(Construct):
     """ALB + target group + ECS service for the inference server, on an ``EcsSpotCluster``.
 
+    ``on_demand_fallback``: an on-demand fallback covers the spot provider's group (the stack's
+    ``fallback``, ``modules.capacity_fallback``: on a spot capacity failure it launches on-demand into
+    that group). It decides only the warning of ``spot_only_risk``. Default off.
+
     Capabilities:
     - ``service_security_group_id``: allow it on a peer (an EFS mount target, a database).
     - ``url``: the listener URL (the ALB DNS name).
@@ -234,7 +273,7 @@ class InferenceService(Construct):
     def __init__(self, scope: Construct, id_: str, *, name: str, cluster: EcsSpotCluster, vpc_id: str,
                  task_subnet_ids: Sequence[str], alb_subnet_ids: Sequence[str],
                  settings: InferenceServiceSettings = InferenceServiceSettings(),
-                 model_cache_file_system=None):
+                 model_cache_file_system=None, on_demand_fallback: bool = False):
         validate_service(name, settings, alb_subnet_ids, has_file_system=model_cache_file_system is not None)
         where = f"InferenceService {name!r}"
         strategy = cluster.strategy(settings.on_demand_base, settings.on_demand_weight, settings.spot_weight,
@@ -262,8 +301,9 @@ class InferenceService(Construct):
             warn(self, f"{where}: on_demand_weight=0 with on_demand_base={s.on_demand_base}: AWS documents that a "
                        "provider of weight 0 is not used to place tasks, so the on-demand base may stay unplaced; "
                        "give on_demand_weight 1 or more")
-        if s.on_demand_base == 0:
-            warn(self, f"{where}: on_demand_base=0: when spot capacity is reclaimed everywhere, nothing answers")
+        risk = spot_only_risk(where, s, on_demand_fallback)
+        if risk:
+            warn(self, risk)
         if s.internet_facing and "0.0.0.0/0" in s.ingress_cidrs:
             warn(self, f"{where}: a public ALB open to 0.0.0.0/0 exposes an unauthenticated model server; "
                        "restrict ingress_cidrs or put authentication in front")
@@ -472,6 +512,7 @@ class InferenceService(Construct):
             ordered_placement_strategy=[EcsService.OrderedPlacementStrategyProperty(type="spread", field="attribute:ecs.availability-zone"),
                                         EcsService.OrderedPlacementStrategyProperty(type="spread", field="instanceId")],
             enable_ecs_managed_tags=True, propagate_tags="SERVICE", wait_for_steady_state=False,
+            tags={TAG_SPOT_OVERPROVISION: str(s.spot_overprovision)},
             depends_on=[self.listener, self.cluster.capacity_providers],
             lifecycle=TerraformResourceLifecycle(ignore_changes=["desired_count"]),
         )

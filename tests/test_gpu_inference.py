@@ -10,6 +10,7 @@ import warnings
 import pytest
 
 from modules.annotations import SpotkitWarning
+from modules.capacity_fallback import FallbackSettings
 from modules.compute_group import InstanceRequirements
 from modules.network import NetworkSettings
 from modules.gpu import ECS_GPU_AMI_PARAMETER, GPU_FAMILIES, family_of
@@ -19,7 +20,7 @@ from modules.inference_service import (
     InferenceServiceSettings,
     validate_service,
 )
-from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack, resolve
+from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack, default_service, resolve
 from tests.support.synth import build_stack, data_sources, local_value, one, resources
 from tests.support.tf_validate import needs_terraform, terraform_validate
 from toolkit.errors import ValidationError
@@ -161,14 +162,17 @@ def test_task_definition_reserves_gpus_and_shared_memory(gpu_stack):
     assert c["logConfiguration"]["logDriver"] == "awslogs"
 
 
-def test_service_keeps_on_demand_base_and_rolls_back(gpu_stack):
+def test_service_runs_on_spot_with_a_spare_and_rolls_back(gpu_stack):
     svc = one(gpu_stack, "aws_ecs_service")
     od = ref(gpu_stack, "aws_ecs_capacity_provider", "spotkit-gpu-od")
     spot = ref(gpu_stack, "aws_ecs_capacity_provider", "spotkit-gpu-spot")
     strategy = {s["capacity_provider"]: (s["base"], s["weight"]) for s in svc["capacity_provider_strategy"]}
-    # THEN one replica always runs on on-demand, the rest mostly on spot
-    assert strategy == {od: (1, 1), spot: (0, 4)}
-    assert svc["desired_count"] == 2
+    # THEN every replica runs on spot (no on-demand base, on-demand weight 0): 2 wanted + 1 spare
+    assert strategy == {od: (0, 0), spot: (0, 4)}
+    assert svc["desired_count"] == 3
+    assert svc["tags"] == {"spotkit:spot-overprovision": "1"}
+    # AND they spread over the 3 AZs of the created VPC
+    assert len(svc["network_configuration"]["subnets"]) == 3
     assert svc["deployment_circuit_breaker"] == {"enable": True, "rollback": True}
     assert svc["load_balancer"][0]["container_port"] == 8000
     assert svc["lifecycle"] == {"ignore_changes": ["desired_count"]}
@@ -179,7 +183,7 @@ def test_service_keeps_on_demand_base_and_rolls_back(gpu_stack):
 
 def test_autoscaling_on_alb_requests_per_target(gpu_stack):
     target = one(gpu_stack, "aws_appautoscaling_target")
-    assert (target["min_capacity"], target["max_capacity"]) == (2, 6)
+    assert (target["min_capacity"], target["max_capacity"]) == (3, 6)  # 2 wanted + 1 spare spot replica
     assert target["scalable_dimension"] == "ecs:service:DesiredCount"
     config = one(gpu_stack, "aws_appautoscaling_policy")["target_tracking_scaling_policy_configuration"]
     assert config["target_value"] == 120
@@ -241,7 +245,8 @@ def test_custom_stack_public_https_efs_and_overprovision(custom_stack):
 # --- validation --------------------------------------------------------------------------------
 
 def with_service(**changes) -> GpuInferenceConfig:
-    return GpuInferenceConfig(service=dataclasses.replace(InferenceServiceSettings(), **changes))
+    """The stack's defaults with some service settings changed."""
+    return GpuInferenceConfig(service=dataclasses.replace(default_service(), **changes))
 
 
 def test_rejects_deregistration_delay_above_the_notice():
@@ -278,9 +283,51 @@ def test_warns_when_delay_plus_stop_timeout_exceeds_the_notice():
 def test_defaults_raise_no_warning():
     from cdktn import Testing
 
+    # GIVEN no on-demand base, but the fallback on and a spare spot replica THEN no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error", SpotkitWarning)
         GpuInferenceStack(Testing.app(), "s", GpuInferenceConfig())
+
+
+def spotkit_warnings(config: GpuInferenceConfig) -> list[str]:
+    from cdktn import Testing
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpotkitWarning)
+        GpuInferenceStack(Testing.app(), "s", config)
+    return [str(w.message) for w in caught if w.category is SpotkitWarning]
+
+
+@pytest.mark.parametrize("spare", [1, 0])
+def test_warns_on_spot_only_without_the_fallback(spare):
+    # GIVEN the default spot-only service, with or without its spare WHEN the fallback is off
+    config = dataclasses.replace(with_service(spot_overprovision=spare), fallback=FallbackSettings(enabled=False))
+    # THEN nothing covers spot gone everywhere: one warning, with both ways out
+    assert spotkit_warnings(config) == [
+        "InferenceService 'spotkit-gpu': on_demand_base=0 and no on-demand fallback: when spot capacity is reclaimed "
+        "everywhere, nothing answers until spot returns; set on_demand_base 1 or more, or turn the fallback on "
+        "(fallback.enabled) with spot_overprovision 1 or more"]
+
+
+def test_warns_on_spot_only_without_a_spare_replica():
+    # GIVEN the fallback on WHEN the spare spot replica is taken away
+    # THEN every reclaim leaves the service short until a replacement boots: one warning
+    assert spotkit_warnings(with_service(spot_overprovision=0)) == [
+        "InferenceService 'spotkit-gpu': on_demand_base=0 with spot_overprovision=0: every spot reclaim leaves fewer "
+        "than desired_count replicas answering until its replacement boots, spot or the fallback's on-demand; set "
+        "spot_overprovision 1 or more, or on_demand_base 1 or more"]
+
+
+@pytest.mark.parametrize("config", [
+    # the spare and the fallback over 2 AZs: as available on the traces as over 3 (docs/simulate.md)
+    GpuInferenceConfig(network=NetworkSettings(az_count=2)),
+    # an on-demand replica, with or without the fallback
+    with_service(on_demand_base=1, on_demand_weight=1, spot_overprovision=0),
+    GpuInferenceConfig(service=InferenceServiceSettings(),
+                       fallback=FallbackSettings(enabled=False)),
+], ids=["spare-and-fallback-over-2-azs", "on-demand-base-1", "construct-defaults-no-fallback"])
+def test_no_spot_only_warning_when_something_covers_the_reclaims(config):
+    assert spotkit_warnings(config) == []
 
 
 def test_rejects_on_demand_base_larger_than_desired_count():
@@ -348,12 +395,13 @@ def test_rejects_more_public_subnets_than_azs():
     assert str(err.value) == "network.public_subnet_count must be between 1 and the AZ count 2 (got 3)"
 
 
-def test_public_alb_in_created_vpc_uses_two_public_subnets():
-    # GIVEN a public ALB and a created VPC WHEN the stack is synthesized
+def test_public_alb_in_created_vpc_has_a_public_subnet_in_each_az():
+    # GIVEN a public ALB and a created VPC (3 AZs) WHEN the stack is synthesized
     doc, _ = build_stack(GpuInferenceStack, with_service(internet_facing=True, ingress_cidrs=("203.0.113.0/24",)))
     publics = {k: r for k, r in resources(doc, "aws_subnet").items() if r["tags"]["spotkit:tier"] == "public"}
-    # THEN the VPC has a public subnet in each of 2 AZs, and the ALB sits in exactly those
-    assert len(publics) == 2
+    # THEN the VPC has a public subnet in each of the 3 AZs (an ALB routes only to targets in its AZs),
+    # and the ALB sits in exactly those
+    assert len(publics) == 3
     assert sorted(r["availability_zone"] for r in publics.values()) == sorted(
         r["availability_zone"] for r in resources(doc, "aws_subnet").values() if r["tags"]["spotkit:tier"] == "private")
     alb = one(doc, "aws_lb")
@@ -389,7 +437,7 @@ def test_stack_creates_efs_model_cache_reachable_only_from_the_service(efs_stack
     # THEN the file system is encrypted, with an access point at /models and a mount target per task subnet
     assert one(efs_stack, "aws_efs_file_system")["encrypted"] is True
     assert one(efs_stack, "aws_efs_access_point")["root_directory"]["path"] == "/models"
-    assert len(resources(efs_stack, "aws_efs_mount_target")) == 2
+    assert len(resources(efs_stack, "aws_efs_mount_target")) == 3
     # AND the task mounts it over TLS through the access point with IAM
     (volume,) = one(efs_stack, "aws_ecs_task_definition")["volume"]
     assert volume["efs_volume_configuration"] == {
@@ -453,6 +501,20 @@ service:
     assert service.container.model_id == "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"
     assert service.container.extra_args == ("--max-model-len", "16384")
     assert config.creates_model_cache_efs is True
+
+
+def test_config_file_keys_change_the_stacks_defaults_not_the_constructs():
+    from toolkit.config import apply_overrides
+
+    # GIVEN a config file that only raises the replicas WHEN it is applied
+    config = apply_overrides(GpuInferenceConfig(), {"service": {"desired_count": 4}}, prefix="gpu_inference")
+    # THEN the rest is the stack's default policy: spot only, one spare, 3 AZs
+    s = config.service
+    assert (s.desired_count, s.on_demand_base, s.on_demand_weight, s.spot_weight, s.spot_overprovision) == (4, 0, 0, 4, 1)
+    assert config.network.az_count == 3
+    # AND the construct keeps its own defaults (it has no fallback): one replica on on-demand, no spare
+    c = InferenceServiceSettings()
+    assert (c.on_demand_base, c.on_demand_weight, c.spot_overprovision) == (1, 1, 0)
 
 
 def test_rejects_gpu_tasks_on_a_cluster_without_gpus():

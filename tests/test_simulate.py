@@ -77,27 +77,51 @@ def test_two_files_for_one_zone_are_refused(tmp_path):
 
 # --- the policy of the synthesized stack ------------------------------------------------------------
 
-def test_gpu_inference_policy_is_read_from_its_json(gpu_json):
+def test_the_default_gpu_inference_policy_is_read_back_from_its_json(gpu_json):
+    # GIVEN gpu_inference synthesized with no config WHEN its policy is read back, with no config either
     sp = pol.read_stack_policy(json.loads(gpu_json.read_text()), "gpu_inference", {})
-    # desired_count 2, base 1 on on-demand, the other by weight 1:4 -> spot
-    assert (sp.total, sp.target, sp.on_demand, sp.spot_group) == (2, 2, 1, 1)
+    # THEN it is the stack's default policy: 2 replicas wanted + 1 spare (the service's tag), all on spot
+    # (on-demand base 0, weights 0:4), over 3 AZs, with the fallback on at its defaults
+    assert (sp.total, sp.overprovision, sp.target, sp.on_demand, sp.spot_group) == (3, 1, 2, 0, 3)
+    assert sp.strategy == (0, 0, 4)
+    assert (sp.spot_group_base, sp.spot_group_on_demand_percent) == (0, 0)
     assert sp.families == ["g6", "g5", "g6e"]
-    assert sp.zones == ["", ""]     # the first 2 AZs of the region, chosen at apply
+    assert sp.zones == ["", "", ""]     # the first 3 AZs of the region, chosen at apply
     assert (sp.fallback.max_on_demand_base, sp.fallback.hold_minutes, sp.fallback.check_every_minutes) == (2, 30, 10)
 
 
-def test_overprovision_default_matches_the_service_settings():
-    # the JSON's desired_count includes spot_overprovision; without a config key it is the default, 0
-    from modules.inference_service import InferenceServiceSettings
+def _service(doc: dict) -> dict:
+    return next(iter(doc["resource"]["aws_ecs_service"].values()))
 
-    assert InferenceServiceSettings().spot_overprovision == 0
+
+def test_a_json_without_the_overprovision_tag_takes_it_from_the_config(gpu_json):
+    # GIVEN a JSON synthesized before the service carried its spare count
+    doc = json.loads(gpu_json.read_text())
+    del _service(doc)["tags"]
+    # THEN the config's service.spot_overprovision says it, else there is no spare
+    assert pol.read_stack_policy(doc, "gpu_inference", {"gpu_inference": {"service": {"spot_overprovision": 1}}}).target == 2
+    assert pol.read_stack_policy(doc, "gpu_inference", {}).target == 3
+
+
+def test_an_overprovision_tag_that_is_not_a_number_is_named(gpu_json):
+    doc = json.loads(gpu_json.read_text())
+    _service(doc)["tags"]["spotkit:spot-overprovision"] = "one"
+    with pytest.raises(pol.PolicyError) as exc:
+        pol.read_stack_policy(doc, "gpu_inference", {})
+    assert exc.value.message == "stack gpu_inference: the service's spotkit:spot-overprovision tag is 'one', not a whole number"
+    assert exc.value.hint == "synthesize the stack again: spotkit synth gpu_inference"
 
 
 def test_sixteen_replicas_split_by_the_strategy(gpu_json):
+    # GIVEN 16 replicas wanted + 1 spare, with one on-demand replica and the rest split 1:4
     doc = json.loads(gpu_json.read_text())
-    next(iter(doc["resource"]["aws_ecs_service"].values()))["desired_count"] = 17
-    sp = pol.read_stack_policy(doc, "gpu_inference", {"gpu_inference": {"service": {"spot_overprovision": 1}}})
-    # 1 base + 16 above split 1:4 -> 1 + 3 on-demand (16 * 0.2 = 3.2), 13 spot; target 17 - 1
+    svc = _service(doc)
+    svc["desired_count"] = 17
+    for item in svc["capacity_provider_strategy"]:
+        if item["weight"] == 0:
+            item["base"], item["weight"] = 1, 1
+    sp = pol.read_stack_policy(doc, "gpu_inference", {})
+    # THEN 1 base + 16 above split 1:4 -> 1 + 3 on-demand (16 * 0.2 = 3.2), 13 spot; target 17 - 1
     assert (sp.on_demand, sp.spot_group, sp.target) == (4, 13, 16)
 
 
@@ -113,7 +137,7 @@ def test_the_report_compares_four_policies_and_levers_on_a_real_trace(gpu_json):
     # spreading beats one zone on availability; any spot beats all on-demand on cost
     assert by["spothedge"]["availability"] > by["one-zone-spot"]["availability"]
     assert by["stack"]["cost_vs_on_demand"] < 1.0
-    assert t["zones"] == ["us-east-2b", "us-west-2a"]
+    assert t["zones"] == ["us-east-2b", "us-west-2a", "us-west-2c"]
     assert any(lv["setting"].startswith("fallback.max_on_demand_base 2 -> 3") for lv in t["levers"])
 
 
@@ -161,10 +185,10 @@ def test_cli_zones_that_do_not_match(capsys, tmp_path, gpu_json):
     path = tmp_path / "cdk.tf.json"
     path.write_text(json.dumps(doc))
     run = run_spotkit(capsys, "simulate", "gpu_inference", "--tf-json", str(path), "--trace", T16)
-    assert_user_error(run, "the stack's zone eu-west-1a has no trace", next_has="--zones us-east-2b,us-west-2a")
+    assert_user_error(run, "the stack's zone eu-west-1a has no trace", next_has="--zones us-east-2b,us-west-2a,us-west-2c")
     # the hint works: with it the run succeeds
     ok = run_spotkit(capsys, "simulate", "gpu_inference", "--tf-json", str(path), "--trace", T16,
-                     "--zones", "us-east-2b,us-west-2a")
+                     "--zones", "us-east-2b,us-west-2a,us-west-2c")
     assert ok.code == 0, ok.err
     assert "spothedge" in ok.out
 

@@ -18,8 +18,8 @@ def room(zones: int, ticks: int = DAY, value: float = INF) -> np.ndarray:
     return np.full((zones, ticks), value)
 
 
-def gpu_default(**kw) -> Policy:
-    """gpu_inference's default: 2 replicas, 1 on the on-demand provider, 1 spot, 2 AZs, fallback on."""
+def od_and_spot(**kw) -> Policy:
+    """2 replicas, 1 on the on-demand provider, 1 spot, 2 AZs, fallback on: cost and shortfall easy to reckon."""
     args = dict(name="stack", target=2, on_demand=1, spot_group=1, zones=("a", "b"), fallback=FallbackPolicy(),
                 spot_price_ratio=0.4)
     args.update(kw)
@@ -27,8 +27,8 @@ def gpu_default(**kw) -> Policy:
 
 
 def test_capacity_always_there_costs_the_split_and_never_falls_short():
-    # GIVEN room everywhere WHEN the default policy runs a day
-    r = simulate(gpu_default(), room(2), 300)
+    # GIVEN room everywhere WHEN one on-demand + one spot replica runs a day
+    r = simulate(od_and_spot(), room(2), 300)
     # THEN 1 on-demand + 1 spot at 0.4: (1 + 0.4) / 2 of all on-demand, always available
     assert r.cost_vs_on_demand == pytest.approx(0.7)
     assert r.availability == 1.0
@@ -38,8 +38,8 @@ def test_capacity_always_there_costs_the_split_and_never_falls_short():
 
 
 def test_no_capacity_ever_with_the_fallback_runs_on_on_demand_after_one_boot():
-    # GIVEN no spot room at all WHEN the default policy (fallback on) runs a day
-    r = simulate(gpu_default(), room(2, value=0), 300)
+    # GIVEN no spot room at all WHEN one on-demand + one spot replica (fallback on) runs a day
+    r = simulate(od_and_spot(), room(2, value=0), 300)
     # THEN the first failure raises the base once; the on-demand replacement boots in one tick (300 s),
     # the only shortfall; it is never returned (the on-demand instance stays until spot can replace it)
     assert r.fallback_episodes == 1
@@ -50,7 +50,7 @@ def test_no_capacity_ever_with_the_fallback_runs_on_on_demand_after_one_boot():
 
 
 def test_no_capacity_ever_without_the_fallback_is_short_the_whole_time():
-    r = simulate(gpu_default(fallback=None), room(2, value=0), 300)
+    r = simulate(od_and_spot(fallback=None), room(2, value=0), 300)
     assert r.availability == 0.0
     assert r.longest_shortfall_minutes == 24 * 60
     assert r.capacity_failures == DAY
@@ -139,7 +139,7 @@ def test_coalescing_settled_stretches_changes_no_figure(trace):
 
     ts = load_trace_dir(Path(__file__).parent / "fixtures" / "traces" / trace)
     zones = sorted(ts.zones)
-    policies = [gpu_default(zones=tuple(zones[:2])),
+    policies = [od_and_spot(zones=tuple(zones[:2])),
                 Policy("s16", target=16, on_demand=4, spot_group=12, zones=tuple(zones[:2]), fallback=FallbackPolicy()),
                 Policy("hedge", target=16, spot_group=20, zones=tuple(zones), dynamic_on_demand=True,
                        avoid_preempted_zones=True),
@@ -162,7 +162,7 @@ def test_the_fallback_decides_with_the_handlers_code(monkeypatch):
     assert engine.decide_return is fallback.decide_return
     calls = []
     monkeypatch.setattr(engine, "decide_fall_back", lambda **kw: calls.append(kw) or fallback.Step("skipped", kw["base"]))
-    r = simulate(gpu_default(), room(2, value=0), 300)
+    r = simulate(od_and_spot(), room(2, value=0), 300)
     assert calls and r.fallback_episodes == 0 and r.availability == 0.0
 
 

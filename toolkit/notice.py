@@ -72,6 +72,9 @@ TAG_FALLBACK_SINCE = "spotkit:fallback-since"                   # when the fallb
 TAG_FALLBACK_CHANGED = "spotkit:fallback-changed-at"            # the last change of the base (hold time)
 TAG_FALLBACK_NEXT_CHECK = "spotkit:fallback-next-check"         # when the return check looks next
 FALLBACK_TAGS = (TAG_FALLBACK_BASE, TAG_FALLBACK_SINCE, TAG_FALLBACK_CHANGED, TAG_FALLBACK_NEXT_CHECK)
+# On an ECS service (``modules/inference_service.py`` writes it, ``spotkit simulate`` reads it): how many of
+# its ``desired_count`` replicas are spare spot replicas, so the replicas wanted are ``desired_count`` minus it.
+TAG_SPOT_OVERPROVISION = "spotkit:spot-overprovision"
 
 
 class TimeFormatError(ValueError):

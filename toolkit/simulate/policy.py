@@ -12,10 +12,11 @@ Read from the JSON:
 - the zones: the groups' subnets' ``availability_zone`` (a literal name, or the stack's "first N AZs
   of the region", which the simulation maps to the first N trace zones, or ``simulate.zones``).
 - the fallback: the handler's environment (``SPOTKIT_FALLBACK*``, ``modules/capacity_fallback.py``).
+- the spare replicas: the service's ``spotkit:spot-overprovision`` tag (``toolkit.notice``); its
+  ``desired_count`` includes them, the target is ``desired_count`` minus them. A JSON without the tag
+  (synthesized before it existed) takes the config's ``service.spot_overprovision``, else 0.
 
-Not in the JSON, so from the config (``simulate:`` and the stack's own keys): ``spot_overprovision``
-(the JSON's ``desired_count`` includes it; the target is ``desired_count`` minus it), the boot time, the
-price ratio.
+Not in the JSON, so from the config's ``simulate:`` section: the boot time, the price ratio.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Mapping, Optional
 
 from toolkit.errors import ToolkitError
 from toolkit.interruption.fallback import FallbackPolicy
+from toolkit.notice import TAG_SPOT_OVERPROVISION
 from toolkit.simulate.engine import Policy
 
 # Replacement boot time: an instance launched, joined to the cluster and serving. Default 300 s, the
@@ -163,8 +165,12 @@ def read_stack_policy(doc: Mapping[str, Any], stack: str, config: Mapping[str, A
                 base += int(item.get("base", 0) or 0)
         if service:
             total = int(service.get("desired_count", 0) or 0)
+            tagged = (service.get("tags") or {}).get(TAG_SPOT_OVERPROVISION)
             svc = stack_cfg.get("service") or {}
-            overprovision = int(svc.get("spot_overprovision", 0) or 0)
+            if tagged is not None and not str(tagged).isdigit():
+                raise PolicyError(f"stack {stack}: the service's {TAG_SPOT_OVERPROVISION} tag is {tagged!r}, not a "
+                                  "whole number", hint=f"synthesize the stack again: spotkit synth {stack}")
+            overprovision = int(tagged if tagged is not None else svc.get("spot_overprovision", 0) or 0)
         else:
             total = int(sim.get("replicas") or spot.get("max_size") or 0)
             notes.append(f"no ECS service: {total} replicas placed by the cluster's default strategy "
