@@ -35,7 +35,7 @@ from modules.annotations import warn
 from modules.ecs_spot import SPOT_NOTICE_SECONDS, EcsSpotCluster
 from modules.user_data import UserDataPart
 from toolkit.errors import ValidationError
-from toolkit.notice import TAG_SPOT_OVERPROVISION
+from toolkit.notice import TAG_SKIP_CHECK, TAG_SPOT_OVERPROVISION
 
 DEREGISTRATION_WARN_SECONDS = 90
 HOST_MODEL_CACHE = "/var/lib/spotkit/models"
@@ -209,6 +209,10 @@ def validate_service(name: str, s: InferenceServiceSettings, alb_subnet_ids: Seq
             + ("; a public ALB needs public subnets: pass alb_subnet_ids" if s.internet_facing else ""))
 
 
+SPOT_ONLY_ACCEPTED = ("SPOT010: no on-demand base by design: a spare spot replica and the on-demand fallback "
+                      "cover a reclaim (docs/simulate.md)")
+
+
 def spot_only_risk(where: str, s: InferenceServiceSettings, on_demand_fallback: bool) -> Optional[str]:
     """The warning for a service with no on-demand replica (``on_demand_base`` 0) when nothing covers the
     spot replicas it loses, else ``None``.
@@ -304,6 +308,9 @@ class InferenceService(Construct):
         risk = spot_only_risk(where, s, on_demand_fallback)
         if risk:
             warn(self, risk)
+        # No on-demand replica, but a spare spot replica and the fallback cover a reclaim: the trade-off is
+        # deliberate, so SPOT010 ("no on-demand base") is suppressed on the service with the reason.
+        self._spot_only_accepted = s.on_demand_base == 0 and risk is None
         if s.internet_facing and "0.0.0.0/0" in s.ingress_cidrs:
             warn(self, f"{where}: a public ALB open to 0.0.0.0/0 exposes an unauthenticated model server; "
                        "restrict ingress_cidrs or put authentication in front")
@@ -512,7 +519,8 @@ class InferenceService(Construct):
             ordered_placement_strategy=[EcsService.OrderedPlacementStrategyProperty(type="spread", field="attribute:ecs.availability-zone"),
                                         EcsService.OrderedPlacementStrategyProperty(type="spread", field="instanceId")],
             enable_ecs_managed_tags=True, propagate_tags="SERVICE", wait_for_steady_state=False,
-            tags={TAG_SPOT_OVERPROVISION: str(s.spot_overprovision)},
+            tags={TAG_SPOT_OVERPROVISION: str(s.spot_overprovision),
+                  **({TAG_SKIP_CHECK: SPOT_ONLY_ACCEPTED} if self._spot_only_accepted else {})},
             depends_on=[self.listener, self.cluster.capacity_providers],
             lifecycle=TerraformResourceLifecycle(ignore_changes=["desired_count"]),
         )

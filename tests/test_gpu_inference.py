@@ -571,3 +571,27 @@ def test_gpu_inference_routes_interruptions_by_default():
     lifecycle = [r for r in rules if r.get("detail-type") == ["EC2 Instance-terminate Lifecycle Action"]]
     assert sorted(lifecycle[0]["detail"]["AutoScalingGroupName"]) == sorted(g.name for g in stack.cluster.groups.values())
     assert "interruption_queue_url" in doc["output"]
+
+
+def _service_tags(config: GpuInferenceConfig) -> dict:
+    from cdktn import Testing
+
+    synthesized = json.loads(Testing.synth(GpuInferenceStack(Testing.app(), "s", config)))
+    (service,) = synthesized["resource"]["aws_ecs_service"].values()
+    return service.get("tags") or {}
+
+
+@pytest.mark.parametrize("config, accepted", [
+    (GpuInferenceConfig(), True),  # the defaults: a spare and the fallback cover a reclaim
+    (with_service(on_demand_base=1, on_demand_weight=1, spot_overprovision=0), False),  # an on-demand base: nothing to accept
+    (with_service(spot_overprovision=0), False),  # risky: warned, and SPOT010 must show
+])
+def test_spot010_is_suppressed_only_where_the_trade_off_is_covered(config, accepted):
+    from modules.inference_service import SPOT_ONLY_ACCEPTED
+    from toolkit.notice import TAG_SKIP_CHECK
+
+    # GIVEN a gpu_inference stack WHEN it is synthesized THEN its service carries the SPOT010 suppression, with the
+    # reason, exactly when it has no on-demand base and nothing in spot_only_risk fires
+    tags = _service_tags(config)
+    assert (tags.get(TAG_SKIP_CHECK) == SPOT_ONLY_ACCEPTED) is accepted
+    assert (TAG_SKIP_CHECK in tags) is accepted

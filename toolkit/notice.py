@@ -75,6 +75,8 @@ FALLBACK_TAGS = (TAG_FALLBACK_BASE, TAG_FALLBACK_SINCE, TAG_FALLBACK_CHANGED, TA
 # On an ECS service (``modules/inference_service.py`` writes it, ``spotkit simulate`` reads it): how many of
 # its ``desired_count`` replicas are spare spot replicas, so the replicas wanted are ``desired_count`` minus it.
 TAG_SPOT_OVERPROVISION = "spotkit:spot-overprovision"
+# On any resource: "SPOTxxx: reason; ..." suppresses those `spotkit check` rules there, with the reason shown.
+TAG_SKIP_CHECK = "spotkit:skip-check"
 
 
 class TimeFormatError(ValueError):

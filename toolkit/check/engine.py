@@ -22,8 +22,9 @@ from toolkit.check.loader import Resource, ResourceGraph, blocks, load_graph
 from toolkit.check.report import CheckReport, Finding
 from toolkit.check.rules import GENERAL, INVALID_SUPPRESSION, RULES, Undecided, is_rule_id, maybe_spot_capacity, spot_capacity
 from toolkit.errors import ConfigError
+from toolkit.notice import TAG_SKIP_CHECK
 
-SKIP_TAG = "spotkit:skip-check"
+SKIP_TAG = TAG_SKIP_CHECK
 
 
 @dataclass(frozen=True)
