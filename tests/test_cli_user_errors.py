@@ -174,11 +174,24 @@ def test_failed_init_names_the_provider_mirror_found_on_the_machine(capsys, tmp_
     fake.chmod(0o755)
     monkeypatch.delenv(mirror.ENV_VAR, raising=False)
     run = run_spotkit(capsys, "plan", "training", "--target", "aws", "--terraform-bin", str(fake),
-                      "--project-dir", str(tmp_path / "p"))
+                      "--project-dir", str(tmp_path / "p"), "--provider-mirror", "none")
     # THEN the next step is the same plan with the mirror
     assert_user_error(run, "Failed to query available provider packages",
-                      next_has=f"a provider mirror is on this machine ({found})")
-    assert run.next_lines[0].endswith("spotkit plan training --target aws --provider-mirror auto")
+                      next_has="spotkit plan training --target aws --provider-mirror auto")
+    assert run.next_lines[0].endswith(f"# uses the provider mirror on this machine ({found})")
+
+
+def test_the_provider_mirror_on_the_machine_is_used_without_an_environment_variable(tmp_path, monkeypatch):
+    from toolkit.deploy import mirror
+
+    # GIVEN a mirror in a well-known place, and no option, variable or setting naming one (a user's shell)
+    (tmp_path / "m" / mirror.REGISTRY_HOST / "hashicorp" / "aws").mkdir(parents=True)
+    monkeypatch.setattr(mirror, "WELL_KNOWN_MIRRORS", ("/nonexistent/spotkit-mirror", str(tmp_path / "m")))
+    monkeypatch.delenv(mirror.ENV_VAR, raising=False)
+    # WHEN the mirror is resolved THEN it is the one found; 'none' still turns it off
+    assert mirror.resolve() == tmp_path / "m"
+    assert mirror.resolve(settings_value="none") is None
+    assert mirror.resolve("none") is None
 
 
 @pytest.mark.parametrize("config, expected, next_has", [

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli.context import CliContext
+from toolkit.cli.hints import echo_next
 
 
 def _banner(text: str) -> None:
@@ -93,7 +94,7 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
     click.echo("took: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
                + f", total {time.monotonic() - started:.0f}s")
     for hint in demo_next_hints(state.url):
-        click.echo(f"next: {hint}")
+        echo_next(f"{hint}")
 
 
 def demo_next_hints(url: str) -> list[str]:

@@ -10,6 +10,7 @@ import click
 from stacks import registry
 from toolkit.check import check_before_plan
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
 from toolkit.deploy import planning, workflow
 from toolkit.local.emulator import project_dir
 from toolkit.output import emit_json
@@ -22,8 +23,9 @@ def deploy_options(with_target: bool = True):
             click.option("--terraform-bin", envvar="SPOTKIT_TERRAFORM_BIN",
                          help="terraform or tofu binary (default: terraform, else tofu, on PATH)."),
             click.option("--provider-mirror", envvar="SPOTKIT_PROVIDER_MIRROR", metavar="DIR|auto|none",
-                         help="Install providers from this filesystem mirror (air-gapped); 'auto' searches "
-                              "/opt/tf-plugins, ~/.terraform.d/plugins, /usr/share/terraform/plugins."),
+                         help="Install providers from this filesystem mirror (air-gapped); 'auto' (the default) "
+                              "uses the first of /opt/tf-plugins, ~/.terraform.d/plugins, /usr/share/terraform/plugins "
+                              "that holds providers; 'none': download from the registry."),
             click.option("--parallelism", type=click.IntRange(1, 256), default=workflow.DEFAULT_PARALLELISM,
                          show_default=True, help="Terraform -parallelism."),
             click.option("--project-dir", type=click.Path(file_okay=False), envvar="SPOTKIT_PROJECT_DIR",
@@ -115,7 +117,7 @@ def plan_command(ctx: CliContext, stack, terraform_bin, provider_mirror, paralle
         where = f" (JSON: {result.json_file})" if result.json_file else ""
         click.echo(f"plan: {result.plan_file}{where}, planned in {result.seconds:.1f} s")
         if result.summary.has_changes:
-            click.echo(f"next: spotkit apply {stack} --target {target} --plan {result.plan_file}")
+            echo_next(f"spotkit apply {stack} --target {target} --plan {result.plan_file}")
     if detailed_exitcode and result.summary.has_changes:
         sys.exit(2)
 
@@ -168,7 +170,7 @@ def _finish(ctx: CliContext, wd: workflow.Workdir, seconds: float, applied: bool
         click.echo(f"  {n:3d}  {rtype}")
     for name, value in sorted(outs.items()):
         click.echo(f"  output {name} = {value}")
-    click.echo(f"next: spotkit output {wd.stack} --target {wd.target}")
+    echo_next(f"spotkit output {wd.stack} --target {wd.target}")
 
 
 @click.command("destroy")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
 from toolkit.output import emit_json, table
 
 
@@ -154,7 +155,7 @@ def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_secon
         click.echo(f"data volume re-attached to the replacement by `recover volumes`: {ok}/{len(reattached)} reclaims")
     click.echo(f"plot: {png}" if png else f"plot: not drawn ({no_plot}); {PLOT_INSTALL_HINT}, then run the drill again")
     click.echo(f"data: {out_dir / 'drill.json'}")
-    click.echo(f"next: {CHECK_HINT}   # is your Terraform ready for this?")
+    echo_next(f"{CHECK_HINT}   # is your Terraform ready for this?")
 
 
 def register(group: click.Group) -> None:

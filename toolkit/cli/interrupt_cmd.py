@@ -69,7 +69,7 @@ def interrupt_command(ctx: CliContext, group, count, percent, target, stack, pro
     except (BotoCoreError, ClientError) as exc:
         raise ToolkitError(f"cannot list the instances of group {group!r}: {exc}",
                            hint="check --endpoint-url / --region and the credentials, then run again") from None
-    chosen = it.choose(running, count=count, percent=percent)
+    chosen = it.choose(running, count=count, percent=percent, group=group)
     where = "with AWS FIS (real spot interruptions)" if target == "aws" else "on the local queue (a fire drill)"
     if not dry_run and not yes:
         if ctx.json:

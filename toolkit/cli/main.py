@@ -1,9 +1,16 @@
 """Entry point of ``spotkit``: global options, command registration, and error handling.
 
-A ``ToolkitError`` exits 1 with its message and a next step and no traceback; so do the failures the
-user can act on that other libraries raise (``user_error``: botocore's missing credentials and
-unreachable endpoints, files that cannot be written). Any other exception is a bug: a one-line
-message, and the traceback only under ``--debug``.
+Exit codes (docs/install.md lists them for users), one per kind of ending:
+
+- 0: done;
+- 1: a user error. A ``ToolkitError`` exits 1 with its message and a next step and no traceback; so do
+  the failures the user can act on that other libraries raise (``user_error``: botocore's missing
+  credentials and unreachable endpoints, files that cannot be written, a full disk, an optional extra
+  that is not installed), and a confirmation prompt answered "no" or with Ctrl-C;
+- 2: a usage error (click: unknown option, missing argument), and ``plan --detailed-exitcode``'s
+  "there are changes", as Terraform has it;
+- ``EXIT_BUG`` (3): a bug. A one-line message, and the traceback only under ``--debug``;
+- 130: interrupted (Ctrl-C) while working.
 
 The global options are accepted before the command (``spotkit --endpoint-url URL status``) and, as
 AWS CLI users type them, after it (``spotkit status --endpoint-url URL``).
@@ -24,7 +31,30 @@ import click
 from toolkit import __version__
 from toolkit.aws import user_error as aws_user_error
 from toolkit.cli.context import CliContext
-from toolkit.errors import ToolkitError
+from toolkit.cli.hints import echo_next
+from toolkit.errors import MissingDependencyError, ToolkitError
+
+EXIT_BUG = 3  # not 2: click's usage errors and plan --detailed-exitcode's "changes" use 2
+# Optional extras (pyproject.toml) by the top-level module they bring, and what needs them.
+EXTRAS = {
+    "moto": ("local", "the local AWS emulator (spotkit local, --target local, demo, drill)"),
+    "werkzeug": ("local", "the local AWS emulator (spotkit local, --target local, demo, drill)"),
+    "flask": ("local", "the local AWS emulator (spotkit local, --target local, demo, drill)"),
+    "numpy": ("demo", "the drill's training workload (spotkit drill, spotkit demo)"),
+    "matplotlib": ("plot", "the drill's plot"),
+}
+
+
+def missing_extra(exc: BaseException) -> MissingDependencyError | None:
+    """The user error for an import of a module an optional extra brings, else None."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    if top not in EXTRAS:
+        return None
+    extra, what = EXTRAS[top]
+    return MissingDependencyError(f"{what} needs the '{extra}' extra ({top} is not installed)",
+                                  hint=f"pip install 'spotkit[{extra}]'")
 
 # Each module defines click commands and a ``register(group)`` function. The group imports a module only
 # when one of its commands runs (or help lists them all): ``spotkit check`` never loads boto3, Terraform's
@@ -147,6 +177,9 @@ def accept_global_options_after(command: click.Command) -> None:
 
 def user_error(exc: BaseException, argv: list[str]) -> ToolkitError | None:
     """A ToolkitError for a failure the user can act on that is not one already, else None (a bug)."""
+    extra = missing_extra(exc)
+    if extra is not None:
+        return extra
     endpoint = _option_value(argv, "--endpoint-url") or os.environ.get("SPOTKIT_ENDPOINT_URL")
     mapped = aws_user_error(exc, endpoint, command=shlex.join(["spotkit", *argv]))
     if mapped is not None:
@@ -154,6 +187,11 @@ def user_error(exc: BaseException, argv: list[str]) -> ToolkitError | None:
     if isinstance(exc, ConnectionError):  # raw sockets (the emulator's own HTTP API, IMDS...)
         return ToolkitError(f"could not connect: {exc}",
                             hint="check that the service is running (for the emulator: spotkit local status)")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        folder = os.path.dirname(os.path.abspath(exc.filename)) if exc.filename else "."
+        return ToolkitError(f"the disk is full{where}: {exc.strerror}",
+                            hint=f"df -h {shlex.quote(folder)}   # free space there, then run the command again")
     if isinstance(exc, OSError) and exc.filename and exc.errno in (
             errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC,
             errno.EEXIST):
@@ -176,7 +214,7 @@ def _report(exc: ToolkitError, debug: bool) -> None:
         traceback.print_exc()
     click.echo(f"Error: {exc.message}", err=True)
     if exc.hint:
-        click.echo(f"  next: {exc.hint}", err=True)
+        echo_next(exc.hint, err=True, indent="  ")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,8 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or bool(os.environ.get("SPOTKIT_DEBUG"))
     try:
         cli.main(args=argv, prog_name="spotkit", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort:  # a confirmation prompt answered "no", Ctrl-C or end of input
+        click.echo("Aborted at the confirmation prompt: nothing was changed.", err=True)
+        if "--yes" not in args:
+            echo_next(f"{shlex.join(['spotkit', *args, '--yes'])}   # to go ahead without the prompt",
+                      err=True, indent="  ")
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
@@ -195,7 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         _report(exc, debug)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
+        click.echo("Interrupted (Ctrl-C) while working: what finished before stays done, the rest was not done.",
+                   err=True)
+        echo_next(f"{shlex.join(['spotkit', *args])}   # run it again to finish "
+                  "(runbooks resume from their journal)", err=True, indent="  ")
         sys.exit(130)
     except Exception as exc:  # a bug: say so, traceback only with --debug
         mapped = user_error(exc, args)
@@ -205,8 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         click.echo(f"Internal error: {type(exc).__name__}: {exc}", err=True)
-        click.echo("  next: run again with --debug for the traceback, and report it", err=True)
-        sys.exit(2)
+        echo_next(f"{shlex.join(['spotkit', '--debug', *args])}   # shows the traceback to report",
+                  err=True, indent="  ")
+        sys.exit(EXIT_BUG)
     sys.exit(0)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
 from toolkit.cli.events_cmd import DEFAULT_JOURNAL_FILE as INTERRUPTION_JOURNAL
 from toolkit.output import emit_json, table
 from toolkit.runbooks.base import DEFAULT_JOURNAL_DIR, RunContext
@@ -219,9 +220,9 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
     result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"replace {group}")
     _echo_capacity(ctx, result)
     if result.status == "launching":
-        click.echo(f"next: spotkit recover replace --group {group}   # in a few minutes: the group is still launching")
+        echo_next(f"spotkit recover replace --group {group}   # in a few minutes: the group is still launching")
     elif result.status == "fallback" and not dry_run:
-        click.echo(f"next: spotkit recover restore-spot --group {group}   # when spot is back")
+        echo_next(f"spotkit recover restore-spot --group {group}   # when spot is back")
 
 
 @recover_group.command("restore-spot")

@@ -7,6 +7,7 @@ import click
 from stacks import registry
 from toolkit import synth as synth_domain
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
 from toolkit.output import emit_json, table
 
 
@@ -42,8 +43,9 @@ def synth_command(ctx: CliContext, stack_names, outdir, no_cache):
     for s in summaries:
         click.echo(synth_domain.render_summary(s))
     # each next: line is one command that works when pasted (a shell comment may follow)
-    click.echo(f"\nnext: spotkit plan {specs[0].name} --target local   # on the local emulator (spotkit local start)")
-    click.echo(f"next: cd {outdir}/stacks/{specs[0].name} && terraform init   # or plain Terraform")
+    click.echo()
+    echo_next(f"spotkit plan {specs[0].name} --target local   # on the local emulator (spotkit local start)")
+    echo_next(f"cd {outdir}/stacks/{specs[0].name} && terraform init   # or plain Terraform")
 
 
 def _summary_dict(s: synth_domain.StackSummary) -> dict:

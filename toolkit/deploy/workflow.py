@@ -126,7 +126,7 @@ def local_endpoint(opts: DeployOptions) -> tuple[str, str]:
     st = emulator.status(opts.project)
     if not st.running or st.state is None:
         raise ToolkitError(f"the local emulator is not running ({st.detail})",
-                           hint="start it with 'spotkit local start', or pass --endpoint-url")
+                           hint="spotkit local start   # then run this command again")
     return st.state.url, st.state.instance_id
 
 
@@ -255,8 +255,8 @@ def init(wd: Workdir, force: bool = False) -> bool:
         # A machine without registry access fails exactly here: name the option that uses the mirror it has.
         found = mirror.discover() if wd.mirror is None else None
         if found is not None:
-            exc.hint = (f"a provider mirror is on this machine ({found}): "
-                        f"spotkit plan {wd.stack} --target {wd.target} --provider-mirror auto")
+            exc.hint = (f"spotkit plan {wd.stack} --target {wd.target} --provider-mirror auto   "
+                        f"# uses the provider mirror on this machine ({found})")
         raise
     marker = wd.path / ".terraform" / INIT_FINGERPRINT
     marker.parent.mkdir(parents=True, exist_ok=True)
