@@ -12,6 +12,7 @@ from toolkit.check import check_before_plan
 from toolkit.cli.context import CliContext, pass_ctx
 from toolkit.cli.hints import echo_next
 from toolkit.deploy import planning, workflow
+from toolkit.errors import StackNotFoundError
 from toolkit.local.emulator import project_dir
 from toolkit.output import emit_json
 
@@ -56,9 +57,20 @@ def _options(ctx: CliContext, target, terraform_bin, provider_mirror, parallelis
 
 
 def _prepare(ctx: CliContext, stack: str, opts: workflow.DeployOptions, check: bool = True) -> workflow.Workdir:
-    registry.get(stack)
-    wd = workflow.prepare(stack, opts)
-    _say(ctx, f"synth: {stack}" + (" (unchanged: from the synthesis cache)" if wd.synthesized_from_cache else ""))
+    from toolkit import synth as synth_domain
+
+    app = synth_domain.user_app(".")  # a folder with your own CDKTF app (cdktf.json): its stacks
+    if app is not None:
+        found = {p.parent.name: p for p in synth_domain.synthesize_app(app, ".", opts.project / "app-synth")}
+        if stack not in found:
+            raise StackNotFoundError(f"your app ({app}) has no stack {stack!r}",
+                                              hint=f"spotkit plan {sorted(found)[0]} --target {opts.target}")
+        wd = workflow.prepare(stack, opts, synthesized=found[stack])
+        _say(ctx, f"synth: {stack} (your app: {app})")
+    else:
+        registry.get(stack)
+        wd = workflow.prepare(stack, opts)
+        _say(ctx, f"synth: {stack}" + (" (unchanged: from the synthesis cache)" if wd.synthesized_from_cache else ""))
     if check:  # the spot-safety rules run on what was synthesized (before any local-target pruning)
         report = check_before_plan([wd.synthesized or opts.project / "synth" / "stacks" / stack / "cdk.tf.json"],
                                    ctx.config)

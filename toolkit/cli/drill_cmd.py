@@ -55,7 +55,7 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
         endpoint = ctx.endpoint_url
         if not endpoint:
             project = emulator.project_dir(None)
-            state, started_here = emulator.start(project)
+            state, started_here = emulator.start(project, port=None)  # a free port
             endpoint = state.url
             say(f"local AWS emulator at {endpoint}")
         import os
@@ -107,7 +107,7 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
 def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds,
                   replacement_seconds, notice_policy, rebalance_lead, handoff, out, use_aws):
     """Rehearse spot interruptions of a real training workload, with and without the agent."""
-    from toolkit.drill import DrillSettings, compare, plot
+    from toolkit import extras
     from toolkit.errors import ToolkitError
 
     if notice_seconds is None:
@@ -118,6 +118,9 @@ def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_secon
         raise ToolkitError(f"--aws re-attaches an EBS volume with the AWS runbook: it does not apply to "
                            f"--cloud {cloud}",
                            hint=f"spotkit drill --cloud {cloud} --no-aws")
+    extras.require("demo", *(["local"] if use_aws else []))  # before any work, not when the workload starts
+    from toolkit.drill import DrillSettings, compare, plot
+
     settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
                              checkpoint_every=checkpoint_every, notice_seconds=notice_seconds,
                              replacement_seconds=replacement_seconds, notice_policy=notice_policy,

@@ -32,30 +32,10 @@ from toolkit import __version__
 from toolkit.aws import user_error as aws_user_error
 from toolkit.cli.context import CliContext
 from toolkit.cli.hints import echo_next
-from toolkit.errors import MissingDependencyError, ToolkitError
+from toolkit.extras import missing_extra
+from toolkit.errors import ToolkitError
 
 EXIT_BUG = 3  # not 2: click's usage errors and plan --detailed-exitcode's "changes" use 2
-# Optional extras (pyproject.toml) by the top-level module they bring, and what needs them.
-EXTRAS = {
-    "moto": ("local", "the local AWS emulator (spotkit local, --target local, demo, drill)"),
-    "werkzeug": ("local", "the local AWS emulator (spotkit local, --target local, demo, drill)"),
-    "flask": ("local", "the local AWS emulator (spotkit local, --target local, demo, drill)"),
-    "numpy": ("demo", "the drill's training workload (spotkit drill, spotkit demo)"),
-    "matplotlib": ("plot", "the drill's plot"),
-}
-
-
-def missing_extra(exc: BaseException) -> MissingDependencyError | None:
-    """The user error for an import of a module an optional extra brings, else None."""
-    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
-        return None
-    top = exc.name.split(".")[0]
-    if top not in EXTRAS:
-        return None
-    extra, what = EXTRAS[top]
-    return MissingDependencyError(f"{what} needs the '{extra}' extra ({top} is not installed)",
-                                  hint=f"pip install 'spotkit[{extra}]'")
-
 # Each module defines click commands and a ``register(group)`` function. The group imports a module only
 # when one of its commands runs (or help lists them all): ``spotkit check`` never loads boto3, Terraform's
 # driver or the agent. ``COMMANDS`` maps each top-level command to its module (a test keeps it complete).
@@ -209,6 +189,31 @@ def _option_value(argv: list[str], name: str) -> str | None:
     return None
 
 
+def check_region_option(args: list[str]) -> None:
+    """Refuse an unknown --region (or AWS_REGION) before any work, with the command that has the closest one."""
+    from toolkit.config import aws_regions, check_region
+    from toolkit.errors import ConfigError
+
+    given = _option_value(args, "--region")
+    source = "--region" if given is not None else "AWS_REGION"
+    value = given if given is not None else os.environ.get("AWS_REGION")
+    if not value:
+        return
+    try:
+        check_region(value, source)
+    except ConfigError as exc:
+        import difflib
+
+        best = (difflib.get_close_matches(value, aws_regions(), n=1, cutoff=0.6) or ["us-east-1"])[0]
+        if given is not None:
+            fixed = [best if a == value and i and args[i - 1] == "--region" else
+                     (f"--region={best}" if a == f"--region={value}" else a) for i, a in enumerate(args)]
+            exc.hint = shlex.join(["spotkit", *fixed]) + "   # the closest region; " + exc.hint
+        else:
+            exc.hint = f"export AWS_REGION={best}   # the closest region; " + exc.hint
+        raise
+
+
 def _report(exc: ToolkitError, debug: bool) -> None:
     if debug:
         traceback.print_exc()
@@ -218,10 +223,10 @@ def _report(exc: ToolkitError, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args or bool(os.environ.get("SPOTKIT_DEBUG"))
     try:
+        check_region_option(args)
         cli.main(args=argv, prog_name="spotkit", standalone_mode=False)
     except click.exceptions.Abort:  # a confirmation prompt answered "no", Ctrl-C or end of input
         click.echo("Aborted at the confirmation prompt: nothing was changed.", err=True)
@@ -233,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except ToolkitError as exc:
+        if not exc.hint:  # every user error ends with a step that runs when pasted
+            exc.hint = f"{shlex.join(['spotkit', *args])}   # again, after fixing what the message names"
         _report(exc, debug)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
