@@ -62,3 +62,30 @@ def not_on_path_note(prog: str | None = None) -> str | None:
 def echo_next(hint: str, err: bool = False, indent: str = "") -> None:
     """Print one ``next:`` line, paste-ready."""
     click.echo(f"{indent}next: {paste_ready(hint)}", err=err)
+
+
+# The command line being run (``main`` records it), so a hint can repeat it with one option changed.
+_ARGS: list[str] = []
+
+
+def record_command_line(args: list[str]) -> None:
+    _ARGS[:] = list(args)
+
+
+def rerun(**options: str) -> str:
+    """The command being run, as typed, with ``options`` set (``rerun(journal_dir="x")`` sets --journal-dir x)."""
+    import shlex
+
+    args = list(_ARGS)
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        for i, arg in enumerate(args):
+            if arg == flag and i + 1 < len(args):
+                args[i + 1] = value
+                break
+            if arg.startswith(flag + "="):
+                args[i] = f"{flag}={value}"
+                break
+        else:
+            args += [flag, value]
+    return shlex.join(["spotkit", *args])

@@ -31,7 +31,7 @@ import click
 from toolkit import __version__
 from toolkit.aws import user_error as aws_user_error
 from toolkit.cli.context import CliContext
-from toolkit.cli.hints import echo_next
+from toolkit.cli.hints import echo_next, record_command_line
 from toolkit.extras import missing_extra
 from toolkit.errors import ToolkitError
 
@@ -222,13 +222,25 @@ def _report(exc: ToolkitError, debug: bool) -> None:
         echo_next(exc.hint, err=True, indent="  ")
 
 
+def _interrupted(args: list[str]) -> None:
+    click.echo("Interrupted (Ctrl-C) while working: what finished before stays done, the rest was not done.",
+               err=True)
+    echo_next(f"{shlex.join(['spotkit', *args])}   # run it again to finish (runbooks resume from their journal)",
+              err=True, indent="  ")
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args or bool(os.environ.get("SPOTKIT_DEBUG"))
+    record_command_line(args)
     try:
         check_region_option(args)
         cli.main(args=argv, prog_name="spotkit", standalone_mode=False)
-    except click.exceptions.Abort:  # a confirmation prompt answered "no", Ctrl-C or end of input
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns a Ctrl-C while working into Abort
+            _interrupted(args)
+        # a confirmation prompt answered "no", with Ctrl-C or end of input (click raises Abort from None)
         click.echo("Aborted at the confirmation prompt: nothing was changed.", err=True)
         if "--yes" not in args:
             echo_next(f"{shlex.join(['spotkit', *args, '--yes'])}   # to go ahead without the prompt",
@@ -243,11 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         _report(exc, debug)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted (Ctrl-C) while working: what finished before stays done, the rest was not done.",
-                   err=True)
-        echo_next(f"{shlex.join(['spotkit', *args])}   # run it again to finish "
-                  "(runbooks resume from their journal)", err=True, indent="  ")
-        sys.exit(130)
+        _interrupted(args)
     except Exception as exc:  # a bug: say so, traceback only with --debug
         mapped = user_error(exc, args)
         if mapped is not None:
