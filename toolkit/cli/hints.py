@@ -47,15 +47,14 @@ def paste_ready(hint: str, prog: str | None = None) -> str:
     return _COMMAND.sub(lambda m: m.group(1) + prog, hint)
 
 
-def not_on_path_note(prog: str | None = None) -> str | None:
+def not_on_path_note(prog: str | None = None, cwd: Path | None = None) -> str | None:
     """A line saying that spotkit is not on PATH and how the hints run it, or None when it is."""
     prog = prog or program()
     if prog == "spotkit":
         return None
-    venv = Path(prog).parent
-    activate = venv / "activate"
-    tail = f" (or run '. {activate}' first to type plain 'spotkit')" if (Path.cwd() / activate).is_file() \
-        or activate.is_file() else ""
+    activate = Path(prog).parent / "activate"
+    tail = f" (or run '. {activate}' first, then type plain 'spotkit')" \
+        if ((cwd or Path.cwd()) / activate).is_file() else ""
     return f"note: 'spotkit' is not on your PATH: the commands below run it as {prog}{tail}"
 
 
