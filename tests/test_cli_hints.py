@@ -149,8 +149,9 @@ def test_a_hint_names_the_spotkit_that_runs_when_it_is_not_on_path(tmp_path):
     assert program(argv0=str(exe), path=f"{bin_dir}:/usr/bin", cwd=tmp_path) == "spotkit"
     assert paste_ready("spotkit local start && spotkit --endpoint-url http://127.0.0.1:4566 status", prog) == (
         ".venv/bin/spotkit local start && .venv/bin/spotkit --endpoint-url http://127.0.0.1:4566 status")
-    assert paste_ready("pip install 'spotkit[local]'   # no spotkit group here", prog) == (
-        "pip install 'spotkit[local]'   # no spotkit group here")
+    assert paste_ready("kubectl get nodes   # no spotkit group here", prog) == "kubectl get nodes   # no spotkit group here"
+    (bin_dir / "pip").write_text("")  # an extra goes into the venv spotkit runs from, not the shell's pip
+    assert paste_ready("pip install 'spotkit[local]'", prog, cwd=tmp_path) == ".venv/bin/pip install 'spotkit[local]'"
     assert "(or run '. .venv/bin/activate' first, then type plain 'spotkit')" in not_on_path_note(prog, cwd=tmp_path)
     assert not_on_path_note("spotkit") is None
 

@@ -3,7 +3,8 @@
 Every hint is written as ``spotkit ...``. When the ``spotkit`` that runs is not the one the shell finds
 on ``PATH`` (``make demo`` runs ``.venv/bin/spotkit`` and the venv is not active), ``paste_ready``
 writes the commands with the path that runs this very spotkit instead (``.venv/bin/spotkit ...``,
-relative to the current folder when it lies inside it), so a pasted line runs the same program.
+relative to the current folder when it lies inside it), so a pasted line runs the same program; and
+``pip install`` becomes that venv's pip, so an extra lands where spotkit is.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import click
 # "spotkit" as a command word: at the start, or after a shell separator / an opening quote; followed by a
 # space and a subcommand or an option. (Not "spotkit[local]", "spotkit:tier", "spotkit's".)
 _COMMAND = re.compile(r"(^|&& |\|\| |; |\$\(|'|`|: )spotkit(?= [a-z-])")
+# "pip install": the pip of the venv spotkit runs from, when that venv is not the shell's.
+_PIP = re.compile(r"(^|&& |; )pip(?= install )")
 
 
 def program(argv0: str | None = None, path: str | None = None, cwd: Path | None = None) -> str:
@@ -39,12 +42,16 @@ def program(argv0: str | None = None, path: str | None = None, cwd: Path | None 
         return str(running)
 
 
-def paste_ready(hint: str, prog: str | None = None) -> str:
+def paste_ready(hint: str, prog: str | None = None, cwd: Path | None = None) -> str:
     """``hint`` with each ``spotkit`` command written the way this shell runs it."""
     prog = prog or program()
     if prog == "spotkit":
         return hint
-    return _COMMAND.sub(lambda m: m.group(1) + prog, hint)
+    hint = _COMMAND.sub(lambda m: m.group(1) + prog, hint)
+    pip = str(Path(prog).parent / "pip")
+    if ((cwd or Path.cwd()) / pip).is_file():
+        hint = _PIP.sub(lambda m: m.group(1) + pip, hint)
+    return hint
 
 
 def not_on_path_note(prog: str | None = None, cwd: Path | None = None) -> str | None:
