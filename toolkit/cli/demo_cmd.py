@@ -48,6 +48,9 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
     started = time.monotonic()
     timings: dict[str, float] = {}
 
+    note = not_on_path_note()
+    if note:  # said first: the steps below print next: lines too
+        click.echo(note)
     _banner("1/4 local AWS emulator")
     project = emulator.project_dir(None)
     state, fresh = emulator.start(project, port=None)  # 4566, else a free port
@@ -93,7 +96,6 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
     click.echo("check: every shipped stack passes with no errors")
     click.echo("took: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
                + f", total {time.monotonic() - started:.0f}s")
-    note = not_on_path_note()
     if note:
         click.echo(note)
     for hint in demo_next_hints(state.url):
