@@ -166,7 +166,7 @@ def user_error(exc: BaseException, argv: list[str]) -> ToolkitError | None:
         return mapped
     if isinstance(exc, ConnectionError):  # raw sockets (the emulator's own HTTP API, IMDS...)
         return ToolkitError(f"could not connect: {exc}",
-                            hint="check that the service is running (for the emulator: spotkit local status)")
+                            hint="spotkit local status   # is the emulator running?")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" while writing {exc.filename}" if exc.filename else ""
         folder = os.path.dirname(os.path.abspath(exc.filename)) if exc.filename else "."

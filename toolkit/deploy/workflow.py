@@ -294,8 +294,8 @@ def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelis
         explained = explain("\n".join(errors) + "\n" + (result.stderr or ""), wd.path, wd.runner.binary.flavor)
         if explained is not None:  # a stale state lock, a resource that already exists: what to do about it
             raise TerraformCommandFailed(message + "\n" + explained.message, hint=explained.hint)
-        raise TerraformCommandFailed(message, hint="fix the error above; the working directory keeps the files "
-                                                   "Terraform used")
+        raise TerraformCommandFailed(message, hint=f"cd {wd.path} && {wd.runner.binary.flavor} plan   # the same plan "
+                                                   "by hand, in the working directory spotkit wrote")
     seconds = time.monotonic() - start
     if write_json or streamed.needs_values:
         return read_plan(wd, plan_file, seconds)

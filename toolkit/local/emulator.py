@@ -127,11 +127,10 @@ def identify(url: str, project: Path | None = None, timeout: float = 10.0) -> st
         vpcs = client.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
     except (BotoCoreError, ClientError) as exc:
         raise ToolkitError(f"the emulator at {url} does not answer as an AWS endpoint: {exc}",
-                           hint="start it with 'spotkit local start' (then leave out --endpoint-url), or pass "
-                                "--endpoint-url with the address of a running one") from exc
+                           hint="spotkit local start   # then leave out --endpoint-url: --target local finds it") from exc
     if not vpcs:
         raise ToolkitError(f"the endpoint {url} has no default VPC, so it is not an emulator spotkit can track",
-                           hint="use the local emulator: spotkit local start, then --target local without --endpoint-url")
+                           hint="spotkit local start   # then leave out --endpoint-url: --target local finds it")
     return "vpc-" + vpcs[0]["VpcId"].split("-", 1)[-1]
 
 
