@@ -85,6 +85,8 @@ def test_non_utf8_config_file(capsys, tmp_path):
 def test_out_in_an_unwritable_place(capsys):
     run = run_spotkit(capsys, "synth", "training", "--out", "/proc/foo")
     assert_user_error(run, "cannot use the path /proc/foo", next_has="a folder you can write to")
+    # the same command with the option that named the path moved to a folder the user can write to
+    assert run.next_lines == ["spotkit synth training --out ./spotkit-out   # a folder you can write to"]
 
 
 def test_backend_key_with_an_unknown_placeholder(capsys, tmp_path):

@@ -31,7 +31,7 @@ import click
 from toolkit import __version__
 from toolkit.aws import user_error as aws_user_error
 from toolkit.cli.context import CliContext
-from toolkit.cli.hints import echo_next, record_command_line
+from toolkit.cli.hints import echo_next, record_command_line, rerun
 from toolkit.extras import missing_extra
 from toolkit.errors import ToolkitError
 
@@ -175,8 +175,27 @@ def user_error(exc: BaseException, argv: list[str]) -> ToolkitError | None:
     if isinstance(exc, OSError) and exc.filename and exc.errno in (
             errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC,
             errno.EEXIST):
-        return ToolkitError(f"cannot use the path {exc.filename}: {exc.strerror}",
-                            hint="pass a path in a folder you can write to (e.g. --out ./out), or fix its permissions")
+        option = _option_for_path(argv, str(exc.filename))
+        if option is not None:  # the same command, with that option in a folder the user can write to
+            hint = rerun(**{option.lstrip("-").replace("-", "_"): "./spotkit-out"}) + "   # a folder you can write to"
+        else:
+            hint = f"ls -ld {shlex.quote(os.path.dirname(os.path.abspath(str(exc.filename))))}   # a folder you can " \
+                   "write to? (fix its permissions, or run where you can write)"
+        return ToolkitError(f"cannot use the path {exc.filename}: {exc.strerror}", hint=hint)
+    return None
+
+
+def _option_for_path(argv: list[str], filename: str) -> str | None:
+    """The option of ``argv`` whose value is ``filename`` or a folder holding it (``--out DIR``), or None."""
+    target = os.path.abspath(filename)
+    for i, arg in enumerate(argv):
+        name, value = (arg.split("=", 1) if arg.startswith("--") and "=" in arg else
+                       (arg, argv[i + 1] if arg.startswith("--") and i + 1 < len(argv) else None))
+        if value is None or value.startswith("-"):
+            continue
+        path = os.path.abspath(value)
+        if target == path or target.startswith(path.rstrip(os.sep) + os.sep):
+            return name
     return None
 
 
