@@ -32,10 +32,11 @@ from toolkit import __version__
 from toolkit.aws import user_error as aws_user_error
 from toolkit.cli.context import CliContext
 from toolkit.cli.hints import echo_next, record_command_line, rerun
-from toolkit.extras import missing_extra
 from toolkit.errors import ToolkitError
+from toolkit.extras import missing_extra
 
 EXIT_BUG = 3  # not 2: click's usage errors and plan --detailed-exitcode's "changes" use 2
+
 # Each module defines click commands and a ``register(group)`` function. The group imports a module only
 # when one of its commands runs (or help lists them all): ``spotkit check`` never loads boto3, Terraform's
 # driver or the agent. ``COMMANDS`` maps each top-level command to its module (a test keeps it complete).
