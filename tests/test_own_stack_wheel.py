@@ -5,7 +5,8 @@ numpy or matplotlib) into a fresh venv in a temporary folder, with Node 22 from 
 Node is older (as docs/install.md says). Then copy ``examples/own-stack`` to a new folder and run what
 the user runs, in a clean shell (``env -i``, a login PATH, the venv not active): ``spotkit synth``,
 ``cdktf synth`` (cdktf-cli 0.21, where the machine has it), ``spotkit check``, ``spotkit plan --target
-local``. pip's cache keeps the install to about a minute after the first run.
+local``. One venv per test run, shared by pytest-xdist's workers; pip's cache keeps the install to about a
+minute after the first run.
 """
 
 from __future__ import annotations
@@ -49,8 +50,24 @@ def _run(argv, cwd: Path, env: dict[str, str], timeout: float = 900) -> subproce
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory) -> Path:
-    """A fresh venv outside the repository with the spotkit wheel installed (no extras); its bin folder."""
-    work = tmp_path_factory.mktemp("wheel")
+    """A fresh venv outside the repository with the spotkit wheel installed (no extras); its bin folder.
+
+    One per test run: pytest-xdist's workers share it (the first builds it under a lock, the others wait)."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every xdist worker of this run
+    work = shared / "spotkit-wheel-venv"
+    with open(shared / "spotkit-wheel-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (work / "done").is_file():
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            _build_and_install(work)
+            (work / "done").write_text("")
+    return work / "venv" / "bin"
+
+
+def _build_and_install(work: Path) -> None:
     assert not work.resolve().is_relative_to(ROOT)
     src = work / "spotkit-src"  # a copy: building in the tree would leave build/ and *.egg-info there
     src.mkdir()
@@ -71,7 +88,6 @@ def installed(tmp_path_factory) -> Path:
     pip = _run([str(bin_dir / "pip"), "install", "-q", *wanted], work,
                {**_clean_env(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, timeout=1800)
     assert pip.returncode == 0, pip.stderr[-3000:]
-    return bin_dir
 
 
 @pytest.fixture(scope="session")
