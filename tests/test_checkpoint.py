@@ -120,3 +120,25 @@ def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
     # THEN no step was lost: the checkpoint holds the last completed step
     assert checkpoint.latest(tmp_path / "c").step == last_step
     assert events[-1]["event"] == "exit" and events[-1]["preempted"] is True
+
+
+def test_an_unwritable_checkpoint_dir_is_found_at_start_not_at_the_first_save(tmp_path):
+    # GIVEN a checkpoint folder that cannot be created (its parent is a file; as root, modes cannot stop a write)
+    (tmp_path / "a-file").write_text("")
+    folder = tmp_path / "a-file" / "ckpt"
+    progress = tmp_path / "progress.jsonl"
+    # WHEN the workload starts THEN it stops before its first step, saying why, with exit 1 and no traceback
+    done = subprocess.run([sys.executable, "-m", "toolkit.workload", "--checkpoint-dir", str(folder), "--steps", "50",
+                           "--step-seconds", "0.01", "--checkpoint-every", "40", "--progress", str(progress)],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert f"error: checkpoints cannot be written in {folder}: Not a directory" in done.stderr
+    assert "next: pass a checkpoint folder you can write to" in done.stderr and "Traceback" not in done.stderr
+    steps = [json.loads(line) for line in progress.read_text().splitlines()] if progress.exists() else []
+    assert not [e for e in steps if e["event"] == "step"], "no step ran before the error"
+
+
+def test_prepare_leaves_no_probe_behind(tmp_path):
+    checkpoint.prepare(tmp_path / "new" / "ckpt")
+    assert list((tmp_path / "new" / "ckpt").iterdir()) == []

@@ -1,6 +1,11 @@
 """Hints that work when pasted: the ``next:`` steps the demo prints, and the CLI examples of README.md and
 of the documentation site (docs/*.md), run as a user would run them (a shell, the installed ``spotkit``),
-against a running emulator."""
+against a running emulator.
+
+Each line is pasted into a clean shell, as a user's is: ``env -i`` with HOME and a login PATH, no
+SPOTKIT_* variables, no TF_CLI_CONFIG_FILE, no JSII settings. (PYTHONPATH names this tree: the
+installed ``spotkit`` is an editable install of it, so in a clone this changes nothing, and in a
+worktree it runs the worktree's code.)"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from toolkit.local import emulator
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "check"
 SPOTKIT_BIN = Path(sys.executable).parent / "spotkit"
+LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"  # a login shell's PATH (terraform lives in /usr/local/bin)
 
 # Documented examples that need a real AWS account (or what only a real apply gives): not run, for this reason.
 README_NEEDS_AWS = {
@@ -38,19 +44,20 @@ README_NEEDS_AWS = {
 EXPECTED_FINDINGS = {"spotkit check plan.json": "SPOT005, SPOT006, SPOT007"}
 
 
-def shell_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{SPOTKIT_BIN.parent}{os.pathsep}{os.environ['PATH']}",
-           "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
-    for var in ("SPOTKIT_ENDPOINT_URL", "SPOTKIT_CONFIG", "SPOTKIT_PROJECT_DIR"):
-        env.pop(var, None)
+def shell_env(extra: dict[str, str] | None = None, venv_on_path: bool = True) -> dict[str, str]:
+    """A clean shell's environment (``env -i HOME=... PATH=...``), with the venv's bin first on PATH (an
+    activated venv) or not at all (right after ``make demo``)."""
+    path = f"{SPOTKIT_BIN.parent}{os.pathsep}{LOGIN_PATH}" if venv_on_path else LOGIN_PATH
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": path, "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
     env.update(extra or {})
     return env
 
 
-def sh(command: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a pasted command line in bash, as typed."""
-    return subprocess.run(["bash", "-c", command], cwd=cwd, env=shell_env(env), capture_output=True, text=True,
-                          timeout=timeout)
+def sh(command: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None,
+       venv_on_path: bool = True) -> subprocess.CompletedProcess:
+    """Run a pasted command line in bash, as typed, in a clean shell."""
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=shell_env(env, venv_on_path), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def printed_hints(text: str) -> list[str]:
@@ -98,29 +105,80 @@ def test_the_drills_check_hint_works_when_pasted(tmp_path):
 
 
 @pytest.mark.terraform
-def test_the_synth_hints_work_when_pasted(project_with_emulator, tmp_path):
+def test_the_synth_hints_work_when_pasted_into_a_shell_without_the_venv(project_with_emulator):
     from toolkit.deploy import mirror
 
-    terraform = shutil.which("terraform") or shutil.which("tofu")
-    found = mirror.discover()
-    if terraform is None or found is None:
-        pytest.skip("needs terraform and a provider mirror (as tests/test_deploy_terraform.py)")
-    # GIVEN the emulator of this folder's project, and Terraform set up to use the machine's mirror (as a
-    # user without registry access would have it)
+    terraform = shutil.which("terraform", path=LOGIN_PATH) or shutil.which("tofu", path=LOGIN_PATH)
+    if terraform is None:
+        pytest.skip(f"needs terraform on a login PATH ({LOGIN_PATH})")
+    # GIVEN the emulator of this folder's project, and a shell where the venv is not active (as right after
+    # `make demo`): spotkit is run by its path, and no variable names the provider mirror
     cwd, state = project_with_emulator
-    rc = tmp_path / "terraformrc"
-    rc.write_text(mirror.render_cli_config(found))
-    env = {"SPOTKIT_PROVIDER_MIRROR": "auto", "TF_CLI_CONFIG_FILE": str(rc), "SPOTKIT_TERRAFORM_TIMEOUT": "900"}
-    synth = sh("spotkit synth training", cwd, env=env)
+    rel = os.path.relpath(SPOTKIT_BIN, cwd)
+    synth = sh(f"{SPOTKIT_BIN} synth training", cwd, venv_on_path=False)
     assert synth.returncode == 0, synth.stderr
     hints = printed_hints(synth.stdout)
+    # THEN every hint runs spotkit by the path that works here, and terraform init finds the machine's mirror
+    found = mirror.discover()
+    init = f"TF_CLI_CONFIG_FILE={cwd / 'cdktf.out' / 'terraformrc'} terraform init" if found else "terraform init"
+    prog = rel if not rel.startswith("..") else str(SPOTKIT_BIN)
     assert [h.split("#")[0].strip() for h in hints] == [
-        "spotkit plan training --target local", "cd cdktf.out/stacks/training && terraform init"]
+        f"{prog} check cdktf.out", f"{prog} local start && {prog} plan training --target local",
+        f"cd cdktf.out/stacks/training && {init}"]
     # WHEN each printed line is pasted THEN it works
     for hint in hints:
-        done = sh(hint, cwd, timeout=1200, env=env)
+        done = sh(hint, cwd, timeout=1200, env={"SPOTKIT_TERRAFORM_TIMEOUT": "900"}, venv_on_path=False)
         assert done.returncode == 0, (hint, done.stdout[-2000:], done.stderr[-2000:])
     assert (cwd / ".spotkit" / "local" / "training" / "tfplan").is_file()
+
+
+def test_a_hint_names_the_spotkit_that_runs_when_it_is_not_on_path(tmp_path):
+    from toolkit.cli.hints import not_on_path_note, paste_ready, program
+
+    # GIVEN a venv's spotkit that the shell's PATH does not find
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    exe = bin_dir / "spotkit"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    (bin_dir / "activate").write_text("")
+    prog = program(argv0=str(exe), path="/usr/bin:/bin", cwd=tmp_path)
+    # THEN hints run it by its path (relative to the current folder), and only its command words change
+    assert prog == ".venv/bin/spotkit"
+    assert program(argv0=str(exe), path="/usr/bin:/bin", cwd=tmp_path / ".venv") == "bin/spotkit"
+    assert program(argv0=str(exe), path="/usr/bin:/bin", cwd=tmp_path / "elsewhere") == str(exe)
+    assert program(argv0=str(exe), path=f"{bin_dir}:/usr/bin", cwd=tmp_path) == "spotkit"
+    assert paste_ready("spotkit local start && spotkit --endpoint-url http://127.0.0.1:4566 status", prog) == (
+        ".venv/bin/spotkit local start && .venv/bin/spotkit --endpoint-url http://127.0.0.1:4566 status")
+    assert paste_ready("kubectl get nodes   # no spotkit group here", prog) == "kubectl get nodes   # no spotkit group here"
+    (bin_dir / "pip").write_text("")  # an extra goes into the venv spotkit runs from, not the shell's pip
+    assert paste_ready("pip install 'spotkit[local]'", prog, cwd=tmp_path) == ".venv/bin/pip install 'spotkit[local]'"
+    assert "(or run '. .venv/bin/activate' first, then type plain 'spotkit')" in not_on_path_note(prog, cwd=tmp_path)
+    assert not_on_path_note("spotkit") is None
+
+
+def test_the_drill_and_demo_emulator_takes_a_free_port_when_the_default_is_taken(tmp_path, monkeypatch):
+    # GIVEN the default port held by another program
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    taken = holder.getsockname()[1]
+    monkeypatch.setattr(emulator, "DEFAULT_PORT", taken)
+    try:
+        # WHEN `local start --port` asks for it THEN it is refused with a port that is free now
+        with pytest.raises(emulator.ToolkitError) as caught:
+            emulator.start(tmp_path / "a", port=taken)
+        assert caught.value.hint.startswith("spotkit local start --port ")
+        # WHEN the drill or the demo starts one (port=None) THEN it takes another port, and is reused after
+        state, started = emulator.start(tmp_path / "p", port=None)
+        try:
+            assert started and state.port != taken
+            again, started_again = emulator.start(tmp_path / "p", port=None)
+            assert (again.port, started_again) == (state.port, False)
+        finally:
+            emulator.stop(tmp_path / "p")
+    finally:
+        holder.close()
 
 
 def test_a_global_option_after_a_nested_command_is_the_same_as_before_it(project_with_emulator):

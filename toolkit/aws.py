@@ -80,6 +80,15 @@ class AwsTarget:
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
+def _port_of(url: str | None) -> int | None:
+    from urllib.parse import urlparse
+
+    try:
+        return urlparse(url or "").port
+    except ValueError:
+        return None
+
+
 def is_loopback(url: str) -> bool:
     import ipaddress
     from urllib.parse import urlparse
@@ -113,8 +122,11 @@ def user_error(exc: BaseException, endpoint_url: str | None = None,
     target = f" {endpoint_url}" if endpoint_url else ""
     on_emulator = (f"spotkit local start && {command} --endpoint-url http://127.0.0.1:4566" if command
                    else "spotkit local start, then pass --endpoint-url http://127.0.0.1:4566")
-    restart = f"spotkit local start && {command}" if command else _LOCAL_HINT
     local = bool(endpoint_url) and is_loopback(endpoint_url)
+    # `spotkit local start` listens on 4566 unless told otherwise: restart it on the port the command uses
+    port = _port_of(endpoint_url) if local else None
+    start = "spotkit local start" + (f" --port {port}" if port and port != 4566 else "")
+    restart = f"{start} && {command}" if command else _LOCAL_HINT
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError,
                         bx.NoAuthTokenError)):
         return AwsCallError(

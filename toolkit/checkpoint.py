@@ -6,6 +6,9 @@ so the rename itself survives a crash. Readers only look at final names, newest 
 to an older one if a file cannot be read (a disk that lost data, or a file copied in by hand).
 Temporary files left by a killed writer are ignored, and removed by the next writer.
 
+``prepare`` runs at a workload's start: a folder that cannot be created or written is a
+``CheckpointDirError`` then, not at the first save minutes (or a reclaim) later.
+
 Retention keeps the ``keep`` newest checkpoints; older ones are removed only after a newer one is
 durable, and only files this module names (``ckpt-*.npz``) are ever touched.
 """
@@ -23,6 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
+from toolkit.errors import ToolkitError
 from toolkit.processes import pid_alive
 
 _FINAL = re.compile(r"^ckpt-(\d{9})\.npz$")
@@ -44,6 +48,31 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class CheckpointDirError(ToolkitError):
+    """The checkpoint folder cannot be created or written; the message names it and the reason."""
+
+
+def prepare(directory: str | Path) -> Path:
+    """Create ``directory`` if needed and prove a checkpoint can be written there (a temporary file is
+    written, fsynced and removed, as ``save`` does). Raises ``CheckpointDirError``."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-probe-", dir=directory)
+        try:
+            os.write(fd, b"spotkit")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp_name)
+    except OSError as exc:
+        raise CheckpointDirError(
+            f"checkpoints cannot be written in {directory}: {exc.strerror or exc}",
+            hint=f"pass a checkpoint folder you can write to, e.g. --checkpoint-dir {Path.home() / 'checkpoints'}",
+        ) from None
+    return directory
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:

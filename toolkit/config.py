@@ -14,8 +14,10 @@ A config file maps stack names to overrides of that stack's config dataclass, pl
 Every key is checked against the dataclass; a wrong key or type raises a ``ConfigError`` that names
 the full key path (``training.group.max_size``) and what it expects. So are the ``settings`` keys
 (``SETTINGS_KEYS``; a typo gets a "did you mean"), whole numbers (at most ``MAX_AWS_INTEGER``, the
-largest integer AWS APIs take) and instance types (against the shipped table,
-``modules/instance_table.py``, with close matches).
+largest integer AWS APIs take), instance types (against the shipped table,
+``modules/instance_table.py``, with close matches) and regions (``check_region``: the regions botocore
+knows, in every partition). A key given twice in a YAML or JSON file is refused with its name and line
+(TOML refuses it itself); a later value would otherwise replace the first without a word.
 
 TOML needs Python 3.11's ``tomllib`` or, on 3.10, the ``tomli`` package (a dependency there); YAML and
 JSON work everywhere.
@@ -23,6 +25,7 @@ JSON work everywhere.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import json
@@ -44,6 +47,8 @@ BACKEND_KEY_PLACEHOLDERS = ("stack",)
 # AWS APIs take sizes and counts as 32-bit signed integers (Auto Scaling MaxSize, EKS maxSize...);
 # a larger number can never be deployed.
 MAX_AWS_INTEGER = 2**31 - 1
+# Fields holding an AWS region name (stack configs, settings.backend), checked by ``check_region``.
+REGION_FIELDS = ("region",)
 # Fields holding EC2 instance type names, checked against the shipped instance table.
 INSTANCE_TYPE_FIELDS = ("instance_type", "instance_types", "gpu_instance_types", "allowed_instance_types",
                         "excluded_instance_types")
@@ -61,6 +66,42 @@ def _toml():
                 hint="pip install 'tomli>=2' (or write the config as YAML: same keys, a .yaml file)",
             ) from None
     return tomllib
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that has a key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.setdefault(key, line)
+                except TypeError:  # an unhashable key: PyYAML's own error says so
+                    continue
+                if first != line:
+                    raise _DuplicateKey(key, line, first)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int | None, first: int | None):
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object_pairs_hook: refuse a key given twice (JSON keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key, None, None)
+        out[key] = value
+    return out
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -87,9 +128,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         if p.suffix == ".toml":
             data = toml.loads(text)
         elif p.suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_pairs)
         else:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as dup:
+        where = f" on line {dup.line} (first on line {dup.first})" if dup.line else ""
+        raise ConfigError(f"config file {str(p)!r}: the key {dup.key!r} is given twice{where}",
+                          hint=f"keep one {dup.key!r} in {p}: the second would replace the first") from None
     except errors as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}",
                           hint="fix the syntax error shown above") from exc
@@ -134,6 +179,8 @@ def check_settings(value: Any) -> Mapping[str, Any]:
                 raise _unknown_key(f"settings.backend.{key}", key, BACKEND_KEYS, "settings.backend")
         if backend.get("key") is not None:
             backend_key(str(backend["key"]), "example")
+        if backend.get("region") is not None:
+            check_region(str(backend["region"]), "settings.backend.region")
     elif backend not in (None, "local"):
         raise ConfigError(f"settings.backend: expected a mapping, got {backend!r}",
                           hint="e.g. {type: s3, bucket: my-tf-state, dynamodb_table: tf-locks}")
@@ -155,6 +202,27 @@ def backend_key(template: str, stack: str) -> str:
             hint="the only placeholder is {stack} (the stack name), e.g. key: \"spotkit/{stack}.tfstate\"",
         )
     return template.format(stack=stack)
+
+
+def aws_regions() -> list[str]:
+    """Every region botocore knows, in every partition (aws, aws-cn, aws-us-gov...), sorted."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("botocore")  # its data file, without importing botocore (spotkit check)
+    data = Path(list(spec.submodule_search_locations)[0]) / "data" / "partitions.json"
+    partitions = json.loads(data.read_text())["partitions"]
+    return sorted(r for p in partitions for r in p.get("regions", {}) if not r.endswith("-global"))
+
+
+def check_region(value: str, key: str) -> str:
+    """Refuse a name that is not an AWS region, with close matches and the list."""
+    regions = aws_regions()
+    if value in regions:
+        return value
+    raise ConfigError(
+        f"{key}: {value!r} is not an AWS region{did_you_mean(value, regions)}",
+        hint=f"use one of: {', '.join(regions)}",
+    )
 
 
 def check_instance_type(value: str, key: str) -> str:
@@ -214,7 +282,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         item_tp = args[0] if args else Any
         return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict or tp is dict:
+    if origin in (dict, collections.abc.Mapping) or tp in (dict, Mapping):  # tags: Mapping[str, str]...
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         args = typing.get_args(tp)
@@ -276,6 +344,8 @@ def apply_overrides(base: Any, overrides: Mapping[str, Any], prefix: str = "") -
             changes[name] = _coerce(value, tp, key)
             if name in INSTANCE_TYPE_FIELDS:
                 _check_instance_types(changes[name], key)
+            if name in REGION_FIELDS and isinstance(changes[name], str):
+                check_region(changes[name], key)
     try:
         return dataclasses.replace(base, **changes)
     except ConfigError:

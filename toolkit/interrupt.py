@@ -48,21 +48,23 @@ class InterruptResult:
     would: list[str] = field(default_factory=list)           # dry run: what would have been done
 
 
-def choose(instance_ids: list[str], *, count: Optional[int] = None, percent: Optional[int] = None) -> list[str]:
-    """The instances to interrupt: ``count`` of them, or ``percent`` (rounded up), default one; in id order."""
+def choose(instance_ids: list[str], *, count: Optional[int] = None, percent: Optional[int] = None,
+           group: str = "GROUP") -> list[str]:
+    """The instances to interrupt: ``count`` of them, or ``percent`` (rounded up), default one; in id order.
+    ``group`` (the group's name) goes into the hints, so they run when pasted."""
     ids = sorted(instance_ids)
     if count is not None and percent is not None:
-        raise ToolkitError("give --count or --percent, not both", hint="spotkit interrupt --group G --count 1")
+        raise ToolkitError("give --count or --percent, not both", hint=f"spotkit interrupt --group {group} --count 1")
     n = count if count is not None else (math.ceil(len(ids) * percent / 100) if percent is not None else 1)
     if n < 1:
         raise ToolkitError(f"nothing to interrupt: --count/--percent selects {n} instance(s)",
                            hint="use --count 1 or more, or --percent 1 to 100")
     if not ids:
         raise ToolkitError("the group has no running instance to interrupt",
-                           hint="check the group with 'spotkit status --group G'")
+                           hint=f"spotkit status --group {group}")
     if n > len(ids):
         raise ToolkitError(f"--count {n} is more than the group's {len(ids)} running instance(s)",
-                           hint=f"spotkit interrupt --group G --count {len(ids)}")
+                           hint=f"spotkit interrupt --group {group} --count {len(ids)}")
     return ids[:n]
 
 

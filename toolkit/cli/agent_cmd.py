@@ -11,6 +11,7 @@ import click
 from toolkit.agent.clouds.options import DEFAULT_WAIT_SECONDS, MARGIN_HELP
 from toolkit.agent.clouds.options import HELP as CLOUD_HELP
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
 from toolkit.errors import ToolkitError
 
 
@@ -150,7 +151,7 @@ def imds_mock_command(cloud, no_wait_for_change, host, port, imdsv2_required, sp
         raise ToolkitError(f"cannot listen on {host}:{port}: {exc.strerror}",
                            hint="pick another --port (0 picks a free one)") from exc
     click.echo(f"IMDS emulator on {emulator.url} (IMDSv2 {'required' if imdsv2_required else 'optional'})")
-    click.echo(f"next: spotkit agent --metadata-url {emulator.url} --on-notice 'echo checkpoint' --interval 0.5")
+    echo_next(f"spotkit agent --metadata-url {emulator.url} --on-notice 'echo checkpoint' --interval 0.5")
     click.echo(f"      curl -X POST {emulator.url}/spotkit/interrupt -d '{{\"kind\": \"spot\"}}'")
     try:
         emulator.serve_forever()
@@ -177,7 +178,7 @@ def _serve_cloud_mock(cloud, host, port, delay, lead_seconds, wait_for_change, v
     header = "Metadata-Flavor: Google" if cloud == "gcp" else "Metadata: true"
     click.echo(f"{cloud.upper() if cloud == 'gcp' else 'Azure'} metadata emulator on {emulator.url} "
                f"(requests need {header})")
-    click.echo(f"next: spotkit agent --cloud {cloud} --metadata-url {emulator.url} --on-notice 'echo checkpoint' "
+    echo_next(f"spotkit agent --cloud {cloud} --metadata-url {emulator.url} --on-notice 'echo checkpoint' "
                "--interval 0.5")
     click.echo(f"      curl -X POST {emulator.url}/spotkit/interrupt -d '{{\"kind\": \"preempt\"}}'")
     try:

@@ -12,13 +12,13 @@ Each step is the command of the same name, invoked with the same options a user 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import click
 
 from toolkit.cli.context import CliContext
+from toolkit.cli.hints import echo_next, not_on_path_note
 
 
 def _banner(text: str) -> None:
@@ -33,6 +33,9 @@ def _banner(text: str) -> None:
 @click.pass_context
 def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply):
     """Deploy the training stack locally, drill interruptions, check the stacks, summarize."""
+    from toolkit import extras
+
+    extras.require("local", "demo")  # before the emulator and the deployment, not when the drill starts
     from toolkit.cli.check_cmd import check_command
     from toolkit.cli.deploy_cmd import apply_command
     from toolkit.cli.drill_cmd import drill_command
@@ -45,20 +48,21 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
     started = time.monotonic()
     timings: dict[str, float] = {}
 
+    note = not_on_path_note()
+    if note:  # said first: the steps below print next: lines too
+        click.echo(note)
     _banner("1/4 local AWS emulator")
     project = emulator.project_dir(None)
-    state, fresh = emulator.start(project)
+    state, fresh = emulator.start(project, port=None)  # 4566, else a free port
     click.echo(f"{'started' if fresh else 'reusing'} the emulator at {state.url} (spotkit local stop ends it)")
     ctx.endpoint_url = state.url
 
     if not skip_apply:
         _banner("2/4 deploy the training stack to the emulator (real terraform)")
         t = time.monotonic()
-        # A fresh machine may have no registry access: use a provider mirror when one is found
-        # (SPOTKIT_PROVIDER_MIRROR still wins; 'auto' falls back to the registry when none is found).
-        mirror = os.environ.get("SPOTKIT_PROVIDER_MIRROR") or "auto"
+        # The provider mirror on the machine is found as for any command (toolkit/deploy/mirror.py: auto).
         click_ctx.invoke(apply_command, stack="training", target="local", yes=True, plan_file=None,
-                         allow_data_loss=False, terraform_bin=None, provider_mirror=mirror,
+                         allow_data_loss=False, terraform_bin=None, provider_mirror=None,
                          parallelism=workflow.DEFAULT_PARALLELISM, project_dir=None)
         timings["deploy"] = time.monotonic() - t
 
@@ -92,8 +96,10 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
     click.echo("check: every shipped stack passes with no errors")
     click.echo("took: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
                + f", total {time.monotonic() - started:.0f}s")
+    if note:
+        click.echo(note)
     for hint in demo_next_hints(state.url):
-        click.echo(f"next: {hint}")
+        echo_next(hint)
 
 
 def demo_next_hints(url: str) -> list[str]:

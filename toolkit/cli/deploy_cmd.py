@@ -10,7 +10,9 @@ import click
 from stacks import registry
 from toolkit.check import check_before_plan
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
 from toolkit.deploy import planning, workflow
+from toolkit.errors import StackNotFoundError
 from toolkit.local.emulator import project_dir
 from toolkit.output import emit_json
 
@@ -22,8 +24,9 @@ def deploy_options(with_target: bool = True):
             click.option("--terraform-bin", envvar="SPOTKIT_TERRAFORM_BIN",
                          help="terraform or tofu binary (default: terraform, else tofu, on PATH)."),
             click.option("--provider-mirror", envvar="SPOTKIT_PROVIDER_MIRROR", metavar="DIR|auto|none",
-                         help="Install providers from this filesystem mirror (air-gapped); 'auto' searches "
-                              "/opt/tf-plugins, ~/.terraform.d/plugins, /usr/share/terraform/plugins."),
+                         help="Install providers from this filesystem mirror (air-gapped); 'auto' (the default) "
+                              "uses the first of /opt/tf-plugins, ~/.terraform.d/plugins, /usr/share/terraform/plugins "
+                              "that holds providers; 'none': download from the registry."),
             click.option("--parallelism", type=click.IntRange(1, 256), default=workflow.DEFAULT_PARALLELISM,
                          show_default=True, help="Terraform -parallelism."),
             click.option("--project-dir", type=click.Path(file_okay=False), envvar="SPOTKIT_PROJECT_DIR",
@@ -54,9 +57,20 @@ def _options(ctx: CliContext, target, terraform_bin, provider_mirror, parallelis
 
 
 def _prepare(ctx: CliContext, stack: str, opts: workflow.DeployOptions, check: bool = True) -> workflow.Workdir:
-    registry.get(stack)
-    wd = workflow.prepare(stack, opts)
-    _say(ctx, f"synth: {stack}" + (" (unchanged: from the synthesis cache)" if wd.synthesized_from_cache else ""))
+    from toolkit import synth as synth_domain
+
+    app = synth_domain.user_app(".")  # a folder with your own CDKTF app (cdktf.json): its stacks
+    if app is not None:
+        found = {p.parent.name: p for p in synth_domain.synthesize_app(app, ".", opts.project / "app-synth")}
+        if stack not in found:
+            raise StackNotFoundError(f"your app ({app}) has no stack {stack!r}",
+                                              hint=f"spotkit plan {sorted(found)[0]} --target {opts.target}")
+        wd = workflow.prepare(stack, opts, synthesized=found[stack])
+        _say(ctx, f"synth: {stack} (your app: {app})")
+    else:
+        registry.get(stack)
+        wd = workflow.prepare(stack, opts)
+        _say(ctx, f"synth: {stack}" + (" (unchanged: from the synthesis cache)" if wd.synthesized_from_cache else ""))
     if check:  # the spot-safety rules run on what was synthesized (before any local-target pruning)
         report = check_before_plan([wd.synthesized or opts.project / "synth" / "stacks" / stack / "cdk.tf.json"],
                                    ctx.config)
@@ -115,7 +129,7 @@ def plan_command(ctx: CliContext, stack, terraform_bin, provider_mirror, paralle
         where = f" (JSON: {result.json_file})" if result.json_file else ""
         click.echo(f"plan: {result.plan_file}{where}, planned in {result.seconds:.1f} s")
         if result.summary.has_changes:
-            click.echo(f"next: spotkit apply {stack} --target {target} --plan {result.plan_file}")
+            echo_next(f"spotkit apply {stack} --target {target} --plan {result.plan_file}")
     if detailed_exitcode and result.summary.has_changes:
         sys.exit(2)
 
@@ -168,7 +182,7 @@ def _finish(ctx: CliContext, wd: workflow.Workdir, seconds: float, applied: bool
         click.echo(f"  {n:3d}  {rtype}")
     for name, value in sorted(outs.items()):
         click.echo(f"  output {name} = {value}")
-    click.echo(f"next: spotkit output {wd.stack} --target {wd.target}")
+    echo_next(f"spotkit output {wd.stack} --target {wd.target}")
 
 
 @click.command("destroy")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
 from toolkit.output import emit_json, table
 
 
@@ -54,7 +55,7 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
         endpoint = ctx.endpoint_url
         if not endpoint:
             project = emulator.project_dir(None)
-            state, started_here = emulator.start(project)
+            state, started_here = emulator.start(project, port=None)  # a free port
             endpoint = state.url
             say(f"local AWS emulator at {endpoint}")
         import os
@@ -106,7 +107,7 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
 def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds,
                   replacement_seconds, notice_policy, rebalance_lead, handoff, out, use_aws):
     """Rehearse spot interruptions of a real training workload, with and without the agent."""
-    from toolkit.drill import DrillSettings, compare, plot
+    from toolkit import extras
     from toolkit.errors import ToolkitError
 
     if notice_seconds is None:
@@ -117,6 +118,9 @@ def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_secon
         raise ToolkitError(f"--aws re-attaches an EBS volume with the AWS runbook: it does not apply to "
                            f"--cloud {cloud}",
                            hint=f"spotkit drill --cloud {cloud} --no-aws")
+    extras.require("demo", *(["local"] if use_aws else []))  # before any work, not when the workload starts
+    from toolkit.drill import DrillSettings, compare, plot
+
     settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
                              checkpoint_every=checkpoint_every, notice_seconds=notice_seconds,
                              replacement_seconds=replacement_seconds, notice_policy=notice_policy,
@@ -154,7 +158,7 @@ def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_secon
         click.echo(f"data volume re-attached to the replacement by `recover volumes`: {ok}/{len(reattached)} reclaims")
     click.echo(f"plot: {png}" if png else f"plot: not drawn ({no_plot}); {PLOT_INSTALL_HINT}, then run the drill again")
     click.echo(f"data: {out_dir / 'drill.json'}")
-    click.echo(f"next: {CHECK_HINT}   # is your Terraform ready for this?")
+    echo_next(f"{CHECK_HINT}   # is your Terraform ready for this?")
 
 
 def register(group: click.Group) -> None:

@@ -67,9 +67,13 @@ def interrupt_command(ctx: CliContext, group, count, percent, target, stack, pro
     try:
         running = it.running_instances(ctx.client("ec2"), group)
     except (BotoCoreError, ClientError) as exc:
+        from toolkit.aws import user_error
+        from toolkit.cli.hints import rerun
+
+        mapped = user_error(exc, ctx.endpoint_url, command=rerun())
         raise ToolkitError(f"cannot list the instances of group {group!r}: {exc}",
-                           hint="check --endpoint-url / --region and the credentials, then run again") from None
-    chosen = it.choose(running, count=count, percent=percent)
+                           hint=mapped.hint if mapped else f"{rerun()} --debug   # shows the failed call") from None
+    chosen = it.choose(running, count=count, percent=percent, group=group)
     where = "with AWS FIS (real spot interruptions)" if target == "aws" else "on the local queue (a fire drill)"
     if not dry_run and not yes:
         if ctx.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
 from toolkit.local import emulator
 from toolkit.output import emit_json
 
@@ -29,7 +30,7 @@ def start_command(ctx: CliContext, project_dir, port):
         return
     word = "started" if started else "already running"
     click.echo(f"local: emulator {word} at {state.url} (pid {state.pid}, log {state.log})")
-    click.echo("next: spotkit apply training --target local --yes")
+    echo_next("spotkit apply training --target local --yes")
 
 
 @local_group.command("status")

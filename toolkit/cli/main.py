@@ -1,9 +1,16 @@
 """Entry point of ``spotkit``: global options, command registration, and error handling.
 
-A ``ToolkitError`` exits 1 with its message and a next step and no traceback; so do the failures the
-user can act on that other libraries raise (``user_error``: botocore's missing credentials and
-unreachable endpoints, files that cannot be written). Any other exception is a bug: a one-line
-message, and the traceback only under ``--debug``.
+Exit codes (docs/install.md lists them for users), one per kind of ending:
+
+- 0: done;
+- 1: a user error. A ``ToolkitError`` exits 1 with its message and a next step and no traceback; so do
+  the failures the user can act on that other libraries raise (``user_error``: botocore's missing
+  credentials and unreachable endpoints, files that cannot be written, a full disk, an optional extra
+  that is not installed), and a confirmation prompt answered "no" or with Ctrl-C;
+- 2: a usage error (click: unknown option, missing argument), and ``plan --detailed-exitcode``'s
+  "there are changes", as Terraform has it;
+- ``EXIT_BUG`` (3): a bug. A one-line message, and the traceback only under ``--debug``;
+- 130: interrupted (Ctrl-C) while working.
 
 The global options are accepted before the command (``spotkit --endpoint-url URL status``) and, as
 AWS CLI users type them, after it (``spotkit status --endpoint-url URL``).
@@ -24,7 +31,11 @@ import click
 from toolkit import __version__
 from toolkit.aws import user_error as aws_user_error
 from toolkit.cli.context import CliContext
+from toolkit.cli.hints import echo_next, record_command_line, rerun
 from toolkit.errors import ToolkitError
+from toolkit.extras import missing_extra
+
+EXIT_BUG = 3  # not 2: click's usage errors and plan --detailed-exitcode's "changes" use 2
 
 # Each module defines click commands and a ``register(group)`` function. The group imports a module only
 # when one of its commands runs (or help lists them all): ``spotkit check`` never loads boto3, Terraform's
@@ -149,18 +160,45 @@ def accept_global_options_after(command: click.Command) -> None:
 
 def user_error(exc: BaseException, argv: list[str]) -> ToolkitError | None:
     """A ToolkitError for a failure the user can act on that is not one already, else None (a bug)."""
+    extra = missing_extra(exc)
+    if extra is not None:
+        return extra
     endpoint = _option_value(argv, "--endpoint-url") or os.environ.get("SPOTKIT_ENDPOINT_URL")
     mapped = aws_user_error(exc, endpoint, command=shlex.join(["spotkit", *argv]))
     if mapped is not None:
         return mapped
     if isinstance(exc, ConnectionError):  # raw sockets (the emulator's own HTTP API, IMDS...)
         return ToolkitError(f"could not connect: {exc}",
-                            hint="check that the service is running (for the emulator: spotkit local status)")
+                            hint="spotkit local status   # is the emulator running?")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        folder = os.path.dirname(os.path.abspath(exc.filename)) if exc.filename else "."
+        return ToolkitError(f"the disk is full{where}: {exc.strerror}",
+                            hint=f"df -h {shlex.quote(folder)}   # free space there, then run the command again")
     if isinstance(exc, OSError) and exc.filename and exc.errno in (
             errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC,
             errno.EEXIST):
-        return ToolkitError(f"cannot use the path {exc.filename}: {exc.strerror}",
-                            hint="pass a path in a folder you can write to (e.g. --out ./out), or fix its permissions")
+        option = _option_for_path(argv, str(exc.filename))
+        if option is not None:  # the same command, with that option in a folder the user can write to
+            hint = rerun(**{option.lstrip("-").replace("-", "_"): "./spotkit-out"}) + "   # a folder you can write to"
+        else:
+            hint = f"ls -ld {shlex.quote(os.path.dirname(os.path.abspath(str(exc.filename))))}   # a folder you can " \
+                   "write to? (fix its permissions, or run where you can write)"
+        return ToolkitError(f"cannot use the path {exc.filename}: {exc.strerror}", hint=hint)
+    return None
+
+
+def _option_for_path(argv: list[str], filename: str) -> str | None:
+    """The option of ``argv`` whose value is ``filename`` or a folder holding it (``--out DIR``), or None."""
+    target = os.path.abspath(filename)
+    for i, arg in enumerate(argv):
+        name, value = (arg.split("=", 1) if arg.startswith("--") and "=" in arg else
+                       (arg, argv[i + 1] if arg.startswith("--") and i + 1 < len(argv) else None))
+        if value is None or value.startswith("-"):
+            continue
+        path = os.path.abspath(value)
+        if target == path or target.startswith(path.rstrip(os.sep) + os.sep):
+            return name
     return None
 
 
@@ -173,32 +211,73 @@ def _option_value(argv: list[str], name: str) -> str | None:
     return None
 
 
+def check_region_option(args: list[str]) -> None:
+    """Refuse an unknown --region (or AWS_REGION) before any work, with the command that has the closest one."""
+    from toolkit.config import aws_regions, check_region
+    from toolkit.errors import ConfigError
+
+    given = _option_value(args, "--region")
+    source = "--region" if given is not None else "AWS_REGION"
+    value = given if given is not None else os.environ.get("AWS_REGION")
+    if not value:
+        return
+    try:
+        check_region(value, source)
+    except ConfigError as exc:
+        import difflib
+
+        best = (difflib.get_close_matches(value, aws_regions(), n=1, cutoff=0.6) or ["us-east-1"])[0]
+        if given is not None:
+            fixed = [best if a == value and i and args[i - 1] == "--region" else
+                     (f"--region={best}" if a == f"--region={value}" else a) for i, a in enumerate(args)]
+            exc.hint = shlex.join(["spotkit", *fixed]) + "   # the closest region; " + exc.hint
+        else:
+            exc.hint = f"export AWS_REGION={best}   # the closest region; " + exc.hint
+        raise
+
+
 def _report(exc: ToolkitError, debug: bool) -> None:
     if debug:
         traceback.print_exc()
     click.echo(f"Error: {exc.message}", err=True)
     if exc.hint:
-        click.echo(f"  next: {exc.hint}", err=True)
+        echo_next(exc.hint, err=True, indent="  ")
+
+
+def _interrupted(args: list[str]) -> None:
+    click.echo("Interrupted (Ctrl-C) while working: what finished before stays done, the rest was not done.",
+               err=True)
+    echo_next(f"{shlex.join(['spotkit', *args])}   # run it again to finish (runbooks resume from their journal)",
+              err=True, indent="  ")
+    sys.exit(130)
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args or bool(os.environ.get("SPOTKIT_DEBUG"))
+    record_command_line(args)
     try:
+        check_region_option(args)
         cli.main(args=argv, prog_name="spotkit", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns a Ctrl-C while working into Abort
+            _interrupted(args)
+        # a confirmation prompt answered "no", with Ctrl-C or end of input (click raises Abort from None)
+        click.echo("Aborted at the confirmation prompt: nothing was changed.", err=True)
+        if "--yes" not in args:
+            echo_next(f"{shlex.join(['spotkit', *args, '--yes'])}   # to go ahead without the prompt",
+                      err=True, indent="  ")
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except ToolkitError as exc:
+        if not exc.hint:  # every user error ends with a step that runs when pasted
+            exc.hint = f"{shlex.join(['spotkit', *args])}   # again, after fixing what the message names"
         _report(exc, debug)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        _interrupted(args)
     except Exception as exc:  # a bug: say so, traceback only with --debug
         mapped = user_error(exc, args)
         if mapped is not None:
@@ -207,8 +286,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         click.echo(f"Internal error: {type(exc).__name__}: {exc}", err=True)
-        click.echo("  next: run again with --debug for the traceback, and report it", err=True)
-        sys.exit(2)
+        echo_next(f"{shlex.join(['spotkit', '--debug', *args])}   # shows the traceback to report",
+                  err=True, indent="  ")
+        sys.exit(EXIT_BUG)
     sys.exit(0)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next, rerun
 from toolkit.cli.events_cmd import DEFAULT_JOURNAL_FILE as INTERRUPTION_JOURNAL
 from toolkit.output import emit_json, table
 from toolkit.runbooks.base import DEFAULT_JOURNAL_DIR, RunContext
@@ -46,9 +48,11 @@ def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir:
 
     ``make(run_context)`` returns ``(result, actions)``; ``run_options`` go to every ``RunContext``.
     """
-    preview, actions = make(RunContext(dry_run=True, journal_dir=journal_dir, **run_options))
+    with _journal_errors(journal_dir):
+        preview, actions = make(RunContext(dry_run=True, journal_dir=journal_dir, **run_options))
     if dry_run or not actions:
         return preview, False
+    check_journal_dir(journal_dir)  # before the prompt and any change, not at the first step
     if not yes:
         if ctx.json:
             raise click.UsageError("--output json needs --yes (or --dry-run) for a command that changes things")
@@ -57,10 +61,54 @@ def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir:
         click.confirm(f"{label}: go ahead?", abort=True)
     bar = _Bar(not ctx.json, label)
     try:
-        result, _ = make(RunContext(dry_run=False, journal_dir=journal_dir, progress=bar, **run_options))
+        with _journal_errors(journal_dir):
+            result, _ = make(RunContext(dry_run=False, journal_dir=journal_dir, progress=bar, **run_options))
     finally:
         bar.close()
     return result, True
+
+
+def check_journal_dir(journal_dir: str) -> None:
+    """A journal folder that cannot be written (or created) is a user error before any change is made."""
+    import errno
+
+    folder = Path(journal_dir).resolve()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _journal_error(journal_dir, errno.ENOTDIR, f"{existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _journal_error(journal_dir, errno.EACCES, f"{existing} is not writable")
+
+
+@contextmanager
+def _journal_errors(journal_dir: str):
+    """A full disk, or a folder that cannot be written, under --journal-dir is a user error naming it."""
+    import errno
+
+    try:
+        yield
+    except OSError as exc:
+        inside = exc.filename is None or Path(str(exc.filename)).resolve().is_relative_to(Path(journal_dir).resolve())
+        if inside and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            raise _journal_error(journal_dir, exc.errno, exc.strerror or str(exc)) from None
+        raise
+
+
+def _journal_error(journal_dir: str, code: int, reason: str):
+    import errno
+
+    from toolkit.errors import ToolkitError
+
+    folder = Path(journal_dir).resolve()
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return ToolkitError(f"the runbook journal cannot be written in {folder}: {reason} (the disk is full)",
+                            hint=f"df -h {folder}   # free space there, then run the same command: it resumes "
+                                 "from the journal")
+    elsewhere = Path.home() / ".spotkit" / "journal"
+    return ToolkitError(f"the runbook journal cannot be written in {folder}: {reason}",
+                        hint=rerun(journal_dir=str(elsewhere)) + "   # a journal folder you can write to")
 
 
 def require_group(ctx: CliContext, group: str) -> None:
@@ -219,9 +267,9 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
     result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"replace {group}")
     _echo_capacity(ctx, result)
     if result.status == "launching":
-        click.echo(f"next: spotkit recover replace --group {group}   # in a few minutes: the group is still launching")
+        echo_next(f"spotkit recover replace --group {group}   # in a few minutes: the group is still launching")
     elif result.status == "fallback" and not dry_run:
-        click.echo(f"next: spotkit recover restore-spot --group {group}   # when spot is back")
+        echo_next(f"spotkit recover restore-spot --group {group}   # when spot is back")
 
 
 @recover_group.command("restore-spot")

@@ -7,6 +7,8 @@ import click
 from stacks import registry
 from toolkit import synth as synth_domain
 from toolkit.cli.context import CliContext, pass_ctx
+from toolkit.cli.hints import echo_next
+from toolkit.errors import ToolkitError
 from toolkit.output import emit_json, table
 
 
@@ -29,21 +31,63 @@ def stacks_command(ctx: CliContext):
               help="Synthesize even stacks whose inputs did not change (and refresh the synthesis cache).")
 @pass_ctx
 def synth_command(ctx: CliContext, stack_names, outdir, no_cache):
-    """Synthesize stacks (default: all) to Terraform JSON and summarize each."""
-    specs = registry.resolve(list(stack_names))  # unknown names fail before the slow import
-    stats: dict = {}
-    paths = synth_domain.synthesize([s.name for s in specs], outdir, ctx.config, use_cache=not no_cache, stats=stats)
-    if stats.get("cached") and not ctx.json:
-        click.echo(f"synth: unchanged, from the cache: {', '.join(stats['cached'])} (--no-cache to force)", err=True)
-    summaries = [synth_domain.summarize(p, name=s.name) for s, p in zip(specs, paths)]
+    """Synthesize stacks (default: all) to Terraform JSON and summarize each.
+
+    In a folder with a cdktf.json that runs your own app (its "app" command), synthesize that app, as
+    `cdktf synth` does; otherwise spotkit's own stacks.
+    """
+    app = synth_domain.user_app(".")
+    if app is not None:
+        paths = _pick(synth_domain.synthesize_app(app, ".", outdir), stack_names)
+        names = [p.parent.name for p in paths]
+    else:
+        specs = registry.resolve(list(stack_names))  # unknown names fail before the slow import
+        names = [s.name for s in specs]
+        stats: dict = {}
+        paths = synth_domain.synthesize(names, outdir, ctx.config, use_cache=not no_cache, stats=stats)
+        if stats.get("cached") and not ctx.json:
+            click.echo(f"synth: unchanged, from the cache: {', '.join(stats['cached'])} (--no-cache to force)",
+                       err=True)
+    summaries = [synth_domain.summarize(p, name=n) for n, p in zip(names, paths)]
     if ctx.json:
         emit_json([{**_summary_dict(s)} for s in summaries])
         return
     for s in summaries:
         click.echo(synth_domain.render_summary(s))
     # each next: line is one command that works when pasted (a shell comment may follow)
-    click.echo(f"\nnext: spotkit plan {specs[0].name} --target local   # on the local emulator (spotkit local start)")
-    click.echo(f"next: cd {outdir}/stacks/{specs[0].name} && terraform init   # or plain Terraform")
+    click.echo()
+    echo_next(f"spotkit check {outdir}   # spot-readiness rules on what was synthesized")
+    echo_next(f"spotkit local start && spotkit plan {names[0]} --target local   # on the local AWS emulator")
+    echo_next(f"cd {outdir}/stacks/{names[0]} && {terraform_init_command(outdir)}   # or plain Terraform")
+
+
+def _pick(paths, wanted) -> list:
+    """The synthesized stacks named in ``wanted`` (all when empty); an unknown name is an error."""
+    from toolkit.errors import StackNotFoundError
+
+    by_name = {p.parent.name: p for p in paths}
+    for name in wanted:
+        if name not in by_name:
+            raise StackNotFoundError(f"your app has no stack {name!r}", hint=f"spotkit synth {' '.join(by_name)}")
+    return [by_name[n] for n in wanted] if wanted else list(paths)
+
+
+def terraform_init_command(outdir: str) -> str:
+    """``terraform init``, pointed at the machine's provider mirror when one is found (as spotkit's own runs
+    are): a user's shell has no TF_CLI_CONFIG_FILE, and a machine without registry access needs it."""
+    from pathlib import Path
+
+    from toolkit.deploy import mirror
+
+    try:
+        found = mirror.resolve()
+    except ToolkitError:
+        found = None
+    if found is None:
+        return "terraform init"
+    rc = Path(outdir).resolve() / "terraformrc"
+    rc.write_text(mirror.render_cli_config(found))
+    return f"TF_CLI_CONFIG_FILE={rc} terraform init"
 
 
 def _summary_dict(s: synth_domain.StackSummary) -> dict:

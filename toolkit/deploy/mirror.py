@@ -1,9 +1,13 @@
 """The provider mirror setting, for air-gapped machines.
 
 Where the value comes from, first hit wins: ``--provider-mirror DIR``, ``SPOTKIT_PROVIDER_MIRROR``,
-``settings.provider_mirror`` in the ``--config`` file. The value is a directory that holds
-``registry.terraform.io/<namespace>/<type>/...`` (unpacked or packed layout), or ``auto``: the first
-of ``WELL_KNOWN_MIRRORS`` that holds a provider, or ``none``/empty: no mirror (Terraform downloads).
+``settings.provider_mirror`` in the ``--config`` file, else ``auto`` (``DEFAULT``). The value is a
+directory that holds ``registry.terraform.io/<namespace>/<type>/...`` (unpacked or packed layout), or
+``auto``: the first of ``WELL_KNOWN_MIRRORS`` that holds a provider (none found: Terraform downloads),
+or ``none``/empty: no mirror (Terraform downloads).
+
+``auto`` is the default so that a command pasted into a plain shell (no environment variable) installs
+providers the way ``make demo`` did on a machine without registry access.
 
 With a mirror, spotkit writes a Terraform CLI config (``TF_CLI_CONFIG_FILE`` for its runs only) that
 installs registry.terraform.io providers from the mirror and nothing from the network.
@@ -17,6 +21,7 @@ from pathlib import Path
 from toolkit.errors import ConfigError
 
 ENV_VAR = "SPOTKIT_PROVIDER_MIRROR"
+DEFAULT = "auto"
 WELL_KNOWN_MIRRORS = ("/opt/tf-plugins", "~/.terraform.d/plugins", "/usr/share/terraform/plugins",
                       "~/.local/share/terraform/plugins")
 REGISTRY_HOST = "registry.terraform.io"
@@ -37,7 +42,9 @@ def discover() -> Path | None:
 def resolve(option: str | None = None, settings_value: str | None = None) -> Path | None:
     """The mirror directory to use, or None; a named directory that holds no provider is an error."""
     value = option if option is not None else os.environ.get(ENV_VAR, settings_value)
-    if value is None or str(value).strip().lower() in ("", "none", "off"):
+    if value is None:
+        value = DEFAULT
+    if str(value).strip().lower() in ("", "none", "off"):
         return None
     value = str(value).strip()
     if value.lower() == "auto":

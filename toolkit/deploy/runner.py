@@ -172,8 +172,8 @@ class TerraformRunner:
             if explained is not None:
                 raise TerraformCommandFailed(message + "\n" + explained.message, hint=explained.hint)
             raise TerraformCommandFailed(
-                message, hint=f"fix the error above; the working directory keeps the files Terraform used (its "
-                              f"full output: {log} and {err})")
+                message, hint=f"less {err}   # Terraform's whole error (output: {log}); {self.workdir} keeps the "
+                              "files it used")
         return result
 
     def _follow(self, proc: subprocess.Popen, log: Path, on_line, timeout: float | None) -> bool:

@@ -126,7 +126,7 @@ def local_endpoint(opts: DeployOptions) -> tuple[str, str]:
     st = emulator.status(opts.project)
     if not st.running or st.state is None:
         raise ToolkitError(f"the local emulator is not running ({st.detail})",
-                           hint="start it with 'spotkit local start', or pass --endpoint-url")
+                           hint="spotkit local start   # then run this command again")
     return st.state.url, st.state.instance_id
 
 
@@ -255,8 +255,8 @@ def init(wd: Workdir, force: bool = False) -> bool:
         # A machine without registry access fails exactly here: name the option that uses the mirror it has.
         found = mirror.discover() if wd.mirror is None else None
         if found is not None:
-            exc.hint = (f"a provider mirror is on this machine ({found}): "
-                        f"spotkit plan {wd.stack} --target {wd.target} --provider-mirror auto")
+            exc.hint = (f"spotkit plan {wd.stack} --target {wd.target} --provider-mirror auto   "
+                        f"# uses the provider mirror on this machine ({found})")
         raise
     marker = wd.path / ".terraform" / INIT_FINGERPRINT
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -294,8 +294,8 @@ def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelis
         explained = explain("\n".join(errors) + "\n" + (result.stderr or ""), wd.path, wd.runner.binary.flavor)
         if explained is not None:  # a stale state lock, a resource that already exists: what to do about it
             raise TerraformCommandFailed(message + "\n" + explained.message, hint=explained.hint)
-        raise TerraformCommandFailed(message, hint="fix the error above; the working directory keeps the files "
-                                                   "Terraform used")
+        raise TerraformCommandFailed(message, hint=f"cd {wd.path} && {wd.runner.binary.flavor} plan   # the same plan "
+                                                   "by hand, in the working directory spotkit wrote")
     seconds = time.monotonic() - start
     if write_json or streamed.needs_values:
         return read_plan(wd, plan_file, seconds)

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from toolkit.errors import MissingDependencyError, ToolkitError
+from toolkit.errors import ToolkitError
 from toolkit.processes import pid_alive
 
 DEFAULT_PORT = 4566
@@ -127,11 +127,10 @@ def identify(url: str, project: Path | None = None, timeout: float = 10.0) -> st
         vpcs = client.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
     except (BotoCoreError, ClientError) as exc:
         raise ToolkitError(f"the emulator at {url} does not answer as an AWS endpoint: {exc}",
-                           hint="start it with 'spotkit local start' (then leave out --endpoint-url), or pass "
-                                "--endpoint-url with the address of a running one") from exc
+                           hint="spotkit local start   # then leave out --endpoint-url: --target local finds it") from exc
     if not vpcs:
         raise ToolkitError(f"the endpoint {url} has no default VPC, so it is not an emulator spotkit can track",
-                           hint="use the local emulator: spotkit local start, then --target local without --endpoint-url")
+                           hint="spotkit local start   # then leave out --endpoint-url: --target local finds it")
     return "vpc-" + vpcs[0]["VpcId"].split("-", 1)[-1]
 
 
@@ -145,19 +144,29 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def start(project: Path, port: int = DEFAULT_PORT, timeout: float = 60.0) -> tuple[EmulatorState, bool]:
-    """Start the emulator unless it already runs; return (state, started_now)."""
+def free_port() -> int:
+    """A port on HOST that nothing listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start(project: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0) -> tuple[EmulatorState, bool]:
+    """Start the emulator unless it already runs; return (state, started_now).
+
+    ``port=None`` (the drill and the demo): ``DEFAULT_PORT`` when it is free, else any free port; a
+    port given is used or refused (``spotkit local start --port``)."""
     current = status(project)
     if current.running and current.state is not None:
         return current.state, False
-    try:
-        import moto.server  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError("the local target needs moto's server ('moto[server]'), which is not installed",
-                                     hint="pip install 'moto[server]>=5.0.20,<6' (it comes with spotkit[dev])") from exc
-    if not _port_free(port):
+    from toolkit import extras
+
+    extras.require("local")
+    if port is None:
+        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
+    elif not _port_free(port):
         raise ToolkitError(f"port {port} on {HOST} is in use by another program",
-                           hint="stop that program, or pass --port with a free port")
+                           hint=f"spotkit local start --port {free_port()}   # a port that is free now")
     d = _dir(project)
     d.mkdir(parents=True, exist_ok=True)
     log_path = d / "moto.log"
