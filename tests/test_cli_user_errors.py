@@ -240,7 +240,8 @@ def test_a_bug_exits_3_a_usage_error_2(capsys, monkeypatch):
     ("moto", ["drill", "-n", "0"], "local"),
     ("moto", ["local", "start"], "local"),
     ("moto", ["demo"], "local"),
-], ids=["drill-numpy", "drill-moto", "local-moto", "demo-moto"])
+    ("numpy", ["simulate", "gpu_inference", "--trace", "t"], "simulate"),
+], ids=["drill-numpy", "drill-moto", "local-moto", "demo-moto", "simulate-numpy"])
 def test_a_command_without_its_extra_says_which_to_install(capsys, tmp_path, monkeypatch, module, argv, extra):
     import sys
 

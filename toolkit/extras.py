@@ -17,8 +17,13 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "local": (("moto", "werkzeug", "flask"), "the local AWS emulator (spotkit local, --target local, demo, drill)"),
     "demo": (("numpy",), "the drill's training workload (spotkit drill, spotkit demo)"),
     "plot": (("matplotlib",), "the drill's plot (drill.png)"),
+    "simulate": (("numpy",), "the trace replay of spotkit simulate"),
 }
-_BY_MODULE = {module: extra for extra, (modules, _) in EXTRAS.items() for module in modules}
+# A module several extras bring (numpy) maps to the first: commands that need a later one `require` it up front.
+_BY_MODULE: dict[str, str] = {}
+for _extra, (_modules, _) in EXTRAS.items():
+    for _module in _modules:
+        _BY_MODULE.setdefault(_module, _extra)
 
 
 def error(extra: str, module: str) -> MissingDependencyError:

@@ -30,6 +30,9 @@ def simulate_command(ctx: CliContext, stack, trace_dirs, tf_json, outdir, zones,
     Settings of the simulation go in the --config file's 'simulate:' section (boot_seconds,
     spot_price_ratio, zones, replicas, spothedge_overprovision); the stack's own keys change the policy.
     """
+    from toolkit import extras
+
+    extras.require("simulate")  # numpy: before any synthesis, not at the first trace
     from toolkit.simulate import simulate_stack
     from toolkit.simulate.report import plot, render
 
