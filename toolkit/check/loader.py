@@ -161,7 +161,7 @@ class ResourceGraph:
         return [r for r in self.resources if r.config == source.config and r.type in types]
 
 
-def _attr_refs_from_values(values: dict) -> dict[str, set[str]]:
+def attr_refs_from_values(values: dict) -> dict[str, set[str]]:
     """References under every attribute name on their path: a ref in
     ``load_balancer[0].target_group_arn`` counts for ``load_balancer`` and ``target_group_arn``."""
     out: dict[str, set[str]] = {}
@@ -200,7 +200,7 @@ def _load_tf_json(doc: dict, file: str) -> Iterator[Resource]:
                             continue
                         yield Resource(
                             type=rtype, name=name, address=f"{rtype}.{name}", values=values, file=file,
-                            refs=references_in(values), attr_refs=_attr_refs_from_values(values),
+                            refs=references_in(values), attr_refs=attr_refs_from_values(values),
                             comment=values.get("//"),
                         )
 
