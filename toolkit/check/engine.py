@@ -128,7 +128,7 @@ def apply_suppressions(findings: Iterable[Finding], suppressions: list[tuple[Res
                 break
 
 
-def _hits(rule, graph: ResourceGraph) -> list[tuple[Resource, str, str, bool, str]]:
+def hits(rule, graph: ResourceGraph) -> list[tuple[Resource, str, str, bool, str]]:
     """(resource, message, category, decided, fix) of one rule's run; a hit may carry its own
     category and fix (``(resource, message, category, fix)``), else the rule's apply."""
     out = []
@@ -163,10 +163,10 @@ def run_rules(graph: ResourceGraph) -> list[Finding]:
                                 root=res.config))
 
     for rule in RULES:
-        for res, message, category, decided, fix in _hits(rule, graph):
+        for res, message, category, decided, fix in hits(rule, graph):
             add(rule, res, message, category, decided, fix)
         if assumed is not None:
-            for res, message, category, decided, fix in _hits(rule, assumed):
+            for res, message, category, decided, fix in hits(rule, assumed):
                 groups = [a for a, g in maybe_spot.items() if g.config == res.config and (a == res.address or a in message)]
                 if groups:
                     add(rule, res, f"if {groups[0]} runs spot (whether it does is not known before apply): {message}",

@@ -398,9 +398,23 @@ def _holds_node_pool(path: Path) -> bool:
     return holds_node_pool(path)
 
 
+NODE_POOL = "karpenter_node_pool"  # the resource type of a Karpenter NodePool; its address is NodePool/<name>
+
+
+def load_node_pools(path: Path) -> list[Resource]:
+    """The Karpenter NodePools of a YAML file as resources whose values are the manifests."""
+    from toolkit.k8s.karpenter import read_node_pools
+
+    out = []
+    for doc in read_node_pools(path):
+        name = str((doc.get("metadata") or {}).get("name", "?"))
+        out.append(Resource(type=NODE_POOL, name=name, address=f"NodePool/{name}", values=doc, file=str(path),
+                            config="karpenter"))
+    return out
+
+
 def load_graph(paths: Iterable[str | Path]) -> ResourceGraph:
     from toolkit.check.hcl import HclLoader
-    from toolkit.k8s.karpenter import load_node_pools
 
     inputs = expand_paths(paths)
     graph = ResourceGraph()
