@@ -1,6 +1,7 @@
 """What a spot rule is: its metadata (id, severity, title, description, fix, docs link) and its check,
-a function ``graph -> hits``. Every rule file (``spotNNN_*.py``) defines one ``RULE``; the registry
-(``toolkit.check.rules``) collects them.
+a function ``graph -> hits``. Every rule file (``spotNNN_*.py``) holds, as checkov's checks do, its
+metadata first (``RULE``) and then its ``check(graph)``, which the registry (``toolkit.check.rules``)
+attaches to it.
 
 A hit is ``(resource, message)``, or ``(resource, message, category, fix)`` where one finding needs its
 own category or fix, or an ``Undecided`` when a value the rule needs is not known before apply.
@@ -32,7 +33,7 @@ class Rule:
     severity: str
     title: str
     fix: str
-    check: Callable[[ResourceGraph], Iterable[Hit]]
+    check: Callable[[ResourceGraph], Iterable[Hit]] | None = None  # None in a rule file's RULE: the registry attaches check()
     doc: str | None = None
     category: str = SPOT
     description: str = ""  # what fires the rule, for the rule reference (docs) and SARIF's fullDescription

@@ -10,6 +10,18 @@ from toolkit.check.rules.helpers import (EC2_FLEET, SPOT_FLEET, SPOT_REQUEST, di
                                          kind_of)
 
 
+RULE = Rule(
+    id="SPOT001",
+    severity="error",
+    title="Spot capacity with a single instance type",
+    description="a spot group, EKS spot node group, spot fleet, EC2 fleet on spot or spot instance request can launch one "
+        "instance type (UNDECIDED when the types are not known before apply)",
+    fix="list at least 3 instance types of similar size (an ASG's mixed_instances_policy.launch_template.override, a fleet's "
+        "launch_template_config overrides) or use instance_requirements; replace a lone spot instance request by an ASG or EC2 fleet",
+    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-best-practices.html",
+)
+
+
 def types_unknown(group: Resource) -> bool:
     """True when the instance types are written but not known before apply (not attribute-based)."""
     if group.type in (SPOT_FLEET, EC2_FLEET, SPOT_REQUEST):
@@ -32,16 +44,3 @@ def check(graph: ResourceGraph) -> Iterator:
             yield Undecided(g, f"the instance types of spot {kind_of(g)} {g.address} are not known before apply: could not count them")
         if types is not None and len(types) < 2:
             yield g, f"spot {kind_of(g)} {g.address} can launch only one instance type ({', '.join(types)}): when that spot pool is reclaimed, nothing replaces it"
-
-
-RULE = Rule(
-    id="SPOT001",
-    severity="error",
-    title="Spot capacity with a single instance type",
-    description="a spot group, EKS spot node group, spot fleet, EC2 fleet on spot or spot instance request can launch one "
-        "instance type (UNDECIDED when the types are not known before apply)",
-    fix="list at least 3 instance types of similar size (an ASG's mixed_instances_policy.launch_template.override, a fleet's "
-        "launch_template_config overrides) or use instance_requirements; replace a lone spot instance request by an ASG or EC2 fleet",
-    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-best-practices.html",
-    check=check,
-)

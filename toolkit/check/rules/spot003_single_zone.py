@@ -9,6 +9,18 @@ from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import EC2_FLEET, SPOT_FLEET, SPOT_REQUEST, diverse, kind_of
 
 
+RULE = Rule(
+    id="SPOT003",
+    severity="error",
+    title="Spot capacity in a single availability zone",
+    description="the subnets of a spot group, node group, fleet or spot instance request are in one availability zone "
+        "(two subnets of one zone count as one; a fleet entry without subnet or zone launches in one)",
+    fix="put subnets of at least 2 availability zones in vpc_zone_identifier (node groups: subnet_ids; fleets: overrides "
+        "with subnet_id or availability_zone in 2+ zones)",
+    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-best-practices.html",
+)
+
+
 def _subnet_zone(owner: Resource, subnet: str, graph: ResourceGraph) -> set[str] | None:
     """The zones of one subnet value: a subnet resource's availability zone, or the id itself (one zone)."""
     if not isinstance(subnet, str) or "*" in subnet or "module." in subnet:
@@ -90,16 +102,3 @@ def check(graph: ResourceGraph) -> Iterator:
                                "or expression): could not count its availability zones")
         if n is not None and n < 2:
             yield g, f"spot {kind_of(g)} {g.address} uses a single availability zone: one zone's spot pools are all it can draw from"
-
-
-RULE = Rule(
-    id="SPOT003",
-    severity="error",
-    title="Spot capacity in a single availability zone",
-    description="the subnets of a spot group, node group, fleet or spot instance request are in one availability zone "
-        "(two subnets of one zone count as one; a fleet entry without subnet or zone launches in one)",
-    fix="put subnets of at least 2 availability zones in vpc_zone_identifier (node groups: subnet_ids; fleets: overrides "
-        "with subnet_id or availability_zone in 2+ zones)",
-    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-best-practices.html",
-    check=check,
-)

@@ -12,6 +12,18 @@ from toolkit.check.rules.helpers import capacity_providers_for, draining, names_
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 
 
+RULE = Rule(
+    id="SPOT005",
+    severity="error",
+    title="No termination lifecycle hook",
+    description=f"a spot group has no {TERMINATING} hook (initial hook, aws_autoscaling_lifecycle_hook by reference or "
+        "name) and no ECS capacity provider with managed draining",
+    fix=f"add a lifecycle hook with lifecycle_transition {TERMINATING} (initial_lifecycle_hook or aws_autoscaling_lifecycle_hook), "
+        "heartbeat 60-300 s, or an ECS capacity provider with managed_draining ENABLED",
+    doc="https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html",
+)
+
+
 def hooks_for(group: Resource, graph: ResourceGraph) -> list:
     hooks = [h for h in blocks(group.values, "initial_lifecycle_hook") if h.get("lifecycle_transition") == TERMINATING]
     for h in graph.same_config(group, "aws_autoscaling_lifecycle_hook"):
@@ -46,16 +58,3 @@ def check(graph: ResourceGraph) -> Iterator:
                                "not known before apply")
             continue
         yield g, f"spot group {g.address} has no {TERMINATING} lifecycle hook: instances are terminated without time to drain or checkpoint"
-
-
-RULE = Rule(
-    id="SPOT005",
-    severity="error",
-    title="No termination lifecycle hook",
-    description=f"a spot group has no {TERMINATING} hook (initial hook, aws_autoscaling_lifecycle_hook by reference or "
-        "name) and no ECS capacity provider with managed draining",
-    fix=f"add a lifecycle hook with lifecycle_transition {TERMINATING} (initial_lifecycle_hook or aws_autoscaling_lifecycle_hook), "
-        "heartbeat 60-300 s, or an ECS capacity provider with managed_draining ENABLED",
-    doc="https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html",
-    check=check,
-)

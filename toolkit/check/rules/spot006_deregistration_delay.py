@@ -8,9 +8,18 @@ from toolkit.check.loader import ResourceGraph, is_unresolved
 from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import (TARGET_GROUPS, as_int, provider_is_spot, service_strategy, spot_groups,
                                          target_groups_of)
+from toolkit.notice import SPOT_NOTICE_SECONDS
 
 
-SPOT_NOTICE_SECONDS = 120  # the spot interruption notice
+RULE = Rule(
+    id="SPOT006",
+    severity="error",
+    title="Target group deregistration delay longer than the spot notice",
+    description=f"a target group in front of spot (ASG target_group_arns, aws_autoscaling_attachment, ECS service on spot) "
+        f"has deregistration_delay over {SPOT_NOTICE_SECONDS} s (default 300)",
+    fix=f"set deregistration_delay to {SPOT_NOTICE_SECONDS - 30} or less on target groups in front of spot capacity",
+    doc="https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html#deregistration-delay",
+)
 
 
 def check(graph: ResourceGraph) -> Iterator:
@@ -33,15 +42,3 @@ def check(graph: ResourceGraph) -> Iterator:
         if delay is not None and delay > SPOT_NOTICE_SECONDS:
             yield tg, (f"target group {tg.address} waits {delay} s to deregister {what}; "
                        f"the spot notice is {SPOT_NOTICE_SECONDS} s, so in-flight requests are cut instead of drained")
-
-
-RULE = Rule(
-    id="SPOT006",
-    severity="error",
-    title="Target group deregistration delay longer than the spot notice",
-    description=f"a target group in front of spot (ASG target_group_arns, aws_autoscaling_attachment, ECS service on spot) "
-        f"has deregistration_delay over {SPOT_NOTICE_SECONDS} s (default 300)",
-    fix=f"set deregistration_delay to {SPOT_NOTICE_SECONDS - 30} or less on target groups in front of spot capacity",
-    doc="https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html#deregistration-delay",
-    check=check,
-)

@@ -9,6 +9,17 @@ from toolkit.check.rules.base import GENERAL, SPOT, Rule, Undecided
 from toolkit.check.rules.helpers import LAUNCH_TEMPLATES, launch_templates_of, spot_groups, spot_node_groups
 
 
+RULE = Rule(
+    id="SPOT007",
+    severity="error",
+    title="IMDSv1 allowed",
+    description="a launch template, launch configuration or instance allows IMDSv1 (http_tokens not required); a spot "
+        "risk where spot capacity launches from it, a general finding elsewhere",
+    fix='set metadata_options { http_tokens = "required", http_put_response_hop_limit = 2 }',
+    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html",
+)
+
+
 def _spot_launch_specs(graph: ResourceGraph) -> set[tuple[str, str]]:
     """(config, address) of launch templates / configurations that spot capacity launches from."""
     out = set()
@@ -49,15 +60,3 @@ def check(graph: ResourceGraph) -> Iterator:
             continue
         if tokens != "required":
             yield r, f"{r.address} allows IMDSv1 (metadata_options.http_tokens is {tokens or 'not set, so optional'}): any SSRF can read the instance role's credentials", category
-
-
-RULE = Rule(
-    id="SPOT007",
-    severity="error",
-    title="IMDSv1 allowed",
-    description="a launch template, launch configuration or instance allows IMDSv1 (http_tokens not required); a spot "
-        "risk where spot capacity launches from it, a general finding elsewhere",
-    fix='set metadata_options { http_tokens = "required", http_put_response_hop_limit = 2 }',
-    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-instance-metadata-service.html",
-    check=check,
-)

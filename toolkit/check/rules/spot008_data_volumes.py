@@ -12,6 +12,17 @@ from toolkit.check.rules.helpers import as_bool, launch_templates_of, spot_group
 ROOT_DEVICES = ("/dev/xvda", "/dev/sda1", "/dev/sda", "/dev/nvme0n1", "/dev/xvda1")
 
 
+RULE = Rule(
+    id="SPOT008",
+    severity="warning",
+    title="Data volumes deleted on termination without a snapshot policy",
+    description="a spot group's launch template deletes a data (non-root) volume on termination and no enabled DLM "
+        "policy targets its volume tags",
+    fix="set ebs.delete_on_termination = false on data volumes, or add an aws_dlm_lifecycle_policy whose target_tags match their volume tags",
+    doc="https://docs.aws.amazon.com/ebs/latest/userguide/snapshot-lifecycle.html",
+)
+
+
 def volume_tags(lt: Resource) -> dict:
     tags: dict = {}
     for spec in blocks(lt.values, "tag_specifications"):
@@ -65,15 +76,3 @@ def check(graph: ResourceGraph) -> Iterator:
             if devices and not snapshot_policies_for(lt, graph):
                 yield lt, (f"{lt.address} deletes data volume(s) {', '.join(devices)} when a spot instance is terminated, "
                            "and no DLM snapshot policy targets their tags: their data is lost on interruption")
-
-
-RULE = Rule(
-    id="SPOT008",
-    severity="warning",
-    title="Data volumes deleted on termination without a snapshot policy",
-    description="a spot group's launch template deletes a data (non-root) volume on termination and no enabled DLM "
-        "policy targets its volume tags",
-    fix="set ebs.delete_on_termination = false on data volumes, or add an aws_dlm_lifecycle_policy whose target_tags match their volume tags",
-    doc="https://docs.aws.amazon.com/ebs/latest/userguide/snapshot-lifecycle.html",
-    check=check,
-)

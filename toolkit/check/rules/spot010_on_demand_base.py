@@ -9,6 +9,17 @@ from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import as_int, provider_is_spot, service_strategy, spot_groups, target_groups_of
 
 
+RULE = Rule(
+    id="SPOT010",
+    severity="warning",
+    title="Service on spot with no on-demand base",
+    description="an ECS service on spot has no on-demand base (own strategy or the cluster default), or a spot group "
+        "behind a load balancer has on_demand_base_capacity = 0",
+    fix="give the service a capacity_provider_strategy entry with base >= 1 on an on-demand provider (or on_demand_base_capacity >= 1 on the group)",
+    doc="https://docs.aws.amazon.com/AmazonECS/latest/developerguide/cluster-capacity-providers.html",
+)
+
+
 def check(graph: ResourceGraph) -> Iterator:
     for svc in graph.of_type("aws_ecs_service"):
         if unknown_block(svc.values, "capacity_provider_strategy"):
@@ -28,15 +39,3 @@ def check(graph: ResourceGraph) -> Iterator:
         base = as_int(block(g.values, "mixed_instances_policy", "instances_distribution").get("on_demand_base_capacity"), 0)
         if base == 0:
             yield g, f"spot group {g.address} serves a load balancer with on_demand_base_capacity 0: one reclaim can take every instance down at once"
-
-
-RULE = Rule(
-    id="SPOT010",
-    severity="warning",
-    title="Service on spot with no on-demand base",
-    description="an ECS service on spot has no on-demand base (own strategy or the cluster default), or a spot group "
-        "behind a load balancer has on_demand_base_capacity = 0",
-    fix="give the service a capacity_provider_strategy entry with base >= 1 on an on-demand provider (or on_demand_base_capacity >= 1 on the group)",
-    doc="https://docs.aws.amazon.com/AmazonECS/latest/developerguide/cluster-capacity-providers.html",
-    check=check,
-)

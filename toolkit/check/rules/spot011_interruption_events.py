@@ -13,6 +13,18 @@ from toolkit.check.rules.helpers import names_match, spot_capacity
 INTERRUPTION_DETAIL_TYPE = "EC2 Spot Instance Interruption Warning"
 
 
+RULE = Rule(
+    id="SPOT011",
+    severity="warning",
+    title="Spot interruption events not routed anywhere",
+    description=f"a configuration with spot capacity has no EventBridge rule matching '{INTERRUPTION_DETAIL_TYPE}', "
+        "or the rule has no target",
+    fix=f'add an aws_cloudwatch_event_rule with event_pattern {{"source": ["aws.ec2"], "detail-type": ["{INTERRUPTION_DETAIL_TYPE}"]}} '
+        "and an aws_cloudwatch_event_target (SQS queue, Lambda, SNS)",
+    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html",
+)
+
+
 def interruption_rules(graph: ResourceGraph, config: str) -> list[Resource]:
     found = []
     for rule in graph.of_type("aws_cloudwatch_event_rule"):
@@ -59,16 +71,3 @@ def check(graph: ResourceGraph) -> Iterator:
                           "nothing outside the instance hears that spot capacity is being reclaimed")
         elif not any(targets_of(r, graph) for r in rules):
             yield rules[0], f"EventBridge rule {rules[0].address} matches spot interruptions but has no target: the events go nowhere"
-
-
-RULE = Rule(
-    id="SPOT011",
-    severity="warning",
-    title="Spot interruption events not routed anywhere",
-    description=f"a configuration with spot capacity has no EventBridge rule matching '{INTERRUPTION_DETAIL_TYPE}', "
-        "or the rule has no target",
-    fix=f'add an aws_cloudwatch_event_rule with event_pattern {{"source": ["aws.ec2"], "detail-type": ["{INTERRUPTION_DETAIL_TYPE}"]}} '
-        "and an aws_cloudwatch_event_target (SQS queue, Lambda, SNS)",
-    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html",
-    check=check,
-)

@@ -14,6 +14,17 @@ DURABLE_STORAGE = ("aws_efs_file_system", "aws_efs_mount_target", "aws_fsx_lustr
                    "aws_fsx_openzfs_file_system", "aws_fsx_ontap_file_system", "aws_s3_bucket", "aws_ebs_volume")
 
 
+RULE = Rule(
+    id="SPOT012",
+    severity="warning",
+    title="Checkpoints on instance storage only",
+    description="a spot group that serves nothing (no target group, no ECS provider) has no durable place for "
+        "checkpoints: no EFS/FSx, S3 bucket or s3:PutObject grant, kept EBS volume",
+    fix="mount EFS/FSx, keep a data EBS volume (delete_on_termination = false), or grant write access to an S3 bucket for checkpoints",
+    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-interruptions.html",
+)
+
+
 def _serving(group: Resource, graph: ResourceGraph) -> bool:
     return bool(target_groups_of(group, graph) or group.values.get("load_balancers") or capacity_providers_for(group, graph))
 
@@ -36,15 +47,3 @@ def check(graph: ResourceGraph) -> Iterator:
             continue
         yield g, (f"spot group {g.address} has no durable place for checkpoints in this configuration (no EFS/FSx, S3 bucket or write "
                   "access, kept EBS volume): checkpoints on instance storage vanish with the instance")
-
-
-RULE = Rule(
-    id="SPOT012",
-    severity="warning",
-    title="Checkpoints on instance storage only",
-    description="a spot group that serves nothing (no target group, no ECS provider) has no durable place for "
-        "checkpoints: no EFS/FSx, S3 bucket or s3:PutObject grant, kept EBS volume",
-    fix="mount EFS/FSx, keep a data EBS volume (delete_on_termination = false), or grant write access to an S3 bucket for checkpoints",
-    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-interruptions.html",
-    check=check,
-)

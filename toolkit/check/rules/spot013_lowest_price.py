@@ -9,6 +9,18 @@ from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import as_int, spot_groups
 
 
+RULE = Rule(
+    id="SPOT013",
+    severity="warning",
+    title="Lowest-price spot allocation",
+    description="a spot group's spot_allocation_strategy is lowest-price or unset (the AWS default), or a spot fleet / "
+        "EC2 fleet allocates lowestPrice",
+    fix='set spot_allocation_strategy = "price-capacity-optimized" (allocation_strategy = "priceCapacityOptimized" on fleets) '
+        "and drop spot_instance_pools",
+    doc="https://docs.aws.amazon.com/autoscaling/ec2/userguide/allocation-strategies.html",
+)
+
+
 def check(graph: ResourceGraph) -> Iterator:
     for g in spot_groups(graph):
         mip = block(g.values, "mixed_instances_policy")
@@ -44,16 +56,3 @@ def check(graph: ResourceGraph) -> Iterator:
             yield Undecided(f, f"spot_options.allocation_strategy of {f.address} is {strategy}, not known before apply")
         elif strategy in (None, "lowestPrice", "lowest-price"):
             yield f, f"{f.address} uses spot allocation_strategy {strategy or 'not set, so lowestPrice (the default)'}: it fills the cheapest pools, the ones most likely to be reclaimed"
-
-
-RULE = Rule(
-    id="SPOT013",
-    severity="warning",
-    title="Lowest-price spot allocation",
-    description="a spot group's spot_allocation_strategy is lowest-price or unset (the AWS default), or a spot fleet / "
-        "EC2 fleet allocates lowestPrice",
-    fix='set spot_allocation_strategy = "price-capacity-optimized" (allocation_strategy = "priceCapacityOptimized" on fleets) '
-        "and drop spot_instance_pools",
-    doc="https://docs.aws.amazon.com/autoscaling/ec2/userguide/allocation-strategies.html",
-    check=check,
-)

@@ -9,6 +9,18 @@ from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import spot_groups
 
 
+RULE = Rule(
+    id="SPOT014",
+    severity="warning",
+    title="Spot max price set",
+    description="a spot max price is set: spot_max_price, spot_options.max_price, spot_price on spot requests, fleets "
+        "and launch configurations, an EC2 fleet override's max_price",
+    fix="remove spot_max_price / max_price / spot_price: without it you pay the current spot price and are never "
+        "interrupted for price (the cap is the on-demand price)",
+    doc="https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstancesDistribution.html",
+)
+
+
 def check(graph: ResourceGraph) -> Iterator:
     def price_hit(r: Resource, where: str, value):
         if value is None or value == "":
@@ -34,16 +46,3 @@ def check(graph: ResourceGraph) -> Iterator:
                 for o in blocks(cfg, "override"):
                     hits.append(price_hit(r, "launch_template_config.override.max_price", o.get("max_price")))
     yield from (h for h in hits if h is not None)
-
-
-RULE = Rule(
-    id="SPOT014",
-    severity="warning",
-    title="Spot max price set",
-    description="a spot max price is set: spot_max_price, spot_options.max_price, spot_price on spot requests, fleets "
-        "and launch configurations, an EC2 fleet override's max_price",
-    fix="remove spot_max_price / max_price / spot_price: without it you pay the current spot price and are never "
-        "interrupted for price (the cap is the on-demand price)",
-    doc="https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstancesDistribution.html",
-    check=check,
-)

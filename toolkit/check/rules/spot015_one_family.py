@@ -11,9 +11,18 @@ from toolkit.check.rules.helpers import diverse, instance_types, kind_of
 
 
 GPU_FAMILY = re.compile(r"^(g\d|p\d|inf\d|trn\d|dl\d|gr\d|vt\d|f\d)")
-
-
 _GENERATION = re.compile(r"^([a-z]+\d+)")
+
+
+RULE = Rule(
+    id="SPOT015",
+    severity="warning",
+    title="Spot capacity of one instance family or generation",
+    description="the 2+ known instance types of spot capacity (group, node group, fleet) are sizes of one family, or one "
+        "generation of one family line (m5, m5a, m5n); GPU families get a GPU-specific hint",
+    fix="add instance types from other families and generations of similar size (m6i, m6a, m7i; GPU: g5, g6, g6e)",
+    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-best-practices.html",
+)
 
 
 def family(instance_type: str) -> str:
@@ -41,15 +50,3 @@ def check(graph: ResourceGraph) -> Iterator:
         elif len(generations) == 1:
             yield g, (f"spot {kind_of(g)} {g.address} uses one generation of one family line ({', '.join(families)}): "
                       f"they are reclaimed together more often than types from different generations{gpu}")
-
-
-RULE = Rule(
-    id="SPOT015",
-    severity="warning",
-    title="Spot capacity of one instance family or generation",
-    description="the 2+ known instance types of spot capacity (group, node group, fleet) are sizes of one family, or one "
-        "generation of one family line (m5, m5a, m5n); GPU families get a GPU-specific hint",
-    fix="add instance types from other families and generations of similar size (m6i, m6a, m7i; GPU: g5, g6, g6e)",
-    doc="https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-best-practices.html",
-    check=check,
-)

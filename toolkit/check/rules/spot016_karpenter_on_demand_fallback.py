@@ -13,16 +13,6 @@ from toolkit.check.rules.base import Rule
 from toolkit.k8s.karpenter import capacity_types
 
 
-def check(graph: ResourceGraph) -> Iterator:
-    pools = graph.of_type(NODE_POOL)
-    fallback = [p for p in pools if "on-demand" in capacity_types(p.values)]
-    for p in pools:
-        kinds = capacity_types(p.values)
-        if kinds == {"spot"} and not fallback:
-            yield p, (f"NodePool {p.values['metadata'].get('name')} launches spot only and no NodePool given allows on-demand: "
-                      "when spot capacity for its instance types runs out, pods stay pending")
-
-
 RULE = Rule(
     id="SPOT016",
     severity="warning",
@@ -31,5 +21,14 @@ RULE = Rule(
     fix='allow both in the NodePool (karpenter.sh/capacity-type In ["spot", "on-demand"]: Karpenter prefers spot and '
         "falls back), or add an on-demand NodePool with a lower weight",
     doc="https://karpenter.sh/docs/concepts/nodepools/#capacity-type",
-    check=check,
 )
+
+
+def check(graph: ResourceGraph) -> Iterator:
+    pools = graph.of_type(NODE_POOL)
+    fallback = [p for p in pools if "on-demand" in capacity_types(p.values)]
+    for p in pools:
+        kinds = capacity_types(p.values)
+        if kinds == {"spot"} and not fallback:
+            yield p, (f"NodePool {p.values['metadata'].get('name')} launches spot only and no NodePool given allows on-demand: "
+                      "when spot capacity for its instance types runs out, pods stay pending")

@@ -13,6 +13,7 @@ from toolkit.check.rules.base import Rule
 from toolkit.k8s.karpenter import capacity_types
 from toolkit.k8s.validate import duration_seconds
 
+
 UNDERUTILIZED = ("WhenEmptyOrUnderutilized", "WhenUnderutilized")  # v1, v1beta1
 MIN_CONSOLIDATE_AFTER_SECONDS = 300
 # the fix by API version: v1beta1 refuses consolidateAfter together with WhenUnderutilized, so
@@ -24,6 +25,18 @@ CONSOLIDATION_FIX = {
                             f"with consolidateAfter: {MIN_CONSOLIDATE_AFTER_SECONDS // 60}m, or add a disruption budget "
                             'nodes: "0" outside a maintenance schedule, or move the pool to karpenter.sh/v1',
 }
+
+
+RULE = Rule(
+    id="SPOT017",
+    severity="warning",
+    title="Karpenter consolidation that fights spot interruptions",
+    description="a NodePool that may launch spot consolidates when underutilized (v1 WhenEmptyOrUnderutilized, the "
+        f"default; v1beta1 WhenUnderutilized) sooner than {MIN_CONSOLIDATE_AFTER_SECONDS // 60} min "
+        'after a change, and no nodes: "0" budget stops it',
+    fix=CONSOLIDATION_FIX["karpenter.sh/v1"] + "; " + CONSOLIDATION_FIX["karpenter.sh/v1beta1"],
+    doc="https://karpenter.sh/docs/concepts/disruption/#consolidation",
+)
 
 
 def _consolidation_off(disruption: dict) -> bool:
@@ -53,16 +66,3 @@ def check(graph: ResourceGraph) -> Iterator:
             else f"after {after or '0s'}"
         yield p, (f"NodePool {name} may launch spot and consolidates {policy} {when}: Karpenter replaces "
                   "spot nodes on its own schedule on top of the interruptions AWS makes, so pods move twice as often"), "spot", fix
-
-
-RULE = Rule(
-    id="SPOT017",
-    severity="warning",
-    title="Karpenter consolidation that fights spot interruptions",
-    description="a NodePool that may launch spot consolidates when underutilized (v1 WhenEmptyOrUnderutilized, the "
-        f"default; v1beta1 WhenUnderutilized) sooner than {MIN_CONSOLIDATE_AFTER_SECONDS // 60} min "
-        'after a change, and no nodes: "0" budget stops it',
-    fix=CONSOLIDATION_FIX["karpenter.sh/v1"] + "; " + CONSOLIDATION_FIX["karpenter.sh/v1beta1"],
-    doc="https://karpenter.sh/docs/concepts/disruption/#consolidation",
-    check=check,
-)
