@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from toolkit.check.checkov import run_checkov
-from toolkit.check.loader import Resource, ResourceGraph, blocks, load_graph
+from toolkit.check.graph import Resource, ResourceGraph, blocks
+from toolkit.check.loader import load_graph
 from toolkit.check.report import CheckReport, Finding
 from toolkit.check.rules import GENERAL, INVALID_SUPPRESSION, RULES, Undecided, is_rule_id, maybe_spot_capacity, spot_capacity
 from toolkit.errors import ConfigError

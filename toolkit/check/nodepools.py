@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Iterable
 
 from toolkit.check.engine import hits
-from toolkit.check.loader import ResourceGraph, load_node_pools
+from toolkit.check.graph import ResourceGraph
+from toolkit.check.loader import load_node_pools
 from toolkit.check.rules import RULES_BY_ID
 
 KARPENTER_RULES = ("SPOT016", "SPOT017")

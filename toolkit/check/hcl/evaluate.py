@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit.check.hcl.expressions import evaluate_expression
 from toolkit.check.hcl.parse import labelled
 from toolkit.check.hcl.values import RESOURCE_REF, Expr, Template, Unknown, closing, unknown, unquote
-from toolkit.check.loader import UNKNOWN_BLOCKS
+from toolkit.check.graph import UNKNOWN_BLOCKS
 
 if TYPE_CHECKING:
     from toolkit.check.hcl.load import Module

@@ -12,7 +12,7 @@ from toolkit.check.hcl.constraints import apply_type, parse_type
 from toolkit.check.hcl.evaluate import Scope, evaluate_body, instance_key, instance_scopes
 from toolkit.check.hcl.parse import NO_DEFAULT, ParsedFile, parse_file, parse_tfvars
 from toolkit.check.hcl.values import Expr, Template, Unknown, unknown
-from toolkit.check.loader import Resource, attr_refs_from_values, references_in
+from toolkit.check.graph import Resource, attr_refs_from_values, references_in
 from toolkit.errors import ToolkitError
 
 MODULE_META = {"source", "version", "count", "for_each", "depends_on", "providers"}

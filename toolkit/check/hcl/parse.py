@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from toolkit.check.hcl.values import Expr, Template, Unknown, closing, unquote
-from toolkit.check.loader import read_input
+from toolkit.check.inputs import read_input
 from toolkit.errors import ToolkitError
 
 

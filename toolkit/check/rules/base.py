@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from toolkit.check.loader import Resource, ResourceGraph
+from toolkit.check.graph import Resource, ResourceGraph
 
 SEVERITIES = ("error", "warning", "info")
 SPOT, GENERAL = "spot", "general"  # finding categories: spot risks, and general (security) findings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.loader import ResourceGraph
+from toolkit.check.graph import ResourceGraph
 from toolkit.check.rules.base import Rule
 from toolkit.check.rules.helpers import diverse, instance_types, kind_of
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.loader import Resource, ResourceGraph, blocks, is_unresolved, unknown_block
+from toolkit.check.graph import Resource, ResourceGraph, blocks, is_unresolved, unknown_block
 from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import capacity_providers_for, draining, names_match, spot_groups
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.loader import Resource, ResourceGraph, as_list, block, blocks, is_unresolved, unknown_block
+from toolkit.check.graph import Resource, ResourceGraph, as_list, block, blocks, is_unresolved, unknown_block
 from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import as_bool, launch_templates_of, spot_groups
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.loader import ResourceGraph, is_unresolved
+from toolkit.check.graph import ResourceGraph, is_unresolved
 from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import ASG, draining, spot_share
 

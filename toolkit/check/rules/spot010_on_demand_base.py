@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.loader import ResourceGraph, block, unknown_block
+from toolkit.check.graph import ResourceGraph, block, unknown_block
 from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import as_int, provider_is_spot, service_strategy, spot_groups, target_groups_of
 

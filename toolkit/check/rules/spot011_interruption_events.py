@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from toolkit.check.loader import NODE_POOL, Resource, ResourceGraph, as_list
+from toolkit.check.graph import NODE_POOL, Resource, ResourceGraph, as_list
 from toolkit.check.rules.base import Rule
 from toolkit.check.rules.helpers import names_match, spot_capacity
 

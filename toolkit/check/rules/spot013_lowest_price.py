@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.loader import ResourceGraph, block, is_unresolved, unknown_block
+from toolkit.check.graph import ResourceGraph, block, is_unresolved, unknown_block
 from toolkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import as_int, spot_groups
 

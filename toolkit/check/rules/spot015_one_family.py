@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from toolkit.check.loader import ResourceGraph
+from toolkit.check.graph import ResourceGraph
 from toolkit.check.rules.base import Rule
 from toolkit.check.rules.helpers import diverse, instance_types, kind_of
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.loader import NODE_POOL, ResourceGraph
+from toolkit.check.graph import NODE_POOL, ResourceGraph
 from toolkit.check.rules.base import Rule
 from toolkit.k8s.karpenter import capacity_types
 from toolkit.k8s.validate import duration_seconds
