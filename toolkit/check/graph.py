@@ -17,7 +17,6 @@ _REF = re.compile(r"(?<![\w.\]])((?:module\.[\w-]+(?:\[[^\]]*\])?\.)*(?:data\.)?
 _INTERP = re.compile(r"\$\{([^}]*)\}")
 
 
-
 @dataclass
 class Resource:
     """One managed resource: ``address`` is ``type.name`` (with ``module.x.`` prefixes in plans)."""

@@ -15,8 +15,6 @@ MAX_JSON_MB = 512  # Terraform JSON and plan JSON: about 10 bytes of memory per 
 MEMORY_PER_HCL_BYTE = 300
 
 
-
-
 def max_hcl_mb() -> float:
     raw = os.environ.get(MAX_HCL_MB_ENV, "").strip()
     if not raw:

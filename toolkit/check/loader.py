@@ -118,6 +118,8 @@ def _load_plan_json(doc: dict, file: str) -> Iterator[Resource]:
 
 def is_plan_json(doc: dict) -> bool:
     return "format_version" in doc and ("planned_values" in doc or "values" in doc or "resource_changes" in doc)
+
+
 def load_file(path: Path) -> tuple[list[Resource], str]:
     """Resources of one file and its kind ("tf_json" or "plan")."""
     try:
@@ -192,7 +194,6 @@ def _holds_node_pool(path: Path) -> bool:
     return holds_node_pool(path)
 
 
-
 def load_node_pools(path: Path) -> list[Resource]:
     """The Karpenter NodePools of a YAML file as resources whose values are the manifests."""
     from toolkit.k8s.karpenter import read_node_pools
@@ -232,4 +233,3 @@ def load_graph(paths: Iterable[str | Path]) -> ResourceGraph:
         graph.files.append(str(f))
         graph.yaml_files.append(str(f))
     return graph
-

@@ -8,10 +8,10 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from toolkit.check.graph import UNKNOWN_BLOCKS
 from toolkit.check.hcl.expressions import evaluate_expression
 from toolkit.check.hcl.parse import labelled
 from toolkit.check.hcl.values import RESOURCE_REF, Expr, Template, Unknown, closing, unknown, unquote
-from toolkit.check.graph import UNKNOWN_BLOCKS
 
 if TYPE_CHECKING:
     from toolkit.check.hcl.load import Module
@@ -237,5 +237,3 @@ def _dynamic(scope: Scope, label: str, dyn: dict) -> list[dict] | None:
     else:
         return None
     return [evaluate_body(scope.child(**{name: {"key": k, "value": v}}), content, top=False) for k, v in items]
-
-

@@ -344,4 +344,3 @@ def evaluate_expression(scope: Scope, text: str) -> Any:
         return None
     except (NotKnown, Unparsable, RecursionError):
         return scope.unknown(text)
-

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from toolkit.check.graph import Resource, attr_refs_from_values, references_in
 from toolkit.check.hcl.constraints import apply_type, parse_type
 from toolkit.check.hcl.evaluate import Scope, evaluate_body, instance_key, instance_scopes
 from toolkit.check.hcl.parse import NO_DEFAULT, ParsedFile, parse_file, parse_tfvars
 from toolkit.check.hcl.values import Expr, Template, Unknown, unknown
-from toolkit.check.graph import Resource, attr_refs_from_values, references_in
 from toolkit.errors import ToolkitError
 
 MODULE_META = {"source", "version", "count", "for_each", "depends_on", "providers"}
@@ -21,6 +21,8 @@ MAX_MODULE_DEPTH = 16
 
 @dataclass
 class NotInspected:
+    """A module call whose source is not read (registry, git, S3...): reported with its source and version."""
+
     module: str
     source: str
     version: str | None
@@ -28,6 +30,7 @@ class NotInspected:
 
     def to_dict(self) -> dict:
         return {"module": self.module, "source": self.source, "version": self.version, "file": self.file}
+
 
 class Module:
     """One instance of a module directory: its variables, locals, outputs, resources and calls."""
@@ -241,5 +244,3 @@ def root_directories(directory: Path, loader: HclLoader) -> list[Path]:
     for d in dirs:
         called |= loader.local_sources(d)
     return [d for d in dirs if d not in called]
-
-

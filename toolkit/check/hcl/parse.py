@@ -35,7 +35,6 @@ def _key(k: str) -> str:
     return k[1:-1] if len(k) >= 2 and k.startswith('"') and k.endswith('"') else k
 
 
-
 @dataclass
 class ParsedFile:
     path: Path
@@ -135,13 +134,11 @@ def parse_tfvars(path: Path) -> dict[str, Any]:
                            hint="a .tfvars file holds name = value lines") from None
 
 
-
-# --- the parse tree, read directly ---------------------------------------------------------------------
-# python-hcl2's own dict output (``hcl2.loads``) goes through a rule transformer and a serializer that
-# cost twice the parse itself; the loader needs only the raw values above, so it walks the Lark tree
-# of python-hcl2's grammar and takes each non-literal expression's exact source text.
-
 def _tree_doc(text: str) -> dict:
+    """The parse tree, read directly: python-hcl2's own dict output (``hcl2.loads``) goes through a rule
+    transformer and a serializer that cost twice the parse itself; the loader needs only raw values, so
+    this walks the Lark tree of python-hcl2's grammar and takes each non-literal expression's exact
+    source text."""
     from lark import Tree
 
     from hcl2.parser import parser

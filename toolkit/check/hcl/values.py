@@ -57,9 +57,8 @@ def closing(text: str, start: int) -> int:
 
 
 class NotKnown(Exception):
-    pass
+    """Raised inside an expression when a value it needs is not known before apply."""
 
 
 class MissingAttribute(Exception):
     """An attribute a known object does not have."""
-
