@@ -51,6 +51,38 @@ def test_rule_ids_are_stable_and_unique():
     assert all(r.fix and r.title for r in RULES)
 
 
+def test_each_rule_lives_in_its_own_file_and_the_registry_is_built_from_them():
+    # GIVEN the rule files of toolkit/check/rules (spotNNN_<what>.py)
+    import importlib
+
+    import toolkit.check.rules as registry
+
+    files = sorted(p.stem for p in Path(registry.__file__).parent.glob("spot[0-9][0-9][0-9]_*.py"))
+    # THEN each holds the metadata of the rule its name says, and the registry is exactly those rules, each with
+    # its file's check
+    assert [f[:7].upper() for f in files] == [r.id for r in RULES]
+    for name, rule in zip(files, RULES):
+        module = importlib.import_module(f"toolkit.check.rules.{name}")
+        assert (module.RULE.id, module.RULE.title, rule.check) == (rule.id, rule.title, module.check)
+
+
+def test_k8s_reads_node_pools_without_importing_check():
+    # GIVEN the k8s package, which toolkit.check reads NodePools through / THEN no module of it imports toolkit.check
+    # (the dependency goes one way: check -> k8s), not even inside a function
+    import ast
+
+    k8s = Path(__file__).resolve().parents[1] / "toolkit" / "k8s"
+    imports = []
+    for path in sorted(k8s.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imports += [(path.name, node.module)] + [(path.name, f"{node.module}.{a.name}") for a in node.names]
+            elif isinstance(node, ast.Import):
+                imports += [(path.name, a.name) for a in node.names]
+    assert imports, "no imports read: the path is wrong"
+    assert [(f, m) for f, m in imports if m == "toolkit.check" or m.startswith("toolkit.check.")] == []
+
+
 def _types(types):
     def change(res):
         res["aws_autoscaling_group"]["train"]["mixed_instances_policy"]["launch_template"]["override"] = [{"instance_type": t} for t in types]

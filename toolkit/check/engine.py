@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from toolkit.check.checkov import run_checkov
-from toolkit.check.loader import Resource, ResourceGraph, blocks, load_graph
+from toolkit.check.graph import Resource, ResourceGraph, blocks
+from toolkit.check.loader import load_graph
 from toolkit.check.report import CheckReport, Finding
 from toolkit.check.rules import GENERAL, INVALID_SUPPRESSION, RULES, Undecided, is_rule_id, maybe_spot_capacity, spot_capacity
 from toolkit.errors import ConfigError
@@ -128,7 +129,7 @@ def apply_suppressions(findings: Iterable[Finding], suppressions: list[tuple[Res
                 break
 
 
-def _hits(rule, graph: ResourceGraph) -> list[tuple[Resource, str, str, bool, str]]:
+def hits(rule, graph: ResourceGraph) -> list[tuple[Resource, str, str, bool, str]]:
     """(resource, message, category, decided, fix) of one rule's run; a hit may carry its own
     category and fix (``(resource, message, category, fix)``), else the rule's apply."""
     out = []
@@ -163,10 +164,10 @@ def run_rules(graph: ResourceGraph) -> list[Finding]:
                                 root=res.config))
 
     for rule in RULES:
-        for res, message, category, decided, fix in _hits(rule, graph):
+        for res, message, category, decided, fix in hits(rule, graph):
             add(rule, res, message, category, decided, fix)
         if assumed is not None:
-            for res, message, category, decided, fix in _hits(rule, assumed):
+            for res, message, category, decided, fix in hits(rule, assumed):
                 groups = [a for a, g in maybe_spot.items() if g.config == res.config and (a == res.address or a in message)]
                 if groups:
                     add(rule, res, f"if {groups[0]} runs spot (whether it does is not known before apply): {message}",

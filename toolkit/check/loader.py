@@ -17,170 +17,21 @@ JSON computed values are absent, so references come from the ``configuration`` s
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from toolkit.check.graph import (NODE_POOL, Resource, ResourceGraph, as_list, attr_refs_from_values, block, blocks,
+                                 is_unresolved, references_in, unknown_block)
+from toolkit.check.hcl import HclLoader, root_directories
+from toolkit.check.inputs import read_input
 from toolkit.errors import ToolkitError
 
-MAX_HCL_MB_ENV = "SPOTKIT_CHECK_MAX_HCL_MB"
-MAX_HCL_MB = 2  # .tf / .tfvars files: parsing HCL takes about 300 bytes of memory per byte of input (measured)
-MAX_JSON_MB = 512  # Terraform JSON and plan JSON: about 10 bytes of memory per byte
-MEMORY_PER_HCL_BYTE = 300
-
-_REF = re.compile(r"(?<![\w.\]])((?:module\.[\w-]+(?:\[[^\]]*\])?\.)*(?:data\.)?aws_[a-z0-9_]+\.[\w-]+)")
-_INTERP = re.compile(r"\$\{([^}]*)\}")
-
-
-@dataclass
-class Resource:
-    """One managed resource: ``address`` is ``type.name`` (with ``module.x.`` prefixes in plans)."""
-
-    type: str
-    name: str
-    address: str
-    values: dict[str, Any]
-    file: str
-    refs: set[str] = field(default_factory=set)
-    attr_refs: dict[str, set[str]] = field(default_factory=dict)
-    comment: Any = None  # the Terraform JSON "//" field, where suppressions may live
-    config: str = ""  # the configuration it belongs to: its file for JSON, the root module's directory for HCL
-    line: int | None = None
-    base: str = ""  # the address without the instance key (``aws_x.y`` for ``aws_x.y["blue"]``): what references name
-
-    def __post_init__(self) -> None:
-        self.config = self.config or self.file
-        self.base = self.base or self.address
-
-    def refers_to(self, other: "Resource", attr: str | None = None) -> bool:
-        pool = self.attr_refs.get(attr, set()) if attr else self.refs
-        return other.base in pool
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.values.get(key, default)
-        return default if value is None else value
-
-
-def blocks(values: Any, key: str) -> list[dict]:
-    """The nested blocks ``key`` of ``values`` as a list, whether written as an object or a list."""
-    if not isinstance(values, dict):
-        return []
-    value = values.get(key)
-    if value is None:
-        return []
-    items = value if isinstance(value, list) else [value]
-    return [i for i in items if isinstance(i, dict)]
-
-
-def block(values: Any, *path: str) -> dict:
-    """The first nested block along ``path`` (``block(v, "mixed_instances_policy", "launch_template")``),
-    or an empty dict."""
-    current: Any = values
-    for key in path:
-        found = blocks(current, key)
-        if not found:
-            return {}
-        current = found[0]
-    return current
-
-
-UNKNOWN_BLOCKS = "__unknown_blocks__"  # labels of ``dynamic`` blocks whose collection is not known before apply
-
-
-def unknown_block(values: Any, *path: str) -> bool:
-    """True when the nested block at ``path`` (or a block on the way) comes from a ``dynamic`` block over a
-    collection not known before apply: whether it exists, and how often, cannot be told."""
-    current: Any = values
-    for key in path:
-        if isinstance(current, dict) and key in (current.get(UNKNOWN_BLOCKS) or ()):
-            return True
-        found = blocks(current, key)
-        if not found:
-            return False
-        current = found[0]
-    return False
-
-
-def as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def is_unresolved(value: Any) -> bool:
-    """True for a Terraform JSON string that is a whole-expression interpolation (its value is not known)."""
-    return isinstance(value, str) and value.strip().startswith("${") and value.strip().endswith("}")
-
-
-def references_in(value: Any) -> set[str]:
-    """Resource addresses referenced by the ``${...}`` interpolations inside ``value`` (any depth)."""
-    found: set[str] = set()
-    if isinstance(value, str):
-        for expr in _INTERP.findall(value):
-            for ref in _REF.findall(expr):
-                found.add(ref)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if k != "//":
-                found |= references_in(v)
-    elif isinstance(value, list):
-        for v in value:
-            found |= references_in(v)
-    return found
-
-
-@dataclass
-class ResourceGraph:
-    resources: list[Resource] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    not_inspected: list = field(default_factory=list)  # hcl.NotInspected: modules whose source was not read
-    assume_spot: frozenset = frozenset()
-    hcl_roots: list[str] = field(default_factory=list)  # root module directories read as HCL
-    hcl_files: set[str] = field(default_factory=set)  # files read as parts of HCL modules (.tf and .tf.json)
-    yaml_files: list[str] = field(default_factory=list)  # addresses of groups treated as spot (to find what is undecided)
-
-    def of_type(self, *types: str) -> list[Resource]:
-        return [r for r in self.resources if r.type in types]
-
-    def by_address(self, address: str) -> Resource | None:
-        for r in self.resources:
-            if r.address == address:
-                return r
-        return None
-
-    def resolve(self, source: Resource, attr: str, *types: str) -> list[Resource]:
-        """Resources of ``types`` that ``source`` references through attribute ``attr`` (top level or
-        nested), in the same configuration (Terraform addresses are unique per configuration only)."""
-        pool = source.attr_refs.get(attr, set())
-        return [r for r in self.resources if r.config == source.config and r.base in pool and (not types or r.type in types)]
-
-    def same_config(self, source: Resource, *types: str) -> list[Resource]:
-        return [r for r in self.resources if r.config == source.config and r.type in types]
-
-
-def _attr_refs_from_values(values: dict) -> dict[str, set[str]]:
-    """References under every attribute name on their path: a ref in
-    ``load_balancer[0].target_group_arn`` counts for ``load_balancer`` and ``target_group_arn``."""
-    out: dict[str, set[str]] = {}
-
-    def walk(v: Any, keys: tuple[str, ...]) -> None:
-        if isinstance(v, dict):
-            for k, sub in v.items():
-                if k != "//":
-                    walk(sub, keys + (k,))
-        elif isinstance(v, list):
-            for item in v:
-                walk(item, keys)
-        elif isinstance(v, str):
-            refs = references_in(v)
-            for k in keys:
-                out.setdefault(k, set()).update(refs)
-
-    walk(values, ())
-    return out
+# the graph's names stay importable from here, where the loader's users (and tests) have always found them
+__all__ = ["Resource", "ResourceGraph", "as_list", "block", "blocks", "is_unresolved", "references_in", "unknown_block",
+           "NODE_POOL", "attr_refs_from_values", "read_input", "is_plan_json", "load_file", "expand_paths", "load_graph",
+           "load_node_pools"]
 
 
 def _load_tf_json(doc: dict, file: str) -> Iterator[Resource]:
@@ -200,7 +51,7 @@ def _load_tf_json(doc: dict, file: str) -> Iterator[Resource]:
                             continue
                         yield Resource(
                             type=rtype, name=name, address=f"{rtype}.{name}", values=values, file=file,
-                            refs=references_in(values), attr_refs=_attr_refs_from_values(values),
+                            refs=references_in(values), attr_refs=attr_refs_from_values(values),
                             comment=values.get("//"),
                         )
 
@@ -269,59 +120,6 @@ def is_plan_json(doc: dict) -> bool:
     return "format_version" in doc and ("planned_values" in doc or "values" in doc or "resource_changes" in doc)
 
 
-def max_hcl_mb() -> float:
-    raw = os.environ.get(MAX_HCL_MB_ENV, "").strip()
-    if not raw:
-        return MAX_HCL_MB
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ToolkitError(f"{MAX_HCL_MB_ENV}={raw!r} is not a positive number of megabytes",
-                           hint=f"unset {MAX_HCL_MB_ENV} (default {MAX_HCL_MB} MB), or set it to a number such as 16")
-    return value
-
-
-def _shown(path: Path) -> Path:
-    """``path`` as the user would type it: relative to the working directory when below it."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except (ValueError, OSError):
-        return path
-
-
-def read_input(path: Path, hcl: bool) -> str:
-    """The text of one input file, read only when it is within the size cap and is UTF-8 text: a huge
-    file, a binary or a non-UTF-8 file is a user error naming the file (never a traceback, never
-    gigabytes of parse tree). ``hcl``: the file is parsed with the HCL grammar (.tf, .tfvars)."""
-    cap_mb = max_hcl_mb() if hcl else MAX_JSON_MB
-    size = path.stat().st_size
-    path = _shown(path)
-    if size > cap_mb * 1024 * 1024:
-        mb = size / (1024 * 1024)
-        if hcl:
-            need_gb = size * MEMORY_PER_HCL_BYTE / 1024 ** 3
-            raise ToolkitError(
-                f"{path} is {mb:.1f} MB, over the {cap_mb:g} MB spotkit check parses from one HCL file "
-                f"(parsing it would take about {need_gb:.1f} GB of memory); check a plan instead "
-                "('terraform show -json PLANFILE > plan.json', then 'spotkit check plan.json'), or raise the cap",
-                hint=f"{MAX_HCL_MB_ENV}={int(mb) + 1} spotkit check {shlex.quote(str(path.parent))}")
-        raise ToolkitError(f"{path} is {mb:.0f} MB, over the {cap_mb} MB spotkit check reads from one JSON file",
-                           hint="check the directory of .tf files it was made from instead: spotkit check DIR")
-    data = path.read_bytes()
-    if b"\x00" in data[:8192]:
-        raise ToolkitError(f"{path} is a binary file, not Terraform text: move it out of the directory (Terraform would refuse it too)",
-                           hint=f"file {shlex.quote(str(path))}")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ToolkitError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}): Terraform reads UTF-8 only; "
-                           "convert it (iconv) or move it out of the directory",
-                           hint=f"file -i {shlex.quote(str(path))}") from None
-
-
 def load_file(path: Path) -> tuple[list[Resource], str]:
     """Resources of one file and its kind ("tf_json" or "plan")."""
     try:
@@ -359,8 +157,6 @@ def expand_paths(paths: Iterable[str | Path]) -> Inputs:
     local module is a root; ``.tf.json`` files beside ``.tf`` files belong to it); other ``*.tf.json``
     files are Terraform JSON configurations of their own (``cdktf.out``); a ``.tf`` file stands for its
     directory; YAML files (Karpenter NodePools) are read when named or when a directory holds NodePools."""
-    from toolkit.check.hcl import HclLoader, root_directories
-
     loader = HclLoader()
     out = Inputs(loader=loader)
     for raw in paths:
@@ -398,10 +194,19 @@ def _holds_node_pool(path: Path) -> bool:
     return holds_node_pool(path)
 
 
-def load_graph(paths: Iterable[str | Path]) -> ResourceGraph:
-    from toolkit.check.hcl import HclLoader
-    from toolkit.k8s.karpenter import load_node_pools
+def load_node_pools(path: Path) -> list[Resource]:
+    """The Karpenter NodePools of a YAML file as resources whose values are the manifests."""
+    from toolkit.k8s.karpenter import read_node_pools
 
+    out = []
+    for doc in read_node_pools(path):
+        name = str((doc.get("metadata") or {}).get("name", "?"))
+        out.append(Resource(type=NODE_POOL, name=name, address=f"NodePool/{name}", values=doc, file=str(path),
+                            config="karpenter"))
+    return out
+
+
+def load_graph(paths: Iterable[str | Path]) -> ResourceGraph:
     inputs = expand_paths(paths)
     graph = ResourceGraph()
     plan_addresses: set[str] = set()

@@ -43,7 +43,7 @@ def render_command(ctx: CliContext, stack, outdir, file_system_id, access_point_
 def check_command(ctx: CliContext, files):
     """Check the Jobs in FILES: spot toleration when they target spot, grace period within the notice;
     and the Karpenter NodePools in them: spot/on-demand mix and consolidation (SPOT016/017, warnings)."""
-    from toolkit.k8s.karpenter import check_node_pool_files
+    from toolkit.check.nodepools import check_node_pool_files
 
     checked = validate.check_files(files)
     pools, warnings = check_node_pool_files(files)
