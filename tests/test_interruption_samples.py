@@ -120,6 +120,21 @@ def test_a_binary_journal_file_is_a_user_error_and_is_left_alone(aws, tmp_path, 
     assert run_spotkit(capsys, *command[1:]).code == 0
 
 
+def test_status_with_a_binary_journal_file_is_a_user_error(aws, tmp_path, capsys, monkeypatch):
+    # GIVEN a binary file passed to status as the journal
+    monkeypatch.chdir(tmp_path)
+    journal = tmp_path / "model.bin"
+    journal.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)))
+    run = run_spotkit(capsys, "--endpoint-url", aws.url, "--region", "us-east-1", "status", "--journal-file", str(journal))
+    # THEN exit 1, one line saying what it is, and a next step that works when pasted
+    assert run.code == 1 and "Traceback" not in run.err
+    assert run.err.splitlines()[0].startswith(f"Error: the journal file {journal} is not a spotkit journal")
+    [step] = run.next_lines
+    command = step.split("   #")[0].split()
+    assert command[0] == "spotkit" and str(journal) not in command
+    assert run_spotkit(capsys, *command[1:]).code == 0
+
+
 def test_an_unknown_region_is_a_user_error(aws, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     event = tmp_path / "event.json"

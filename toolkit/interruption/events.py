@@ -7,9 +7,13 @@ delivered, so the same spot notice seen twice through SQS, or once by EventBridg
 the same id and the store acts on it once; a persistent instance interrupted again hours later is a new
 notice (see ``toolkit/notice.py`` for the keys).
 
-Parsers raise ``DropEvent`` for input that can never be handled (malformed, not an interruption, an
-event whose ``source`` is not the AWS service that sends its detail type); the handler journals such a
-message with its reason and deletes it instead of retrying it forever.
+Parsers raise ``DropEvent`` for input that can never be handled (malformed, a field of the wrong JSON
+type, an event whose ``source`` is not the AWS service that sends its detail type); the handler journals
+such a message with its reason and deletes it instead of retrying it forever. ``IgnoreEvent`` (a
+``DropEvent``) is a valid AWS event that needs nothing (an Auto Scaling test notification, a launch
+lifecycle action, an instance entering ``pending``): deleted too, reported as ``ignored``, not as bad input.
+Every field is read with its JSON type checked (``_text``, ``_items``, ``_require``), so no message's
+shape can raise a ``TypeError`` that would fail its batch-mates.
 """
 
 from __future__ import annotations
