@@ -1,10 +1,13 @@
 """Decide and act: which actions an interruption warning gets, in which order, exactly once.
 
-``Handler.handle(event)``:
+``Handler.handle_body(body)`` is a batch of one (``batch.py``); ``Handler.handle(event)`` (capacity events,
+and the events of a batch that failed as a whole, one at a time):
 
 1. claim the event in the store (a duplicate or an event another worker is handling stops here);
-2. look the instance up: one spotkit does not manage (no ``spotkit:managed=true`` / ``spotkit:group``
-   tag, or a group outside ``settings.groups``) is ignored and journaled as such;
+2. ``Handler.decide`` (``scope.py``, the one decision for both paths): an event from another account or
+   region is dropped; an instance or group spotkit does not manage (no ``spotkit:managed=true`` /
+   ``spotkit:group`` tag), or outside ``settings.groups``, is ignored; both journaled with the reason.
+   A lifecycle action's deadline is its hook's heartbeat timeout (``with_hook_deadline``);
 3. act by kind (every action journaled):
 
    ============================== ===============================================================
