@@ -64,12 +64,25 @@ def test_samples_that_need_action_parse_to_what_they_say():
                                                                  "609519224176")
 
 
-def test_a_documented_event_with_a_placeholder_time_that_needs_action_is_a_drop():
-    # AWS's terminate sample has "time": "yyyy-mm-ddThh:mm:ssZ": it cannot be timed, so it is not acted on
+@pytest.mark.parametrize("name", ["aws-docs-terminate-lifecycle-action.json", "aws-docs-spot-interruption-warning.json"])
+def test_a_documented_event_with_a_placeholder_time_that_needs_action_is_a_drop(name):
+    # AWS's samples have "time": "yyyy-mm-ddThh:mm:ssZ": they cannot be timed, so they are not acted on
     with pytest.raises(DropEvent) as err:
-        ev.from_message_body(sample("aws-docs-terminate-lifecycle-action.json"))
+        ev.from_message_body(sample(name))
     assert not isinstance(err.value, IgnoreEvent)
     assert "yyyy-mm-ddThh:mm:ssZ" in str(err.value)
+
+
+def test_the_documented_metadata_notice_is_the_same_notice_as_its_warning():
+    # GIVEN AWS's instance-action example, and a warning for the same instance sent 120 s before that time
+    imds = ev.from_imds_instance_action("i-1234567890abcdef0", sample("aws-docs-imds-instance-action.json"))
+    warning = json.loads(sample("aws-docs-spot-interruption-warning.json"))
+    warning.update(time="2017-09-18T08:20:00Z")
+    warning["detail"]["instance-action"] = "terminate"
+    bridge, = ev.from_message_body(warning)
+    # THEN both are one notice (the store acts once), due at the documented time
+    assert (imds.action, imds.deadline) == ("terminate", "2017-09-18T08:22:00Z")
+    assert imds.event_id == bridge.event_id
 
 
 @pytest.mark.parametrize("name, account", [("nth-spot-itn.json", "<account_number>"),
