@@ -86,7 +86,7 @@ class RecordingHandler:
 
 
 def _consumer(sqs, clock, handler, **kwargs) -> QueueConsumer:
-    return QueueConsumer(sqs, URL, handler, concurrency=kwargs.pop("concurrency", 4), batch_size=2,
+    return QueueConsumer(sqs, URL, handler, concurrency=kwargs.pop("concurrency", 4), batch_size=kwargs.pop("batch_size", 2),
                          visibility_timeout=30, wait_seconds=1, clock=clock, wait=clock.wait, **kwargs)
 
 
@@ -139,3 +139,25 @@ def test_an_error_retrying_cannot_fix_ends_the_run_at_once():
         consumer.run(stop_when_idle=True)
     assert str(err.value).startswith(f"cannot receive from {URL}: ")
     assert clock.pauses == []  # no retry at all
+
+
+def test_a_batch_that_fails_as_a_whole_is_settled_message_by_message():
+    # GIVEN a handler with a bug that one message (body-2) triggers, failing any batch that holds it
+    clock = Clock()
+    sqs = FlakySqs(clock, down_until=0, messages=5)
+
+    class Buggy(RecordingHandler):
+        def handle_batch(self, bodies):
+            if "body-2" in bodies:
+                raise RuntimeError("a bug body-2 triggers")
+            return super().handle_batch(bodies)
+
+    handler = Buggy()
+    consumer = _consumer(sqs, clock, handler, concurrency=1, batch_size=5, retry_delay_seconds=1)
+    # WHEN one receive of five messages is handled (max_messages: the bad one would come back forever)
+    stats = consumer.run(max_messages=5)
+    # THEN the four others are handled and deleted; only body-2 is kept (it ends in the dead-letter queue)
+    assert sorted(handler.bodies) == ["body-0", "body-1", "body-3", "body-4"]
+    assert sorted(sqs.deleted) == ["r0", "r1", "r3", "r4"]
+    assert [(p["message_id"], p["outcomes"][0]["status"]) for p in stats.problems()] == [("m2", "retry")]
+    assert "RuntimeError: a bug body-2 triggers" in stats.problems()[0]["outcomes"][0]["reason"]
