@@ -201,8 +201,8 @@ def test_event_file_with_a_malformed_event_is_a_user_error_naming_it(world, aws,
     assert result.returncode == 1, result.stderr
     assert "Internal error" not in result.stderr and "Traceback" not in result.stderr
     err = result.stderr.splitlines()
-    assert err[-2] == (f"Error: {path}: event 2 of 3 (id {bad['id']}) cannot be handled: EC2 Spot Instance "
-                       "Interruption Warning: 'instance-id' is a JSON array, not a string")
-    assert err[-1].startswith(f"  next: fix that event in {path} ")
+    assert err[-2] == (f"Error: {path}: event 2 of 3 (id {bad['id']}) could not be read as an interruption event: "
+                       "EC2 Spot Instance Interruption Warning: 'instance-id' is a JSON array, not a string")
+    assert err[-1].startswith(f"  next: fix {path} (event 2 of 3 ")
     assert _targets(world) == set(world.managed[3:]) | {world.managed[1]}
     assert {e["status"] for e in LocalFileStore(tmp_path / "j.jsonl").events()} == {"done", "dropped"}

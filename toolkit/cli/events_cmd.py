@@ -255,9 +255,9 @@ def _handle_event_file(ctx: CliContext, handler, bodies: list, path: Path, where
     if unreadable:
         name, first = unreadable[0]
         more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-        raise ToolkitError(f"{path}: {name} cannot be handled: {first.reason}{more}",
-                           hint=f"fix that event in {path} (an event as AWS delivers it, fields with the types AWS "
-                                f"sends), then: spotkit handle-events --event-file {shlex.quote(str(path))}")
+        raise ToolkitError(f"{path}: {name} could not be read as an interruption event: {first.reason}{more}",
+                           hint=f"fix {path} ({name}: an event as AWS delivers it, with the types AWS sends), "
+                                f"then: spotkit handle-events --event-file {shlex.quote(str(path))}")
     if unhandled:
         raise ToolkitError(
             f"{len(unhandled)} of {len(rows)} event(s) not handled: "
