@@ -166,6 +166,7 @@ class Handler:
         self._identity: Optional[tuple[str, str]] = None
         self._hooks: dict[tuple[str, str], int] = {}  # (group, hook) -> heartbeat timeout, read once each
         self._lock = threading.Lock()
+        self._identity_lock = threading.Lock()
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -245,15 +246,18 @@ class Handler:
 
     def identity(self) -> tuple[str, str]:
         """This handler's (account, region): from the settings, else the clients' region and STS (once)."""
-        if self._identity is None:
-            account, region = self.settings.account, self.settings.region
-            try:
-                region = region or self.clients.ec2.meta.region_name or ""
-                if not account:
-                    account = self.clients.get("sts").get_caller_identity()["Account"]
-            except act._CALL_ERRORS as exc:
-                raise RetryEvent(f"finding this handler's account: {exc}") from exc
-            self._identity = (account, region)
+        if self._identity is not None:
+            return self._identity
+        with self._identity_lock:  # once for all workers (the first batch of each would otherwise ask too)
+            if self._identity is None:
+                account, region = self.settings.account, self.settings.region
+                try:
+                    region = region or self.clients.ec2.meta.region_name or ""
+                    if not account:
+                        account = self.clients.get("sts").get_caller_identity()["Account"]
+                except act._CALL_ERRORS as exc:
+                    raise RetryEvent(f"finding this handler's account: {exc}") from exc
+                self._identity = (account, region)
         return self._identity
 
     @property
