@@ -454,7 +454,9 @@ class InterruptionEvents(Construct):
             {"Sid": "ReadOnlyUnscoped", "Effect": "Allow",
              "Action": ["ec2:DescribeInstances", "elasticloadbalancing:DescribeTargetGroups",
                         "elasticloadbalancing:DescribeTargetHealth", "ecs:ListClusters", "ssm:ListCommands",
-                        "ssm:GetCommandInvocation", "autoscaling:DescribeAutoScalingGroups"],
+                        "ssm:GetCommandInvocation", "autoscaling:DescribeAutoScalingGroups",
+                        # The lifecycle deadline is the hook's heartbeat timeout (read once per hook).
+                        "autoscaling:DescribeLifecycleHooks"],
              "Resource": ["*"]},
             # Only the stack's target groups: those listed, and any carrying the stack's name tag (every
             # target group a spotkit stack creates has it through the provider's default tags).

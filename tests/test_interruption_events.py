@@ -105,7 +105,7 @@ def test_every_aws_time_format_reads_the_same():
     assert len(ids) == 1
     with pytest.raises(DropEvent) as err:
         ev.from_imds_instance_action(I, {"action": "terminate", "time": 12345})
-    assert str(err.value) == "time 12345 is a int, not an ISO 8601 or RFC 2822 string"
+    assert str(err.value) == "spot instance-action: 'time' is a JSON number, not a string"
 
 
 @pytest.mark.parametrize("sample", [w.spot_warning(I), w.rebalance(I), w.state_change(I, "stopping"),
@@ -154,37 +154,31 @@ def test_sqs_bodies_sns_envelopes_and_asg_notifications():
 @pytest.mark.parametrize("body, message", [
     ("[1, 2]", "message body is a JSON list, not an object"),
     ('{"hello": 1}', "message body is neither an EventBridge event, an Auto Scaling notification nor a spotkit event"),
-    (json.dumps({"Event": "autoscaling:TEST_NOTIFICATION"}), "Auto Scaling test notification"),
-    (json.dumps(w.envelope("EC2 AMI State Change", "aws.ec2", {})),
+    (json.dumps(w.envelope("EC2 AMI State Change", "my.app", {})),
      "detail-type 'EC2 AMI State Change' is not an interruption warning spotkit handles"),
-    (json.dumps(w.state_change(I, "running")),
-     "EC2 Instance State-change Notification: state 'running' is not a departure (stopping, shutting-down, stopped, terminated)"),
     (json.dumps(w.envelope("EC2 Spot Instance Interruption Warning", "aws.ec2", {"instance-action": "terminate"})),
      "EC2 Spot Instance Interruption Warning: detail has no 'instance-id'"),
 ])
 def test_bodies_that_can_never_be_handled_are_drops(body, message):
     with pytest.raises(DropEvent) as err:
         ev.from_message_body(body)
+    assert not isinstance(err.value, ev.IgnoreEvent)
     assert str(err.value) == message
 
 
-def test_local_journal_claim_rules(tmp_path):
-    # GIVEN a journal with a controllable clock
-    now = [1000.0]
-    store = LocalFileStore(tmp_path / "j.jsonl", dedupe_seconds=3600, clock=lambda: now[0])
-    [event] = ev.from_eventbridge(w.spot_warning(I))
-    # WHEN claimed: new; again while leased: in progress
-    assert store.claim(event, lease_seconds=60) == NEW
-    assert store.claim(event, lease_seconds=60) == IN_PROGRESS
-    # a worker that died: after its lease the event can be claimed again
-    now[0] += 61
-    assert store.claim(event, lease_seconds=60) == NEW
-    # a failure releases the claim at once
-    store.finish(event.event_id, FAILED, "throttled")
-    assert store.claim(event, lease_seconds=60) == NEW
-    # once done it is a duplicate, until the de-duplication window ends
-    store.finish(event.event_id, "done")
-    assert store.claim(event, lease_seconds=60) == DUPLICATE
-    now[0] += 3601
-    assert store.claim(event, lease_seconds=60) == NEW
-    assert store.get(event.event_id)["attempts"] == 4
+@pytest.mark.parametrize("body, message", [
+    (json.dumps({"Event": "autoscaling:TEST_NOTIFICATION"}),
+     "Auto Scaling notification: autoscaling:TEST_NOTIFICATION (sent when a notification target is set up): "
+     "nothing to do"),
+    (json.dumps(w.envelope("EC2 AMI State Change", "aws.ec2", {})),
+     "EC2 AMI State Change from aws.ec2 is not an interruption warning: nothing to do"),
+    (json.dumps(w.state_change(I, "running")),
+     "EC2 Instance State-change Notification: state 'running' is not a departure (stopping, shutting-down, stopped, "
+     "terminated): nothing to do"),
+])
+def test_valid_events_that_need_no_action_are_ignored_not_dropped(body, message):
+    # GIVEN valid AWS events that ask for nothing WHEN parsed THEN they are ignored (a drop's subclass: deleted
+    # like one) with the reason, and never counted as unreadable
+    with pytest.raises(ev.IgnoreEvent) as err:
+        ev.from_message_body(body)
+    assert str(err.value) == message

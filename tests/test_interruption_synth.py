@@ -156,6 +156,8 @@ def test_handler_policy_scopes_mutations(training):
     unscoped = [s for s in handler["Statement"] if "*" in s["Resource"]]
     assert [s["Sid"] for s in unscoped] == ["ReadOnlyUnscoped"]
     assert all(a.split(":")[1].startswith(("Describe", "List", "Get")) for a in unscoped[0]["Action"])
+    # the lifecycle deadline is read from the group's hook (its heartbeat timeout)
+    assert "autoscaling:DescribeLifecycleHooks" in unscoped[0]["Action"]
     assert "StartReplacement" not in by_sid  # only when start_replacement_on_rebalance
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shlex
 from pathlib import Path
 
 import click
@@ -40,10 +42,64 @@ def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: 
         store.check()
         return store, f"journal file {path}"
     except JournalError as exc:
-        raise ToolkitError(str(exc), hint=exc.hint) from None
+        hint = exc.hint
+        if not journal_table and "not a spotkit journal" in str(exc):
+            hint = _journal_rerun_hint(Path(journal_file or default_file), default_file)
+        raise ToolkitError(str(exc), hint=hint) from None
     except OSError as exc:
         raise ToolkitError(f"cannot use the journal file {journal_file or default_file}: {exc}",
                            hint="pass --journal-file with a writable path") from None
+
+
+def _journal_rerun_hint(bad: Path, default_file: str) -> str:
+    """The same command with a journal of its own (the file that is not a journal is left alone)."""
+    ctx = click.get_current_context(silent=True)
+    words = (ctx.command_path.split()[1:] if ctx is not None else []) or ["handle-events"]
+    rerun = ctx.meta.get("spotkit.rerun_args", []) if ctx is not None else []
+    words = _global_args(ctx.find_object(CliContext) if ctx is not None else None) + words
+    new = Path(default_file)
+    if new.resolve() == bad.resolve():
+        new = new.with_name(new.stem + "-new" + new.suffix)
+    if not rerun and bad.resolve() != Path(default_file).resolve():  # a reader (status): the default journal
+        return shlex.join(["spotkit", *words]) + f"   # reads {default_file}; {bad} is left as it is"
+    return shlex.join(["spotkit", *words, *rerun, "--journal-file", str(new)]) + f"   # {bad} is left as it is"
+
+
+# Region names as AWS writes them (us-east-1, eu-central-2, us-gov-west-1, cn-north-1, ap-southeast-4...).
+_REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+
+
+def _global_args(cli_ctx: "CliContext | None", region: str | None = None) -> list[str]:
+    """The global options of this run, to repeat in a ``next:`` command."""
+    if cli_ctx is None:
+        return []
+    out = []
+    for flag, value in (("--profile", cli_ctx.profile), ("--region", region or cli_ctx.region),
+                        ("--endpoint-url", cli_ctx.endpoint_url)):
+        if value:
+            out += [flag, value]
+    return out
+
+
+def check_region(region: str, rerun: list[str] = (), cli_ctx: "CliContext | None" = None) -> None:
+    """A region AWS has, or at least one written as AWS writes them: ``nowhere-1`` is a user error here,
+    not an endpoint that cannot be reached minutes later. botocore's own partition data decides (its
+    region patterns accept regions newer than the installed botocore); a name it does not know but that is
+    written like a region passes too."""
+    if not region:
+        return
+    try:
+        import botocore.loaders
+
+        partitions = botocore.loaders.Loader().load_data("endpoints")["partitions"]
+        known = any(region in p.get("regions", {}) or re.match(p.get("regionRegex", "$^"), region)
+                    for p in partitions)
+    except Exception:  # noqa: BLE001 - no partition data: fall back to the shape of the name
+        known = bool(_REGION_NAME.match(region))
+    if not known:
+        command = shlex.join(["spotkit", *_global_args(cli_ctx, region="us-east-1"), "handle-events", *rerun])
+        raise ToolkitError(f"--region {region} is not an AWS region",
+                           hint=f"{command}   # with your region: 'aws ec2 describe-regions' lists them")
 
 
 def _journal_args(journal_table, store) -> str:
@@ -88,13 +144,16 @@ def report_skipped_lines(store) -> None:
               help="With --fallback: the ceiling of the raised on-demand base.")
 @click.option("--fallback-hold-minutes", default=30, show_default=True, type=click.IntRange(5, 1440),
               help="With --fallback: the least time between two changes of the on-demand base.")
+@click.option("--outage-budget-minutes", default=15.0, show_default=True, type=click.FloatRange(0, 1440),
+              help="With --queue-url: how long each worker keeps retrying a failing receive (growing pauses, up to "
+                   "30 s) before the run ends; a receive that works resets it.")
 @click.option("--dry-run", is_flag=True, help="Read everything, change nothing: log what would have been done.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table, journal_file, concurrency,
                           batch_size, visibility_timeout, wait_seconds, until_empty, checkpoint_command, no_checkpoint,
                           groups, clusters, drain_on_rebalance, start_replacement, fallback, fallback_max_on_demand_base,
-                          fallback_hold_minutes, dry_run, yes):
+                          fallback_hold_minutes, outage_budget_minutes, dry_run, yes):
     """Drain, checkpoint and complete lifecycle actions for interruption warnings, exactly once.
 
     With --queue-url it runs until SIGTERM/SIGINT (clean shutdown: messages in progress finish, no
@@ -106,6 +165,10 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if bool(queue_url) == bool(event_file):
         raise ToolkitError("give exactly one of --queue-url and --event-file",
                            hint="spotkit handle-events --queue-url $(terraform output -raw interruption_queue_url)")
+    rerun = (["--event-file", str(event_file)] if event_file else ["--queue-url", queue_url]) + (
+        ["--dry-run"] if dry_run else ["--yes"])
+    click.get_current_context().meta["spotkit.rerun_args"] = rerun
+    check_region(ctx.region or "", rerun, ctx)
     bodies = read_event_file(Path(event_file)) if event_file else []
     defaults = HandlerSettings()
     settings = HandlerSettings(
@@ -131,41 +194,16 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     handler = Handler(clients, store, settings)
 
     if event_file:
-        outcomes = [o for body in bodies for o in handler.handle_body(body)]
-        rows = [{"status": o.status, "kind": o.kind, "instance": o.instance_id, "event_id": o.event_id,
-                 "reason": o.reason, "actions": {a.name: a.status for a in o.actions}} for o in outcomes]
-        if ctx.json:
-            emit_json(rows)
-        else:
-            for r in rows:
-                acts = ", ".join(f"{k}={v}" for k, v in r["actions"].items()) or "-"
-                click.echo(f"{r['status']:<11} {r['kind'] or '-'} {r['instance'] or '-'}: {acts}"
-                           + (f" ({r['reason']})" if r["reason"] else ""))
-            click.echo(f"journal: {where}")
-        report_skipped_lines(store)
-        dropped = [o for o in outcomes if o.status == "dropped"]
-        if dropped:
-            raise ToolkitError(f"{len(dropped)} of {len(bodies)} event(s) in {event_file} could not be read as an "
-                               f"interruption event: {dropped[0].reason}",
-                               hint=f"fix {event_file}: each event needs the fields AWS sends (for EventBridge: "
-                                    "detail-type, source, detail with instance-id)")
-        unhandled = [o for o in outcomes if not o.delete_message]
-        if unhandled:
-            raise ToolkitError(
-                f"{len(unhandled)} of {len(outcomes)} event(s) not handled: "
-                + "; ".join(f"{o.instance_id or '-'} {o.status}: {o.reason}" for o in unhandled),
-                hint=f"fix what the reason says, then run the same command again (the journal lets a failed "
-                     f"event be handled again): spotkit handle-events --event-file {event_file}")
+        _handle_event_file(ctx, handler, bodies, Path(event_file), where, store)
         return
 
     from toolkit.interruption.consumer import ConsumerError, QueueConsumer
-    from toolkit.interruption.handler import FAILED
 
     # Few attempts per receive (the consumer itself retries a failing receive a bounded number of times),
     # with a connection pool sized to the workers.
     consumer = QueueConsumer(ctx.aws.client("sqs", config=fail_fast_config().merge(config)), queue_url, handler,
                              concurrency=concurrency, batch_size=batch_size, visibility_timeout=visibility_timeout,
-                             wait_seconds=wait_seconds)
+                             wait_seconds=wait_seconds, outage_budget_seconds=outage_budget_minutes * 60)
     consumer.install_signal_handlers()
     if not ctx.json:
         click.echo(f"start: consuming {queue_url} with {concurrency} workers{' (dry run)' if dry_run else ''}; "
@@ -181,12 +219,58 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
         click.echo(f"done: received {stats.received}, deleted {stats.deleted}, returned {stats.returned}; "
                    f"outcomes: {outcomes}")
     report_skipped_lines(store)
-    failed = stats.outcomes.get(FAILED, 0)
-    if failed and until_empty:
-        raise ToolkitError(f"{failed} event handling(s) failed: their messages stay on the queue, are retried, "
-                           "and go to the dead-letter queue after its maxReceiveCount",
-                           hint=f"see why with 'spotkit status {_journal_args(journal_table, store)}'; once the "
-                                "cause is fixed, the retry acts")
+    problems = stats.problems()
+    if problems and until_empty:
+        raise ToolkitError(
+            f"{len(problems)} message(s) not handled: " + "; ".join(
+                f"message {p['message_id']}: " + ", ".join(f"{o['status']} ({o['reason']})" for o in p["outcomes"])
+                for p in problems[:5]) + (" ..." if len(problems) > 5 else ""),
+            hint=f"see why with 'spotkit status {_journal_args(journal_table, store)}'; once the cause is fixed, "
+                 "the retry acts (a message that keeps failing ends in the dead-letter queue; an unreadable one is "
+                 "journaled and deleted)")
+
+
+def _handle_event_file(ctx: CliContext, handler, bodies: list, path: Path, where: str, store) -> None:
+    """Each event of the file on its own (a batch of one each): a row per outcome; a valid event that needs
+    nothing is ``ignored`` (exit 0); an event the file gets wrong is a user error naming it."""
+    rows, unreadable, unhandled = [], [], []
+    for index, body in enumerate(bodies):
+        name = _event_name(body, index, len(bodies))
+        for o in handler.handle_body(body):
+            rows.append({"event": name, "status": o.status, "kind": o.kind, "instance": o.instance_id,
+                         "event_id": o.event_id, "reason": o.reason, "actions": {a.name: a.status for a in o.actions}})
+            if o.malformed:
+                unreadable.append((name, o))
+            elif not o.delete_message:
+                unhandled.append((name, o))
+    if ctx.json:
+        emit_json(rows)
+    else:
+        for r in rows:
+            acts = ", ".join(f"{k}={v}" for k, v in r["actions"].items()) or "-"
+            click.echo(f"{r['status']:<11} {r['kind'] or '-'} {r['instance'] or '-'}: {acts}"
+                       + (f" ({r['reason']})" if r["reason"] else ""))
+        click.echo(f"journal: {where}")
+    report_skipped_lines(store)
+    if unreadable:
+        name, first = unreadable[0]
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise ToolkitError(f"{path}: {name} could not be read as an interruption event: {first.reason}{more}",
+                           hint=f"fix {path} ({name}: an event as AWS delivers it, with the types AWS sends), "
+                                f"then: spotkit handle-events --event-file {shlex.quote(str(path))}")
+    if unhandled:
+        raise ToolkitError(
+            f"{len(unhandled)} of {len(rows)} event(s) not handled: "
+            + "; ".join(f"{name} ({o.instance_id or o.kind or '-'}) {o.status}: {o.reason}" for name, o in unhandled),
+            hint=f"fix what the reason says, then run the same command again (the journal lets a failed "
+                 f"event be handled again): spotkit handle-events --event-file {shlex.quote(str(path))}")
+
+
+def _event_name(body, index: int, count: int) -> str:
+    """How a user finds the event in the file: its position, and the id AWS gave it when it has one."""
+    where = f"event {index + 1} of {count}" if count > 1 else "the event"
+    origin = body.get("id") if isinstance(body, dict) else None
+    return f"{where} (id {origin})" if isinstance(origin, str) and origin else where
 
 
 def read_event_file(path: Path) -> list[dict]:

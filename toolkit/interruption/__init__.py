@@ -7,7 +7,10 @@
 - ``actions``: the idempotent actions (deregister targets, ECS drain, SSM checkpoint, complete the
   lifecycle action, start a replacement), each with ``dry_run`` at the lowest call. Public API reused
   by the recovery runbooks: ``drain_instance(clients, instance_id, dry_run=...)``.
-- ``handler``: decides which actions an event gets, in which order, and records them.
+- ``scope``: the one decision of what the handler may touch (the event's account and region, spotkit's
+  tags on the instance or group, the groups asked for), for the single-event and the batch path.
+- ``handler``: decides which actions an event gets, in which order, and records them (``batch``: the
+  same for a receive of up to 10 messages; one message is a batch of one).
 - ``consumer``: the SQS loop (``spotkit handle-events --queue-url``); ``lambda_entry``: the Lambda.
 
 This package imports only boto3/botocore and ``toolkit.notice`` (standard library) so the stack can

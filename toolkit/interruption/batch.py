@@ -4,15 +4,23 @@ Same decisions, same journal and same outcomes as ``Handler.handle`` (one ``Outc
 action journaled per event, a transient failure releases that event for its message's redelivery), but
 the AWS work is shared by the batch (see the batch functions in ``actions``):
 
-1. parse every body (a malformed one is ``dropped``: its message is deleted, the others go on);
+1. parse every body (``Handler.parse``): a valid event that needs nothing is ``ignored``, a malformed one
+   ``dropped`` with its reason journaled (its message is deleted), one a parser bug fails is kept alone
+   for retry; the others go on;
 2. the same event twice in the batch is claimed once; the copies share its outcome (``duplicate``);
 3. claim each event (one conditional write each; ``claim_info`` answers attempts and the current
    status in that write, nothing is read twice);
-4. one DescribeInstances for the batch decides which are spotkit's (others are ``ignored``);
+4. ``Handler.decide`` (one DescribeInstances for the batch, ``scope.py``) decides which are spotkit's
+   (others are ``ignored``; an event from another account or region is ``dropped``); a lifecycle action's
+   deadline comes from its hook's heartbeat timeout (``Handler.with_hook_deadline``);
 5. deregister, ECS DRAINING and checkpoint for all of them with the batched calls; start a replacement
    (opt-in, rebalance) per instance; for lifecycle actions wait until drained, then complete each
    (Auto Scaling has no batch call for that);
-6. settle: the actions and the finish of every event written together (``settle_many``).
+6. settle: the actions and the finish of every event written together (``settle_many``). If the batch
+   failed as a whole on something unexpected, each event is then handled alone, so only the one that
+   causes it stays failed.
+
+``Handler.handle_body`` is this path with a batch of one.
 
 Discovery (target groups, clusters) is cached for ``DISCOVERY_TTL_SECONDS`` per handler.
 """
@@ -28,11 +36,8 @@ from toolkit.interruption import actions as act
 from toolkit.interruption import events as ev
 from toolkit.interruption import handler as hd
 from toolkit.interruption import store as st
-from toolkit.interruption.events import DropEvent, InterruptionEvent, RetryEvent
-from toolkit.interruption.handler import (ACTED, DROPPED, DUPLICATE, GROUP_TAG, IGNORED, IN_PROGRESS, MANAGED_TAG,
-                                          RETRY, Handler, Outcome)
-
-from toolkit.notice import ASG_NAME_TAG
+from toolkit.interruption.events import InterruptionEvent, RetryEvent
+from toolkit.interruption.handler import ACTED, DROPPED, DUPLICATE, IGNORED, IN_PROGRESS, RETRY, Handler, Outcome
 
 log = logging.getLogger("spotkit.interruption")
 
@@ -80,11 +85,9 @@ def handle_batch(handler: Handler, bodies: Sequence, *, wait_budget_seconds: Opt
     copies: list[tuple[Outcome, str]] = []
     unique: list[InterruptionEvent] = []
     for body in bodies:
-        try:
-            events = ev.from_message_body(body)
-        except DropEvent as exc:
-            log.warning("dropping a message: %s", exc)
-            results.append([_dropped(handler, body, exc)])
+        events, settled = handler.parse(body)
+        if settled is not None:  # ignored, dropped as unreadable, or (a parser bug) kept alone for retry
+            results.append([settled])
             continue
         row = []
         for e in events:
@@ -104,15 +107,23 @@ def handle_batch(handler: Handler, bodies: Sequence, *, wait_budget_seconds: Opt
 
     items = _claim(handler, unique, first)
     if items:
+        transient = False
         try:
             _act(handler, items, wait_budget_seconds)
-        except Exception as exc:  # a bug or an unexpected AWS answer: release every claim, let them retry
+        except RetryEvent as exc:  # AWS cannot be asked now: every event of the batch retries
+            transient = True
+            for it in items:
+                if it.settled_status is None:
+                    it.out.status, it.out.reason, it.settled_status = RETRY, str(exc), st.FAILED
+        except Exception as exc:  # a bug or an unexpected AWS answer: release every claim, then each alone
             log.exception("handling a batch of %d events failed", len(items))
             for it in items:
                 if it.settled_status is None:
                     it.out.status, it.out.reason = RETRY, f"{type(exc).__name__}: {exc}"
                     it.settled_status = st.FAILED
         _settle(handler, items)
+        if not transient and len(items) > 1 and any(it.out.status == RETRY and not it.out.actions for it in items):
+            _one_by_one(handler, items, wait_budget_seconds)
 
     for out, eid in copies:
         original = first[eid]
@@ -124,17 +135,15 @@ def handle_batch(handler: Handler, bodies: Sequence, *, wait_budget_seconds: Opt
     return results  # type: ignore[return-value]
 
 
-def _dropped(handler: Handler, body, exc: DropEvent) -> Outcome:
-    """A body that can never be handled: deleted, and journaled where the store can (``record_dropped``)."""
-    out = Outcome(DROPPED, str(exc))
-    record_dropped = getattr(handler.store, "record_dropped", None)
-    if record_dropped is not None:
-        try:
-            out.event_id = record_dropped(body, str(exc))
-        except Exception as journal_exc:  # the journal is down: keep the message, it comes back
-            log.warning("journaling the dropped message failed: %s", journal_exc)
-            out.status, out.reason = RETRY, f"{exc} (not journaled: {type(journal_exc).__name__}: {journal_exc})"
-    return out
+def _one_by_one(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> None:
+    """The batch failed as a whole (a bug or an answer nothing expected, before any action): its claims are
+    released; each event is now handled alone (a batch of one), so only the event that causes the failure
+    stays failed (retried, then the dead-letter queue) and its batch-mates are acted on."""
+    for it in items:
+        if it.out.status != RETRY or it.out.actions:
+            continue
+        alone = handler.handle(it.event, wait_budget_seconds=wait_budget)
+        it.out.status, it.out.reason, it.out.group, it.out.actions = alone.status, alone.reason, alone.group, alone.actions
 
 
 def _claim(handler: Handler, events: Sequence[InterruptionEvent], outs: dict[str, Outcome]) -> list[_Item]:
@@ -161,36 +170,22 @@ def _claim(handler: Handler, events: Sequence[InterruptionEvent], outs: dict[str
     return items
 
 
-def _managed(handler: Handler, event: InterruptionEvent, instance: Optional[dict]) -> tuple[bool, str, str]:
-    """``Handler._managed`` on an instance described for the whole batch."""
-    if instance is None:
-        return False, event.group_name, f"instance {event.instance_id} does not exist in this account and region"
-    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-    group = tags.get(GROUP_TAG, "") or tags.get(ASG_NAME_TAG, "") or event.group_name
-    if tags.get(MANAGED_TAG) != "true" and GROUP_TAG not in tags:
-        return False, group, f"instance {event.instance_id} is not managed by spotkit (no {MANAGED_TAG}=true or {GROUP_TAG} tag)"
-    groups = handler.settings.groups
-    if groups and group not in groups:
-        return False, group, f"instance {event.instance_id} is in group {group!r}, not one of {', '.join(groups)}"
-    return True, group, ""
-
-
 def _act(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> None:
     s, clients = handler.settings, handler.clients
-    try:
-        described = act.describe_instances_batch(clients.ec2, [it.event.instance_id for it in items])
-    except act._CALL_ERRORS as exc:
-        raise RetryEvent(f"describing {len(items)} instance(s): {exc}") from exc
 
+    verdicts = handler.decide([it.event for it in items])  # the one decision: toolkit/interruption/scope.py
     live: list[_Item] = []
     for it in items:
-        managed, group, reason = _managed(handler, it.event, described.get(it.event.instance_id))
-        it.out.group = group
-        if not managed:
-            it.out.status, it.out.reason, it.settled_status = IGNORED, reason, st.IGNORED
+        verdict = verdicts[it.event.event_id]
+        it.out.group = verdict.group
+        if not verdict.act:
+            dropped = verdict.status == DROPPED
+            it.out.status, it.out.reason = (DROPPED if dropped else IGNORED), verdict.reason
+            it.settled_status = st.DROPPED if dropped else st.IGNORED
         elif it.event.kind not in ev.KINDS:
             it.out.status, it.out.reason, it.settled_status = DROPPED, f"no actions for kind {it.event.kind!r}", st.DROPPED
         else:
+            it.event = handler.with_hook_deadline(it.event)
             live.append(it)
 
     # What each event asks for.

@@ -13,10 +13,16 @@
   another worker of this consumer is handling waits for it (up to ``retry_delay_seconds``) and is then
   deleted as a duplicate, instead of going back to the queue. An action that failed
   makes its event ``failed`` in the journal, and the message comes back after ``retry_delay_seconds``.
-- Receiving that fails (an endpoint gone, a network down) is retried ``max_receive_failures`` times in a
-  row (counted across workers) with a growing pause, then ``run`` raises ``ConsumerError``; an error
-  retrying cannot fix (no such queue, access denied, bad credentials) raises it at once. It never
-  retries forever.
+- ``run`` first checks the queue once (GetQueueAttributes): a wrong URL, endpoint or credentials stop
+  there with a clear ``ConsumerError``. After that, an outage is ridden out: each worker retries a failing
+  receive with its own growing pause (``receive_backoff_seconds`` doubled per failure, at most
+  ``max_backoff_seconds``) for up to ``outage_budget_seconds`` (default 15 minutes) since its first
+  failure in a row; a receive that works resets it, and the worker carries on where it was (messages in
+  flight are settled as usual). Only a worker whose outage outlasts the budget ends the run
+  (``ConsumerError``); an error retrying cannot fix (no such queue, access denied, bad credentials) ends
+  it at once. The clock and the pause are injectable (``clock``, ``wait``), so tests need no real outage.
+- ``stats.problems()``: the messages whose last outcome was a failure, a retry, or a drop because they
+  cannot be read, each with its message id and reasons (what ``--until-empty`` reports and exits 1 for).
 - ``stop()`` (SIGTERM/SIGINT when ``install_signal_handlers()`` was called) is a clean shutdown: no more
   receives; handling in progress finishes (each is bounded by its event's deadline); then ``run`` returns.
 """
@@ -29,7 +35,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -38,7 +44,8 @@ from toolkit.interruption.handler import IN_PROGRESS, Handler, Outcome
 
 log = logging.getLogger("spotkit.interruption")
 
-DEFAULT_MAX_RECEIVE_FAILURES = 4
+DEFAULT_OUTAGE_BUDGET_SECONDS = 15 * 60
+DEFAULT_MAX_BACKOFF_SECONDS = 30.0
 # Errors receiving that retrying cannot fix.
 FATAL_RECEIVE_CODES = frozenset({
     "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied", "AccessDeniedException",
@@ -72,21 +79,37 @@ class ConsumerStats:
     returned: int = 0
     extended: int = 0
     outcomes: Counter = field(default_factory=Counter)
+    receive_failures: int = 0  # receives that failed and were retried (an outage ridden out)
+    # Message id -> the outcomes of its last handling (a message handled again replaces its entry).
+    last: dict = field(default_factory=dict)
+
+    def problems(self) -> list[dict]:
+        """Messages whose last handling failed, was kept for retry, or dropped them as unreadable."""
+        out = []
+        for message_id, outcomes in self.last.items():
+            bad = [o for o in outcomes if o.trouble]
+            if bad:
+                out.append({"message_id": message_id,
+                            "outcomes": [{"status": o.status, "kind": o.kind, "instance": o.instance_id,
+                                          "reason": o.reason} for o in bad]})
+        return out
 
     def to_dict(self) -> dict:
         return {"received": self.received, "deleted": self.deleted, "returned": self.returned,
-                "visibility_extensions": self.extended, "outcomes": dict(self.outcomes)}
+                "visibility_extensions": self.extended, "outcomes": dict(self.outcomes),
+                "receive_failures": self.receive_failures, "problems": self.problems()}
 
 
 class QueueConsumer:
     def __init__(self, sqs, queue_url: str, handler: Handler, *, concurrency: int = 8, visibility_timeout: int = 60,
                  wait_seconds: int = 10, retry_delay_seconds: int = 10, extend_every_seconds: Optional[float] = None,
-                 batch_size: int = 10, max_receive_failures: int = DEFAULT_MAX_RECEIVE_FAILURES,
-                 receive_backoff_seconds: float = 2.0):
+                 batch_size: int = 10, outage_budget_seconds: float = DEFAULT_OUTAGE_BUDGET_SECONDS,
+                 receive_backoff_seconds: float = 2.0, max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
+                 clock: Callable[[], float] = time.monotonic, wait: Optional[Callable[[float], object]] = None):
         if concurrency < 1:
             raise ValueError("concurrency must be 1 or more")
-        if max_receive_failures < 1:
-            raise ValueError("max_receive_failures must be 1 or more")
+        if outage_budget_seconds < 0:
+            raise ValueError("outage_budget_seconds must be 0 or more")
         if not 1 <= batch_size <= 10:
             raise ValueError("batch_size must be between 1 and 10 (SQS receives at most 10 messages)")
         if visibility_timeout < 10:
@@ -103,9 +126,11 @@ class QueueConsumer:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.batch_size = batch_size
-        self.max_receive_failures = max_receive_failures
+        self.outage_budget_seconds = outage_budget_seconds
         self.receive_backoff_seconds = receive_backoff_seconds
-        self._receive_failures = 0  # in a row, across workers
+        self.max_backoff_seconds = max_backoff_seconds
+        self._clock = clock
+        self._wait = wait or self._stop.wait
         self._error: Optional[ConsumerError] = None
         self._reserved = 0  # messages received or being received, against max_messages
         self._returning_until = 0.0  # a returned message is visible again by then: not idle before
@@ -145,6 +170,7 @@ class QueueConsumer:
         (``Handler.handle_batch``: the AWS calls are shared by the batch) and settle them with one
         DeleteMessageBatch / ChangeMessageVisibilityBatch. Workers share nothing but the (thread-safe)
         boto3 clients and this object's counters: no lock is held while AWS is called."""
+        self.check()
         extender = threading.Thread(target=self._extend_loop, name="spotkit-visibility", daemon=True)
         extender.start()
         workers = [threading.Thread(target=self._work, args=(stop_when_idle, max_messages),
@@ -158,6 +184,20 @@ class QueueConsumer:
         if self._error is not None:
             raise self._error
         return self.stats
+
+    def check(self) -> None:
+        """One GetQueueAttributes: a queue that does not exist, a wrong endpoint or credentials stop here,
+        before any worker starts (an outage later is ridden out; a mistake now is not an outage)."""
+        try:
+            self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
+        except ClientError as exc:
+            raise ConsumerError(f"cannot receive from {self.queue_url}: {exc}",
+                                "check the queue URL (the stack's interruption_queue_url output), the region and "
+                                "the credentials") from None
+        except BotoCoreError as exc:
+            raise ConsumerError(f"cannot reach {self.queue_url}: {exc}",
+                                "check --endpoint-url / --region and the network, then run the same command "
+                                "again (messages stay on the queue until handled)") from None
 
     def _reserve(self, max_messages: Optional[int]) -> int:
         with self._lock:
@@ -192,6 +232,7 @@ class QueueConsumer:
                                                          "ApproximateNumberOfMessagesDelayed"))
 
     def _work(self, stop_when_idle: bool, max_messages: Optional[int]) -> None:
+        outage = _Outage()  # this worker's own: one worker's failures never end another's patience
         while not self._stop.is_set():
             want = self._reserve(max_messages)
             if want == 0:
@@ -203,13 +244,15 @@ class QueueConsumer:
                     AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
             except (ClientError, BotoCoreError) as exc:
                 self._unreserve(want, max_messages)
-                pause = self._receive_failed(exc)
+                pause = self._receive_failed(exc, outage)
                 if pause is None:
                     return
-                self._stop.wait(pause)
+                self._wait(pause)
                 continue
-            with self._lock:
-                self._receive_failures = 0
+            if outage.failures:
+                log.info("receiving from %s works again after %d failed attempt(s) over %.0f s", self.queue_url,
+                         outage.failures, self._clock() - outage.since)
+                outage.failures, outage.since = 0, 0.0
             self._unreserve(want - len(messages), max_messages)
             if not messages:
                 if stop_when_idle and self._idle() and self._queue_empty():
@@ -221,28 +264,35 @@ class QueueConsumer:
                     self._inflight[m["MessageId"]] = m["ReceiptHandle"]
             self._handle(messages)
 
-    def _receive_failed(self, exc: Exception) -> Optional[float]:
-        """Count a failed receive; the pause before the next one, or None when the run must end (the
-        error is kept for ``run`` to raise and every worker stops)."""
+    def _receive_failed(self, exc: Exception, outage: "_Outage") -> Optional[float]:
+        """Count a failed receive of one worker; the pause before its next one, or None when the run must
+        end (the error is kept for ``run`` to raise and every worker stops): at once for an error retrying
+        cannot fix, else once this worker's outage has lasted ``outage_budget_seconds``."""
         code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        now = self._clock()
+        if not outage.failures:
+            outage.since = now
+        outage.failures += 1
+        lasted = now - outage.since
         with self._lock:
-            self._receive_failures += 1
-            failures = self._receive_failures
+            self.stats.receive_failures += 1
             if code in FATAL_RECEIVE_CODES:
                 self._error = self._error or ConsumerError(
                     f"cannot receive from {self.queue_url}: {exc}",
                     "check the queue URL (the stack's interruption_queue_url output), the region and the credentials")
-            elif failures >= self.max_receive_failures:
+            elif lasted >= self.outage_budget_seconds:
                 self._error = self._error or ConsumerError(
-                    f"receiving from {self.queue_url} failed {failures} times in a row; last error: {exc}",
-                    "check --endpoint-url / --region and the network, then run again (messages not handled stay "
-                    "on the queue)")
+                    f"receiving from {self.queue_url} failed for {lasted:.0f} s ({outage.failures} attempts; the "
+                    f"outage budget is {self.outage_budget_seconds:.0f} s); last error: {exc}",
+                    "check --endpoint-url / --region and the network, then run the same command again (messages "
+                    "not handled stay on the queue); --outage-budget-minutes sets how long an outage is ridden out")
             if self._error is not None:
                 self._stop.set()
                 return None
-        pause = min(30.0, self.receive_backoff_seconds * 2 ** (failures - 1))
-        log.warning("receiving from %s failed (%d of %d, retrying in %.0f s): %s", self.queue_url, failures,
-                    self.max_receive_failures, pause, exc)
+        pause = min(self.max_backoff_seconds, self.receive_backoff_seconds * 2 ** (outage.failures - 1),
+                    max(0.0, self.outage_budget_seconds - lasted))
+        log.warning("receiving from %s failed (attempt %d, %.0f s into the outage, retrying in %.1f s): %s",
+                    self.queue_url, outage.failures, lasted, pause, exc)
         return pause
 
     def _handle(self, messages: list[dict]) -> None:
@@ -274,9 +324,16 @@ class QueueConsumer:
     def _handle_bodies(self, messages: list[dict]) -> list[list[Outcome]]:
         try:
             return self.handler.handle_batch([m.get("Body", "") for m in messages])
-        except Exception as exc:  # a bug: keep the messages (they end in the DLQ), keep consuming
-            log.exception("handling %d message(s) failed", len(messages))
-            return [[Outcome("retry", f"{type(exc).__name__}: {exc}")] for _ in messages]
+        except Exception:  # a bug: each message alone, so only the one that causes it is kept (then the DLQ)
+            log.exception("handling %d message(s) together failed; handling each alone", len(messages))
+            return [self._handle_alone(m) for m in messages]
+
+    def _handle_alone(self, message: dict) -> list[Outcome]:
+        try:
+            return self.handler.handle_body(message.get("Body", ""))
+        except Exception as exc:  # noqa: BLE001 - keep this message (it ends in the DLQ), keep consuming
+            log.exception("handling message %s failed", message.get("MessageId"))
+            return [Outcome("retry", f"{type(exc).__name__}: {exc}")]
 
     def _hold_copies(self, messages: list[dict], results: list[list[Outcome]], token: int, event_ids):
         """Split off the messages that are only copies of events another batch of this consumer is handling
@@ -319,6 +376,7 @@ class QueueConsumer:
         delete, back = [], {}
         with self._lock:
             for m, outcomes in handled:
+                self.stats.last[m["MessageId"]] = list(outcomes)
                 for o in outcomes:
                     self.stats.outcomes[o.status] += 1
                 if all(o.delete_message for o in outcomes):
@@ -391,6 +449,14 @@ class QueueConsumer:
                         mid = part[int(failed["Id"])][0]
                         if mid in self._inflight:  # else it was settled (deleted) meanwhile: nothing to extend
                             log.warning("extending the visibility of %s failed: %s", mid, failed.get("Message"))
+
+
+@dataclass
+class _Outage:
+    """One worker's failed receives in a row: how many, and since when (the consumer's clock)."""
+
+    failures: int = 0
+    since: float = 0.0
 
 
 def _event_ids(body) -> list[str]:

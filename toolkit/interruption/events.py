@@ -7,9 +7,13 @@ delivered, so the same spot notice seen twice through SQS, or once by EventBridg
 the same id and the store acts on it once; a persistent instance interrupted again hours later is a new
 notice (see ``toolkit/notice.py`` for the keys).
 
-Parsers raise ``DropEvent`` for input that can never be handled (malformed, not an interruption, an
-event whose ``source`` is not the AWS service that sends its detail type); the handler journals such a
-message with its reason and deletes it instead of retrying it forever.
+Parsers raise ``DropEvent`` for input that can never be handled (malformed, a field of the wrong JSON
+type, an event whose ``source`` is not the AWS service that sends its detail type); the handler journals
+such a message with its reason and deletes it instead of retrying it forever. ``IgnoreEvent`` (a
+``DropEvent``) is a valid AWS event that needs nothing (an Auto Scaling test notification, a launch
+lifecycle action, an instance entering ``pending``): deleted too, reported as ``ignored``, not as bad input.
+Every field is read with its JSON type checked (``_text``, ``_items``, ``_require``), so no message's
+shape can raise a ``TypeError`` that would fail its batch-mates.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from toolkit import notice
 from toolkit.notice import (  # noqa: F401  (re-exported: the handler, runbooks and tests use ev.<KIND>)
@@ -28,6 +32,11 @@ from toolkit.notice import (  # noqa: F401  (re-exported: the handler, runbooks 
 
 class DropEvent(Exception):
     """The input can never be acted on (malformed, unsupported, not ours): delete it, do not retry."""
+
+
+class IgnoreEvent(DropEvent):
+    """A valid AWS event that needs no action (an Auto Scaling test notification, a launch lifecycle action,
+    an instance entering ``pending``): deleted like a drop, but reported as ``ignored``, not as bad input."""
 
 
 class RetryEvent(Exception):
@@ -115,8 +124,35 @@ def _iso(dt: datetime) -> str:
 
 def _require(detail: Mapping, key: str, what: str) -> str:
     value = detail.get(key)
-    if not value or not isinstance(value, str):
+    if value is not None and not isinstance(value, str):
+        raise DropEvent(f"{what}: {key!r} is a JSON {_json_type(value)}, not a string")
+    if not value:
         raise DropEvent(f"{what}: detail has no {key!r}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _text(data: Mapping, key: str, what: str, default: str = "") -> str:
+    """An optional string field: absent or null gives ``default``; any other JSON type makes the message
+    a drop with the field named (never a ``TypeError`` later, never ``str(list)`` taken as a value)."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise DropEvent(f"{what}: {key!r} is a JSON {_json_type(value)}, not a string")
+    return value
+
+
+def _items(data: Mapping, key: str, what: str) -> list:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DropEvent(f"{what}: {key!r} is a JSON {_json_type(value)}, not an array")
     return value
 
 
@@ -128,25 +164,32 @@ def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
     instances). Raises ``DropEvent`` for anything else, including an event whose ``source`` is not
     the AWS service that sends its detail type (an application may put events with any detail-type on a
     bus; only AWS may use an ``aws.*`` source)."""
-    detail_type = envelope.get("detail-type")
+    detail_type = _text(envelope, "detail-type", "EventBridge event")
+    source = _text(envelope, "source", "EventBridge event")
     if detail_type not in DETAIL_TYPES:
+        if source.startswith("aws."):
+            raise IgnoreEvent(f"{detail_type or 'an event without detail-type'} from {source} is not an "
+                              "interruption warning: nothing to do")
         raise DropEvent(f"detail-type {detail_type!r} is not an interruption warning spotkit handles")
     expected_source, kind = DETAIL_TYPES[detail_type]
-    source = envelope.get("source")
     if source != expected_source:
         raise DropEvent(f"{detail_type}: source {source!r} is not {expected_source!r}; only AWS sends this "
                         "warning, so this is another application's event")
     detail = envelope.get("detail")
     if not isinstance(detail, Mapping):
         raise DropEvent(f"{detail_type}: event has no detail object")
-    issued = parse_time(envelope.get("time") or datetime.now(timezone.utc))
-    common = {"source": str(source), "region": str(envelope.get("region", "")),
-              "account": str(envelope.get("account", "")), "origin_id": str(envelope.get("id", "")),
+    _needs_action(kind, detail, detail_type)
+    for key in ("region", "account", "id"):
+        _text(envelope, key, detail_type)
+    resources = _items(envelope, "resources", detail_type)
+    issued = parse_time(_text(envelope, "time", detail_type) or datetime.now(timezone.utc))
+    common = {"source": source, "region": _text(envelope, "region", detail_type),
+              "account": _text(envelope, "account", detail_type), "origin_id": _text(envelope, "id", detail_type),
               "issued_at": _iso(issued)}
 
     if kind == SPOT_INTERRUPTION:
         instance = _require(detail, "instance-id", detail_type)
-        action = str(detail.get("instance-action", "terminate"))
+        action = _text(detail, "instance-action", detail_type, "terminate")
         deadline = notice.spot_deadline_from_warning(issued)
         return [InterruptionEvent(
             event_id=notice_id(kind, instance, notice.spot_key(action, deadline)), kind=kind, instance_id=instance,
@@ -154,8 +197,8 @@ def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
 
     if kind == CAPACITY_RESERVATION_INTERRUPTION:
         instance = _require(detail, "instance-id", detail_type)
-        action = str(detail.get("instance-action", "terminate"))
-        deadline = detail.get("instance-termination-time")
+        action = _text(detail, "instance-action", detail_type, "terminate")
+        deadline = _text(detail, "instance-termination-time", detail_type)
         deadline_dt = parse_time(deadline) if deadline else notice.spot_deadline_from_warning(issued)
         return [InterruptionEvent(
             event_id=notice_id(kind, instance, notice.spot_key(action, deadline_dt)), kind=kind,
@@ -171,22 +214,18 @@ def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
     if kind == STATE_CHANGE:
         instance = _require(detail, "instance-id", detail_type)
         state = _require(detail, "state", detail_type)
-        if state not in LEAVING_STATES:
-            raise DropEvent(f"{detail_type}: state {state!r} is not a departure ({', '.join(LEAVING_STATES)})")
         # The state and the window of when it happened: a second stop of the same instance later is new.
         return [InterruptionEvent(
             event_id=notice_id(kind, instance, notice.spot_key(state, issued)), kind=kind, instance_id=instance,
             action=state, deadline=_iso(issued), detail=dict(detail), **common)]
 
     if kind == SCHEDULED_CHANGE:
-        if detail.get("service") != "EC2" or detail.get("eventTypeCategory") != "scheduledChange":
-            raise DropEvent(f"{detail_type}: only EC2 scheduled changes are handled (got service "
-                            f"{detail.get('service')!r}, category {detail.get('eventTypeCategory')!r})")
         arn = _require(detail, "eventArn", detail_type)
-        start = detail.get("startTime")
+        start = _text(detail, "startTime", detail_type)
         deadline = _iso(parse_time(start)) if start else _iso(issued)
-        instances = [e.get("entityValue") for e in detail.get("affectedEntities") or []
-                     if isinstance(e, Mapping) and str(e.get("entityValue", "")).startswith("i-")]
+        instances = [_text(e, "entityValue", detail_type) for e in _items(detail, "affectedEntities", detail_type)
+                     if isinstance(e, Mapping)]
+        instances = [i for i in instances if i.startswith("i-")]
         if not instances:
             raise DropEvent(f"{detail_type}: {arn} names no EC2 instance")
         slim = {k: detail[k] for k in ("eventArn", "eventTypeCode", "startTime", "endTime") if k in detail}
@@ -195,42 +234,68 @@ def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
             deadline=deadline, detail=slim, **common) for i in instances]
 
     if kind in CAPACITY_KINDS:
-        return [_capacity_event(kind, envelope, detail, common, issued, detail_type)]
+        return [_capacity_event(kind, envelope, detail, common, issued, detail_type, resources)]
 
     # LIFECYCLE_TERMINATE
     return [_lifecycle_event(detail, common, issued, detail_type)]
 
 
+def _needs_action(kind: str, detail: Mapping, what: str) -> None:
+    """Raise ``IgnoreEvent`` for a well-formed warning that needs nothing done; decided before the
+    event's time is read (AWS's own samples of such events carry placeholder times)."""
+    if kind == STATE_CHANGE:
+        state = _require(detail, "state", what)
+        if state not in LEAVING_STATES:
+            raise IgnoreEvent(f"{what}: state {state!r} is not a departure ({', '.join(LEAVING_STATES)}): "
+                              "nothing to do")
+    elif kind == SCHEDULED_CHANGE:
+        service = _text(detail, "service", what)
+        category = _text(detail, "eventTypeCategory", what)
+        if service != "EC2" or category != "scheduledChange":
+            raise IgnoreEvent(f"{what}: only EC2 scheduled changes need action (got service {service!r}, "
+                              f"category {category!r})")
+    elif kind == PLACEMENT_FAILURE:
+        name = _text(detail, "eventName", what)
+        if name != PLACEMENT_FAILURE_EVENT:
+            raise IgnoreEvent(f"{what}: eventName {name!r} is not {PLACEMENT_FAILURE_EVENT}: nothing to do")
+    elif kind == LIFECYCLE_TERMINATE:
+        _lifecycle_transition(detail, what)
+
+
+def _lifecycle_transition(data: Mapping, what: str) -> None:
+    transition = _text(data, "LifecycleTransition", what)
+    if transition in ("autoscaling:EC2_INSTANCE_LAUNCHING", "autoscaling:TEST_NOTIFICATION"):
+        raise IgnoreEvent(f"{what}: transition {transition} needs no action (spotkit acts on terminations)")
+    if transition != "autoscaling:EC2_INSTANCE_TERMINATING":
+        raise DropEvent(f"{what}: transition {transition!r} is not autoscaling:EC2_INSTANCE_TERMINATING")
+
+
 def _capacity_event(kind: str, envelope: Mapping, detail: Mapping, common: dict, issued: datetime,
-                    what: str) -> InterruptionEvent:
+                    what: str, resources: Sequence = ()) -> InterruptionEvent:
     """A group-level event: a failed launch, an ECS task that found no room, or the scheduled check."""
     if kind == LAUNCH_FAILURE:
         group = _require(detail, "AutoScalingGroupName", what)
-        key = str(detail.get("ActivityId") or envelope.get("id") or "")
+        key = _text(detail, "ActivityId", what) or common["origin_id"]
         slim = {k: detail[k] for k in ("ActivityId", "StatusCode", "StatusMessage", "Cause", "Description", "Details")
                 if k in detail}
         return InterruptionEvent(event_id=notice_id(kind, group, key), kind=kind, instance_id="", group_name=group,
                                  action="launch", deadline=_iso(issued), detail=slim, **common)
     if kind == PLACEMENT_FAILURE:
-        if detail.get("eventName") != PLACEMENT_FAILURE_EVENT:
-            raise DropEvent(f"{what}: eventName {detail.get('eventName')!r} is not {PLACEMENT_FAILURE_EVENT}")
         cluster = _require(detail, "clusterArn", what)
         # One per cluster and reason in the notice window: ECS repeats it while the task keeps failing.
-        key = f"{detail.get('reason', '')}|{notice.notice_window(issued)}"
+        key = f"{_text(detail, 'reason', what)}|{notice.notice_window(issued)}"
         slim = {k: detail[k] for k in ("clusterArn", "reason", "capacityProviderArns", "eventName") if k in detail}
         return InterruptionEvent(event_id=notice_id(kind, cluster.rsplit("/", 1)[-1], key), kind=kind,
                                  instance_id="", action="place", deadline=_iso(issued), detail=slim, **common)
     # FALLBACK_CHECK: one per scheduled invocation (the time of the schedule tick is the key).
-    rule = next((r for r in envelope.get("resources") or [] if isinstance(r, str)), "")
+    rule = next((r for r in resources if isinstance(r, str)), "")
     return InterruptionEvent(event_id=notice_id(kind, rule.rsplit("/", 1)[-1], _iso(issued)), kind=kind,
                              instance_id="", action="check", deadline=_iso(issued), detail={"rule": rule}, **common)
 
 
 def _lifecycle_event(detail: Mapping, common: dict, issued: datetime, what: str,
                      heartbeat_seconds: int = DEFAULT_LIFECYCLE_SECONDS) -> InterruptionEvent:
-    transition = detail.get("LifecycleTransition")
-    if transition != "autoscaling:EC2_INSTANCE_TERMINATING":
-        raise DropEvent(f"{what}: transition {transition!r} is not autoscaling:EC2_INSTANCE_TERMINATING")
+    _lifecycle_transition(detail, what)
     instance = _require(detail, "EC2InstanceId", what)
     token = _require(detail, "LifecycleActionToken", what)
     lifecycle = LifecycleAction(group_name=_require(detail, "AutoScalingGroupName", what),
@@ -246,11 +311,18 @@ def _lifecycle_event(detail: Mapping, common: dict, issued: datetime, what: str,
 # --- Auto Scaling notifications sent straight to SQS (not through EventBridge) -----------------
 
 def from_autoscaling_notification(body: Mapping[str, Any]) -> list[InterruptionEvent]:
-    if body.get("Event") == "autoscaling:TEST_NOTIFICATION" or body.get("LifecycleTransition") == "autoscaling:TEST_NOTIFICATION":
-        raise DropEvent("Auto Scaling test notification")
-    issued = parse_time(body.get("Time") or datetime.now(timezone.utc))
-    common = {"source": "aws.autoscaling", "region": "", "account": str(body.get("AccountId", "")),
-              "origin_id": str(body.get("RequestId", "")), "issued_at": _iso(issued)}
+    what = "Auto Scaling notification"
+    if _text(body, "Event", what) == "autoscaling:TEST_NOTIFICATION":
+        raise IgnoreEvent(f"{what}: autoscaling:TEST_NOTIFICATION (sent when a notification target is set up): "
+                          "nothing to do")
+    if "LifecycleTransition" not in body:
+        raise IgnoreEvent(f"{what}: {_text(body, 'Event', what) or 'an event'} is not a lifecycle action: nothing to do")
+    _lifecycle_transition(body, what)
+    issued = parse_time(_text(body, "Time", what) or datetime.now(timezone.utc))
+    arn = _text(body, "AutoScalingGroupARN", what)
+    region = arn.split(":")[3] if arn.count(":") >= 4 else ""
+    common = {"source": "aws.autoscaling", "region": region, "account": _text(body, "AccountId", what),
+              "origin_id": _text(body, "RequestId", what), "issued_at": _iso(issued)}
     return [_lifecycle_event(body, common, issued, "Auto Scaling lifecycle notification")]
 
 
@@ -273,8 +345,8 @@ def from_imds_instance_action(instance_id: str, body: Mapping[str, Any] | str) -
     gets (its send time + 120 s falls in the same notice window), so whichever arrives second is a
     duplicate."""
     data = _imds_body(body, "spot instance-action")
-    action = str(data.get("action", "terminate"))
-    deadline = parse_time(data.get("time") or datetime.now(timezone.utc))
+    action = _text(data, "action", "spot instance-action", "terminate")
+    deadline = parse_time(_text(data, "time", "spot instance-action") or datetime.now(timezone.utc))
     return InterruptionEvent(
         event_id=notice_id(SPOT_INTERRUPTION, instance_id, notice.spot_key(action, deadline)),
         kind=SPOT_INTERRUPTION, instance_id=instance_id, action=action, source="imds",
@@ -298,21 +370,44 @@ def from_imds_rebalance(instance_id: str, body: Mapping[str, Any] | str, boot: s
 
 def from_message_body(body: str | Mapping[str, Any]) -> list[InterruptionEvent]:
     """An SQS body: an EventBridge event, an SNS envelope around one, an Auto Scaling notification,
-    or a normalized event (``{"event_id": ..., "kind": ...}``, what the agent forwards)."""
+    or a normalized event (``{"event_id": ..., "kind": ...}``, what the agent forwards).
+
+    Every field is read with its JSON type checked, so a wrong type is a ``DropEvent`` naming the field;
+    as a last guard, a ``TypeError``/``ValueError``/... the checks missed is turned into a drop with its
+    reason too: one message's shape never fails its batch-mates."""
+    try:
+        return _from_message_body(body)
+    except DropEvent:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+        raise DropEvent(f"message cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _from_message_body(body: str | Mapping[str, Any]) -> list[InterruptionEvent]:
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DropEvent(f"message body is not UTF-8 text (byte {exc.start})") from None
     if isinstance(body, str):
         try:
             data = json.loads(body)
         except json.JSONDecodeError as exc:
             raise DropEvent(f"message body is not JSON: {exc}") from None
-    else:
+    elif isinstance(body, Mapping):
         data = dict(body)
+    else:
+        raise DropEvent(f"message body is a {type(body).__name__}, not JSON text")
     if not isinstance(data, dict):
         raise DropEvent(f"message body is a JSON {type(data).__name__}, not an object")
     if data.get("Type") == "Notification" and "Message" in data:
-        return from_message_body(data["Message"])
+        message = data["Message"]
+        if not isinstance(message, (str, Mapping)):
+            raise DropEvent(f"SNS notification: 'Message' is a JSON {_json_type(message)}, not a string")
+        return _from_message_body(message)
     if "detail-type" in data:
         return from_eventbridge(data)
-    if "LifecycleTransition" in data or data.get("Event") == "autoscaling:TEST_NOTIFICATION":
+    if "LifecycleTransition" in data or "Event" in data and str(data.get("Event")).startswith("autoscaling:"):
         return from_autoscaling_notification(data)
     if "event_id" in data and "kind" in data:
         return [from_dict(data)]
@@ -321,14 +416,29 @@ def from_message_body(body: str | Mapping[str, Any]) -> list[InterruptionEvent]:
 
 def from_dict(data: Mapping[str, Any]) -> InterruptionEvent:
     """Rebuild an event from ``to_dict()`` (the journal, the agent's forwarded events)."""
-    if data.get("kind") not in KINDS:
-        raise DropEvent(f"spotkit event kind {data.get('kind')!r} is not one of {', '.join(KINDS)}")
-    if data.get("kind") in CAPACITY_KINDS:  # they change a group's split: only AWS (through EventBridge) sends them
+    what = "spotkit event"
+    kind = _text(data, "kind", what)
+    if kind not in KINDS:
+        raise DropEvent(f"spotkit event kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind in CAPACITY_KINDS:  # they change a group's split: only AWS (through EventBridge) sends them
         raise DropEvent(f"spotkit event kind {data.get('kind')!r} comes only from AWS through EventBridge, not as a "
                         "forwarded spotkit event")
     fields = {k: data[k] for k in InterruptionEvent.__dataclass_fields__ if k in data}
-    if isinstance(fields.get("lifecycle"), Mapping):
-        fields["lifecycle"] = LifecycleAction(**fields["lifecycle"])
+    for key in fields.keys() - {"lifecycle", "detail"}:
+        _text(fields, key, what)
+    for key in ("issued_at", "deadline"):
+        if key in fields:
+            parse_time(fields[key])
+    if fields.get("detail") is not None and not isinstance(fields["detail"], Mapping):
+        raise DropEvent(f"{what}: 'detail' is a JSON {_json_type(fields['detail'])}, not an object")
+    lifecycle = fields.get("lifecycle")
+    if isinstance(lifecycle, Mapping):
+        for key in ("group_name", "hook_name", "token"):
+            _text(lifecycle, key, f"{what} lifecycle")
+        fields["lifecycle"] = LifecycleAction(**{k: lifecycle[k] for k in ("group_name", "hook_name", "token")
+                                                 if k in lifecycle})
+    elif lifecycle is not None:
+        raise DropEvent(f"{what}: 'lifecycle' is a JSON {_json_type(lifecycle)}, not an object")
     try:
         return InterruptionEvent(**fields)
     except TypeError as exc:

@@ -1,10 +1,13 @@
 """Decide and act: which actions an interruption warning gets, in which order, exactly once.
 
-``Handler.handle(event)``:
+``Handler.handle_body(body)`` is a batch of one (``batch.py``); ``Handler.handle(event)`` (capacity events,
+and the events of a batch that failed as a whole, one at a time):
 
 1. claim the event in the store (a duplicate or an event another worker is handling stops here);
-2. look the instance up: one spotkit does not manage (no ``spotkit:managed=true`` / ``spotkit:group``
-   tag, or a group outside ``settings.groups``) is ignored and journaled as such;
+2. ``Handler.decide`` (``scope.py``, the one decision for both paths): an event from another account or
+   region is dropped; an instance or group spotkit does not manage (no ``spotkit:managed=true`` /
+   ``spotkit:group`` tag), or outside ``settings.groups``, is ignored; both journaled with the reason.
+   A lifecycle action's deadline is its hook's heartbeat timeout (``with_hook_deadline``);
 3. act by kind (every action journaled):
 
    ============================== ===============================================================
@@ -36,9 +39,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from botocore.exceptions import ClientError
 
@@ -46,8 +49,9 @@ from toolkit.interruption import actions as act
 from toolkit.interruption import events as ev
 from toolkit.interruption import fallback as fb
 from toolkit.interruption import store as st
-from toolkit.interruption.events import DropEvent, InterruptionEvent, RetryEvent
-from toolkit.notice import ASG_NAME_TAG, TAG_GROUP, TAG_MANAGED
+from toolkit.interruption.events import DropEvent, IgnoreEvent, InterruptionEvent, RetryEvent
+from toolkit.interruption.scope import Scope, Verdict
+from toolkit.notice import DEFAULT_LIFECYCLE_SECONDS, TAG_GROUP, TAG_MANAGED
 
 log = logging.getLogger("spotkit.interruption")
 
@@ -95,6 +99,9 @@ class HandlerSettings:
       Default off (the stacks turn it on); off, launch failures are journaled and nothing changes.
     - ``fallback_max_on_demand_base`` / ``fallback_hold_minutes`` / ``fallback_check_every_minutes``: the
       ceiling of the raised base, the least time between two changes, the return check's period. 2 / 30 / 10.
+    - ``account`` / ``region``: the handler's own; an event claiming another is dropped (``scope``).
+      Default: found on first use (the region of the clients, the account from STS GetCallerIdentity; the
+      Lambda passes both from its own ARN).
     """
 
     dry_run: bool = False
@@ -113,6 +120,8 @@ class HandlerSettings:
     fallback_max_on_demand_base: int = 2
     fallback_hold_minutes: int = 30
     fallback_check_every_minutes: int = 10
+    account: str = ""
+    region: str = ""
 
     @property
     def fallback_policy(self) -> fb.FallbackPolicy:
@@ -130,10 +139,16 @@ class Outcome:
     instance_id: str = ""
     group: str = ""
     actions: list[act.ActionResult] = field(default_factory=list)
+    malformed: bool = False  # dropped because the message cannot be read (not: not ours, not needed)
 
     @property
     def delete_message(self) -> bool:
         return self.status in DELETE_STATUSES
+
+    @property
+    def trouble(self) -> bool:
+        """Worth a non-zero exit: failed, kept for retry, or a message that cannot be read."""
+        return not self.delete_message or self.malformed
 
 
 class Handler:
@@ -148,23 +163,38 @@ class Handler:
         self._now = now
         self._tg_lock = threading.Lock()
         self._tg_cache: tuple[float, list[str]] | None = None
+        self._identity: Optional[tuple[str, str]] = None
+        self._hooks: dict[tuple[str, str], int] = {}  # (group, hook) -> heartbeat timeout, read once each
+        self._lock = threading.Lock()
+        self._identity_lock = threading.Lock()
 
     # --- entry points ---------------------------------------------------------------------------
 
     def handle_body(self, body, *, wait_budget_seconds: Optional[float] = None) -> list[Outcome]:
-        """Handle one SQS message body (or EventBridge event dict): one outcome per event in it."""
+        """Handle one SQS message body (or EventBridge event dict): one outcome per event in it. A batch of one."""
+        return self.handle_batch([body], wait_budget_seconds=wait_budget_seconds)[0]
+
+    def parse(self, body) -> tuple[list[InterruptionEvent], Optional[Outcome]]:
+        """The events of one body, or (no events, its final outcome): ``ignored`` for a valid event that needs
+        nothing, ``dropped`` (journaled with the reason) for one that cannot be read, ``retry`` when parsing
+        hit a bug (that message alone is kept: it ends in the dead-letter queue, its batch-mates go on)."""
         try:
-            events = ev.from_message_body(body)
+            return ev.from_message_body(body), None
+        except IgnoreEvent as exc:
+            log.info("ignoring a message: %s", exc)
+            return [], Outcome(IGNORED, str(exc))
         except DropEvent as exc:
             log.warning("dropping a message: %s", exc)
-            out = Outcome(DROPPED, str(exc))
+            out = Outcome(DROPPED, str(exc), malformed=True)
             try:
                 out.event_id = self.store.record_dropped(body, str(exc))
             except Exception as journal_exc:  # the journal is down: keep the message, it comes back
                 log.warning("journaling the dropped message failed: %s", journal_exc)
                 out.status, out.reason = RETRY, f"{exc} (not journaled: {type(journal_exc).__name__}: {journal_exc})"
-            return [out]
-        return [self.handle(e, wait_budget_seconds=wait_budget_seconds) for e in events]
+            return [], out
+        except Exception as exc:  # noqa: BLE001 - a bug in a parser: this message alone is kept (then the DLQ)
+            log.exception("reading a message failed")
+            return [], Outcome(RETRY, f"reading the message failed ({type(exc).__name__}: {exc})", malformed=True)
 
     def handle_batch(self, bodies, *, wait_budget_seconds: Optional[float] = None) -> list[list[Outcome]]:
         """Handle the bodies of one receive together (one outcome list per body, in order): the AWS
@@ -181,12 +211,14 @@ class Handler:
             out.reason = f"{event.event_id} is {'already handled' if claim == st.DUPLICATE else 'being handled by another worker'}"
             return out
         try:
-            managed, group, reason = self._managed(event)
-            out.group = group
-            if not managed:
-                out.status, out.reason = IGNORED, reason
-                self.store.finish(event.event_id, st.IGNORED, reason, group=group)
+            verdict = self.decide([event])[event.event_id]
+            group = out.group = verdict.group
+            if not verdict.act:
+                out.status, out.reason = verdict.status, verdict.reason
+                self.store.finish(event.event_id, st.DROPPED if verdict.status == DROPPED else st.IGNORED,
+                                  verdict.reason, group=group)
                 return out
+            event = self.with_hook_deadline(event)
             self._act(event, group, out, wait_budget_seconds)
             failed = [a for a in out.actions if a.status == act.FAILED]
             if failed:
@@ -212,31 +244,98 @@ class Handler:
 
     # --- decide ---------------------------------------------------------------------------------
 
-    def _managed(self, event: InterruptionEvent) -> tuple[bool, str, str]:
-        if event.kind in ev.CAPACITY_KINDS:  # about a group (or all groups), not an instance
-            group = event.group_name
-            if group and self.settings.groups and group not in self.settings.groups:
-                return False, group, f"group {group!r} is not one of {', '.join(self.settings.groups)}"
-            return True, group, ""
+    def identity(self) -> tuple[str, str]:
+        """This handler's (account, region): from the settings, else the clients' region and STS (once)."""
+        if self._identity is not None:
+            return self._identity
+        with self._identity_lock:  # once for all workers (the first batch of each would otherwise ask too)
+            if self._identity is None:
+                account, region = self.settings.account, self.settings.region
+                try:
+                    region = region or self.clients.ec2.meta.region_name or ""
+                    if not account:
+                        account = self.clients.get("sts").get_caller_identity()["Account"]
+                except act._CALL_ERRORS as exc:
+                    raise RetryEvent(f"finding this handler's account: {exc}") from exc
+                self._identity = (account, region)
+        return self._identity
+
+    @property
+    def scope(self) -> Scope:
+        account, region = self.identity()
+        return Scope(account=account, region=region, groups=tuple(self.settings.groups))
+
+    def decide(self, events: Sequence[InterruptionEvent]) -> dict[str, Verdict]:
+        """Event id -> whether to act (``toolkit/interruption/scope.py``): one DescribeInstances for the
+        instances and one DescribeAutoScalingGroups for the groups the events name, however many events.
+        Raises ``RetryEvent`` when AWS cannot be asked now."""
+        scope = self.scope
+        instance_ids = sorted({e.instance_id for e in events if e.kind not in ev.CAPACITY_KINDS})
+        group_names = sorted({e.group_name for e in events if e.kind == ev.LAUNCH_FAILURE and e.group_name})
         try:
-            reservations = self.clients.ec2.describe_instances(InstanceIds=[event.instance_id])["Reservations"]
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return False, event.group_name, f"instance {event.instance_id} does not exist in this account and region"
-            if code in act.RETRYABLE_CODES:
-                raise RetryEvent(f"looking up {event.instance_id}: {exc}") from exc
-            raise
-        instances = [i for r in reservations for i in r["Instances"]]
-        if not instances:
-            return False, event.group_name, f"instance {event.instance_id} does not exist in this account and region"
-        tags = {t["Key"]: t["Value"] for t in instances[0].get("Tags", [])}
-        group = tags.get(GROUP_TAG, "") or tags.get(ASG_NAME_TAG, "") or event.group_name
-        if tags.get(MANAGED_TAG) != "true" and GROUP_TAG not in tags:
-            return False, group, f"instance {event.instance_id} is not managed by spotkit (no {MANAGED_TAG}=true or {GROUP_TAG} tag)"
-        if self.settings.groups and group not in self.settings.groups:
-            return False, group, f"instance {event.instance_id} is in group {group!r}, not one of {', '.join(self.settings.groups)}"
-        return True, group, ""
+            described = act.describe_instances_batch(self.clients.ec2, instance_ids) if instance_ids else {}
+            groups = {}
+            for start in range(0, len(group_names), 50):  # DescribeAutoScalingGroups: 50 names a call
+                answer = self.clients.autoscaling.describe_auto_scaling_groups(
+                    AutoScalingGroupNames=group_names[start:start + 50])
+                groups.update({g["AutoScalingGroupName"]: g for g in answer["AutoScalingGroups"]})
+        except act._CALL_ERRORS as exc:
+            raise RetryEvent(f"describing {len(instance_ids)} instance(s), {len(group_names)} group(s): {exc}") from exc
+        verdicts = {}
+        for e in events:
+            if e.kind == ev.LAUNCH_FAILURE:
+                verdicts[e.event_id] = scope.group(e.group_name, groups.get(e.group_name), account=e.account,
+                                                   region=e.region)
+            elif e.kind in ev.CAPACITY_KINDS:  # about every managed group (of a cluster): filtered in _capacity
+                reason = scope.foreign(e.account, e.region)
+                verdicts[e.event_id] = Verdict(not reason, e.group_name, reason, DROPPED if reason else "")
+            else:
+                verdicts[e.event_id] = scope.instance(e.instance_id, described.get(e.instance_id), account=e.account,
+                                                      region=e.region, group_hint=e.group_name)
+        return verdicts
+
+    def managed_groups(self, names: Sequence[str]) -> list[str]:
+        """Of ``names``, the Auto Scaling groups this handler may change (spotkit's, in ``groups``)."""
+        if not names:
+            return []
+        found = []
+        for start in range(0, len(names), 50):
+            found += self.clients.autoscaling.describe_auto_scaling_groups(
+                AutoScalingGroupNames=list(names)[start:start + 50])["AutoScalingGroups"]
+        return self.scope.groups_of(found)
+
+    def hook_heartbeat_seconds(self, group: str, hook: str) -> int:
+        """The heartbeat timeout of a lifecycle hook (DescribeLifecycleHooks, read once per hook and kept).
+        When it cannot be read, ``DEFAULT_LIFECYCLE_SECONDS`` (300 s: the shortest common setting, so the
+        handler completes early rather than after the hook has already timed out); not kept, so the next
+        event asks again."""
+        key = (group, hook)
+        with self._lock:
+            if key in self._hooks:
+                return self._hooks[key]
+        try:
+            hooks = self.clients.autoscaling.describe_lifecycle_hooks(
+                AutoScalingGroupName=group, LifecycleHookNames=[hook])["LifecycleHooks"]
+        except act._CALL_ERRORS as exc:
+            log.warning("reading lifecycle hook %s of %s failed (assuming %d s): %s", hook, group,
+                        DEFAULT_LIFECYCLE_SECONDS, exc)
+            return DEFAULT_LIFECYCLE_SECONDS
+        seconds = next((int(h["HeartbeatTimeout"]) for h in hooks if h.get("HeartbeatTimeout")), None)
+        if seconds is None:
+            log.warning("lifecycle hook %s of %s not found (assuming %d s)", hook, group, DEFAULT_LIFECYCLE_SECONDS)
+            return DEFAULT_LIFECYCLE_SECONDS
+        with self._lock:
+            self._hooks[key] = seconds
+        return seconds
+
+    def with_hook_deadline(self, event: InterruptionEvent) -> InterruptionEvent:
+        """A lifecycle action's deadline from its hook's heartbeat timeout (AWS's default is 3600 s, and a
+        group may set 30 to 7200): the parser can only assume one."""
+        if event.kind != ev.LIFECYCLE_TERMINATE or event.lifecycle is None:
+            return event
+        seconds = self.hook_heartbeat_seconds(event.lifecycle.group_name, event.lifecycle.hook_name)
+        deadline = ev.parse_time(event.issued_at) + timedelta(seconds=seconds)
+        return replace(event, deadline=ev._iso(deadline))
 
     def _target_groups(self) -> list[str]:
         with self._tg_lock:
@@ -330,7 +429,7 @@ class Handler:
                 c.autoscaling, c.ec2, group, policy=policy, now=self._now(), mutate=mutate, cause=message))
         elif event.kind == ev.PLACEMENT_FAILURE:
             cluster = str(event.detail.get("clusterArn", ""))
-            groups = [g for g in fb.cluster_groups(c.ecs, cluster) if not s.groups or g in s.groups]
+            groups = self.managed_groups(fb.cluster_groups(c.ecs, cluster))  # spotkit's, in --group: scope.py
             since = self._now() - timedelta(minutes=max(policy.hold_minutes, 30))
             short = [g for g in groups if any(fb.is_capacity_activity(a) for a in fb.activities_since(c.autoscaling, g, since))]
             if not short or not s.fallback:
@@ -346,7 +445,7 @@ class Handler:
                     c.autoscaling, c.ec2, g, policy=policy, now=self._now(), mutate=mutate,
                     cause=f"ECS placement failure: {event.detail.get('reason', '')}"))
         else:  # FALLBACK_CHECK
-            groups = fb.groups_in_fallback(c.autoscaling, s.groups)
+            groups = self.managed_groups(fb.groups_in_fallback(c.autoscaling, s.groups))
             if not groups:
                 self._record(event, out, act.ActionResult("return-check", act.SKIPPED, "no group is in fallback", {}))
                 return

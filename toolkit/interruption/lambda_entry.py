@@ -80,10 +80,24 @@ def build_handler(env: Mapping[str, str], client_factory=None) -> Handler:
     return Handler(clients, DynamoDBStore(clients.dynamodb, table), settings_from_env(env))
 
 
+def _own_identity(handler: Handler, context: Any) -> None:
+    """The function's own account and region, from its ARN (``arn:aws:lambda:<region>:<account>:function:...``):
+    events claiming another are dropped (``scope.py``), with no STS call."""
+    arn = getattr(context, "invoked_function_arn", "") or ""
+    parts = arn.split(":")
+    if handler._identity is None and len(parts) >= 5 and parts[2] == "lambda":
+        handler._identity = (handler.settings.account or parts[4], handler.settings.region or parts[3])
+
+
+def _body(record: Any) -> Any:
+    return record.get("body", "") if isinstance(record, Mapping) else record
+
+
 def handle(event: Mapping[str, Any], context: Any, handler: Handler) -> dict:
     budget = None
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         budget = context.get_remaining_time_in_millis() / 1000 - LAMBDA_MARGIN_SECONDS
+    _own_identity(handler, context)
     if "Records" not in event:  # a direct EventBridge invocation
         outcomes = handler.handle_body(dict(event), wait_budget_seconds=budget)
         for o in outcomes:
@@ -93,18 +107,34 @@ def handle(event: Mapping[str, Any], context: Any, handler: Handler) -> dict:
         return {"outcomes": [o.status for o in outcomes]}
     # The whole batch at once (shared AWS calls, see Handler.handle_batch); the outcomes stay per
     # message, so only the messages to retry are reported (ReportBatchItemFailures) and redelivered.
-    records = event["Records"]
-    results = handler.handle_batch([r.get("body", "") for r in records], wait_budget_seconds=budget)
+    records = [r for r in event["Records"]]
+    try:
+        results = handler.handle_batch([_body(r) for r in records], wait_budget_seconds=budget)
+    except Exception:  # noqa: BLE001 - never fail the whole batch: each message alone, then
+        log.exception("handling a batch of %d message(s) failed; handling each alone", len(records))
+        results = [_alone(handler, _body(r), budget) for r in records]
     failures = []
     for record, outcomes in zip(records, results):
+        message_id = record.get("messageId") if isinstance(record, Mapping) else None
         for o in outcomes:
-            log.info(json.dumps({"message": record.get("messageId"), "status": o.status, "kind": o.kind,
+            log.info(json.dumps({"message": message_id, "status": o.status, "kind": o.kind,
                                  "instance": o.instance_id, "event": o.event_id, "reason": o.reason,
                                  "actions": {a.name: a.status for a in o.actions}}))
-        if not all(o.delete_message for o in outcomes):
-            failures.append({"itemIdentifier": record["messageId"]})
-    _retry_soon(handler, [r for r in records if {"itemIdentifier": r.get("messageId")} in failures])
+        if message_id and not all(o.delete_message for o in outcomes):
+            failures.append({"itemIdentifier": message_id})
+    _retry_soon(handler, [r for r in records if isinstance(r, Mapping)
+                          and {"itemIdentifier": r.get("messageId")} in failures])
     return {"batchItemFailures": failures}
+
+
+def _alone(handler: Handler, body: Any, budget: Optional[float]) -> list:
+    from toolkit.interruption.handler import RETRY, Outcome
+
+    try:
+        return handler.handle_body(body, wait_budget_seconds=budget)
+    except Exception as exc:  # noqa: BLE001 - this message alone is retried (then the dead-letter queue)
+        log.exception("handling a message failed")
+        return [Outcome(RETRY, f"{type(exc).__name__}: {exc}")]
 
 
 def _queue_url(arn: str) -> str:

@@ -325,9 +325,14 @@ class LocalFileStore:
         return key
 
     def check(self) -> None:
-        """Opens, locks and reads the file (what every later call does)."""
+        """Opens, locks and reads the file (what every later call does). A file that is not text (a binary
+        file passed by mistake) is refused, never appended to."""
         try:
             self._locked(lambda fh: None)
+        except UnicodeDecodeError as exc:
+            raise JournalError(f"the journal file {self.path} is not a spotkit journal: it is not UTF-8 text "
+                               f"(byte {self._offset + exc.start}); spotkit does not write to it",
+                               "pass a journal file of its own with --journal-file") from None
         except OSError as exc:
             raise JournalError(f"cannot use the journal file {self.path}: {exc}",
                                "pass --journal-file with a writable path") from None
