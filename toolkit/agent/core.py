@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
+from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
 from toolkit.agent.imds import ImdsClient, ImdsError
 from toolkit.notice import NOTICE_WINDOW_SECONDS, STANDARD_NOTICE_SECONDS
 from toolkit.agent.lifecycle import (
@@ -71,7 +72,7 @@ class AgentConfig:
 
     - ``on_notice``: shell command run once on the first terminal notice. Default: none (only signal).
     - ``on_rebalance``: shell command run on a rebalance recommendation. Default: none.
-    - ``interval``: seconds between polls. Default 2 (AWS suggests every 5 s; notices come 2 min ahead).
+    - ``interval``: seconds between polls. Default ``toolkit.agent.defaults.POLL_INTERVAL_SECONDS`` (0.5).
     - ``margin``: the hook's deadline is the notice time minus this many seconds. Default 15.
     - ``once``: return after the first drain. Default off (keep watching, e.g. to complete the
       lifecycle action that follows a spot notice).
@@ -101,7 +102,7 @@ class AgentConfig:
 
     on_notice: Optional[str] = None
     on_rebalance: Optional[str] = None
-    interval: float = 2.0
+    interval: float = POLL_INTERVAL_SECONDS
     margin: float = 15.0
     once: bool = False
     workload_pgid: Optional[int] = None
