@@ -7,7 +7,10 @@ Two promises, whatever the hook and the pidfile hold:
   sleep 40 &``) or keeps the output open cannot hold the agent past the deadline;
 - only the workload it was given is signaled: never a pid or process group of 1 or less (0 and -1 mean
   "my group" and "everyone" to kill(2)), never the agent's own process group, never a process that
-  started after its pidfile was written (the pid was reused by another program).
+  started after its pidfile was written (the pid was reused by another program), never a process of
+  another user than the pidfile's owner (a pidfile anyone could write must not aim the agent, which runs
+  as root, at root's processes; a pidfile owned by root may name any process), and never through a
+  pidfile whose time is in the future (a clock that cannot be trusted, or a file made to look fresh).
 """
 
 from __future__ import annotations
@@ -166,11 +169,33 @@ def check_pgid(pgid: int) -> int:
     return pgid
 
 
-def workload_from_pidfile(pidfile: str) -> tuple[int, int]:
-    """(pid, pgid) of the workload named in ``pidfile``, or WorkloadRefused/OSError saying why not."""
+def process_uid(pid: int) -> Optional[int]:
+    """The real uid of ``pid`` (Linux /proc/<pid>/status); None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def workload_from_pidfile(pidfile: str, *, now: Optional[float] = None) -> tuple[int, int]:
+    """(pid, pgid) of the workload named in ``pidfile``, or WorkloadRefused/OSError saying why not.
+
+    Refused: a pid of 1 or less, a pidfile written before its process started (pid reused), a pidfile
+    whose time is more than ``PIDFILE_CLOCK_SLACK`` seconds after ``now`` (default: the clock), and a
+    process whose uid is not the pidfile owner's unless root owns the file.
+    """
     with open(pidfile) as fh:
         text = fh.read().strip()
-        written = os.fstat(fh.fileno()).st_mtime
+        st = os.fstat(fh.fileno())
+    written, owner = st.st_mtime, st.st_uid
+    now = time.time() if now is None else now
+    if written > now + PIDFILE_CLOCK_SLACK:
+        raise WorkloadRefused(f"{pidfile} was written {written - now:.0f} s in the future: a pidfile time ahead of "
+                              "the clock is suspicious, not fresh (fix the clock or rewrite the pidfile)")
     try:
         pid = int(text)
     except ValueError:
@@ -183,6 +208,14 @@ def workload_from_pidfile(pidfile: str) -> tuple[int, int]:
     if started is not None and started > written + PIDFILE_CLOCK_SLACK:
         raise WorkloadRefused(f"{pidfile} is stale: written {started - written:.0f} s before process {pid} started "
                               "(the pid was reused by another program)")
+    if owner != 0:
+        uid = process_uid(pid)
+        if uid is None:
+            raise WorkloadRefused(f"{pidfile} is owned by uid {owner}, and the owner of process {pid} cannot be read: "
+                                  "not signaled")
+        if uid != owner:
+            raise WorkloadRefused(f"{pidfile} is owned by uid {owner} but process {pid} runs as uid {uid}: a pidfile "
+                                  "may only name its owner's processes (or be root's)")
     pgid = os.getpgid(pid)
     return pid, check_pgid(pgid)
 
