@@ -109,12 +109,51 @@ def kill_session(sid: int, sig: int) -> None:
             pass
 
 
+# Hook sessions with processes left behind, waiting for their deadline: sid -> (timer, deadline).
+# ``end_pending_sessions`` ends them when the agent stops, so no hook child outlives the agent (a process
+# that left the session with setsid is out of reach here: systemd's control group ends it with the unit).
+_PENDING: dict = {}
+_PENDING_LOCK = threading.Lock()
+
+
 def _kill_session_at(sid: int, deadline: float) -> None:
     if not session_members(sid):
         return
-    timer = threading.Timer(max(0.0, deadline - time.time()), kill_session, (sid, signal.SIGKILL))
+
+    def fire() -> None:
+        with _PENDING_LOCK:
+            _PENDING.pop(sid, None)
+        kill_session(sid, signal.SIGKILL)
+
+    timer = threading.Timer(max(0.0, deadline - time.time()), fire)
     timer.daemon = True
+    with _PENDING_LOCK:
+        _PENDING[sid] = (timer, deadline)
     timer.start()
+
+
+def end_pending_sessions(stopped: Optional[threading.Event] = None, wait: bool = False) -> list:
+    """End every hook session still waiting for its deadline; returns the ids of those killed (for the log).
+
+    ``wait``: first let each run until its deadline (the agent returning after one drain with ``once``:
+    the hook's background work keeps its time), cut short when ``stopped`` is set (a stop request).
+    Without ``wait`` they are killed now. Deadlines are bounded by the notice windows, so the wait is too.
+    """
+    with _PENDING_LOCK:
+        pending = list(_PENDING.items())
+    killed = []
+    for sid, (timer, deadline) in pending:
+        while wait and time.time() < deadline and session_members(sid):
+            if stopped is not None and stopped.is_set():
+                break
+            time.sleep(min(0.1, max(0.0, deadline - time.time())))
+        timer.cancel()
+        with _PENDING_LOCK:
+            _PENDING.pop(sid, None)
+        if session_members(sid):
+            kill_session(sid, signal.SIGKILL)
+            killed.append(sid)
+    return killed
 
 
 # --- the workload ----------------------------------------------------------------------------------
