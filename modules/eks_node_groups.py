@@ -11,7 +11,7 @@
 
 Pods must not reach the node role's credentials: with a hop limit of 1 the IMDSv2 token's response does
 not survive the extra network hop of a pod's network namespace, so only processes on the node itself
-(kubelet, the VPC CNI, spotkit's agent) read instance metadata. EKS's default launch template (used
+(kubelet, the VPC CNI, host-network DaemonSets) read instance metadata. EKS's default launch template (used
 when a node group has none) sets 2, which lets every pod act as the node role. Pods that need AWS
 credentials get them from EKS Pod Identity or IRSA, which do not go through IMDS.
 
