@@ -111,8 +111,8 @@ class AgentConfig:
     - ``cloud``: ``aws`` (default), ``gcp`` or ``azure``: whose metadata service is read
       (``toolkit.agent.clouds``); hooks get it as ``SPOTKIT_CLOUD``. ``notice_seconds``: GCP/Azure, the
       platform's window where it gives no time (default 30 s). ``wait_seconds``: GCP's longest hanging
-      GET (default 10). ``on_advisory``: command run on an event the VM survives (Azure Reboot/Redeploy/
-      Freeze, GCP live migration); default none (logged only).
+      GET (default 10). ``on_advisory``: command run on an event the VM survives with its memory (Azure
+      Freeze, GCP live migration); default none (logged only). Reboots are drained (``REBOOT_EVENTS``).
     """
 
     on_notice: Optional[str] = None
@@ -430,7 +430,7 @@ class Agent:
                 self.log(done.pop("event", "notice-acknowledged"), **done)
 
     def _advisory(self, notice: Notice) -> None:
-        """An event the instance survives (Azure Reboot/Redeploy/Freeze, GCP live migration): log it and run
+        """An event the instance survives with its memory (Azure Freeze, GCP live migration): log it and run
         ``on_advisory`` if given; nothing is signaled, nothing drained."""
         c = self.config
         self.handled.add(notice.id)
