@@ -21,6 +21,8 @@ from toolkit.synth import synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 SECURITY_PAGE = ROOT / "docs" / "security.md"
+# Where .ci/run installs checkov (its own venv); used when SPOTKIT_CHECKOV is not set.
+CI_CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 # checkov findings on the five shipped stacks with their defaults, each accepted (the reasons are in the
 # table of docs/security.md; this test fails when checkov reports anything else, or when the table lacks a
@@ -67,13 +69,16 @@ def test_the_security_page_gives_a_reason_for_every_accepted_finding():
 
 @pytest.mark.slow
 def test_checkov_runs_on_spotkit_output_and_finds_only_accepted_findings(shipped):
-    if find_checkov() is None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if not env.get("SPOTKIT_CHECKOV") and CI_CHECKOV.exists():
+        env["SPOTKIT_CHECKOV"] = str(CI_CHECKOV)
+    if "SPOTKIT_CHECKOV" not in env and find_checkov() is None:
         pytest.skip("checkov is not installed (python3 -m venv .venv-checkov && .venv-checkov/bin/pip install "
                     "'checkov>=3.2,<4', then SPOTKIT_CHECKOV=$PWD/.venv-checkov/bin/checkov; .ci/run does this)")
     out, paths = shipped
     # WHEN spotkit check runs with checkov required
     proc = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "check", str(out), "--checkov", "--format", "json",
-                           "--fail-on", "never"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           "--fail-on", "never"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
