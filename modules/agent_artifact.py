@@ -28,6 +28,8 @@ from typing import Optional
 from constructs import Construct
 
 ARTIFACT_NAME = "spotkit-agent.pyz"
+# Days a replaced build stays in the bucket (as a noncurrent version) before S3 removes it.
+NONCURRENT_DAYS = 30
 INSTALL_DIR = "/opt/spotkit"
 INSTALL_PATH = f"{INSTALL_DIR}/{ARTIFACT_NAME}"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -131,6 +133,7 @@ class AgentArtifact(Construct):
         from cdktn import AssetType, TerraformAsset
         from cdktn_aws.s3 import (
             AwsBucket as S3Bucket,
+            AwsBucketLifecycleConfiguration as S3BucketLifecycleConfiguration,
             AwsBucketOwnershipControls as S3BucketOwnershipControls,
             AwsBucketPolicy as S3BucketPolicy,
             AwsBucketPublicAccessBlock as S3BucketPublicAccessBlock,
@@ -158,6 +161,18 @@ class AgentArtifact(Construct):
         versioning = S3BucketVersioning(self, "versioning", bucket=self.bucket.id,
                                          versioning_configuration=S3BucketVersioning.VersioningConfigurationProperty(
                                              status="Enabled"))
+        # Each build is a new key (agent/<sha256>/...): the one it replaces becomes a noncurrent version when
+        # Terraform deletes it. Keep those NONCURRENT_DAYS (a rollback window), then let S3 remove them, and
+        # clean up uploads that never completed. (checkov CKV2_AWS_61)
+        self.lifecycle = S3BucketLifecycleConfiguration(
+            self, "lifecycle", bucket=self.bucket.id, depends_on=[versioning],
+            rule=[S3BucketLifecycleConfiguration.RuleProperty(
+                id="expire-replaced-agent-builds", status="Enabled",
+                filter=[S3BucketLifecycleConfiguration.FilterProperty(prefix="")],
+                noncurrent_version_expiration=[S3BucketLifecycleConfiguration.NoncurrentVersionExpirationProperty(
+                    noncurrent_days=NONCURRENT_DAYS)],
+                abort_incomplete_multipart_upload=[
+                    S3BucketLifecycleConfiguration.AbortIncompleteMultipartUploadProperty(days_after_initiation=1)])])
         import json
 
         self.bucket_policy = {

@@ -30,6 +30,7 @@ from typing import Optional
 
 from modules.user_data import UserDataPart
 from modules.agent_artifact import AgentArtifactRef
+from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
 from toolkit.agent.systemd import PYZ_LAUNCHER, UNIT_NAME, VENV, agent_command, render_unit
 from toolkit.errors import ValidationError
 
@@ -54,7 +55,7 @@ class AgentSettings:
     - ``on_notice``: command run on a spot/Auto Scaling/maintenance notice. Default ``/etc/spotkit/on-notice``,
       a placeholder that logs, created when absent.
     - ``on_rebalance``: command run on a rebalance recommendation. Default: none.
-    - ``interval``: seconds between IMDS polls. Default 2.
+    - ``interval``: seconds between IMDS polls. Default 0.5 (``toolkit.agent.defaults``).
     - ``margin``: the hook's deadline is the notice time minus this. Default 15.
     - ``workload_pidfile``: the training process writes its pid here; its process group gets SIGTERM after
       the hook. Default ``/run/spotkit/workload.pid`` (a missing file is logged, not fatal).
@@ -68,7 +69,7 @@ class AgentSettings:
     package_spec: Optional[str] = None
     on_notice: str = DEFAULT_HOOK
     on_rebalance: Optional[str] = None
-    interval: float = 2.0
+    interval: float = POLL_INTERVAL_SECONDS
     margin: float = 15.0
     workload_pidfile: Optional[str] = DEFAULT_PIDFILE
     notice_policy: Optional[str] = None

@@ -67,7 +67,7 @@ def test_spot_notice_runs_the_hook_once_with_the_notice_in_its_environment(emu, 
 def test_deadline_is_notice_time_minus_margin(emu, tmp_path):
     from datetime import datetime
 
-    notice = emu.interrupt("spot", lead_seconds=300)
+    notice = emu.interrupt("spot", lead_seconds=100)  # within the 120 s window (a time past it is clamped)
     out = tmp_path / "deadline"
     result = run_until_notice(emu.url, AgentConfig(on_notice=f'echo "$SPOTKIT_DEADLINE" > {out}', margin=42, **FAST),
                               log=quiet_log(), timeout=30)

@@ -27,6 +27,7 @@ import pytest
 from tests.support.network import free_port
 from toolkit.agent import Agent, AgentConfig, JsonLogger, run_until_notice
 from toolkit.agent.clouds import client_for
+from toolkit.agent.clouds.client import InstanceIdentity
 from toolkit.agent.clouds.detect import CloudNotDetected, detect_cloud
 from toolkit.agent.notices import MAINTENANCE, SPOT, iso
 from toolkit.imds.azure import AzureEmulator, AzureSettings
@@ -217,15 +218,49 @@ def test_azure_refuses_requests_without_its_metadata_header():
         assert az.snapshot()["start_requests"] == [] and az.snapshot()["counters"]["refused"] == 4
 
 
-def test_azure_preempt_runs_the_hook_signals_and_then_acknowledges(tmp_path, workload):
+# Records argv[2] in the Azure emulator's journal at argv[1] (POST /spotkit/mark).
+MARK = ("import json, sys, urllib.request\n"
+        "def mark(url, label):\n"
+        "    req = urllib.request.Request(url + '/spotkit/mark', data=json.dumps({'label': label}).encode(), "
+        "method='POST')\n"
+        "    urllib.request.urlopen(req, timeout=10).read()\n")
+
+
+@pytest.fixture()
+def marking_workload(tmp_path):
+    """A workload (own group) that, on SIGTERM, records "workload-sigterm" at the emulator, then exits."""
+    procs = []
+
+    def start(url: str) -> subprocess.Popen:
+        code = MARK + ("import signal, time\n"
+                       "signal.signal(signal.SIGTERM, lambda *a: (mark(sys.argv[1], 'workload-sigterm'), sys.exit(0)))\n"
+                       "print('ready', flush=True)\n"
+                       "time.sleep(120)\n")
+        proc = subprocess.Popen([sys.executable, "-c", code, url], start_new_session=True, stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_azure_preempt_runs_the_hook_signals_and_then_acknowledges(tmp_path, marking_workload):
     with AzureEmulator() as az:
         out = tmp_path / "env.json"
         log = quiet_log()
-        # GIVEN a Preempt event 30 s ahead
+        workload = marking_workload(az.url)
+        # GIVEN a Preempt event 30 s ahead, a hook and a workload that each record themselves at the emulator
         event = az.interrupt("preempt", lead_seconds=30)
+        mark_py = tmp_path / "mark.py"
+        mark_py.write_text(MARK + "mark(sys.argv[1], sys.argv[2])\n")
+        hook = f"{env_hook(out)} && {sys.executable} {mark_py} {az.url} hook"
         # WHEN the agent drains
-        result = run_until_notice(az.url, AgentConfig(cloud="azure", on_notice=env_hook(out),
-                                                      workload_pgid=workload.pid, **FAST), log=log, timeout=60)
+        result = run_until_notice(az.url, AgentConfig(cloud="azure", on_notice=hook, workload_pgid=workload.pid,
+                                                      **FAST), log=log, timeout=60)
         # THEN the hook got the event's NotBefore as the notice time and the deadline from it
         env = json.loads(out.read_text())
         not_before = parse_time(event["NotBefore"])
@@ -233,12 +268,14 @@ def test_azure_preempt_runs_the_hook_signals_and_then_acknowledges(tmp_path, wor
         assert env["SPOTKIT_NOTICE_ACTION"] == "Preempt"
         assert env["SPOTKIT_NOTICE_TIME"] == iso(not_before)
         assert parse_time(env["SPOTKIT_DEADLINE"]) == not_before - timedelta(seconds=1)
-        assert workload.wait(timeout=30) == 0 and workload.marker.exists()
-        # and the emulator recorded one StartRequests for this event, after the workload was signalled;
-        # the event is gone from the next document
+        assert result.hook.returncode == 0
+        assert workload.wait(timeout=30) == 0
+        # and the emulator's own journal has the hook, then the workload's SIGTERM, then one StartRequests
+        # for this event (one record, in the order the emulator received them: no second clock)
         snap = az.snapshot()
-        assert [r["event_ids"] for r in snap["start_requests"]] == [[event["EventId"]]]
-        assert snap["start_requests"][0]["at"] >= result.signal_sent_at >= result.hook_finished_at
+        assert [(j["label"], j.get("event_ids")) for j in snap["journal"]] == [
+            ("hook", None), ("workload-sigterm", None), ("start-requests", [event["EventId"]])]
+        # the event is gone from the next document
         assert snap["events"] == [] and snap["incarnation"] == event["DocumentIncarnation"] + 1
         acked = events(log, "notice-acknowledged")
         assert [(a["event_id"], a["status"]) for a in acked] == [(event["EventId"], 200)]
@@ -262,11 +299,11 @@ def test_azure_incarnation_changes_advisory_events_and_a_later_preempt(tmp_path)
         thread, got = run_agent_in_thread(agent, stop)
         try:
             wait_for(lambda: events(log, "scheduled-events-changed"), "the first document")
-            # GIVEN a Reboot (the VM survives it): logged, advisory hook, no drain, no acknowledgement
-            reboot = az.interrupt("reboot")
+            # GIVEN a Freeze (a pause of seconds, memory kept): logged, advisory hook, no drain, no acknowledgement
+            reboot = az.interrupt("freeze")
             wait_for(lambda: events(log, "advisory-hook-finished"), "the advisory hook")
             assert agent.drained is None and az.snapshot()["start_requests"] == []
-            # WHEN the Reboot is withdrawn (new incarnation) and a Terminate comes later
+            # WHEN the Freeze is withdrawn (new incarnation) and a Terminate comes later
             az.cancel(reboot["EventId"])
             wait_for(lambda: any(e["incarnation"] == reboot["DocumentIncarnation"] + 1 and e["events"] == []
                                  for e in events(log, "scheduled-events-changed")), "the withdrawal")
@@ -277,7 +314,7 @@ def test_azure_incarnation_changes_advisory_events_and_a_later_preempt(tmp_path)
         # THEN every incarnation was seen in order, the Terminate drained and was acknowledged
         seen = [e["incarnation"] for e in events(log, "scheduled-events-changed")]
         assert seen == sorted(seen) and seen[0] == 1 and terminate["DocumentIncarnation"] in seen
-        assert json.loads(advisory_out.read_text())["SPOTKIT_NOTICE_ACTION"] == "Reboot"
+        assert json.loads(advisory_out.read_text())["SPOTKIT_NOTICE_ACTION"] == "Freeze"
         result = got["result"]
         assert (result.notice["kind"], result.notice["action"]) == (MAINTENANCE, "Terminate")
         assert [r["event_ids"] for r in az.snapshot()["start_requests"]] == [[terminate["EventId"]]]
@@ -446,14 +483,16 @@ def test_an_azure_event_keeps_its_notice_when_it_starts_and_is_new_when_reschedu
             "Resources": ["vm1"], "EventStatus": status, "NotBefore": not_before, "Description": "",
             "EventSource": "Platform", "DurationInSeconds": 5}]})
 
-    monitor = AzureScheduledEventsMonitor(None)
+    monitor = AzureScheduledEventsMonitor(None, identity=InstanceIdentity(lambda: ("vm1-id", "vm1")))
     now = datetime(2026, 11, 29, 20, 0, tzinfo=timezone.utc)
     (scheduled,) = monitor.parse(doc(2, "Scheduled", "Sun, 29 Nov 2026 20:15:00 GMT"), now)
     (started,) = monitor.parse(doc(3, "Started", ""), now)
     (moved,) = monitor.parse(doc(4, "Scheduled", "Sun, 29 Nov 2026 20:30:00 GMT"), now)
     assert scheduled.id == started.id and started.time == scheduled.time
     assert moved.id != scheduled.id and moved.time.minute == 30
-    assert scheduled.detail["advisory"] is True and started.detail["EventStatus"] == "Started"
+    # (a Reboot drains: the VM comes back but its processes do not; one reboot policy with AWS's system-reboot)
+    assert scheduled.detail["reboot"] is True and "advisory" not in scheduled.detail
+    assert started.detail["EventStatus"] == "Started"
 
 
 def test_aws_paths_are_not_asked_of_another_clouds_metadata_service():

@@ -106,6 +106,28 @@ def test_spot_gpu_group_values(managed):
     assert len(gpu["subnet_ids"]) == 2
 
 
+def test_every_managed_node_group_keeps_pods_off_the_node_role_with_imds_hop_limit_1(managed, karpenter):
+    # GIVEN the managed node groups of the default stack and of Karpenter mode's on-demand floor
+    for doc in (managed, karpenter):
+        templates = resources(doc, "aws_launch_template")
+        for label, group in node_groups_by_label(doc).items():
+            # THEN each group launches from a template of its own (EKS's default template has hop limit 2)
+            ref = group["launch_template"]
+            template_id = ref["id"].split(".")[1]
+            assert ref["id"] == f"${{aws_launch_template.{template_id}.id}}"
+            assert ref["version"] == f"${{aws_launch_template.{template_id}.latest_version}}"
+            template = templates[template_id]
+            # AND that template requires IMDSv2 with a response hop limit of 1: a pod cannot get a token
+            assert template["metadata_options"] == {"http_endpoint": "enabled", "http_tokens": "required",
+                                                    "http_put_response_hop_limit": 1}, label
+            # AND the root volume moved from disk_size (EKS refuses both) to the template, encrypted gp3
+            assert "disk_size" not in group and "image_id" not in template and "instance_type" not in template
+            assert template["block_device_mappings"] == [{"device_name": "/dev/xvda", "ebs": {
+                "volume_size": 50 if label == "system" else 200, "volume_type": "gp3", "encrypted": "true",
+                "delete_on_termination": "true"}}]
+        assert len(templates) == len(node_groups_by_label(doc))
+
+
 def test_only_the_system_and_spot_groups_by_default(managed):
     assert sorted(node_groups_by_label(managed)) == ["gpu-spot", "system"]
 

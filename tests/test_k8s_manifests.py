@@ -88,6 +88,8 @@ def test_node_class_finds_subnets_by_discovery_tag_and_requires_imdsv2(karpenter
     assert spec["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "spotkit-eks"}}]
     assert spec["securityGroupSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "spotkit-eks"}}]
     assert spec["metadataOptions"]["httpTokens"] == "required"
+    # AND pods cannot reach the node role's credentials: the IMDSv2 token does not survive a pod's extra hop
+    assert spec["metadataOptions"]["httpPutResponseHopLimit"] == 1
 
 
 def test_job_tolerates_every_taint_of_the_gpu_pools(karpenter_render):

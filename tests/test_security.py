@@ -445,3 +445,27 @@ def test_boot_scripts_write_no_fixed_tmp_path():
         doc, _ = build_stack(stack_cls, config)
         for name, script in (doc.get("locals") or {}).items():
             assert not re.search(r"(?<![\w$])/tmp/", script), (name, re.findall(r".{40}/tmp/.{40}", script))
+
+
+def test_agent_artifact_bucket_is_private_tls_only_versioned_and_expires_replaced_builds(training):
+    # GIVEN the training stack's agent artifact bucket (one per stack, read by instance roles only)
+    buckets = {k: v for k, v in resources(training, "aws_s3_bucket").items() if "agent-artifact" in k}
+    [(bucket_id, _)] = buckets.items()
+    ref = f"${{aws_s3_bucket.{bucket_id}.id}}"
+
+    def of_bucket(rtype: str) -> dict:
+        [found] = [r for r in resources(training, rtype).values() if r["bucket"] == ref]
+        return found
+
+    # THEN public access is blocked, TLS is required, objects are encrypted and versioned
+    assert {k: v for k, v in of_bucket("aws_s3_bucket_public_access_block").items() if k != "bucket"} == {
+        "block_public_acls": True, "block_public_policy": True, "ignore_public_acls": True,
+        "restrict_public_buckets": True}
+    policy = json.loads(of_bucket("aws_s3_bucket_policy")["policy"])
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert of_bucket("aws_s3_bucket_versioning")["versioning_configuration"]["status"] == "Enabled"
+    # AND a lifecycle rule removes replaced builds after 30 days and abandoned uploads after 1 (CKV2_AWS_61)
+    [rule] = of_bucket("aws_s3_bucket_lifecycle_configuration")["rule"]
+    assert rule["status"] == "Enabled" and rule["filter"] == [{"prefix": ""}]
+    assert rule["noncurrent_version_expiration"] == [{"noncurrent_days": 30}]
+    assert rule["abort_incomplete_multipart_upload"] == [{"days_after_initiation": 1}]

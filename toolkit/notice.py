@@ -50,6 +50,18 @@ KINDS = (SPOT_INTERRUPTION, REBALANCE_RECOMMENDATION, STATE_CHANGE, SCHEDULED_CH
 SPOT_NOTICE_SECONDS = 120
 STANDARD_NOTICE_SECONDS = {"aws": SPOT_NOTICE_SECONDS, "gcp": 30, "azure": 30}
 DEFAULT_LIFECYCLE_SECONDS = 300
+# AWS's longest lifecycle hook heartbeat (HeartbeatTimeout 30 to 7200 s): the bound of a lifecycle notice.
+MAX_LIFECYCLE_HEARTBEAT_SECONDS = 7200
+# Azure's Terminate (scale-in or delete of a scale set VM) comes 5 to 15 minutes ahead (user configurable).
+AZURE_TERMINATE_MAX_SECONDS = 900
+# Slack for clocks and whole-second times when a notice time is checked against its kind's window.
+NOTICE_TIME_SLACK_SECONDS = 5
+
+# Reboot-class events: the machine goes down and comes back with its disks (memory and running
+# processes are lost). One policy on every cloud (docs/agent.md): drained like a terminal notice (the
+# checkpoint hook, then the workload signal), never handed to the Auto Scaling group (no lifecycle
+# completion), acknowledged on Azure when the event names this VM alone.
+REBOOT_EVENTS = {"aws": ("system-reboot", "instance-reboot"), "azure": ("Reboot", "Redeploy")}
 
 # The window that makes two sources' views of one spot notice the same notice (see the module doc).
 NOTICE_WINDOW_SECONDS = 600

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from toolkit.agent.clouds import options  # standard library only, like the rest of the agent
 from toolkit.agent.clouds.detect import CloudNotDetected
+from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")
 
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--on-notice", metavar="CMD",
       help="Shell command run once on a spot, Auto Scaling or maintenance notice, killed at the deadline.")
     a("--on-rebalance", metavar="CMD", help="Shell command run on a rebalance recommendation.")
-    a("--interval", type=float, default=2.0, help="Seconds between polls (default 2).")
+    a("--interval", type=float, default=POLL_INTERVAL_SECONDS,
+      help=f"Seconds between polls (default {POLL_INTERVAL_SECONDS:g}).")
     a("--margin", type=float, default=None, help=options.MARGIN_HELP)
     a("--once", action="store_true", help="Exit after the first drain.")
     a("--workload-pgid", type=_pgid, help="Process group that gets the signal after the hook (2 or more, not ours).")

@@ -34,12 +34,20 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
+from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
 from toolkit.agent.imds import ImdsClient, ImdsError
-from toolkit.notice import NOTICE_WINDOW_SECONDS, STANDARD_NOTICE_SECONDS
+from toolkit.notice import (
+    AZURE_TERMINATE_MAX_SECONDS,
+    MAX_LIFECYCLE_HEARTBEAT_SECONDS,
+    NOTICE_TIME_SLACK_SECONDS,
+    NOTICE_WINDOW_SECONDS,
+    SPOT_NOTICE_SECONDS,
+    STANDARD_NOTICE_SECONDS,
+)
 from toolkit.agent.lifecycle import (
     DRAIN_HOOK_NAME,
     GROUP_TAG_PATH,
@@ -62,7 +70,15 @@ from toolkit.agent.notices import (
     read_boot_id,
 )
 from toolkit.agent.policy import STOP, plan_final, validate_policy, wait_until
-from toolkit.agent.runner import HookResult, SignalResult, group_alive, run_hook, signal_workload, wait_for_group_exit
+from toolkit.agent.runner import (
+    HookResult,
+    SignalResult,
+    group_alive,
+    end_pending_sessions,
+    run_hook,
+    signal_workload,
+    wait_for_group_exit,
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +87,7 @@ class AgentConfig:
 
     - ``on_notice``: shell command run once on the first terminal notice. Default: none (only signal).
     - ``on_rebalance``: shell command run on a rebalance recommendation. Default: none.
-    - ``interval``: seconds between polls. Default 2 (AWS suggests every 5 s; notices come 2 min ahead).
+    - ``interval``: seconds between polls. Default ``toolkit.agent.defaults.POLL_INTERVAL_SECONDS`` (0.5).
     - ``margin``: the hook's deadline is the notice time minus this many seconds. Default 15.
     - ``once``: return after the first drain. Default off (keep watching, e.g. to complete the
       lifecycle action that follows a spot notice).
@@ -95,13 +111,13 @@ class AgentConfig:
     - ``cloud``: ``aws`` (default), ``gcp`` or ``azure``: whose metadata service is read
       (``toolkit.agent.clouds``); hooks get it as ``SPOTKIT_CLOUD``. ``notice_seconds``: GCP/Azure, the
       platform's window where it gives no time (default 30 s). ``wait_seconds``: GCP's longest hanging
-      GET (default 10). ``on_advisory``: command run on an event the VM survives (Azure Reboot/Redeploy/
-      Freeze, GCP live migration); default none (logged only).
+      GET (default 10). ``on_advisory``: command run on an event the VM survives with its memory (Azure
+      Freeze, GCP live migration); default none (logged only). Reboots are drained (``REBOOT_EVENTS``).
     """
 
     on_notice: Optional[str] = None
     on_rebalance: Optional[str] = None
-    interval: float = 2.0
+    interval: float = POLL_INTERVAL_SECONDS
     margin: float = 15.0
     once: bool = False
     workload_pgid: Optional[int] = None
@@ -134,6 +150,9 @@ class AgentConfig:
         validate_policy(self.notice_policy, on_notice=self.on_notice, checkpoint_seconds=self.checkpoint_seconds)
         if self.interval <= 0:
             raise ValueError(f"interval must be more than 0 seconds (got {self.interval})")
+        if not 0 < self.lifecycle_heartbeat <= MAX_LIFECYCLE_HEARTBEAT_SECONDS:
+            raise ValueError(f"lifecycle_heartbeat must be more than 0 and at most {MAX_LIFECYCLE_HEARTBEAT_SECONDS} "
+                             f"seconds, AWS's longest lifecycle hook heartbeat (got {self.lifecycle_heartbeat:g})")
         if self.margin < 0:
             raise ValueError(f"margin must be 0 or more seconds (got {self.margin})")
         if self.workload_pgid is not None and self.workload_pidfile:
@@ -190,6 +209,8 @@ class Agent:
         self._autoscaling = autoscaling
         self._errors: dict[str, str] = {}
         self._announced: set[str] = set()
+        self._first_seen: dict[str, float] = {}  # notice id -> epoch of first sight (whole seconds)
+        self._clamped: set[str] = set()
         self.handled: set[str] = set()
         self.drained: Optional[AgentResult] = None
         self.lifecycle_done = False
@@ -260,19 +281,57 @@ class Agent:
                 self.log("poll-recovered", monitor=monitor.kind, after=self._errors.pop(monitor.path))
             if notices:
                 instance = self._instance()
-                found.extend(n for n in (n.for_instance(instance) for n in notices) if n.id not in self.handled)
+                found.extend(self._bounded(n) for n in (n.for_instance(instance) for n in notices)
+                             if n.id not in self.handled)
         return found
 
     def _instance(self) -> str:
-        """The instance id for notice ids, read once (pinned to ``unknown`` if IMDS cannot say)."""
+        """This machine's id for notice ids, read once: AWS's instance id, GCP's numeric instance id, Azure's
+        ``vmId`` (``toolkit.agent.clouds``). Pinned to ``unknown`` (logged) when the service cannot say."""
         if self.instance_id is None:
+            identity = getattr(self.imds, "identity", None)
             try:
-                text = (self.imds.get_text(INSTANCE_ID_PATH) or "").strip()
+                if identity is not None:
+                    text = identity.id
+                    valid = bool(text) and len(text) < 80
+                else:
+                    text = (self.imds.get_text(INSTANCE_ID_PATH) or "").strip()
+                    valid = text.startswith("i-") and len(text) < 40
             except ImdsError as exc:
                 self.log("poll-error", monitor="instance-id", error=f"reading the instance id: {exc}", retryable=True)
-                text = ""
-            self.instance_id = text if text.startswith("i-") and len(text) < 40 else "unknown"
+                text, valid = "", False
+            self.instance_id = text if valid else "unknown"
         return self.instance_id
+
+    def _window(self, notice: Notice) -> Optional[float]:
+        """The longest honest lead of ``notice``'s kind (seconds from first sight), or None (no bound here:
+        scheduled events may come days ahead and are acted on ``maintenance_lead`` before their time)."""
+        if notice.kind == SPOT:
+            return SPOT_NOTICE_SECONDS
+        if notice.kind == LIFECYCLE:
+            return self.config.lifecycle_heartbeat
+        if notice.detail.get("cloud") == "azure" and notice.action == "Terminate":
+            return AZURE_TERMINATE_MAX_SECONDS
+        return None
+
+    def _bounded(self, notice: Notice) -> Notice:
+        """``notice`` with its time clamped to first sight plus its kind's window when it lies beyond
+        (``2099-01-01`` on the spot path): logged once, and the id (from the notice's key) is unchanged."""
+        window = self._window(notice)
+        if window is None:
+            return notice
+        first = self._first_seen.setdefault(notice.id, float(int(time.time())))
+        limit = first + window
+        if notice.time.timestamp() <= limit + NOTICE_TIME_SLACK_SECONDS:
+            return notice
+        clamped = datetime.fromtimestamp(limit, timezone.utc)
+        if notice.id not in self._clamped:
+            self._clamped.add(notice.id)
+            self.log("notice-time-clamped", notice=notice.to_dict(), clamped_to=iso(clamped), window_seconds=window,
+                     seconds_ahead=round(notice.time.timestamp() - first, 3),
+                     reason=f"a {notice.kind} notice comes at most {window:g} s ahead: the time given is not "
+                            "believed, the notice counts from first sight")
+        return replace(notice, time=clamped, detail={**notice.detail, "time_given": iso(notice.time)})
 
     # --- decide + act ------------------------------------------------------------------------
 
@@ -362,19 +421,16 @@ class Agent:
         if result.signal is not None and not result.signal.dry_run:
             result.workload_exited_at = self._wait_for_workload(deadline)
         for callback in callbacks:
-            if self.config.dry_run:
-                self.log("would-have-acknowledged", notice=notice.to_dict())
-                continue
             try:
-                done = callback(notice)
+                done = callback(notice, dry_run=self.config.dry_run)
             except ImdsError as exc:
                 self.log("acknowledge-failed", error=str(exc), notice=notice.to_dict())
                 continue
             if done:
-                self.log("notice-acknowledged", **done)
+                self.log(done.pop("event", "notice-acknowledged"), **done)
 
     def _advisory(self, notice: Notice) -> None:
-        """An event the instance survives (Azure Reboot/Redeploy/Freeze, GCP live migration): log it and run
+        """An event the instance survives with its memory (Azure Freeze, GCP live migration): log it and run
         ``on_advisory`` if given; nothing is signaled, nothing drained."""
         c = self.config
         self.handled.add(notice.id)
@@ -478,16 +534,25 @@ class Agent:
         c = self.config
         self.log("agent-started", cloud=c.cloud, metadata_url=self.imds.base_url, interval=c.interval, margin=c.margin,
                  once=c.once, on_notice=c.on_notice, on_rebalance=c.on_rebalance, dry_run=c.dry_run)
+        finished = False
         try:
             while not stop.is_set():
                 started = time.monotonic()
                 result = self.step()
                 if result is not None and c.once:
+                    finished = True
                     return result
                 stop.wait(max(0.0, c.interval - (time.monotonic() - started)))
             return self.drained
         finally:
             self.imds.close()
+            # What a hook left in its session runs until its deadline at most, and never past the agent: after
+            # a ``once`` drain the agent waits for that deadline (bounded by the notice window); on a stop
+            # request it kills them now.
+            left = end_pending_sessions(stop, wait=finished)
+            if left:
+                self.log("hook-leftovers-killed", sessions=left,
+                         note="processes a hook left in its session end at its deadline or when the agent stops")
             self.log("agent-stopped", polls=self.polls, drained=self.drained is not None)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from toolkit.notice import (
     LIFECYCLE_TERMINATE,
+    REBOOT_EVENTS,
     REBALANCE_RECOMMENDATION,
     SCHEDULED_CHANGE,
     SPOT_INTERRUPTION,
@@ -225,7 +226,8 @@ class LifecycleMonitor(Monitor):
 class MaintenanceMonitor(Monitor):
     """Scheduled events (``system-reboot``, ``instance-stop``, ``instance-retirement``...), announced days
     ahead. Canceled and completed events are ignored; the time is the event's ``NotBefore`` (now plus the
-    standard notice when unreadable); the id is the ``EventId``."""
+    standard notice when unreadable); the id is the ``EventId``. Reboots (``toolkit.notice.REBOOT_EVENTS``)
+    say so in ``detail["reboot"]``: the instance comes back, the group is not terminating it."""
 
     kind, path, context = MAINTENANCE, MAINTENANCE_PATH, "checking for scheduled maintenance events"
 
@@ -252,6 +254,8 @@ class MaintenanceMonitor(Monitor):
                 when = self._pinned.setdefault(key, _Pinned()).get(now, SPOT_NOTICE_SECONDS)
                 detail["unreadable"] = f"{exc}; assumed now + {SPOT_NOTICE_SECONDS} s"
             code = event.get("Code")
+            if code in REBOOT_EVENTS["aws"]:
+                detail["reboot"] = True
             out.append(Notice(MAINTENANCE, when, code if isinstance(code, str) and code else "maintenance",
                               self.path, detail, key=key))
         return out

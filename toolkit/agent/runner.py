@@ -7,7 +7,10 @@ Two promises, whatever the hook and the pidfile hold:
   sleep 40 &``) or keeps the output open cannot hold the agent past the deadline;
 - only the workload it was given is signaled: never a pid or process group of 1 or less (0 and -1 mean
   "my group" and "everyone" to kill(2)), never the agent's own process group, never a process that
-  started after its pidfile was written (the pid was reused by another program).
+  started after its pidfile was written (the pid was reused by another program), never a process of
+  another user than the pidfile's owner (a pidfile anyone could write must not aim the agent, which runs
+  as root, at root's processes; a pidfile owned by root may name any process), and never through a
+  pidfile whose time is in the future (a clock that cannot be trusted, or a file made to look fresh).
 """
 
 from __future__ import annotations
@@ -106,12 +109,51 @@ def kill_session(sid: int, sig: int) -> None:
             pass
 
 
+# Hook sessions with processes left behind, waiting for their deadline: sid -> (timer, deadline).
+# ``end_pending_sessions`` ends them when the agent stops, so no hook child outlives the agent (a process
+# that left the session with setsid is out of reach here: systemd's control group ends it with the unit).
+_PENDING: dict = {}
+_PENDING_LOCK = threading.Lock()
+
+
 def _kill_session_at(sid: int, deadline: float) -> None:
     if not session_members(sid):
         return
-    timer = threading.Timer(max(0.0, deadline - time.time()), kill_session, (sid, signal.SIGKILL))
+
+    def fire() -> None:
+        with _PENDING_LOCK:
+            _PENDING.pop(sid, None)
+        kill_session(sid, signal.SIGKILL)
+
+    timer = threading.Timer(max(0.0, deadline - time.time()), fire)
     timer.daemon = True
+    with _PENDING_LOCK:
+        _PENDING[sid] = (timer, deadline)
     timer.start()
+
+
+def end_pending_sessions(stopped: Optional[threading.Event] = None, wait: bool = False) -> list:
+    """End every hook session still waiting for its deadline; returns the ids of those killed (for the log).
+
+    ``wait``: first let each run until its deadline (the agent returning after one drain with ``once``:
+    the hook's background work keeps its time), cut short when ``stopped`` is set (a stop request).
+    Without ``wait`` they are killed now. Deadlines are bounded by the notice windows, so the wait is too.
+    """
+    with _PENDING_LOCK:
+        pending = list(_PENDING.items())
+    killed = []
+    for sid, (timer, deadline) in pending:
+        while wait and time.time() < deadline and session_members(sid):
+            if stopped is not None and stopped.is_set():
+                break
+            time.sleep(min(0.1, max(0.0, deadline - time.time())))
+        timer.cancel()
+        with _PENDING_LOCK:
+            _PENDING.pop(sid, None)
+        if session_members(sid):
+            kill_session(sid, signal.SIGKILL)
+            killed.append(sid)
+    return killed
 
 
 # --- the workload ----------------------------------------------------------------------------------
@@ -166,11 +208,33 @@ def check_pgid(pgid: int) -> int:
     return pgid
 
 
-def workload_from_pidfile(pidfile: str) -> tuple[int, int]:
-    """(pid, pgid) of the workload named in ``pidfile``, or WorkloadRefused/OSError saying why not."""
+def process_uid(pid: int) -> Optional[int]:
+    """The real uid of ``pid`` (Linux /proc/<pid>/status); None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def workload_from_pidfile(pidfile: str, *, now: Optional[float] = None) -> tuple[int, int]:
+    """(pid, pgid) of the workload named in ``pidfile``, or WorkloadRefused/OSError saying why not.
+
+    Refused: a pid of 1 or less, a pidfile written before its process started (pid reused), a pidfile
+    whose time is more than ``PIDFILE_CLOCK_SLACK`` seconds after ``now`` (default: the clock), and a
+    process whose uid is not the pidfile owner's unless root owns the file.
+    """
     with open(pidfile) as fh:
         text = fh.read().strip()
-        written = os.fstat(fh.fileno()).st_mtime
+        st = os.fstat(fh.fileno())
+    written, owner = st.st_mtime, st.st_uid
+    now = time.time() if now is None else now
+    if written > now + PIDFILE_CLOCK_SLACK:
+        raise WorkloadRefused(f"{pidfile} was written {written - now:.0f} s in the future: a pidfile time ahead of "
+                              "the clock is suspicious, not fresh (fix the clock or rewrite the pidfile)")
     try:
         pid = int(text)
     except ValueError:
@@ -183,6 +247,14 @@ def workload_from_pidfile(pidfile: str) -> tuple[int, int]:
     if started is not None and started > written + PIDFILE_CLOCK_SLACK:
         raise WorkloadRefused(f"{pidfile} is stale: written {started - written:.0f} s before process {pid} started "
                               "(the pid was reused by another program)")
+    if owner != 0:
+        uid = process_uid(pid)
+        if uid is None:
+            raise WorkloadRefused(f"{pidfile} is owned by uid {owner}, and the owner of process {pid} cannot be read: "
+                                  "not signaled")
+        if uid != owner:
+            raise WorkloadRefused(f"{pidfile} is owned by uid {owner} but process {pid} runs as uid {uid}: a pidfile "
+                                  "may only name its owner's processes (or be root's)")
     pgid = os.getpgid(pid)
     return pid, check_pgid(pgid)
 

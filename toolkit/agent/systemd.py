@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from typing import Optional, Sequence
 
+from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
+
 UNIT_NAME = "spotkit-agent.service"
 VENV = "/opt/spotkit"
 STATE_FILE = "/var/lib/spotkit/agent-state.json"
@@ -13,7 +15,7 @@ STATE_FILE = "/var/lib/spotkit/agent-state.json"
 PYZ_LAUNCHER = ("/usr/bin/python3", "-I", "-S", f"{VENV}/spotkit-agent.pyz")
 
 
-def agent_command(*, on_notice: str, on_rebalance: Optional[str] = None, interval: float = 2.0, margin: float = 15.0,
+def agent_command(*, on_notice: str, on_rebalance: Optional[str] = None, interval: float = POLL_INTERVAL_SECONDS, margin: float = 15.0,
                   workload_pidfile: Optional[str] = None, lifecycle_heartbeat: int = 300,
                   executable: str = f"{VENV}/bin/spotkit", extra_args: Sequence[str] = (),
                   launcher: Optional[Sequence[str]] = None, notice_policy: Optional[str] = None,

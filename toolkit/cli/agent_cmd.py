@@ -10,6 +10,7 @@ import click
 
 from toolkit.agent.clouds.options import DEFAULT_WAIT_SECONDS, MARGIN_HELP
 from toolkit.agent.clouds.options import HELP as CLOUD_HELP
+from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
 from toolkit.cli.context import CliContext, pass_ctx
 from toolkit.cli.hints import echo_next
 from toolkit.errors import ToolkitError
@@ -23,7 +24,7 @@ from toolkit.errors import ToolkitError
 @click.option("--on-notice", "on_notice", metavar="CMD",
               help="Shell command run once on a spot, Auto Scaling or maintenance notice, killed at the deadline.")
 @click.option("--on-rebalance", "on_rebalance", metavar="CMD", help="Shell command run on a rebalance recommendation.")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls.")
+@click.option("--interval", type=float, default=POLL_INTERVAL_SECONDS, show_default=True, help="Seconds between polls.")
 @click.option("--margin", type=float, help=MARGIN_HELP)
 @click.option("--once", is_flag=True, help="Exit after the first drain.")
 @click.option("--workload-pgid", type=int, help="Process group that gets the signal after the hook.")

@@ -11,14 +11,22 @@ Real paths, header and formats:
 - ``POST`` the same path ``{"StartRequests": [{"EventId": "..."}]}`` -> 200; the emulator records the
   request and the event is gone from the next document (the platform went ahead); the incarnation
   changes whenever the event list does;
-- ``GET /metadata/instance?api-version=...`` -> ``{"compute": {...}, "network": {...}}``.
+- ``GET /metadata/instance?api-version=...`` -> ``{"compute": {...}, "network": {...}}``, and
+  ``/metadata/instance/compute`` -> the ``compute`` object alone (``name`` is the VM name events use).
+
+The document is the availability set's or scale set's, as on Azure: an event may name other VMs
+(``resources``), this VM and others, or this VM alone (the default).
 
 Control API under ``/spotkit/`` (no metadata header needed):
 
 - ``POST /spotkit/interrupt`` ``{"kind": "preempt"|"terminate"|"reboot"|"redeploy"|"freeze",
-  "lead_seconds": 30}`` -> an event with ``NotBefore`` = now + lead (to the second);
+  "lead_seconds": 30, "resources": ["vm-a", "vm-b"]}`` -> an event with ``NotBefore`` = now + lead (to
+  the second) naming ``resources`` (default: this VM);
 - ``POST /spotkit/cancel`` ``{"event_id": "..."}`` -> the event is withdrawn (new incarnation);
-- ``POST /spotkit/reset``; ``GET /spotkit/state`` -> incarnation, events, start requests, counters.
+- ``POST /spotkit/mark`` ``{"label": "..."}`` -> appended to the journal (see below);
+- ``POST /spotkit/reset``; ``GET /spotkit/state`` -> incarnation, events, start requests, counters and
+  the journal: marks and start requests in the order the emulator received them, each with its sequence
+  number, so a test reads the order of what happened from one record instead of comparing clocks.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from toolkit.imds.server import EmulatorServer, MetadataHandler
 
 EVENTS_PATH = "/metadata/scheduledevents"
 INSTANCE_PATH = "/metadata/instance"
+COMPUTE_PATH = "/metadata/instance/compute"
 EVENT_TYPES = {"preempt": "Preempt", "terminate": "Terminate", "reboot": "Reboot", "redeploy": "Redeploy",
                "freeze": "Freeze"}
 DEFAULT_LEAD = {"Preempt": 30, "Terminate": 300, "Reboot": 900, "Redeploy": 600, "Freeze": 900}
@@ -69,14 +78,26 @@ class AzureState:
         self.events: list[dict] = []
         self.pending: list[tuple[float, dict]] = []  # (visible from, event) for delayed events
         self.start_requests: list[dict] = []
+        self.journal: list[dict] = []  # marks and start requests, in arrival order (seq)
         self.counters = {"requests": 0, "refused": 0, "acknowledged": 0}
         if self.settings.preempt_delay is not None:
             at = time.time() + self.settings.preempt_delay
             self.pending.append((at, self._event("Preempt", at, self.settings.lead_seconds)))
 
-    def _event(self, event_type: str, posted: float, lead: float) -> dict:
+    def record(self, label: str, **fields) -> dict:
+        entry = {"seq": len(self.journal) + 1, "label": label, **fields}
+        self.journal.append(entry)
+        return entry
+
+    def compute(self) -> dict:
+        s = self.settings
+        return {"azEnvironment": "AzurePublicCloud", "location": s.location, "name": s.vm_name, "vmId": s.vm_id,
+                "vmSize": s.vm_size, "priority": "Spot", "evictionPolicy": "Deallocate"}
+
+    def _event(self, event_type: str, posted: float, lead: float, resources: Optional[list] = None) -> dict:
         return {"EventId": str(uuid.uuid4()).upper(), "EventType": event_type, "ResourceType": "VirtualMachine",
-                "Resources": [self.settings.vm_name], "EventStatus": "Scheduled",
+                "Resources": list(resources) if resources is not None else [self.settings.vm_name],
+                "EventStatus": "Scheduled",
                 "NotBefore": rfc1123(posted + lead),  # to the second, truncated (as the AWS emulator)
                 "Description": f"{event_type} scheduled by spotkit imds-mock", "EventSource": "Platform",
                 "DurationInSeconds": -1 if event_type in ("Preempt", "Terminate") else 5}
@@ -93,11 +114,11 @@ class AzureState:
         self._promote()
         return {"DocumentIncarnation": self.incarnation, "Events": [dict(e) for e in self.events]}
 
-    def interrupt(self, kind: str, lead: Optional[float]) -> dict:
+    def interrupt(self, kind: str, lead: Optional[float], resources: Optional[list] = None) -> dict:
         event_type = EVENT_TYPES[kind]
         if lead is None:
             lead = self.settings.lead_seconds if event_type == "Preempt" else DEFAULT_LEAD[event_type]
-        event = self._event(event_type, time.time(), lead)
+        event = self._event(event_type, time.time(), lead, resources)
         self.events.append(event)
         self.incarnation += 1
         return {**event, "DocumentIncarnation": self.incarnation}
@@ -137,7 +158,8 @@ class _Handler(MetadataHandler):
         if path == "/spotkit/state":
             with st.lock:
                 doc = {"incarnation": st.incarnation, "events": [dict(e) for e in st.events],
-                       "start_requests": list(st.start_requests), "counters": dict(st.counters)}
+                       "start_requests": list(st.start_requests), "counters": dict(st.counters),
+                       "journal": list(st.journal)}
             return self.send_json(200, doc)
         with st.lock:
             st.counters["requests"] += 1
@@ -148,12 +170,9 @@ class _Handler(MetadataHandler):
             with st.lock:
                 return self.send_json(200, st.document())
         if path == INSTANCE_PATH:
-            s = st.settings
-            return self.send_json(200, {
-                "compute": {"azEnvironment": "AzurePublicCloud", "location": s.location, "name": s.vm_name,
-                            "vmId": s.vm_id, "vmSize": s.vm_size, "priority": "Spot",
-                            "evictionPolicy": "Deallocate"},
-                "network": {"interface": []}})
+            return self.send_json(200, {"compute": st.compute(), "network": {"interface": []}})
+        if path == COMPUTE_PATH:
+            return self.send_json(200, st.compute())
         return self.send_json(404, {"error": "Not found"})
 
     def do_POST(self):  # noqa: N802
@@ -175,6 +194,7 @@ class _Handler(MetadataHandler):
             return self.send_json(400, {"error": "Bad request. Expected {\"StartRequests\": [{\"EventId\": ...}]}"})
         with st.lock:
             st.start_requests.append({"at": time.time(), "event_ids": ids})
+            st.record("start-requests", event_ids=ids)
             st.counters["acknowledged"] += len(st.remove(ids))
         return self.send_body(200, "")
 
@@ -190,7 +210,13 @@ class _Handler(MetadataHandler):
                 if kind not in EVENT_TYPES:
                     return self.send_json(400, {"error": f"kind must be one of {', '.join(EVENT_TYPES)}"})
                 lead = body.get("lead_seconds")
-                return self.send_json(200, st.interrupt(kind, None if lead is None else float(lead)))
+                resources = body.get("resources")
+                if resources is not None and not (isinstance(resources, list)
+                                                  and all(isinstance(r, str) for r in resources)):
+                    return self.send_json(400, {"error": "resources must be a list of VM names"})
+                return self.send_json(200, st.interrupt(kind, None if lead is None else float(lead), resources))
+            if path == "/spotkit/mark":
+                return self.send_json(200, st.record(str(body.get("label", ""))))
             if path == "/spotkit/cancel":
                 gone = st.remove([body.get("event_id")])
                 return self.send_json(200 if gone else 404, {"canceled": gone, "incarnation": st.incarnation})
@@ -210,9 +236,19 @@ class AzureEmulator(EmulatorServer):
         self.settings = settings or AzureSettings()
         super().__init__(_Handler, AzureState(self.settings), host, port, verbose)
 
-    def interrupt(self, kind: str = "preempt", lead_seconds: Optional[float] = None) -> dict:
+    def interrupt(self, kind: str = "preempt", lead_seconds: Optional[float] = None,
+                  resources: Optional[list] = None) -> dict:
+        """An event of ``kind`` naming ``resources`` (default: this VM alone)."""
         with self.state.lock:
-            return self.state.interrupt(kind, lead_seconds)
+            return self.state.interrupt(kind, lead_seconds, resources)
+
+    def serve_events(self, events: list) -> int:
+        """Serve ``events`` (e.g. a documented sample, verbatim) as the current events; returns the new
+        incarnation."""
+        with self.state.lock:
+            self.state.events = [dict(e) for e in events]
+            self.state.incarnation += 1
+            return self.state.incarnation
 
     def cancel(self, event_id: str) -> list:
         with self.state.lock:
@@ -222,7 +258,8 @@ class AzureEmulator(EmulatorServer):
         with self.state.lock:
             doc = self.state.document()
             return {"incarnation": doc["DocumentIncarnation"], "events": doc["Events"],
-                    "start_requests": list(self.state.start_requests), "counters": dict(self.state.counters)}
+                    "start_requests": list(self.state.start_requests), "counters": dict(self.state.counters),
+                    "journal": list(self.state.journal)}
 
     def reset(self) -> None:
         with self.state.lock:

@@ -29,6 +29,10 @@ LIFECYCLE_LABEL = "spotkit.io/lifecycle"
 ROLE_LABEL = "spotkit.io/node-role"
 SYSTEM_ROLE = "system"
 GPU_ROLE = "gpu"
+# IMDS response hop limit of every EKS node spotkit makes (Karpenter's EC2NodeClass here, the managed node
+# groups' launch template in modules/eks_node_groups.py): 1 keeps pods off the node role's credentials
+# (a pod's network namespace is one hop further than the node). Pods get AWS access from Pod Identity/IRSA.
+NODE_METADATA_HOP_LIMIT = 1
 KARPENTER_CAPACITY_TYPE = "karpenter.sh/capacity-type"
 EFS_PROVISIONER = "efs.csi.aws.com"
 
@@ -210,7 +214,7 @@ def ec2_node_class(*, name: str, cluster_name: str, node_role_name: str, volume_
             "amiSelectorTerms": [{"alias": "al2023@latest"}],
             "subnetSelectorTerms": selector,
             "securityGroupSelectorTerms": selector,
-            "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 2},
+            "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": NODE_METADATA_HOP_LIMIT},
             "blockDeviceMappings": [{
                 "deviceName": "/dev/xvda",
                 "ebs": {"volumeSize": f"{volume_size_gib}Gi", "volumeType": "gp3", "encrypted": True,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from toolkit.agent.imds import DEFAULT_METADATA_URL, ImdsError, ImdsUnreachable
@@ -96,6 +96,37 @@ class MetadataClient:
 AWS_PREFIX = "/latest/"
 
 
+class InstanceIdentity:
+    """This machine's identity from its own metadata service: ``id`` (what notice ids carry: GCP's numeric
+    instance id, Azure's ``vmId``) and ``name`` (what platform events call it: Azure's ``Resources`` hold
+    VM names, ``compute.name``).
+
+    ``read`` returns ``(id, name)`` or raises ImdsError. A read that succeeds is kept for the agent's
+    life; one that fails raises again on the next ``get()`` (retried, never pinned to a guess: an agent
+    that cannot tell its own name cannot tell which events are its own).
+    """
+
+    def __init__(self, read: Callable[[], Tuple[str, str]]):
+        self._read = read
+        self._value: Optional[Tuple[str, str]] = None
+
+    def get(self) -> Tuple[str, str]:
+        if self._value is None:
+            ident, name = self._read()
+            if not ident or not name:
+                raise ImdsError(f"the metadata service gave an empty id or name (id {ident!r}, name {name!r})")
+            self._value = (ident, name)
+        return self._value
+
+    @property
+    def id(self) -> str:
+        return self.get()[0]
+
+    @property
+    def name(self) -> str:
+        return self.get()[1]
+
+
 class CloudMetadata:
     """What the agent reads through on GCP and Azure: a GET of a monitor's ``path`` is that monitor's own
     ``fetch()`` (GCP's hanging GET, Azure's document); any other path is a plain GET with the header.
@@ -104,10 +135,11 @@ class CloudMetadata:
     ``monitor.parse(body, now)``.
     """
 
-    def __init__(self, client: MetadataClient, monitors: list):
+    def __init__(self, client: MetadataClient, monitors: list, identity: Optional[InstanceIdentity] = None):
         self.client = client
         self.base_url = client.base_url
         self._by_path = {m.path: m for m in monitors}
+        self.identity = identity  # the agent reads this machine's id for notice ids here
 
     def get_text(self, path: str) -> Optional[str]:
         monitor = self._by_path.get(path)

@@ -9,6 +9,9 @@
 - ``instance/maintenance-event`` is ``NONE``, ``MIGRATE_ON_HOST_MAINTENANCE`` (live migration: logged,
   optional hook) or ``TERMINATE_ON_HOST_MAINTENANCE`` (the VM stops: drained like a preemption).
 
+Notice ids carry the VM's numeric ``instance/id`` (``read_identity``). A GCP notice is always about the
+VM that reads it (each VM has its own metadata values), so no event here names other machines.
+
 GCP gives no time with either value: the notice time is the first detection plus the platform's window
 (``notice_seconds``, 30 s by default, ``toolkit.notice.STANDARD_NOTICE_SECONDS``), kept stable across
 polls so the notice keeps one id. Standard library only, Python 3.9.
@@ -32,6 +35,22 @@ MAINTENANCE_EVENT_PATH = "/computeMetadata/v1/instance/maintenance-event"
 TERMINATE_ON_MAINTENANCE = "TERMINATE_ON_HOST_MAINTENANCE"
 MIGRATE_ON_MAINTENANCE = "MIGRATE_ON_HOST_MAINTENANCE"
 NOTICE_SECONDS = STANDARD_NOTICE_SECONDS["gcp"]
+ID_PATH = "/computeMetadata/v1/instance/id"
+NAME_PATH = "/computeMetadata/v1/instance/name"
+
+
+def read_identity(client) -> tuple:
+    """(instance id, instance name) from the metadata server; ImdsError when either cannot be read."""
+    found = []
+    for path in (ID_PATH, NAME_PATH):
+        resp = client.get(path)
+        if resp.status != 200:
+            raise ImdsError(f"reading this VM's identity: GET {path}: HTTP {resp.status}: {resp.body[:200]}")
+        found.append(resp.body.strip())
+    ident, name = found
+    if not ident.isdigit() or len(ident) > 24:
+        raise ImdsError(f"reading this VM's identity: GET {ID_PATH} gave {ident[:40]!r}, not a numeric instance id")
+    return ident, name
 
 
 def _noop(event: str, **fields) -> None:

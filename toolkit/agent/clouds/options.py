@@ -24,8 +24,8 @@ from toolkit.agent.clouds.detect import detect_cloud
 HELP = {
     "--cloud": "Whose metadata service to read: aws, gcp, azure, or auto (probe each with its header and a "
                "short timeout). Default aws.",
-    "--on-advisory": "Shell command run on an event the VM survives (Azure Reboot/Redeploy/Freeze, GCP live "
-                     "migration).",
+    "--on-advisory": "Shell command run on an event the VM survives with its memory (Azure Freeze, GCP live "
+                     "migration); reboots are drained like other notices.",
     "--notice-seconds": "GCP/Azure: seconds from detection to the end where the platform gives no time "
                         "(default 30).",
     "--wait-seconds": "GCP: longest hanging GET (wait_for_change) before asking again (default 10).",
