@@ -52,7 +52,18 @@ async function simulate(r) {
 
 // Whether two ARN globs can name the same ARN: a policy resource ("...:log-group:/aws/lambda/f:*") and a
 // resource type of iam-data ("...:log-group:${LogGroupName}:log-stream:${LogStreamName}", each ${Var} a *).
+// ARNs are compared field by field (partition, service, region, account, then the resource part), so a
+// trailing * of the resource cannot stand in for another service.
 function globsOverlap(a, b) {
+  const fa = a.split(':'), fb = b.split(':')
+  if (fa.length >= 6 && fb.length >= 6 && fa[0] === 'arn' && fb[0] === 'arn') {
+    for (let i = 1; i < 5; i++) if (!globOverlap(fa[i], fb[i])) return false
+    return globOverlap(fa.slice(5).join(':'), fb.slice(5).join(':'))
+  }
+  return globOverlap(a, b)
+}
+
+function globOverlap(a, b) {
   const p = a.replace(/\$\{[^}]+\}/g, '*').replace(/\?/g, '*')
   const q = b.replace(/\$\{[^}]+\}/g, '*').replace(/\?/g, '*')
   const memo = new Map()
@@ -77,6 +88,7 @@ async function lint(policies) {
       const sid = st.Sid || `#${i}`
       const resources = asList(st.Resource)
       const conditionKeys = Object.values(st.Condition || {}).flatMap((o) => Object.keys(o))
+      const typed = []
       for (const action of asList(st.Action)) {
         const [service, op] = action.split(':')
         if (!(await iamServiceExists(service)) || !(await iamActionExists(service, op))) {
@@ -90,12 +102,7 @@ async function lint(policies) {
           const d = await iamResourceTypeDetails(service, rt.name)
           types.push({ name: rt.name, arn: d.arn, keys: [...(rt.conditionKeys || []), ...(d.conditionKeys || [])] })
         }
-        for (const res of resources) {
-          if (res === '*') continue
-          if (!types.some((t) => globsOverlap(res, t.arn))) {
-            findings.push({ policy: name, sid, kind: 'resource-type', detail: `${action} on ${res} (takes ${types.map((t) => t.name).join(', ') || 'only *'})` })
-          }
-        }
+        typed.push({ action, types })
         const supported = new Set([...details.conditionKeys, ...types.flatMap((t) => t.keys)].map((k) => k.toLowerCase()))
         for (const key of conditionKeys) {
           const lower = key.toLowerCase()
@@ -109,6 +116,14 @@ async function lint(policies) {
           }
           const ok = supported.has(lower) || [...supported].some((s) => /\$\{|\//.test(s) && lower.startsWith(s.split('/')[0] + '/'))
           if (!ok) findings.push({ policy: name, sid, kind: 'condition-key', detail: `${action} does not support ${key}` })
+        }
+      }
+      // A statement's resources apply to the actions that take them (Karpenter's reference policy lists
+      // several of each): a resource no action of its statement can take is the finding.
+      for (const res of resources) {
+        if (res === '*' || typed.length === 0) continue
+        if (!typed.some(({ types }) => types.some((t) => globsOverlap(res, t.arn)))) {
+          findings.push({ policy: name, sid, kind: 'resource-type', detail: `${res} is taken by none of ${typed.map((t) => t.action).join(', ')} (they take ${[...new Set(typed.flatMap((t) => t.types.map((x) => x.name)))].join(', ') || 'only *'})` })
         }
       }
     }
