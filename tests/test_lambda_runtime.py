@@ -150,3 +150,56 @@ def test_every_call_of_the_lambda_is_allowed_by_its_role(invocation):
     requests = [(r, policies) for c in calls for r in iam_requests(c)]
     denied = [d for d in evaluate(requests) if not d.allowed]
     assert not denied, "\n".join(d.explain(policies) for d in denied)
+
+
+# --- the package cache, shared by every checkout and process of the user (issue 26) -----------------
+
+def _build_and_read(cache: str, rounds: int, start, results) -> None:
+    """One synthesis's use of the cache, many times: build, then read every file as cdktn's zip does."""
+    from modules.interruption_events import build_lambda_source
+
+    start.wait(timeout=60)
+    try:
+        for _ in range(rounds):
+            folder = build_lambda_source(cache_root=Path(cache))
+            files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+            for path in files:
+                path.read_bytes()
+            if not any(p.name == "lambda_entry.py" for p in files):
+                raise FileNotFoundError(f"{folder} has no lambda_entry.py")
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+
+
+@pytest.mark.parametrize("tampered", [False, True], ids=["sound-entry", "tampered-entry"])
+def test_concurrent_builders_share_the_lambda_package_cache_safely(tmp_path, tampered):
+    import multiprocessing
+
+    from modules.interruption_events import build_lambda_source
+
+    # GIVEN one cache folder for every process (as ~/.cache/spotkit/lambda is), with its entry written into
+    # by someone (a __pycache__ from running the staged code) in the second case
+    cache = tmp_path / "lambda"
+    cache.mkdir(mode=0o700)
+    entry = build_lambda_source(cache_root=cache)
+    if tampered:
+        (entry / "toolkit" / "__pycache__").mkdir()
+        (entry / "toolkit" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    # WHEN six processes build and read the package at once, many times
+    ctx = multiprocessing.get_context("fork")
+    start, queue = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=_build_and_read, args=(str(cache), 15, start, queue)) for _ in range(6)]
+    for w in workers:
+        w.start()
+    start.set()
+    results = [queue.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    # THEN every one of them read a whole package every time
+    assert results == ["ok"] * 6
+    # AND the entry another process may be zipping was never moved away or deleted
+    assert entry.is_dir() and (entry / "toolkit" / "interruption" / "lambda_entry.py").is_file()
+    # AND a sound entry is reused, not rebuilt: no private copies are left behind
+    if not tampered:
+        assert sorted(p.name for p in cache.iterdir()) == [entry.name]
