@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.iam import lambda_runtime as rt
-from tests.support.iam.policies import evaluate, inline_policies, resolve
+from tests.support.iam.policies import evaluate, inline_policies, record_proven, resolve
 from tests.support.iam.recorder import PRINCIPAL_KEYS, Recorder, iam_requests
 from tests.support.moto_server import start_moto_server
 from tests.support.synth import one, resources
@@ -148,8 +148,10 @@ def test_every_call_of_the_lambda_is_allowed_by_its_role(invocation):
             ("ec2", "DescribeInstances")} <= ops, sorted(ops)
     policies = inline_policies(invocation["doc"], HANDLER_POLICY)
     requests = [(r, policies) for c in calls for r in iam_requests(c)]
-    denied = [d for d in evaluate(requests) if not d.allowed]
+    decisions = evaluate(requests)
+    denied = [d for d in decisions if not d.allowed]
     assert not denied, "\n".join(d.explain(policies) for d in denied)
+    record_proven(decisions)
 
 
 # --- the package cache, shared by every checkout and process of the user (issue 26) -----------------

@@ -149,5 +149,18 @@ def evaluate(requests: list[tuple[IamRequest, list[dict]]]) -> list[Decision]:
     return [Decision(requests[res["id"]][0], res["decision"], res) for res in results]
 
 
+def record_proven(decisions: list[Decision]) -> None:
+    """Append each allowed (principal, action) pair to ``$SPOTKIT_IAM_PROVEN`` when set (``make iam`` counts them)."""
+    import os
+
+    path = os.environ.get("SPOTKIT_IAM_PROVEN")
+    if not path:
+        return
+    with open(path, "a") as f:
+        for d in decisions:
+            if d.allowed:
+                f.write(f"{d.request.call.principal}\t{d.request.action}\n")
+
+
 def lint(policies: list[dict]) -> list[dict]:
     return node_bridge({"mode": "lint", "policies": policies})["findings"]

@@ -148,7 +148,7 @@ def _resource_tags(call: Call) -> dict:
     tags: dict = {}
     ec2 = ec2_backends[ACCOUNT][call.region]
     ids = set()
-    for key in ("InstanceId", "VolumeId", "ResourceId", "InstanceIds"):
+    for key in ("InstanceId", "VolumeId", "ResourceId", "InstanceIds", "SnapshotId"):
         if key in call.params and isinstance(call.params[key], str):
             ids.add(call.params[key])
         ids.update(_ids(call.params, key))
@@ -156,7 +156,7 @@ def _resource_tags(call: Call) -> dict:
         ids.update(target.get("Values", []))
     ids.update(call.params.get("InstanceIds", []) if isinstance(call.params.get("InstanceIds"), list) else [])
     for rid in ids:
-        if isinstance(rid, str) and rid.startswith(("i-", "vol-")):
+        if isinstance(rid, str) and rid.startswith(("i-", "vol-", "snap-")):
             tags[rid] = dict(ec2.tags.get(rid, {}))
     group = call.params.get("AutoScalingGroupName")
     if group:
@@ -208,13 +208,27 @@ def _instance_requests(call: Call, action: str, ids: list[str]) -> list[tuple[st
     return [(action, _arn("ec2", f"instance/{i}", call.region), _tag_context(call.tags.get(i, {}))) for i in ids]
 
 
+def _tag_specifications(params: dict, resource_type: str) -> dict[str, str]:
+    """TagSpecification.N.ResourceType / .Tag.M.Key / .Value of a query-protocol request, for one type."""
+    tags = {}
+    for k, v in params.items():
+        m = re.fullmatch(r"TagSpecification\.(\d+)\.ResourceType", k)
+        if m and v == resource_type:
+            n = m.group(1)
+            for kk, key in params.items():
+                mm = re.fullmatch(rf"TagSpecification\.{n}\.Tag\.(\d+)\.Key", kk)
+                if mm:
+                    tags[key] = params.get(f"TagSpecification.{n}.Tag.{mm.group(1)}.Value", "")
+    return tags
+
+
 def _requests_for(call: Call) -> list[tuple[str, str, dict]]:
     p, op, svc, region = call.params, call.operation, call.service, call.region
     wildcard = lambda: [(f"{_prefix(svc)}:{op}", "*", {})]  # noqa: E731 - actions AWS does not scope
     if svc == "ec2":
         if op in ("DescribeInstances", "DescribeVolumes", "DescribeTags", "DescribeLaunchTemplates",
                   "DescribeLaunchTemplateVersions", "DescribeSubnets", "DescribeInstanceTypes",
-                  "GetSpotPlacementScores", "DescribeSpotPriceHistory", "DescribeImages"):
+                  "GetSpotPlacementScores", "DescribeSpotPriceHistory", "DescribeImages", "DescribeSnapshots"):
             return wildcard()
         if op in ("TerminateInstances", "StopInstances", "StartInstances", "RebootInstances"):
             return _instance_requests(call, f"ec2:{op}", _ids(p, "InstanceId"))
@@ -229,6 +243,20 @@ def _requests_for(call: Call) -> list[tuple[str, str, dict]]:
                     raise Unmapped(f"ec2 CreateTags on {rid}: no ARN shape for this resource id")
                 arn = _arn("ec2", f"{kind}/{rid}", region, "" if kind == "snapshot" else ACCOUNT)
                 out.append(("ec2:CreateTags", arn, {**_tag_context(call.tags.get(rid, {})), **req, "aws:TagKeys": keys}))
+            return out
+        if op in ("CreateVolume", "CreateSnapshot"):
+            kind = {"CreateVolume": "volume", "CreateSnapshot": "snapshot"}[op]
+            new = _arn("ec2", f"{kind}/*", region, "" if kind == "snapshot" else ACCOUNT)
+            tags = _tag_specifications(p, kind)
+            request = {**{f"aws:RequestTag/{k}": v for k, v in tags.items()}, "aws:TagKeys": sorted(tags)}
+            out = [(f"ec2:{op}", new, request)]
+            source = p.get("SnapshotId") if op == "CreateVolume" else p.get("VolumeId")
+            if source:
+                src_kind = "snapshot" if op == "CreateVolume" else "volume"
+                out.append((f"ec2:{op}", _arn("ec2", f"{src_kind}/{source}", region, "" if src_kind == "snapshot" else ACCOUNT),
+                            _tag_context(call.tags.get(source, {}))))
+            if tags:  # tags given at creation are authorized as ec2:CreateTags with ec2:CreateAction
+                out.append(("ec2:CreateTags", new, {**request, "ec2:CreateAction": op}))
             return out
         if op in ("AttachVolume", "DetachVolume"):
             vol, inst = p.get("VolumeId"), p.get("InstanceId")
