@@ -52,6 +52,7 @@ def operator_calls(tmp_path_factory):
 
     recorder = Recorder()
     server = start_moto_server(recorder=recorder)
+    server.reset()  # (moto's state is per process: start from an empty account)
 
     def op(service):
         return boto3.client(service, endpoint_url=server.url, region_name=REGION,

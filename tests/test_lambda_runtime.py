@@ -48,6 +48,7 @@ def invocation(training, tmp_path_factory):
     group = env["SPOTKIT_GROUPS"]
     recorder = Recorder()
     server = start_moto_server(recorder=recorder)
+    server.reset()  # (moto's state is per process: start from an empty account)
     try:
         world = _world(server, doc, env, group)
         python, note = rt.interpreter(fn["runtime"])
