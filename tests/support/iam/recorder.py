@@ -57,6 +57,7 @@ class Call:
     params: dict
     tags: dict = field(default_factory=dict)   # resource id/arn -> its tags, read from the emulator when called
     status: int = 0
+    source_instance: str = ""   # the instance whose role credentials signed the call (instance-role only)
 
 
 @dataclass
@@ -115,7 +116,12 @@ def _parse(environ) -> Call | None:
         if operation is None:  # REST protocols
             operation, params = _rest_operation(service, environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), body)
     principal = "harness" if key == HARNESS_KEY else PRINCIPAL_BY_KEY.get(key, f"unknown:{key}")
-    return Call(principal=principal, service=service, operation=operation, region=region, params=params)
+    # An instance role's credentials come from the instance's metadata: AWS adds ec2:SourceInstanceARN to
+    # every call they sign. The tests give the instance's id in the session token ("instance:i-...").
+    token = environ.get("HTTP_X_AMZ_SECURITY_TOKEN", "")
+    source = token.split(":", 1)[1] if token.startswith("instance:") else ""
+    return Call(principal=principal, service=service, operation=operation, region=region, params=params,
+                source_instance=source)
 
 
 def _rest_operation(service: str, method: str, path: str, body: bytes) -> tuple[str, dict]:
@@ -332,4 +338,6 @@ def iam_requests(call: Call) -> list[IamRequest]:
     if "__error__" in call.tags:
         raise Unmapped(f"{call.service} {call.operation}: the resource tags could not be read: {call.tags['__error__']}")
     base = {"aws:RequestedRegion": call.region, "aws:SecureTransport": "true"}
+    if call.source_instance:
+        base["ec2:SourceInstanceARN"] = _arn("ec2", f"instance/{call.source_instance}", call.region)
     return [IamRequest(call, action, resource, {**base, **context}) for action, resource, context in _requests_for(call)]
