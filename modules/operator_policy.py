@@ -72,7 +72,32 @@ def operator_statements(*, groups: Sequence[str], name: str, partition: str, reg
          "Resource": [arn("ecs", "cluster/*"), arn("ecs", "container-instance/*")]},
         {"Sid": "DrainOwnContainerInstances", "Effect": "Allow", "Action": ["ecs:UpdateContainerInstancesState"],
          "Resource": [arn("ecs", "container-instance/*")], "Condition": own},
+        # spotkit status / interrupt: what the interruption handler journaled.
+        {"Sid": "ReadJournal", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
+         "Resource": [arn("dynamodb", f"table/{name}-interruption-journal")]},
+        # spotkit interrupt --target aws: a one-off copy of the group's FIS template aimed at the chosen
+        # instances, started, followed and deleted; only templates tagged with the groups, only the stack's
+        # FIS role passed to FIS.
+        {"Sid": "FisList", "Effect": "Allow", "Action": ["fis:ListExperimentTemplates"], "Resource": "*"},
+        {"Sid": "FisOwnTemplates", "Effect": "Allow",
+         "Action": ["fis:GetExperimentTemplate", "fis:StartExperiment", "fis:DeleteExperimentTemplate"],
+         "Resource": [arn("fis", "experiment-template/*")], "Condition": own},
+        {"Sid": "FisCopyTemplate", "Effect": "Allow", "Action": ["fis:CreateExperimentTemplate"],
+         "Resource": [arn("fis", "experiment-template/*")],
+         "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_GROUP}": list(groups)}}},
+        {"Sid": "FisSpotAction", "Effect": "Allow", "Action": ["fis:CreateExperimentTemplate"],
+         "Resource": [arn("fis", "action/aws:ec2:send-spot-instance-interruptions")]},
+        {"Sid": "FisExperiments", "Effect": "Allow", "Action": ["fis:StartExperiment", "fis:GetExperiment"],
+         "Resource": [arn("fis", "experiment/*")]},
+        {"Sid": "FisPassStackRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": [f"arn:{partition}:iam::{account}:role/{fis_role_prefix(name)}*"],
+         "Condition": {"StringEquals": {"iam:PassedToService": "fis.amazonaws.com"}}},
     ]
+
+
+def fis_role_prefix(name: str) -> str:
+    """The name prefix of the stack's FIS role (modules/interruption_events.py names it so)."""
+    return f"{name}-fis-"[:38]
 
 
 class OperatorPolicy(Construct):

@@ -39,6 +39,23 @@ def operator_policy(doc: dict) -> list[dict]:
     return [{"name": body["name"], "policy": json.loads(resolve(doc, body["policy"]))}]
 
 
+def _fis_template(server) -> str:
+    """The group's FIS template as modules/interruption_events.py synthesizes it, with the stack's FIS role."""
+    from modules.operator_policy import fis_role_prefix
+
+    role = f"arn:aws:iam::123456789012:role/{fis_role_prefix(GROUP)}0001"
+    return server.client("fis").create_experiment_template(
+        clientToken="stack", description=f"spotkit: interrupt COUNT(1) spot instance(s) of {GROUP} (PT2M notice)",
+        roleArn=role, stopConditions=[{"source": "none"}],
+        actions={"interrupt-spot": {"actionId": "aws:ec2:send-spot-instance-interruptions",
+                                    "parameters": {"durationBeforeInterruption": "PT2M"},
+                                    "targets": {"SpotInstances": "group-spot-instances"}}},
+        targets={"group-spot-instances": {"resourceType": "aws:ec2:spot-instance", "selectionMode": "COUNT(1)",
+                                          "resourceTags": {"spotkit:group": GROUP},
+                                          "filters": [{"path": "State.Name", "values": ["running"]}]}},
+        tags={"Name": f"{GROUP}-spot-interruption", "spotkit:group": GROUP})["experimentTemplate"]["id"]
+
+
 @pytest.fixture(scope="module")
 def operator_calls(tmp_path_factory):
     from tests.support.scaling_activities_extension import inject_scaling_activity
@@ -48,6 +65,9 @@ def operator_calls(tmp_path_factory):
     from toolkit.runbooks.replace import replace_capacity, restore_spot
     from toolkit.runbooks.snapshot import restore_snapshot
     from toolkit.runbooks.status import status
+    from toolkit.interrupt import run_fis
+    from toolkit.interruption.store import DynamoDBStore, create_journal_table
+    from toolkit.runbooks.status import interruptions_from_store
     from toolkit.runbooks.volumes import recover_volumes
 
     recorder = Recorder()
@@ -101,6 +121,14 @@ def operator_calls(tmp_path_factory):
         world.asg.put_lifecycle_hook(AutoScalingGroupName=GROUP, LifecycleHookName="spotkit-drain",
                                      LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING", HeartbeatTimeout=300)
         DrainInstance(Clients(factory=op), ctx()).run(target, token=str(uuid.uuid4()))
+        # interrupt --target aws: the group's FIS template (as the stack makes it, with its FIS role), copied,
+        # started and followed; status and interrupt read the handler's journal
+        _fis_template(server)
+        create_journal_table(server.client("dynamodb"), f"{GROUP}-interruption-journal")
+        store = DynamoDBStore(op("dynamodb"), f"{GROUP}-interruption-journal")
+        run_fis(op("fis"), op("ec2"), op("autoscaling"), GROUP, [world.instance_ids()[-1]], store=store,
+                poll_seconds=0, sleep=lambda _s: None, journal_polls=1)
+        interruptions_from_store(store)
         yield [c for c in recorder.product_calls() if c.principal == "operator"]
     finally:
         server.stop()
@@ -110,7 +138,8 @@ def test_runbooks_made_the_calls_a_recovery_needs(operator_calls):
     ops = {(c.service, c.operation) for c in operator_calls}
     assert {("ec2", "AttachVolume"), ("ec2", "CreateVolume"), ("ec2", "CreateSnapshot"),
             ("elasticloadbalancing", "DeregisterTargets"), ("autoscaling", "CompleteLifecycleAction"),
-            ("autoscaling", "UpdateAutoScalingGroup")} <= ops, sorted(ops)
+            ("autoscaling", "UpdateAutoScalingGroup"), ("fis", "CreateExperimentTemplate"), ("fis", "StartExperiment"),
+            ("fis", "DeleteExperimentTemplate"), ("dynamodb", "Scan")} <= ops, sorted(ops)
 
 
 def test_every_runbook_call_is_allowed_by_the_operator_policy(training_doc, operator_calls):

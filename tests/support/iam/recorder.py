@@ -127,12 +127,19 @@ def _parse(environ) -> Call | None:
 def _rest_operation(service: str, method: str, path: str, body: bytes) -> tuple[str, dict]:
     parts = [p for p in path.split("/") if p]
     if service == "fis":
-        if method == "POST" and parts == ["experiments"]:
-            return "StartExperiment", json.loads(body or b"{}")
-        if method == "GET" and len(parts) == 2 and parts[0] == "experiments":
-            return "GetExperiment", {"id": parts[1]}
-        if method == "GET" and parts == ["experimentTemplates"]:
-            return "ListExperimentTemplates", {}
+        rest = {("POST", "experiments", 1): "StartExperiment", ("GET", "experiments", 2): "GetExperiment",
+                ("GET", "experiments", 1): "ListExperiments",
+                ("GET", "experimentTemplates", 1): "ListExperimentTemplates",
+                ("POST", "experimentTemplates", 1): "CreateExperimentTemplate",
+                ("GET", "experimentTemplates", 2): "GetExperimentTemplate",
+                ("DELETE", "experimentTemplates", 2): "DeleteExperimentTemplate",
+                ("GET", "experiments", 3): "ListExperimentResolvedTargets"}
+        name = rest.get((method, parts[0] if parts else "", len(parts)))
+        if name:
+            params = json.loads(body or b"{}") if body else {}
+            if len(parts) >= 2:
+                params["id"] = parts[1]
+            return name, params
     if service == "s3" and method == "GET" and len(parts) >= 2:
         return "GetObject", {"Bucket": parts[0], "Key": "/".join(parts[1:])}
     return f"{method} {path}", {}
@@ -168,6 +175,14 @@ def _resource_tags(call: Call) -> dict:
     if group:
         asg = autoscaling_backends[ACCOUNT][call.region].autoscaling_groups.get(group)
         tags[f"asg:{group}"] = {t["Key"]: t["Value"] for t in (asg.tags if asg else [])}
+    if call.service == "fis":
+        from moto.fis.models import fis_backends
+
+        fis = fis_backends[ACCOUNT][call.region]
+        for tid in filter(None, (call.params.get("id"), call.params.get("experimentTemplateId"))):
+            template = fis.experiment_templates.get(tid)
+            if template is not None:
+                tags[f"fis-template:{tid}"] = dict(fis.tagger.get_tag_dict_for_resource(template.arn))
     if call.service == "elasticloadbalancing" and call.params.get("TargetGroupArn"):
         from moto.elbv2.models import elbv2_backends
 
@@ -324,6 +339,29 @@ def _requests_for(call: Call) -> list[tuple[str, str, dict]]:
         if op in ("DescribeContainerInstances", "UpdateContainerInstancesState"):
             return [(f"ecs:{op}", ci if ci.startswith("arn:") else _arn("ecs", f"container-instance/{name}/{ci}", region), {})
                     for ci in p.get("containerInstances", [])]
+    if svc == "fis":
+        template = lambda tid: _arn("fis", f"experiment-template/{tid}", region)  # noqa: E731
+        if op == "ListExperimentTemplates":
+            return wildcard()
+        if op in ("GetExperimentTemplate", "DeleteExperimentTemplate"):
+            return [(f"fis:{op}", template(p["id"]), _tag_context(call.tags.get(f"fis-template:{p['id']}", {})))]
+        if op in ("GetExperiment", "ListExperimentResolvedTargets"):
+            return [(f"fis:{op}", _arn("fis", f"experiment/{p['id']}", region), {})]
+        if op == "CreateExperimentTemplate":
+            tags = p.get("tags") or {}
+            request = {**{f"aws:RequestTag/{k}": v for k, v in tags.items()}, "aws:TagKeys": sorted(tags)}
+            out = [("fis:CreateExperimentTemplate", template("*"), request)]
+            out += [("fis:CreateExperimentTemplate", _arn("fis", f"action/{a['actionId']}", region), {})
+                    for a in (p.get("actions") or {}).values()]
+            # the template's role is passed to FIS
+            out.append(("iam:PassRole", p["roleArn"], {"iam:PassedToService": "fis.amazonaws.com"}))
+            return out
+        if op == "StartExperiment":
+            tid = p["experimentTemplateId"]
+            tags = p.get("tags") or {}
+            return [("fis:StartExperiment", template(tid), _tag_context(call.tags.get(f"fis-template:{tid}", {}))),
+                    ("fis:StartExperiment", _arn("fis", "experiment/*", region),
+                     {**{f"aws:RequestTag/{k}": v for k, v in tags.items()}, "aws:TagKeys": sorted(tags)})]
     if svc == "sts" and op == "GetCallerIdentity":
         return [("sts:GetCallerIdentity", "*", {})]
     raise Unmapped(f"{svc} {op}: no IAM mapping in tests/support/iam/recorder.py (add the action, its resource ARNs "
