@@ -34,7 +34,7 @@ $(IAM_NODE_MODULES): tests/support/iam/package-lock.json
 iam: setup iam-setup
 	@proven=$$(mktemp); \
 	SPOTKIT_IAM_PROVEN=$$proven $(VENV)/bin/python -m pytest -p no:xdist -q tests/test_iam_policies.py \
-	  tests/test_iam_operator.py tests/test_iam_instance_role.py tests/test_lambda_runtime.py || { rm -f $$proven; exit 1; }; \
+	  tests/test_iam_operator.py tests/test_iam_instance_role.py tests/test_iam_fallback.py tests/test_lambda_runtime.py || { rm -f $$proven; exit 1; }; \
 	echo "iam: $$(sort -u $$proven | wc -l) distinct (principal, action) pairs proven allowed:"; \
 	sort -u $$proven | awk -F'\t' '{print "  " $$1 "  " $$2}'; rm -f $$proven
 

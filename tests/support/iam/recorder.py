@@ -171,6 +171,19 @@ def _resource_tags(call: Call) -> dict:
     for rid in ids:
         if isinstance(rid, str) and rid.startswith(("i-", "vol-", "snap-")):
             tags[rid] = dict(ec2.tags.get(rid, {}))
+    lt_id = call.params.get("MixedInstancesPolicy.LaunchTemplate.LaunchTemplateSpecification.LaunchTemplateId") \
+        or call.params.get("LaunchTemplate.LaunchTemplateId")
+    if lt_id and lt_id in ec2.launch_templates:
+        data = ec2.launch_templates[lt_id].latest_version().data
+        profile = (data.get("IamInstanceProfile") or {})
+        role = ""
+        if profile:
+            from moto.iam.models import iam_backends
+
+            name = profile.get("Name") or (profile.get("Arn") or "").rsplit("/", 1)[-1]
+            found = iam_backends[ACCOUNT]["global"].instance_profiles.get(name)
+            role = found.roles[0].arn if found and found.roles else f"unknown-role-of-profile:{name}"
+        tags[f"launch-template:{lt_id}"] = {"image": data.get("ImageId", ""), "role": role}
     group = call.params.get("AutoScalingGroupName")
     if group:
         asg = autoscaling_backends[ACCOUNT][call.region].autoscaling_groups.get(group)
@@ -243,6 +256,32 @@ def _tag_specifications(params: dict, resource_type: str) -> dict[str, str]:
     return tags
 
 
+def _launch_template_use(call: Call) -> list[tuple[str, str, dict]]:
+    """A group created or updated with a launch template is checked against the caller's right to use it
+    (EC2 Auto Scaling's launch template permissions): ec2:RunInstances through that template (modelled on
+    the template, the instance and the template's image, each with ``ec2:LaunchTemplate`` and
+    ``ec2:IsLaunchTemplateResource``) and iam:PassRole of the template's instance role to EC2."""
+    p, region = call.params, call.region
+    lt_id = p.get("MixedInstancesPolicy.LaunchTemplate.LaunchTemplateSpecification.LaunchTemplateId") \
+        or p.get("LaunchTemplate.LaunchTemplateId")
+    if not lt_id:
+        if any(k.startswith(("MixedInstancesPolicy.LaunchTemplate.LaunchTemplateSpecification", "LaunchTemplate."))
+               for k in p):
+            raise Unmapped(f"autoscaling {call.operation} names its launch template by name: map it to its id")
+        return []
+    facts = call.tags.get(f"launch-template:{lt_id}")
+    if facts is None:
+        raise Unmapped(f"autoscaling {call.operation}: launch template {lt_id} was not found in the emulator")
+    template = _arn("ec2", f"launch-template/{lt_id}", region)
+    through = {"ec2:LaunchTemplate": template, "ec2:IsLaunchTemplateResource": "true"}
+    out = [("ec2:RunInstances", template, through), ("ec2:RunInstances", _arn("ec2", "instance/*", region), through)]
+    if facts["image"]:
+        out.append(("ec2:RunInstances", _arn("ec2", f"image/{facts['image']}", region, ""), through))
+    if facts["role"]:
+        out.append(("iam:PassRole", facts["role"], {"iam:PassedToService": "ec2.amazonaws.com"}))
+    return out
+
+
 def _requests_for(call: Call) -> list[tuple[str, str, dict]]:
     p, op, svc, region = call.params, call.operation, call.service, call.region
     wildcard = lambda: [(f"{_prefix(svc)}:{op}", "*", {})]  # noqa: E731 - actions AWS does not scope
@@ -295,7 +334,8 @@ def _requests_for(call: Call) -> list[tuple[str, str, dict]]:
             group = p.get("AutoScalingGroupName")
             if not group:
                 raise Unmapped(f"autoscaling {op} without AutoScalingGroupName: the group ARN is unknown")
-            return [(f"autoscaling:{op}", _asg_arn(call, group), _tag_context(call.tags.get(f"asg:{group}", {})))]
+            out = [(f"autoscaling:{op}", _asg_arn(call, group), _tag_context(call.tags.get(f"asg:{group}", {})))]
+            return out + _launch_template_use(call)
         if op in ("CreateOrUpdateTags", "DeleteTags"):
             out = []
             for k in p:
