@@ -46,6 +46,20 @@ def operator_statements(*, groups: Sequence[str], name: str, partition: str, reg
          "Action": ["autoscaling:UpdateAutoScalingGroup", "autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags",
                     "autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
          "Resource": group_arns},
+        # UpdateAutoScalingGroup with the mixed instances policy (replace, restore-spot) names the group's
+        # launch template, and AWS checks the caller may use it: RunInstances only through a launch template
+        # of this account, tags only at launch, and the groups' instance roles passed to EC2 only.
+        {"Sid": "UseOwnLaunchTemplates", "Effect": "Allow", "Action": ["ec2:RunInstances"],
+         "Resource": [arn("ec2", "*"), arn("ec2", "image/*", acct="")],
+         "Condition": {"ArnLike": {"ec2:LaunchTemplate": arn("ec2", "launch-template/*")},
+                       "Bool": {"ec2:IsLaunchTemplateResource": "true"}}},
+        {"Sid": "TagAtLaunch", "Effect": "Allow", "Action": ["ec2:CreateTags"],
+         "Resource": [arn("ec2", f"{kind}/*") for kind in ("instance", "volume", "network-interface",
+                                                            "spot-instances-request")],
+         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+        {"Sid": "PassOwnInstanceRoles", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": [f"arn:{partition}:iam::{account}:role/{(g + '-')[:38]}*" for g in groups],
+         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
         # recover volumes / snapshot: attach the group's volumes to the group's instances only.
         {"Sid": "AttachOwnVolumes", "Effect": "Allow", "Action": ["ec2:AttachVolume"],
          "Resource": [arn("ec2", "volume/*"), arn("ec2", "instance/*")], "Condition": own},
