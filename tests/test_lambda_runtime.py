@@ -59,7 +59,9 @@ def invocation(training, tmp_path_factory):
             **env, "AWS_ACCESS_KEY_ID": PRINCIPAL_KEYS["lambda-handler"], "AWS_SECRET_ACCESS_KEY": "x",
             "AWS_SESSION_TOKEN": "lambda", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": server.url, "AWS_LAMBDA_FUNCTION_NAME": fn["function_name"]})
-        yield {"doc": doc, "fn": fn, "out": out, "note": note, "world": world, "server": server,
+        targets = {d["Target"]["Id"] for d in server.client("elbv2").describe_target_health(
+            TargetGroupArn=world["target_group"])["TargetHealthDescriptions"]}
+        yield {"doc": doc, "fn": fn, "out": out, "note": note, "world": world, "targets": targets,
                "calls": recorder.product_calls(), "task": task}
     finally:
         server.stop()
@@ -128,9 +130,7 @@ def test_zip_runs_in_a_clean_lambda_runtime_with_a_partial_batch_response(invoca
     ids = {r["messageId"] for r in world["event"]["Records"]}
     assert {f["itemIdentifier"] for f in result["batchItemFailures"]} <= ids
     # AND the spot-warned instance left its target group (the handler acted through the emulator)
-    elbv2 = invocation["server"].client("elbv2")
-    targets = {d["Target"]["Id"] for d in elbv2.describe_target_health(
-        TargetGroupArn=world["target_group"])["TargetHealthDescriptions"]}
+    targets = invocation["targets"]
     assert world["ids"][0] not in targets and world["ids"][1] in targets
     # AND nothing was imported from outside the package, the runtime's boto3 and the standard library
     assert out["stray"] == []
