@@ -173,3 +173,12 @@ def test_recorder_refuses_an_operation_it_cannot_map():
     call = Call("lambda-handler", "ec2", "ModifyInstanceAttribute", REGION, {"InstanceId": "i-1"})
     with pytest.raises(Unmapped, match="ec2 ModifyInstanceAttribute: no IAM mapping"):
         iam_requests(call)
+
+
+def test_recorder_refuses_a_call_of_no_known_principal():
+    from tests.support.iam.recorder import Recorder
+
+    recorder = Recorder()
+    recorder.calls.append(Call("unknown:AKIAOTHER", "ec2", "DescribeInstances", REGION, {}))
+    with pytest.raises(AssertionError, match="calls signed by no known principal.*unknown:AKIAOTHER: ec2 DescribeInstances"):
+        recorder.product_calls()

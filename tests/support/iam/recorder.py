@@ -85,8 +85,15 @@ class Recorder:
         return middleware
 
     def product_calls(self) -> list[Call]:
+        """Every call not made by the harness; a call signed with a key of no known principal fails (its
+        policy would be unknown, so it could not be proven)."""
         with self._lock:
-            return [c for c in self.calls if c.principal != "harness"]
+            calls = [c for c in self.calls if c.principal != "harness"]
+        strangers = sorted({f"{c.principal}: {c.service} {c.operation}" for c in calls if c.principal.startswith("unknown:")})
+        if strangers:
+            raise AssertionError("calls signed by no known principal (tests/support/iam/recorder.py PRINCIPAL_KEYS): "
+                                 + "; ".join(strangers))
+        return calls
 
     def clear(self) -> None:
         with self._lock:
