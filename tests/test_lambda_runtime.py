@@ -208,3 +208,47 @@ def test_concurrent_builders_share_the_lambda_package_cache_safely(tmp_path, tam
     # AND a sound entry is reused, not rebuilt: no private copies are left behind
     if not tampered:
         assert sorted(p.name for p in cache.iterdir()) == [entry.name]
+
+
+# --- what the runtime check refuses ----------------------------------------------------------------
+
+def test_a_package_importing_what_lambda_lacks_fails_naming_the_module(invocation, tmp_path):
+    # GIVEN a handler that imports a module of the dev environment (not in the package, not in the runtime)
+    task = tmp_path / "task"
+    (task / "app").mkdir(parents=True)
+    (task / "app" / "__init__.py").write_text("")
+    (task / "app" / "entry.py").write_text("import yaml\n\ndef handler(event, context):\n    return {}\n")
+    python, _ = rt.interpreter(invocation["fn"]["runtime"])
+    runtime_dir = rt.runtime_boto3(python, invocation["fn"]["runtime"])
+    # WHEN it is invoked in the clean runtime THEN it fails, naming the module
+    with pytest.raises(AssertionError, match="No module named 'yaml'"):
+        rt.invoke(python, task, runtime_dir, "app.entry.handler", {}, {})
+
+
+def test_a_stray_import_from_outside_the_package_is_reported(invocation, tmp_path):
+    # GIVEN a handler that reaches into the dev tree by path
+    task = tmp_path / "task"
+    task.mkdir()
+    outside = tmp_path / "devtree"
+    outside.mkdir()
+    (outside / "helper.py").write_text("X = 1\n")
+    (task / "entry.py").write_text(f"import sys\nsys.path.append({str(outside)!r})\nimport helper\n\n"
+                                   "def handler(event, context):\n    return {}\n")
+    python, _ = rt.interpreter(invocation["fn"]["runtime"])
+    out = rt.invoke(python, task, rt.runtime_boto3(python, invocation["fn"]["runtime"]), "entry.handler", {}, {})
+    # THEN the module loaded from outside is named
+    assert out["stray"] == [str(outside / "helper.py")]
+
+
+def test_a_zip_over_lambdas_limit_fails(tmp_path, monkeypatch):
+    import zipfile
+
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("toolkit/big.py", "x" * 4096)
+    monkeypatch.setattr(rt, "UNZIPPED_LIMIT", 1024)
+    with pytest.raises(AssertionError, match="4096 bytes unzipped, over Lambda's 1024 byte limit"):
+        rt.unpack(archive, tmp_path / "out")
+    monkeypatch.setattr(rt, "ZIP_LIMIT", 10)
+    with pytest.raises(AssertionError, match="bytes zipped, over Lambda's 10 byte limit"):
+        rt.unpack(archive, tmp_path / "out")
