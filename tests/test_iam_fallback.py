@@ -1,10 +1,12 @@
-"""The handler's on-demand fallback and return to spot, proven against the gpu_inference stack's Lambda role
-(docs/iam.md): the handler built from the synthesized function's environment, signing as the Lambda role.
+"""The handler's on-demand fallback and return to spot, and an ECS drain, proven against the gpu_inference
+stack's Lambda role (docs/iam.md): the handler built from the synthesized function's environment, signing
+as the Lambda role.
 
 GIVEN gpu_inference synthesized (fallback on by default) and its spot group in the emulator, short of
 capacity after spot launch failures,
 WHEN the Lambda handles the group's "EC2 Instance Launch Unsuccessful" event (raises the on-demand base),
-then the scheduled return checks (placement scores read, the base stepped back down after the hold),
+then the scheduled return checks (placement scores read, the base stepped back down after the hold), then a
+spot warning for an instance registered in the stack's ECS cluster (set DRAINING, asked to checkpoint),
 THEN iam-simulate allows every call under the synthesized handler policy.
 """
 
@@ -19,6 +21,7 @@ import pytest
 from tests.support import capacity_events as ce
 from tests.support.iam.policies import evaluate, inline_policies, record_proven, resolve
 from tests.support.iam.recorder import PRINCIPAL_KEYS, Recorder, iam_requests
+from tests.support.interruption_world import spot_warning
 from tests.support.moto_server import REGION, start_moto_server
 from tests.support.scaling_activities_extension import inject_scaling_activity
 from tests.support.spot_group import SpotGroupWorld
@@ -26,6 +29,7 @@ from tests.support.spot_placement_scores_extension import set_spot_placement_sco
 from tests.support.synth import one
 
 GROUP = "spotkit-gpu-spot"
+CLUSTER = "spotkit-gpu"
 
 
 class Clock:
@@ -53,6 +57,7 @@ def fallback_calls(gpu_doc):
 
     env = {k: resolve(gpu_doc, v) for k, v in one(gpu_doc, "aws_lambda_function")["environment"]["variables"].items()}
     assert env["SPOTKIT_FALLBACK"] == "true" and GROUP in env["SPOTKIT_GROUPS"].split(",")
+    assert env["SPOTKIT_CLUSTERS"] == CLUSTER
     recorder = Recorder()
     server = start_moto_server(recorder=recorder)
     server.reset()
@@ -82,10 +87,21 @@ def fallback_calls(gpu_doc):
         clock.at += timedelta(minutes=31)
         set_spot_placement_scores(REGION, 9)
         checked = handler.handle_body(ce.scheduled_check(time=clock().strftime("%Y-%m-%dT%H:%M:%SZ")))
+        # a spot warning for an instance that is an ECS container instance of the stack's cluster (drained there)
+        ecs = server.client("ecs")
+        ecs.put_account_setting(name="containerInstanceLongArnFormat", value="enabled")
+        ecs.create_cluster(clusterName=CLUSTER)
+        warned = world.instance_ids()[0]
+        ecs.register_container_instance(cluster=CLUSTER, instanceIdentityDocument=json.dumps({
+            "instanceId": warned, "region": REGION, "availabilityZone": "us-east-1a", "accountId": "123456789012",
+            "instanceType": "m6i.large", "imageId": "ami-12c6146b", "privateIp": "10.0.0.9"}))
+        drained = handler.handle_body(spot_warning(warned))
+        state = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=ecs.list_container_instances(
+            cluster=CLUSTER)["containerInstanceArns"])["containerInstances"][0]["status"]
         base = world.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0][
             "MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandBaseCapacity"]
         yield {"calls": [c for c in recorder.product_calls() if c.principal == "lambda-handler"],
-               "raised": raised, "checked": checked, "base": base}
+               "raised": raised, "checked": checked, "base": base, "drained": drained, "ecs_state": state}
     finally:
         server.stop()
 
@@ -99,6 +115,12 @@ def test_fallback_raised_then_stepped_back(fallback_calls):
     assert {"ec2:RunInstances", "iam:PassRole"} <= implied, sorted(implied)
     assert {("autoscaling", "UpdateAutoScalingGroup"), ("autoscaling", "CreateOrUpdateTags"),
             ("ec2", "GetSpotPlacementScores"), ("autoscaling", "DescribeScalingActivities")} <= ops, sorted(ops)
+
+
+def test_spot_warning_drained_the_container_instance(fallback_calls):
+    assert fallback_calls["ecs_state"] == "DRAINING"
+    ops = {(c.service, c.operation) for c in fallback_calls["calls"]}
+    assert {("ecs", "ListContainerInstances"), ("ecs", "UpdateContainerInstancesState"), ("ssm", "SendCommand")} <= ops
 
 
 def test_every_fallback_call_is_allowed_by_the_lambda_role(gpu_doc, fallback_calls):
