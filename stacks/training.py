@@ -13,6 +13,7 @@ from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, Snapsho
 from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
 from modules.interruption_events import InterruptionEventsSettings
 from modules.network import NetworkSettings, validate_network
+from modules.operator_policy import OperatorPolicy
 from stacks.base import SpotkitStack, StackConfig
 
 
@@ -67,6 +68,7 @@ class TrainingStack(SpotkitStack):
             self.data_volumes = RetainedDataVolumes(self, "data", group=self.group, volumes=[config.data_volume],
                                                     snapshots=config.snapshots)
         self.route_interruptions(config.interruptions, [self.group.name])
+        self.operator = OperatorPolicy(self, "operator", name=config.name, groups=[self.group.name])
         TerraformOutput(self, "group_name", value=self.group.group_name)
         TerraformOutput(self, "launch_template_id", value=self.group.launch_template.id)
         TerraformOutput(self, "security_group_id", value=self.group.security_group_id)

@@ -30,7 +30,7 @@ def client(state, service):
 
 
 def test_every_fix_is_listed_with_a_reason():
-    assert len(MOTO_FIXES) == 8
+    assert len(MOTO_FIXES) == 9
     assert all(what and len(why) > 40 for what, why in MOTO_FIXES)
 
 
@@ -144,3 +144,55 @@ def test_concurrent_deletes_stick_in_the_emulator(emu):
     sqs = client(emu, "sqs")
     url = sqs.create_queue(QueueName="fix-race", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
     assert_concurrent_deletes_all_stick(lambda: client(emu, "sqs"), url)
+
+
+def test_iam_answers_while_profiles_are_created_in_parallel():
+    # GIVEN moto's own server app with the emulator's IAM fix, and Terraform's pattern: instance profiles
+    # created while others are read back. (In process, with a tiny thread switch interval, so the race
+    # moto 5.2 has alone shows within seconds: without the fix some reads fail with
+    # "dictionary changed size during iteration".)
+    import sys
+    import threading
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.test import Client
+
+    from toolkit.local.server import _patch_iam_serialized
+
+    _patch_iam_serialized()
+    app = DomainDispatcherApplication(create_backend_app)
+    auth = "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=x"
+
+    def call(action: str, name: str):
+        body = f"Action={action}&Version=2010-05-08&InstanceProfileName={name}"
+        return Client(app).post("/", data=body, headers={
+            "Host": "iam.amazonaws.com", "Content-Type": "application/x-www-form-urlencoded", "Authorization": auth})
+
+    prefix = f"race{free_port()}"
+    for n in range(300):  # (moto finds a profile by a scan of all of them)
+        call("CreateInstanceProfile", f"{prefix}-seed-{n}")
+    answers: list = []
+
+    def create():
+        for n in range(400):
+            call("CreateInstanceProfile", f"{prefix}-new-{n}")
+
+    def read():
+        for _ in range(500):
+            try:
+                answers.append(call("GetInstanceProfile", f"{prefix}-missing").status_code)
+            except RuntimeError as exc:
+                answers.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=create), threading.Thread(target=read)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
+    # THEN every read is answered (404: no such profile)
+    assert set(answers) == {404}

@@ -63,8 +63,10 @@ class BootRun:
         raise AssertionError(f"no call starting with {prefix!r} within {timeout}s; calls: {self.calls}")
 
 
-def run_boot_part(part: str, *, endpoint: str, instance: dict, workdir: Path, timeout: float = 120) -> BootRun:
-    """Run ``part`` as the boot of ``instance`` (a DescribeInstances entry) against the AWS at ``endpoint``."""
+def run_boot_part(part: str, *, endpoint: str, instance: dict, workdir: Path, timeout: float = 120,
+                  credentials: dict | None = None) -> BootRun:
+    """Run ``part`` as the boot of ``instance`` (a DescribeInstances entry) against the AWS at ``endpoint``.
+    ``credentials``: AWS_* variables signing its calls (default the harness's ``testing`` key)."""
     require_aws_cli()
     assert FUNCTIONS_END in part, "the part has no function block marker"
     head, tail = part.split(FUNCTIONS_END, 1)
@@ -84,6 +86,7 @@ def run_boot_part(part: str, *, endpoint: str, instance: dict, workdir: Path, ti
         "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-credentials"),
         "SPOTKIT_LOG": str(workdir / "background.log"),
         "SPOTKIT_TEST_CALLS": str(calls),
+        **(credentials or {}),
     }
     with ImdsEmulator(settings) as imds:
         env["SPOTKIT_IMDS_URL"] = imds.url

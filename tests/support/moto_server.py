@@ -124,9 +124,25 @@ class MotoServer:
         self._server.stop()
 
 
-def start_moto_server() -> MotoServer:
+def start_moto_server(recorder=None) -> MotoServer:
+    """``recorder`` (tests/support/iam/recorder.py): wraps the server's app to record every signed call."""
     from moto.server import ThreadedMotoServer
 
+    if recorder is not None:
+        from moto.moto_server.threaded_moto_server import DomainDispatcherApplication, create_backend_app
+
+        class RecordingServer(ThreadedMotoServer):
+            def _server_entry(self) -> None:
+                from werkzeug.serving import make_server
+                from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+                app = recorder.wrap(DomainDispatcherApplication(create_backend_app))
+                self._server = make_server(self._ip_address, self._port, app, True,
+                                           request_handler=MotoRequestHandler)
+                self._server_ready_event.set()
+                self._server.serve_forever()
+
+        ThreadedMotoServer = RecordingServer  # noqa: N806
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": REGION}.items():
         os.environ.setdefault(key, value)

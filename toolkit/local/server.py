@@ -41,6 +41,12 @@ MOTO_FIXES: list[tuple[str, str]] = [
      "--concurrency 4` drains a wave with several deletes at once); and it scans the whole queue about nine "
      "times per message it hands out. SQS deletes for good and hands out a message without scanning the "
      "queue (toolkit/local/sqs_queue.py; same answers)"),
+    ("iam calls are handled one at a time",
+     "moto 5.2 finds a role or instance profile by iterating its dict while another thread of the server may "
+     "insert into it (\"dictionary changed size during iteration\", HTTP 500); Terraform creates a stack's "
+     "roles and instance profiles in parallel and polls each new profile, and with the local provider's 2 "
+     "retries a stack with two instance profiles (gpu_inference, ecs_spot) failed now and then in the "
+     "instance profile wait, more often under load. IAM answers each call consistently"),
 ]
 
 
@@ -204,6 +210,21 @@ def _patch_spot_run_instances() -> None:
     InstanceResponse.run_instances = run_instances
 
 
+def _patch_iam_serialized() -> None:
+    import threading
+
+    from moto.iam.responses import IamResponse
+
+    lock = threading.Lock()
+    original = IamResponse.call_action
+
+    def call_action(self):
+        with lock:
+            return original(self)
+
+    IamResponse.call_action = call_action
+
+
 def apply_fixes() -> None:
     """Patch moto with every fix of ``MOTO_FIXES`` (in the emulator process only)."""
     _patch_autoscaling()
@@ -213,6 +234,7 @@ def apply_fixes() -> None:
     _patch_ecs_service_settings()
     _patch_eks_settings()
     _patch_spot_run_instances()
+    _patch_iam_serialized()
     from toolkit.local import sqs_queue
 
     sqs_queue.install()
