@@ -65,7 +65,7 @@ py310:
 	test -s "$$out/stacks/training/cdk.tf.json"; \
 	printf 'training:\n  group:\n    max_size: 6\n' > "$$out/c.yaml"; \
 	printf '[training.group]\nmax_size = 6\n' > "$$out/c.toml"; \
-	$(PY310_VENV)/bin/python -c "import sys; from toolkit.config import read_config_file as r; \
+	$(PY310_VENV)/bin/python -c "import sys; from spotkit.config import read_config_file as r; \
 	  assert r(sys.argv[1]) == r(sys.argv[2]) == {'training': {'group': {'max_size': 6}}}" "$$out/c.yaml" "$$out/c.toml"; \
 	rm -rf "$$out"; echo "py310: OK (install, spotkit synth training, YAML and TOML config)"
 

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from toolkit.check.checkov import find_checkov
+from spotkit.check.checkov import find_checkov
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -361,7 +361,7 @@ def main(argv=None) -> int:
         directory = Path(tmp) / "repo"
         directory.mkdir()
         (generate_modules if args.layout == "modules" else generate)(directory, args.files)
-        spotkit_cmd = [sys.executable, "-m", "toolkit.cli.main", "check", str(directory), "--no-checkov", "--fail-on", "never"]
+        spotkit_cmd = [sys.executable, "-m", "spotkit.cli.main", "check", str(directory), "--no-checkov", "--fail-on", "never"]
         checkov_cmd = [*checkov, "-d", str(directory), "--framework", "terraform", "--compact", "--quiet", "-o", "json",
                        "--skip-download"] if checkov else None
         baseline_root = None
@@ -389,7 +389,7 @@ def main(argv=None) -> int:
                 checkov_cpu.append(cpu)
         summary = proc.stdout.strip().splitlines()
         # in-process: the check itself, without Python start-up and imports
-        from toolkit.check import run_check_on_paths
+        from spotkit.check import run_check_on_paths
 
         run_check_on_paths([str(directory)], checkov="off")  # warm imports and the parser's grammar
         start, start_cpu = time.perf_counter(), time.process_time()

@@ -1,6 +1,6 @@
 """bench/clouds_agent: how fast the agent sees a GCP preemption and an Azure Preempt event, and what it asks.
 
-Against the GCP and Azure emulators (``toolkit/imds/{gcp,azure}.py``), in one run:
+Against the GCP and Azure emulators (``toolkit/rehearsal/imds/{gcp,azure}.py``), in one run:
 
 - GCP latency: from ``instance/preempted`` turning ``TRUE`` to the hook *running* (``date +%s.%N >
   FILE``), over ``--runs`` preemptions at a random phase of the poll interval, for the agent's hanging GET
@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 from bench.interruptions_agent import pct
-from toolkit.agent import Agent, AgentConfig, JsonLogger, run_until_notice
-from toolkit.agent.clouds import client_for
-from toolkit.imds.azure import AzureEmulator
-from toolkit.imds.gcp import GcpEmulator, GcpSettings
+from spotkit.runtime.agent import Agent, AgentConfig, JsonLogger, run_until_notice
+from spotkit.runtime.agent.clouds import client_for
+from spotkit.rehearsal.imds.azure import AzureEmulator
+from spotkit.rehearsal.imds.gcp import GcpEmulator, GcpSettings
 
 CURL_LOOP = """
 while true; do

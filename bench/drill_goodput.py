@@ -1,6 +1,6 @@
 """bench/drill_goodput: what an interruption costs the user, measured by the drill in one run (issue 16).
 
-Runs ``toolkit.drill`` at its defaults (or the flags) three ways on the same seeded schedule:
+Runs ``spotkit.rehearsal.drill`` at its defaults (or the flags) three ways on the same seeded schedule:
 
 - **agent**: checkpoint-and-continue with the hand-off (a replacement launched at the notice resumes
   from the final checkpoint);
@@ -11,7 +11,7 @@ Runs ``toolkit.drill`` at its defaults (or the flags) three ways on the same see
 Prints wall time, overhead over the uninterrupted compute (steps x step time), overhead and idle seconds
 per interruption, steps lost and goodput, checks the targets (agent overhead per interruption <= 1.0 s
 and <= 25 % of the baseline's, at most one step lost per interruption, nothing trained twice from one
-state), then the per-interruption cost carried to AWS's 120 s notice (``toolkit.goodput``).
+state), then the per-interruption cost carried to AWS's 120 s notice (``spotkit.rehearsal.goodput``).
 
     python -m bench.drill_goodput [--seed 7] [--interruptions 3] [--json FILE] [--skip-before]
 """
@@ -25,8 +25,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from toolkit.drill import DrillSettings, run_once
-from toolkit.goodput import training_costs
+from spotkit.rehearsal.drill import DrillSettings, run_once
+from spotkit.rehearsal.goodput import training_costs
 
 PROJECTIONS = [  # (label, save, restore, boot, rebalance lead)
     ("small model, warm AMI", 5, 10, 60, None),

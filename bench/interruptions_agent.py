@@ -28,8 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-from toolkit.agent import AgentConfig, JsonLogger, run_until_notice
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.runtime.agent import AgentConfig, JsonLogger, run_until_notice
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -148,7 +148,7 @@ def main() -> None:
         emu.reset()  # no notice while idle
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         agent_cpu, agent_rss = idle_cpu(
-            [sys.executable, "-m", "toolkit.cli.main", "agent", "--metadata-url", emu.url, "--on-notice", "true",
+            [sys.executable, "-m", "spotkit.cli.main", "agent", "--metadata-url", emu.url, "--on-notice", "true",
              "--interval", str(args.idle_interval), "--no-complete-lifecycle"], args.idle_seconds, False, env)
         curl_cpu, curl_rss = idle_cpu(
             ["bash", "-c", CURL_LOOP.format(url=emu.url, interval=args.idle_interval, hook="true")],

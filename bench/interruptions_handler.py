@@ -98,8 +98,8 @@ class CallCounter:
 
 def child(args) -> None:
     """Runs ``spotkit handle-events`` in this process with every client counted; writes the counts."""
-    from toolkit import aws
-    from toolkit.cli.main import main as spotkit
+    from spotkit import aws
+    from spotkit.cli.main import main as spotkit
 
     counter = CallCounter()
     real = aws.AwsTarget.client
@@ -166,11 +166,11 @@ def end_state(world, sqs, url, dlq_url, counts: dict) -> dict:
 def probe_receive(server, messages: int, rounds: int = 5) -> dict:
     """moto's time for one ReceiveMessage of 10 from a queue holding ``messages`` messages, called on the
     in-process backend: with moto's stock SQS code and with the harness's extension
-    (toolkit/local/sqs_queue.py), same queue, same answers. A queue of its own (no
+    (toolkit/rehearsal/local/sqs_queue.py), same queue, same answers. A queue of its own (no
     redrive, visibility 0: the messages stay in it), deleted afterwards; nothing else runs meanwhile."""
     from moto.sqs.models import SQSBackend, sqs_backends
 
-    from toolkit.local import sqs_queue as sqs_receive_extension
+    from spotkit.rehearsal.local import sqs_queue as sqs_receive_extension
 
     sqs = server.client("sqs")
     url = sqs.create_queue(QueueName="bench-probe", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
@@ -245,9 +245,9 @@ def run_spotkit(server, notices: int, concurrency: int) -> dict:
 
 def run_baseline(server, notices: int) -> dict:
     """What a user would write: receive one message, handle it (one call chain per notice), delete it."""
-    from toolkit.interruption.actions import Clients
-    from toolkit.interruption.handler import Handler, HandlerSettings
-    from toolkit.interruption.store import DynamoDBStore
+    from spotkit.runtime.interruption.actions import Clients
+    from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+    from spotkit.runtime.interruption.store import DynamoDBStore
 
     world, sqs, url, dlq_url, messages = setup(server, notices)
     counter = CallCounter()

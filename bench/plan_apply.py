@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     os.environ.setdefault("SPOTKIT_PROVIDER_MIRROR", "auto")
     from tests.support.network import free_port
-    from toolkit.local import emulator
+    from spotkit.rehearsal.local import emulator
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         workdir = project / "local" / "training"
         tf_env = {**env, "TF_CLI_CONFIG_FILE": str(project / "terraformrc"), "TF_IN_AUTOMATION": "1",
                   "CHECKPOINT_DISABLE": "1"}
-        spotkit = [sys.executable, "-m", "toolkit.cli.main"]
+        spotkit = [sys.executable, "-m", "spotkit.cli.main"]
 
         def run(cmd: list[str], cwd: str | Path = tmp, ok=(0,), extra_env: dict | None = None) -> None:
             res = subprocess.run(cmd, cwd=cwd, env={**env, **(extra_env or {})}, capture_output=True, text=True)

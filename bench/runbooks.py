@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.moto_server import start_moto_server  # noqa: E402
-from toolkit.runbooks import aws_calls as aws  # noqa: E402
-from toolkit.runbooks.aws_calls import CallCounter  # noqa: E402
-from toolkit.runbooks.base import RunContext  # noqa: E402
-from toolkit.runbooks.status import status  # noqa: E402
-from toolkit.runbooks.volumes import recover_volumes  # noqa: E402
+from spotkit.runbooks import aws_calls as aws  # noqa: E402
+from spotkit.runbooks.aws_calls import CallCounter  # noqa: E402
+from spotkit.runbooks.base import RunContext  # noqa: E402
+from spotkit.runbooks.status import status  # noqa: E402
+from spotkit.runbooks.volumes import recover_volumes  # noqa: E402
 
 GROUP = "bench"
 MUTATING = ("AttachVolume",)

@@ -20,11 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit.interruption.fallback import FallbackPolicy  # noqa: E402
-from toolkit.simulate import policy as pol  # noqa: E402
-from toolkit.simulate import report  # noqa: E402
-from toolkit.simulate.engine import Policy, simulate  # noqa: E402
-from toolkit.simulate.traces import TraceSet, ZoneTrace, load_trace_dir  # noqa: E402
+from spotkit.runtime.interruption.fallback import FallbackPolicy  # noqa: E402
+from spotkit.simulate import policy as pol  # noqa: E402
+from spotkit.simulate import report  # noqa: E402
+from spotkit.simulate.engine import Policy, simulate  # noqa: E402
+from spotkit.simulate.traces import TraceSet, ZoneTrace, load_trace_dir  # noqa: E402
 
 TRACE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "traces" / "aws-v100-16node-2023-08"
 YEAR_TICKS = 365 * 24 * 12

@@ -32,7 +32,7 @@ BASELINE_PACKAGES = ["cdktf==0.21.0", "cdktf-cdktf-provider-aws==21.22.1", "PyYA
 
 BASELINE_APP = r"""
 import sys
-from stacks.app import build_app
+from spotkit.stacks.app import build_app
 app, _ = build_app(None, sys.argv[1], {})
 app.synth()
 """
@@ -77,12 +77,12 @@ def main(argv=None) -> int:
         spotkit_env = {**env, "PYTHONPATH": str(ROOT)}
         for i in range(args.runs):
             cache = f"{tmp}/cache{i}"
-            cmd = [sys.executable, "-m", "toolkit.cli.main", "synth", "--out", f"{tmp}/s{i}"]
+            cmd = [sys.executable, "-m", "spotkit.cli.main", "synth", "--out", f"{tmp}/s{i}"]
             results["spotkit synth (cold)"].append(measure(cmd, env={**spotkit_env, "SPOTKIT_SYNTH_CACHE": cache}, cwd=tmp))
             results["spotkit synth (cached)"].append(measure(cmd, env={**spotkit_env, "SPOTKIT_SYNTH_CACHE": cache}, cwd=tmp))
             results["cdktf 0.21, same code"].append(measure(
                 [base_python, "-c", BASELINE_APP, f"{tmp}/b{i}"], env={**env, "PYTHONPATH": str(copy)}, cwd=tmp))
-        from stacks.registry import STACKS
+        from spotkit.stacks.registry import STACKS
 
         stacks = len(STACKS)
     print(f"bench/synth: {stacks} stacks, {args.runs} runs each, {os.cpu_count()} cores "

@@ -1,7 +1,7 @@
 """The interruption agent as a shipped artifact: one zipapp built at synthesis, stored in a bucket the stack owns.
 
-``build_agent_pyz()`` packs ``toolkit/__init__.py``, ``toolkit/notice.py`` and every module of
-``toolkit/agent/`` (standard library only) into ``spotkit-agent.pyz``, run on an instance as
+``build_agent_pyz()`` packs ``toolkit/__init__.py``, ``toolkit/runtime/notice.py`` and every module of
+``toolkit/runtime/agent/`` (standard library only) into ``spotkit-agent.pyz``, run on an instance as
 ``/usr/bin/python3 -I -S /opt/spotkit/spotkit-agent.pyz [options]`` (Python 3.9 and newer: Amazon Linux
 2023's system Python). The build is deterministic (sorted entries, fixed timestamps and modes, stored
 uncompressed), so its sha256 only changes when the agent's code does, on any machine; it is written into a private
@@ -38,7 +38,7 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: no build 
 _MAIN = b'''"""spotkit-agent.pyz: the spotkit interruption agent (standard library only). --help lists the options."""
 import sys
 
-from toolkit.agent.cli import main
+from spotkit.runtime.agent.cli import main
 
 sys.exit(main())
 '''

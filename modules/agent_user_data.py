@@ -1,7 +1,7 @@
 """The boot-script part that installs the interruption agent and starts it under systemd.
 
 ``SpotComputeGroup`` adds it by default (``ComputeGroupSettings.install_agent``). By default the agent is
-the zipapp the stack ships (``modules.agent_artifact``): no pip and no package index at boot. The part:
+the zipapp the stack ships (``spotkit.constructs.agent_artifact``): no pip and no package index at boot. The part:
 
 1. downloads ``s3://<the stack's agent bucket>/agent/<sha256>/spotkit-agent.pyz`` with the AWS CLI (the
    instance role may ``s3:GetObject`` that one key; private subnets reach S3 through the VPC's gateway
@@ -28,11 +28,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Optional
 
-from modules.user_data import UserDataPart
-from modules.agent_artifact import AgentArtifactRef
-from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
-from toolkit.agent.systemd import PYZ_LAUNCHER, UNIT_NAME, VENV, agent_command, render_unit
-from toolkit.errors import ValidationError
+from spotkit.constructs.user_data import UserDataPart
+from spotkit.constructs.agent_artifact import AgentArtifactRef
+from spotkit.runtime.agent.defaults import POLL_INTERVAL_SECONDS
+from spotkit.runtime.agent.systemd import PYZ_LAUNCHER, UNIT_NAME, VENV, agent_command, render_unit
+from spotkit.errors import ValidationError
 
 DEFAULT_HOOK = "/etc/spotkit/on-notice"
 DEFAULT_PIDFILE = "/run/spotkit/workload.pid"
@@ -51,17 +51,17 @@ class AgentSettings:
     - ``package_spec``: opt-in for teams that publish their own build: what pip installs into a venv at
       boot (``spotkit==0.1.0``, an ``https://`` wheel URL, or ``s3://bucket/spotkit-0.1.0-py3-none-any.whl``
       copied with the AWS CLI first; the instance role then needs s3:GetObject on it). Default: none, the
-      zipapp the stack ships (``modules.agent_artifact``), verified by its sha256, no package index.
+      zipapp the stack ships (``spotkit.constructs.agent_artifact``), verified by its sha256, no package index.
     - ``on_notice``: command run on a spot/Auto Scaling/maintenance notice. Default ``/etc/spotkit/on-notice``,
       a placeholder that logs, created when absent.
     - ``on_rebalance``: command run on a rebalance recommendation. Default: none.
-    - ``interval``: seconds between IMDS polls. Default 0.5 (``toolkit.agent.defaults``).
+    - ``interval``: seconds between IMDS polls. Default 0.5 (``spotkit.runtime.agent.defaults``).
     - ``margin``: the hook's deadline is the notice time minus this. Default 15.
     - ``workload_pidfile``: the training process writes its pid here; its process group gets SIGTERM after
       the hook. Default ``/run/spotkit/workload.pid`` (a missing file is logged, not fatal).
     - ``notice_policy``: ``stop`` (SIGTERM right after the hook) or ``checkpoint-and-continue`` (the hook is
       an insurance checkpoint, SIGTERM comes at the deadline minus the checkpoint time;
-      ``toolkit.agent.policy``). Default: the stack's (training: checkpoint-and-continue, others: stop).
+      ``spotkit.runtime.agent.policy``). Default: the stack's (training: checkpoint-and-continue, others: stop).
     - ``checkpoint_seconds``: for checkpoint-and-continue, the least time the final checkpoint is given
       (the longer of it and the hook's measured time). Default: the stack's (training: 60).
     """

@@ -1,7 +1,7 @@
 """The ``fallback`` settings of a stack: the automatic on-demand fallback while spot capacity is gone,
-and the scheduled return to spot (``toolkit/interruption/fallback.py`` does the work in the handler).
+and the scheduled return to spot (``toolkit/runtime/interruption/fallback.py`` does the work in the handler).
 
-With ``enabled`` the stack's interruption routing (``modules.interruption_events``) also routes Auto
+With ``enabled`` the stack's interruption routing (``spotkit.constructs.interruption_events``) also routes Auto
 Scaling's ``EC2 Instance Launch Unsuccessful`` events of its groups (and, for ECS stacks, ECS's
 ``SERVICE_TASK_PLACEMENT_FAILURE`` service actions of its cluster) to the handler's queue, adds a
 scheduled rule that sends the return check every ``check_every_minutes``, and lets the handler change
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class FallbackSettings:
     check_every_minutes: int = 10
 
     def environment(self) -> dict[str, str]:
-        """The handler's environment (``toolkit.interruption.lambda_entry.settings_from_env``)."""
+        """The handler's environment (``spotkit.runtime.interruption.lambda_entry.settings_from_env``)."""
         return {"SPOTKIT_FALLBACK": str(self.enabled).lower(),
                 "SPOTKIT_FALLBACK_MAX_ON_DEMAND_BASE": str(self.max_on_demand_base),
                 "SPOTKIT_FALLBACK_HOLD_MINUTES": str(self.hold_minutes),

@@ -24,8 +24,8 @@ from typing import Mapping, Optional, Sequence
 from cdktn import TerraformResourceLifecycle
 from constructs import Construct
 
-from modules.agent_user_data import AgentSettings, agent_user_data_part, validate_agent_settings
-from modules.annotations import warn
+from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part, validate_agent_settings
+from spotkit.constructs.annotations import warn
 from modules.hibernation import (
     HibernationSettings,
     WarmPoolSettings,
@@ -33,10 +33,10 @@ from modules.hibernation import (
     validate_hibernation,
     validate_warm_pool,
 )
-from modules.lazy import lazy_string
-from modules.tags import check_tags
-from modules.user_data import UserData, UserDataPart
-from toolkit.errors import ValidationError
+from spotkit.constructs.lazy import lazy_string
+from spotkit.constructs.tags import check_tags
+from spotkit.constructs.user_data import UserData, UserDataPart
+from spotkit.errors import ValidationError
 
 SPOT_ALLOCATION_STRATEGIES = (
     "price-capacity-optimized",
@@ -140,13 +140,13 @@ class ComputeGroupSettings:
     - ``health_check_grace_period``: seconds before health checks count. Default 300.
     - ``protect_from_scale_in``: needed by ECS managed termination protection. Default off.
     - ``tags``: extra tags on the group, its instances and volumes.
-    - ``hibernation``: launch-template hibernation (``modules.hibernation``). Default off.
+    - ``hibernation``: launch-template hibernation (``spotkit.constructs.hibernation``). Default off.
     - ``warm_pool``: a warm pool (``Hibernated`` by default) with reuse on scale-in; AWS allows it only on an
       all-on-demand group of one instance type. Default: none.
-    - ``install_agent``: install and start the interruption agent at boot (``modules.agent_user_data``):
+    - ``install_agent``: install and start the interruption agent at boot (``spotkit.constructs.agent_user_data``):
       checkpoint hook, SIGTERM and lifecycle completion on a spot or Auto Scaling notice. Default on.
     - ``agent``: how the agent is installed and what it runs (``AgentSettings``). Default: the zipapp the
-      stack ships (``modules.agent_artifact``, sha256-checked at boot; the role may read that one S3 key),
+      stack ships (``spotkit.constructs.agent_artifact``, sha256-checked at boot; the role may read that one S3 key),
       hook ``/etc/spotkit/on-notice``, workload pid in ``/run/spotkit/workload.pid``.
     """
 
@@ -317,7 +317,7 @@ class SpotComputeGroup(Construct):
         self.user_data = UserData(self, f"{name}_user_data".replace("-", "_"))
         shipped = None
         if settings.install_agent and settings.agent.package_spec is None:
-            from modules.agent_artifact import AgentArtifact
+            from spotkit.constructs.agent_artifact import AgentArtifact
 
             shipped = AgentArtifact.for_stack(self)  # the stack's one agent artifact (S3 object + sha256)
         if settings.install_agent:

@@ -10,7 +10,7 @@ Tag contract (the recovery runbooks find and re-attach volumes by these; do not 
 How a compute group's instances get their data volume. Not from the launch template: a launch-template
 volume is made fresh for every instance, so a replacement would already hold the device, and the
 retained volume of the instance it replaces could never go back as the same device. Instead
-``RetainedDataVolumes`` adds a boot-time user-data part (``modules.data_volume_boot``) that re-attaches
+``RetainedDataVolumes`` adds a boot-time user-data part (``spotkit.constructs.data_volume_boot``) that re-attaches
 the group's retained volume waiting in the instance's AZ, or creates a new one carrying the whole tag
 contract at creation, and mounts it. A volume attached through the API is kept on terminate. When the
 only waiting volume is in another AZ, the part leaves the device to ``spotkit recover volumes`` (which
@@ -21,7 +21,7 @@ The instance role may (least privilege by condition): describe volumes (no resou
 permissions exist); create a volume only with the request tags ``spotkit:group=<this group>`` and
 ``spotkit:retain=true``; tag volumes only in that CreateVolume call; attach only volumes and instances
 tagged ``spotkit:group=<this group>``; use the KMS key of the volume through EC2 when one is given. A
-standalone instance (``modules.spot_instance``) creates its data volume as an ``aws_ebs_volume`` and
+standalone instance (``spotkit.constructs.spot_instance``) creates its data volume as an ``aws_ebs_volume`` and
 tags it directly.
 
 DLM ORs the target tags of a policy (a volume with *any* of them is snapshotted), so the policy targets
@@ -39,10 +39,10 @@ from typing import Optional, Sequence
 
 from constructs import Construct
 
-from modules.data_volume_boot import IN_OTHER_AZ, claim_script
-from modules.kms import is_key_arn, key_arn
-from modules.user_data import UserDataPart
-from toolkit.errors import ValidationError
+from spotkit.constructs.data_volume_boot import IN_OTHER_AZ, claim_script
+from spotkit.constructs.kms import is_key_arn, key_arn
+from spotkit.constructs.user_data import UserDataPart
+from spotkit.errors import ValidationError
 
 GROUP_TAG = "spotkit:group"
 DEVICE_TAG = "spotkit:device"

@@ -16,7 +16,7 @@ Two ways a data volume reaches an instance:
      it attaches nothing: it logs what to run (``spotkit recover volumes --group G`` snapshots the
      volume and re-creates it here) and leaves a background waiter that mounts the device once it is
      attached, for up to ``wait_minutes``, so the rest of the boot (the interruption agent) goes on;
-  4. else creates a new encrypted volume in this AZ with the tag contract of ``modules.data_volume`` at
+  4. else creates a new encrypted volume in this AZ with the tag contract of ``spotkit.constructs.data_volume`` at
      creation (``--client-token`` makes a retry return the same volume) and attaches it.
 
   A volume attached through the API is kept when the instance terminates (DeleteOnTermination is false

@@ -27,16 +27,16 @@ from typing import Mapping, Sequence
 
 from constructs import Construct
 
-from modules.annotations import warn
-from modules.compute_group import DEFAULT_AMI_PARAMETER, ComputeGroupSettings, SpotComputeGroup
+from spotkit.constructs.annotations import warn
+from spotkit.constructs.compute_group import DEFAULT_AMI_PARAMETER, ComputeGroupSettings, SpotComputeGroup
 from modules.gpu import (
     ECS_AMI_PARAMETER,
     ECS_GPU_AMI_PARAMETER,
     require_gpu_instance_types,
     require_gpu_requirements,
 )
-from modules.user_data import UserDataPart
-from toolkit.errors import ValidationError
+from spotkit.constructs.user_data import UserDataPart
+from spotkit.errors import ValidationError
 
 SPOT_NOTICE_SECONDS = 120
 ECS_INSTANCE_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"

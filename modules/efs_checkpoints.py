@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 
 from constructs import Construct
 
-from modules.user_data import UserDataPart
-from toolkit.errors import ValidationError
+from spotkit.constructs.user_data import UserDataPart
+from spotkit.errors import ValidationError
 
 NFS_PORT = 2049
 THROUGHPUT_MODES = ("elastic", "bursting", "provisioned")

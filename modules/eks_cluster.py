@@ -21,8 +21,8 @@ from typing import Mapping, Optional, Sequence
 
 from constructs import Construct
 
-from modules.annotations import warn
-from modules.eks_settings import EksClusterSettings, validate_cluster
+from spotkit.constructs.annotations import warn
+from spotkit.constructs.eks_settings import EksClusterSettings, validate_cluster
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 AUTO_NODE_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAutoNodePolicy"

@@ -26,11 +26,11 @@ from typing import Mapping, Sequence
 from cdktn import TerraformResourceLifecycle, Token
 from constructs import Construct
 
-from modules.annotations import warn
-from modules.eks_cluster import assume_role_policy
-from modules.eks_settings import EKS_TAINT_EFFECTS, NodeGroupSettings, validate_node_group
-from toolkit.errors import ValidationError
-from toolkit.k8s.manifests import GPU_ROLE, NODE_METADATA_HOP_LIMIT
+from spotkit.constructs.annotations import warn
+from spotkit.constructs.eks_cluster import assume_role_policy
+from spotkit.constructs.eks_settings import EKS_TAINT_EFFECTS, NodeGroupSettings, validate_node_group
+from spotkit.errors import ValidationError
+from spotkit.k8s.manifests import GPU_ROLE, NODE_METADATA_HOP_LIMIT
 
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly",
                  "AmazonSSMManagedInstanceCore")

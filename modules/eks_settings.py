@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from modules.gpu import GPU_FAMILIES, is_gpu_instance_type
-from toolkit.errors import ValidationError
+from spotkit.constructs.gpu import GPU_FAMILIES, is_gpu_instance_type
+from spotkit.errors import ValidationError
 from toolkit.k8s.manifests import (
     GPU_ROLE,
     LIFECYCLE_LABEL,

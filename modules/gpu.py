@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 # Public SSM parameters with the latest ECS-optimized Amazon Linux 2023 AMIs (x86_64).
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"

@@ -4,15 +4,15 @@ Where hibernation helps spot work (an Auto Scaling group can only *terminate* a 
 - a warm pool in ``Hibernated`` state beside a group (AWS allows warm pools only on groups that launch
   On-Demand instances from one launch template, so this is the on-demand standby that refills fast after
   the spot fleet is reclaimed), with instances returned to the pool on scale-in;
-- a standalone persistent spot instance (``modules.spot_instance``) whose interruption behaviour is
+- a standalone persistent spot instance (``spotkit.constructs.spot_instance``) whose interruption behaviour is
   ``hibernate`` (RAM kept on the root volume) or ``stop``.
 
 Rules (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/hibernating-prerequisites.html):
 - the root volume is EBS and encrypted;
 - the root volume holds the RAM image plus the OS and applications: spotkit sizes it from
-  ``modules.instance_table`` (RAM of the largest type + ``os_and_apps_gib``) or takes an explicit size;
+  ``spotkit.constructs.instance_table`` (RAM of the largest type + ``os_and_apps_gib``) or takes an explicit size;
 - RAM is at most 150 GiB;
-- the instance type supports hibernation (per-type flag in ``modules.instance_table``; accelerated
+- the instance type supports hibernation (per-type flag in ``spotkit.constructs.instance_table``; accelerated
   families such as g4dn/g5/g6/p4d/p5/inf2/trn1 do not, bare-metal sizes do not).
 """
 
@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from modules.instance_table import INSTANCE_TYPES
-from toolkit.errors import ValidationError
+from spotkit.constructs.instance_table import INSTANCE_TYPES
+from spotkit.errors import ValidationError
 
 MAX_HIBERNATION_RAM_GIB = 150
 WARM_POOL_STATES = ("Hibernated", "Stopped", "Running")

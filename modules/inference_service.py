@@ -14,7 +14,7 @@ What it creates (one construct):
 - the ECS service with the cluster's capacity provider strategy (an on-demand base that keeps serving
   if every spot replica is lost, the rest spot, optional extra spot replicas), the deployment circuit
   breaker with rollback, AZ spread, and target tracking on ALB requests per target. The service is
-  tagged ``spotkit:spot-overprovision`` (``toolkit.notice.TAG_SPOT_OVERPROVISION``) so that
+  tagged ``spotkit:spot-overprovision`` (``spotkit.runtime.notice.TAG_SPOT_OVERPROVISION``) so that
   ``spotkit simulate`` can tell the wanted replicas from the spare ones.
 
 Validation (before any resource): the deregistration delay (error above 120 s, warning above 90 s),
@@ -31,11 +31,11 @@ from typing import Literal, Mapping, Optional, Sequence
 
 from constructs import Construct
 
-from modules.annotations import warn
-from modules.ecs_spot import SPOT_NOTICE_SECONDS, EcsSpotCluster
-from modules.user_data import UserDataPart
-from toolkit.errors import ValidationError
-from toolkit.notice import TAG_SKIP_CHECK, TAG_SPOT_OVERPROVISION
+from spotkit.constructs.annotations import warn
+from spotkit.constructs.ecs_spot import SPOT_NOTICE_SECONDS, EcsSpotCluster
+from spotkit.constructs.user_data import UserDataPart
+from spotkit.errors import ValidationError
+from spotkit.runtime.notice import TAG_SKIP_CHECK, TAG_SPOT_OVERPROVISION
 
 DEREGISTRATION_WARN_SECONDS = 90
 HOST_MODEL_CACHE = "/var/lib/spotkit/models"
@@ -83,7 +83,7 @@ class InferenceContainer:
 class InferenceServiceSettings:
     """How the service is served and scaled. Defaults are spot-safe for the construct on its own, which
     has no on-demand fallback: one replica stays on on-demand. The ``gpu_inference`` stack, which adds
-    the fallback, has other defaults (``stacks.gpu_inference.default_service``: no on-demand base,
+    the fallback, has other defaults (``spotkit.stacks.gpu_inference.default_service``: no on-demand base,
     weights 0:4, one spare spot replica).
 
     - ``container``: see ``InferenceContainer``.
@@ -266,7 +266,7 @@ class InferenceService(Construct):
     """ALB + target group + ECS service for the inference server, on an ``EcsSpotCluster``.
 
     ``on_demand_fallback``: an on-demand fallback covers the spot provider's group (the stack's
-    ``fallback``, ``modules.capacity_fallback``: on a spot capacity failure it launches on-demand into
+    ``fallback``, ``spotkit.constructs.capacity_fallback``: on a spot capacity failure it launches on-demand into
     that group). It decides only the warning of ``spot_only_risk``. Default off.
 
     Capabilities:

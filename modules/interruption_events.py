@@ -1,5 +1,5 @@
 """Interruption event routing: every warning AWS sends about a group's instances, delivered once to the
-spotkit handler (``toolkit/interruption``), journaled, and rehearsed with AWS FIS.
+spotkit handler (``toolkit/runtime/interruption``), journaled, and rehearsed with AWS FIS.
 
 What it creates (one construct):
 - six EventBridge rules: ``EC2 Spot Instance Interruption Warning``, ``EC2 Instance Rebalance
@@ -17,7 +17,7 @@ What it creates (one construct):
   ``handler_mode="queue"`` there is no Lambda: run ``spotkit handle-events --queue-url`` on a host
   whose role got ``grant_consume(role)``;
 - the journal, a DynamoDB table (``pk``/``sk``, TTL ``expires_at``) that de-duplicates events;
-- with ``fallback`` (``modules.capacity_fallback``): a rule for the groups' ``EC2 Instance Launch
+- with ``fallback`` (``spotkit.constructs.capacity_fallback``): a rule for the groups' ``EC2 Instance Launch
   Unsuccessful`` events, one for ``SERVICE_TASK_PLACEMENT_FAILURE`` service actions of the ECS clusters
   given (``placement_clusters``), and a scheduled rule sending the return check every
   ``check_every_minutes``, all to the same queue; the handler may then change the groups' on-demand base
@@ -48,16 +48,16 @@ from typing import Optional, Sequence
 
 from constructs import Construct
 
-from modules.annotations import warn
-from modules.capacity_fallback import FallbackSettings, validate_fallback
-from modules.kms import key_arn
-from toolkit.errors import ValidationError
-from toolkit.interruption.handler import DEFAULT_CHECKPOINT_COMMAND
-from toolkit.notice import TAG_NAME
+from spotkit.constructs.annotations import warn
+from spotkit.constructs.capacity_fallback import FallbackSettings, validate_fallback
+from spotkit.constructs.kms import key_arn
+from spotkit.errors import ValidationError
+from spotkit.runtime.interruption.handler import DEFAULT_CHECKPOINT_COMMAND
+from spotkit.runtime.notice import TAG_NAME
 
 GROUP_TAG = "spotkit:group"
 HANDLER_MODES = ("lambda", "queue")
-LAMBDA_HANDLER = "toolkit.interruption.lambda_entry.handler"
+LAMBDA_HANDLER = "spotkit.runtime.interruption.lambda_entry.handler"
 LAMBDA_RUNTIME = "python3.12"
 CHECKPOINT_DOCUMENT = "AWS-RunShellScript"
 STATE_CHANGE_STATES = ("stopping", "shutting-down", "stopped", "terminated")
@@ -185,8 +185,8 @@ def validate_settings(name: str, groups: Sequence[str], s: InterruptionEventsSet
 
 
 def lambda_source_files(root: Path) -> list[Path]:
-    """What the handler's package holds: ``toolkit/__init__.py``, ``toolkit/notice.py`` (the notice identity)
-    and ``toolkit/interruption/*.py``."""
+    """What the handler's package holds: ``toolkit/__init__.py``, ``toolkit/runtime/notice.py`` (the notice identity)
+    and ``toolkit/runtime/interruption/*.py``."""
     return [root / "toolkit" / "__init__.py", root / "toolkit" / "notice.py"] + sorted(
         (root / "toolkit" / "interruption").glob("*.py"))
 

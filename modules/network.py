@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from cdktn import Fn
 from constructs import Construct
 
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from constructs import Construct
 
-from toolkit.notice import TAG_GROUP, TAG_NAME
+from spotkit.runtime.notice import TAG_GROUP, TAG_NAME
 
 # Read calls AWS authorizes only on "*" (the runbooks filter server-side by tag).
 UNSCOPED_READS = (

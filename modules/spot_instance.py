@@ -3,7 +3,7 @@
 Unlike a spot instance in an Auto Scaling group (always terminated when reclaimed), a persistent spot
 request can ``hibernate`` (RAM written to the encrypted root volume, resumed when capacity returns) or
 ``stop`` (disks kept, RAM lost). Its data volume is a separate ``aws_ebs_volume`` in the subnet's AZ,
-tagged with the retained-volume contract of ``modules.data_volume`` and attached; it survives the
+tagged with the retained-volume contract of ``spotkit.constructs.data_volume`` and attached; it survives the
 instance being terminated or replaced, and a stack destroy takes a final snapshot before deleting it.
 
 Capabilities match the compute group's, so ``EfsCheckpoints.attach(instance)`` works:
@@ -19,14 +19,14 @@ from typing import Mapping, Optional
 
 from constructs import Construct
 
-from modules.agent_user_data import AgentSettings, agent_user_data_part, validate_agent_settings
-from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, validate_data_volumes
-from modules.data_volume_boot import attached_script
-from modules.hibernation import HibernationSettings, hibernation_root_size, validate_hibernation
-from modules.lazy import lazy_string
-from modules.tags import check_tags
-from modules.user_data import UserData, UserDataPart
-from toolkit.errors import ValidationError
+from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part, validate_agent_settings
+from spotkit.constructs.data_volume import DataVolumeSettings, RetainedDataVolumes, validate_data_volumes
+from spotkit.constructs.data_volume_boot import attached_script
+from spotkit.constructs.hibernation import HibernationSettings, hibernation_root_size, validate_hibernation
+from spotkit.constructs.lazy import lazy_string
+from spotkit.constructs.tags import check_tags
+from spotkit.constructs.user_data import UserData, UserDataPart
+from spotkit.errors import ValidationError
 
 INTERRUPTION_BEHAVIOURS = ("hibernate", "stop")
 DEFAULT_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
@@ -49,7 +49,7 @@ class SpotInstanceSettings:
     - ``kms_key_id``: EBS key. Default: the account's default EBS key.
     - ``tags``: extra tags.
     - ``install_agent``: install and start the interruption agent at boot (the zipapp the stack ships,
-      ``modules.agent_artifact``): the checkpoint hook runs on a spot notice, at once on a hibernate
+      ``spotkit.constructs.agent_artifact``): the checkpoint hook runs on a spot notice, at once on a hibernate
       notice (AWS gives no two-minute lead then). No lifecycle action to complete. Default on.
     - ``agent``: what the agent runs (``AgentSettings``).
     """
@@ -152,7 +152,7 @@ class PersistentSpotInstance(Construct):
         if s.install_agent:
             shipped = None
             if s.agent.package_spec is None:
-                from modules.agent_artifact import AgentArtifact
+                from spotkit.constructs.agent_artifact import AgentArtifact
 
                 shipped = AgentArtifact.for_stack(self)
                 shipped.grant_read(self)  # s3:GetObject on that one key, nothing else

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 MAX_KEY_CHARS = 128
 MAX_VALUE_CHARS = 256

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cdktn import Fn, TerraformLocal
 from constructs import Construct
 
-from modules.lazy import lazy_string
+from spotkit.constructs.lazy import lazy_string
 
 HEADER = "#!/bin/bash\n# Assembled by spotkit: each part below is independent and logged to /var/log/spotkit-user-data.log\nset -uo pipefail\nexec > >(tee -a /var/log/spotkit-user-data.log) 2>&1\n"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from stacks import registry
-from toolkit.config import apply_overrides, read_config_file, section
+from spotkit.stacks import registry
+from spotkit.config import apply_overrides, read_config_file, section
 
 
 def build_app(names: Sequence[str] | None = None, outdir: str = "cdktf.out",
@@ -21,7 +21,7 @@ def build_app(names: Sequence[str] | None = None, outdir: str = "cdktf.out",
     specs = registry.resolve(list(names or []))
     unknown = sorted(set(config_data) - set(registry.STACKS) - {"settings", "check", "simulate"})
     if unknown:
-        from toolkit.errors import ConfigError
+        from spotkit.errors import ConfigError
 
         raise ConfigError(f"{unknown[0]}: not a stack name", hint=f"top-level keys are stack names ({', '.join(sorted(registry.STACKS))}) or 'settings' / 'check' / 'simulate'")
     app = App(outdir=outdir)

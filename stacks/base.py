@@ -9,7 +9,7 @@ from typing import Mapping
 from cdktn import TerraformStack
 from constructs import Construct
 
-from toolkit.notice import TAG_NAME
+from spotkit.runtime.notice import TAG_NAME
 
 AWS_PROVIDER_CONSTRAINT = ">= 5.100, < 7"
 TERRAFORM_CONSTRAINT = ">= 1.5"
@@ -38,7 +38,7 @@ class SpotkitStack(TerraformStack):
         super().__init__(scope, id_)
         from cdktn_aws.provider import AwsProvider
 
-        from modules.tags import check_tags
+        from spotkit.constructs.tags import check_tags
 
         check_tags(config.tags, f"stack {id_!r} tags")  # AWS's limits, before any resource
         self.config = config
@@ -54,10 +54,10 @@ class SpotkitStack(TerraformStack):
 
     def resolve_network(self, settings) -> tuple[str, list[str]]:
         """(vpc_id, private subnet ids): the user's own network, or a created ``SpotNetwork`` kept on
-        ``self.network`` (``modules.network.NetworkSettings`` says which)."""
+        ``self.network`` (``spotkit.constructs.network.NetworkSettings`` says which)."""
         if settings.bring_your_own:
             return settings.vpc_id, list(settings.subnet_ids)
-        from modules.network import SpotNetwork
+        from spotkit.constructs.network import SpotNetwork
 
         self.network = SpotNetwork(self, "network", name=self.config.name, region=self.config.region, settings=settings)
         return self.network.vpc_id, self.network.private_subnet_ids
@@ -66,7 +66,7 @@ class SpotkitStack(TerraformStack):
         """Route the groups' interruption warnings to the spotkit handler (EventBridge -> SQS -> handler),
         with the queue URL and journal table as outputs. ``settings`` None routes nothing. ``clusters``: the
         stack's ECS clusters, where the handler looks and may drain unless ``settings.ecs_clusters`` names others.
-        ``fallback`` (``modules.capacity_fallback.FallbackSettings``): also route capacity failures (of the
+        ``fallback`` (``spotkit.constructs.capacity_fallback.FallbackSettings``): also route capacity failures (of the
         groups, and of the ECS ``placement_clusters``) and the return check."""
         if settings is None:
             return None
@@ -77,7 +77,7 @@ class SpotkitStack(TerraformStack):
         if clusters and not settings.ecs_clusters:
             settings = dataclasses.replace(settings, ecs_clusters=tuple(clusters))
 
-        from modules.interruption_events import InterruptionEvents
+        from spotkit.constructs.interruption_events import InterruptionEvents
 
         self.interruptions = InterruptionEvents(self, "interruptions", name=self.config.name, groups=list(groups),
                                                 settings=settings, fallback=fallback,

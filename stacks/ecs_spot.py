@@ -9,11 +9,11 @@ from typing import Optional
 from cdktn import TerraformOutput
 from constructs import Construct
 
-from modules.capacity_fallback import FallbackSettings, validate_fallback
-from modules.ecs_spot import EcsClusterSettings, EcsSpotCluster, validate_cluster
-from modules.interruption_events import InterruptionEventsSettings
-from modules.network import NetworkSettings, validate_network
-from stacks.base import SpotkitStack, StackConfig
+from spotkit.constructs.capacity_fallback import FallbackSettings, validate_fallback
+from spotkit.constructs.ecs_spot import EcsClusterSettings, EcsSpotCluster, validate_cluster
+from spotkit.constructs.interruption_events import InterruptionEventsSettings
+from spotkit.constructs.network import NetworkSettings, validate_network
+from spotkit.stacks.base import SpotkitStack, StackConfig
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class EcsSpotConfig(StackConfig):
       instance DRAINING before the instance goes. ``None``: not routed (``spotkit check`` warns SPOT011).
     - ``fallback``: on a spot capacity failure raise the spot group's on-demand base by its shortfall
       (at most ``max_on_demand_base``), and return to spot on a schedule in steps a ``hold_minutes``
-      apart (see ``modules.capacity_fallback.FallbackSettings``). Default on; needs ``interruptions``.
+      apart (see ``spotkit.constructs.capacity_fallback.FallbackSettings``). Default on; needs ``interruptions``.
     """
 
     name: str = "spotkit-ecs"

@@ -13,13 +13,13 @@ import json
 from cdktn import Fn, TerraformOutput
 from constructs import Construct
 
-from modules.efs_checkpoints import EfsCheckpoints
-from modules.eks_cluster import AUTO_NODE_POLICY, EksCluster, assume_role_policy
-from modules.eks_node_groups import EksManagedNodeGroup, EksNodeRole
-from modules.user_data import escape_for_terraform
-from stacks.base import SpotkitStack
-from stacks.eks_gpu_config import EksGpuConfig, build_manifests, validate_config
-from toolkit.k8s.manifests import SYSTEM_ROLE
+from spotkit.constructs.efs_checkpoints import EfsCheckpoints
+from spotkit.constructs.eks_cluster import AUTO_NODE_POLICY, EksCluster, assume_role_policy
+from spotkit.constructs.eks_node_groups import EksManagedNodeGroup, EksNodeRole
+from spotkit.constructs.user_data import escape_for_terraform
+from spotkit.stacks.base import SpotkitStack
+from spotkit.stacks.eks_gpu_config import EksGpuConfig, build_manifests, validate_config
+from spotkit.k8s.manifests import SYSTEM_ROLE
 
 KUBERNETES_PROVIDER_SOURCE = "hashicorp/kubernetes"
 KUBERNETES_PROVIDER_CONSTRAINT = ">= 2.23, < 3"
@@ -115,7 +115,7 @@ class EksGpuStack(SpotkitStack):
 
         if config.deploy_manifests:
             if not config.cluster.endpoint_public_access:
-                from modules.annotations import warn
+                from spotkit.constructs.annotations import warn
 
                 warn(self, f"eks_gpu {config.name!r}: deploy_manifests with a private API endpoint (the default): "
                            "run terraform from inside the VPC (VPN, bastion, CI runner in the VPC), or set "
@@ -184,8 +184,8 @@ class EksGpuStack(SpotkitStack):
             return None
         import warnings
 
-        from modules.annotations import SpotkitWarning
-        from modules.interruption_events import InterruptionEvents, InterruptionEventsSettings
+        from spotkit.constructs.annotations import SpotkitWarning
+        from spotkit.constructs.interruption_events import InterruptionEvents, InterruptionEventsSettings
 
         settings = InterruptionEventsSettings(handler_mode="queue", create_fis_templates=False,
                                               message_retention_seconds=300, checkpoint_command="")

@@ -20,12 +20,12 @@ from modules.eks_settings import (
     validate_cluster,
     validate_node_group,
 )
-from modules.efs_checkpoints import EfsCheckpointSettings
-from modules.network import NetworkSettings, validate_network
-from stacks.base import StackConfig
-from toolkit.errors import ValidationError
-from toolkit.k8s import manifests as m
-from toolkit.k8s.validate import check_job, check_job_fits_pool, check_job_manifest, check_node_pool, check_storage
+from spotkit.constructs.efs_checkpoints import EfsCheckpointSettings
+from spotkit.constructs.network import NetworkSettings, validate_network
+from spotkit.stacks.base import StackConfig
+from spotkit.errors import ValidationError
+from spotkit.k8s import manifests as m
+from spotkit.k8s.validate import check_job, check_job_fits_pool, check_job_manifest, check_node_pool, check_storage
 
 DEFAULT_SPOT_POOL = m.NodePoolSpec()
 DEFAULT_ON_DEMAND_POOL = m.NodePoolSpec(

@@ -16,16 +16,16 @@ from typing import Optional
 from cdktn import TerraformOutput
 from constructs import Construct
 
-from modules.compute_group import ComputeGroupSettings, InstanceRequirements
-from modules.ecs_spot import CapacityProviderSettings, EcsClusterSettings, EcsSpotCluster, validate_cluster
-from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings, validate_efs
-from modules.gpu import ECS_GPU_AMI_PARAMETER, instance_types_for, require_gpus_per_task
-from modules.inference_service import InferenceService, InferenceServiceSettings, validate_service
-from modules.capacity_fallback import FallbackSettings, validate_fallback
-from modules.interruption_events import InterruptionEventsSettings
-from modules.network import NetworkSettings, validate_network
-from stacks.base import SpotkitStack, StackConfig
-from toolkit.errors import ValidationError
+from spotkit.constructs.compute_group import ComputeGroupSettings, InstanceRequirements
+from spotkit.constructs.ecs_spot import CapacityProviderSettings, EcsClusterSettings, EcsSpotCluster, validate_cluster
+from spotkit.constructs.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings, validate_efs
+from spotkit.constructs.gpu import ECS_GPU_AMI_PARAMETER, instance_types_for, require_gpus_per_task
+from spotkit.constructs.inference_service import InferenceService, InferenceServiceSettings, validate_service
+from spotkit.constructs.capacity_fallback import FallbackSettings, validate_fallback
+from spotkit.constructs.interruption_events import InterruptionEventsSettings
+from spotkit.constructs.network import NetworkSettings, validate_network
+from spotkit.stacks.base import SpotkitStack, StackConfig
+from spotkit.errors import ValidationError
 
 
 def _gpu_cluster() -> EcsClusterSettings:
@@ -106,9 +106,9 @@ class GpuInferenceConfig(StackConfig):
       instance DRAINING before the instance goes. ``None``: not routed (``spotkit check`` warns SPOT011).
     - ``fallback``: on a spot capacity failure raise the spot group's on-demand base by its shortfall
       (at most ``max_on_demand_base``), and return to spot on a schedule in steps a ``hold_minutes``
-      apart (see ``modules.capacity_fallback.FallbackSettings``). Default on; needs ``interruptions``.
+      apart (see ``spotkit.constructs.capacity_fallback.FallbackSettings``). Default on; needs ``interruptions``.
       With ``service.on_demand_base`` 0 it is what answers when spot is gone everywhere: off, or with
-      no ``service.spot_overprovision``, the stack warns (``modules.inference_service.spot_only_risk``).
+      no ``service.spot_overprovision``, the stack warns (``spotkit.constructs.inference_service.spot_only_risk``).
     """
 
     name: str = "spotkit-gpu"

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from cdktn import TerraformOutput
 from constructs import Construct
 
-from modules.data_volume import RETAIN_GROUP_TAG, SnapshotPolicy, SnapshotSettings
-from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
-from modules.network import NetworkSettings, validate_network
-from modules.spot_instance import PersistentSpotInstance, SpotInstanceSettings
-from stacks.base import SpotkitStack, StackConfig
+from spotkit.constructs.data_volume import RETAIN_GROUP_TAG, SnapshotPolicy, SnapshotSettings
+from spotkit.constructs.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
+from spotkit.constructs.network import NetworkSettings, validate_network
+from spotkit.constructs.spot_instance import PersistentSpotInstance, SpotInstanceSettings
+from spotkit.stacks.base import SpotkitStack, StackConfig
 
 
 @dataclass(frozen=True)

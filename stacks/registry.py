@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from toolkit.errors import StackNotFoundError
+from spotkit.errors import StackNotFoundError
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,15 @@ STACKS: dict[str, StackSpec] = {
     spec.name: spec
     for spec in [
         StackSpec("notebook", "Persistent spot notebook: hibernates or stops when reclaimed, retained data volume, EFS checkpoints",
-                  "stacks.notebook", "NotebookStack", "NotebookConfig"),
+                  "spotkit.stacks.notebook", "NotebookStack", "NotebookConfig"),
         StackSpec("training", "Spot training fleet: mixed-instances group with rebalancing and a drain hook, in a small VPC",
-                  "stacks.training", "TrainingStack", "TrainingConfig"),
+                  "spotkit.stacks.training", "TrainingStack", "TrainingConfig"),
         StackSpec("ecs_spot", "ECS cluster for CPU services: spot and on-demand capacity providers with managed draining",
-                  "stacks.ecs_spot", "EcsSpotStack", "EcsSpotConfig"),
+                  "spotkit.stacks.ecs_spot", "EcsSpotStack", "EcsSpotConfig"),
         StackSpec("gpu_inference", "GPU inference on spot: vLLM service behind an ALB, on-demand base, spot for the rest",
-                  "stacks.gpu_inference", "GpuInferenceStack", "GpuInferenceConfig"),
+                  "spotkit.stacks.gpu_inference", "GpuInferenceStack", "GpuInferenceConfig"),
         StackSpec("eks_gpu", "EKS with spot GPU pools: on-demand system nodes, spot GPU node groups or Karpenter, EFS checkpoints",
-                  "stacks.eks_gpu", "EksGpuStack", "EksGpuConfig"),
+                  "spotkit.stacks.eks_gpu", "EksGpuStack", "EksGpuConfig"),
     ]
 }
 

@@ -8,13 +8,13 @@ from typing import Optional
 from cdktn import TerraformOutput
 from constructs import Construct
 
-from modules.compute_group import ComputeGroupSettings, SpotComputeGroup
-from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, SnapshotSettings
-from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
-from modules.interruption_events import InterruptionEventsSettings
-from modules.network import NetworkSettings, validate_network
-from modules.operator_policy import OperatorPolicy
-from stacks.base import SpotkitStack, StackConfig
+from spotkit.constructs.compute_group import ComputeGroupSettings, SpotComputeGroup
+from spotkit.constructs.data_volume import DataVolumeSettings, RetainedDataVolumes, SnapshotSettings
+from spotkit.constructs.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
+from spotkit.constructs.interruption_events import InterruptionEventsSettings
+from spotkit.constructs.network import NetworkSettings, validate_network
+from spotkit.constructs.operator_policy import OperatorPolicy
+from spotkit.stacks.base import SpotkitStack, StackConfig
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ import pytest
 
 from tests.support.lifecycle_extension import completed_lifecycle_actions
 from tests.support.network import free_port
-from toolkit.agent import Agent, AgentConfig, ImdsClient, ImdsError, JsonLogger, run_until_notice
-from toolkit.agent.notices import LIFECYCLE, MAINTENANCE, REBALANCE, SPOT
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, ImdsError, JsonLogger, run_until_notice
+from spotkit.runtime.agent.notices import LIFECYCLE, MAINTENANCE, REBALANCE, SPOT
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 FAST = dict(interval=0.05, complete_lifecycle=False)
 
@@ -346,7 +346,7 @@ def test_config_rejects_two_workload_targets():
 def test_cli_agent_once_logs_json_lines(emu, tmp_path):
     emu.interrupt("spot")
     proc = subprocess.run(
-        [sys.executable, "-m", "toolkit.cli.main", "agent", "--metadata-url", emu.url, "--on-notice", "echo hi",
+        [sys.executable, "-m", "spotkit.cli.main", "agent", "--metadata-url", emu.url, "--on-notice", "echo hi",
          "--interval", "0.05", "--once", "--no-complete-lifecycle"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -355,7 +355,7 @@ def test_cli_agent_once_logs_json_lines(emu, tmp_path):
 
 
 def test_cli_agent_bad_metadata_url_is_a_user_error():
-    proc = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "agent", "--metadata-url", "ftp://x", "--once"],
+    proc = subprocess.run([sys.executable, "-m", "spotkit.cli.main", "agent", "--metadata-url", "ftp://x", "--once"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == ["Error: metadata URL must look like http://HOST[:PORT] (got 'ftp://x')",
@@ -364,7 +364,7 @@ def test_cli_agent_bad_metadata_url_is_a_user_error():
 
 def test_cli_imds_mock_serves_until_stopped():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli.main", "imds-mock", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "spotkit.cli.main", "imds-mock", "--port", str(port),
                              "--spot-delay", "0", "--spot-action", "stop"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == f"IMDS emulator on http://127.0.0.1:{port} (IMDSv2 optional)"

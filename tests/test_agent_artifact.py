@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from modules.agent_artifact import ARTIFACT_NAME, build_agent_pyz, private_build_dir
+from spotkit.constructs.agent_artifact import ARTIFACT_NAME, build_agent_pyz, private_build_dir
 from tests.support.boot_part import AWS_CLI
 from tests.support.lifecycle_extension import completed_lifecycle_actions
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,10 +58,10 @@ def test_build_is_deterministic_and_holds_every_agent_module(tmp_path):
         assert names == sorted(names)
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}  # no zlib version in the bytes
-    # AND every module of toolkit/agent ships (a policy.py added there ships too), with the notice module
-    agent_modules = {f"toolkit/agent/{p.name}" for p in (ROOT / "toolkit" / "agent").glob("*.py")}
+    # AND every module of toolkit/runtime/agent ships (a policy.py added there ships too), with the notice module
+    agent_modules = {f"toolkit/runtime/agent/{p.name}" for p in (ROOT / "toolkit" / "agent").glob("*.py")}
     assert agent_modules <= set(names)
-    assert {"__main__.py", "toolkit/__init__.py", "toolkit/notice.py"} <= set(names)
+    assert {"__main__.py", "toolkit/__init__.py", "toolkit/runtime/notice.py"} <= set(names)
     assert a.path.read_bytes().startswith(b"#!/usr/bin/python3 -I -S\n")
 
 
@@ -83,8 +83,8 @@ def test_agent_package_imports_no_click_boto3_or_yaml_at_module_level():
 
 
 def test_pyz_takes_the_options_of_spotkit_agent():
-    from toolkit.agent.cli import build_parser
-    from toolkit.cli.agent_cmd import agent_command
+    from spotkit.runtime.agent.cli import build_parser
+    from spotkit.cli.agent_cmd import agent_command
 
     click_options = {o for p in agent_command.params for o in p.opts}
     pyz_options = {o for a in build_parser()._actions for o in a.option_strings} - {"-h", "--help"}
@@ -211,11 +211,11 @@ def test_pyz_without_boto3_or_aws_cli_says_the_handler_completes_it(aws, pyz, tm
 
 
 def test_every_toolkit_import_of_the_agent_package_is_inside_the_archive():
-    # A module added to toolkit/agent (policy.py...) that imports another toolkit module would break on the
-    # instance: the archive holds toolkit/__init__.py, toolkit/notice.py and toolkit/agent/* only.
+    # A module added to toolkit/runtime/agent (policy.py...) that imports another toolkit module would break on the
+    # instance: the archive holds toolkit/__init__.py, toolkit/runtime/notice.py and toolkit/runtime/agent/* only.
     import ast
 
-    from modules.agent_artifact import artifact_sources
+    from spotkit.constructs.agent_artifact import artifact_sources
 
     shipped = {name[:-3].replace("/", ".").removesuffix(".__init__") for name, _ in artifact_sources()
                if name.endswith(".py")}
@@ -234,8 +234,8 @@ def test_every_stacks_agent_unit_is_a_command_line_the_shipped_agent_accepts(sta
     import re
     import shlex
 
-    from toolkit.agent.cli import build_parser
-    from toolkit.synth import synthesize
+    from spotkit.runtime.agent.cli import build_parser
+    from spotkit.synth import synthesize
 
     text = synthesize([stack], tmp_path, cache_folder=tmp_path / "cache")[0].read_text()
     match = re.search(r"ExecStart=([^\\\"]*?spotkit-agent\.pyz[^\\\"]*)", text)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.agent import Agent, AgentConfig, JsonLogger, run_until_notice
-from toolkit.agent.clouds import client_for
-from toolkit.agent.clouds.azure import AzureScheduledEventsMonitor
-from toolkit.agent.clouds.client import InstanceIdentity
-from toolkit.imds.azure import AzureEmulator, AzureSettings
-from toolkit.imds.gcp import GcpEmulator, GcpSettings
+from spotkit.runtime.agent import Agent, AgentConfig, JsonLogger, run_until_notice
+from spotkit.runtime.agent.clouds import client_for
+from spotkit.runtime.agent.clouds.azure import AzureScheduledEventsMonitor
+from spotkit.runtime.agent.clouds.client import InstanceIdentity
+from spotkit.rehearsal.imds.azure import AzureEmulator, AzureSettings
+from spotkit.rehearsal.imds.gcp import GcpEmulator, GcpSettings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "clouds"
 FAST = dict(interval=0.05, complete_lifecycle=False, margin=1.0)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from modules.agent_artifact import AgentArtifactRef, build_agent_pyz
-from modules.agent_user_data import AgentSettings, agent_user_data_part
+from spotkit.constructs.agent_artifact import AgentArtifactRef, build_agent_pyz
+from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part
 from tests.support.boot_part import AWS_CLI, require_aws_cli
 from tests.test_agent_artifact import python39
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 BUCKET = "spotkit-agent-test"
 

@@ -1,4 +1,4 @@
-"""The agent on GCP and Azure, against their metadata emulators over HTTP (toolkit/imds/{gcp,azure}.py).
+"""The agent on GCP and Azure, against their metadata emulators over HTTP (toolkit/rehearsal/imds/{gcp,azure}.py).
 
 Each cloud: notice -> hook with the cloud's environment -> workload signalled; the metadata header is
 required; a notice already present at start; GCP's hanging GET and its polling fallback; Azure's
@@ -25,15 +25,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.network import free_port
-from toolkit.agent import Agent, AgentConfig, JsonLogger, run_until_notice
-from toolkit.agent.clouds import client_for
-from toolkit.agent.clouds.client import InstanceIdentity
-from toolkit.agent.clouds.detect import CloudNotDetected, detect_cloud
-from toolkit.agent.notices import MAINTENANCE, SPOT, iso
-from toolkit.imds.azure import AzureEmulator, AzureSettings
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
-from toolkit.imds.gcp import GcpEmulator, GcpSettings
-from toolkit.notice import parse_time
+from spotkit.runtime.agent import Agent, AgentConfig, JsonLogger, run_until_notice
+from spotkit.runtime.agent.clouds import client_for
+from spotkit.runtime.agent.clouds.client import InstanceIdentity
+from spotkit.runtime.agent.clouds.detect import CloudNotDetected, detect_cloud
+from spotkit.runtime.agent.notices import MAINTENANCE, SPOT, iso
+from spotkit.rehearsal.imds.azure import AzureEmulator, AzureSettings
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.rehearsal.imds.gcp import GcpEmulator, GcpSettings
+from spotkit.runtime.notice import parse_time
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(interval=0.05, complete_lifecycle=False, margin=1.0)
@@ -333,7 +333,7 @@ def test_auto_detects_each_cloud_from_its_metadata_service():
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "toolkit.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "spotkit.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -377,7 +377,7 @@ def test_cli_agent_auto_with_no_metadata_service_is_a_user_error():
 def test_cli_imds_mock_serves_each_cloud(cloud, path, header, want):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli.main", "imds-mock", "--cloud", cloud, "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "spotkit.cli.main", "imds-mock", "--cloud", cloud, "--port",
                              str(port), "--spot-delay", "0"], stdout=subprocess.PIPE, text=True, env=env)
     try:
         first = proc.stdout.readline()
@@ -403,15 +403,15 @@ def test_cloud_modules_run_on_python_39_with_the_standard_library_only(tmp_path)
     # the agent package and the emulators, alone in a fresh 3.9 interpreter: a GCP and an Azure drain
     if not shutil.which("pyenv"):
         pytest.skip("pyenv (Python 3.9) not installed")
-    for package in ("toolkit/agent", "toolkit/imds"):
+    for package in ("toolkit/runtime/agent", "toolkit/rehearsal/imds"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "toolkit" / "notice.py", tmp_path / "toolkit" / "notice.py")
     (tmp_path / "toolkit" / "__init__.py").write_text("")
     probe = (
         "import io, sys; sys.path.insert(0, sys.argv[1])\n"
-        "from toolkit.agent import AgentConfig, JsonLogger, run_until_notice\n"
-        "from toolkit.imds.gcp import GcpEmulator, GcpSettings\n"
-        "from toolkit.imds.azure import AzureEmulator, AzureSettings\n"
+        "from spotkit.runtime.agent import AgentConfig, JsonLogger, run_until_notice\n"
+        "from spotkit.rehearsal.imds.gcp import GcpEmulator, GcpSettings\n"
+        "from spotkit.rehearsal.imds.azure import AzureEmulator, AzureSettings\n"
         "with GcpEmulator(GcpSettings(preempt_delay=0)) as g:\n"
         "    r = run_until_notice(g.url, AgentConfig(cloud='gcp', interval=0.05), log=JsonLogger(io.StringIO()))\n"
         "    print(r.notice['kind'])\n"
@@ -429,8 +429,8 @@ def test_the_cloud_options_are_the_same_for_argparse_and_spotkit_agent():
     # the shipped stdlib command line adds them with options.add_arguments; spotkit agent declares them in click
     import argparse
 
-    from toolkit.agent.clouds import options
-    from toolkit.cli.agent_cmd import agent_command
+    from spotkit.runtime.agent.clouds import options
+    from spotkit.cli.agent_cmd import agent_command
 
     parser = argparse.ArgumentParser()
     options.add_arguments(parser.add_argument)
@@ -475,7 +475,7 @@ def test_an_azure_event_keeps_its_notice_when_it_starts_and_is_new_when_reschedu
     # Azure empties NotBefore once an event has Started: still the same notice (its hook must not run twice)
     from datetime import datetime, timezone
 
-    from toolkit.agent.clouds.azure import AzureScheduledEventsMonitor
+    from spotkit.runtime.agent.clouds.azure import AzureScheduledEventsMonitor
 
     def doc(incarnation, status, not_before):
         return json.dumps({"DocumentIncarnation": incarnation, "Events": [{
@@ -496,7 +496,7 @@ def test_an_azure_event_keeps_its_notice_when_it_starts_and_is_new_when_reschedu
 
 
 def test_aws_paths_are_not_asked_of_another_clouds_metadata_service():
-    from toolkit.agent.clouds import bind_monitors
+    from spotkit.runtime.agent.clouds import bind_monitors
 
     with AzureEmulator() as az:
         reader, monitors = bind_monitors(AgentConfig(cloud="azure"), client_for("azure", az.url), quiet_log())

@@ -1,4 +1,4 @@
-"""The agent's defaults have one home (toolkit/agent/defaults.py): both command lines, ``AgentConfig``, the
+"""The agent's defaults have one home (toolkit/runtime/agent/defaults.py): both command lines, ``AgentConfig``, the
 systemd argv and the user data settings read it, so a change there reaches every instance."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import shlex
 
 from click.testing import CliRunner
 
-from modules.agent_user_data import AgentSettings, agent_user_data_part
-from modules.agent_artifact import AgentArtifactRef
-from toolkit.agent import AgentConfig
-from toolkit.agent.cli import build_parser
-from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
-from toolkit.agent.systemd import agent_command
-from toolkit.cli.agent_cmd import agent_command as click_agent
+from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part
+from spotkit.constructs.agent_artifact import AgentArtifactRef
+from spotkit.runtime.agent import AgentConfig
+from spotkit.runtime.agent.cli import build_parser
+from spotkit.runtime.agent.defaults import POLL_INTERVAL_SECONDS
+from spotkit.runtime.agent.systemd import agent_command
+from spotkit.cli.agent_cmd import agent_command as click_agent
 
 REF = AgentArtifactRef("s3://bucket/agent/" + "b" * 64 + "/spotkit-agent.pyz", "b" * 64)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.agent import Agent, AgentConfig, ImdsClient, JsonLogger, run_until_notice
-from toolkit.agent.notices import LIFECYCLE_PATH, MAINTENANCE_PATH, REBALANCE_PATH, SPOT_PATH
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, JsonLogger, run_until_notice
+from spotkit.runtime.agent.notices import LIFECYCLE_PATH, MAINTENANCE_PATH, REBALANCE_PATH, SPOT_PATH
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
@@ -130,7 +130,7 @@ def test_issue_15_bodies_no_longer_crash_the_agent_cli(emu, tmp_path):
     emu.override(REBALANCE_PATH, body='{"noticeTime": 7}')
     emu.override(MAINTENANCE_PATH, body='[{"NotBefore": 5}]')
     out = tmp_path / "hook"
-    done = subprocess.run([sys.executable, "-m", "toolkit.agent.cli", "--metadata-url", emu.url, "--once",
+    done = subprocess.run([sys.executable, "-m", "spotkit.runtime.agent.cli", "--metadata-url", emu.url, "--once",
                            "--interval", "0.05", "--no-complete-lifecycle", "--on-notice", f"echo ran >> {out}"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -178,7 +178,7 @@ def test_pidfile_naming_a_bystander_is_refused(emu, tmp_path, case):
         # WHEN the agent (in a group of its own, with a bystander in that group) drains
         script = (f'sleep 120 >/dev/null 2>&1 & echo $! > {bystander_pidfile}\n'
                   + (f'echo $$ > {pidfile}\n' if case == "own-group" else "")
-                  + f'exec {sys.executable} -m toolkit.agent.cli --metadata-url {emu.url} --once --interval 0.05 '
+                  + f'exec {sys.executable} -m spotkit.runtime.agent.cli --metadata-url {emu.url} --once --interval 0.05 '
                     f'--no-complete-lifecycle --on-notice true --workload-pidfile {pidfile}')
         done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
@@ -204,11 +204,11 @@ def test_pidfile_naming_a_bystander_is_refused(emu, tmp_path, case):
 
 @pytest.mark.parametrize("pgid", ["0", "1", "-5", "-1", "abc"])
 def test_bad_workload_pgid_is_a_usage_error_not_an_oserror(pgid):
-    done = subprocess.run([sys.executable, "-m", "toolkit.agent.cli", "--workload-pgid", pgid, "--once"],
+    done = subprocess.run([sys.executable, "-m", "spotkit.runtime.agent.cli", "--workload-pgid", pgid, "--once"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2 and "argument --workload-pgid" in done.stderr and "Traceback" not in done.stderr
-    cli = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "agent", f"--workload-pgid={pgid}", "--once"],
+    cli = subprocess.run([sys.executable, "-m", "spotkit.cli.main", "agent", f"--workload-pgid={pgid}", "--once"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert cli.returncode in (1, 2) and "Traceback" not in cli.stderr and "OSError" not in cli.stderr

@@ -14,12 +14,12 @@ import time
 
 import pytest
 
-from toolkit.agent import Agent, AgentConfig, ImdsClient, JsonLogger
-from toolkit.agent.clouds import client_for
-from toolkit.agent.notices import MAINTENANCE_PATH, SPOT_PATH
-from toolkit.imds.azure import AzureEmulator, rfc1123
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
-from toolkit.notice import parse_time
+from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, JsonLogger
+from spotkit.runtime.agent.clouds import client_for
+from spotkit.runtime.agent.notices import MAINTENANCE_PATH, SPOT_PATH
+from spotkit.rehearsal.imds.azure import AzureEmulator, rfc1123
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.runtime.notice import parse_time
 
 FAR = '{"action": "terminate", "time": "2099-01-01T00:00:00Z"}'
 

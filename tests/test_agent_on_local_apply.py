@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 
-from modules.agent_artifact import build_agent_pyz
+from spotkit.constructs.agent_artifact import build_agent_pyz
 from tests.support.boot_part import user_data_part
 from tests.test_agent_boot_part import run_agent_part
 from tests.test_deploy_terraform import client, local, run  # noqa: F401 - `local` is a fixture

@@ -1,4 +1,4 @@
-"""Whom a pidfile may aim the agent at (toolkit/agent/runner.py): only the pidfile owner's processes (any
+"""Whom a pidfile may aim the agent at (toolkit/runtime/agent/runner.py): only the pidfile owner's processes (any
 process when root owns it), and never through a pidfile whose time is in the future.
 
 The agent runs as root; these tests run as root too and use uid 65534 (nobody) as "another user":
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from toolkit.agent.runner import PIDFILE_CLOCK_SLACK, signal_workload, workload_from_pidfile, WorkloadRefused
+from spotkit.runtime.agent.runner import PIDFILE_CLOCK_SLACK, signal_workload, workload_from_pidfile, WorkloadRefused
 
 NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: files and processes of another uid")

@@ -1,4 +1,4 @@
-"""One reboot policy on every cloud (docs/agent.md, ``toolkit.notice.REBOOT_EVENTS``): AWS ``system-reboot``
+"""One reboot policy on every cloud (docs/agent.md, ``spotkit.runtime.notice.REBOOT_EVENTS``): AWS ``system-reboot``
 / ``instance-reboot`` and Azure ``Reboot`` / ``Redeploy`` take the machine down and bring it back with its
 disks, but without its memory and processes. Each is drained like a terminal notice (checkpoint hook, then
 the workload signal), never handed to the Auto Scaling group (no lifecycle completion), and on Azure
@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from toolkit.agent import Agent, AgentConfig, ImdsClient, JsonLogger, run_until_notice
-from toolkit.agent.notices import MAINTENANCE
-from toolkit.imds.azure import AzureEmulator
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, JsonLogger, run_until_notice
+from spotkit.runtime.agent.notices import MAINTENANCE
+from spotkit.rehearsal.imds.azure import AzureEmulator
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 
 class RecordingAutoScaling:

@@ -10,12 +10,12 @@ import pytest
 
 import json
 
-from modules.agent_artifact import AgentArtifactRef, build_agent_pyz
-from modules.agent_user_data import AgentSettings, agent_user_data_part
-from modules.compute_group import ComputeGroupSettings, SpotComputeGroup, validate_settings
+from spotkit.constructs.agent_artifact import AgentArtifactRef, build_agent_pyz
+from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part
+from spotkit.constructs.compute_group import ComputeGroupSettings, SpotComputeGroup, validate_settings
 from tests.support.synth import local_value, one, resources, synth_construct
-from toolkit.agent.systemd import agent_command, render_unit
-from toolkit.errors import ValidationError
+from spotkit.runtime.agent.systemd import agent_command, render_unit
+from spotkit.errors import ValidationError
 
 SUBNETS = ["subnet-a", "subnet-b"]
 REF = AgentArtifactRef("s3://bucket/agent/" + "a" * 64 + "/spotkit-agent.pyz", "a" * 64)
@@ -185,7 +185,7 @@ def test_no_package_index_at_boot_by_default():
 
 
 def test_notebook_installs_the_shipped_agent_without_lifecycle_completion():
-    from stacks.notebook import NotebookConfig, NotebookStack
+    from spotkit.stacks.notebook import NotebookConfig, NotebookStack
     from tests.support.synth import build_stack
 
     # GIVEN the notebook stack (a persistent spot instance: hibernate or stop, no Auto Scaling group)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError, NoRegionError, ParamValidationError, ProfileNotFound
 
-from toolkit.aws import user_error
+from spotkit.aws import user_error
 
 
 def _client_error(code: str, op: str = "DescribeInstances") -> ClientError:

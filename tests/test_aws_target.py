@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.aws import AwsTarget, is_loopback
+from spotkit.aws import AwsTarget, is_loopback
 
 
 @pytest.fixture()

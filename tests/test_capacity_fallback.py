@@ -15,13 +15,13 @@ from tests.support.scaling_activities_extension import inject_scaling_activity
 from tests.support.spot_group import SpotGroupWorld
 from tests.support.spot_placement_scores_extension import requests as score_requests
 from tests.support.spot_placement_scores_extension import set_spot_placement_scores
-from toolkit.interruption import events as ev
-from toolkit.interruption import fallback as fb
-from toolkit.interruption.events import DropEvent
-from toolkit.interruption.handler import ACTED, Handler, HandlerSettings
-from toolkit.interruption.store import LocalFileStore
-from toolkit.runbooks.base import RunContext
-from toolkit.runbooks.replace import restore_spot
+from spotkit.runtime.interruption import events as ev
+from spotkit.runtime.interruption import fallback as fb
+from spotkit.runtime.interruption.events import DropEvent
+from spotkit.runtime.interruption.handler import ACTED, Handler, HandlerSettings
+from spotkit.runtime.interruption.store import LocalFileStore
+from spotkit.runbooks.base import RunContext
+from spotkit.runbooks.replace import restore_spot
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=timezone.utc)
 GROUP = "gpu-spot"
@@ -338,7 +338,7 @@ def test_ecs_placement_failure_falls_back_when_the_clusters_spot_launches_failed
 def test_status_shows_the_fallback_since_when_and_the_next_check(aws, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from toolkit.cli.main import cli
+    from spotkit.cli.main import cli
 
     short_world(aws)
     handler(aws, tmp_path).handle_body(ce.launch_unsuccessful(GROUP))
@@ -371,7 +371,7 @@ def test_a_forwarded_capacity_event_is_dropped():
 
 
 def test_lambda_reads_the_fallback_settings_from_its_environment():
-    from toolkit.interruption.lambda_entry import settings_from_env
+    from spotkit.runtime.interruption.lambda_entry import settings_from_env
 
     s = settings_from_env({"SPOTKIT_FALLBACK": "true", "SPOTKIT_FALLBACK_MAX_ON_DEMAND_BASE": "3",
                            "SPOTKIT_FALLBACK_HOLD_MINUTES": "45", "SPOTKIT_FALLBACK_CHECK_EVERY_MINUTES": "5"})
@@ -381,8 +381,8 @@ def test_lambda_reads_the_fallback_settings_from_its_environment():
 
 
 def test_the_lambda_with_the_dynamodb_journal_falls_back_once(aws, tmp_path):
-    from toolkit.interruption.lambda_entry import build_handler, handle
-    from toolkit.interruption.store import create_journal_table
+    from spotkit.runtime.interruption.lambda_entry import build_handler, handle
+    from spotkit.runtime.interruption.store import create_journal_table
 
     world = short_world(aws)
     create_journal_table(aws.client("dynamodb"), "journal")
@@ -399,7 +399,7 @@ def test_the_lambda_with_the_dynamodb_journal_falls_back_once(aws, tmp_path):
 def test_handle_events_with_fallback_acts_on_a_launch_failure_file(aws, tmp_path):
     from click.testing import CliRunner
 
-    from toolkit.cli.main import cli
+    from spotkit.cli.main import cli
 
     world = short_world(aws)
     path = tmp_path / "event.json"

@@ -9,7 +9,7 @@ import json
 
 from tests.support import capacity_events as ce
 from tests.test_capacity_fallback import GROUP, Clock, base, group, handler, short_world, tags
-from toolkit.interruption import fallback as fb
+from spotkit.runtime.interruption import fallback as fb
 
 
 def _untag(world) -> None:
@@ -55,7 +55,7 @@ def test_a_launch_failure_from_another_account_is_dropped_and_journaled(aws, tmp
 def test_handle_events_group_option_limits_capacity_events_too(aws, tmp_path):
     from click.testing import CliRunner
 
-    from toolkit.cli.main import cli
+    from spotkit.cli.main import cli
 
     # GIVEN a spotkit group short of capacity, and --fallback with --group naming another group
     world = short_world(aws)

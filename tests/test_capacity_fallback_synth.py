@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-from modules.capacity_fallback import FallbackSettings
-from stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
-from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
-from stacks.training import TrainingConfig, TrainingStack
+from spotkit.constructs.capacity_fallback import FallbackSettings
+from spotkit.stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
+from spotkit.stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
+from spotkit.stacks.training import TrainingConfig, TrainingStack
 from tests.support.synth import assert_resource_with_properties, build_stack, one, resources
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +135,8 @@ def test_fallback_needs_interruptions():
 
 
 def test_config_file_overrides_reach_the_fallback_settings():
-    from toolkit.config import apply_overrides
-    from toolkit.errors import ConfigError
+    from spotkit.config import apply_overrides
+    from spotkit.errors import ConfigError
 
     config = apply_overrides(GpuInferenceConfig(), {"fallback": {"max_on_demand_base": 4, "hold_minutes": 45}},
                              "gpu_inference")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.check import run_check_on_paths
-from toolkit.check.loader import block, blocks, load_graph
-from toolkit.errors import ToolkitError
+from spotkit.check import run_check_on_paths
+from spotkit.check.loader import block, blocks, load_graph
+from spotkit.errors import ToolkitError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "check"
 MIXED = FIXTURES / "hcl" / "mixed_instances"
@@ -310,7 +310,7 @@ def test_cli_exit_codes_on_an_hcl_directory(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(root)}
 
     def spotkit(*args):
-        return subprocess.run([sys.executable, "-m", "toolkit.cli.main", "check", *args], cwd=root, env=env,
+        return subprocess.run([sys.executable, "-m", "spotkit.cli.main", "check", *args], cwd=root, env=env,
                               capture_output=True, text=True, timeout=120)
 
     # GIVEN a directory with an error (no termination hook) / THEN exit 1 naming the rule
@@ -404,7 +404,7 @@ module "groups" {
     groups = sorted(a for a in got if a.endswith("aws_autoscaling_group.g"))
     assert groups == ['module.groups["batch"].aws_autoscaling_group.g', 'module.groups["web"].aws_autoscaling_group.g']
     assert got['module.groups["web"].aws_autoscaling_group.g'][0].values["name"] == "web"
-    from toolkit.check.rules import launch_templates_of
+    from spotkit.check.rules import launch_templates_of
 
     graph = load_graph([str(tmp_path)])
     batch = graph.by_address('module.groups["batch"].aws_autoscaling_group.g')

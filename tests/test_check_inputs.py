@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.tf_validate import MIRROR_ROOT, needs_terraform
-from toolkit.check import run_check_on_paths
-from toolkit.check.loader import block, blocks, load_graph
-from toolkit.errors import ConfigError, ToolkitError
+from spotkit.check import run_check_on_paths
+from spotkit.check.loader import block, blocks, load_graph
+from spotkit.errors import ConfigError, ToolkitError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "check"
 THIRD_PARTY = FIXTURES / "third_party_autoscaling.tf.json"
@@ -174,7 +174,7 @@ def test_suppression_naming_no_rule_and_bad_config_shape(tmp_path):
 
 def test_check_before_plan_blocks_on_errors_only():
     # GIVEN what 'spotkit plan' calls before planning
-    from toolkit.check import CheckFailed, check_before_plan
+    from spotkit.check import CheckFailed, check_before_plan
 
     # WHEN the configuration is clean THEN it returns the report and its one-line summary
     report = check_before_plan([FIXTURES / "good.tf.json"])

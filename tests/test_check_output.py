@@ -15,11 +15,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from toolkit.check import run_check_on_paths
-from toolkit.check.checkov import find_checkov, parse_output
-from toolkit.check.sarif import to_sarif
+from spotkit.check import run_check_on_paths
+from spotkit.check.checkov import find_checkov, parse_output
+from spotkit.check.sarif import to_sarif
 
-SPOTKIT = [sys.executable, "-m", "toolkit.cli.main"]
+SPOTKIT = [sys.executable, "-m", "spotkit.cli.main"]
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "check"
 THIRD_PARTY = FIXTURES / "third_party_autoscaling.tf.json"
@@ -115,7 +115,7 @@ def test_recorded_checkov_output_maps_to_findings():
 def test_recorded_checkov_output_with_ambiguous_names():
     # GIVEN checkov 3.3.30's output on the third-party file, where "resource.this" names both the
     # launch template and the group (checkov's terraform_json runner drops the resource type)
-    from toolkit.check.loader import load_graph
+    from spotkit.check.loader import load_graph
 
     text = (FIXTURES / "checkov-output-third-party.json").read_text()
     names: dict = {}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.check import run_check_on_paths
-from toolkit.check.sarif import to_sarif
+from spotkit.check import run_check_on_paths
+from spotkit.check.sarif import to_sarif
 
 PATTERNS = Path(__file__).parent / "fixtures" / "check" / "patterns"
 AGENTS = PATTERNS / "ci_agents"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.check import run_check_on_paths
-from toolkit.check.rules import RULES
+from spotkit.check import run_check_on_paths
+from spotkit.check.rules import RULES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "check"
 GOOD = json.loads((FIXTURES / "good.tf.json").read_text())
@@ -55,14 +55,14 @@ def test_each_rule_lives_in_its_own_file_and_the_registry_is_built_from_them():
     # GIVEN the rule files of toolkit/check/rules (spotNNN_<what>.py)
     import importlib
 
-    import toolkit.check.rules as registry
+    import spotkit.check.rules as registry
 
     files = sorted(p.stem for p in Path(registry.__file__).parent.glob("spot[0-9][0-9][0-9]_*.py"))
     # THEN each holds the metadata of the rule its name says, and the registry is exactly those rules, each with
     # its file's check
     assert [f[:7].upper() for f in files] == [r.id for r in RULES]
     for name, rule in zip(files, RULES):
-        module = importlib.import_module(f"toolkit.check.rules.{name}")
+        module = importlib.import_module(f"spotkit.check.rules.{name}")
         assert (module.RULE.id, module.RULE.title, rule.check) == (rule.id, rule.title, module.check)
 
 
@@ -80,7 +80,7 @@ def test_k8s_reads_node_pools_without_importing_check():
             elif isinstance(node, ast.Import):
                 imports += [(path.name, a.name) for a in node.names]
     assert imports, "no imports read: the path is wrong"
-    assert [(f, m) for f, m in imports if m == "toolkit.check" or m.startswith("toolkit.check.")] == []
+    assert [(f, m) for f, m in imports if m == "spotkit.check" or m.startswith("spotkit.check.")] == []
 
 
 def _types(types):

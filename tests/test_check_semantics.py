@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.check import run_check_on_paths
-from toolkit.check.loader import load_graph
-from toolkit.check.report import render_text
-from toolkit.cli.main import main
+from spotkit.check import run_check_on_paths
+from spotkit.check.loader import load_graph
+from spotkit.check.report import render_text
+from spotkit.cli.main import main
 
 SPOT_GROUP = """
 resource "aws_subnet" "a" {

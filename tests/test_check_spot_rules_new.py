@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from tests.test_check_hcl import good, write
-from toolkit.check import run_check_on_paths
-from toolkit.check.report import render_text
-from toolkit.check.rules import RULES_BY_ID
-from toolkit.check.sarif import to_sarif
+from spotkit.check import run_check_on_paths
+from spotkit.check.report import render_text
+from spotkit.check.rules import RULES_BY_ID
+from spotkit.check.sarif import to_sarif
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "check"
@@ -263,14 +263,14 @@ def test_pre_commit_hooks_entry_point_exists():
     # GIVEN the hook definitions / THEN each entry is the installed `spotkit` console script and a real command
     from importlib.metadata import entry_points
 
-    from toolkit.cli.main import cli
+    from spotkit.cli.main import cli
 
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     for hook in hooks:
         program, command = hook["entry"].split()
-        assert scripts.get(program) == "toolkit.cli.main:main"
-        assert f'{program} = "toolkit.cli.main:main"' in (ROOT / "pyproject.toml").read_text()
+        assert scripts.get(program) == "spotkit.cli.main:main"
+        assert f'{program} = "spotkit.cli.main:main"' in (ROOT / "pyproject.toml").read_text()
         assert command in cli.list_commands(None)
         assert hook["language"] == "python" and hook["pass_filenames"] is False
         assert "--no-checkov" in hook["args"]
@@ -278,7 +278,7 @@ def test_pre_commit_hooks_entry_point_exists():
 
 def test_live_checkov_on_an_hcl_directory():
     # GIVEN checkov installed (optional extra; SPOTKIT_CHECKOV or PATH), else skipped with the reason
-    from toolkit.check.checkov import find_checkov
+    from spotkit.check.checkov import find_checkov
 
     if find_checkov() is None:
         pytest.skip("checkov is not installed (optional extra 'check'); the replayed run above covers the merge")
@@ -295,7 +295,7 @@ def test_live_checkov_on_an_hcl_directory():
 @pytest.mark.parametrize("mode", ["karpenter", "auto_mode"])
 def test_spotkit_rendered_node_pools_pass_the_karpenter_rules(tmp_path, mode):
     # GIVEN the eks_gpu stack's NodePools as `spotkit k8s render` writes them (spot pool + on-demand floor)
-    from toolkit.k8s.render import render
+    from spotkit.k8s.render import render
 
     result = render("eks_gpu", tmp_path, {"eks_gpu": {"node_provisioning": mode}})
     assert "NodePool" in result.kinds
@@ -317,7 +317,7 @@ def test_k8s_check_reads_node_pools_too(tmp_path):
     path = tmp_path / "pools.yaml"
     path.write_text(yaml.safe_dump(node_pool("gpu-spot", ["spot"])))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "k8s", "check", str(path)], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "spotkit.cli.main", "k8s", "check", str(path)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     # THEN both Karpenter rules warn (exit 0: warnings), each with its fix
     assert result.returncode == 0, result.stderr

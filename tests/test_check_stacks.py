@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from modules.inference_service import SPOT_ONLY_ACCEPTED
-from stacks import registry
-from toolkit.check import run_check_on_paths
-from toolkit.synth import synthesize
+from spotkit.constructs.inference_service import SPOT_ONLY_ACCEPTED
+from spotkit.stacks import registry
+from spotkit.check import run_check_on_paths
+from spotkit.synth import synthesize
 
 
 @pytest.fixture(scope="module")

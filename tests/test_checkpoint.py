@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit import checkpoint
-from toolkit.workload import Trainer, TrainerConfig
+from spotkit.rehearsal import checkpoint
+from spotkit.rehearsal.workload import Trainer, TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 WRITER = r"""
 import sys, numpy as np
-from toolkit import checkpoint
+from spotkit.rehearsal import checkpoint
 d = sys.argv[1]
 found = checkpoint.latest(d)
 step = found.step if found else 0            # resume: each run's saves are newer than the last run's
@@ -105,7 +105,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
 def test_sigterm_checkpoints_the_current_step_and_exits(tmp_path):
     progress = tmp_path / "progress.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.workload", "--checkpoint-dir", str(tmp_path / "c"),
+    proc = subprocess.Popen([sys.executable, "-m", "spotkit.rehearsal.workload", "--checkpoint-dir", str(tmp_path / "c"),
                              "--steps", "1000", "--step-seconds", "0.05", "--checkpoint-every", "1000",
                              "--progress", str(progress)], env=env)
     deadline = time.time() + 30
@@ -128,7 +128,7 @@ def test_an_unwritable_checkpoint_dir_is_found_at_start_not_at_the_first_save(tm
     folder = tmp_path / "a-file" / "ckpt"
     progress = tmp_path / "progress.jsonl"
     # WHEN the workload starts THEN it stops before its first step, saying why, with exit 1 and no traceback
-    done = subprocess.run([sys.executable, "-m", "toolkit.workload", "--checkpoint-dir", str(folder), "--steps", "50",
+    done = subprocess.run([sys.executable, "-m", "spotkit.rehearsal.workload", "--checkpoint-dir", str(folder), "--steps", "50",
                            "--step-seconds", "0.01", "--checkpoint-every", "40", "--progress", str(progress)],
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=120)

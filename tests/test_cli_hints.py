@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.network import free_port, wait_for_port
-from toolkit.local import emulator
+from spotkit.rehearsal.local import emulator
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "check"
@@ -80,7 +80,7 @@ def project_with_emulator(tmp_path):
 
 
 def test_the_demos_closing_hints_work_when_pasted(project_with_emulator):
-    from toolkit.cli.demo_cmd import demo_next_hints
+    from spotkit.cli.demo_cmd import demo_next_hints
 
     cwd, state = project_with_emulator
     hints = demo_next_hints(state.url)
@@ -97,7 +97,7 @@ def test_the_demos_closing_hints_work_when_pasted(project_with_emulator):
 
 
 def test_the_drills_check_hint_works_when_pasted(tmp_path):
-    from toolkit.cli.drill_cmd import CHECK_HINT
+    from spotkit.cli.drill_cmd import CHECK_HINT
 
     done = sh(CHECK_HINT + "   # is your Terraform ready for this?", tmp_path)  # the line as the drill prints it
     assert done.returncode == 0, done.stdout + done.stderr
@@ -106,7 +106,7 @@ def test_the_drills_check_hint_works_when_pasted(tmp_path):
 
 @pytest.mark.terraform
 def test_the_synth_hints_work_when_pasted_into_a_shell_without_the_venv(project_with_emulator):
-    from toolkit.deploy import mirror
+    from spotkit.deploy import mirror
 
     terraform = shutil.which("terraform", path=LOGIN_PATH) or shutil.which("tofu", path=LOGIN_PATH)
     if terraform is None:
@@ -133,7 +133,7 @@ def test_the_synth_hints_work_when_pasted_into_a_shell_without_the_venv(project_
 
 
 def test_a_hint_names_the_spotkit_that_runs_when_it_is_not_on_path(tmp_path):
-    from toolkit.cli.hints import not_on_path_note, paste_ready, program
+    from spotkit.cli.hints import not_on_path_note, paste_ready, program
 
     # GIVEN a venv's spotkit that the shell's PATH does not find
     bin_dir = tmp_path / ".venv" / "bin"

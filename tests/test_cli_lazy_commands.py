@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from toolkit.cli import main
+from spotkit.cli import main
 
 
 def test_the_command_map_names_every_command_of_every_module_and_nothing_else():
@@ -32,13 +32,13 @@ def test_help_lists_every_command_and_each_accepts_the_global_options_after_it()
 
 PROBE = """
 import sys
-from toolkit.cli.main import main
+from spotkit.cli.main import main
 try:
     main(["check", "--help"])
 except SystemExit:
     pass
-heavy = sorted(m for m in ("boto3", "botocore.client", "toolkit.deploy.workflow", "toolkit.agent.core",
-                           "toolkit.runbooks.base", "toolkit.interruption.handler") if m in sys.modules)
+heavy = sorted(m for m in ("boto3", "botocore.client", "spotkit.deploy.workflow", "spotkit.runtime.agent.core",
+                           "spotkit.runbooks.base", "spotkit.runtime.interruption.handler") if m in sys.modules)
 print("heavy=" + ",".join(heavy))
 """
 
@@ -51,7 +51,7 @@ def test_spotkit_check_loads_no_aws_client_library():
 
 SYNTH_PROBE = """
 import sys
-from toolkit.cli.main import main
+from spotkit.cli.main import main
 try:
     main(["synth", "--no-cache", "--out", sys.argv[1], "training"])
 except SystemExit as exc:

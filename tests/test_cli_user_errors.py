@@ -166,7 +166,7 @@ def test_drill_without_the_plot_extra_says_so_first_and_still_writes_its_data(ca
 
 
 def test_failed_init_names_the_provider_mirror_found_on_the_machine(capsys, tmp_path, monkeypatch):
-    from toolkit.deploy import mirror
+    from spotkit.deploy import mirror
 
     found = mirror.discover()
     if found is None:
@@ -186,7 +186,7 @@ def test_failed_init_names_the_provider_mirror_found_on_the_machine(capsys, tmp_
 
 
 def test_the_provider_mirror_on_the_machine_is_used_without_an_environment_variable(tmp_path, monkeypatch):
-    from toolkit.deploy import mirror
+    from spotkit.deploy import mirror
 
     # GIVEN a mirror in a well-known place, and no option, variable or setting naming one (a user's shell)
     (tmp_path / "m" / mirror.REGISTRY_HOST / "hashicorp" / "aws").mkdir(parents=True)
@@ -217,7 +217,7 @@ def test_config_values_refused_with_the_key_path(capsys, tmp_path, config, expec
 # --- exit codes: usage errors 2, user errors 1, bugs 3 -------------------------------------------
 
 def test_a_bug_exits_3_a_usage_error_2(capsys, monkeypatch):
-    import toolkit.cli.stacks_cmd as stacks_cmd
+    import spotkit.cli.stacks_cmd as stacks_cmd
 
     # GIVEN a command that fails with an unexpected exception (a bug)
     def broken(*_a, **_k):
@@ -257,7 +257,7 @@ def test_a_command_without_its_extra_says_which_to_install(capsys, tmp_path, mon
 
 
 def test_an_import_of_an_extras_module_anywhere_is_the_same_user_error():
-    from toolkit.cli.main import user_error
+    from spotkit.cli.main import user_error
 
     # GIVEN the error Python raises when numpy is missing deep inside a command
     mapped = user_error(ModuleNotFoundError("No module named 'numpy'", name="numpy"), ["drill"])
@@ -302,7 +302,7 @@ def test_the_prompt_answered_no_or_ctrl_c_says_nothing_was_changed(capsys, monke
 
 
 def test_ctrl_c_while_working_says_what_was_and_was_not_done(capsys, monkeypatch):
-    import toolkit.cli.stacks_cmd as stacks_cmd
+    import spotkit.cli.stacks_cmd as stacks_cmd
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
@@ -320,7 +320,7 @@ def test_a_full_disk_under_the_journal_dir_is_a_user_error_naming_it(capsys, mon
                                                                      reclaimed_group):
     import errno
 
-    from toolkit.runbooks import journal
+    from spotkit.runbooks import journal
 
     # GIVEN a disk that fills up when the runbook journals its first step
     def full(self, record):
@@ -395,8 +395,8 @@ def test_a_failed_synth_keeps_what_the_output_folder_held(capsys, tmp_path):
 
 
 def test_interrupt_hints_name_the_group_not_a_placeholder():
-    from toolkit.errors import ToolkitError
-    from toolkit.interrupt import choose
+    from spotkit.errors import ToolkitError
+    from spotkit.interrupt import choose
 
     with pytest.raises(ToolkitError) as caught:
         choose([], group="training")

@@ -9,16 +9,16 @@ import warnings
 import pytest
 from cdktn import Testing as CdkTesting
 
-from modules.annotations import SpotkitWarning
+from spotkit.constructs.annotations import SpotkitWarning
 from modules.compute_group import (
     ComputeGroupSettings,
     InstanceRequirements,
     SpotComputeGroup,
 )
-from modules.user_data import UserDataPart, escape_for_terraform
-from stacks.base import SpotkitStack, StackConfig
+from spotkit.constructs.user_data import UserDataPart, escape_for_terraform
+from spotkit.stacks.base import SpotkitStack, StackConfig
 from tests.support.synth import assert_resource_with_properties, local_value, one, resources, synth_construct
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 SUBNETS = ["subnet-a", "subnet-b"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.training import TrainingConfig
-from toolkit.config import apply_overrides, read_config_file
-from toolkit.errors import ConfigError
+from spotkit.stacks.training import TrainingConfig
+from spotkit.config import apply_overrides, read_config_file
+from spotkit.errors import ConfigError
 
 
 def test_nested_override_keeps_other_defaults():
@@ -67,7 +67,7 @@ def test_top_level_must_be_a_mapping(tmp_path):
 
 
 def test_unknown_and_misspelled_settings_keys_are_refused(tmp_path):
-    from toolkit.config import check_settings
+    from spotkit.config import check_settings
 
     with pytest.raises(ConfigError) as err:
         check_settings({"bogus": 1})
@@ -83,7 +83,7 @@ def test_unknown_and_misspelled_settings_keys_are_refused(tmp_path):
 
 
 def test_backend_key_placeholders():
-    from toolkit.config import backend_key
+    from spotkit.config import backend_key
 
     assert backend_key("spotkit/{stack}.tfstate", "training") == "spotkit/training.tfstate"
     with pytest.raises(ConfigError, match=r"unknown placeholder \{name\}"):
@@ -132,7 +132,7 @@ def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
 
 
 def test_regions_are_checked_in_stack_configs_and_the_backend():
-    from toolkit.config import check_settings
+    from spotkit.config import check_settings
 
     assert apply_overrides(TrainingConfig(), {"region": "eu-west-1"}).region == "eu-west-1"
     assert apply_overrides(TrainingConfig(), {"region": "cn-north-1"}).region == "cn-north-1"  # other partitions

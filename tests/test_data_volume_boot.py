@@ -12,13 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from modules.compute_group import SpotComputeGroup
-from modules.data_volume import DataVolumeSettings, RetainedDataVolumes, SnapshotSettings
+from spotkit.constructs.compute_group import SpotComputeGroup
+from spotkit.constructs.data_volume import DataVolumeSettings, RetainedDataVolumes, SnapshotSettings
 from tests.support.boot_part import run_boot_part, user_data_part
 from tests.support.spot_group import SpotGroupWorld
 from tests.support.synth import local_value, synth_construct
-from toolkit.runbooks.base import RunContext
-from toolkit.runbooks.volumes import recover_volumes
+from spotkit.runbooks.base import RunContext
+from spotkit.runbooks.volumes import recover_volumes
 
 GROUP = "training"  # SpotGroupWorld's group name
 VOLUME = dict(device_name="/dev/sdf", size_gib=50, iops=4000, throughput_mibps=300, mount_point="/data", wait_minutes=1)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.deploy.explain import already_existing, explain, stale_lock
+from spotkit.deploy.explain import already_existing, explain, stale_lock
 from toolkit.deploy.runner import (PID_FILE, RUN_DIR, SignalRelay, TerraformStillRunning, ensure_not_running,
                                    running_terraform)
-from toolkit.processes import pid_alive
+from spotkit.processes import pid_alive
 
 TREE = Path(__file__).resolve().parents[1]
 TERRAFORM = shutil.which("terraform") or shutil.which("tofu")
@@ -257,8 +257,8 @@ def test_an_interrupt_to_spotkit_stops_terraform_gracefully_and_says_so(gated_wo
 @pytest.fixture()
 def local_project(tmp_path, monkeypatch):
     """A project directory with its own running emulator (as in test_deploy_terraform.py); stopped afterwards."""
-    from toolkit.deploy import mirror
-    from toolkit.local import emulator
+    from spotkit.deploy import mirror
+    from spotkit.rehearsal.local import emulator
     from tests.support.network import free_port
 
     if TERRAFORM is None or mirror.discover() is None:
@@ -281,7 +281,7 @@ def spotkit_env(project: Path) -> dict:
 
 
 def spotkit_cli(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "toolkit.cli.main", *args], cwd=TREE, env=spotkit_env(project),
+    return subprocess.run([sys.executable, "-m", "spotkit.cli.main", *args], cwd=TREE, env=spotkit_env(project),
                           capture_output=True, text=True, timeout=1200)
 
 
@@ -292,7 +292,7 @@ def test_killed_spotkit_apply_then_plan_says_terraform_runs_and_a_clean_apply_co
     project, state = local_project
     workdir = project / "local" / "training"
     # GIVEN `spotkit apply training --target local --yes`, Terraform creating resources
-    apply = subprocess.Popen([sys.executable, "-m", "toolkit.cli.main", "apply", "training", "--target", "local",
+    apply = subprocess.Popen([sys.executable, "-m", "spotkit.cli.main", "apply", "training", "--target", "local",
                               "--yes"], cwd=TREE, env=spotkit_env(project), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     seen = []
@@ -338,8 +338,8 @@ def test_killed_spotkit_apply_then_plan_says_terraform_runs_and_a_clean_apply_co
 
 @pytest.mark.terraform
 def test_a_state_locked_by_a_terraform_spotkit_did_not_start_is_explained_with_its_lock_id(gated_workdir):
-    from toolkit.deploy.binary import find_terraform
-    from toolkit.deploy.runner import IsFlagged, TerraformCommandFailed, TerraformRunner
+    from spotkit.deploy.binary import find_terraform
+    from spotkit.deploy.runner import IsFlagged, TerraformCommandFailed, TerraformRunner
 
     # GIVEN a Terraform started by hand in the working directory, holding the state lock
     by_hand = subprocess.Popen([TERRAFORM, "apply", "-auto-approve", "-input=false", "-no-color"], cwd=gated_workdir,
@@ -369,9 +369,9 @@ def test_a_state_locked_by_a_terraform_spotkit_did_not_start_is_explained_with_i
 def test_the_providers_own_already_exists_error_is_explained_with_the_import_that_adopts_it(aws, tmp_path):
     """Real Terraform and the real hashicorp/aws provider against the emulator: an EFS that exists outside the
     state (as a killed apply leaves it) makes the provider fail; spotkit names the address, the id, the import."""
-    from toolkit.deploy import mirror
-    from toolkit.deploy.binary import find_terraform
-    from toolkit.deploy.runner import IsFlagged, TerraformCommandFailed, TerraformRunner
+    from spotkit.deploy import mirror
+    from spotkit.deploy.binary import find_terraform
+    from spotkit.deploy.runner import IsFlagged, TerraformCommandFailed, TerraformRunner
 
     found = mirror.discover()
     if TERRAFORM is None or found is None:

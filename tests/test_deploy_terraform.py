@@ -1,6 +1,6 @@
 """End-to-end tier: every registered stack through real ``terraform init/plan/apply/destroy`` against the
 embedded AWS emulator (a moto server started by ``spotkit local``'s own code, one per test), then boto3
-calls that check what exists. Parametrized over ``stacks.registry.STACKS``, so new stacks are covered.
+calls that check what exists. Parametrized over ``spotkit.stacks.registry.STACKS``, so new stacks are covered.
 
 Needs the terraform binary and the hashicorp/aws provider (from a mirror: SPOTKIT_PROVIDER_MIRROR or the
 well-known folders, e.g. /opt/tf-plugins); skips with the reason otherwise.
@@ -15,11 +15,11 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from stacks import registry
+from spotkit.stacks import registry
 from tests.support.network import free_port
-from toolkit.cli.main import cli
-from toolkit.deploy import mirror
-from toolkit.local import emulator
+from spotkit.cli.main import cli
+from spotkit.deploy import mirror
+from spotkit.rehearsal.local import emulator
 
 TERRAFORM = shutil.which("terraform") or shutil.which("tofu")
 MIRROR = mirror.discover()
@@ -114,7 +114,7 @@ def test_stack_applies_and_destroys_on_the_local_target(stack, local):
         shown = run("--output", "json", "output", stack, "--target", "local")
         assert json.loads(shown.output) == want
         assert want["group_name"] == "spotkit-training"
-    # AND planning again shows no change at all (the emulator's fixes, toolkit/local/server.py MOTO_FIXES,
+    # AND planning again shows no change at all (the emulator's fixes, toolkit/rehearsal/local/server.py MOTO_FIXES,
     # make moto round-trip what the stacks set), so `--detailed-exitcode` drift checks work locally
     again = run("plan", stack, "--target", "local", "--detailed-exitcode")
     assert again.exit_code == 0, again.output

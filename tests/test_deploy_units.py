@@ -9,10 +9,10 @@ import stat
 
 import pytest
 
-from toolkit.deploy import local_target, mirror, planning
-from toolkit.deploy.binary import find_terraform, parse_version
-from toolkit.deploy.workflow import backend_block
-from toolkit.errors import ConfigError, MissingDependencyError
+from spotkit.deploy import local_target, mirror, planning
+from spotkit.deploy.binary import find_terraform, parse_version
+from spotkit.deploy.workflow import backend_block
+from spotkit.errors import ConfigError, MissingDependencyError
 
 DOC = {
     "resource": {

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.test_cli_hints import own_stack_example
-from toolkit.check import RULES
+from spotkit.check import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -116,7 +116,7 @@ def test_site_builds_strict_with_every_command_and_rule(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT), "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     # THEN the generated CLI reference documents every command (loaded lazily by the group) with its options
-    from toolkit.cli.main import COMMANDS
+    from spotkit.cli.main import COMMANDS
 
     cli_page = (tmp_path / "site" / "cli" / "index.html").read_text()
     cli_page = cli_page.split('id="commands-and-options-generated"', 1)[1]  # the generated part only
@@ -143,7 +143,7 @@ def documented_exit_codes() -> dict[int, str]:
 
 
 def exit_code_of(argv: list[str]) -> int:
-    from toolkit.cli.main import main
+    from spotkit.cli.main import main
 
     with pytest.raises(SystemExit) as ended:
         main(argv)
@@ -153,7 +153,7 @@ def exit_code_of(argv: list[str]) -> int:
 def test_readme_exit_codes_are_the_ones_the_cli_uses(capsys):
     import click
 
-    from toolkit.cli.main import cli
+    from spotkit.cli.main import cli
 
     documented = documented_exit_codes()
     # GIVEN a usage error, a user error and a bug WHEN each ends the CLI

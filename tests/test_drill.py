@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.drill import DrillSettings, compare, idle_intervals, plot, run_drill
-from toolkit.errors import ToolkitError
+from spotkit.rehearsal.drill import DrillSettings, compare, idle_intervals, plot, run_drill
+from spotkit.errors import ToolkitError
 
 SETTINGS = DrillSettings(interruptions=3, seed=11, steps=80, step_seconds=0.25, checkpoint_every=10,
                          notice_seconds=2.0, replacement_seconds=0.3, uptime_range=(1.5, 3.0), rebalance_lead=1.0)
@@ -132,7 +132,7 @@ def test_drill_cli_reattaches_the_retained_volume_on_the_emulator(aws, tmp_path)
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     result = subprocess.run(
-        [sys.executable, "-m", "toolkit.cli.main", "--output", "json", "--endpoint-url", aws.url, "drill",
+        [sys.executable, "-m", "spotkit.cli.main", "--output", "json", "--endpoint-url", aws.url, "drill",
          "-n", "1", "--steps", "30", "--step-seconds", "0.25", "--notice-seconds", "1.5", "--out", str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

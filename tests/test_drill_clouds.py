@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.drill import DrillSettings, run_drill
-from toolkit.errors import ToolkitError
-from toolkit.notice import parse_time
+from spotkit.rehearsal.drill import DrillSettings, run_drill
+from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import parse_time
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_rebalance_lead_and_unknown_clouds_are_refused():
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "toolkit.cli.main", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "spotkit.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=300)
 
 

@@ -8,20 +8,20 @@ import warnings
 
 import pytest
 
-from modules.annotations import SpotkitWarning
-from modules.compute_group import ComputeGroupSettings, InstanceRequirements
+from spotkit.constructs.annotations import SpotkitWarning
+from spotkit.constructs.compute_group import ComputeGroupSettings, InstanceRequirements
 from modules.ecs_spot import (
     CapacityProviderSettings,
     EcsClusterSettings,
     EcsSpotCluster,
     ManagedScaling,
 )
-from modules.gpu import ECS_AMI_PARAMETER
-from stacks.base import SpotkitStack, StackConfig
-from stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
+from spotkit.constructs.gpu import ECS_AMI_PARAMETER
+from spotkit.stacks.base import SpotkitStack, StackConfig
+from spotkit.stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
 from tests.support.synth import build_stack, data_sources, local_value, resources, synth_construct
 from tests.support.tf_validate import needs_terraform, terraform_validate
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 
 def by_name(doc: dict, rtype: str, key: str = "name") -> dict[str, dict]:
@@ -100,7 +100,7 @@ def test_instances_boot_the_ecs_ami_and_may_run_the_agent(ecs_stack):
 
 
 def test_ecs_stack_is_registered_and_builds_from_the_registry():
-    from stacks import registry
+    from spotkit.stacks import registry
 
     stack_cls, config_cls = registry.get("ecs_spot").load()
     assert (stack_cls, config_cls) == (EcsSpotStack, EcsSpotConfig)
@@ -234,7 +234,7 @@ def test_longest_cluster_name_still_names_its_groups(stack):
 
 def test_gpu_support_follows_a_gpu_ami_parameter(stack):
     # GIVEN a CPU cluster whose spot group boots the GPU AMI parameter
-    from modules.gpu import ECS_GPU_AMI_PARAMETER
+    from spotkit.constructs.gpu import ECS_GPU_AMI_PARAMETER
 
     spot = CapacityProviderSettings(group=ComputeGroupSettings(ami_ssm_parameter=ECS_GPU_AMI_PARAMETER))
     cluster = build(stack, spot=spot)
@@ -281,7 +281,7 @@ def test_interruptions_of_both_groups_are_routed_to_the_handler():
     # GIVEN the ecs_spot defaults WHEN synthesized
     import json as _json
 
-    from stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
+    from spotkit.stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
     from tests.support.synth import build_stack, resources
 
     doc, stack = build_stack(EcsSpotStack, EcsSpotConfig())

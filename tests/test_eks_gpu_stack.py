@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from modules.eks_settings import NodeGroupSettings
-from modules.gpu import is_gpu_instance_type
-from stacks.eks_gpu import EksGpuStack
-from stacks.eks_gpu_config import EksGpuConfig
+from spotkit.constructs.eks_settings import NodeGroupSettings
+from spotkit.constructs.gpu import is_gpu_instance_type
+from spotkit.stacks.eks_gpu import EksGpuStack
+from spotkit.stacks.eks_gpu_config import EksGpuConfig
 from tests.support.synth import assert_resource_with_properties, build_stack, one, resources
 from tests.support.tf_validate import needs_terraform, terraform_validate
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 
 def node_groups_by_label(doc: dict) -> dict[str, dict]:
@@ -283,7 +283,7 @@ def test_spot_system_group_fails():
 
 
 def test_config_file_overrides_reach_nested_groups():
-    from toolkit.config import apply_overrides
+    from spotkit.config import apply_overrides
 
     config = apply_overrides(EksGpuConfig(), {"node_provisioning": "karpenter", "spot_gpu_groups": [
         {"name": "big", "instance_types": ["g6e.2xlarge", "g5.2xlarge", "g6.2xlarge"], "max_size": 8}],
@@ -350,8 +350,8 @@ def test_karpenter_stack_aws_side_validates_with_provider_5_100(karpenter, tmp_p
 def test_spot_gpu_group_with_two_types_warns():
     import warnings
 
-    from modules.annotations import SpotkitWarning
-    from modules.eks_node_groups import EksManagedNodeGroup, EksNodeRole
+    from spotkit.constructs.annotations import SpotkitWarning
+    from spotkit.constructs.eks_node_groups import EksManagedNodeGroup, EksNodeRole
     from tests.support.synth import synth_construct
 
     # GIVEN a spot GPU group with two types (allowed) WHEN it is built

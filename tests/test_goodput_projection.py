@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
-from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
+from spotkit.stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
+from spotkit.stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
 from tests.support.synth import build_stack, local_value, one, resources
-from toolkit.goodput import inference_handoff, training_costs
+from spotkit.rehearsal.goodput import inference_handoff, training_costs
 
 
 # --- training --------------------------------------------------------------------------------------

@@ -9,21 +9,21 @@ import warnings
 
 import pytest
 
-from modules.annotations import SpotkitWarning
-from modules.capacity_fallback import FallbackSettings
-from modules.compute_group import InstanceRequirements
-from modules.network import NetworkSettings
-from modules.gpu import ECS_GPU_AMI_PARAMETER, GPU_FAMILIES, family_of
+from spotkit.constructs.annotations import SpotkitWarning
+from spotkit.constructs.capacity_fallback import FallbackSettings
+from spotkit.constructs.compute_group import InstanceRequirements
+from spotkit.constructs.network import NetworkSettings
+from spotkit.constructs.gpu import ECS_GPU_AMI_PARAMETER, GPU_FAMILIES, family_of
 from modules.inference_service import (
     HOST_MODEL_CACHE,
     InferenceContainer,
     InferenceServiceSettings,
     validate_service,
 )
-from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack, default_service, resolve
+from spotkit.stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack, default_service, resolve
 from tests.support.synth import build_stack, data_sources, local_value, one, resources
 from tests.support.tf_validate import needs_terraform, terraform_validate
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 
 def by_name(doc: dict, rtype: str) -> dict[str, dict]:
@@ -463,7 +463,7 @@ def test_stack_creates_efs_model_cache_reachable_only_from_the_service(efs_stack
 
 
 def test_stack_is_registered():
-    from stacks import registry
+    from spotkit.stacks import registry
 
     assert registry.get("gpu_inference").load() == (GpuInferenceStack, GpuInferenceConfig)
 
@@ -481,7 +481,7 @@ def test_readme_config_example_resolves():
     # GIVEN the YAML example of the README section WHEN it is applied to the default config
     import yaml
 
-    from toolkit.config import apply_overrides
+    from spotkit.config import apply_overrides
 
     data = yaml.safe_load("""
 gpu_families: [g6e, g5, g6]
@@ -504,7 +504,7 @@ service:
 
 
 def test_config_file_keys_change_the_stacks_defaults_not_the_constructs():
-    from toolkit.config import apply_overrides
+    from spotkit.config import apply_overrides
 
     # GIVEN a config file that only raises the replicas WHEN it is applied
     config = apply_overrides(GpuInferenceConfig(), {"service": {"desired_count": 4}}, prefix="gpu_inference")
@@ -520,9 +520,9 @@ def test_config_file_keys_change_the_stacks_defaults_not_the_constructs():
 def test_rejects_gpu_tasks_on_a_cluster_without_gpus():
     from cdktn import Testing
 
-    from modules.ecs_spot import EcsClusterSettings, EcsSpotCluster
-    from modules.inference_service import InferenceService
-    from stacks.base import SpotkitStack, StackConfig
+    from spotkit.constructs.ecs_spot import EcsClusterSettings, EcsSpotCluster
+    from spotkit.constructs.inference_service import InferenceService
+    from spotkit.stacks.base import SpotkitStack, StackConfig
 
     # GIVEN a CPU cluster WHEN a service asks for 1 GPU per task THEN it is refused before any resource
     stack = SpotkitStack(Testing.app(), "t", StackConfig(name="t"))
@@ -549,7 +549,7 @@ def test_cli_refuses_a_deregistration_delay_beyond_the_notice(tmp_path):
     cfg = tmp_path / "spotkit.yaml"
     cfg.write_text("gpu_inference:\n  service:\n    deregistration_delay_seconds: 150\n")
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "--config", str(cfg), "synth", "gpu_inference",
+    result = subprocess.run([sys.executable, "-m", "spotkit.cli.main", "--config", str(cfg), "synth", "gpu_inference",
                              "--out", "o"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
                             capture_output=True, text=True, timeout=300)
     # THEN it exits 1 with the rule, and no traceback
@@ -562,7 +562,7 @@ def test_cli_refuses_a_deregistration_delay_beyond_the_notice(tmp_path):
 def test_gpu_inference_routes_interruptions_by_default():
     import json as _json
 
-    from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
+    from spotkit.stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
     from tests.support.synth import build_stack, resources
 
     doc, stack = build_stack(GpuInferenceStack, GpuInferenceConfig())
@@ -587,8 +587,8 @@ def _service_tags(config: GpuInferenceConfig) -> dict:
     (with_service(spot_overprovision=0), False),  # risky: warned, and SPOT010 must show
 ])
 def test_spot010_is_suppressed_only_where_the_trade_off_is_covered(config, accepted):
-    from modules.inference_service import SPOT_ONLY_ACCEPTED
-    from toolkit.notice import TAG_SKIP_CHECK
+    from spotkit.constructs.inference_service import SPOT_ONLY_ACCEPTED
+    from spotkit.runtime.notice import TAG_SKIP_CHECK
 
     # GIVEN a gpu_inference stack WHEN it is synthesized THEN its service carries the SPOT010 suppression, with the
     # reason, exactly when it has no on-demand base and nothing in spot_only_risk fires

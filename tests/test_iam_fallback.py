@@ -42,7 +42,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def gpu_doc(tmp_path_factory):
-    from toolkit.synth import synthesize
+    from spotkit.synth import synthesize
 
     [path] = synthesize(["gpu_inference"], tmp_path_factory.mktemp("synth"), use_cache=False, cache_folder=None)
     return json.loads(path.read_text())
@@ -50,10 +50,10 @@ def gpu_doc(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fallback_calls(gpu_doc):
-    from toolkit.interruption.actions import Clients
-    from toolkit.interruption.handler import Handler
-    from toolkit.interruption.lambda_entry import settings_from_env
-    from toolkit.interruption.store import DynamoDBStore, create_journal_table
+    from spotkit.runtime.interruption.actions import Clients
+    from spotkit.runtime.interruption.handler import Handler
+    from spotkit.runtime.interruption.lambda_entry import settings_from_env
+    from spotkit.runtime.interruption.store import DynamoDBStore, create_journal_table
 
     env = {k: resolve(gpu_doc, v) for k, v in one(gpu_doc, "aws_lambda_function")["environment"]["variables"].items()}
     assert env["SPOTKIT_FALLBACK"] == "true" and GROUP in env["SPOTKIT_GROUPS"].split(",")

@@ -26,7 +26,7 @@ GROUP = "spotkit-training"
 
 @pytest.fixture(scope="module")
 def training_doc(tmp_path_factory):
-    from toolkit.synth import synthesize
+    from spotkit.synth import synthesize
 
     [path] = synthesize(["training"], tmp_path_factory.mktemp("synth"), use_cache=False, cache_folder=None)
     return json.loads(path.read_text())
@@ -40,7 +40,7 @@ def as_instance(instance_id: str) -> dict:
 @pytest.fixture(scope="module")
 def instance_calls(training_doc, tmp_path_factory):
     require_aws_cli()
-    from toolkit.agent.lifecycle import AwsCliAutoScaling, complete_lifecycle_action
+    from spotkit.runtime.agent.lifecycle import AwsCliAutoScaling, complete_lifecycle_action
 
     part = user_data_part(local_value(training_doc, "fleet_spotkit_training_user_data"), "data-volumes")
     recorder = Recorder()

@@ -28,7 +28,7 @@ GROUP = "spotkit-training"
 
 @pytest.fixture(scope="module")
 def training_doc(tmp_path_factory):
-    from toolkit.synth import synthesize
+    from spotkit.synth import synthesize
 
     [path] = synthesize(["training"], tmp_path_factory.mktemp("synth"), use_cache=False, cache_folder=None)
     return json.loads(path.read_text())
@@ -41,7 +41,7 @@ def operator_policy(doc: dict) -> list[dict]:
 
 def _fis_template(server) -> str:
     """The group's FIS template as modules/interruption_events.py synthesizes it, with the stack's FIS role."""
-    from modules.operator_policy import fis_role_prefix
+    from spotkit.constructs.operator_policy import fis_role_prefix
 
     role = f"arn:aws:iam::123456789012:role/{fis_role_prefix(GROUP)}0001"
     return server.client("fis").create_experiment_template(
@@ -59,16 +59,16 @@ def _fis_template(server) -> str:
 @pytest.fixture(scope="module")
 def operator_calls(tmp_path_factory):
     from tests.support.scaling_activities_extension import inject_scaling_activity
-    from toolkit.interruption.actions import Clients
-    from toolkit.runbooks.base import RunContext
-    from toolkit.runbooks.drain import DrainInstance
-    from toolkit.runbooks.replace import replace_capacity, restore_spot
-    from toolkit.runbooks.snapshot import restore_snapshot
-    from toolkit.runbooks.status import status
-    from toolkit.interrupt import run_fis
-    from toolkit.interruption.store import DynamoDBStore, create_journal_table
-    from toolkit.runbooks.status import interruptions_from_store
-    from toolkit.runbooks.volumes import recover_volumes
+    from spotkit.runtime.interruption.actions import Clients
+    from spotkit.runbooks.base import RunContext
+    from spotkit.runbooks.drain import DrainInstance
+    from spotkit.runbooks.replace import replace_capacity, restore_spot
+    from spotkit.runbooks.snapshot import restore_snapshot
+    from spotkit.runbooks.status import status
+    from spotkit.interrupt import run_fis
+    from spotkit.runtime.interruption.store import DynamoDBStore, create_journal_table
+    from spotkit.runbooks.status import interruptions_from_store
+    from spotkit.runbooks.volumes import recover_volumes
 
     recorder = Recorder()
     server = start_moto_server(recorder=recorder)

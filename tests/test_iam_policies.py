@@ -32,7 +32,7 @@ STACKS = ("training", "gpu_inference", "ecs_spot", "notebook", "eks_gpu")
 
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory):
-    from toolkit.synth import synthesize
+    from spotkit.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth")
     return {name: json.loads(p.read_text()) for name, p in
@@ -40,7 +40,7 @@ def docs(tmp_path_factory):
 
 
 def karpenter_policy() -> dict:
-    from stacks.eks_gpu import karpenter_controller_statements
+    from spotkit.stacks.eks_gpu import karpenter_controller_statements
 
     return {"Version": "2012-10-17", "Statement": karpenter_controller_statements(
         cluster_name="spotkit-eks", region=REGION, partition="aws",

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 MD = "/latest/meta-data"
 

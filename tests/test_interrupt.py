@@ -13,12 +13,12 @@ from click.testing import CliRunner
 from tests.support.terraform_outputs import apply_outputs_only
 from tests.support.interruption_world import clients_for
 from tests.support.spot_group import SpotGroupWorld
-from toolkit import interrupt as it
-from toolkit.cli.main import cli
-from toolkit.errors import ToolkitError
-from toolkit.interruption.consumer import QueueConsumer
-from toolkit.interruption.handler import Handler, HandlerSettings
-from toolkit.interruption.store import LocalFileStore
+from spotkit import interrupt as it
+from spotkit.cli.main import cli
+from spotkit.errors import ToolkitError
+from spotkit.runtime.interruption.consumer import QueueConsumer
+from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+from spotkit.runtime.interruption.store import LocalFileStore
 
 GROUP = "gpu-spot"
 ROLE = "arn:aws:iam::123456789012:role/spotkit-fis"
@@ -107,7 +107,7 @@ def test_bad_selection_is_a_clear_error(kw, message):
 
 
 def _main(capsys, *args) -> tuple[int, str]:
-    from toolkit.cli.main import main
+    from spotkit.cli.main import main
 
     with pytest.raises(SystemExit) as done:
         main(list(args))

@@ -16,11 +16,11 @@ from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
 from tests.support import interruption_world as w
-from toolkit.interruption import lambda_entry
-from toolkit.interruption.actions import Clients
-from toolkit.interruption.consumer import QueueConsumer
-from toolkit.interruption.handler import Handler, HandlerSettings
-from toolkit.interruption.store import DynamoDBStore
+from spotkit.runtime.interruption import lambda_entry
+from spotkit.runtime.interruption.actions import Clients
+from spotkit.runtime.interruption.consumer import QueueConsumer
+from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+from spotkit.runtime.interruption.store import DynamoDBStore
 
 CHECKPOINT = "/opt/spotkit/hooks/checkpoint"
 
@@ -143,7 +143,7 @@ def test_cli_consumer_exits_cleanly_on_sigterm(aws, tmp_path):
     sqs = aws.client("sqs")
     url = sqs.create_queue(QueueName="idle")["QueueUrl"]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli.main", "--endpoint-url", aws.url, "handle-events",
+    proc = subprocess.Popen([sys.executable, "-m", "spotkit.cli.main", "--endpoint-url", aws.url, "handle-events",
                              "--queue-url", url, "--yes", "--wait-seconds", "1",
                              "--journal-file", str(tmp_path / "journal.jsonl")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -164,7 +164,7 @@ def test_lambda_batch_reports_only_messages_to_retry(world):
     handler = lambda_entry.build_handler({"SPOTKIT_JOURNAL_TABLE": w.TABLE, "SPOTKIT_GROUPS": w.GROUP,
                                           "SPOTKIT_CHECKPOINT_COMMAND": CHECKPOINT}, client_factory=world.clients.factory)
     busy = w.spot_warning(world.managed[1])
-    from toolkit.interruption.events import from_eventbridge
+    from spotkit.runtime.interruption.events import from_eventbridge
     assert handler.store.claim(from_eventbridge(busy)[0]) == "new"
     records = [{"messageId": "m1", "body": json.dumps(w.spot_warning(world.managed[0]))},
                {"messageId": "m2", "body": "not json"},
@@ -181,7 +181,7 @@ def test_lambda_batch_reports_only_messages_to_retry(world):
 def test_concurrent_claims_of_one_event_have_one_winner(world):
     # GIVEN eight workers claiming the same event at once through the journal table
     # (moto needs tests/support/dynamodb_atomic_extension.py for AWS's atomic conditional writes)
-    from toolkit.interruption.events import from_eventbridge
+    from spotkit.runtime.interruption.events import from_eventbridge
 
     [event] = from_eventbridge(w.spot_warning(world.managed[0]))
     results, barrier = [], threading.Barrier(8)
@@ -212,7 +212,7 @@ def test_cli_event_file_dry_run_as_json(world, tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     path = tmp_path / "event.json"
     path.write_text(json.dumps([w.spot_warning(world.managed[0]), w.spot_warning(world.unmanaged[0])]))
-    from toolkit.cli.main import cli
+    from spotkit.cli.main import cli
 
     # WHEN handled as a dry run with JSON output
     result = CliRunner().invoke(cli, ["--endpoint-url", world_url(world), "--region", "us-east-1", "--output", "json",
@@ -225,9 +225,9 @@ def test_cli_event_file_dry_run_as_json(world, tmp_path, monkeypatch):
 
 
 def test_cli_needs_exactly_one_source():
-    from toolkit.cli.main import main
+    from spotkit.cli.main import main
 
-    result = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "handle-events", "--yes"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "spotkit.cli.main", "handle-events", "--yes"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.splitlines()[0] == "Error: give exactly one of --queue-url and --event-file"

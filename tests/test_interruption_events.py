@@ -8,10 +8,10 @@ import json
 import pytest
 
 from tests.support import interruption_world as w
-from toolkit import notice
-from toolkit.interruption import events as ev
-from toolkit.interruption.events import DropEvent
-from toolkit.interruption.store import DUPLICATE, FAILED, IN_PROGRESS, NEW, LocalFileStore
+from spotkit.runtime import notice
+from spotkit.runtime.interruption import events as ev
+from spotkit.runtime.interruption.events import DropEvent
+from spotkit.runtime.interruption.store import DUPLICATE, FAILED, IN_PROGRESS, NEW, LocalFileStore
 
 I = "i-0abc123def4567890"
 
@@ -53,7 +53,7 @@ def test_same_warning_from_eventbridge_and_imds_has_the_same_id():
     # (the instance goes at 10:02:05: IMDS and EventBridge agree to within seconds, not exactly)
     [from_eb] = ev.from_eventbridge(_spot_at("2026-11-23T10:00:03Z"))
     from_imds = ev.from_imds_instance_action(I, json.dumps({"action": "terminate", "time": "2026-11-23T10:02:05Z"}))
-    # THEN they are one event, with the id toolkit/notice.py defines
+    # THEN they are one event, with the id toolkit/runtime/notice.py defines
     assert from_eb.event_id == from_imds.event_id == notice.notice_id(
         notice.SPOT_INTERRUPTION, I, notice.spot_key("terminate", notice.parse_time("2026-11-23T10:02:03Z")))
     assert from_imds.source == "imds"
@@ -98,7 +98,7 @@ def test_rebalance_is_one_per_instance_whatever_its_notice_time():
 
 
 def test_every_aws_time_format_reads_the_same():
-    # the handler reads times with toolkit/notice.py: Z, +00:00, +0000, 9 fractional digits, naive = UTC
+    # the handler reads times with toolkit/runtime/notice.py: Z, +00:00, +0000, 9 fractional digits, naive = UTC
     ids = {ev.from_imds_instance_action(I, {"action": "terminate", "time": t}).event_id
            for t in ("2026-11-23T10:02:00Z", "2026-11-23T10:02:00+00:00", "2026-11-23T10:02:00+0000",
                      "2026-11-23T10:02:00.123456789Z", "2026-11-23T10:02:00", "2026-11-23T11:02:00+01:00")}

@@ -14,9 +14,9 @@ import pytest
 from tests.support import interruption_world as w
 from tests.support.lifecycle_extension import completed_lifecycle_actions
 from tests.support.moto_server import EXTENSIONS
-from toolkit.interruption import actions as act
-from toolkit.interruption.handler import Handler, HandlerSettings
-from toolkit.interruption.store import DynamoDBStore, LocalFileStore
+from spotkit.runtime.interruption import actions as act
+from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+from spotkit.runtime.interruption.store import DynamoDBStore, LocalFileStore
 
 TOKEN = "6d3b3c9e-0000-4000-8000-000000000001"  # AWS tokens are 36-character UUIDs
 CHECKPOINT = "/opt/spotkit/hooks/checkpoint --reason interruption"

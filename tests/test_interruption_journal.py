@@ -16,9 +16,9 @@ import pytest
 
 from tests.support.terraform_outputs import apply_outputs_only
 from tests.support import interruption_world as w
-from toolkit.interruption.consumer import ConsumerError, QueueConsumer
-from toolkit.interruption.handler import Handler, HandlerSettings
-from toolkit.interruption.store import DynamoDBStore, LocalFileStore, dropped_id
+from spotkit.runtime.interruption.consumer import ConsumerError, QueueConsumer
+from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+from spotkit.runtime.interruption.store import DynamoDBStore, LocalFileStore, dropped_id
 
 CHECKPOINT = "/opt/spotkit/hooks/checkpoint"
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -32,7 +32,7 @@ def world(aws):
 
 def spotkit(url: str, *args: str, cwd: Path | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
     """The CLI in its own process, against the emulator at ``url``."""
-    return subprocess.run([sys.executable, "-m", "toolkit.cli.main", "--endpoint-url", url, "--region", "us-east-1",
+    return subprocess.run([sys.executable, "-m", "spotkit.cli.main", "--endpoint-url", url, "--region", "us-east-1",
                            *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd)
 
 
@@ -102,7 +102,7 @@ def test_group_is_taken_from_the_auto_scaling_tag_when_there_is_no_spotkit_group
     # THEN the journal holds its group, and status lists it there
     assert (out.status, out.group) == ("acted", w.GROUP)
     assert store.get(out.event_id)["group_name"] == w.GROUP
-    from toolkit.runbooks.status import interruptions_from_store, status
+    from spotkit.runbooks.status import interruptions_from_store, status
 
     result = status(world.clients.ec2, world.clients.autoscaling, interruptions=interruptions_from_store(store))
     assert {g.group: [e["instance_id"] for e in g.interruptions] for g in result.groups} == {w.GROUP: [instance]}
@@ -199,7 +199,7 @@ def test_until_empty_exits_nonzero_when_an_event_failed(world, aws, tmp_path):
 
 
 def test_lambda_reports_a_failed_action_for_retry(world):
-    from toolkit.interruption import lambda_entry
+    from spotkit.runtime.interruption import lambda_entry
 
     handler = lambda_entry.build_handler({"SPOTKIT_JOURNAL_TABLE": w.TABLE, "SPOTKIT_CHECKPOINT_COMMAND": ""},
                                          client_factory=world.clients.factory)

@@ -9,8 +9,8 @@ import threading
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from toolkit.interruption.consumer import ConsumerError, QueueConsumer
-from toolkit.interruption.handler import Outcome
+from spotkit.runtime.interruption.consumer import ConsumerError, QueueConsumer
+from spotkit.runtime.interruption.handler import Outcome
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/interruptions"
 

@@ -13,11 +13,11 @@ import sys
 import pytest
 
 from tests.support import interruption_world as w
-from toolkit.interruption import events as ev
-from toolkit.interruption import lambda_entry
-from toolkit.interruption.events import DropEvent
-from toolkit.interruption.handler import Handler, HandlerSettings
-from toolkit.interruption.store import DynamoDBStore, LocalFileStore
+from spotkit.runtime.interruption import events as ev
+from spotkit.runtime.interruption import lambda_entry
+from spotkit.runtime.interruption.events import DropEvent
+from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+from spotkit.runtime.interruption.store import DynamoDBStore, LocalFileStore
 
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
        "AWS_DEFAULT_REGION": "us-east-1", "SPOTKIT_JOURNAL_TABLE": ""}
@@ -166,7 +166,7 @@ def test_a_failure_of_the_whole_batch_is_narrowed_to_the_event_that_causes_it(wo
 
 
 def _spotkit(url: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "toolkit.cli.main", "--endpoint-url", url, "--region", "us-east-1",
+    return subprocess.run([sys.executable, "-m", "spotkit.cli.main", "--endpoint-url", url, "--region", "us-east-1",
                            *args], capture_output=True, text=True, timeout=180, env=ENV, cwd=cwd)
 
 

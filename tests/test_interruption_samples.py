@@ -13,10 +13,10 @@ import pytest
 
 from tests.support import interruption_world as w
 from tests.support.cli import run_spotkit
-from toolkit.interruption import events as ev
-from toolkit.interruption.events import DropEvent, IgnoreEvent
-from toolkit.interruption.handler import Handler, HandlerSettings
-from toolkit.interruption.store import LocalFileStore
+from spotkit.runtime.interruption import events as ev
+from spotkit.runtime.interruption.events import DropEvent, IgnoreEvent
+from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+from spotkit.runtime.interruption.store import LocalFileStore
 
 SAMPLES = Path(__file__).parent / "fixtures" / "events"
 

@@ -11,12 +11,12 @@ from datetime import timedelta
 import pytest
 
 from tests.support import interruption_world as w
-from toolkit.interruption import actions as act
-from toolkit.interruption import events as ev
-from toolkit.interruption.handler import Handler, HandlerSettings
-from toolkit.interruption.scope import Scope
-from toolkit.interruption.store import DynamoDBStore
-from toolkit.notice import parse_time
+from spotkit.runtime.interruption import actions as act
+from spotkit.runtime.interruption import events as ev
+from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+from spotkit.runtime.interruption.scope import Scope
+from spotkit.runtime.interruption.store import DynamoDBStore
+from spotkit.runtime.notice import parse_time
 
 CHECKPOINT = "/opt/spotkit/hooks/checkpoint"
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from modules.interruption_events import InterruptionEvents, InterruptionEventsSettings, build_lambda_source
-from stacks.training import TrainingConfig, TrainingStack
+from spotkit.constructs.interruption_events import InterruptionEvents, InterruptionEventsSettings, build_lambda_source
+from spotkit.stacks.training import TrainingConfig, TrainingStack
 from tests.support.synth import build_stack, one, resources, synth_construct
 from tests.support.tf_validate import needs_terraform, terraform_validate
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_queue_policy_admits_only_the_eventbridge_rules(training):
 def test_lambda_is_packaged_from_toolkit_and_consumes_the_queue(training):
     doc, _ = training
     fn = one(doc, "aws_lambda_function")
-    assert (fn["runtime"], fn["handler"]) == ("python3.12", "toolkit.interruption.lambda_entry.handler")
+    assert (fn["runtime"], fn["handler"]) == ("python3.12", "spotkit.runtime.interruption.lambda_entry.handler")
     assert fn["filename"].startswith("assets/interruptions_handler-code_") and fn["filename"].endswith("/archive.zip")
     assert fn["environment"]["variables"]["SPOTKIT_GROUPS"] == "spotkit-training"
     assert fn["environment"]["variables"]["SPOTKIT_DRY_RUN"] == "false"
@@ -122,10 +122,10 @@ def test_staged_lambda_code_imports_on_its_own(tmp_path):
     # GIVEN the directory the asset zips
     staged = build_lambda_source()
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*.py")) == sorted(
-        ["toolkit/__init__.py", "toolkit/notice.py"] + [f"toolkit/interruption/{p.name}" for p in
+        ["toolkit/__init__.py", "toolkit/runtime/notice.py"] + [f"toolkit/runtime/interruption/{p.name}" for p in
                                    (Path(__file__).resolve().parents[1] / "toolkit" / "interruption").glob("*.py")])
     # WHEN a fresh interpreter with only that directory (and boto3) imports the entry point
-    code = "import toolkit.interruption.lambda_entry as m; print(m.handler.__name__)"
+    code = "import spotkit.runtime.interruption.lambda_entry as m; print(m.handler.__name__)"
     # (-B: no __pycache__ written into the staged package, which would make the next build rebuild it)
     result = subprocess.run([sys.executable, "-I", "-B", "-c", f"import sys; sys.path.insert(0, {str(staged)!r}); {code}"],
                             capture_output=True, text=True, timeout=60)
@@ -237,7 +237,7 @@ def test_queue_mode_creates_no_lambda_and_warns():
 def test_invalid_settings_fail_before_any_resource(kwargs, groups, message):
     from cdktn import Testing
 
-    from stacks.base import SpotkitStack, StackConfig
+    from spotkit.stacks.base import SpotkitStack, StackConfig
 
     stack = SpotkitStack(Testing.app(), "t", StackConfig(name="t"))
     with pytest.raises(ValidationError) as err:

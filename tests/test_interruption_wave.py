@@ -10,16 +10,16 @@ from collections import Counter
 
 import pytest
 
-from modules.interruption_events import InterruptionEvents, InterruptionEventsSettings
+from spotkit.constructs.interruption_events import InterruptionEvents, InterruptionEventsSettings
 from tests.support import interruption_world as w
 from tests.support.lifecycle_extension import completed_lifecycle_actions
 from tests.support.synth import one, synth_construct
-from toolkit.errors import ValidationError
-from toolkit.interruption import lambda_entry
-from toolkit.interruption.actions import Clients
-from toolkit.interruption.events import from_eventbridge
-from toolkit.interruption.handler import Handler, HandlerSettings
-from toolkit.interruption.store import DynamoDBStore
+from spotkit.errors import ValidationError
+from spotkit.runtime.interruption import lambda_entry
+from spotkit.runtime.interruption.actions import Clients
+from spotkit.runtime.interruption.events import from_eventbridge
+from spotkit.runtime.interruption.handler import Handler, HandlerSettings
+from spotkit.runtime.interruption.store import DynamoDBStore
 
 CHECKPOINT = "/opt/spotkit/hooks/checkpoint"
 T6, T7 = "00000006-0000-4000-8000-000000000000", "00000007-0000-4000-8000-000000000000"  # lifecycle tokens
@@ -234,7 +234,7 @@ def test_wave_settings_are_validated(kwargs, message):
 
 def test_a_batch_with_the_local_journal_file(world, aws, tmp_path):
     # GIVEN the JSON-lines journal (spotkit handle-events without --journal-table)
-    from toolkit.interruption.store import LocalFileStore
+    from spotkit.runtime.interruption.store import LocalFileStore
 
     a, b = world.managed[:2]
     store = LocalFileStore(tmp_path / "journal.jsonl")
@@ -273,7 +273,7 @@ def test_a_failed_action_fails_only_its_event(world, aws):
 def test_until_empty_waits_for_a_receive_whose_answer_was_lost(world):
     # GIVEN a queue whose only message was received by someone who never answered (a lost receive, a
     # timeout): it is invisible for 3 s, then comes back
-    from toolkit.interruption.consumer import QueueConsumer
+    from spotkit.runtime.interruption.consumer import QueueConsumer
 
     sqs = world.clients.get("sqs")
     url = sqs.create_queue(QueueName="interruptions")["QueueUrl"]
@@ -329,7 +329,7 @@ def test_a_target_on_another_port_than_the_groups_is_deregistered(world, aws):
 
 
 def test_batch_targets_name_each_instance_and_every_port_it_was_seen_on():
-    from toolkit.interruption.actions import batch_targets
+    from spotkit.runtime.interruption.actions import batch_targets
 
     assert batch_targets(["i-1", "i-2"], {"i-2": {32768, 8080}, "i-9": {80}}) == [
         {"Id": "i-1"}, {"Id": "i-2"}, {"Id": "i-2", "Port": 8080}, {"Id": "i-2", "Port": 32768}]

@@ -10,12 +10,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from modules.eks_settings import NodeGroupSettings, validate_node_group
-from stacks.eks_gpu_config import EksGpuConfig, KarpenterSettings, build_manifests, validate_config
-from toolkit.errors import ToolkitError, ValidationError
-from toolkit.k8s import manifests as m
-from toolkit.k8s.render import render
-from toolkit.k8s.validate import check_job_manifest, check_node_pool
+from spotkit.constructs.eks_settings import NodeGroupSettings, validate_node_group
+from spotkit.stacks.eks_gpu_config import EksGpuConfig, KarpenterSettings, build_manifests, validate_config
+from spotkit.errors import ToolkitError, ValidationError
+from spotkit.k8s import manifests as m
+from spotkit.k8s.render import render
+from spotkit.k8s.validate import check_job_manifest, check_node_pool
 
 
 def load_dir(outdir: Path) -> dict[str, dict]:
@@ -303,7 +303,7 @@ def test_karpenter_without_spot_pool_is_refused():
 
 
 def test_cli_render_writes_files_and_unknown_stack_fails(tmp_path):
-    from toolkit.cli.main import cli
+    from spotkit.cli.main import cli
 
     runner = CliRunner()
     # WHEN rendered through the CLI with JSON output
@@ -324,7 +324,7 @@ def test_cli_render_config_error_names_the_key(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("eks_gpu:\n  job:\n    termination_grace_period_seconds: 150\n")
     with pytest.raises(ValidationError, match=r"^job.termination_grace_period_seconds is 150 s"):
-        from toolkit.config import read_config_file
+        from spotkit.config import read_config_file
 
         render("eks_gpu", tmp_path / "out", read_config_file(config))
 
@@ -345,7 +345,7 @@ def test_job_grace_period_must_fit_the_pool_termination_grace_period():
 
 
 def test_cli_check_hand_written_jobs(tmp_path, capsys):
-    from toolkit.cli.main import main
+    from spotkit.cli.main import main
 
     # GIVEN a rendered Job (valid) and a copy without the spot toleration, in one multi-document file
     good = m.training_job(m.TrainingJobSpec(), m.CheckpointStorageSpec())

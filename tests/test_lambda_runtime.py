@@ -33,7 +33,7 @@ HANDLER_POLICY = "spotkit-interruption-handler"
 @pytest.fixture(scope="module")
 def training(tmp_path_factory):
     """The training stack synthesized as `spotkit synth` writes it (assets included)."""
-    from toolkit.synth import synthesize
+    from spotkit.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth")
     [path] = synthesize(["training"], out, use_cache=False, cache_folder=None)
@@ -73,7 +73,7 @@ def _sample(name: str) -> dict:
 
 def _world(server, doc: dict, env: dict, group: str) -> dict:
     """The stack's resources in the emulator (made with the harness key, not recorded as the product's)."""
-    from toolkit.interruption.store import create_journal_table
+    from spotkit.runtime.interruption.store import create_journal_table
 
     ec2, elbv2, asg, sqs = (server.client(s) for s in ("ec2", "elbv2", "autoscaling", "sqs"))
     vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
@@ -139,7 +139,7 @@ def test_zip_runs_in_a_clean_lambda_runtime_with_a_partial_batch_response(invoca
 def test_package_holds_only_the_handler_code(invocation):
     task = invocation["task"]
     files = sorted(p.relative_to(task).as_posix() for p in task.rglob("*") if p.is_file())
-    assert "toolkit/interruption/lambda_entry.py" in files
+    assert "toolkit/runtime/interruption/lambda_entry.py" in files
     assert all(f.startswith("toolkit/") and f.endswith(".py") for f in files), files
 
 
@@ -161,7 +161,7 @@ def test_every_call_of_the_lambda_is_allowed_by_its_role(invocation):
 
 def _build_and_read(cache: str, rounds: int, start, results) -> None:
     """One synthesis's use of the cache, many times: build, then read every file as cdktn's zip does."""
-    from modules.interruption_events import build_lambda_source
+    from spotkit.constructs.interruption_events import build_lambda_source
 
     start.wait(timeout=60)
     try:
@@ -181,7 +181,7 @@ def _build_and_read(cache: str, rounds: int, start, results) -> None:
 def test_concurrent_builders_share_the_lambda_package_cache_safely(tmp_path, tampered):
     import multiprocessing
 
-    from modules.interruption_events import build_lambda_source
+    from spotkit.constructs.interruption_events import build_lambda_source
 
     # GIVEN one cache folder for every process (as ~/.cache/spotkit/lambda is), with its entry written into
     # by someone (a __pycache__ from running the staged code) in the second case

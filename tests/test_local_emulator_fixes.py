@@ -1,4 +1,4 @@
-"""The emulator's fixes (toolkit/local/server.py MOTO_FIXES), checked over the wire with boto3 against the
+"""The emulator's fixes (toolkit/rehearsal/local/server.py MOTO_FIXES), checked over the wire with boto3 against the
 emulator process spotkit starts: each makes moto answer what AWS answers, so a re-plan after an apply
 shows no changes."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from tests.support.network import free_port
 from tests.support.sqs_race import assert_concurrent_deletes_all_stick
-from toolkit.local import emulator
-from toolkit.local.server import MOTO_FIXES
+from spotkit.rehearsal.local import emulator
+from spotkit.rehearsal.local.server import MOTO_FIXES
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_iam_answers_while_profiles_are_created_in_parallel():
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.test import Client
 
-    from toolkit.local.server import _patch_iam_serialized
+    from spotkit.rehearsal.local.server import _patch_iam_serialized
 
     _patch_iam_serialized()
     app = DomainDispatcherApplication(create_backend_app)

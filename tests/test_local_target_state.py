@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from toolkit.deploy import workflow
-from toolkit.deploy.workflow import DeployOptions
-from toolkit.errors import ToolkitError
-from toolkit.local import emulator
+from spotkit.deploy import workflow
+from spotkit.deploy.workflow import DeployOptions
+from spotkit.errors import ToolkitError
+from spotkit.rehearsal.local import emulator
 
 
 def test_an_endpoint_given_directly_is_identified_and_a_reset_changes_its_id(aws, tmp_path):

@@ -1,4 +1,4 @@
-"""toolkit/notice.py: one identity and one time parser for the agent, the handler and the journal.
+"""toolkit/runtime/notice.py: one identity and one time parser for the agent, the handler and the journal.
 
 The parser runs on the instance's Python too (Amazon Linux 2023: 3.9), so the time formats are checked
 under every Python pyenv has here (3.9 and 3.11 at least), each in a fresh interpreter with ``-I -S``.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import notice
+from spotkit.runtime import notice
 
 ROOT = Path(__file__).resolve().parents[1]
 

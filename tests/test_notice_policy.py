@@ -1,4 +1,4 @@
-"""The agent's notice policies (``toolkit.agent.policy``) and the hand-off marker, against the IMDS emulator.
+"""The agent's notice policies (``spotkit.runtime.agent.policy``) and the hand-off marker, against the IMDS emulator.
 
 checkpoint-and-continue: the hook (insurance checkpoint) runs at once, the workload keeps running, and
 the signal goes out at the deadline minus the hook's measured time. Relations only, no wall-clock bounds."""
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit import checkpoint
-from toolkit.agent import AgentConfig, JsonLogger, run_until_notice
-from toolkit.agent.policy import CHECKPOINT_AND_CONTINUE, STOP, plan_final, validate_policy
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.rehearsal import checkpoint
+from spotkit.runtime.agent import AgentConfig, JsonLogger, run_until_notice
+from spotkit.runtime.agent.policy import CHECKPOINT_AND_CONTINUE, STOP, plan_final, validate_policy
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(interval=0.05, complete_lifecycle=False)
@@ -146,7 +146,7 @@ def test_cli_notice_policy_option_and_its_user_error(emu, tmp_path):
     try:
         emu.interrupt("spot", lead_seconds=10)  # room for the CLI's start on a loaded machine
         proc = subprocess.run(
-            [sys.executable, "-m", "toolkit.cli.main", "agent", "--metadata-url", emu.url, "--on-notice", "true",
+            [sys.executable, "-m", "spotkit.cli.main", "agent", "--metadata-url", emu.url, "--on-notice", "true",
              "--interval", "0.05", "--margin", "0.5", "--once", "--no-complete-lifecycle",
              "--workload-pgid", str(workload.pid), "--notice-policy", "checkpoint-and-continue"],
             capture_output=True, text=True, timeout=60)
@@ -158,7 +158,7 @@ def test_cli_notice_policy_option_and_its_user_error(emu, tmp_path):
     finally:
         if workload.poll() is None:
             workload.kill()
-    bad = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "agent", "--metadata-url", emu.url, "--once",
+    bad = subprocess.run([sys.executable, "-m", "spotkit.cli.main", "agent", "--metadata-url", emu.url, "--once",
                           "--notice-policy", "checkpoint-and-continue"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert "needs on_notice" in bad.stderr and "next: spotkit agent --help" in bad.stderr
@@ -182,7 +182,7 @@ def test_workload_hands_off_its_final_checkpoint_to_a_waiting_replacement(tmp_pa
     progress = tmp_path / "progress.jsonl"
     ckpt = tmp_path / "ckpt"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    base = [sys.executable, "-m", "toolkit.workload", "--checkpoint-dir", str(ckpt), "--steps", "400",
+    base = [sys.executable, "-m", "spotkit.rehearsal.workload", "--checkpoint-dir", str(ckpt), "--steps", "400",
             "--step-seconds", "0.05", "--checkpoint-every", "1000", "--progress", str(progress)]
     old = subprocess.Popen(base, env=env, start_new_session=True)
     new = subprocess.Popen([*base, "--wait-for-final", "120"], env=env, start_new_session=True)
@@ -230,7 +230,7 @@ def _exec_start(script: str) -> list[str]:
 
 
 def test_training_stack_runs_the_agent_with_checkpoint_and_continue():
-    from stacks.training import TrainingConfig, TrainingStack
+    from spotkit.stacks.training import TrainingConfig, TrainingStack
     from tests.support.synth import build_stack, local_value
 
     doc, _ = build_stack(TrainingStack, TrainingConfig())
@@ -242,10 +242,10 @@ def test_training_stack_runs_the_agent_with_checkpoint_and_continue():
 def test_other_groups_keep_stop_and_an_explicit_policy_wins():
     from dataclasses import replace
 
-    from modules.agent_artifact import AgentArtifactRef
-    from modules.agent_user_data import AgentSettings, agent_user_data_part
-    from modules.compute_group import ComputeGroupSettings
-    from stacks.training import training_agent_defaults
+    from spotkit.constructs.agent_artifact import AgentArtifactRef
+    from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part
+    from spotkit.constructs.compute_group import ComputeGroupSettings
+    from spotkit.stacks.training import training_agent_defaults
 
     ref = AgentArtifactRef("s3://bucket/agent/" + "a" * 64 + "/spotkit-agent.pyz", "a" * 64)
     assert "--notice-policy" not in _exec_start(agent_user_data_part(AgentSettings(), artifact=ref).script)
@@ -256,8 +256,8 @@ def test_other_groups_keep_stop_and_an_explicit_policy_wins():
 
 
 def test_agent_settings_reject_an_unknown_policy_and_a_checkpoint_longer_than_the_notice():
-    from modules.agent_user_data import AgentSettings, validate_agent_settings
-    from toolkit.errors import ValidationError
+    from spotkit.constructs.agent_user_data import AgentSettings, validate_agent_settings
+    from spotkit.errors import ValidationError
 
     with pytest.raises(ValidationError, match="group.agent: agent.notice_policy must be checkpoint-and-continue or stop"):
         validate_agent_settings("group.agent", AgentSettings(notice_policy="later"))

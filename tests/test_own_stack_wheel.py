@@ -159,8 +159,8 @@ def test_cdktf_synth_runs_the_users_app(installed, user_app, tmp_path):
 
 @pytest.mark.terraform
 def test_spotkit_plan_target_local_plans_the_users_stack(installed, user_app, tmp_path):
-    from toolkit.deploy import mirror
-    from toolkit.local import emulator
+    from spotkit.deploy import mirror
+    from spotkit.rehearsal.local import emulator
 
     if shutil.which("terraform", path=LOGIN_PATH) is None:
         pytest.skip(f"needs terraform on a login PATH ({LOGIN_PATH})")

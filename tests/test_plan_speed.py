@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from modules.annotations import SpotkitWarning
-from toolkit import synth_cache
-from toolkit.deploy import planning, workflow
-from toolkit.deploy.binary import find_terraform
-from toolkit.deploy.runner import TerraformCommandFailed, TerraformRunner
-from toolkit.synth import synthesize
+from spotkit.constructs.annotations import SpotkitWarning
+from spotkit import synth_cache
+from spotkit.deploy import planning, workflow
+from spotkit.deploy.binary import find_terraform
+from spotkit.deploy.runner import TerraformCommandFailed, TerraformRunner
+from spotkit.synth import synthesize
 
 TERRAFORM = shutil.which("terraform") or shutil.which("tofu")
 
@@ -58,7 +58,7 @@ def test_an_unchanged_stack_comes_from_the_cache_without_the_engine(tmp_path, mo
     assert stats == {"cached": [], "synthesized": ["training"]}
 
     # WHEN the same stack is synthesized again (the engine made unusable, to prove it is not used)
-    import stacks.app
+    import spotkit.stacks.app
 
     monkeypatch.setattr(stacks.app, "build_app", lambda *a, **k: pytest.fail("the engine ran for an unchanged stack"))
     stats = {}

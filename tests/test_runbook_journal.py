@@ -1,4 +1,4 @@
-"""The runbook journal (``toolkit.runbooks.journal``): an append-only, fsynced log over a JSON document.
+"""The runbook journal (``spotkit.runbooks.journal``): an append-only, fsynced log over a JSON document.
 
 - each step is one appended record, not a rewrite of the whole journal;
 - a record torn by a kill is skipped and reported, and the next write does not glue onto it;
@@ -19,8 +19,8 @@ import sys
 import pytest
 
 from tests.test_runbooks_faults import TREE, assert_recovered_once, cross_az_world, ctx
-from toolkit.runbooks.journal import COMPACT_AT_LEAST, Journal
-from toolkit.runbooks.volumes import recover_volumes
+from spotkit.runbooks.journal import COMPACT_AT_LEAST, Journal
+from spotkit.runbooks.volumes import recover_volumes
 
 STEPS_OF_A_TWO_VOLUME_COPY = 8  # 2 x (snapshot-created, volume-created, attach-called, attached)
 
@@ -168,7 +168,7 @@ def test_a_kill_between_compaction_and_removing_the_log_replays_to_the_same_stat
 
 
 def test_a_journal_document_that_is_not_json_is_a_clear_error(tmp_path):
-    from toolkit.errors import ToolkitError
+    from spotkit.errors import ToolkitError
 
     (tmp_path / "volumes-training.json").write_text("{ not json", encoding="utf-8")
     with pytest.raises(ToolkitError) as err:

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 from tests.support.interruption_world import CLUSTER, GROUP, HOOK, build_world
 from tests.support.lifecycle_extension import completed_lifecycle_actions
 from tests.support.spot_group import SpotGroupWorld
-from toolkit.cli.main import cli
-from toolkit.runbooks.aws_calls import CallCounter
-from toolkit.runbooks.base import RunContext
-from toolkit.runbooks.drain import DrainInstance
-from toolkit.runbooks.replace import replace_capacity
-from toolkit.runbooks.status import status
+from spotkit.cli.main import cli
+from spotkit.runbooks.aws_calls import CallCounter
+from spotkit.runbooks.base import RunContext
+from spotkit.runbooks.drain import DrainInstance
+from spotkit.runbooks.replace import replace_capacity
+from spotkit.runbooks.status import status
 
 
 def ctx(tmp_path, **kw) -> RunContext:

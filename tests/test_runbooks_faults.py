@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.spot_group import SpotGroupWorld
-from toolkit.notice import TAG_LOCK, format_time
-from toolkit.runbooks.base import RunContext
-from toolkit.runbooks.journal import Journal
-from toolkit.runbooks.lock import GroupLocked, Lease, LockLost
-from toolkit.runbooks.volumes import recover_volumes
+from spotkit.runtime.notice import TAG_LOCK, format_time
+from spotkit.runbooks.base import RunContext
+from spotkit.runbooks.journal import Journal
+from spotkit.runbooks.lock import GroupLocked, Lease, LockLost
+from spotkit.runbooks.volumes import recover_volumes
 
 TREE = Path(__file__).resolve().parents[1]
 MUTATIONS_OF_A_TWO_VOLUME_COPY = 8  # lease, 2 x (snapshot, volume, attach), release
@@ -88,7 +88,7 @@ def assert_recovered_once(world, originals, replacements):
 
 def spotkit(aws, *args, journal_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(TREE), "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
-    return subprocess.run([sys.executable, "-m", "toolkit.cli.main", "--endpoint-url", aws.url, "recover", "volumes",
+    return subprocess.run([sys.executable, "-m", "spotkit.cli.main", "--endpoint-url", aws.url, "recover", "volumes",
                            "--group", "training", "--journal-dir", str(journal_dir), *args],
                           cwd=TREE, env=env, capture_output=True, text=True, timeout=300)
 
@@ -398,7 +398,7 @@ def test_endpoint_gone_mid_run_ends_with_a_clear_error_and_the_rerun_resumes(aws
 
 
 def test_the_lease_costs_the_same_calls_for_one_or_six_attachments(aws, tmp_path):
-    from toolkit.runbooks.aws_calls import CallCounter
+    from spotkit.runbooks.aws_calls import CallCounter
 
     counts = {}
     for size in (1, 6):

@@ -13,7 +13,7 @@ import base64
 
 import pytest
 
-from modules.data_volume import DataVolumeSettings
+from spotkit.constructs.data_volume import DataVolumeSettings
 from tests.support.boot_part import run_boot_part, user_data_part
 from tests.test_deploy_terraform import client, local, run  # noqa: F401 - `local` is a fixture
 

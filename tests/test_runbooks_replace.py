@@ -8,9 +8,9 @@ import pytest
 
 from tests.support.scaling_activities_extension import inject_scaling_activity
 from tests.support.spot_group import SpotGroupWorld
-from toolkit.errors import ToolkitError
-from toolkit.runbooks.base import RunContext
-from toolkit.runbooks.replace import replace_capacity, restore_spot
+from spotkit.errors import ToolkitError
+from spotkit.runbooks.base import RunContext
+from spotkit.runbooks.replace import replace_capacity, restore_spot
 
 SPOT_FAILURE = ("Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity "
                 "available that matches your request. Launching EC2 instance failed.")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support.spot_group import SpotGroupWorld
-from toolkit.errors import ToolkitError
-from toolkit.runbooks.base import RunContext
-from toolkit.runbooks.snapshot import restore_snapshot
+from spotkit.errors import ToolkitError
+from spotkit.runbooks.base import RunContext
+from spotkit.runbooks.snapshot import restore_snapshot
 
 
 class Killed(Exception):

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from tests.support.spot_group import SpotGroupWorld
-from toolkit.errors import ToolkitError
-from toolkit.runbooks.aws_calls import CallCounter
-from toolkit.runbooks.base import RunContext
-from toolkit.runbooks.volumes import recover_volumes
+from spotkit.errors import ToolkitError
+from spotkit.runbooks.aws_calls import CallCounter
+from spotkit.runbooks.base import RunContext
+from spotkit.runbooks.volumes import recover_volumes
 
 
 class Killed(Exception):

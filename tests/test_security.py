@@ -17,25 +17,25 @@ import warnings
 
 import pytest
 
-from modules.annotations import SpotkitWarning
-from modules.data_volume import DataVolumeSettings, RetainedDataVolumes
-from modules.compute_group import SpotComputeGroup
-from modules.ecs_spot import EcsClusterSettings
-from modules.eks_settings import EksClusterSettings
+from spotkit.constructs.annotations import SpotkitWarning
+from spotkit.constructs.data_volume import DataVolumeSettings, RetainedDataVolumes
+from spotkit.constructs.compute_group import SpotComputeGroup
+from spotkit.constructs.ecs_spot import EcsClusterSettings
+from spotkit.constructs.eks_settings import EksClusterSettings
 from modules.interruption_events import (
     InterruptionEvents,
     InterruptionEventsSettings,
     build_lambda_source,
     lambda_source_files,
 )
-from modules.kms import is_key_arn
-from stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
-from stacks.eks_gpu import EksGpuStack
-from stacks.eks_gpu_config import EksGpuConfig
-from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
-from stacks.training import TrainingConfig, TrainingStack
+from spotkit.constructs.kms import is_key_arn
+from spotkit.stacks.ecs_spot import EcsSpotConfig, EcsSpotStack
+from spotkit.stacks.eks_gpu import EksGpuStack
+from spotkit.stacks.eks_gpu_config import EksGpuConfig
+from spotkit.stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
+from spotkit.stacks.training import TrainingConfig, TrainingStack
 from tests.support.synth import build_stack, data_sources, local_value, one, resources, synth_construct
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -416,7 +416,7 @@ def test_lambda_package_symlink_in_cache_is_not_followed(tmp_path):
 
 
 def test_lambda_cache_root_is_private(tmp_path, monkeypatch):
-    from modules.interruption_events import lambda_cache_root
+    from spotkit.constructs.interruption_events import lambda_cache_root
 
     monkeypatch.setenv("SPOTKIT_CACHE_DIR", str(tmp_path / "c"))
     root = lambda_cache_root()
@@ -435,7 +435,7 @@ def test_lambda_package_is_not_in_a_shared_temp_path(training):
 
 def test_boot_scripts_write_no_fixed_tmp_path():
     # GIVEN every shipped stack's synthesized user data (the agent installs from S3 in training)
-    from modules.agent_user_data import AgentSettings, agent_user_data_part
+    from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part
 
     part = agent_user_data_part(AgentSettings(package_spec="s3://bucket/spotkit-0.1.0-py3-none-any.whl"))
     # THEN the download goes to a private mktemp folder, removed after the install

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.check.checkov import _sanitized_copy, find_checkov
-from toolkit.synth import synthesize
+from spotkit.check.checkov import _sanitized_copy, find_checkov
+from spotkit.synth import synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 SECURITY_PAGE = ROOT / "docs" / "security.md"
@@ -77,7 +77,7 @@ def test_checkov_runs_on_spotkit_output_and_finds_only_accepted_findings(shipped
                     "'checkov>=3.2,<4', then SPOTKIT_CHECKOV=$PWD/.venv-checkov/bin/checkov; .ci/run does this)")
     out, paths = shipped
     # WHEN spotkit check runs with checkov required
-    proc = subprocess.run([sys.executable, "-m", "toolkit.cli.main", "check", str(out), "--checkov", "--format", "json",
+    proc = subprocess.run([sys.executable, "-m", "spotkit.cli.main", "check", str(out), "--checkov", "--format", "json",
                            "--fail-on", "never"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr

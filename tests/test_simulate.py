@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import run_spotkit
-from toolkit.simulate import policy as pol
-from toolkit.simulate.traces import TraceError, load_trace_dir
+from spotkit.simulate import policy as pol
+from spotkit.simulate.traces import TraceError, load_trace_dir
 
 TRACES = Path(__file__).parent / "fixtures" / "traces"
 T16 = str(TRACES / "aws-v100-16node-2023-08")
@@ -20,7 +20,7 @@ T16 = str(TRACES / "aws-v100-16node-2023-08")
 @pytest.fixture(scope="module")
 def gpu_json(tmp_path_factory) -> Path:
     """gpu_inference with its defaults, synthesized once."""
-    from stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
+    from spotkit.stacks.gpu_inference import GpuInferenceConfig, GpuInferenceStack
     from tests.support.synth import build_stack
 
     doc, _ = build_stack(GpuInferenceStack, GpuInferenceConfig())
@@ -126,7 +126,7 @@ def test_sixteen_replicas_split_by_the_strategy(gpu_json):
 
 
 def test_the_report_compares_four_policies_and_levers_on_a_real_trace(gpu_json):
-    from toolkit.simulate import report
+    from spotkit.simulate import report
 
     sp = pol.read_stack_policy(json.loads(gpu_json.read_text()), "gpu_inference", {})
     rep = report.run(sp, [load_trace_dir(T16)], {})
@@ -221,7 +221,7 @@ def test_cli_plot_without_matplotlib_is_skipped_with_a_note(capsys, tmp_path, gp
 
 
 def test_training_policy_is_its_group_alone_with_the_fallback_off():
-    from stacks.training import TrainingConfig, TrainingStack
+    from spotkit.stacks.training import TrainingConfig, TrainingStack
     from tests.support.synth import build_stack
 
     doc, _ = build_stack(TrainingStack, TrainingConfig())

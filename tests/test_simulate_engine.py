@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from toolkit.interruption.fallback import FallbackPolicy
-from toolkit.simulate.engine import Policy, simulate
+from spotkit.runtime.interruption.fallback import FallbackPolicy
+from spotkit.simulate.engine import Policy, simulate
 
 INF = math.inf
 DAY = 288  # 5-minute ticks
@@ -135,7 +135,7 @@ def test_coalescing_settled_stretches_changes_no_figure(trace):
     # GIVEN a real trace WHEN each policy runs stepping every tick and coalescing settled stretches
     from pathlib import Path
 
-    from toolkit.simulate.traces import load_trace_dir
+    from spotkit.simulate.traces import load_trace_dir
 
     ts = load_trace_dir(Path(__file__).parent / "fixtures" / "traces" / trace)
     zones = sorted(ts.zones)
@@ -155,8 +155,8 @@ def test_coalescing_settled_stretches_changes_no_figure(trace):
 
 def test_the_fallback_decides_with_the_handlers_code(monkeypatch):
     # GIVEN the engine WHEN the handler's decision is replaced THEN the engine's behaviour follows it
-    from toolkit.interruption import fallback
-    from toolkit.simulate import engine
+    from spotkit.runtime.interruption import fallback
+    from spotkit.simulate import engine
 
     assert engine.decide_fall_back is fallback.decide_fall_back
     assert engine.decide_return is fallback.decide_return

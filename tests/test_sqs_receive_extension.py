@@ -1,4 +1,4 @@
-"""The harness's SQS extension (toolkit/local/sqs_queue.py) against the moto server over
+"""The harness's SQS extension (toolkit/rehearsal/local/sqs_queue.py) against the moto server over
 HTTP: the answers are SQS's (attributes by name, ``All``, a bad name refused, long polling), and
 concurrent receivers and deleters work as on one queue: no message handed out twice, no delete undone."""
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from modules.compute_group import SpotComputeGroup
+from spotkit.constructs.compute_group import SpotComputeGroup
 from modules.data_volume import (
     DataVolumeSettings,
     RetainedDataVolumes,
@@ -16,7 +16,7 @@ from modules.data_volume import (
     validate_snapshots,
 )
 from tests.support.synth import local_value, one, resources, synth_construct
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 SNAPSHOTS = SnapshotSettings(interval_hours=6, retain_count=28, times=("01:30",),
                              fast_restore_availability_zones=("us-east-1a", "us-east-1b"), fast_restore_count=2)
@@ -87,7 +87,7 @@ def test_instance_role_may_only_create_tag_and_attach_its_own_group_volumes(grou
 
 
 def test_provisioned_iops_volumes_are_created_with_their_iops_and_no_throughput():
-    from modules.data_volume_boot import create_volume_args
+    from spotkit.constructs.data_volume_boot import create_volume_args
 
     args = create_volume_args(size_gib=100, volume_type="io2", iops=20000, throughput_mibps=250, kms_key_id=None, tags={})
     assert args[:7] == ["--size", "100", "--volume-type", "io2", "--encrypted", "--iops", "20000"]

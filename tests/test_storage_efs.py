@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from modules.compute_group import SpotComputeGroup
-from modules.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings, validate_efs
+from spotkit.constructs.compute_group import SpotComputeGroup
+from spotkit.constructs.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings, validate_efs
 from tests.support.synth import local_value, one, resources, synth_construct
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 SUBNETS = ["subnet-a", "subnet-b", "subnet-c"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from modules.compute_group import ComputeGroupSettings, SpotComputeGroup, validate_settings
+from spotkit.constructs.compute_group import ComputeGroupSettings, SpotComputeGroup, validate_settings
 from modules.hibernation import (
     HibernationSettings,
     WarmPoolSettings,
@@ -14,10 +14,10 @@ from modules.hibernation import (
     supports_hibernation,
     validate_hibernation,
 )
-from modules.instance_table import INSTANCE_TYPES
-from modules.spot_instance import SpotInstanceSettings, validate_spot_instance
+from spotkit.constructs.instance_table import INSTANCE_TYPES
+from spotkit.constructs.spot_instance import SpotInstanceSettings, validate_spot_instance
 from tests.support.synth import one, synth_construct
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 SUBNETS = ["subnet-a", "subnet-b"]
 W = "SpotComputeGroup 'fleet'"
@@ -80,7 +80,7 @@ def test_shipped_table_has_memory_and_hibernation_flags():
 
 def test_explicit_root_size_is_used_as_given():
     # GIVEN an explicit root size large enough WHEN sized THEN it is used
-    from modules.hibernation import hibernation_root_size
+    from spotkit.constructs.hibernation import hibernation_root_size
 
     assert hibernation_root_size(["r5.2xlarge"], HibernationSettings(enabled=True, root_volume_size_gib=120), 50) == 120
     assert hibernation_root_size(["t3.small"], HibernationSettings(enabled=True), 50) == 50
@@ -227,7 +227,7 @@ def test_rule_spot_instance_name_and_root_size():
 
 
 def test_rule_spot_instance_checks_its_data_volume():
-    from modules.data_volume import DataVolumeSettings
+    from spotkit.constructs.data_volume import DataVolumeSettings
 
     _raises(lambda: validate_spot_instance("nb", SpotInstanceSettings(data_volume=DataVolumeSettings(size_gib=0))),
             "PersistentSpotInstance 'nb': data_volumes[0].size_gib must be between 1 and 16384 (got 0)")

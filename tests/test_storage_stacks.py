@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from modules.spot_instance import SpotInstanceSettings
-from stacks.notebook import NotebookConfig, NotebookStack
-from stacks.training import TrainingConfig, TrainingStack
+from spotkit.constructs.spot_instance import SpotInstanceSettings
+from spotkit.stacks.notebook import NotebookConfig, NotebookStack
+from spotkit.stacks.training import TrainingConfig, TrainingStack
 from tests.support.synth import build_stack, local_value, one, resources
 from tests.support.tf_validate import needs_terraform, terraform_validate
-from toolkit.config import apply_overrides
+from spotkit.config import apply_overrides
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from modules.network import NetworkSettings
-from stacks.training import TrainingConfig, TrainingStack
+from spotkit.constructs.network import NetworkSettings
+from spotkit.stacks.training import TrainingConfig, TrainingStack
 from tests.support.synth import build_stack, one, resources
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from toolkit.errors import AwsCallError
+from spotkit.errors import AwsCallError
 
 if TYPE_CHECKING:
     import boto3

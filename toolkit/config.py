@@ -37,7 +37,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from toolkit.errors import ConfigError, MissingDependencyError
+from spotkit.errors import ConfigError, MissingDependencyError
 
 SETTINGS_SECTION = "settings"
 # Keys of the ``settings:`` section and what reads them (toolkit/deploy/workflow.py, toolkit/deploy/mirror.py).
@@ -227,7 +227,7 @@ def check_region(value: str, key: str) -> str:
 
 def check_instance_type(value: str, key: str) -> str:
     """Refuse a name that is not in the shipped instance table (wildcards like ``g5.*`` pass)."""
-    from modules.instance_table import INSTANCE_TYPES
+    from spotkit.constructs.instance_table import INSTANCE_TYPES
 
     if "*" in value or value in INSTANCE_TYPES:
         return value

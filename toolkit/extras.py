@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from toolkit.errors import MissingDependencyError
+from spotkit.errors import MissingDependencyError
 
 # extra -> (the modules it brings that spotkit imports, what needs it)
 EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {

@@ -4,7 +4,7 @@ Two targets, one result (``InterruptResult``: what was interrupted, what the han
 instance, what replaced them):
 
 - ``run_fis`` (AWS): the stack synthesizes one AWS FIS experiment template per group (tag
-  ``spotkit:group``; ``modules.interruption_events``). For the chosen instances a one-off copy of it is
+  ``spotkit:group``; ``spotkit.constructs.interruption_events``). For the chosen instances a one-off copy of it is
   made that targets exactly them (``resourceArns``, selection ``ALL``; same action, notice, role and stop
   condition, tagged ``spotkit:interrupt=one-off``), started, followed to its end (bounded polls, injected
   sleep), then deleted. AWS sends the spot interruption warnings itself; the deployed handler drains.
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-from toolkit import notice
-from toolkit.errors import ToolkitError
+from spotkit.runtime import notice
+from spotkit.errors import ToolkitError
 
 SPOT_ACTION = "aws:ec2:send-spot-instance-interruptions"
 ONE_OFF_TAG = "spotkit:interrupt"
@@ -70,7 +70,7 @@ def choose(instance_ids: list[str], *, count: Optional[int] = None, percent: Opt
 
 def running_instances(ec2, group: str) -> list[str]:
     """Running instances tagged with the group (one paginated, filtered call)."""
-    from toolkit.runbooks import aws_calls as aws
+    from spotkit.runbooks import aws_calls as aws
 
     return sorted(i["InstanceId"] for i in aws.group_instances(ec2, group, states=("running",)))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from toolkit.errors import MissingDependencyError, ToolkitError
+from spotkit.errors import MissingDependencyError, ToolkitError
 
 
 @dataclass
@@ -94,8 +94,8 @@ def synthesize(names: Sequence[str] | None, outdir: str | Path,
     ``--no-cache`` option) synthesizes everything and refreshes the cache. ``stats`` (if given) receives
     ``{"cached": [...], "synthesized": [...]}``.
     """
-    from stacks import registry
-    from toolkit import synth_cache
+    from spotkit.stacks import registry
+    from spotkit import synth_cache
 
     outdir = Path(outdir)
     specs = registry.resolve(list(names or []))  # unknown names fail here, before any work
@@ -128,7 +128,7 @@ def synthesize(names: Sequence[str] | None, outdir: str | Path,
 def _replay_warnings(messages: Sequence[str]) -> None:
     import warnings
 
-    from modules.annotations import SpotkitWarning
+    from spotkit.constructs.annotations import SpotkitWarning
 
     for message in messages:
         warnings.warn(message, SpotkitWarning, stacklevel=3)
@@ -142,8 +142,8 @@ def _synthesize_now(names: Sequence[str], outdir: Path,
     import os
     import warnings
 
-    from modules.annotations import SpotkitWarning
-    from stacks.app import build_app
+    from spotkit.constructs.annotations import SpotkitWarning
+    from spotkit.stacks.app import build_app
 
     out = []
     for name in names:
@@ -187,7 +187,7 @@ def _no_leftovers(outdir: Path):
 # the installed spotkit finds it without an activated venv; jsii gets the Node spotkit uses (JSII_NODE).
 
 CDKTF_JSON = "cdktf.json"
-OWN_APPS = ("python3 -m stacks.app",)  # the app of spotkit's own repository (its cdktf.json)
+OWN_APPS = ("python3 -m spotkit.stacks.app",)  # the app of spotkit's own repository (its cdktf.json)
 
 
 def user_app(folder: str | Path = ".") -> str | None:

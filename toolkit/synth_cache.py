@@ -42,7 +42,7 @@ def cache_dir(project: Path | None = None) -> Path | None:
     if value:
         return Path(value).expanduser().resolve()
     if project is None:
-        from toolkit.local.emulator import project_dir
+        from spotkit.rehearsal.local.emulator import project_dir
 
         project = project_dir(None)
     return Path(project) / "synth-cache"
@@ -82,7 +82,7 @@ def source_digest(root: Path = ROOT) -> str:
 
 
 def stack_key(stack: str, config_data: Mapping[str, Any] | None) -> str:
-    from toolkit import __version__
+    from spotkit import __version__
 
     parts = {
         "stack": stack,

@@ -1,7 +1,7 @@
 """MkDocs hook: the rule reference (docs/rules.md) is generated from the rule registry at build time.
 
 The page holds the marker ``<!-- spotkit:rules -->``; this hook replaces it with one table row per rule of
-``toolkit.check.RULES`` (and the suppression rule, SPOT000), read through the registry's public names only:
+``spotkit.check.RULES`` (and the suppression rule, SPOT000), read through the registry's public names only:
 ``id``, ``severity``, ``title`` (or ``description`` when a rule has one), ``fix``, ``help_uri``. The hook
 also loads every CLI command before mkdocs-click documents them (the group loads its commands lazily).
 """
@@ -24,12 +24,12 @@ def _cell(text) -> str:
 
 def rule_table() -> str:
     """The Markdown table of every registered rule, in registry order, SPOT000 last."""
-    import toolkit.check as check
+    import spotkit.check as check
 
     rules = list(check.RULES)
     invalid = getattr(check, "INVALID_SUPPRESSION", None)
     if invalid is None:
-        from toolkit.check.rules import INVALID_SUPPRESSION as invalid
+        from spotkit.check.rules import INVALID_SUPPRESSION as invalid
     if invalid.id not in {r.id for r in rules}:
         rules.append(invalid)
     lines = ["| id | severity | category | what it finds | fix | docs |", "|---|---|---|---|---|---|"]
@@ -46,7 +46,7 @@ def load_every_command() -> list[str]:
     """Import every command module of the lazy CLI group, so the generated reference lists them all."""
     import click
 
-    from toolkit.cli.main import cli
+    from spotkit.cli.main import cli
 
     return list(cli.list_commands(click.Context(cli)))
 

@@ -11,11 +11,11 @@ to the replacement by `spotkit recover volumes`) and the interruption warnings r
 from cdktn import App, TerraformOutput
 from constructs import Construct
 
-from modules.compute_group import ComputeGroupSettings, SpotComputeGroup
-from modules.data_volume import DataVolumeSettings, RetainedDataVolumes
-from modules.interruption_events import InterruptionEvents, InterruptionEventsSettings
-from modules.network import NetworkSettings, SpotNetwork
-from stacks.base import SpotkitStack, StackConfig
+from spotkit.constructs.compute_group import ComputeGroupSettings, SpotComputeGroup
+from spotkit.constructs.data_volume import DataVolumeSettings, RetainedDataVolumes
+from spotkit.constructs.interruption_events import InterruptionEvents, InterruptionEventsSettings
+from spotkit.constructs.network import NetworkSettings, SpotNetwork
+from spotkit.stacks.base import SpotkitStack, StackConfig
 
 NAME = "my-training"
 REGION = "us-east-1"

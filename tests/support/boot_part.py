@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from modules.data_volume_boot import FUNCTIONS_END
-from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.constructs.data_volume_boot import FUNCTIONS_END
+from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 AWS_CLI = Path(sys.executable).with_name("aws")
 

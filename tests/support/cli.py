@@ -19,7 +19,7 @@ class CliRun:
 
 
 def run_spotkit(capsys, *argv: str) -> CliRun:
-    from toolkit.cli.main import main
+    from spotkit.cli.main import main
 
     capsys.readouterr()
     try:

@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from toolkit.interruption.actions import Clients
-from toolkit.interruption.store import create_journal_table
+from spotkit.runtime.interruption.actions import Clients
+from spotkit.runtime.interruption.store import create_journal_table
 
 GROUP = "train-fleet"
 CLUSTER = "train-cluster"

@@ -93,8 +93,8 @@ EXTENSIONS.append(("ecs ListContainerInstances applies filter ec2InstanceId == /
 # ReceiveMessage cost: moto 5.2 rebuilds every queue attribute (three scans of the whole queue each) three
 # times per message it hands out, to read the retention period; a wave's drain grew with the square of
 # its size in the emulator; and its queue operations race each other in the threaded server
-# (toolkit/local/sqs_queue.py). Answers are unchanged.
-from toolkit.local import sqs_queue as sqs_receive_extension  # noqa: E402
+# (toolkit/rehearsal/local/sqs_queue.py). Answers are unchanged.
+from spotkit.rehearsal.local import sqs_queue as sqs_receive_extension  # noqa: E402
 
 sqs_receive_extension.install()
 EXTENSIONS.append(("sqs ReceiveMessage/GetQueueAttributes compute the queue's attributes once, not per message and name; queue operations atomic",

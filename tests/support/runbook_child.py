@@ -25,9 +25,9 @@ MUTATING = {"CreateSnapshot", "CreateVolume", "AttachVolume", "CreateTags", "Cre
 
 
 def main(endpoint: str, journal_dir: str, group: str, kill_after: int, mode: str = "kill") -> int:
-    from toolkit.errors import ToolkitError
-    from toolkit.runbooks.base import RunContext
-    from toolkit.runbooks.volumes import recover_volumes
+    from spotkit.errors import ToolkitError
+    from spotkit.runbooks.base import RunContext
+    from spotkit.runbooks.volumes import recover_volumes
 
     def client(service):
         return boto3.client(service, region_name="us-east-1", endpoint_url=endpoint,

@@ -5,7 +5,7 @@ extension answers ``GetSpotPlacementScores`` over HTTP from scores a test sets w
 ``set_spot_placement_scores(region, score)`` (kept on moto's EC2 backend, so ``moto_server.reset()``
 clears them), in EC2's XML shape: one ``spotPlacementScoreSet`` item per requested region. With no score
 set it refuses as EC2 does for an account without the permission (``UnauthorizedOperation``), which the
-code under test must treat as "no score" (the module doc of toolkit/interruption/fallback.py).
+code under test must treat as "no score" (the module doc of toolkit/runtime/interruption/fallback.py).
 
 Reuse: ``install()`` (done by tests/support/moto_server.py at import).
 """

@@ -11,7 +11,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from cdktn import App, Testing  # noqa: E402
 
-from stacks.base import SpotkitStack, StackConfig  # noqa: E402
+from spotkit.stacks.base import SpotkitStack, StackConfig  # noqa: E402
 
 
 def synth_json(stack) -> dict:

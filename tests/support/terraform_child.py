@@ -11,9 +11,9 @@ import sys
 
 
 def main(workdir: str) -> int:
-    from toolkit.deploy.binary import find_terraform
-    from toolkit.deploy.runner import IsFlagged, TerraformRunner
-    from toolkit.errors import ToolkitError
+    from spotkit.deploy.binary import find_terraform
+    from spotkit.deploy.runner import IsFlagged, TerraformRunner
+    from spotkit.errors import ToolkitError
 
     runner = TerraformRunner(workdir, find_terraform())
     try:

@@ -3,9 +3,9 @@
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from toolkit.check.engine import run_check_on_paths
-from toolkit.check.report import CheckFailed, CheckReport, Finding, fail_if_needed
-from toolkit.check.rules import RULES, Rule
+from spotkit.check.engine import run_check_on_paths
+from spotkit.check.report import CheckFailed, CheckReport, Finding, fail_if_needed
+from spotkit.check.rules import RULES, Rule
 
 __all__ = ["run_check_on_paths", "check_before_plan", "CheckFailed", "CheckReport", "Finding", "RULES", "Rule"]
 

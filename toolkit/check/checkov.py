@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from toolkit.check.hcl import display_path
-from toolkit.check.loader import is_plan_json
+from spotkit.check.hcl import display_path
+from spotkit.check.loader import is_plan_json
 
 INSTALL_HINT = ("install it on its own (pipx install checkov, or a separate venv) and point SPOTKIT_CHECKOV at it; in spotkit's own dev venv it would downgrade boto3")
 SEVERITY_MAP = {"CRITICAL": "error", "HIGH": "error", "MEDIUM": "warning", "LOW": "info", "INFO": "info"}

@@ -17,13 +17,13 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
-from toolkit.check.checkov import run_checkov
-from toolkit.check.graph import Resource, ResourceGraph, blocks
-from toolkit.check.loader import load_graph
-from toolkit.check.report import CheckReport, Finding
-from toolkit.check.rules import GENERAL, INVALID_SUPPRESSION, RULES, Undecided, is_rule_id, maybe_spot_capacity, spot_capacity
-from toolkit.errors import ConfigError
-from toolkit.notice import TAG_SKIP_CHECK
+from spotkit.check.checkov import run_checkov
+from spotkit.check.graph import Resource, ResourceGraph, blocks
+from spotkit.check.loader import load_graph
+from spotkit.check.report import CheckReport, Finding
+from spotkit.check.rules import GENERAL, INVALID_SUPPRESSION, RULES, Undecided, is_rule_id, maybe_spot_capacity, spot_capacity
+from spotkit.errors import ConfigError
+from spotkit.runtime.notice import TAG_SKIP_CHECK
 
 SKIP_TAG = TAG_SKIP_CHECK
 
@@ -181,7 +181,7 @@ def run_check_on_paths(paths: Iterable[str], config: Mapping[str, Any] | None = 
 
     ``config`` is the parsed --config mapping (its ``check`` section holds suppressions).
     """
-    from toolkit.errors import MissingDependencyError
+    from spotkit.errors import MissingDependencyError
 
     graph = load_graph(paths)
     # a module file read by several roots counts once

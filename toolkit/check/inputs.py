@@ -7,7 +7,7 @@ import os
 import shlex
 from pathlib import Path
 
-from toolkit.errors import ToolkitError
+from spotkit.errors import ToolkitError
 
 MAX_HCL_MB_ENV = "SPOTKIT_CHECK_MAX_HCL_MB"
 MAX_HCL_MB = 2  # .tf / .tfvars files: parsing HCL takes about 300 bytes of memory per byte of input (measured)

@@ -24,9 +24,9 @@ from typing import Any, Iterable, Iterator
 
 from toolkit.check.graph import (NODE_POOL, Resource, ResourceGraph, as_list, attr_refs_from_values, block, blocks,
                                  is_unresolved, references_in, unknown_block)
-from toolkit.check.hcl import HclLoader, root_directories
-from toolkit.check.inputs import read_input
-from toolkit.errors import ToolkitError
+from spotkit.check.hcl import HclLoader, root_directories
+from spotkit.check.inputs import read_input
+from spotkit.errors import ToolkitError
 
 # the graph's names stay importable from here, where the loader's users (and tests) have always found them
 __all__ = ["Resource", "ResourceGraph", "as_list", "block", "blocks", "is_unresolved", "references_in", "unknown_block",
@@ -189,14 +189,14 @@ def expand_paths(paths: Iterable[str | Path]) -> Inputs:
 
 
 def _holds_node_pool(path: Path) -> bool:
-    from toolkit.k8s.karpenter import holds_node_pool
+    from spotkit.k8s.karpenter import holds_node_pool
 
     return holds_node_pool(path)
 
 
 def load_node_pools(path: Path) -> list[Resource]:
     """The Karpenter NodePools of a YAML file as resources whose values are the manifests."""
-    from toolkit.k8s.karpenter import read_node_pools
+    from spotkit.k8s.karpenter import read_node_pools
 
     out = []
     for doc in read_node_pools(path):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from toolkit.check.engine import hits
-from toolkit.check.graph import ResourceGraph
-from toolkit.check.loader import load_node_pools
-from toolkit.check.rules import RULES_BY_ID
+from spotkit.check.engine import hits
+from spotkit.check.graph import ResourceGraph
+from spotkit.check.loader import load_node_pools
+from spotkit.check.rules import RULES_BY_ID
 
 KARPENTER_RULES = ("SPOT016", "SPOT017")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from toolkit.errors import ToolkitError
+from spotkit.errors import ToolkitError
 
 SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1}
 CATEGORIES = ("spot", "general")
@@ -102,7 +102,7 @@ class CheckReport:
                 f"{c['info']} info, {len(self.suppressed)} suppressed")
 
     def to_dict(self) -> dict:
-        from toolkit.output import to_jsonable
+        from spotkit.output import to_jsonable
 
         return {
             "files": self.files,

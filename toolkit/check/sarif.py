@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit import __version__
-from toolkit.check.report import CheckReport, Finding
-from toolkit.check.rules import INVALID_SUPPRESSION, RULES
+from spotkit import __version__
+from spotkit.check.report import CheckReport, Finding
+from spotkit.check.rules import INVALID_SUPPRESSION, RULES
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}

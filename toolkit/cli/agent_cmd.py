@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import click
 
-from toolkit.agent.clouds.options import DEFAULT_WAIT_SECONDS, MARGIN_HELP
-from toolkit.agent.clouds.options import HELP as CLOUD_HELP
-from toolkit.agent.defaults import POLL_INTERVAL_SECONDS
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.cli.hints import echo_next
-from toolkit.errors import ToolkitError
+from spotkit.runtime.agent.clouds.options import DEFAULT_WAIT_SECONDS, MARGIN_HELP
+from spotkit.runtime.agent.clouds.options import HELP as CLOUD_HELP
+from spotkit.runtime.agent.defaults import POLL_INTERVAL_SECONDS
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.cli.hints import echo_next
+from spotkit.errors import ToolkitError
 
 
 @click.command("agent")
@@ -64,11 +64,11 @@ def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seco
                   no_complete_lifecycle, maintenance_lead, token_ttl, allow_imdsv1, state_file, dry_run, notice_policy,
                   checkpoint_seconds):
     """Watch instance metadata for interruption notices; checkpoint, signal and drain. Logs JSON lines."""
-    from toolkit.agent import Agent, AgentConfig, JsonLogger
-    from toolkit.agent.clouds import options
-    from toolkit.agent.clouds.detect import CloudNotDetected
-    from toolkit.agent.lifecycle import REGION_PATH
-    from toolkit.aws import AwsTarget
+    from spotkit.runtime.agent import Agent, AgentConfig, JsonLogger
+    from spotkit.runtime.agent.clouds import options
+    from spotkit.runtime.agent.clouds.detect import CloudNotDetected
+    from spotkit.runtime.agent.lifecycle import REGION_PATH
+    from spotkit.aws import AwsTarget
 
     try:
         cloud = options.resolve_cloud(cloud, metadata_url)
@@ -134,8 +134,8 @@ def imds_mock_command(cloud, no_wait_for_change, host, port, imdsv2_required, sp
 
     Trigger a notice now: curl -X POST localhost:8111/spotkit/interrupt -d '{"kind": "spot"}'
     """
-    from toolkit.imds.emulator import EmulatorSettings, ImdsEmulator
-    from toolkit.notice import ASG_NAME_TAG, STANDARD_NOTICE_SECONDS, TAG_GROUP
+    from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
+    from spotkit.runtime.notice import ASG_NAME_TAG, STANDARD_NOTICE_SECONDS, TAG_GROUP
 
     if lead_seconds is None:
         lead_seconds = STANDARD_NOTICE_SECONDS[cloud]
@@ -163,8 +163,8 @@ def imds_mock_command(cloud, no_wait_for_change, host, port, imdsv2_required, sp
 
 
 def _serve_cloud_mock(cloud, host, port, delay, lead_seconds, wait_for_change, verbose):
-    from toolkit.imds.azure import AzureEmulator, AzureSettings
-    from toolkit.imds.gcp import GcpEmulator, GcpSettings
+    from spotkit.rehearsal.imds.azure import AzureEmulator, AzureSettings
+    from spotkit.rehearsal.imds.gcp import GcpEmulator, GcpSettings
 
     try:
         if cloud == "gcp":

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from toolkit.check import run_check_on_paths
-from toolkit.check.report import FAIL_ON, fail_if_needed, render_text
-from toolkit.check.sarif import to_sarif
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.errors import ToolkitError
-from toolkit.output import emit_json
+from spotkit.check import run_check_on_paths
+from spotkit.check.report import FAIL_ON, fail_if_needed, render_text
+from spotkit.check.sarif import to_sarif
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.errors import ToolkitError
+from spotkit.output import emit_json
 
 
 @click.command("check")

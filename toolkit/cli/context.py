@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from toolkit.aws import AwsTarget
-from toolkit.config import read_config_file
+from spotkit.aws import AwsTarget
+from spotkit.config import read_config_file
 
 
 @dataclass

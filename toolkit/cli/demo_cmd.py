@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.context import CliContext
-from toolkit.cli.hints import echo_next, not_on_path_note
+from spotkit.cli.context import CliContext
+from spotkit.cli.hints import echo_next, not_on_path_note
 
 
 def _banner(text: str) -> None:
@@ -33,15 +33,15 @@ def _banner(text: str) -> None:
 @click.pass_context
 def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply):
     """Deploy the training stack locally, drill interruptions, check the stacks, summarize."""
-    from toolkit import extras
+    from spotkit import extras
 
     extras.require("local", "demo")  # before the emulator and the deployment, not when the drill starts
-    from toolkit.cli.check_cmd import check_command
-    from toolkit.cli.deploy_cmd import apply_command
-    from toolkit.cli.drill_cmd import drill_command
-    from toolkit.cli.stacks_cmd import synth_command
-    from toolkit.deploy import workflow
-    from toolkit.local import emulator
+    from spotkit.cli.check_cmd import check_command
+    from spotkit.cli.deploy_cmd import apply_command
+    from spotkit.cli.drill_cmd import drill_command
+    from spotkit.cli.stacks_cmd import synth_command
+    from spotkit.deploy import workflow
+    from spotkit.rehearsal.local import emulator
 
     ctx: CliContext = click_ctx.obj
     out_dir = Path(out)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from stacks import registry
-from toolkit.check import check_before_plan
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.cli.hints import echo_next
-from toolkit.deploy import planning, workflow
-from toolkit.errors import StackNotFoundError
-from toolkit.local.emulator import project_dir
-from toolkit.output import emit_json
+from spotkit.stacks import registry
+from spotkit.check import check_before_plan
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.cli.hints import echo_next
+from spotkit.deploy import planning, workflow
+from spotkit.errors import StackNotFoundError
+from spotkit.rehearsal.local.emulator import project_dir
+from spotkit.output import emit_json
 
 
 def deploy_options(with_target: bool = True):
@@ -57,7 +57,7 @@ def _options(ctx: CliContext, target, terraform_bin, provider_mirror, parallelis
 
 
 def _prepare(ctx: CliContext, stack: str, opts: workflow.DeployOptions, check: bool = True) -> workflow.Workdir:
-    from toolkit import synth as synth_domain
+    from spotkit import synth as synth_domain
 
     app = synth_domain.user_app(".")  # a folder with your own CDKTF app (cdktf.json): its stacks
     if app is not None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.cli.hints import echo_next
-from toolkit.output import emit_json, table
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.cli.hints import echo_next
+from spotkit.output import emit_json, table
 
 
 PLOT_INSTALL_HINT = "pip install 'spotkit[plot]'"
@@ -44,13 +44,13 @@ def render_drill_table(results) -> str:
 
 def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say):
     """The drill, with the retained-volume step on the emulator (``--endpoint-url`` or the local target)."""
-    from toolkit.drill import run_drill
+    from spotkit.rehearsal.drill import run_drill
 
     aws_step, started_here, project = None, False, None
     if use_aws:
-        from toolkit.aws import AwsTarget
-        from toolkit.drill_aws import DrillAwsTarget
-        from toolkit.local import emulator
+        from spotkit.aws import AwsTarget
+        from spotkit.rehearsal.drill_aws import DrillAwsTarget
+        from spotkit.rehearsal.local import emulator
 
         endpoint = ctx.endpoint_url
         if not endpoint:
@@ -71,7 +71,7 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
         return run_drill(settings, out, aws_step=aws_step, on_event=say)
     finally:
         if started_here and project is not None:
-            from toolkit.local import emulator
+            from spotkit.rehearsal.local import emulator
 
             emulator.stop(project)
 
@@ -107,8 +107,8 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
 def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds,
                   replacement_seconds, notice_policy, rebalance_lead, handoff, out, use_aws):
     """Rehearse spot interruptions of a real training workload, with and without the agent."""
-    from toolkit import extras
-    from toolkit.errors import ToolkitError
+    from spotkit import extras
+    from spotkit.errors import ToolkitError
 
     if notice_seconds is None:
         notice_seconds = 4.0 if cloud == "aws" else 2.0
@@ -119,7 +119,7 @@ def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_secon
                            f"--cloud {cloud}",
                            hint=f"spotkit drill --cloud {cloud} --no-aws")
     extras.require("demo", *(["local"] if use_aws else []))  # before any work, not when the workload starts
-    from toolkit.drill import DrillSettings, compare, plot
+    from spotkit.rehearsal.drill import DrillSettings, compare, plot
 
     settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
                              checkpoint_every=checkpoint_every, notice_seconds=notice_seconds,

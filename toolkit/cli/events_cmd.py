@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.errors import ToolkitError
-from toolkit.output import emit_json
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.errors import ToolkitError
+from spotkit.output import emit_json
 
 # One default for the handler, status and recover drain (SPOTKIT_INTERRUPTION_JOURNAL overrides it).
 DEFAULT_JOURNAL_FILE = os.environ.get("SPOTKIT_INTERRUPTION_JOURNAL", str(Path(".spotkit") / "interruptions.jsonl"))
@@ -30,7 +30,7 @@ def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: 
                  clients=None):
     """The journal (DynamoDB table or local JSON-lines file) and its description, checked with one cheap
     read before anything uses it: a wrong table or endpoint stops here with a clear error."""
-    from toolkit.interruption.store import DynamoDBStore, JournalError, LocalFileStore
+    from spotkit.runtime.interruption.store import DynamoDBStore, JournalError, LocalFileStore
 
     try:
         if journal_table:
@@ -159,8 +159,8 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     With --queue-url it runs until SIGTERM/SIGINT (clean shutdown: messages in progress finish, no
     more are received). Every event and action is journaled; a duplicate is acknowledged, not acted on.
     """
-    from toolkit.interruption.actions import Clients
-    from toolkit.interruption.handler import Handler, HandlerSettings
+    from spotkit.runtime.interruption.actions import Clients
+    from spotkit.runtime.interruption.handler import Handler, HandlerSettings
 
     if bool(queue_url) == bool(event_file):
         raise ToolkitError("give exactly one of --queue-url and --event-file",
@@ -186,7 +186,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     if not ctx.debug:
         for noisy in ("botocore", "boto3", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    from toolkit.interruption.consumer import client_config
+    from spotkit.runtime.interruption.consumer import client_config
 
     config = client_config(concurrency)
     clients = Clients(factory=lambda service: ctx.aws.client(service, config=config))
@@ -197,7 +197,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
         _handle_event_file(ctx, handler, bodies, Path(event_file), where, store)
         return
 
-    from toolkit.interruption.consumer import ConsumerError, QueueConsumer
+    from spotkit.runtime.interruption.consumer import ConsumerError, QueueConsumer
 
     # Few attempts per receive (the consumer itself retries a failing receive a bounded number of times),
     # with a connection pool sized to the workers.

@@ -27,7 +27,7 @@ _PIP = re.compile(r"(^|&& |; )pip(?= install )")
 def program(argv0: str | None = None, path: str | None = None, cwd: Path | None = None) -> str:
     """How the user's shell runs this spotkit: ``spotkit`` when PATH finds it, else its path."""
     argv0 = argv0 if argv0 is not None else sys.argv[0]
-    if not argv0 or Path(argv0).name != "spotkit":  # python -m toolkit.cli.main, tests: the installed name
+    if not argv0 or Path(argv0).name != "spotkit":  # python -m spotkit.cli.main, tests: the installed name
         return "spotkit"
     search = path if path is not None else os.environ.get("PATH", os.defpath)
     running = Path(argv0) if "/" in argv0 else Path(shutil.which(argv0, path=search) or argv0)

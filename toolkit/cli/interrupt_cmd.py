@@ -8,16 +8,16 @@ import os
 
 import click
 
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.cli.events_cmd import DEFAULT_JOURNAL_FILE
-from toolkit.errors import ToolkitError
-from toolkit.output import emit_json, table
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.cli.events_cmd import DEFAULT_JOURNAL_FILE
+from spotkit.errors import ToolkitError
+from spotkit.output import emit_json, table
 
 
 def _stack_outputs(ctx: CliContext, stack: str, target: str, project_dir) -> dict:
-    from stacks import registry
-    from toolkit.deploy import workflow
-    from toolkit.local.emulator import project_dir as resolve_project_dir
+    from spotkit.stacks import registry
+    from spotkit.deploy import workflow
+    from spotkit.rehearsal.local.emulator import project_dir as resolve_project_dir
 
     registry.get(stack)
     opts = workflow.DeployOptions(project=resolve_project_dir(project_dir), target=target,
@@ -55,8 +55,8 @@ def interrupt_command(ctx: CliContext, group, count, percent, target, stack, pro
     handler drained and what replaced it. With --target local the same warnings go on the stack's
     queue in the emulator and the handler runs: nothing is terminated.
     """
-    from toolkit import interrupt as it
-    from toolkit.cli.events_cmd import open_journal
+    from spotkit import interrupt as it
+    from spotkit.cli.events_cmd import open_journal
 
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -67,8 +67,8 @@ def interrupt_command(ctx: CliContext, group, count, percent, target, stack, pro
     try:
         running = it.running_instances(ctx.client("ec2"), group)
     except (BotoCoreError, ClientError) as exc:
-        from toolkit.aws import user_error
-        from toolkit.cli.hints import rerun
+        from spotkit.aws import user_error
+        from spotkit.cli.hints import rerun
 
         mapped = user_error(exc, ctx.endpoint_url, command=rerun())
         raise ToolkitError(f"cannot list the instances of group {group!r}: {exc}",
@@ -86,9 +86,9 @@ def interrupt_command(ctx: CliContext, group, count, percent, target, stack, pro
         if not queue_url:
             raise ToolkitError("--target local needs the stack's queue: give --stack or --queue-url",
                                hint=f"spotkit interrupt --group {group} --target local --stack STACK")
-        from toolkit.interruption.actions import Clients
-        from toolkit.interruption.consumer import QueueConsumer
-        from toolkit.interruption.handler import Handler, HandlerSettings
+        from spotkit.runtime.interruption.actions import Clients
+        from spotkit.runtime.interruption.consumer import QueueConsumer
+        from spotkit.runtime.interruption.handler import Handler, HandlerSettings
 
         store, _ = open_journal(ctx, journal_table, journal_file) if not dry_run else (None, "")
         sqs = ctx.client("sqs")

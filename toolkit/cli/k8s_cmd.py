@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.k8s import render as render_domain
-from toolkit.k8s import validate
-from toolkit.output import emit_json
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.k8s import render as render_domain
+from spotkit.k8s import validate
+from spotkit.output import emit_json
 
 
 @click.group("k8s")
@@ -43,7 +43,7 @@ def render_command(ctx: CliContext, stack, outdir, file_system_id, access_point_
 def check_command(ctx: CliContext, files):
     """Check the Jobs in FILES: spot toleration when they target spot, grace period within the notice;
     and the Karpenter NodePools in them: spot/on-demand mix and consolidation (SPOT016/017, warnings)."""
-    from toolkit.check.nodepools import check_node_pool_files
+    from spotkit.check.nodepools import check_node_pool_files
 
     checked = validate.check_files(files)
     pools, warnings = check_node_pool_files(files)

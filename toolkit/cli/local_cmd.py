@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.cli.hints import echo_next
-from toolkit.local import emulator
-from toolkit.output import emit_json
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.cli.hints import echo_next
+from spotkit.rehearsal.local import emulator
+from spotkit.output import emit_json
 
 _project = click.option("--project-dir", type=click.Path(file_okay=False), envvar="SPOTKIT_PROJECT_DIR",
                         help="Where the emulator keeps its pid, state and log (default ./.spotkit).")

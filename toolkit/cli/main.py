@@ -28,12 +28,12 @@ from typing import Any
 
 import click
 
-from toolkit import __version__
-from toolkit.aws import user_error as aws_user_error
-from toolkit.cli.context import CliContext
-from toolkit.cli.hints import echo_next, record_command_line, rerun
-from toolkit.errors import ToolkitError
-from toolkit.extras import missing_extra
+from spotkit import __version__
+from spotkit.aws import user_error as aws_user_error
+from spotkit.cli.context import CliContext
+from spotkit.cli.hints import echo_next, record_command_line, rerun
+from spotkit.errors import ToolkitError
+from spotkit.extras import missing_extra
 
 EXIT_BUG = 3  # not 2: click's usage errors and plan --detailed-exitcode's "changes" use 2
 
@@ -41,33 +41,33 @@ EXIT_BUG = 3  # not 2: click's usage errors and plan --detailed-exitcode's "chan
 # when one of its commands runs (or help lists them all): ``spotkit check`` never loads boto3, Terraform's
 # driver or the agent. ``COMMANDS`` maps each top-level command to its module (a test keeps it complete).
 COMMAND_MODULES = [
-    "toolkit.cli.stacks_cmd",
-    "toolkit.cli.deploy_cmd",
-    "toolkit.cli.local_cmd",
-    "toolkit.cli.agent_cmd",
-    "toolkit.cli.recover_cmd",
-    "toolkit.cli.k8s_cmd",
-    "toolkit.cli.check_cmd",
-    "toolkit.cli.drill_cmd",
-    "toolkit.cli.events_cmd",
-    "toolkit.cli.demo_cmd",
-    "toolkit.cli.interrupt_cmd",
-    "toolkit.cli.simulate_cmd",
+    "spotkit.cli.stacks_cmd",
+    "spotkit.cli.deploy_cmd",
+    "spotkit.cli.local_cmd",
+    "spotkit.cli.agent_cmd",
+    "spotkit.cli.recover_cmd",
+    "spotkit.cli.k8s_cmd",
+    "spotkit.cli.check_cmd",
+    "spotkit.cli.drill_cmd",
+    "spotkit.cli.events_cmd",
+    "spotkit.cli.demo_cmd",
+    "spotkit.cli.interrupt_cmd",
+    "spotkit.cli.simulate_cmd",
 ]
 COMMANDS = {
-    "stacks": "toolkit.cli.stacks_cmd", "synth": "toolkit.cli.stacks_cmd",
-    "plan": "toolkit.cli.deploy_cmd", "apply": "toolkit.cli.deploy_cmd", "destroy": "toolkit.cli.deploy_cmd",
-    "output": "toolkit.cli.deploy_cmd",
-    "local": "toolkit.cli.local_cmd",
-    "agent": "toolkit.cli.agent_cmd", "imds-mock": "toolkit.cli.agent_cmd",
-    "recover": "toolkit.cli.recover_cmd", "status": "toolkit.cli.recover_cmd",
-    "k8s": "toolkit.cli.k8s_cmd",
-    "check": "toolkit.cli.check_cmd",
-    "drill": "toolkit.cli.drill_cmd",
-    "handle-events": "toolkit.cli.events_cmd",
-    "demo": "toolkit.cli.demo_cmd",
-    "interrupt": "toolkit.cli.interrupt_cmd",
-    "simulate": "toolkit.cli.simulate_cmd",
+    "stacks": "spotkit.cli.stacks_cmd", "synth": "spotkit.cli.stacks_cmd",
+    "plan": "spotkit.cli.deploy_cmd", "apply": "spotkit.cli.deploy_cmd", "destroy": "spotkit.cli.deploy_cmd",
+    "output": "spotkit.cli.deploy_cmd",
+    "local": "spotkit.cli.local_cmd",
+    "agent": "spotkit.cli.agent_cmd", "imds-mock": "spotkit.cli.agent_cmd",
+    "recover": "spotkit.cli.recover_cmd", "status": "spotkit.cli.recover_cmd",
+    "k8s": "spotkit.cli.k8s_cmd",
+    "check": "spotkit.cli.check_cmd",
+    "drill": "spotkit.cli.drill_cmd",
+    "handle-events": "spotkit.cli.events_cmd",
+    "demo": "spotkit.cli.demo_cmd",
+    "interrupt": "spotkit.cli.interrupt_cmd",
+    "simulate": "spotkit.cli.simulate_cmd",
 }
 
 
@@ -213,8 +213,8 @@ def _option_value(argv: list[str], name: str) -> str | None:
 
 def check_region_option(args: list[str]) -> None:
     """Refuse an unknown --region (or AWS_REGION) before any work, with the command that has the closest one."""
-    from toolkit.config import aws_regions, check_region
-    from toolkit.errors import ConfigError
+    from spotkit.config import aws_regions, check_region
+    from spotkit.errors import ConfigError
 
     given = _option_value(args, "--region")
     source = "--region" if given is not None else "AWS_REGION"

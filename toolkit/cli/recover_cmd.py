@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.cli.hints import echo_next, rerun
-from toolkit.cli.events_cmd import DEFAULT_JOURNAL_FILE as INTERRUPTION_JOURNAL
-from toolkit.output import emit_json, table
-from toolkit.runbooks.base import DEFAULT_JOURNAL_DIR, RunContext
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.cli.hints import echo_next, rerun
+from spotkit.cli.events_cmd import DEFAULT_JOURNAL_FILE as INTERRUPTION_JOURNAL
+from spotkit.output import emit_json, table
+from spotkit.runbooks.base import DEFAULT_JOURNAL_DIR, RunContext
 
 
 def _common(fn):
@@ -99,7 +99,7 @@ def _journal_errors(journal_dir: str):
 def _journal_error(journal_dir: str, code: int, reason: str):
     import errno
 
-    from toolkit.errors import ToolkitError
+    from spotkit.errors import ToolkitError
 
     folder = Path(journal_dir).resolve()
     if code in (errno.ENOSPC, errno.EDQUOT):
@@ -114,8 +114,8 @@ def _journal_error(journal_dir: str, code: int, reason: str):
 def require_group(ctx: CliContext, group: str) -> None:
     """A group that nothing carries (no Auto Scaling group of that name, no instance, volume or snapshot
     tagged with it) is a user error naming the groups that do exist, never "nothing to do"."""
-    from toolkit.errors import ToolkitError
-    from toolkit.runbooks import aws_calls as aws
+    from spotkit.errors import ToolkitError
+    from spotkit.runbooks import aws_calls as aws
 
     if aws.describe_groups(ctx.client("autoscaling"), [group]):
         return
@@ -155,7 +155,7 @@ def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run,
 
     One run per group at a time: a run holds a lease tag (spotkit:lock) on the group and a file lock on
     its journal; a second run waits up to --lock-wait seconds, then stops and names the holder."""
-    from toolkit.runbooks.volumes import RecoverVolumes
+    from spotkit.runbooks.volumes import RecoverVolumes
 
     ec2, autoscaling = ctx.client("ec2"), ctx.client("autoscaling")
     require_group(ctx, group)
@@ -196,7 +196,7 @@ def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run,
 @pass_ctx
 def snapshot_command(ctx: CliContext, group, device, instance_id, yes, dry_run, journal_dir):
     """Restore the newest snapshot of a device to a new volume next to an instance and attach it."""
-    from toolkit.runbooks.snapshot import RestoreSnapshot
+    from spotkit.runbooks.snapshot import RestoreSnapshot
 
     ec2 = ctx.client("ec2")
     require_group(ctx, group)
@@ -224,8 +224,8 @@ def snapshot_command(ctx: CliContext, group, device, instance_id, yes, dry_run, 
 @pass_ctx
 def drain_command(ctx: CliContext, instance_id, token, interruption_journal, no_complete, yes, dry_run, journal_dir):
     """Deregister from target groups, set ECS DRAINING and complete the lifecycle action, by hand."""
-    from toolkit.interruption.actions import Clients
-    from toolkit.runbooks.drain import DrainInstance, lifecycle_token_from_journal
+    from spotkit.runtime.interruption.actions import Clients
+    from spotkit.runbooks.drain import DrainInstance, lifecycle_token_from_journal
 
     clients = Clients.of(factory=ctx.client)
     token = token or lifecycle_token_from_journal(interruption_journal, instance_id)
@@ -240,7 +240,7 @@ def drain_command(ctx: CliContext, instance_id, token, interruption_journal, no_
     else:
         click.echo(table([[s["name"], s["status"], s["message"]] for s in result.steps], ["STEP", "STATUS", "MESSAGE"]))
     if result.failed and not dry_run:
-        from toolkit.errors import ToolkitError
+        from spotkit.errors import ToolkitError
 
         raise ToolkitError(f"{len(result.failed)} drain step(s) failed for {instance_id}: {result.failed[0]['message']}",
                            hint=f"fix the cause above and run 'spotkit recover drain --instance-id {instance_id}' again "
@@ -255,7 +255,7 @@ def drain_command(ctx: CliContext, instance_id, token, interruption_journal, no_
 @pass_ctx
 def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, dry_run, journal_dir):
     """Make sure the group has its desired capacity; fall back to on-demand while spot keeps failing."""
-    from toolkit.runbooks.replace import ReplaceCapacity
+    from spotkit.runbooks.replace import ReplaceCapacity
 
     asg = ctx.client("autoscaling")
     require_group(ctx, group)
@@ -280,7 +280,7 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
 @pass_ctx
 def restore_spot_command(ctx: CliContext, group, force, window_minutes, yes, dry_run, journal_dir):
     """Revert the on-demand fallback recorded by 'recover replace'."""
-    from toolkit.runbooks.replace import RestoreSpot
+    from spotkit.runbooks.replace import RestoreSpot
 
     asg = ctx.client("autoscaling")
     require_group(ctx, group)
@@ -323,15 +323,15 @@ def status_command(ctx: CliContext, group, stack, target, project_dir, journal_t
     Interruptions come from the handler's journal: the deployed one (--stack, or --journal-table), and a
     local one (--journal-file, or the default file when it exists); each is shown under its group.
     """
-    from toolkit.cli.events_cmd import open_journal, report_skipped_lines
-    from toolkit.errors import ToolkitError
-    from toolkit.runbooks.status import interruptions_from_store, journal_table_from_outputs, status
+    from spotkit.cli.events_cmd import open_journal, report_skipped_lines
+    from spotkit.errors import ToolkitError
+    from spotkit.runbooks.status import interruptions_from_store, journal_table_from_outputs, status
 
     tables = [journal_table] if journal_table else []
     if stack:
-        from stacks import registry
-        from toolkit.deploy import workflow
-        from toolkit.local.emulator import project_dir as resolve_project_dir
+        from spotkit.stacks import registry
+        from spotkit.deploy import workflow
+        from spotkit.rehearsal.local.emulator import project_dir as resolve_project_dir
 
         registry.get(stack)
         opts = workflow.DeployOptions(project=resolve_project_dir(project_dir), target=target,

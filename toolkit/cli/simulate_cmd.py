@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.output import emit_json
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.output import emit_json
 
 
 @click.command("simulate")
@@ -30,11 +30,11 @@ def simulate_command(ctx: CliContext, stack, trace_dirs, tf_json, outdir, zones,
     Settings of the simulation go in the --config file's 'simulate:' section (boot_seconds,
     spot_price_ratio, zones, replicas, spothedge_overprovision); the stack's own keys change the policy.
     """
-    from toolkit import extras
+    from spotkit import extras
 
     extras.require("simulate")  # numpy: before any synthesis, not at the first trace
-    from toolkit.simulate import simulate_stack
-    from toolkit.simulate.report import plot, render
+    from spotkit.simulate import simulate_stack
+    from spotkit.simulate.report import plot, render
 
     zone_list = [z.strip() for z in zones.split(",") if z.strip()] if zones else None
     report = simulate_stack(stack, list(trace_dirs), ctx.config, tf_json=tf_json, outdir=outdir,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from stacks import registry
-from toolkit import synth as synth_domain
-from toolkit.cli.context import CliContext, pass_ctx
-from toolkit.cli.hints import echo_next
-from toolkit.errors import ToolkitError
-from toolkit.output import emit_json, table
+from spotkit.stacks import registry
+from spotkit import synth as synth_domain
+from spotkit.cli.context import CliContext, pass_ctx
+from spotkit.cli.hints import echo_next
+from spotkit.errors import ToolkitError
+from spotkit.output import emit_json, table
 
 
 @click.command("stacks")
@@ -63,7 +63,7 @@ def synth_command(ctx: CliContext, stack_names, outdir, no_cache):
 
 def _pick(paths, wanted) -> list:
     """The synthesized stacks named in ``wanted`` (all when empty); an unknown name is an error."""
-    from toolkit.errors import StackNotFoundError
+    from spotkit.errors import StackNotFoundError
 
     by_name = {p.parent.name: p for p in paths}
     for name in wanted:
@@ -77,7 +77,7 @@ def terraform_init_command(outdir: str) -> str:
     are): a user's shell has no TF_CLI_CONFIG_FILE, and a machine without registry access needs it."""
     from pathlib import Path
 
-    from toolkit.deploy import mirror
+    from spotkit.deploy import mirror
 
     try:
         found = mirror.resolve()

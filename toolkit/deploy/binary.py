@@ -10,7 +10,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from toolkit.errors import MissingDependencyError
+from spotkit.errors import MissingDependencyError
 
 # `terraform version` answers in well under a second; one that does not within this many seconds (or
 # SPOTKIT_TERRAFORM_TIMEOUT, when smaller) is not a working binary.

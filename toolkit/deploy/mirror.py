@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from toolkit.errors import ConfigError
+from spotkit.errors import ConfigError
 
 ENV_VAR = "SPOTKIT_PROVIDER_MIRROR"
 DEFAULT = "auto"

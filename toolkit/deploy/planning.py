@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from toolkit.errors import ToolkitError
-from toolkit.notice import TAG_RETAIN as RETAIN_TAG
+from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import TAG_RETAIN as RETAIN_TAG
 
 
 def _tags(values: dict[str, Any] | None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ state): spotkit says what is happening and keeps waiting.
 Before every command the runner looks at the pid file: a Terraform that is still running in the
 working directory (the pid is alive and is a terraform/tofu process) stops the command with
 ``TerraformStillRunning``, naming the pid, the command, and its log. Failures spotkit can explain (a
-stale state lock, "already exists") come with the command that fixes them (``toolkit.deploy.explain``).
+stale state lock, "already exists") come with the command that fixes them (``spotkit.deploy.explain``).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from typing import Callable, Mapping
 
 from python_terraform import IsFlagged, Terraform
 
-from toolkit.deploy.binary import TerraformBinary
-from toolkit.deploy.explain import explain
-from toolkit.errors import ToolkitError
-from toolkit.processes import command_line, pid_alive
+from spotkit.deploy.binary import TerraformBinary
+from spotkit.deploy.explain import explain
+from spotkit.errors import ToolkitError
+from spotkit.processes import command_line, pid_alive
 
 __all__ = ["IsFlagged", "TerraformRunner", "TerraformResult", "TerraformCommandFailed", "TerraformStillRunning",
            "TerraformInterrupted", "RUN_DIR", "PID_FILE", "running_terraform", "ensure_not_running"]

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from toolkit.deploy import local_target, mirror
-from toolkit.deploy.binary import TerraformBinary, find_terraform
-from toolkit.config import backend_key, check_settings
-from toolkit.deploy.planning import PlanSummary, summarize_plan, summarize_plan_stream
-from toolkit.deploy.runner import IsFlagged, TerraformRunner, ensure_not_running
-from toolkit.errors import ConfigError, ToolkitError
+from spotkit.deploy import local_target, mirror
+from spotkit.deploy.binary import TerraformBinary, find_terraform
+from spotkit.config import backend_key, check_settings
+from spotkit.deploy.planning import PlanSummary, summarize_plan, summarize_plan_stream
+from spotkit.deploy.runner import IsFlagged, TerraformRunner, ensure_not_running
+from spotkit.errors import ConfigError, ToolkitError
 
 TARGETS = ("local", "aws")
 DEFAULT_PARALLELISM = 20
@@ -117,7 +117,7 @@ def local_endpoint(opts: DeployOptions) -> tuple[str, str]:
 
     The id is known however the endpoint was given (``emulator.identify``), so the state of an emulator
     that has been restarted since is always set aside."""
-    from toolkit.local import emulator
+    from spotkit.rehearsal.local import emulator
 
     if opts.endpoint_url:
         url = opts.endpoint_url.rstrip("/")
@@ -139,8 +139,8 @@ def prepare(stack: str, opts: DeployOptions, synthesized: Path | None = None) ->
     opts.project.mkdir(parents=True, exist_ok=True)
     from_cache = False
     if synthesized is None:
-        from toolkit import synth_cache
-        from toolkit.synth import synthesize
+        from spotkit import synth_cache
+        from spotkit.synth import synthesize
 
         outdir = opts.project / "synth"
         outdir.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,7 @@ def init(wd: Workdir, force: bool = False) -> bool:
     """Run `terraform init` when needed (or ``force``); return whether it ran."""
     if not force and not init_needed(wd):
         return False
-    from toolkit.deploy.runner import TerraformCommandFailed
+    from spotkit.deploy.runner import TerraformCommandFailed
 
     try:
         wd.runner.run("init", input=False, no_color=IsFlagged)
@@ -287,8 +287,8 @@ def plan(wd: Workdir, out: Path | None = None, destroy: bool = False, parallelis
         if attempt == 1 and any(k in e for e in errors for k in INIT_REQUIRED):
             init(wd, force=True)
             continue
-        from toolkit.deploy.explain import explain
-        from toolkit.deploy.runner import TerraformCommandFailed
+        from spotkit.deploy.explain import explain
+        from spotkit.deploy.runner import TerraformCommandFailed
 
         message = f"'{wd.runner.binary.flavor} plan' failed in {wd.path}:\n" + "\n".join(f"  {e}" for e in errors)
         explained = explain("\n".join(errors) + "\n" + (result.stderr or ""), wd.path, wd.runner.binary.flavor)

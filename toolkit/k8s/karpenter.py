@@ -1,8 +1,8 @@
 """Karpenter NodePools (``karpenter.sh/v1`` and ``v1beta1``) in YAML files: which files hold them, their
 manifests, and the capacity types a pool may launch (Karpenter's default where a field is absent).
 
-The spot rules over NodePools (SPOT016/017) live with the other spot rules in ``toolkit.check``, which
-reads NodePools through this module; nothing here imports ``toolkit.check``.
+The spot rules over NodePools (SPOT016/017) live with the other spot rules in ``spotkit.check``, which
+reads NodePools through this module; nothing here imports ``spotkit.check``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from toolkit.errors import ToolkitError
-from toolkit.k8s.manifests import KARPENTER_CAPACITY_TYPE
+from spotkit.errors import ToolkitError
+from spotkit.k8s.manifests import KARPENTER_CAPACITY_TYPE
 
 CAPACITY_TYPES = ("spot", "on-demand", "reserved")
 _KIND = re.compile(r"(?m)^kind:\s*NodePool\s*$")

@@ -13,13 +13,13 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from stacks import registry
-from toolkit.config import apply_overrides, section
-from toolkit.errors import ToolkitError
+from spotkit.stacks import registry
+from spotkit.config import apply_overrides, section
+from spotkit.errors import ToolkitError
 
 # stack name -> (module, config class, builder function)
 K8S_STACKS: dict[str, tuple[str, str, str]] = {
-    "eks_gpu": ("stacks.eks_gpu_config", "EksGpuConfig", "build_manifests"),
+    "eks_gpu": ("spotkit.stacks.eks_gpu_config", "EksGpuConfig", "build_manifests"),
 }
 
 

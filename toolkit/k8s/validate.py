@@ -1,6 +1,6 @@
 """Checks on GPU pool, storage and Job settings, and on Job manifests (rendered or hand-written).
 
-Every problem raises ``toolkit.errors.ValidationError`` whose message names the setting and the fix.
+Every problem raises ``spotkit.errors.ValidationError`` whose message names the setting and the fix.
 ``check_job_manifest`` works on parsed YAML, so it also checks a Job the user wrote themselves.
 """
 
@@ -10,7 +10,7 @@ import posixpath
 import re
 from typing import Iterable, Optional
 
-from toolkit.errors import ValidationError
+from spotkit.errors import ValidationError
 from toolkit.k8s.manifests import (
     GRACE_MARGIN_SECONDS,
     KARPENTER_CAPACITY_TYPE,
@@ -194,7 +194,7 @@ def check_files(paths: Iterable[str]) -> list[str]:
 
     import yaml
 
-    from toolkit.errors import ToolkitError
+    from spotkit.errors import ToolkitError
 
     checked: list[str] = []
     for path in paths:

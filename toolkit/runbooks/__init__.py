@@ -1,6 +1,6 @@
 """Recovery runbooks: put the pieces back after a spot interruption.
 
-Each runbook is a registered class (``toolkit.runbooks.base.RUNBOOKS``) whose docstring lists its steps,
+Each runbook is a registered class (``spotkit.runbooks.base.RUNBOOKS``) whose docstring lists its steps,
 callable from code with injected boto3 clients and from ``spotkit recover ...``:
 
 - ``volumes`` (:mod:`.volumes`): retained data volumes back on the group's instances (copied across AZs).
@@ -11,5 +11,5 @@ callable from code with injected boto3 clients and from ``spotkit recover ...``:
 - :mod:`.lock`: one run per group at a time (a lease tag on the group, a file lock on the journal).
 """
 
-from toolkit.runbooks import drain, replace, snapshot, volumes  # noqa: F401  (registers the runbooks)
-from toolkit.runbooks.base import RUNBOOKS, RunContext  # noqa: F401
+from spotkit.runbooks import drain, replace, snapshot, volumes  # noqa: F401  (registers the runbooks)
+from spotkit.runbooks.base import RUNBOOKS, RunContext  # noqa: F401

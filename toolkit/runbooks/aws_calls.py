@@ -2,7 +2,7 @@
 
 Every read goes through a paginator with server-side ``Filters``, so the number of calls grows with
 pages of results, never with the number of instances or volumes. Throttling is retried with backoff
-by the clients themselves (``toolkit.aws.RETRY_CONFIG``, standard retry mode); waiters take a delay and
+by the clients themselves (``spotkit.aws.RETRY_CONFIG``, standard retry mode); waiters take a delay and
 a maximum number of attempts so nothing waits forever.
 """
 
@@ -15,12 +15,12 @@ from typing import Any, Iterable, Iterator
 
 from botocore.exceptions import ClientError, WaiterError
 
-from toolkit import notice
-from toolkit.errors import AwsCallError
-from toolkit.notice import ASG_NAME_TAG  # noqa: F401  (the tag contract lives in toolkit/notice.py)
-from toolkit.notice import TAG_DEVICE as DEVICE_TAG
-from toolkit.notice import TAG_GROUP as GROUP_TAG
-from toolkit.notice import TAG_RETAIN as RETAIN_TAG
+from spotkit.runtime import notice
+from spotkit.errors import AwsCallError
+from spotkit.runtime.notice import ASG_NAME_TAG  # noqa: F401  (the tag contract lives in toolkit/runtime/notice.py)
+from spotkit.runtime.notice import TAG_DEVICE as DEVICE_TAG
+from spotkit.runtime.notice import TAG_GROUP as GROUP_TAG
+from spotkit.runtime.notice import TAG_RETAIN as RETAIN_TAG
 ORIGIN_VOLUME_TAG = "spotkit:origin-volume"
 ORIGIN_SNAPSHOT_TAG = "spotkit:origin-snapshot"
 TARGET_AZ_TAG = "spotkit:target-az"

@@ -7,7 +7,7 @@ boto3 clients and returns a result dataclass; it never prints. Every mutating AW
 Resuming after a kill has two anchors, so a re-run never makes a second snapshot, volume or
 attachment and never loses track of what it made:
 
-- the **journal** (:mod:`toolkit.runbooks.journal`) under ``.spotkit/journal/``, a JSON document plus an
+- the **journal** (:mod:`spotkit.runbooks.journal`) under ``.spotkit/journal/``, a JSON document plus an
   append-only log with one fsynced record per step, listing the resources each step made (``Journal.made``);
 - **idempotency tags** on every resource made (``spotkit:origin-volume``, ``spotkit:target-az``...),
   set atomically at creation with ``TagSpecifications``, so a resource made just before a kill (and
@@ -26,8 +26,8 @@ from typing import Any, Callable, ClassVar
 
 from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
-from toolkit.errors import AwsCallError
-from toolkit.runbooks.journal import Journal, journal_path  # noqa: F401  (Journal: re-exported)
+from spotkit.errors import AwsCallError
+from spotkit.runbooks.journal import Journal, journal_path  # noqa: F401  (Journal: re-exported)
 
 DEFAULT_JOURNAL_DIR = Path(".spotkit") / "journal"
 
@@ -83,7 +83,7 @@ class RunContext:
     - ``progress``: called with (done, total, label) as work advances (the CLI draws a bar).
     - ``hook``: called with a step name after each step; tests raise from it to simulate a kill.
     - ``wait_delay`` / ``wait_attempts``: waiter polling (seconds) and bound.
-    - ``lock_wait``: seconds a run waits for another run on the same group to let go (``toolkit.runbooks.lock``)
+    - ``lock_wait``: seconds a run waits for another run on the same group to let go (``spotkit.runbooks.lock``)
       before it stops with ``GroupLocked``; ``lock_settle`` / ``lock_ttl``: the lease's re-check delay and life.
     """
 
@@ -146,7 +146,7 @@ class Runbook:
         An endpoint that stops answering ends the run with an ``AwsCallError`` (the journal, written after
         every step, stays intact and the next run resumes from it), never with a traceback.
         """
-        from toolkit.runbooks.lock import RunLock
+        from spotkit.runbooks.lock import RunLock
 
         journal_file = journal_path(self.ctx.journal_dir, self.name, group)  # read after the lock is held
         try:

@@ -1,6 +1,6 @@
 """``recover drain``: the interruption handler's drain, by hand.
 
-This runbook owns no drain logic: it calls ``toolkit.interruption.actions.drain_instance`` (deregister
+This runbook owns no drain logic: it calls ``spotkit.runtime.interruption.actions.drain_instance`` (deregister
 from target groups, ECS DRAINING, optional checkpoint) and ``complete_lifecycle_action``, the same
 functions the interruption handler runs, and journals what they did.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from toolkit.errors import ToolkitError
-from toolkit.runbooks import aws_calls as aws
-from toolkit.runbooks.base import Action, RunContext, Runbook, register
+from spotkit.errors import ToolkitError
+from spotkit.runbooks import aws_calls as aws
+from spotkit.runbooks.base import Action, RunContext, Runbook, register
 
 # The termination hook SpotComputeGroup creates (modules.compute_group.DRAIN_HOOK_NAME; not imported
 # here so the CLI does not load the cdktn engine).
@@ -38,7 +38,7 @@ def lifecycle_token_from_journal(path: str | Path | None, instance_id: str) -> s
     """The lifecycle action token the interruption handler journaled for this instance, if any."""
     if not path or not Path(path).is_file():
         return None
-    from toolkit.interruption.store import LocalFileStore
+    from spotkit.runtime.interruption.store import LocalFileStore
 
     events = LocalFileStore(path).all_events()
     tokens = [(e.get("claimed_at", 0), (e.get("event") or {}).get("lifecycle") or {}) for e in events.values()
@@ -53,21 +53,21 @@ class DrainInstance(Runbook):
 
     1. Read the instance (its state and Auto Scaling group, from the ``aws:autoscaling:groupName`` tag).
     2. Deregister it from every ELB target group it is in, then set its ECS container instance to
-       DRAINING (``toolkit.interruption.actions.drain_instance``; each step looks before it acts).
+       DRAINING (``spotkit.runtime.interruption.actions.drain_instance``; each step looks before it acts).
     3. Complete the group's termination lifecycle action (hook ``spotkit-drain``) with CONTINUE, with the
        token given or the one the interruption journal holds for the instance.
     4. Journal every step's outcome.
     """
 
     def __init__(self, clients, ctx: RunContext | None = None):
-        """``clients``: a ``toolkit.interruption.actions.Clients`` (ec2, elbv2, ecs, autoscaling, ssm)."""
+        """``clients``: a ``spotkit.runtime.interruption.actions.Clients`` (ec2, elbv2, ecs, autoscaling, ssm)."""
         super().__init__(ctx)
         self.clients = clients
 
     def run(self, instance_id: str, *, token: str | None = None, hook: str = DRAIN_HOOK_NAME,
             complete_lifecycle: bool = True, checkpoint_command: str | None = None) -> DrainRunResult:
-        from toolkit.interruption import actions
-        from toolkit.interruption.events import LifecycleAction
+        from spotkit.runtime.interruption import actions
+        from spotkit.runtime.interruption.events import LifecycleAction
 
         try:
             reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]

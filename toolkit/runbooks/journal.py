@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ToolkitError
+from spotkit.errors import ToolkitError
 
 LOG_SUFFIX = ".log"
 COMPACT_AT_LEAST = 64  # log records before an in-run compaction is considered (then: more records than entries)

@@ -5,7 +5,7 @@ therefore holds, for as long as it mutates anything:
 
 - a **file lock** (``fcntl.flock``) on ``<journal>.lock`` next to its local journal, so two runs on
   one machine never write one journal at once (the kernel drops it when the process dies);
-- a **lease** on the group: the tag ``spotkit:lock`` (``toolkit.notice.TAG_LOCK``, not propagated to
+- a **lease** on the group: the tag ``spotkit:lock`` (``spotkit.runtime.notice.TAG_LOCK``, not propagated to
   instances) whose value names the holder and when the lease expires::
 
       owner=host:pid:nonce runbook=volumes expires=2026-11-29T19:30:00Z
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from toolkit.errors import ToolkitError
-from toolkit.notice import TAG_LOCK, format_time, try_parse_time
-from toolkit.processes import pid_alive
+from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import TAG_LOCK, format_time, try_parse_time
+from spotkit.processes import pid_alive
 
 DEFAULT_TTL_SECONDS = 1800.0  # longer than the longest single waiter of a run (120 x 5 s)
 DEFAULT_SETTLE_SECONDS = 1.0

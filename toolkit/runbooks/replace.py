@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 
-from toolkit.errors import ToolkitError
-from toolkit.interruption import fallback as fb
-from toolkit.notice import TAG_FALLBACK_CHANGED, format_time
-from toolkit.runbooks import aws_calls as aws
-from toolkit.runbooks.base import Action, RunContext, Runbook, now, register
+from spotkit.errors import ToolkitError
+from spotkit.runtime.interruption import fallback as fb
+from spotkit.runtime.notice import TAG_FALLBACK_CHANGED, format_time
+from spotkit.runbooks import aws_calls as aws
+from spotkit.runbooks.base import Action, RunContext, Runbook, now, register
 
 # Words AWS uses in scaling activities when spot capacity is not there: shared with the handler.
 CAPACITY_FAILURE_MARKERS = fb.CAPACITY_FAILURE_MARKERS

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from toolkit.errors import ToolkitError
-from toolkit.runbooks import aws_calls as aws
-from toolkit.runbooks.base import Action, RunContext, Runbook, register, token
-from toolkit.runbooks.volumes import _copyable_tags, _tag_spec
+from spotkit.errors import ToolkitError
+from spotkit.runbooks import aws_calls as aws
+from spotkit.runbooks.base import Action, RunContext, Runbook, register, token
+from spotkit.runbooks.volumes import _copyable_tags, _tag_spec
 
 
 @dataclass

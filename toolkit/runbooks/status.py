@@ -6,9 +6,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from toolkit.notice import CAPACITY_KINDS, TAG_FALLBACK_CHANGED, TAG_FALLBACK_NEXT_CHECK
-from toolkit.runbooks import aws_calls as aws
-from toolkit.runbooks.base import now
+from spotkit.runtime.notice import CAPACITY_KINDS, TAG_FALLBACK_CHANGED, TAG_FALLBACK_NEXT_CHECK
+from spotkit.runbooks import aws_calls as aws
+from spotkit.runbooks.base import now
 
 
 @dataclass
@@ -121,14 +121,14 @@ def interruptions_from_journal(path) -> list[dict]:
 
     if not path or not Path(path).is_file():
         return []
-    from toolkit.interruption.store import LocalFileStore
+    from spotkit.runtime.interruption.store import LocalFileStore
 
     return interruptions_from_store(LocalFileStore(path))
 
 
 def journal_table_from_outputs(outputs: dict, stack: str) -> str:
     """The journal table a deployed stack's Terraform outputs name."""
-    from toolkit.errors import ToolkitError
+    from spotkit.errors import ToolkitError
 
     table = outputs.get("interruption_journal_table")
     if not table:

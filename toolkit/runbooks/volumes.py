@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from toolkit.errors import AwsCallError, ToolkitError
-from toolkit.runbooks import aws_calls as aws
-from toolkit.runbooks.base import Action, RunContext, Runbook, register, token
+from spotkit.errors import AwsCallError, ToolkitError
+from spotkit.runbooks import aws_calls as aws
+from spotkit.runbooks.base import Action, RunContext, Runbook, register, token
 
 
 @dataclass
@@ -115,7 +115,7 @@ class RecoverVolumes(Runbook):
        until available; attach it. The original is never deleted or modified.
     6. Journal every step and every resource made; a re-run finds them by journal or by tag.
     7. One run per group: the whole run holds a file lock on its journal and (with an ``autoscaling``
-       client) the group's lease tag ``spotkit:lock`` (``toolkit.runbooks.lock``); a second copy of one
+       client) the group's lease tag ``spotkit:lock`` (``spotkit.runbooks.lock``); a second copy of one
        volume for one AZ made by a racing run anyway is tagged ``spotkit:superseded-by`` (and
        ``spotkit:retain=superseded``) and never offered as a waiting volume; nothing is deleted.
     """
@@ -378,6 +378,6 @@ def recover_volumes(ec2, group: str, ctx: RunContext | None = None, *, allow_cop
                     autoscaling=None) -> VolumesResult:
     """Code entry point: ``recover_volumes(boto3.client('ec2'), 'training', autoscaling=boto3.client('autoscaling'))``.
 
-    With ``autoscaling`` the run holds the group's lease (``toolkit.runbooks.lock``); without it, only the
+    With ``autoscaling`` the run holds the group's lease (``spotkit.runbooks.lock``); without it, only the
     file lock on its journal."""
     return RecoverVolumes(ec2, ctx, allow_copy=allow_copy, autoscaling=autoscaling).run(group)

@@ -6,7 +6,7 @@ Each tick (the trace's ``gap_seconds``), in this order:
 2. every zone holding more spot instances than the trace has room for loses the excess (a
    preemption; pending launches go first);
 3. in fallback, at every ``check_every_minutes``, the return check runs: ``decide_return`` of
-   ``toolkit/interruption/fallback.py``, the code the handler runs (no placement score: the check
+   ``toolkit/runtime/interruption/fallback.py``, the code the handler runs (no placement score: the check
    steps down once ``hold_minutes`` pass without a capacity failure);
 4. on-demand instances are launched or stopped to match the policy (they always launch);
 5. the spot group launches what it lacks in the zones with room, the emptiest zone first; what finds
@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from toolkit.interruption.fallback import FallbackPolicy, decide_fall_back, decide_return
+from spotkit.runtime.interruption.fallback import FallbackPolicy, decide_fall_back, decide_return
 
 EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 

@@ -12,7 +12,7 @@ Read from the JSON:
 - the zones: the groups' subnets' ``availability_zone`` (a literal name, or the stack's "first N AZs
   of the region", which the simulation maps to the first N trace zones, or ``simulate.zones``).
 - the fallback: the handler's environment (``SPOTKIT_FALLBACK*``, ``modules/capacity_fallback.py``).
-- the spare replicas: the service's ``spotkit:spot-overprovision`` tag (``toolkit.notice``); its
+- the spare replicas: the service's ``spotkit:spot-overprovision`` tag (``spotkit.runtime.notice``); its
   ``desired_count`` includes them, the target is ``desired_count`` minus them. A JSON without the tag
   (synthesized before it existed) takes the config's ``service.spot_overprovision``, else 0.
 
@@ -26,10 +26,10 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
-from toolkit.errors import ToolkitError
-from toolkit.interruption.fallback import FallbackPolicy
-from toolkit.notice import TAG_SPOT_OVERPROVISION
-from toolkit.simulate.engine import Policy
+from spotkit.errors import ToolkitError
+from spotkit.runtime.interruption.fallback import FallbackPolicy
+from spotkit.runtime.notice import TAG_SPOT_OVERPROVISION
+from spotkit.simulate.engine import Policy
 
 # Replacement boot time: an instance launched, joined to the cluster and serving. Default 300 s, the
 # stacks' own ECS managed-scaling ``instance_warmup_period`` (the time they tell AWS an instance takes

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from toolkit.simulate import policy as pol
-from toolkit.simulate.engine import simulate
-from toolkit.simulate.traces import TraceSet
+from spotkit.simulate import policy as pol
+from spotkit.simulate.engine import simulate
+from spotkit.simulate.traces import TraceSet
 
 
 def run(sp: pol.StackPolicy, traces: list[TraceSet], config: Mapping[str, Any],

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
+from spotkit.errors import ToolkitError
 
 FORMAT_HINT = ('each file is <zone>_<label>.json holding {"metadata": {"gap_seconds": 300}, "data": [0, 1, ...]} '
                "(the skypilot-org/spot-traces format; see docs/simulate.md)")

@@ -29,7 +29,7 @@ Local modules (``source = "./..."`` or ``"../..."``) are followed: their resourc
 not inspected, with their source and version.
 """
 
-from toolkit.check.hcl.load import HclLoader, Module, NotInspected, display_path, root_directories
-from toolkit.check.hcl.values import Expr, Template, Unknown, unknown
+from spotkit.check.hcl.load import HclLoader, Module, NotInspected, display_path, root_directories
+from spotkit.check.hcl.values import Expr, Template, Unknown, unknown
 
 __all__ = ["HclLoader", "Module", "NotInspected", "display_path", "root_directories", "Expr", "Template", "Unknown", "unknown"]

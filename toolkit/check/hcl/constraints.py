@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from toolkit.check.hcl.expressions import ExpressionParser, Unparsable
-from toolkit.check.hcl.values import MissingAttribute, NotKnown, Unknown, unknown, unquote
+from spotkit.check.hcl.expressions import ExpressionParser, Unparsable
+from spotkit.check.hcl.values import MissingAttribute, NotKnown, Unknown, unknown, unquote
 
 if TYPE_CHECKING:
-    from toolkit.check.hcl.evaluate import Scope
+    from spotkit.check.hcl.evaluate import Scope
 
 # variable's own default alike. Other conversions (number <-> string...) do not change what the rules read.
 

@@ -8,13 +8,13 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from toolkit.check.graph import UNKNOWN_BLOCKS
-from toolkit.check.hcl.expressions import evaluate_expression
-from toolkit.check.hcl.parse import labelled
-from toolkit.check.hcl.values import RESOURCE_REF, Expr, Template, Unknown, closing, unknown, unquote
+from spotkit.check.graph import UNKNOWN_BLOCKS
+from spotkit.check.hcl.expressions import evaluate_expression
+from spotkit.check.hcl.parse import labelled
+from spotkit.check.hcl.values import RESOURCE_REF, Expr, Template, Unknown, closing, unknown, unquote
 
 if TYPE_CHECKING:
-    from toolkit.check.hcl.load import Module
+    from spotkit.check.hcl.load import Module
 
 META_ARGS = {"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection"}
 _TRAVERSAL = re.compile(r'^[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*|\.\d+|\[\s*(?:\d+|"[^"\\]*")\s*\])*$')

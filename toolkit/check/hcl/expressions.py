@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from toolkit.check.hcl.functions import FUNCTIONS, MISSING_ARG, UNKNOWN_ARG, call_function, has_unknown, to_number
-from toolkit.check.hcl.values import RESOURCE_REF, MissingAttribute, NotKnown, Unknown, closing, unquote
+from spotkit.check.hcl.functions import FUNCTIONS, MISSING_ARG, UNKNOWN_ARG, call_function, has_unknown, to_number
+from spotkit.check.hcl.values import RESOURCE_REF, MissingAttribute, NotKnown, Unknown, closing, unquote
 
 if TYPE_CHECKING:
-    from toolkit.check.hcl.evaluate import Scope
+    from spotkit.check.hcl.evaluate import Scope
 
 
 class Unparsable(Exception):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from toolkit.check.hcl.values import MissingAttribute, NotKnown, Unknown
+from spotkit.check.hcl.values import MissingAttribute, NotKnown, Unknown
 
 UNKNOWN_ARG = Unknown("${?}")  # an argument that is not known before apply
 MISSING_ARG = object()  # an argument that names an attribute a known object does not have

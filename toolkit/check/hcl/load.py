@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from toolkit.check.graph import Resource, attr_refs_from_values, references_in
-from toolkit.check.hcl.constraints import apply_type, parse_type
-from toolkit.check.hcl.evaluate import Scope, evaluate_body, instance_key, instance_scopes
-from toolkit.check.hcl.parse import NO_DEFAULT, ParsedFile, parse_file, parse_tfvars
-from toolkit.check.hcl.values import Expr, Template, Unknown, unknown
-from toolkit.errors import ToolkitError
+from spotkit.check.graph import Resource, attr_refs_from_values, references_in
+from spotkit.check.hcl.constraints import apply_type, parse_type
+from spotkit.check.hcl.evaluate import Scope, evaluate_body, instance_key, instance_scopes
+from spotkit.check.hcl.parse import NO_DEFAULT, ParsedFile, parse_file, parse_tfvars
+from spotkit.check.hcl.values import Expr, Template, Unknown, unknown
+from spotkit.errors import ToolkitError
 
 MODULE_META = {"source", "version", "count", "for_each", "depends_on", "providers"}
 MAX_MODULE_DEPTH = 16

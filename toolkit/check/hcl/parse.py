@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from toolkit.check.hcl.values import Expr, Template, Unknown, closing, unquote
-from toolkit.check.inputs import read_input
-from toolkit.errors import ToolkitError
+from spotkit.check.hcl.values import Expr, Template, Unknown, closing, unquote
+from spotkit.check.inputs import read_input
+from spotkit.errors import ToolkitError
 
 
 def _raw_from_json(value: Any) -> Any:

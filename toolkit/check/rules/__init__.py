@@ -16,8 +16,8 @@ import pkgutil
 import re
 from dataclasses import replace
 
-from toolkit.check.rules.base import GENERAL, SEVERITIES, SPOT, Hit, Rule, Undecided
-from toolkit.check.rules.helpers import launch_templates_of, maybe_spot_capacity, spot_capacity
+from spotkit.check.rules.base import GENERAL, SEVERITIES, SPOT, Hit, Rule, Undecided
+from spotkit.check.rules.helpers import launch_templates_of, maybe_spot_capacity, spot_capacity
 
 _RULE_FILE = re.compile(r"^(spot\d{3})_\w+$")
 

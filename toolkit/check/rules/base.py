@@ -1,6 +1,6 @@
 """What a spot rule is: its metadata (id, severity, title, description, fix, docs link) and its check,
 a function ``graph -> hits``. Every rule file (``spotNNN_*.py``) holds, as checkov's checks do, its
-metadata first (``RULE``) and then its ``check(graph)``, which the registry (``toolkit.check.rules``)
+metadata first (``RULE``) and then its ``check(graph)``, which the registry (``spotkit.check.rules``)
 attaches to it.
 
 A hit is ``(resource, message)``, or ``(resource, message, category, fix)`` where one finding needs its
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from toolkit.check.graph import Resource, ResourceGraph
+from spotkit.check.graph import Resource, ResourceGraph
 
 SEVERITIES = ("error", "warning", "info")
 SPOT, GENERAL = "spot", "general"  # finding categories: spot risks, and general (security) findings

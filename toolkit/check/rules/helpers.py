@@ -5,8 +5,8 @@ A helper returns None where a value is not known before apply: the rules then sa
 
 from __future__ import annotations
 
-from toolkit.check.graph import NODE_POOL, Resource, ResourceGraph, block, blocks, is_unresolved, references_in, unknown_block
-from toolkit.k8s.karpenter import capacity_types
+from spotkit.check.graph import NODE_POOL, Resource, ResourceGraph, block, blocks, is_unresolved, references_in, unknown_block
+from spotkit.k8s.karpenter import capacity_types
 
 ASG = "aws_autoscaling_group"
 

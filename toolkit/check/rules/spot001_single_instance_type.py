@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import Resource, ResourceGraph, block, blocks, is_unresolved, unknown_block
-from toolkit.check.rules.base import Rule, Undecided
+from spotkit.check.graph import Resource, ResourceGraph, block, blocks, is_unresolved, unknown_block
+from spotkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import (EC2_FLEET, SPOT_FLEET, SPOT_REQUEST, diverse, fleet_types, instance_types,
                                          kind_of)
 

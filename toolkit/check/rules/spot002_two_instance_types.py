@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import ResourceGraph
-from toolkit.check.rules.base import Rule
-from toolkit.check.rules.helpers import diverse, instance_types, kind_of
+from spotkit.check.graph import ResourceGraph
+from spotkit.check.rules.base import Rule
+from spotkit.check.rules.helpers import diverse, instance_types, kind_of
 
 
 RULE = Rule(

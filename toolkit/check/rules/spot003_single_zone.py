@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import Resource, ResourceGraph, blocks, is_unresolved, references_in, unknown_block
-from toolkit.check.rules.base import Rule, Undecided
-from toolkit.check.rules.helpers import EC2_FLEET, SPOT_FLEET, SPOT_REQUEST, diverse, kind_of
+from spotkit.check.graph import Resource, ResourceGraph, blocks, is_unresolved, references_in, unknown_block
+from spotkit.check.rules.base import Rule, Undecided
+from spotkit.check.rules.helpers import EC2_FLEET, SPOT_FLEET, SPOT_REQUEST, diverse, kind_of
 
 
 RULE = Rule(

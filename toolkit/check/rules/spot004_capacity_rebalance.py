@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import ResourceGraph, is_unresolved
-from toolkit.check.rules.base import Rule, Undecided
-from toolkit.check.rules.helpers import as_bool, spot_groups
+from spotkit.check.graph import ResourceGraph, is_unresolved
+from spotkit.check.rules.base import Rule, Undecided
+from spotkit.check.rules.helpers import as_bool, spot_groups
 
 
 RULE = Rule(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import Resource, ResourceGraph, blocks, is_unresolved, unknown_block
-from toolkit.check.rules.base import Rule, Undecided
-from toolkit.check.rules.helpers import capacity_providers_for, draining, names_match, spot_groups
+from spotkit.check.graph import Resource, ResourceGraph, blocks, is_unresolved, unknown_block
+from spotkit.check.rules.base import Rule, Undecided
+from spotkit.check.rules.helpers import capacity_providers_for, draining, names_match, spot_groups
 
 
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import ResourceGraph, is_unresolved
-from toolkit.check.rules.base import Rule, Undecided
+from spotkit.check.graph import ResourceGraph, is_unresolved
+from spotkit.check.rules.base import Rule, Undecided
 from toolkit.check.rules.helpers import (TARGET_GROUPS, as_int, provider_is_spot, service_strategy, spot_groups,
                                          target_groups_of)
-from toolkit.notice import SPOT_NOTICE_SECONDS
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS
 
 
 RULE = Rule(

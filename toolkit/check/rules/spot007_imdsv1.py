@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import Resource, ResourceGraph, block, is_unresolved, unknown_block
-from toolkit.check.rules.base import GENERAL, SPOT, Rule, Undecided
-from toolkit.check.rules.helpers import LAUNCH_TEMPLATES, launch_templates_of, spot_groups, spot_node_groups
+from spotkit.check.graph import Resource, ResourceGraph, block, is_unresolved, unknown_block
+from spotkit.check.rules.base import GENERAL, SPOT, Rule, Undecided
+from spotkit.check.rules.helpers import LAUNCH_TEMPLATES, launch_templates_of, spot_groups, spot_node_groups
 
 
 RULE = Rule(

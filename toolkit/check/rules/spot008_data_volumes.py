@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import Resource, ResourceGraph, as_list, block, blocks, is_unresolved, unknown_block
-from toolkit.check.rules.base import Rule, Undecided
-from toolkit.check.rules.helpers import as_bool, launch_templates_of, spot_groups
+from spotkit.check.graph import Resource, ResourceGraph, as_list, block, blocks, is_unresolved, unknown_block
+from spotkit.check.rules.base import Rule, Undecided
+from spotkit.check.rules.helpers import as_bool, launch_templates_of, spot_groups
 
 
 ROOT_DEVICES = ("/dev/xvda", "/dev/sda1", "/dev/sda", "/dev/nvme0n1", "/dev/xvda1")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import ResourceGraph, block, unknown_block
-from toolkit.check.rules.base import Rule, Undecided
-from toolkit.check.rules.helpers import as_int, provider_is_spot, service_strategy, spot_groups, target_groups_of
+from spotkit.check.graph import ResourceGraph, block, unknown_block
+from spotkit.check.rules.base import Rule, Undecided
+from spotkit.check.rules.helpers import as_int, provider_is_spot, service_strategy, spot_groups, target_groups_of
 
 
 RULE = Rule(

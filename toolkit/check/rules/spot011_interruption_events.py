@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from toolkit.check.graph import NODE_POOL, Resource, ResourceGraph, as_list
-from toolkit.check.rules.base import Rule
-from toolkit.check.rules.helpers import names_match, spot_capacity
+from spotkit.check.graph import NODE_POOL, Resource, ResourceGraph, as_list
+from spotkit.check.rules.base import Rule
+from spotkit.check.rules.helpers import names_match, spot_capacity
 
 
 INTERRUPTION_DETAIL_TYPE = "EC2 Spot Instance Interruption Warning"

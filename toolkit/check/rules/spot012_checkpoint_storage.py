@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import Resource, ResourceGraph, block, blocks
-from toolkit.check.rules.base import Rule
+from spotkit.check.graph import Resource, ResourceGraph, block, blocks
+from spotkit.check.rules.base import Rule
 from toolkit.check.rules.helpers import (as_bool, capacity_providers_for, launch_templates_of, spot_groups,
                                          target_groups_of)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import NODE_POOL, ResourceGraph
-from toolkit.check.rules.base import Rule
-from toolkit.k8s.karpenter import capacity_types
+from spotkit.check.graph import NODE_POOL, ResourceGraph
+from spotkit.check.rules.base import Rule
+from spotkit.k8s.karpenter import capacity_types
 
 
 RULE = Rule(

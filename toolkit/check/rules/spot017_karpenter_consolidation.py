@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from toolkit.check.graph import NODE_POOL, ResourceGraph
-from toolkit.check.rules.base import Rule
-from toolkit.k8s.karpenter import capacity_types
-from toolkit.k8s.validate import duration_seconds
+from spotkit.check.graph import NODE_POOL, ResourceGraph
+from spotkit.check.rules.base import Rule
+from spotkit.k8s.karpenter import capacity_types
+from spotkit.k8s.validate import duration_seconds
 
 
 UNDERUTILIZED = ("WhenEmptyOrUnderutilized", "WhenUnderutilized")  # v1, v1beta1
