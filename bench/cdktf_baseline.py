@@ -91,9 +91,10 @@ def shim_module(service: str, names: dict[str, set[str]], cdktn_aws_dir: Path, p
 
 
 def write_baseline_copy(root: Path, dest: Path, cdktn_aws_dir: Path, provider_dir: Path) -> Path:
-    for package in ("stacks", "modules", "toolkit"):
-        shutil.copytree(root / package, dest / package, ignore=shutil.ignore_patterns("__pycache__"))
-    code = [dest / "stacks", dest / "modules"]
+    # laid out as the installed package is: toolkit/ as spotkit, modules/ and stacks/ inside it
+    for package, target in (("toolkit", "spotkit"), ("modules", "spotkit/constructs"), ("stacks", "spotkit/stacks")):
+        shutil.copytree(root / package, dest / target, ignore=shutil.ignore_patterns("__pycache__"))
+    code = [dest / "spotkit" / "stacks", dest / "spotkit" / "constructs"]
     used = used_names(code)
     for directory in code:
         for path in directory.rglob("*.py"):

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                                           "cdktf 0.21, same code": []}
     with tempfile.TemporaryDirectory() as tmp:
         copy = renamed_copy(Path(tmp) / "cdktf-src", base_python)
-        spotkit_env = {**env, "PYTHONPATH": str(ROOT)}
+        spotkit_env = env  # the installed spotkit (an editable install in a checkout)
         for i in range(args.runs):
             cache = f"{tmp}/cache{i}"
             cmd = [sys.executable, "-m", "spotkit.cli.main", "synth", "--out", f"{tmp}/s{i}"]

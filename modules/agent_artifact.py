@@ -1,7 +1,7 @@
 """The interruption agent as a shipped artifact: one zipapp built at synthesis, stored in a bucket the stack owns.
 
-``build_agent_pyz()`` packs ``toolkit/__init__.py``, ``toolkit/runtime/notice.py`` and every module of
-``toolkit/runtime/agent/`` (standard library only) into ``spotkit-agent.pyz``, run on an instance as
+``build_agent_pyz()`` packs the folder ``runtime/agent/`` with its contract (``runtime_sources``: the package
+markers and ``runtime/notice.py``), every module of it (standard library only) into ``spotkit-agent.pyz``, run on an instance as
 ``/usr/bin/python3 -I -S /opt/spotkit/spotkit-agent.pyz [options]`` (Python 3.9 and newer: Amazon Linux
 2023's system Python). The build is deterministic (sorted entries, fixed timestamps and modes, stored
 uncompressed), so its sha256 only changes when the agent's code does, on any machine; it is written into a private
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from constructs import Construct
+
+from spotkit.constructs.runtime_sources import runtime_sources
 
 ARTIFACT_NAME = "spotkit-agent.pyz"
 # Days a replaced build stays in the bucket (as a noncurrent version) before S3 removes it.
@@ -59,22 +61,19 @@ class AgentArtifactRef:
     sha256: str
 
 
-def artifact_sources(root: Optional[Path] = None) -> list[tuple[str, bytes]]:
-    """(name in the archive, content), sorted: the toolkit package marker, the notice module, the agent package."""
-    root = root or Path(__file__).resolve().parents[1]
-    files = [root / "toolkit" / "__init__.py", root / "toolkit" / "notice.py"]
-    files += sorted(p for p in (root / "toolkit" / "agent").rglob("*.py")
-                    if p.is_file() and "__pycache__" not in p.parts)  # subpackages too (clouds/)
-    entries = [(f.relative_to(root).as_posix(), f.read_bytes()) for f in files]
+def artifact_sources() -> list[tuple[str, bytes]]:
+    """(name in the archive, content), sorted: ``runtime/agent/`` with its contract (``runtime_sources``)
+    and the archive's ``__main__.py``."""
+    entries = [(name, path.read_bytes()) for name, path in runtime_sources("agent")]
     entries.append(("__main__.py", _MAIN))
     return sorted(entries)
 
 
-def pyz_bytes(root: Optional[Path] = None) -> bytes:
+def pyz_bytes() -> bytes:
     buf = io.BytesIO()
     buf.write(SHEBANG)
     with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in artifact_sources(root):
+        for name, data in artifact_sources():
             info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
             # Stored, not deflated: the bytes then depend on the sources alone, not on the zlib version of the
             # machine that synthesizes (a laptop and CI get the same sha256, so no spurious launch template change).
@@ -98,9 +97,9 @@ def private_build_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="spotkit-agent-"))
 
 
-def build_agent_pyz(out_dir: Optional[Path] = None, *, root: Optional[Path] = None) -> BuiltArtifact:
+def build_agent_pyz(out_dir: Optional[Path] = None) -> BuiltArtifact:
     """Build ``spotkit-agent.pyz`` into ``out_dir/<sha256[:16]>/`` (default: a private folder); idempotent."""
-    data = pyz_bytes(root)
+    data = pyz_bytes()
     digest = hashlib.sha256(data).hexdigest()
     base = Path(out_dir) if out_dir is not None else private_build_dir()
     target_dir = base / digest[:16]

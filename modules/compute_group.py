@@ -26,7 +26,7 @@ from constructs import Construct
 
 from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part, validate_agent_settings
 from spotkit.constructs.annotations import warn
-from modules.hibernation import (
+from spotkit.constructs.hibernation import (
     HibernationSettings,
     WarmPoolSettings,
     hibernation_root_size,

@@ -200,7 +200,7 @@ def instance_role_statements(group_name: str, volumes: Sequence[DataVolumeSettin
         bad = [k for k in given if not is_key_arn(k)]
         if bad:
             raise ValidationError(f"data volumes of {group_name!r}: kms_key_id {', '.join(bad)} is not a key ARN; "
-                                  "pass key_arns resolved with modules.kms.key_arn (RetainedDataVolumes does)")
+                                  "pass key_arns resolved with spotkit.constructs.kms.key_arn (RetainedDataVolumes does)")
         key_arns = given
     keys = sorted(set(key_arns))
     if keys:

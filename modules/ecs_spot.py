@@ -29,7 +29,7 @@ from constructs import Construct
 
 from spotkit.constructs.annotations import warn
 from spotkit.constructs.compute_group import DEFAULT_AMI_PARAMETER, ComputeGroupSettings, SpotComputeGroup
-from modules.gpu import (
+from spotkit.constructs.gpu import (
     ECS_AMI_PARAMETER,
     ECS_GPU_AMI_PARAMETER,
     require_gpu_instance_types,

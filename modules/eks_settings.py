@@ -13,7 +13,7 @@ from typing import Mapping, Optional
 
 from spotkit.constructs.gpu import GPU_FAMILIES, is_gpu_instance_type
 from spotkit.errors import ValidationError
-from toolkit.k8s.manifests import (
+from spotkit.k8s.manifests import (
     GPU_ROLE,
     LIFECYCLE_LABEL,
     ROLE_LABEL,

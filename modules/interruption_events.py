@@ -51,6 +51,7 @@ from constructs import Construct
 from spotkit.constructs.annotations import warn
 from spotkit.constructs.capacity_fallback import FallbackSettings, validate_fallback
 from spotkit.constructs.kms import key_arn
+from spotkit.constructs.runtime_sources import runtime_sources
 from spotkit.errors import ValidationError
 from spotkit.runtime.interruption.handler import DEFAULT_CHECKPOINT_COMMAND
 from spotkit.runtime.notice import TAG_NAME
@@ -184,19 +185,18 @@ def validate_settings(name: str, groups: Sequence[str], s: InterruptionEventsSet
         raise ValidationError(f"{where}: target_group_arns must be target group ARNs (check {', '.join(bad)})")
 
 
-def lambda_source_files(root: Path) -> list[Path]:
-    """What the handler's package holds: ``toolkit/__init__.py``, ``toolkit/runtime/notice.py`` (the notice identity)
-    and ``toolkit/runtime/interruption/*.py``."""
-    return [root / "toolkit" / "__init__.py", root / "toolkit" / "notice.py"] + sorted(
-        (root / "toolkit" / "interruption").glob("*.py"))
+def lambda_source_files() -> list[tuple[str, Path]]:
+    """What the handler's package holds (name in the package, source): ``runtime/interruption/`` with its
+    contract (``runtime_sources``)."""
+    return runtime_sources("interruption")
 
 
-def _tree_digest(base: Path, files: Sequence[Path]) -> str:
-    """sha256 over the files' relative paths and bytes, in the order of their relative paths (the sources'
-    listing and a cached folder's walk list them in different orders: the digest must not depend on it)."""
+def _tree_digest(files: Sequence[tuple[str, Path]]) -> str:
+    """sha256 over the files' names and bytes, in the order of their names (the sources' listing and a
+    cached folder's walk list them in different orders: the digest must not depend on it)."""
     digest = hashlib.sha256()
-    for f in sorted(files, key=lambda p: p.relative_to(base).as_posix()):
-        digest.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for name, f in sorted(files):
+        digest.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -206,7 +206,7 @@ def _cached_tree_digest(folder: Path) -> Optional[str]:
     entries = sorted(folder.rglob("*"))
     if any(p.is_symlink() or not (p.is_file() or p.is_dir()) for p in entries):
         return None
-    return _tree_digest(folder, [p for p in entries if p.is_file()])
+    return _tree_digest([(p.relative_to(folder).as_posix(), p) for p in entries if p.is_file()])
 
 
 def lambda_cache_root() -> Optional[Path]:
@@ -228,7 +228,7 @@ def lambda_cache_root() -> Optional[Path]:
         return None
 
 
-def build_lambda_source(root: Optional[Path] = None, cache_root: Optional[Path] = None) -> Path:
+def build_lambda_source(cache_root: Optional[Path] = None) -> Path:
     """Stage the handler's code (``lambda_source_files``) for ``TerraformAsset``
     to zip at synthesis; boto3 is in the runtime.
 
@@ -241,16 +241,15 @@ def build_lambda_source(root: Optional[Path] = None, cache_root: Optional[Path] 
     be zipping it at that moment (cdktn zips the folder later, at ``app.synth()``). An entry that does not
     verify (edited, linked, or written into) is left alone; this build stages its own private copy
     instead, removed when the process exits."""
-    root = root or Path(__file__).resolve().parents[1]
-    files = lambda_source_files(root)
-    digest = _tree_digest(root, files)
+    files = lambda_source_files()
+    digest = _tree_digest(files)
     cache = cache_root if cache_root is not None else lambda_cache_root()
     target = cache / digest if cache is not None else None
     if target is not None and target.is_dir() and not target.is_symlink() and _cached_tree_digest(target) == digest:
         return target
     staging = Path(tempfile.mkdtemp(prefix="spotkit-lambda-", dir=cache))  # 0700
-    for f in files:
-        dest = staging / f.relative_to(root)
+    for name, f in files:
+        dest = staging / name
         dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copyfile(f, dest)
     if target is not None and not os.path.lexists(target):

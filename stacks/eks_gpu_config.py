@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from modules.eks_settings import (
+from spotkit.constructs.eks_settings import (
     NODE_PROVISIONING,
     ON_DEMAND_GPU_GROUP_DEFAULT,
     SYSTEM_GROUP_DEFAULT,

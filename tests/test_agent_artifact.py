@@ -59,9 +59,11 @@ def test_build_is_deterministic_and_holds_every_agent_module(tmp_path):
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}  # no zlib version in the bytes
     # AND every module of toolkit/runtime/agent ships (a policy.py added there ships too), with the notice module
-    agent_modules = {f"toolkit/runtime/agent/{p.name}" for p in (ROOT / "toolkit" / "agent").glob("*.py")}
+    agent_modules = {f"spotkit/runtime/agent/{p.name}" for p in (ROOT / "toolkit" / "runtime" / "agent").glob("*.py")}
     assert agent_modules <= set(names)
-    assert {"__main__.py", "toolkit/__init__.py", "toolkit/runtime/notice.py"} <= set(names)
+    assert {"__main__.py", "spotkit/__init__.py", "spotkit/runtime/__init__.py", "spotkit/runtime/notice.py"} <= set(names)
+    # AND nothing of the handler: the folder decides what ships
+    assert not [n for n in names if n.startswith("spotkit/runtime/interruption/")]
     assert a.path.read_bytes().startswith(b"#!/usr/bin/python3 -I -S\n")
 
 
@@ -74,7 +76,7 @@ def test_build_folder_is_private():
 
 
 def test_agent_package_imports_no_click_boto3_or_yaml_at_module_level():
-    code = ("import sys, toolkit.agent, toolkit.agent.cli, toolkit.agent.core, toolkit.agent.lifecycle\n"
+    code = ("import sys, spotkit.runtime.agent, spotkit.runtime.agent.cli, spotkit.runtime.agent.core, spotkit.runtime.agent.lifecycle\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'boto3', 'botocore', 'yaml'))\n"
             "print(bad)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
@@ -211,8 +213,8 @@ def test_pyz_without_boto3_or_aws_cli_says_the_handler_completes_it(aws, pyz, tm
 
 
 def test_every_toolkit_import_of_the_agent_package_is_inside_the_archive():
-    # A module added to toolkit/runtime/agent (policy.py...) that imports another toolkit module would break on the
-    # instance: the archive holds toolkit/__init__.py, toolkit/runtime/notice.py and toolkit/runtime/agent/* only.
+    # A module added to toolkit/runtime/agent (policy.py...) that imports another spotkit module would break on the
+    # instance: the archive holds the package markers, spotkit/runtime/notice.py and spotkit/runtime/agent/* only.
     import ast
 
     from spotkit.constructs.agent_artifact import artifact_sources
@@ -220,11 +222,11 @@ def test_every_toolkit_import_of_the_agent_package_is_inside_the_archive():
     shipped = {name[:-3].replace("/", ".").removesuffix(".__init__") for name, _ in artifact_sources()
                if name.endswith(".py")}
     missing = []
-    for path in sorted((ROOT / "toolkit" / "agent").glob("*.py")):
+    for path in sorted((ROOT / "toolkit" / "runtime" / "agent").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
-            missing += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "toolkit" and n not in shipped]
+            missing += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "spotkit" and n not in shipped]
     assert missing == []
 
 

@@ -403,10 +403,12 @@ def test_cloud_modules_run_on_python_39_with_the_standard_library_only(tmp_path)
     # the agent package and the emulators, alone in a fresh 3.9 interpreter: a GCP and an Azure drain
     if not shutil.which("pyenv"):
         pytest.skip("pyenv (Python 3.9) not installed")
-    for package in ("toolkit/runtime/agent", "toolkit/rehearsal/imds"):
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "toolkit" / "notice.py", tmp_path / "toolkit" / "notice.py")
-    (tmp_path / "toolkit" / "__init__.py").write_text("")
+    for package in ("runtime/agent", "rehearsal/imds"):  # laid out as installed: toolkit/ is spotkit/
+        shutil.copytree(ROOT / "toolkit" / package, tmp_path / "spotkit" / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "toolkit" / "runtime" / "notice.py", tmp_path / "spotkit" / "runtime" / "notice.py")
+    for marker in ("spotkit", "spotkit/runtime", "spotkit/rehearsal"):
+        (tmp_path / marker / "__init__.py").write_text("")
     probe = (
         "import io, sys; sys.path.insert(0, sys.argv[1])\n"
         "from spotkit.runtime.agent import AgentConfig, JsonLogger, run_until_notice\n"

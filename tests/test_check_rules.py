@@ -67,7 +67,7 @@ def test_each_rule_lives_in_its_own_file_and_the_registry_is_built_from_them():
 
 
 def test_k8s_reads_node_pools_without_importing_check():
-    # GIVEN the k8s package, which toolkit.check reads NodePools through / THEN no module of it imports toolkit.check
+    # GIVEN the k8s package, which spotkit.check reads NodePools through / THEN no module of it imports spotkit.check
     # (the dependency goes one way: check -> k8s), not even inside a function
     import ast
 

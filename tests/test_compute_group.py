@@ -10,7 +10,7 @@ import pytest
 from cdktn import Testing as CdkTesting
 
 from spotkit.constructs.annotations import SpotkitWarning
-from modules.compute_group import (
+from spotkit.constructs.compute_group import (
     ComputeGroupSettings,
     InstanceRequirements,
     SpotComputeGroup,

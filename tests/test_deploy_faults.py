@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from spotkit.deploy.explain import already_existing, explain, stale_lock
-from toolkit.deploy.runner import (PID_FILE, RUN_DIR, SignalRelay, TerraformStillRunning, ensure_not_running,
+from spotkit.deploy.runner import (PID_FILE, RUN_DIR, SignalRelay, TerraformStillRunning, ensure_not_running,
                                    running_terraform)
 from spotkit.processes import pid_alive
 

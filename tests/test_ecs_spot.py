@@ -10,7 +10,7 @@ import pytest
 
 from spotkit.constructs.annotations import SpotkitWarning
 from spotkit.constructs.compute_group import ComputeGroupSettings, InstanceRequirements
-from modules.ecs_spot import (
+from spotkit.constructs.ecs_spot import (
     CapacityProviderSettings,
     EcsClusterSettings,
     EcsSpotCluster,

@@ -14,7 +14,7 @@ from spotkit.constructs.capacity_fallback import FallbackSettings
 from spotkit.constructs.compute_group import InstanceRequirements
 from spotkit.constructs.network import NetworkSettings
 from spotkit.constructs.gpu import ECS_GPU_AMI_PARAMETER, GPU_FAMILIES, family_of
-from modules.inference_service import (
+from spotkit.constructs.inference_service import (
     HOST_MODEL_CACHE,
     InferenceContainer,
     InferenceServiceSettings,

@@ -122,8 +122,9 @@ def test_staged_lambda_code_imports_on_its_own(tmp_path):
     # GIVEN the directory the asset zips
     staged = build_lambda_source()
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*.py")) == sorted(
-        ["toolkit/__init__.py", "toolkit/runtime/notice.py"] + [f"toolkit/runtime/interruption/{p.name}" for p in
-                                   (Path(__file__).resolve().parents[1] / "toolkit" / "interruption").glob("*.py")])
+        ["spotkit/__init__.py", "spotkit/runtime/__init__.py", "spotkit/runtime/notice.py"]
+        + [f"spotkit/runtime/interruption/{p.name}"
+           for p in (Path(__file__).resolve().parents[1] / "toolkit" / "runtime" / "interruption").glob("*.py")])
     # WHEN a fresh interpreter with only that directory (and boto3) imports the entry point
     code = "import spotkit.runtime.interruption.lambda_entry as m; print(m.handler.__name__)"
     # (-B: no __pycache__ written into the staged package, which would make the next build rebuild it)

@@ -139,8 +139,8 @@ def test_zip_runs_in_a_clean_lambda_runtime_with_a_partial_batch_response(invoca
 def test_package_holds_only_the_handler_code(invocation):
     task = invocation["task"]
     files = sorted(p.relative_to(task).as_posix() for p in task.rglob("*") if p.is_file())
-    assert "toolkit/runtime/interruption/lambda_entry.py" in files
-    assert all(f.startswith("toolkit/") and f.endswith(".py") for f in files), files
+    assert "spotkit/runtime/interruption/lambda_entry.py" in files
+    assert all(f.startswith("spotkit/") and f.endswith(".py") for f in files), files
 
 
 def test_every_call_of_the_lambda_is_allowed_by_its_role(invocation):
@@ -189,8 +189,8 @@ def test_concurrent_builders_share_the_lambda_package_cache_safely(tmp_path, tam
     cache.mkdir(mode=0o700)
     entry = build_lambda_source(cache_root=cache)
     if tampered:
-        (entry / "toolkit" / "__pycache__").mkdir()
-        (entry / "toolkit" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+        (entry / "spotkit" / "__pycache__").mkdir()
+        (entry / "spotkit" / "__pycache__" / "x.pyc").write_bytes(b"\0")
     # WHEN six processes build and read the package at once, many times
     ctx = multiprocessing.get_context("fork")
     start, queue = ctx.Event(), ctx.Queue()
@@ -204,7 +204,7 @@ def test_concurrent_builders_share_the_lambda_package_cache_safely(tmp_path, tam
     # THEN every one of them read a whole package every time
     assert results == ["ok"] * 6
     # AND the entry another process may be zipping was never moved away or deleted
-    assert entry.is_dir() and (entry / "toolkit" / "interruption" / "lambda_entry.py").is_file()
+    assert entry.is_dir() and (entry / "spotkit" / "runtime" / "interruption" / "lambda_entry.py").is_file()
     # AND a sound entry is reused, not rebuilt: no private copies are left behind
     if not tampered:
         assert sorted(p.name for p in cache.iterdir()) == [entry.name]
@@ -245,7 +245,7 @@ def test_a_zip_over_lambdas_limit_fails(tmp_path, monkeypatch):
 
     archive = tmp_path / "archive.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("toolkit/big.py", "x" * 4096)
+        z.writestr("spotkit/big.py", "x" * 4096)
     monkeypatch.setattr(rt, "UNZIPPED_LIMIT", 1024)
     with pytest.raises(AssertionError, match="4096 bytes unzipped, over Lambda's 1024 byte limit"):
         rt.unpack(archive, tmp_path / "out")

@@ -108,6 +108,13 @@ def test_the_wheel_installs_no_extras_and_no_generic_top_level_package_but_spotk
                   "import importlib.util as u; print([m for m in ('moto', 'numpy', 'matplotlib') if u.find_spec(m)])"],
                  installed, _clean_env())
     assert probe.stdout.strip() == "[]", probe.stderr
+    # AND spotkit is one package of its own: its constructs and stacks inside it, no toolkit/modules/stacks
+    site = _run([str(installed / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                installed, _clean_env()).stdout.strip()
+    top = sorted(p.name for p in Path(site).iterdir() if p.name.split("-")[0] in ("spotkit", "toolkit", "modules", "stacks"))
+    assert top == ["spotkit", "spotkit-0.1.0.dist-info"], top
+    assert (Path(site) / "spotkit" / "constructs" / "compute_group.py").is_file()
+    assert (Path(site) / "spotkit" / "stacks" / "app.py").is_file()
 
 
 def test_spotkit_synth_runs_the_users_app_from_its_folder(user_app):

@@ -37,16 +37,19 @@ def test_the_key_follows_every_input(monkeypatch, tmp_path):
     assert synth_cache.stack_key("training", {}) != base
     # any byte of the source tree changes the digest
     root = tmp_path / "src"
-    for package in synth_cache.SOURCE_PACKAGES:
-        (root / package).mkdir(parents=True)
-        (root / package / "a.py").write_text("x = 1\n")
-    first = synth_cache.source_digest(root)
+    dirs = [root / package for package in ("toolkit", "modules", "stacks")]
+    for d in dirs:
+        d.mkdir(parents=True)
+        (d / "a.py").write_text("x = 1\n")
+    first = synth_cache.source_digest(dirs)
     (root / "modules" / "a.py").write_text("x = 2\n")
-    assert synth_cache.source_digest(root) != first
+    assert synth_cache.source_digest(dirs) != first
     (root / "modules" / "a.py").write_text("x = 1\n")
-    assert synth_cache.source_digest(root) == first
+    assert synth_cache.source_digest(dirs) == first
     (root / "toolkit" / "agent.py").write_text("")  # a new file counts too
-    assert synth_cache.source_digest(root) != first
+    assert synth_cache.source_digest(dirs) != first
+    # the folders synthesis reads: the package, its constructs and its stacks
+    assert [d.name for d in synth_cache.source_dirs()] == ["toolkit", "modules", "stacks"]
 
 
 def test_an_unchanged_stack_comes_from_the_cache_without_the_engine(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from spotkit.constructs.data_volume import DataVolumeSettings, RetainedDataVolum
 from spotkit.constructs.compute_group import SpotComputeGroup
 from spotkit.constructs.ecs_spot import EcsClusterSettings
 from spotkit.constructs.eks_settings import EksClusterSettings
-from modules.interruption_events import (
+from spotkit.constructs.interruption_events import (
     InterruptionEvents,
     InterruptionEventsSettings,
     build_lambda_source,
@@ -390,29 +390,29 @@ def test_lambda_package_is_staged_in_a_private_verified_cache(tmp_path):
     assert first == second and first.parent == cache
     assert stat.S_IMODE(first.stat().st_mode) == 0o700
     assert re.fullmatch(r"[0-9a-f]{64}", first.name)
-    marker = first / "toolkit" / "interruption" / "handler.py"
+    marker = first / "spotkit" / "runtime" / "interruption" / "handler.py"
     original = marker.read_bytes()
     # WHEN someone tampers with the cached package
     marker.write_bytes(original + b"\nimport os; os.system('curl evil')\n")
-    (first / "toolkit" / "extra.py").write_text("x = 1\n")
+    (first / "spotkit" / "extra.py").write_text("x = 1\n")
     third = build_lambda_source(cache_root=cache)
     # THEN it is rebuilt from the sources, not reused
-    assert (third / "toolkit" / "interruption" / "handler.py").read_bytes() == original
-    assert not (third / "toolkit" / "extra.py").exists()
+    assert (third / "spotkit" / "runtime" / "interruption" / "handler.py").read_bytes() == original
+    assert not (third / "spotkit" / "extra.py").exists()
     assert sorted(p.relative_to(third).as_posix() for p in third.rglob("*") if p.is_file()) == sorted(
-        f.relative_to(ROOT).as_posix() for f in lambda_source_files(__import__("pathlib").Path(ROOT)))
+        name for name, _ in lambda_source_files())
 
 
 def test_lambda_package_symlink_in_cache_is_not_followed(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     built = build_lambda_source(cache_root=cache)
-    link = built / "toolkit" / "interruption" / "handler.py"
+    link = built / "spotkit" / "runtime" / "interruption" / "handler.py"
     link.unlink()
     (tmp_path / "evil.py").write_text("raise SystemExit\n")
     link.symlink_to(tmp_path / "evil.py")
     again = build_lambda_source(cache_root=cache)
-    assert not (again / "toolkit" / "interruption" / "handler.py").is_symlink()
+    assert not (again / "spotkit" / "runtime" / "interruption" / "handler.py").is_symlink()
 
 
 def test_lambda_cache_root_is_private(tmp_path, monkeypatch):

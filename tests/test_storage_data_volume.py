@@ -7,7 +7,7 @@ import json
 import pytest
 
 from spotkit.constructs.compute_group import SpotComputeGroup
-from modules.data_volume import (
+from spotkit.constructs.data_volume import (
     DataVolumeSettings,
     RetainedDataVolumes,
     SnapshotSettings,

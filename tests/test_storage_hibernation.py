@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from spotkit.constructs.compute_group import ComputeGroupSettings, SpotComputeGroup, validate_settings
-from modules.hibernation import (
+from spotkit.constructs.hibernation import (
     HibernationSettings,
     WarmPoolSettings,
     memory_gib,

@@ -29,9 +29,7 @@ from typing import Any, Iterable, Mapping
 
 CACHE_ENV = "SPOTKIT_SYNTH_CACHE"
 ENGINE_DISTRIBUTIONS = ("cdktn", "cdktn-aws", "constructs", "jsii")
-SOURCE_PACKAGES = ("stacks", "modules", "toolkit")
 ENTRY_FILE = "entry.json"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cache_dir(project: Path | None = None) -> Path | None:
@@ -55,28 +53,41 @@ def _version(dist: str) -> str:
         return "absent"
 
 
-def _source_files(root: Path = ROOT) -> Iterable[Path]:
-    for package in SOURCE_PACKAGES:
-        base = root / package
+def source_dirs() -> tuple[Path, ...]:
+    """The folders synthesis reads from: the spotkit package, its constructs and its stacks (in a checkout
+    ``toolkit/``, ``modules/``, ``stacks/``; installed, the last two are inside the first)."""
+    import spotkit
+    import spotkit.constructs
+    import spotkit.stacks
+
+    return tuple(Path(m.__file__).resolve().parent for m in (spotkit, spotkit.constructs, spotkit.stacks))
+
+
+def _source_files(dirs: Iterable[Path]) -> Iterable[tuple[str, Path]]:
+    seen: set[Path] = set()
+    for base in dirs:
         for path in sorted(base.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
-                yield path
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo") \
+                    and path not in seen:
+                seen.add(path)
+                yield f"{base.name}/{path.relative_to(base).as_posix()}", path
 
 
 _SOURCE_DIGEST: str | None = None
 
 
-def source_digest(root: Path = ROOT) -> str:
-    """sha256 over the path and bytes of every source file that synthesis can read (once per process)."""
+def source_digest(dirs: Iterable[Path] | None = None) -> str:
+    """sha256 over the name and bytes of every source file that synthesis can read (``source_dirs``; once
+    per process)."""
     global _SOURCE_DIGEST
-    if _SOURCE_DIGEST is not None and root == ROOT:
+    if dirs is None and _SOURCE_DIGEST is not None:
         return _SOURCE_DIGEST
     digest = hashlib.sha256()
-    for path in _source_files(root):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
+    for name, path in _source_files(source_dirs() if dirs is None else dirs):
+        digest.update(name.encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     value = digest.hexdigest()
-    if root == ROOT:
+    if dirs is None:
         _SOURCE_DIGEST = value
     return value
 

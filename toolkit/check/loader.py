@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from toolkit.check.graph import (NODE_POOL, Resource, ResourceGraph, as_list, attr_refs_from_values, block, blocks,
+from spotkit.check.graph import (NODE_POOL, Resource, ResourceGraph, as_list, attr_refs_from_values, block, blocks,
                                  is_unresolved, references_in, unknown_block)
 from spotkit.check.hcl import HclLoader, root_directories
 from spotkit.check.inputs import read_input

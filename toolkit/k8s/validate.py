@@ -11,7 +11,7 @@ import re
 from typing import Iterable, Optional
 
 from spotkit.errors import ValidationError
-from toolkit.k8s.manifests import (
+from spotkit.k8s.manifests import (
     GRACE_MARGIN_SECONDS,
     KARPENTER_CAPACITY_TYPE,
     LIFECYCLE_LABEL,

@@ -43,7 +43,6 @@ import numpy as np
 
 from spotkit.errors import ToolkitError
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 POLICIES = ("checkpoint-and-continue", "stop")
@@ -294,7 +293,7 @@ class _Instance:
     """One workload process in its own process group."""
 
     def __init__(self, settings: DrillSettings, ckpt_dir: Path, progress: Path, wait_for_final: Optional[float] = None):
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = dict(os.environ)  # the workload imports the installed spotkit, as this process does
         argv = [sys.executable, "-m", "spotkit.rehearsal.workload", "--checkpoint-dir", str(ckpt_dir),
                 "--steps", str(settings.steps), "--step-seconds", str(settings.step_seconds),
                 "--checkpoint-every", str(settings.checkpoint_every), "--progress", str(progress),

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 # What AWS Lambda ships in each Python runtime (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html,
-# "SDK for Python (Boto3)"); the stack's runtime is modules.interruption_events.LAMBDA_RUNTIME.
+# "SDK for Python (Boto3)"); the stack's runtime is spotkit.constructs.interruption_events.LAMBDA_RUNTIME.
 RUNTIME_BOTO3 = {"python3.12": "1.34.145", "python3.11": "1.34.145", "python3.10": "1.34.145"}
 # Lambda's deployment package quotas: 50 MB zipped for a direct upload, 250 MB unzipped.
 ZIP_LIMIT = 50 * 1024 * 1024

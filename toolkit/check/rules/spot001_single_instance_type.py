@@ -6,7 +6,7 @@ from typing import Iterator
 
 from spotkit.check.graph import Resource, ResourceGraph, block, blocks, is_unresolved, unknown_block
 from spotkit.check.rules.base import Rule, Undecided
-from toolkit.check.rules.helpers import (EC2_FLEET, SPOT_FLEET, SPOT_REQUEST, diverse, fleet_types, instance_types,
+from spotkit.check.rules.helpers import (EC2_FLEET, SPOT_FLEET, SPOT_REQUEST, diverse, fleet_types, instance_types,
                                          kind_of)
 
 

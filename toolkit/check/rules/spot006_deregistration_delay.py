@@ -6,7 +6,7 @@ from typing import Iterator
 
 from spotkit.check.graph import ResourceGraph, is_unresolved
 from spotkit.check.rules.base import Rule, Undecided
-from toolkit.check.rules.helpers import (TARGET_GROUPS, as_int, provider_is_spot, service_strategy, spot_groups,
+from spotkit.check.rules.helpers import (TARGET_GROUPS, as_int, provider_is_spot, service_strategy, spot_groups,
                                          target_groups_of)
 from spotkit.runtime.notice import SPOT_NOTICE_SECONDS
 

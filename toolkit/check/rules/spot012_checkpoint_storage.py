@@ -6,7 +6,7 @@ from typing import Iterator
 
 from spotkit.check.graph import Resource, ResourceGraph, block, blocks
 from spotkit.check.rules.base import Rule
-from toolkit.check.rules.helpers import (as_bool, capacity_providers_for, launch_templates_of, spot_groups,
+from spotkit.check.rules.helpers import (as_bool, capacity_providers_for, launch_templates_of, spot_groups,
                                          target_groups_of)
 
 

@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional
 
 from spotkit.runtime.agent.defaults import POLL_INTERVAL_SECONDS
 from spotkit.runtime.agent.imds import ImdsClient, ImdsError
-from toolkit.notice import (
+from spotkit.runtime.notice import (
     AZURE_TERMINATE_MAX_SECONDS,
     MAX_LIFECYCLE_HEARTBEAT_SECONDS,
     NOTICE_TIME_SLACK_SECONDS,
@@ -48,7 +48,7 @@ from toolkit.notice import (
     SPOT_NOTICE_SECONDS,
     STANDARD_NOTICE_SECONDS,
 )
-from toolkit.agent.lifecycle import (
+from spotkit.runtime.agent.lifecycle import (
     DRAIN_HOOK_NAME,
     GROUP_TAG_PATH,
     INSTANCE_ID_PATH,
@@ -56,7 +56,7 @@ from toolkit.agent.lifecycle import (
     complete_lifecycle_action,
 )
 from spotkit.runtime.agent.log import JsonLogger
-from toolkit.agent.notices import (
+from spotkit.runtime.agent.notices import (
     LIFECYCLE,
     LIFECYCLE_PATH,
     MAINTENANCE,
@@ -70,7 +70,7 @@ from toolkit.agent.notices import (
     read_boot_id,
 )
 from spotkit.runtime.agent.policy import STOP, plan_final, validate_policy, wait_until
-from toolkit.agent.runner import (
+from spotkit.runtime.agent.runner import (
     HookResult,
     SignalResult,
     group_alive,

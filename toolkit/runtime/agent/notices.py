@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-from toolkit.notice import (
+from spotkit.runtime.notice import (
     LIFECYCLE_TERMINATE,
     REBOOT_EVENTS,
     REBALANCE_RECOMMENDATION,

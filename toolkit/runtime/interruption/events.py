@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Optional, Sequence
 
 from spotkit.runtime import notice
-from toolkit.notice import (  # noqa: F401  (re-exported: the handler, runbooks and tests use ev.<KIND>)
+from spotkit.runtime.notice import (  # noqa: F401  (re-exported: the handler, runbooks and tests use ev.<KIND>)
     CAPACITY_KINDS, CAPACITY_RESERVATION_INTERRUPTION, DEFAULT_LIFECYCLE_SECONDS, FALLBACK_CHECK, KINDS,
     LAUNCH_FAILURE, LIFECYCLE_TERMINATE, PLACEMENT_FAILURE, REBALANCE_RECOMMENDATION, SCHEDULED_CHANGE,
     SPOT_INTERRUPTION, SPOT_NOTICE_SECONDS, STATE_CHANGE, notice_id)
