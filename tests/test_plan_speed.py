@@ -63,7 +63,7 @@ def test_an_unchanged_stack_comes_from_the_cache_without_the_engine(tmp_path, mo
     # WHEN the same stack is synthesized again (the engine made unusable, to prove it is not used)
     import spotkit.stacks.app
 
-    monkeypatch.setattr(stacks.app, "build_app", lambda *a, **k: pytest.fail("the engine ran for an unchanged stack"))
+    monkeypatch.setattr(spotkit.stacks.app, "build_app", lambda *a, **k: pytest.fail("the engine ran for an unchanged stack"))
     stats = {}
     with pytest.warns(SpotkitWarning, match="spot_max_price"):  # THEN its warning is shown again
         second = synthesize(["training"], tmp_path / "out2", WARNING_CONFIG, cache_folder=cache, stats=stats)[0]

@@ -6,8 +6,6 @@ import dataclasses
 import json
 from typing import Any
 
-import click
-
 
 def to_jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -22,7 +20,9 @@ def to_jsonable(value: Any) -> Any:
 
 
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=True))
+    """The CLI's ``--output json``: one JSON document on stdout (no click here, so domain modules may use
+    ``to_jsonable`` without loading the CLI's library)."""
+    print(json.dumps(to_jsonable(value), indent=2, sort_keys=True), flush=True)
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
