@@ -15,6 +15,7 @@ from spotkit.constructs.compute_group import InstanceRequirements
 from spotkit.constructs.network import NetworkSettings
 from spotkit.constructs.gpu import ECS_GPU_AMI_PARAMETER, GPU_FAMILIES, family_of
 from spotkit.constructs.inference_service import (
+    SPOT_ONLY_ACCEPTED,
     HOST_MODEL_CACHE,
     InferenceContainer,
     InferenceServiceSettings,
@@ -170,7 +171,7 @@ def test_service_runs_on_spot_with_a_spare_and_rolls_back(gpu_stack):
     # THEN every replica runs on spot (no on-demand base, on-demand weight 0): 2 wanted + 1 spare
     assert strategy == {od: (0, 0), spot: (0, 4)}
     assert svc["desired_count"] == 3
-    assert svc["tags"] == {"spotkit:spot-overprovision": "1"}
+    assert svc["tags"] == {"spotkit:spot-overprovision": "1", "spotkit:skip-check": SPOT_ONLY_ACCEPTED}
     # AND they spread over the 3 AZs of the created VPC
     assert len(svc["network_configuration"]["subnets"]) == 3
     assert svc["deployment_circuit_breaker"] == {"enable": True, "rollback": True}

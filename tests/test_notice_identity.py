@@ -78,7 +78,7 @@ def test_unreadable_times_raise_the_module_error(value):
 
 def test_time_formats_agree_on_every_python_the_instance_may_have(tmp_path):
     # The module is copied alone into a folder, as the agent artifact ships it: no package, no site.
-    shutil.copy(ROOT / "toolkit" / "notice.py", tmp_path / "notice.py")
+    shutil.copy(ROOT / "toolkit" / "runtime" / "notice.py", tmp_path / "notice.py")
     ran = []
     for label, cmd, extra in _pythons():
         env = {**os.environ, **extra}

@@ -75,7 +75,7 @@ def test_continue_needs_a_hook_or_an_estimate():
 def test_policy_module_runs_on_python_39_with_the_standard_library_only(tmp_path):
     if not shutil.which("pyenv"):
         pytest.skip("pyenv (Python 3.9) not installed")
-    shutil.copy(ROOT / "toolkit" / "agent" / "policy.py", tmp_path / "policy.py")  # alone, as the artifact ships it
+    shutil.copy(ROOT / "toolkit" / "runtime" / "agent" / "policy.py", tmp_path / "policy.py")  # alone, as the artifact ships it
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); import policy; "
              "p = policy.plan_final('checkpoint-and-continue', deadline=100.0, now=10.0, hook_seconds=4.0, hook_ok=True); "
              "print(p.final_at, sys.version_info[:2])")

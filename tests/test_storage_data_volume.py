@@ -104,7 +104,7 @@ def test_a_customer_key_adds_its_use_through_ec2_only():
     with pytest.raises(ValidationError) as err:
         instance_role_statements("fleet", [DataVolumeSettings(kms_key_id="alias/data")])
     assert str(err.value) == ("data volumes of 'fleet': kms_key_id alias/data is not a key ARN; pass key_arns "
-                              "resolved with modules.kms.key_arn (RetainedDataVolumes does)")
+                              "resolved with spotkit.constructs.kms.key_arn (RetainedDataVolumes does)")
 
 
 def test_dlm_policy_schedule_and_single_target_tag(group_with_volume):

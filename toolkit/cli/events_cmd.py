@@ -65,10 +65,6 @@ def _journal_rerun_hint(bad: Path, default_file: str) -> str:
     return shlex.join(["spotkit", *words, *rerun, "--journal-file", str(new)]) + f"   # {bad} is left as it is"
 
 
-# Region names as AWS writes them (us-east-1, eu-central-2, us-gov-west-1, cn-north-1, ap-southeast-4...).
-_REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
-
-
 def _global_args(cli_ctx: "CliContext | None", region: str | None = None) -> list[str]:
     """The global options of this run, to repeat in a ``next:`` command."""
     if cli_ctx is None:
@@ -79,27 +75,6 @@ def _global_args(cli_ctx: "CliContext | None", region: str | None = None) -> lis
         if value:
             out += [flag, value]
     return out
-
-
-def check_region(region: str, rerun: list[str] = (), cli_ctx: "CliContext | None" = None) -> None:
-    """A region AWS has, or at least one written as AWS writes them: ``nowhere-1`` is a user error here,
-    not an endpoint that cannot be reached minutes later. botocore's own partition data decides (its
-    region patterns accept regions newer than the installed botocore); a name it does not know but that is
-    written like a region passes too."""
-    if not region:
-        return
-    try:
-        import botocore.loaders
-
-        partitions = botocore.loaders.Loader().load_data("endpoints")["partitions"]
-        known = any(region in p.get("regions", {}) or re.match(p.get("regionRegex", "$^"), region)
-                    for p in partitions)
-    except Exception:  # noqa: BLE001 - no partition data: fall back to the shape of the name
-        known = bool(_REGION_NAME.match(region))
-    if not known:
-        command = shlex.join(["spotkit", *_global_args(cli_ctx, region="us-east-1"), "handle-events", *rerun])
-        raise ToolkitError(f"--region {region} is not an AWS region",
-                           hint=f"{command}   # with your region: 'aws ec2 describe-regions' lists them")
 
 
 def _journal_args(journal_table, store) -> str:
@@ -168,7 +143,6 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
     rerun = (["--event-file", str(event_file)] if event_file else ["--queue-url", queue_url]) + (
         ["--dry-run"] if dry_run else ["--yes"])
     click.get_current_context().meta["spotkit.rerun_args"] = rerun
-    check_region(ctx.region or "", rerun, ctx)
     bodies = read_event_file(Path(event_file)) if event_file else []
     defaults = HandlerSettings()
     settings = HandlerSettings(
