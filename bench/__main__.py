@@ -4,7 +4,8 @@ import runpy
 import sys
 
 BENCHES = ["bench.synth", "bench.interruptions_agent", "bench.clouds_agent", "bench.interruptions_handler",
-           "bench.runbooks", "bench.plan_apply", "bench.drill_goodput", "bench.check", "bench.simulate"]
+           "bench.runbooks", "bench.plan_apply", "bench.drill_goodput", "bench.serve_drill", "bench.check",
+           "bench.simulate"]
 
 if __name__ == "__main__":
     for name in BENCHES:

@@ -30,8 +30,10 @@ def _banner(text: str) -> None:
 @click.option("--seed", default=7, show_default=True)
 @click.option("--out", "out", default=".spotkit/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--skip-apply", is_flag=True, help="Leave out the Terraform deployment (no terraform here).")
+@click.option("--serve/--no-serve", default=True, show_default=True,
+              help="Also run the serve drill (inference replicas behind haproxy; skipped, saying so, without it).")
 @click.pass_context
-def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply):
+def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply, serve):
     """Deploy the training stack locally, drill interruptions, check the stacks, summarize."""
     from spotkit import extras
 
@@ -72,6 +74,8 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
                      steps=max(60, interruptions * 18 + 1), step_seconds=0.5,  # outlasts its interruptions
                      checkpoint_every=10, notice_seconds=4.0, out=str(out_dir / "drill"), use_aws=True)
     timings["drill"] = time.monotonic() - t
+    if serve:
+        _serve_drill(click_ctx, drill_command, seed, out_dir, timings)
 
     _banner("4/4 spot-readiness check of every shipped stack")
     t = time.monotonic()
@@ -100,6 +104,22 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply)
         click.echo(note)
     for hint in demo_next_hints(state.url):
         echo_next(hint)
+
+
+def _serve_drill(click_ctx: click.Context, drill_command, seed: int, out_dir: Path, timings: dict) -> None:
+    """The serve drill (``spotkit drill --workload serve``), when haproxy is installed."""
+    from spotkit.errors import MissingDependencyError
+    from spotkit.rehearsal.serving.balancer import INSTALL_HINT, find_haproxy
+
+    try:
+        find_haproxy()
+    except MissingDependencyError:
+        click.echo(f"serve drill: skipped (haproxy is not installed: {INSTALL_HINT})")
+        return
+    _banner("serve drill: inference replicas behind haproxy, with and without the agent")
+    t = time.monotonic()
+    click_ctx.invoke(drill_command, workload="serve", seed=seed, out=str(out_dir / "drill-serve"))
+    timings["serve drill"] = time.monotonic() - t
 
 
 def demo_next_hints(url: str) -> list[str]:

@@ -76,8 +76,27 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
             emulator.stop(project)
 
 
+TRAIN_ONLY = ("steps", "step_seconds", "checkpoint_every", "replacement_seconds", "notice_policy", "handoff", "use_aws")
+SERVE_ONLY = ("replicas", "rate", "port", "drain_seconds", "ready_timeout")
+
+
+def _option_name(name: str) -> str:
+    return {"use_aws": "--aws/--no-aws", "handoff": "--handoff/--no-handoff"}.get(name, "--" + name.replace("_", "-"))
+
+
+def _given(names) -> list[str]:
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+
+
 @click.command("drill")
-@click.option("--interruptions", "-n", default=3, show_default=True, help="Reclaims to inject.")
+@click.option("--workload", type=click.Choice(["train", "serve"]), default="train", show_default=True,
+              help="What is interrupted: a training job (checkpoints, steps lost) or inference replicas behind a "
+                   "load balancer (failed requests, latency; needs haproxy).")
+@click.option("--interruptions", "-n", type=int,
+              help="Reclaims to inject. Default 3 (train), 6 (serve: a wave of 2 and a no-capacity reclaim included).")
 @click.option("--seed", default=7, show_default=True, help="Seed of the interruption schedule.")
 @click.option("--steps", default=60, show_default=True, help="Training steps to finish.")
 @click.option("--step-seconds", default=0.5, show_default=True, help="Compute time of one step.")
@@ -86,7 +105,7 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
               help="Whose metadata service the instances have (its emulator, its notice, the agent --cloud).")
 @click.option("--notice-seconds", type=float,
               help="Notice before the reclaim, scaled down for the drill: default 4 on AWS (120 s), 2 on GCP "
-                   "and Azure (30 s).")
+                   "and Azure (30 s); 5 with --workload serve.")
 @click.option("--replacement-seconds", default=1.0, show_default=True,
               help="Boot time of a replacement instance (launch to workload start).")
 @click.option("--notice-policy", type=click.Choice(["checkpoint-and-continue", "stop"]),
@@ -94,22 +113,66 @@ def run_drill_with_aws(ctx: CliContext, settings, out: Path, use_aws: bool, say)
               help="The agent's notice policy (stop: today's checkpoint-and-stop at the notice).")
 @click.option("--rebalance-lead", type=float,
               help="Seconds a rebalance recommendation comes before the notice (seeded, absent for some "
-                   "interruptions). Default: no recommendations.")
+                   "interruptions). Default: none (train), 1.5 (serve).")
 @click.option("--handoff/--no-handoff", default=True, show_default=True,
               help="Agent run: launch the replacement at the rebalance/notice and resume from the final checkpoint "
                    "(--no-handoff: it boots after the reclaim).")
-@click.option("--out", "out", default=".spotkit/drill", show_default=True, type=click.Path(file_okay=False),
-              help="Working directory: checkpoints, progress logs, drill.png, drill.json.")
+@click.option("--out", "out", type=click.Path(file_okay=False),
+              help="Working directory: checkpoints or request records, logs, drill.png, drill.json. Default "
+                   ".spotkit/drill (train), .spotkit/drill-serve (serve).")
 @click.option("--aws/--no-aws", "use_aws", default=None,
               help="Re-attach the retained data volume with the runbook on the local AWS emulator at every reclaim "
                    "(default: on with --cloud aws).")
+@click.option("--replicas", default=4, show_default=True, help="Serve: replicas behind the balancer (1 on-demand).")
+@click.option("--rate", default=8.0, show_default=True, help="Serve: requests per second (Poisson, open loop).")
+@click.option("--port", default=0, show_default=True, help="Serve: the balancer's port (0: any free port).")
+@click.option("--drain-seconds", default=2.0, show_default=True,
+              help="Serve: the deregistration delay (scaled): how long in-flight requests may take once out.")
+@click.option("--ready-timeout", default=30.0, show_default=True,
+              help="Serve: seconds the first replicas get to become healthy in the balancer.")
 @pass_ctx
-def drill_command(ctx: CliContext, cloud, interruptions, seed, steps, step_seconds, checkpoint_every, notice_seconds,
-                  replacement_seconds, notice_policy, rebalance_lead, handoff, out, use_aws):
-    """Rehearse spot interruptions of a real training workload, with and without the agent."""
+def drill_command(ctx: CliContext, workload, cloud, interruptions, seed, steps, step_seconds, checkpoint_every,
+                  notice_seconds, replacement_seconds, notice_policy, rebalance_lead, handoff, out, use_aws,
+                  replicas, rate, port, drain_seconds, ready_timeout):
+    """Rehearse spot interruptions of a real training job or inference service, with and without the agent."""
     from spotkit import extras
     from spotkit.errors import ToolkitError
 
+    if workload == "serve":
+        wrong = _given(TRAIN_ONLY)
+        if wrong:
+            raise ToolkitError(f"{_option_name(wrong[0])} is an option of the training drill, not of --workload serve",
+                               hint="spotkit drill --workload serve")
+        if cloud != "aws":
+            raise ToolkitError(f"the serve drill runs on AWS's metadata service only (got --cloud {cloud})",
+                               hint="spotkit drill --workload serve")
+        extras.require("demo")  # the replicas' model (numpy), before anything starts
+        from spotkit.cli.drill_serve import run_serve
+        from spotkit.rehearsal.serving.drill import ServeDrillSettings
+
+        fields = dict(replicas=replicas, seed=seed, rate=rate, port=port, drain_seconds=drain_seconds,
+                      ready_timeout=ready_timeout)
+        if interruptions is not None:
+            fields["interruptions"] = interruptions
+        if notice_seconds is not None:
+            fields["notice_seconds"] = notice_seconds
+        if rebalance_lead is not None:
+            fields["rebalance_lead"] = rebalance_lead
+        settings = ServeDrillSettings(**fields)
+        settings.validate()
+        no_plot = plot_unavailable()
+        if no_plot:
+            click.echo(f"note: {no_plot}; the drill writes drill.json and the table, no drill.png "
+                       f"({PLOT_INSTALL_HINT} for the plot)", err=True)
+        return run_serve(ctx, settings, Path(out or ".spotkit/drill-serve"), no_plot, PLOT_INSTALL_HINT)
+    wrong = _given(SERVE_ONLY)
+    if wrong:
+        raise ToolkitError(f"{_option_name(wrong[0])} is an option of the serve drill: add --workload serve",
+                           hint="spotkit drill --workload serve")
+    from spotkit.rehearsal.drill import DrillSettings, compare, plot
+
+    interruptions = 3 if interruptions is None else interruptions
+    out = out or ".spotkit/drill"
     if notice_seconds is None:
         notice_seconds = 4.0 if cloud == "aws" else 2.0
     if use_aws is None:
