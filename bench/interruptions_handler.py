@@ -8,8 +8,10 @@ once plus a duplicate delivery of every tenth one.
 - **spotkit**: ``spotkit handle-events --queue-url ... --until-empty`` run as its own process (as a user
   runs it; and so the client and moto each have a core), batches of 10 per receive, ``--concurrency``
   workers.
-- **baseline**: what a user would write: one message at a time, one call chain per notice (receive one,
-  ``Handler.handle_body``, delete it), in this process.
+- **baseline**: what a user would write: one message at a time (receive one, ``Handler.handle_body``,
+  delete it), in this process. A single message is a batch of one: the same batched calls as spotkit's
+  run, made once per notice instead of once per receive of 10, with no concurrency; what the baseline
+  measures is what batching receives and running workers in parallel buy.
 
 AWS calls are counted with a botocore ``before-call`` hook on every client (per operation); the time of
 each call as moto answers it is taken from ``before-call`` to ``after-call``. Checked per run: exactly
@@ -244,7 +246,7 @@ def run_spotkit(server, notices: int, concurrency: int) -> dict:
 
 
 def run_baseline(server, notices: int) -> dict:
-    """What a user would write: receive one message, handle it (one call chain per notice), delete it."""
+    """What a user would write: receive one message, handle it (a batch of one), delete it."""
     from spotkit.runtime.interruption.actions import Clients
     from spotkit.runtime.interruption.handler import Handler, HandlerSettings
     from spotkit.runtime.interruption.store import DynamoDBStore
@@ -329,7 +331,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--notices", type=int, default=1000)
     ap.add_argument("--scaling", default="100,300", help="further spotkit runs (comma-separated notice counts)")
-    ap.add_argument("--baseline", default="100,300", help="baseline runs (notice counts; the per-notice path at "
+    ap.add_argument("--baseline", default="100,300", help="baseline runs (notice counts; one message at a time at "
                     "1,000 takes minutes: add it to see)")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -30,3 +30,21 @@ def test_profile_and_region():
 def test_a_bad_call_of_spotkits_own_stays_a_bug():
     assert user_error(ParamValidationError(report="Missing required parameter")) is None
     assert user_error(KeyError("x")) is None
+
+
+def test_the_next_steps_are_one_command_with_the_users_own_values():
+    # GIVEN the command line that failed, with the profile it used
+    command = "spotkit --profile dev status --group training"
+    # WHEN credentials, a permission, another refusal and a missing profile are mapped
+    creds = user_error(_client_error("ExpiredToken"), command=command)
+    denied = user_error(_client_error("AccessDenied", "AttachVolume"), command=command)
+    other = user_error(_client_error("InvalidVolume.NotFound", "AttachVolume"), command=command)
+    profile = user_error(ProfileNotFound(profile="nope"))
+    # THEN each next step is a command to paste, with that profile and that command line
+    assert creds.hint == ("aws sts get-caller-identity --profile dev   # who AWS takes these credentials for: fix them "
+                          "('aws configure', or another --profile), then run the command again")
+    assert denied.hint == ("aws sts get-caller-identity --profile dev   # the identity that needs permission for "
+                           "AttachVolume: grant it, or run as a role that has it")
+    assert other.hint == ("spotkit --debug --profile dev status --group training   # shows the failed call; fix what "
+                          "the message names, then run it again")
+    assert profile.hint == "aws configure list-profiles   # the profiles there: pass one of them as --profile"

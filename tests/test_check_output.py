@@ -41,6 +41,9 @@ def test_exit_1_on_errors_with_text_report():
     assert "ERROR    SPOT005  aws_autoscaling_group.this" in result.stdout
     assert "1 file(s) checked: 3 error(s), 6 warning(s), 0 info, 1 suppressed" in result.stdout
     assert result.stderr.splitlines()[0] == "Error: check found 3 finding(s) at or above error: SPOT005, SPOT006, SPOT007"
+    # AND the next step is a command to paste, naming the first finding to fix or suppress
+    assert result.stderr.splitlines()[1] == ("  next: spotkit check --help   # how to suppress a finding with a reason; "
+                                             "or fix each as it says (first: SPOT005 on aws_autoscaling_group.this)")
 
 
 def test_exit_0_when_clean_and_fail_on_changes_the_bar(tmp_path):

@@ -4,16 +4,30 @@ no AWS), and the local JSON-lines journal's claim rules."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
 from tests.support import interruption_world as w
 from spotkit.runtime import notice
+from spotkit.runtime.agent.notices import SPOT_PATH, Notice, RebalanceMonitor, SpotMonitor
 from spotkit.runtime.interruption import events as ev
 from spotkit.runtime.interruption.events import DropEvent
 from spotkit.runtime.interruption.store import DUPLICATE, FAILED, IN_PROGRESS, NEW, LocalFileStore
 
 I = "i-0abc123def4567890"
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+
+
+def imds_spot(body: dict) -> Notice:
+    """The agent's reading (toolkit/runtime/agent/notices.py) of an IMDS spot instance-action body, on instance I."""
+    [read] = SpotMonitor().parse(json.dumps(body), NOW)
+    return read.for_instance(I)
+
+
+def imds_rebalance(body: dict, boot: str = "") -> Notice:
+    [read] = RebalanceMonitor(boot).parse(json.dumps(body), NOW)
+    return read.for_instance(I)
 
 
 def test_each_detail_type_becomes_its_kind():
@@ -52,13 +66,13 @@ def test_same_warning_from_eventbridge_and_imds_has_the_same_id():
     # GIVEN the EventBridge warning (sent at 10:00:03) and the IMDS instance-action for the same notice
     # (the instance goes at 10:02:05: IMDS and EventBridge agree to within seconds, not exactly)
     [from_eb] = ev.from_eventbridge(_spot_at("2026-11-23T10:00:03Z"))
-    from_imds = ev.from_imds_instance_action(I, json.dumps({"action": "terminate", "time": "2026-11-23T10:02:05Z"}))
+    from_imds = imds_spot({"action": "terminate", "time": "2026-11-23T10:02:05Z"})
     # THEN they are one event, with the id toolkit/runtime/notice.py defines
-    assert from_eb.event_id == from_imds.event_id == notice.notice_id(
+    assert from_eb.event_id == from_imds.id == notice.notice_id(
         notice.SPOT_INTERRUPTION, I, notice.spot_key("terminate", notice.parse_time("2026-11-23T10:02:03Z")))
-    assert from_imds.source == "imds"
+    assert from_imds.source == SPOT_PATH
     # AND a stop is a different event from a terminate
-    assert ev.from_imds_instance_action(I, {"action": "stop", "time": "2026-11-23T10:02:05Z"}).event_id != from_eb.event_id
+    assert imds_spot({"action": "stop", "time": "2026-11-23T10:02:05Z"}).id != from_eb.event_id
 
 
 def test_a_persistent_instance_interrupted_twice_is_two_notices():
@@ -67,7 +81,7 @@ def test_a_persistent_instance_interrupted_twice_is_two_notices():
     second = ev.from_eventbridge(_spot_at("2026-11-23T13:00:00Z", "stop"))[0]
     # THEN the two are different notices, from EventBridge and from IMDS alike
     assert first.event_id != second.event_id
-    imds = [ev.from_imds_instance_action(I, {"action": "stop", "time": t}).event_id
+    imds = [imds_spot({"action": "stop", "time": t}).id
             for t in ("2026-11-23T10:02:00Z", "2026-11-23T13:02:00Z")]
     assert imds == [first.event_id, second.event_id]
     # AND a redelivery of the first warning (same envelope) is the same notice
@@ -87,25 +101,24 @@ def test_capacity_reservation_interruptions_are_keyed_by_their_window():
 
 def test_rebalance_is_one_per_instance_whatever_its_notice_time():
     # GIVEN an IMDS whose rebalance noticeTime moves with every request (AWS's metadata mock does this)
-    ids = {ev.from_imds_rebalance(I, {"noticeTime": t}).event_id
+    ids = {imds_rebalance({"noticeTime": t}).id
            for t in ("2026-11-23T10:00:00Z", "2026-11-23T10:00:07Z", "2026-11-23T11:30:00Z")}
     # THEN it is one notice, the one EventBridge's recommendation for the instance also is
     assert ids == {ev.from_eventbridge(w.rebalance(I))[0].event_id}
     assert ids == {notice.notice_id(notice.REBALANCE_RECOMMENDATION, I, notice.rebalance_key())}
     # AND a reader that knows the boot tells two boots apart
-    assert ev.from_imds_rebalance(I, {"noticeTime": "x"}, boot="b1").event_id != \
-        ev.from_imds_rebalance(I, {"noticeTime": "x"}, boot="b2").event_id
+    assert imds_rebalance({"noticeTime": "x"}, boot="b1").id != imds_rebalance({"noticeTime": "x"}, boot="b2").id
 
 
 def test_every_aws_time_format_reads_the_same():
     # the handler reads times with toolkit/runtime/notice.py: Z, +00:00, +0000, 9 fractional digits, naive = UTC
-    ids = {ev.from_imds_instance_action(I, {"action": "terminate", "time": t}).event_id
-           for t in ("2026-11-23T10:02:00Z", "2026-11-23T10:02:00+00:00", "2026-11-23T10:02:00+0000",
-                     "2026-11-23T10:02:00.123456789Z", "2026-11-23T10:02:00", "2026-11-23T11:02:00+01:00")}
+    ids = {ev.from_eventbridge(_spot_at(t))[0].event_id
+           for t in ("2026-11-23T10:00:00Z", "2026-11-23T10:00:00+00:00", "2026-11-23T10:00:00+0000",
+                     "2026-11-23T10:00:00.123456789Z", "2026-11-23T10:00:00", "2026-11-23T11:00:00+01:00")}
     assert len(ids) == 1
     with pytest.raises(DropEvent) as err:
-        ev.from_imds_instance_action(I, {"action": "terminate", "time": 12345})
-    assert str(err.value) == "spot instance-action: 'time' is a JSON number, not a string"
+        ev.from_eventbridge({**w.spot_warning(I), "time": 12345})
+    assert str(err.value) == "EC2 Spot Instance Interruption Warning: 'time' is a JSON number, not a string"
 
 
 @pytest.mark.parametrize("sample", [w.spot_warning(I), w.rebalance(I), w.state_change(I, "stopping"),

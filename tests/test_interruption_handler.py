@@ -180,8 +180,8 @@ def test_rebalance_checkpoints_and_starts_one_replacement(world):
     group = world.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[w.GROUP])["AutoScalingGroups"][0]
     assert group["DesiredCapacity"] == 1
     # AND calling the action directly again (idempotent by the instance tag) changes nothing
-    again = act.start_replacement(world.clients.autoscaling, world.clients.ec2, victim, w.GROUP, dry_run=False,
-                                  event_id="manual")
+    [again] = act.start_replacements(world.clients.autoscaling, world.clients.ec2, [(victim, w.GROUP, "manual")],
+                                     dry_run=False)
     assert (again.status, again.message) == ("skipped", f"a replacement for {victim} was already requested")
 
 
@@ -256,15 +256,16 @@ def test_local_file_journal_dedupes_across_instances(world, tmp_path):
         ("finish", "done")]
 
 
-def test_drain_instance_public_api_is_idempotent(world):
-    # GIVEN the composite the recovery runbook reuses
+def test_drain_public_api_is_idempotent(world):
+    # GIVEN the composite the recovery runbook reuses, with a batch of one
     victim = world.managed[0]
+    batch = [act.DrainRequest(victim, "e1")]
     # WHEN it runs twice
-    first = act.drain_instance(world.clients, victim, dry_run=False, checkpoint_command=CHECKPOINT, event_id="e1")
-    second = act.drain_instance(world.clients, victim, dry_run=False, checkpoint_command=CHECKPOINT, event_id="e1")
+    first = act.drain(world.clients, batch, dry_run=False, checkpoint_command=CHECKPOINT)
+    second = act.drain(world.clients, batch, dry_run=False, checkpoint_command=CHECKPOINT)
     # THEN the first changed things and the second found them done
-    assert [(a.name, a.status) for a in first.actions] == [("deregister-targets", "done"), ("ecs-drain", "done"),
-                                                           ("checkpoint", "done")]
-    assert [(a.name, a.status) for a in second.actions] == [("deregister-targets", "skipped"), ("ecs-drain", "skipped"),
-                                                            ("checkpoint", "skipped")]
-    assert act.is_drained(world.clients, first) is True
+    assert [(a.name, a.status) for a in first[victim].values()] == [
+        ("deregister-targets", "done"), ("ecs-drain", "done"), ("checkpoint", "done")]
+    assert [(a.name, a.status) for a in second[victim].values()] == [
+        ("deregister-targets", "skipped"), ("ecs-drain", "skipped"), ("checkpoint", "skipped")]
+    assert act.is_drained(world.clients, victim, list(first[victim].values()), dry_run=False) is True

@@ -246,7 +246,8 @@ def test_a_wrong_journal_table_stops_before_the_first_message(world, aws):
     assert result.returncode == 1
     assert result.stderr.splitlines()[-2:] == [
         f"Error: journal table 'no-such-table' does not exist in us-east-1 at {aws.url}",
-        "  next: pass the stack's interruption_journal_table output as --journal-table ('spotkit output <stack>' shows it)"]
+        f"  next: aws dynamodb list-tables --region us-east-1 --endpoint-url {aws.url}   # the tables here; pass the "
+        "stack's interruption_journal_table output as --journal-table"]
     assert "start: consuming" not in result.stderr
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
     assert a["ApproximateNumberOfMessages"] == "1"
@@ -268,14 +269,36 @@ def test_a_dead_endpoint_ends_with_a_clear_error(tmp_path):
     # THEN a few attempts, then a clear error
     assert table.returncode == 1
     assert table.stderr.splitlines()[-2].startswith(f"Error: cannot reach DynamoDB in us-east-1 at {dead}: ")
+    key = '{"pk": {"S": "spotkit:journal-check"}, "sk": {"S": "event"}}'
+    assert table.stderr.splitlines()[-1] == (
+        f"  next: aws dynamodb get-item --table-name {w.TABLE} --key '{key}' --region us-east-1 --endpoint-url {dead}"
+        "   # does DynamoDB answer from here? then run the same command again")
     # AND with a local journal, the consumer's first look at the queue stops it (a wrong endpoint is not an
     # outage to ride out for 15 minutes)
     queue = spotkit(dead, "handle-events", "--queue-url", f"{dead}/123456789012/q", "--journal-file",
                     str(tmp_path / "j.jsonl"), "--until-empty", "--yes")
     assert queue.returncode == 1
     assert queue.stderr.splitlines()[-2].startswith(f"Error: cannot reach {dead}/123456789012/q: ")
-    assert queue.stderr.splitlines()[-1] == ("  next: check --endpoint-url / --region and the network, then run the same "
-                                             "command again (messages stay on the queue until handled)")
+    assert queue.stderr.splitlines()[-1] == (
+        f"  next: aws sqs get-queue-attributes --queue-url {dead}/123456789012/q --attribute-names QueueArn "
+        f"--region us-east-1 --endpoint-url {dead}   # does the queue answer from here? then run the same command "
+        "again (messages stay on the queue until handled)")
+
+
+def test_a_hint_names_aws_itself_by_region_alone_and_quotes_what_the_shell_would_split():
+    # GIVEN a client of AWS itself and one of an emulator
+    import boto3
+
+    from spotkit.runtime.interruption.hints import aws_cli
+
+    def client(**kw):
+        return boto3.client("dynamodb", region_name="eu-west-1", aws_access_key_id="k", aws_secret_access_key="s", **kw)
+
+    # WHEN a hint is made for each THEN AWS's own endpoint is left out, another is named, and the JSON key is one word
+    assert aws_cli(client(), "dynamodb", "get-item", "--key", '{"pk": 1}') == \
+        "aws dynamodb get-item --key '{\"pk\": 1}' --region eu-west-1"
+    assert aws_cli(client(endpoint_url="http://127.0.0.1:4566"), "dynamodb", "list-tables", note="then again") == \
+        "aws dynamodb list-tables --region eu-west-1 --endpoint-url http://127.0.0.1:4566   # then again"
 
 
 def test_consumer_gives_up_at_once_on_a_queue_that_does_not_exist(aws):
@@ -285,6 +308,8 @@ def test_consumer_gives_up_at_once_on_a_queue_that_does_not_exist(aws):
     with pytest.raises(ConsumerError) as err:
         consumer.run(stop_when_idle=True)
     assert str(err.value).startswith(f"cannot receive from {aws.url}/123456789012/no-such-queue: ")
+    assert err.value.hint == (f"aws sqs list-queues --region us-east-1 --endpoint-url {aws.url}   # the queues these "
+                              "credentials see here; pass the stack's interruption_queue_url output as --queue-url")
     assert consumer.stats.received == 0
 
 

@@ -7,16 +7,19 @@ accounts are dropped by the account check, with the reason. Also the handler's u
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.support import interruption_world as w
 from tests.support.cli import run_spotkit
+from spotkit.runtime.agent.notices import SpotMonitor
 from spotkit.runtime.interruption import events as ev
 from spotkit.runtime.interruption.events import DropEvent, IgnoreEvent
 from spotkit.runtime.interruption.handler import Handler, HandlerSettings
 from spotkit.runtime.interruption.store import LocalFileStore
+from spotkit.runtime.notice import format_time
 
 SAMPLES = Path(__file__).parent / "fixtures" / "events"
 
@@ -75,14 +78,15 @@ def test_a_documented_event_with_a_placeholder_time_that_needs_action_is_a_drop(
 
 def test_the_documented_metadata_notice_is_the_same_notice_as_its_warning():
     # GIVEN AWS's instance-action example, and a warning for the same instance sent 120 s before that time
-    imds = ev.from_imds_instance_action("i-1234567890abcdef0", sample("aws-docs-imds-instance-action.json"))
+    [imds] = SpotMonitor().parse(sample("aws-docs-imds-instance-action.json"), datetime.now(timezone.utc))
+    imds = imds.for_instance("i-1234567890abcdef0")  # the agent's reading of it (toolkit/runtime/agent/notices.py)
     warning = json.loads(sample("aws-docs-spot-interruption-warning.json"))
     warning.update(time="2017-09-18T08:20:00Z")
     warning["detail"]["instance-action"] = "terminate"
     bridge, = ev.from_message_body(warning)
     # THEN both are one notice (the store acts once), due at the documented time
-    assert (imds.action, imds.deadline) == ("terminate", "2017-09-18T08:22:00Z")
-    assert imds.event_id == bridge.event_id
+    assert (imds.action, format_time(imds.time)) == ("terminate", "2017-09-18T08:22:00Z")
+    assert imds.id == bridge.event_id
 
 
 @pytest.mark.parametrize("name, account", [("nth-spot-itn.json", "<account_number>"),

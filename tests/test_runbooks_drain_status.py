@@ -146,3 +146,28 @@ def test_drain_by_hand_without_a_token_completes_by_instance_id(aws, tmp_path):
     # THEN the action is completed by instance id, as AWS allows, instead of failing on a missing token
     assert ("complete-lifecycle-action", "done") in [(s["name"], s["status"]) for s in result.steps]
     assert [(c["instance_id"], c["result"]) for c in completed_lifecycle_actions()] == [(iid, "CONTINUE")]
+
+
+def test_drain_asks_each_target_group_about_its_instance_alone(aws, tmp_path):
+    # GIVEN two instances behind one target group, and clients that keep every DescribeTargetHealth's parameters
+    from spotkit.runtime.interruption.actions import Clients
+
+    world = build_world(aws, managed=2, unmanaged=0)
+    iid, other = world.managed
+    asked = []
+
+    def keep(event_name, params=None, **_):
+        if event_name.endswith("DescribeTargetHealth"):
+            asked.append(params)
+
+    def client(service):
+        made = aws.client(service)
+        made.meta.events.register("before-parameter-build.*.*", keep)
+        return made
+
+    # WHEN one is drained by hand
+    result = DrainInstance(Clients(factory=client), ctx(tmp_path)).run(iid, complete_lifecycle=False)
+    # THEN it left the group, and the group was never read whole: each read named that instance alone
+    assert [(s["name"], s["status"]) for s in result.steps] == [("deregister-targets", "done"), ("ecs-drain", "done")]
+    assert asked == [{"TargetGroupArn": world.target_group_arn, "Targets": [{"Id": iid}]}]
+    assert (registered(world, iid), registered(world, other)) == (False, True)

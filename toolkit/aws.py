@@ -54,10 +54,7 @@ class AwsTarget:
         try:
             return boto3.session.Session(profile_name=self.profile, region_name=self.resolved_region())
         except Exception as exc:  # botocore.exceptions.ProfileNotFound and friends
-            raise AwsCallError(
-                f"could not open the AWS profile {self.profile!r}: {exc}",
-                hint="check ~/.aws/config, or pass --profile with an existing profile",
-            ) from exc
+            raise AwsCallError(f"could not open the AWS profile {self.profile!r}: {exc}", hint=PROFILES_HINT) from exc
 
     def resolved_region(self) -> str:
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -107,7 +104,35 @@ _CREDENTIAL_CODES = ("AuthFailure", "UnrecognizedClientException", "InvalidClien
                      "ExpiredTokenException", "SignatureDoesNotMatch", "InvalidAccessKeyId", "IncompleteSignature",
                      "RequestExpired")
 _PERMISSION_CODES = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden")
+PROFILES_HINT = "aws configure list-profiles   # the profiles there: pass one of them as --profile"
 _LOCAL_HINT = "start the emulator with 'spotkit local start' (or check it with 'spotkit local status'), then run the command again"
+
+
+def _option(command: str | None, name: str) -> str | None:
+    """The value of option ``name`` in a shell command line (``--profile p`` or ``--profile=p``), if given."""
+    import shlex
+
+    words = shlex.split(command or "")
+    for i, word in enumerate(words):
+        if word == name and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(name + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def _who_am_i(command: str | None) -> str:
+    """``aws sts get-caller-identity`` with the profile the command used (its ``--profile``)."""
+    import shlex
+
+    profile = _option(command, "--profile")
+    return shlex.join(["aws", "sts", "get-caller-identity", *(["--profile", profile] if profile else [])])
+
+
+def _with_debug(command: str) -> str:
+    """The command with ``--debug`` after its program word (spotkit's global option)."""
+    program, _, rest = command.partition(" ")
+    return f"{program} --debug {rest}".rstrip() if "--debug" not in command.split() else command
 
 
 def user_error(exc: BaseException, endpoint_url: str | None = None,
@@ -138,7 +163,7 @@ def user_error(exc: BaseException, endpoint_url: str | None = None,
         return AwsCallError(f"the AWS login session has expired or is missing: {exc}",
                             hint="run 'aws sso login' (with the same --profile), then the command again")
     if isinstance(exc, bx.ProfileNotFound):
-        return AwsCallError(f"{exc}", hint="check ~/.aws/config, or pass --profile with an existing profile")
+        return AwsCallError(f"{exc}", hint=PROFILES_HINT)
     if isinstance(exc, bx.NoRegionError):
         return AwsCallError("no AWS region is set", hint="pass --region us-east-1 (or set AWS_REGION)")
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ProxyConnectionError, bx.SSLError)):
@@ -159,14 +184,19 @@ def user_error(exc: BaseException, endpoint_url: str | None = None,
         err = exc.response.get("Error", {})
         code, message = err.get("Code", "?"), err.get("Message", str(exc))
         op = getattr(exc, "operation_name", "an AWS call")
+        who = _who_am_i(command)
         if code in _CREDENTIAL_CODES:
             return AwsCallError(f"AWS refused the credentials ({code} on {op}): {message}",
-                                hint="check the credentials and --profile ('aws sts get-caller-identity' shows who you are)")
+                                hint=f"{who}   # who AWS takes these credentials for: fix them ('aws configure', "
+                                     "or another --profile), then run the command again")
         if code in _PERMISSION_CODES:
             return AwsCallError(f"not allowed: {op} ({code}): {message}",
-                                hint=f"grant the caller permission for {op}, or run as a role that has it")
+                                hint=f"{who}   # the identity that needs permission for {op}: grant it, or run "
+                                     "as a role that has it")
         return AwsCallError(f"AWS refused {op} ({code}): {message}",
-                            hint="fix what the message names, then run the command again; --debug shows the call")
+                            hint=f"{_with_debug(command)}   # shows the failed call; fix what the message names, "
+                                 "then run it again" if command else
+                            "fix what the message names, then run the command again; --debug shows the call")
     if isinstance(exc, bx.ParamValidationError):
         return None  # a bug in spotkit's own call, not the user's input
     return None

@@ -21,8 +21,10 @@ def fail_if_needed(report: "CheckReport", fail_on: str = "error") -> None:
     failing = report.failing(fail_on)
     if failing:
         ids = ", ".join(sorted({f.rule_id for f in failing}))
+        first = failing[0]
         raise CheckFailed(f"check found {len(failing)} finding(s) at or above {fail_on}: {ids}",
-                          hint="fix them (each finding says how), or suppress one with a reason (see 'spotkit check --help')")
+                          hint=f"spotkit check --help   # how to suppress a finding with a reason; or fix each as it "
+                               f"says (first: {first.rule_id} on {first.resource})")
 
 
 @dataclass

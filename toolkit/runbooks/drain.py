@@ -1,7 +1,7 @@
 """``recover drain``: the interruption handler's drain, by hand.
 
-This runbook owns no drain logic: it calls ``spotkit.runtime.interruption.actions.drain_instance`` (deregister
-from target groups, ECS DRAINING, optional checkpoint) and ``complete_lifecycle_action``, the same
+This runbook owns no drain logic: it calls ``spotkit.runtime.interruption.actions.drain`` (deregister from target
+groups, ECS DRAINING, optional checkpoint) and ``complete_lifecycle_actions`` with a batch of one, the same
 functions the interruption handler runs, and journals what they did.
 """
 
@@ -53,7 +53,8 @@ class DrainInstance(Runbook):
 
     1. Read the instance (its state and Auto Scaling group, from the ``aws:autoscaling:groupName`` tag).
     2. Deregister it from every ELB target group it is in, then set its ECS container instance to
-       DRAINING (``spotkit.runtime.interruption.actions.drain_instance``; each step looks before it acts).
+       DRAINING (``spotkit.runtime.interruption.actions.drain``; each step looks before it acts). Each target
+       group is asked about this instance alone (on the group's port), never read whole.
     3. Complete the group's termination lifecycle action (hook ``spotkit-drain``) with CONTINUE, with the
        token given or the one the interruption journal holds for the instance.
     4. Journal every step's outcome.
@@ -79,13 +80,13 @@ class DrainInstance(Runbook):
         group = aws.tags_of(inst).get(aws.ASG_NAME_TAG) or aws.tags_of(inst).get(aws.GROUP_TAG)
         result = DrainRunResult(instance_id, group, self.ctx.dry_run, actions=self.actions)
         journal = self.journal(instance_id)
-        drained = actions.drain_instance(self.clients, instance_id, dry_run=self.ctx.dry_run,
-                                         checkpoint_command=checkpoint_command)
-        outcomes = list(drained.actions)
+        request = actions.DrainRequest(instance_id, checkpoint=bool(checkpoint_command))
+        outcomes = list(actions.drain(self.clients, [request], dry_run=self.ctx.dry_run, port_hints=False,
+                                      checkpoint_command=checkpoint_command or "")[instance_id].values())
         self.step("drained")
         if complete_lifecycle and group:
-            outcomes.append(actions.complete_lifecycle_action(
-                self.clients.autoscaling, instance_id, LifecycleAction(group, hook, token), dry_run=self.ctx.dry_run))
+            outcomes += actions.complete_lifecycle_actions(
+                self.clients.autoscaling, [(instance_id, LifecycleAction(group, hook, token))], dry_run=self.ctx.dry_run)
         for a in outcomes:
             result.steps.append({"name": a.name, "status": a.status, "message": a.message})
             self.actions.append(Action(a.message, done=a.status == actions.DONE))

@@ -1,8 +1,9 @@
-"""The wave path: ``Handler.handle_batch(bodies)`` handles every message of one receive together.
+"""The one path every event takes: ``handle_events(handler, events)``; a single event is a batch of one.
 
-Same decisions, same journal and same outcomes as ``Handler.handle`` (one ``Outcome`` per event, every
-action journaled per event, a transient failure releases that event for its message's redelivery), but
-the AWS work is shared by the batch (see the batch functions in ``actions``):
+``Handler.handle_batch(bodies)`` (every message of one receive), ``Handler.handle_body(body)`` and
+``Handler.handle(event)`` all come here. One ``Outcome`` per event, every action journaled per event, a
+transient failure releases that event for its message's redelivery; the AWS work is shared by the batch
+(the batched steps of ``actions``):
 
 1. parse every body (``Handler.parse``): a valid event that needs nothing is ``ignored``, a malformed one
    ``dropped`` with its reason journaled (its message is deleted), one a parser bug fails is kept alone
@@ -13,14 +14,13 @@ the AWS work is shared by the batch (see the batch functions in ``actions``):
 4. ``Handler.decide`` (one DescribeInstances for the batch, ``scope.py``) decides which are spotkit's
    (others are ``ignored``; an event from another account or region is ``dropped``); a lifecycle action's
    deadline comes from its hook's heartbeat timeout (``Handler.with_hook_deadline``);
-5. deregister, ECS DRAINING and checkpoint for all of them with the batched calls; start a replacement
-   (opt-in, rebalance) per instance; for lifecycle actions wait until drained, then complete each
-   (Auto Scaling has no batch call for that);
+5. act: deregister, ECS DRAINING and checkpoint for all of them at once (``actions.drain``); start a
+   replacement (opt-in, rebalance); for lifecycle actions wait until drained, then complete each; a
+   capacity event (a group's launch failure, an ECS placement failure, the fallback check) gets
+   ``capacity.act_on``;
 6. settle: the actions and the finish of every event written together (``settle_many``). If the batch
    failed as a whole on something unexpected, each event is then handled alone, so only the one that
    causes it stays failed.
-
-``Handler.handle_body`` is this path with a batch of one.
 
 Discovery (target groups, clusters) is cached for ``DISCOVERY_TTL_SECONDS`` per handler.
 """
@@ -33,33 +33,30 @@ import time
 from typing import Optional, Sequence
 
 from spotkit.runtime.interruption import actions as act
+from spotkit.runtime.interruption import capacity
 from spotkit.runtime.interruption import events as ev
-from spotkit.runtime.interruption import handler as hd
 from spotkit.runtime.interruption import store as st
 from spotkit.runtime.interruption.events import InterruptionEvent, RetryEvent
-from spotkit.runtime.interruption.handler import ACTED, DROPPED, DUPLICATE, IGNORED, IN_PROGRESS, RETRY, Handler, Outcome
+from spotkit.runtime.interruption.inventory import Discovery
+from spotkit.runtime.interruption.handler import (
+    ACTED, DROPPED, DUPLICATE, FAILED, IGNORED, IN_PROGRESS, RETRY, Handler, Outcome)
 
 log = logging.getLogger("spotkit.interruption")
 
-# An event whose action failed: kept for retry, journaled failed (``handler.FAILED`` where the handler
-# has that outcome; RETRY, which keeps the message the same way, where it does not).
-FAILED = getattr(hd, "FAILED", RETRY)
-
 # Target groups and clusters change on a deploy, not during a wave: listed once per 5 minutes.
 DISCOVERY_TTL_SECONDS = 300.0
-DRAIN_KINDS = (ev.SPOT_INTERRUPTION, ev.CAPACITY_RESERVATION_INTERRUPTION, ev.SCHEDULED_CHANGE, ev.LIFECYCLE_TERMINATE)
 
 _DISCOVERY_LOCK = threading.Lock()
 
 
-def discovery_for(handler: Handler) -> act.Discovery:
+def discovery_for(handler: Handler) -> Discovery:
     """The handler's discovery cache (made on first use; ``settings.clusters`` fixes the clusters)."""
     found = getattr(handler, "_wave_discovery", None)
     if found is None:
         with _DISCOVERY_LOCK:
             found = getattr(handler, "_wave_discovery", None)
             if found is None:
-                found = act.Discovery(DISCOVERY_TTL_SECONDS, clusters=handler.settings.clusters)
+                found = Discovery(DISCOVERY_TTL_SECONDS, clusters=handler.settings.clusters)
                 handler._wave_discovery = found
     return found
 
@@ -74,55 +71,54 @@ class _Item:
         self.claimed_at = time.time()
         self.settled_status: Optional[str] = None  # the journal status once decided
 
-    def add(self, result: act.ActionResult) -> None:
-        self.out.actions.append(result)
+    def add(self, *results: act.ActionResult) -> None:
+        self.out.actions.extend(results)
+
+    def settle(self, status: str, reason: str, journal: str) -> None:
+        self.out.status, self.out.reason, self.settled_status = status, reason, journal
 
 
 def handle_batch(handler: Handler, bodies: Sequence, *, wait_budget_seconds: Optional[float] = None) -> list[list[Outcome]]:
     """One list of outcomes per body, in the order of ``bodies``."""
-    results: list[list[Optional[Outcome]]] = []
+    parsed = [handler.parse(body) for body in bodies]
+    outs = iter(handle_events(handler, [e for events, settled in parsed if settled is None for e in events],
+                              wait_budget_seconds=wait_budget_seconds))
+    return [[settled] if settled is not None else [next(outs) for _ in events] for events, settled in parsed]
+
+
+def handle_events(handler: Handler, events: Sequence[InterruptionEvent], *,
+                  wait_budget_seconds: Optional[float] = None) -> list[Outcome]:
+    """One outcome per event, in the order of ``events``."""
+    outs: list[Outcome] = []
     first: dict[str, Outcome] = {}
     copies: list[tuple[Outcome, str]] = []
     unique: list[InterruptionEvent] = []
-    for body in bodies:
-        events, settled = handler.parse(body)
-        if settled is not None:  # ignored, dropped as unreadable, or (a parser bug) kept alone for retry
-            results.append([settled])
-            continue
-        row = []
-        for e in events:
-            if e.kind in ev.CAPACITY_KINDS:
-                # About a group, not an instance (capacity fallback, the return check): nothing to share with
-                # the batch's instance calls; the per-event path claims, acts and journals it.
-                row.append(handler.handle(e, wait_budget_seconds=wait_budget_seconds))
-                continue
-            out = Outcome(status=ACTED, event_id=e.event_id, kind=e.kind, instance_id=e.instance_id)
-            if e.event_id in first:
-                copies.append((out, e.event_id))
-            else:
-                first[e.event_id] = out
-                unique.append(e)
-            row.append(out)
-        results.append(row)
+    for e in events:
+        out = Outcome(status=ACTED, event_id=e.event_id, kind=e.kind, instance_id=e.instance_id)
+        if e.event_id in first:
+            copies.append((out, e.event_id))
+        else:
+            first[e.event_id] = out
+            unique.append(e)
+        outs.append(out)
 
     items = _claim(handler, unique, first)
     if items:
-        transient = False
+        whole_failed = False
         try:
             _act(handler, items, wait_budget_seconds)
         except RetryEvent as exc:  # AWS cannot be asked now: every event of the batch retries
-            transient = True
             for it in items:
                 if it.settled_status is None:
-                    it.out.status, it.out.reason, it.settled_status = RETRY, str(exc), st.FAILED
+                    it.settle(RETRY, str(exc), st.FAILED)
         except Exception as exc:  # a bug or an unexpected AWS answer: release every claim, then each alone
             log.exception("handling a batch of %d events failed", len(items))
+            whole_failed = True
             for it in items:
                 if it.settled_status is None:
-                    it.out.status, it.out.reason = RETRY, f"{type(exc).__name__}: {exc}"
-                    it.settled_status = st.FAILED
+                    it.settle(RETRY, f"{type(exc).__name__}: {exc}", st.FAILED)
         _settle(handler, items)
-        if not transient and len(items) > 1 and any(it.out.status == RETRY and not it.out.actions for it in items):
+        if whole_failed and len(items) > 1:
             _one_by_one(handler, items, wait_budget_seconds)
 
     for out, eid in copies:
@@ -132,7 +128,7 @@ def handle_batch(handler: Handler, bodies: Sequence, *, wait_budget_seconds: Opt
             out.status, out.reason = DUPLICATE, f"{eid} is handled by an earlier message of this batch"
         else:
             out.status, out.reason = original.status, original.reason
-    return results  # type: ignore[return-value]
+    return outs
 
 
 def _one_by_one(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> None:
@@ -142,7 +138,7 @@ def _one_by_one(handler: Handler, items: list[_Item], wait_budget: Optional[floa
     for it in items:
         if it.out.status != RETRY or it.out.actions:
             continue
-        alone = handler.handle(it.event, wait_budget_seconds=wait_budget)
+        [alone] = handle_events(handler, [it.event], wait_budget_seconds=wait_budget)
         it.out.status, it.out.reason, it.out.group, it.out.actions = alone.status, alone.reason, alone.group, alone.actions
 
 
@@ -170,9 +166,8 @@ def _claim(handler: Handler, events: Sequence[InterruptionEvent], outs: dict[str
     return items
 
 
-def _act(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> None:
-    s, clients = handler.settings, handler.clients
-
+def _decide(handler: Handler, items: list[_Item]) -> list[_Item]:
+    """The items to act on; the others settled (ignored, dropped) with the reason."""
     verdicts = handler.decide([it.event for it in items])  # the one decision: toolkit/runtime/interruption/scope.py
     live: list[_Item] = []
     for it in items:
@@ -180,96 +175,94 @@ def _act(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> 
         it.out.group = verdict.group
         if not verdict.act:
             dropped = verdict.status == DROPPED
-            it.out.status, it.out.reason = (DROPPED if dropped else IGNORED), verdict.reason
-            it.settled_status = st.DROPPED if dropped else st.IGNORED
+            it.settle(DROPPED if dropped else IGNORED, verdict.reason, st.DROPPED if dropped else st.IGNORED)
         elif it.event.kind not in ev.KINDS:
-            it.out.status, it.out.reason, it.settled_status = DROPPED, f"no actions for kind {it.event.kind!r}", st.DROPPED
+            it.settle(DROPPED, f"no actions for kind {it.event.kind!r}", st.DROPPED)
         else:
             it.event = handler.with_hook_deadline(it.event)
             live.append(it)
+    return live
 
-    # What each event asks for.
-    plans: dict[int, tuple[bool, bool, bool]] = {}  # id(item) -> (deregister, ecs, checkpoint)
-    has_command = bool(s.checkpoint_command)
-    for it in live:
-        kind = it.event.kind
-        if kind in DRAIN_KINDS:
-            plans[id(it)] = (True, True, has_command)
-        elif kind == ev.REBALANCE_RECOMMENDATION:
-            plans[id(it)] = (s.drain_on_rebalance, s.drain_on_rebalance, has_command and s.checkpoint_on_rebalance)
-        else:  # STATE_CHANGE: too late to checkpoint
-            plans[id(it)] = (True, it.event.action in ("stopping", "shutting-down"), False)
 
-    dereg_ids = sorted({it.event.instance_id for it in live if plans[id(it)][0]})
-    ecs_ids = sorted({it.event.instance_id for it in live if plans[id(it)][1]})
-    discovery = discovery_for(handler)
-    dereg: dict[str, act.ActionResult] = {}
-    if dereg_ids:
-        try:
-            dereg = act.deregister_batch(clients.elbv2, dereg_ids, discovery.target_groups(clients.elbv2), dry_run=s.dry_run,
-                                         registrations=lambda arn: discovery.registrations(clients.elbv2, arn))
-        except act._CALL_ERRORS as exc:  # listing the target groups failed
-            dereg = act._failure("deregister-targets", dereg_ids, exc)
-    ecs: dict[str, act.ActionResult] = {}
-    if ecs_ids:
-        try:
-            ecs = act.drain_ecs_batch(clients.ecs, ecs_ids, discovery.clusters(clients.ecs), dry_run=s.dry_run)
-        except act._CALL_ERRORS as exc:  # listing the clusters failed
-            ecs = act._failure("ecs-drain", ecs_ids, exc)
-    requests = [act.CheckpointRequest(it.event.instance_id, it.event.event_id, look_first=it.attempts != 1,
-                                      since=it.event.issued_at)
-                for it in live if plans[id(it)][2]]
-    checkpoints: dict[str, act.ActionResult] = {}
-    if requests:
+def _plan(handler: Handler, it: _Item) -> act.DrainRequest:
+    """What an instance event asks for: deregister, ECS DRAINING, checkpoint."""
+    s, e = handler.settings, it.event
+    if e.kind == ev.REBALANCE_RECOMMENDATION:
+        steps = (s.drain_on_rebalance, s.drain_on_rebalance, bool(s.checkpoint_command) and s.checkpoint_on_rebalance)
+    elif e.kind == ev.STATE_CHANGE:  # too late to checkpoint
+        steps = (True, e.action in ("stopping", "shutting-down"), False)
+    else:  # spot and capacity-reservation interruptions, scheduled changes, terminate lifecycle actions
+        steps = (True, True, bool(s.checkpoint_command))
+    return act.DrainRequest(e.instance_id, e.event_id, *steps, look_first=it.attempts != 1, since=e.issued_at)
+
+
+def _act(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> None:
+    s, clients = handler.settings, handler.clients
+    live = _decide(handler, items)
+    for it in [it for it in live if it.event.kind in ev.CAPACITY_KINDS]:
+        _per_event(it, lambda it=it: capacity.act_on(handler, it.event, it.out.group, it.add))
+    live = [it for it in live if it.event.kind not in ev.CAPACITY_KINDS]
+
+    plans = {id(it): _plan(handler, it) for it in live}
+    timeout = 110
+    if live:
         now = handler._now()
         timeout = max(30, min(3600, int(max(it.event.seconds_left(now) for it in live))))
-        checkpoints = act.send_checkpoints(clients.ssm, requests, s.checkpoint_command, dry_run=s.dry_run,
-                                           timeout_seconds=timeout)
-
+    drained = act.drain(clients, list(plans.values()), dry_run=s.dry_run, discovery=discovery_for(handler),
+                        checkpoint_command=s.checkpoint_command, checkpoint_timeout_seconds=timeout)
     for it in live:
-        d, e, c = plans[id(it)]
-        iid = it.event.instance_id
-        for wanted, results in ((d, dereg), (e, ecs), (c, checkpoints)):
-            if wanted and iid in results:
-                it.add(results[iid])
-        if it.event.kind == ev.REBALANCE_RECOMMENDATION and s.start_replacement_on_rebalance and it.out.group:
-            _per_event(it, lambda it=it: act.start_replacement(
-                clients.autoscaling, clients.ec2, iid, it.out.group, dry_run=s.dry_run, event_id=it.event.event_id))
+        plan, done = plans[id(it)], drained[it.event.instance_id]
+        it.add(*(done[name] for name, wanted in (("deregister-targets", plan.deregister), ("ecs-drain", plan.ecs),
+                                                 ("checkpoint", plan.checkpoint)) if wanted and name in done))
 
-    lifecycle = [it for it in live if it.event.kind == ev.LIFECYCLE_TERMINATE and it.settled_status is None]
+    rebalance = [it for it in live if it.event.kind == ev.REBALANCE_RECOMMENDATION and it.out.group]
+    if rebalance and s.start_replacement_on_rebalance:
+        for it, result in zip(rebalance, act.start_replacements(clients.autoscaling, clients.ec2, [
+                (it.event.instance_id, it.out.group, it.event.event_id) for it in rebalance], dry_run=s.dry_run)):
+            it.add(result)
+
+    lifecycle = [it for it in live if it.event.kind == ev.LIFECYCLE_TERMINATE]
     if lifecycle:
         _wait_drained(handler, lifecycle, wait_budget)
-        for it in lifecycle:
-            _per_event(it, lambda it=it: act.complete_lifecycle_action(
-                clients.autoscaling, it.event.instance_id, it.event.lifecycle, dry_run=s.dry_run,
-                result=s.lifecycle_result))
+        for it, result in zip(lifecycle, act.complete_lifecycle_actions(clients.autoscaling, [
+                (it.event.instance_id, it.event.lifecycle) for it in lifecycle], dry_run=s.dry_run,
+                result=s.lifecycle_result)):
+            it.add(result)
 
-    for it in live:
-        if it.settled_status is not None:
-            continue
-        retry = [a for a in it.out.actions if a.status == act.FAILED and a.detail.get("retry")]
-        if retry:
-            it.out.status, it.out.reason, it.settled_status = RETRY, "; ".join(a.message for a in retry), st.FAILED
-            continue
-        failed = [a for a in it.out.actions if a.status == act.FAILED]
-        if failed:  # journaled failed and kept: the redelivery acts again (every step is idempotent)
-            it.out.status, it.out.reason, it.settled_status = FAILED, "; ".join(a.message for a in failed), st.FAILED
-            log.warning("failed %s %s (group %s), kept for retry: %s", it.event.kind, it.event.instance_id,
-                        it.out.group or "-", it.out.reason)
-            continue
-        it.out.status, it.out.reason, it.settled_status = ACTED, "", st.DONE
+    for it in items:
+        if it.settled_status is None:
+            _outcome(it)
+
+
+def _outcome(it: _Item) -> None:
+    """Acted; or failed (journaled failed and kept: the redelivery acts again, every step is idempotent),
+    as ``retry`` when a redelivery may fix it."""
+    retry = [a for a in it.out.actions if a.status == act.FAILED and a.detail.get("retry")]
+    failed = [a for a in it.out.actions if a.status == act.FAILED]
+    if retry:
+        it.settle(RETRY, "; ".join(a.message for a in retry), st.FAILED)
+    elif failed:
+        it.settle(FAILED, "; ".join(a.message for a in failed), st.FAILED)
+        log.warning("failed %s %s (group %s), kept for retry: %s", it.event.kind, it.event.instance_id,
+                    it.out.group or "-", it.out.reason)
+    else:
+        it.settle(ACTED, "", st.DONE)
 
 
 def _per_event(it: _Item, step) -> None:
+    """A step of one event alone: its failure (a transient one, or a bug) fails that event only."""
     try:
-        it.add(step())
+        step()
     except RetryEvent as exc:
-        it.out.status, it.out.reason, it.settled_status = RETRY, str(exc), st.FAILED
+        it.settle(RETRY, str(exc), st.FAILED)
+    except Exception as exc:  # noqa: BLE001 - a bug or an unexpected AWS answer: this event retries (then the DLQ)
+        log.exception("handling %s failed", it.event.event_id)
+        it.settle(RETRY, f"{type(exc).__name__}: {exc}", st.FAILED)
 
 
 def _wait_drained(handler: Handler, items: list[_Item], wait_budget: Optional[float]) -> None:
-    """``Handler._wait_drained`` for every lifecycle event of the batch at once: poll the ones not yet
-    drained until each is drained or reaches its deadline (minus the margin) or the caller's budget."""
+    """Poll the lifecycle events of the batch not yet drained until each is drained or reaches its
+    deadline (minus the margin) or the caller's budget."""
     s, clients = handler.settings, handler.clients
     started = time.monotonic()
     pending = {id(it): it for it in items}
@@ -277,9 +270,9 @@ def _wait_drained(handler: Handler, items: list[_Item], wait_budget: Optional[fl
     while pending:
         polls += 1
         for key, it in list(pending.items()):
-            done = act.DrainResult(it.event.instance_id, s.dry_run, list(it.out.actions))
-            if act.is_drained(clients, done, clusters=list(s.clusters) or None):
-                it.add(act.ActionResult("wait-drained", act.DONE, f"{it.event.instance_id} drained", {"polls": polls}))
+            iid = it.event.instance_id
+            if act.is_drained(clients, iid, it.out.actions, dry_run=s.dry_run, clusters=list(s.clusters) or None):
+                it.add(act.ActionResult("wait-drained", act.DONE, f"{iid} drained", {"polls": polls}))
                 del pending[key]
                 continue
             left = it.event.seconds_left(handler._now()) - s.deadline_margin_seconds
@@ -287,8 +280,7 @@ def _wait_drained(handler: Handler, items: list[_Item], wait_budget: Optional[fl
                 left = min(left, wait_budget - (time.monotonic() - started))
             if left <= 0:
                 it.add(act.ActionResult("wait-drained", act.SKIPPED,
-                                        f"{it.event.instance_id} not drained before the deadline; completing anyway",
-                                        {"polls": polls}))
+                                        f"{iid} not drained before the deadline; completing anyway", {"polls": polls}))
                 del pending[key]
         if pending:
             handler._sleep(s.drain_poll_seconds)

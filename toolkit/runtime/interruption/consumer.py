@@ -41,6 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from spotkit.runtime.interruption.events import from_message_body
 from spotkit.runtime.interruption.handler import IN_PROGRESS, Handler, Outcome
+from spotkit.runtime.interruption.hints import aws_cli
 
 log = logging.getLogger("spotkit.interruption")
 
@@ -191,13 +192,18 @@ class QueueConsumer:
         try:
             self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
         except ClientError as exc:
-            raise ConsumerError(f"cannot receive from {self.queue_url}: {exc}",
-                                "check the queue URL (the stack's interruption_queue_url output), the region and "
-                                "the credentials") from None
+            raise ConsumerError(f"cannot receive from {self.queue_url}: {exc}", self._queues_hint()) from None
         except BotoCoreError as exc:
-            raise ConsumerError(f"cannot reach {self.queue_url}: {exc}",
-                                "check --endpoint-url / --region and the network, then run the same command "
-                                "again (messages stay on the queue until handled)") from None
+            raise ConsumerError(f"cannot reach {self.queue_url}: {exc}", self._reach_hint(
+                "messages stay on the queue until handled")) from None
+
+    def _queues_hint(self) -> str:
+        return aws_cli(self.sqs, "sqs", "list-queues", note="the queues these credentials see here; pass the "
+                       "stack's interruption_queue_url output as --queue-url")
+
+    def _reach_hint(self, then: str) -> str:
+        return aws_cli(self.sqs, "sqs", "get-queue-attributes", "--queue-url", self.queue_url, "--attribute-names",
+                       "QueueArn", note=f"does the queue answer from here? then run the same command again ({then})")
 
     def _reserve(self, max_messages: Optional[int]) -> int:
         with self._lock:
@@ -277,15 +283,14 @@ class QueueConsumer:
         with self._lock:
             self.stats.receive_failures += 1
             if code in FATAL_RECEIVE_CODES:
-                self._error = self._error or ConsumerError(
-                    f"cannot receive from {self.queue_url}: {exc}",
-                    "check the queue URL (the stack's interruption_queue_url output), the region and the credentials")
+                self._error = self._error or ConsumerError(f"cannot receive from {self.queue_url}: {exc}",
+                                                           self._queues_hint())
             elif lasted >= self.outage_budget_seconds:
                 self._error = self._error or ConsumerError(
                     f"receiving from {self.queue_url} failed for {lasted:.0f} s ({outage.failures} attempts; the "
                     f"outage budget is {self.outage_budget_seconds:.0f} s); last error: {exc}",
-                    "check --endpoint-url / --region and the network, then run the same command again (messages "
-                    "not handled stay on the queue); --outage-budget-minutes sets how long an outage is ridden out")
+                    self._reach_hint("messages not handled stay on the queue; --outage-budget-minutes sets how "
+                                     "long an outage is ridden out"))
             if self._error is not None:
                 self._stop.set()
                 return None

@@ -1,11 +1,12 @@
 """One event type for every interruption warning AWS sends, with a deterministic id.
 
-Monitors (EventBridge rules into SQS, Auto Scaling notifications, the on-instance IMDS poller) all
-produce ``InterruptionEvent``. Its ``event_id`` is ``spotkit.runtime.notice.notice_id``: a hash of what the
-warning *means* (kind, instance, and the key that tells two real warnings apart), not of how it was
-delivered, so the same spot notice seen twice through SQS, or once by EventBridge and once by IMDS, gets
-the same id and the store acts on it once; a persistent instance interrupted again hours later is a new
-notice (see ``toolkit/runtime/notice.py`` for the keys).
+Monitors (EventBridge rules into SQS, Auto Scaling notifications) all produce ``InterruptionEvent``
+(the instance metadata, IMDS, is read by the on-instance agent: ``toolkit/runtime/agent/notices.py`` parses it).
+Its ``event_id`` is ``spotkit.runtime.notice.notice_id``: a hash of what the warning *means* (kind, instance,
+and the key that tells two real warnings apart), not of how it was delivered, so the same spot notice
+seen twice through SQS, or once by EventBridge and once by IMDS, gets the same id and the store acts on
+it once; a persistent instance interrupted again hours later is a new notice
+(see ``toolkit/runtime/notice.py`` for the keys).
 
 Parsers raise ``DropEvent`` for input that can never be handled (malformed, a field of the wrong JSON
 type, an event whose ``source`` is not the AWS service that sends its detail type); the handler journals
@@ -187,6 +188,17 @@ def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
               "account": _text(envelope, "account", detail_type), "origin_id": _text(envelope, "id", detail_type),
               "issued_at": _iso(issued)}
 
+    if kind in CAPACITY_KINDS:
+        return [_capacity_event(kind, envelope, detail, common, issued, detail_type, resources)]
+    if kind == LIFECYCLE_TERMINATE:
+        return [_lifecycle_event(detail, common, issued, detail_type)]
+    return _instance_events(kind, detail, common, issued, detail_type)
+
+
+def _instance_events(kind: str, detail: Mapping, common: dict, issued: datetime,
+                     detail_type: str) -> list[InterruptionEvent]:
+    """The events of a warning about instances: spot and capacity-reservation interruptions, rebalance
+    recommendations, state changes, EC2 scheduled changes (a Health event may name several instances)."""
     if kind == SPOT_INTERRUPTION:
         instance = _require(detail, "instance-id", detail_type)
         action = _text(detail, "instance-action", detail_type, "terminate")
@@ -219,25 +231,19 @@ def from_eventbridge(envelope: Mapping[str, Any]) -> list[InterruptionEvent]:
             event_id=notice_id(kind, instance, notice.spot_key(state, issued)), kind=kind, instance_id=instance,
             action=state, deadline=_iso(issued), detail=dict(detail), **common)]
 
-    if kind == SCHEDULED_CHANGE:
-        arn = _require(detail, "eventArn", detail_type)
-        start = _text(detail, "startTime", detail_type)
-        deadline = _iso(parse_time(start)) if start else _iso(issued)
-        instances = [_text(e, "entityValue", detail_type) for e in _items(detail, "affectedEntities", detail_type)
-                     if isinstance(e, Mapping)]
-        instances = [i for i in instances if i.startswith("i-")]
-        if not instances:
-            raise DropEvent(f"{detail_type}: {arn} names no EC2 instance")
-        slim = {k: detail[k] for k in ("eventArn", "eventTypeCode", "startTime", "endTime") if k in detail}
-        return [InterruptionEvent(
-            event_id=notice_id(kind, i, arn), kind=kind, instance_id=i, action=str(detail.get("eventTypeCode", "")),
-            deadline=deadline, detail=slim, **common) for i in instances]
-
-    if kind in CAPACITY_KINDS:
-        return [_capacity_event(kind, envelope, detail, common, issued, detail_type, resources)]
-
-    # LIFECYCLE_TERMINATE
-    return [_lifecycle_event(detail, common, issued, detail_type)]
+    # SCHEDULED_CHANGE (an AWS Health event)
+    arn = _require(detail, "eventArn", detail_type)
+    start = _text(detail, "startTime", detail_type)
+    deadline = _iso(parse_time(start)) if start else _iso(issued)
+    instances = [_text(e, "entityValue", detail_type) for e in _items(detail, "affectedEntities", detail_type)
+                 if isinstance(e, Mapping)]
+    instances = [i for i in instances if i.startswith("i-")]
+    if not instances:
+        raise DropEvent(f"{detail_type}: {arn} names no EC2 instance")
+    slim = {k: detail[k] for k in ("eventArn", "eventTypeCode", "startTime", "endTime") if k in detail}
+    return [InterruptionEvent(
+        event_id=notice_id(kind, i, arn), kind=kind, instance_id=i, action=str(detail.get("eventTypeCode", "")),
+        deadline=deadline, detail=slim, **common) for i in instances]
 
 
 def _needs_action(kind: str, detail: Mapping, what: str) -> None:
@@ -324,46 +330,6 @@ def from_autoscaling_notification(body: Mapping[str, Any]) -> list[InterruptionE
     common = {"source": "aws.autoscaling", "region": region, "account": _text(body, "AccountId", what),
               "origin_id": _text(body, "RequestId", what), "issued_at": _iso(issued)}
     return [_lifecycle_event(body, common, issued, "Auto Scaling lifecycle notification")]
-
-
-# --- the instance metadata service (the on-instance agent) -------------------------------------
-
-def _imds_body(body: Mapping[str, Any] | str, what: str) -> dict:
-    try:
-        data = json.loads(body) if isinstance(body, str) else body
-    except json.JSONDecodeError as exc:
-        raise DropEvent(f"{what}: body is not JSON: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise DropEvent(f"{what}: body is a JSON {type(data).__name__}, not an object")
-    return dict(data)
-
-
-def from_imds_instance_action(instance_id: str, body: Mapping[str, Any] | str) -> InterruptionEvent:
-    """``/latest/meta-data/spot/instance-action``: ``{"action": "terminate", "time": "..."}``.
-
-    ``time`` is when the instance goes; the id is the one the EventBridge warning for the same notice
-    gets (its send time + 120 s falls in the same notice window), so whichever arrives second is a
-    duplicate."""
-    data = _imds_body(body, "spot instance-action")
-    action = _text(data, "action", "spot instance-action", "terminate")
-    deadline = parse_time(_text(data, "time", "spot instance-action") or datetime.now(timezone.utc))
-    return InterruptionEvent(
-        event_id=notice_id(SPOT_INTERRUPTION, instance_id, notice.spot_key(action, deadline)),
-        kind=SPOT_INTERRUPTION, instance_id=instance_id, action=action, source="imds",
-        issued_at=_iso(deadline - timedelta(seconds=SPOT_NOTICE_SECONDS)), deadline=_iso(deadline))
-
-
-def from_imds_rebalance(instance_id: str, body: Mapping[str, Any] | str, boot: str = "") -> InterruptionEvent:
-    """``/latest/meta-data/events/recommendations/rebalance``: ``{"noticeTime": "..."}``.
-
-    One per instance and ``boot`` (when the reader knows it): the ``noticeTime`` is not part of the id,
-    since AWS may move it. Without ``boot`` it is the id EventBridge's recommendation gets."""
-    data = _imds_body(body, "rebalance recommendation")
-    issued = notice.try_parse_time(data.get("noticeTime")) or datetime.now(timezone.utc)
-    return InterruptionEvent(
-        event_id=notice_id(REBALANCE_RECOMMENDATION, instance_id, notice.rebalance_key(boot)),
-        kind=REBALANCE_RECOMMENDATION, instance_id=instance_id, source="imds", issued_at=_iso(issued),
-        deadline=_iso(notice.spot_deadline_from_warning(issued)))
 
 
 # --- SQS message bodies -------------------------------------------------------------------------

@@ -292,14 +292,22 @@ def decide_return(*, base: int, original: int, now: datetime, changed: datetime,
     return Step("restored" if target == original else "stepped-down", target)
 
 
+def _read(autoscaling, group: str) -> tuple[Optional[dict], int, Optional[FallbackRecord]]:
+    """The group's description, its on-demand base and its fallback record; ``(None, 0, None)`` if it is gone."""
+    g = describe_group(autoscaling, group)
+    return (g, on_demand_base(g), read_record(g)) if g is not None else (None, 0, None)
+
+
+def _missing(group: str) -> Decision:
+    return Decision(group, "skipped", f"group {group} does not exist")
+
+
 def fall_back(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: datetime, mutate: Mutate = direct,
               cause: str = "") -> Decision:
     """Raise the group's on-demand base by its shortfall (from the original base, bounded), once."""
-    g = describe_group(autoscaling, group)
+    g, base, rec = _read(autoscaling, group)
     if g is None:
-        return Decision(group, "skipped", f"group {group} does not exist")
-    base = on_demand_base(g)
-    rec = read_record(g)
+        return _missing(group)
     original = rec.original_on_demand_base if rec else base
     d = Decision(group, "skipped", "", base, base, original if rec else None, {"cause": cause})
     why_not = _uses_spot(g)
@@ -373,12 +381,13 @@ def spot_launches(ec2, activities: list[dict]) -> int:
 
 def return_check(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: datetime, mutate: Mutate = direct,
                  region: str = "") -> Decision:
-    """Move a group in fallback one step back to spot when spot launches succeed again (see the module doc)."""
-    g = describe_group(autoscaling, group)
+    """Move a group in fallback one step back to spot when spot launches succeed again (see the module doc).
+
+    Longer than most (about 60 lines) on purpose: ``decide_return`` holds the decision; what stays here is
+    the reads it needs and one message per outcome, each quoting those reads."""
+    g, base, rec = _read(autoscaling, group)
     if g is None:
-        return Decision(group, "skipped", f"group {group} does not exist")
-    base = on_demand_base(g)
-    rec = read_record(g)
+        return _missing(group)
     if rec is None:
         return Decision(group, "nothing-recorded", f"group {group} is not in fallback", base, base)
     original = rec.original_on_demand_base

@@ -1,10 +1,10 @@
 """Decide and act: which actions an interruption warning gets, in which order, exactly once.
 
-``Handler.handle_body(body)`` is a batch of one (``batch.py``); ``Handler.handle(event)`` (capacity events,
-and the events of a batch that failed as a whole, one at a time):
+Every event takes one path (``batch.py``): ``Handler.handle_batch(bodies)`` for the messages of one receive;
+``Handler.handle_body(body)`` and ``Handler.handle(event)`` are a batch of one. For each event:
 
 1. claim the event in the store (a duplicate or an event another worker is handling stops here);
-2. ``Handler.decide`` (``scope.py``, the one decision for both paths): an event from another account or
+2. ``Handler.decide`` (``scope.py``, the one decision): an event from another account or
    region is dropped; an instance or group spotkit does not manage (no ``spotkit:managed=true`` /
    ``spotkit:group`` tag), or outside ``settings.groups``, is ignored; both journaled with the reason.
    A lifecycle action's deadline is its hook's heartbeat timeout (``with_hook_deadline``);
@@ -19,10 +19,12 @@ and the events of a batch that failed as a whole, one at a time):
    state change (stopping,         deregister targets (and ECS DRAINING while it is stopping);
    shutting-down, stopped, ...)    too late to checkpoint
    launch failure (a group's)      spot capacity: raise the on-demand base by the shortfall, once
-                                   (``toolkit/runtime/interruption/fallback.py``); other causes: journaled
+                                   (``capacity.py``, ``fallback.py``); other causes: journaled
    ECS placement failure           the same for the cluster's groups whose spot launches failed
    scheduled fallback check        step groups in fallback back to spot (hold time, in steps)
    ============================== ===============================================================
+
+   The instance steps are the batched ``actions.drain``, shared by every event of the batch.
 
 4. finish: ``done``; or ``failed`` when an action failed or on a transient error, which releases the
    claim so the message's retry acts again (every action is idempotent); a message that keeps failing
@@ -43,20 +45,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional, Sequence
 
-from botocore.exceptions import ClientError
-
 from spotkit.runtime.interruption import actions as act
 from spotkit.runtime.interruption import events as ev
 from spotkit.runtime.interruption import fallback as fb
+from spotkit.runtime.interruption import inventory
 from spotkit.runtime.interruption import store as st
 from spotkit.runtime.interruption.events import DropEvent, IgnoreEvent, InterruptionEvent, RetryEvent
 from spotkit.runtime.interruption.scope import Scope, Verdict
-from spotkit.runtime.notice import DEFAULT_LIFECYCLE_SECONDS, TAG_GROUP, TAG_MANAGED
+from spotkit.runtime.notice import DEFAULT_LIFECYCLE_SECONDS
 
 log = logging.getLogger("spotkit.interruption")
 
-GROUP_TAG = TAG_GROUP              # the tag contract lives in toolkit/runtime/notice.py
-MANAGED_TAG = TAG_MANAGED
 CHECKPOINT_HOOK = "/opt/spotkit/hooks/checkpoint"
 DEFAULT_CHECKPOINT_COMMAND = (
     f"if [ -x {CHECKPOINT_HOOK} ]; then {CHECKPOINT_HOOK}; "
@@ -94,7 +93,6 @@ class HandlerSettings:
     - ``drain_poll_seconds`` / ``deadline_margin_seconds``: how often to check that a terminating
       instance has drained, and how long before the deadline to give up waiting and complete. 5 / 10.
     - ``lease_seconds``: how long a claim holds before a redelivery may take it over. Default 360.
-    - ``target_group_cache_seconds``: how long the list of target groups is reused. Default 30.
     - ``fallback``: act on spot capacity failures (raise the on-demand base, return on a schedule).
       Default off (the stacks turn it on); off, launch failures are journaled and nothing changes.
     - ``fallback_max_on_demand_base`` / ``fallback_hold_minutes`` / ``fallback_check_every_minutes``: the
@@ -115,7 +113,6 @@ class HandlerSettings:
     drain_poll_seconds: float = 5.0
     deadline_margin_seconds: float = 10.0
     lease_seconds: int = st.DEFAULT_LEASE_SECONDS
-    target_group_cache_seconds: float = 30.0
     fallback: bool = False
     fallback_max_on_demand_base: int = 2
     fallback_hold_minutes: int = 30
@@ -161,8 +158,6 @@ class Handler:
         self.settings = settings
         self._sleep = sleep
         self._now = now
-        self._tg_lock = threading.Lock()
-        self._tg_cache: tuple[float, list[str]] | None = None
         self._identity: Optional[tuple[str, str]] = None
         self._hooks: dict[tuple[str, str], int] = {}  # (group, hook) -> heartbeat timeout, read once each
         self._lock = threading.Lock()
@@ -204,43 +199,10 @@ class Handler:
         return handle_batch(self, bodies, wait_budget_seconds=wait_budget_seconds)
 
     def handle(self, event: InterruptionEvent, *, wait_budget_seconds: Optional[float] = None) -> Outcome:
-        out = Outcome(status=ACTED, event_id=event.event_id, kind=event.kind, instance_id=event.instance_id)
-        claim = self.store.claim(event, lease_seconds=self.settings.lease_seconds)
-        if claim != st.NEW:
-            out.status = DUPLICATE if claim == st.DUPLICATE else IN_PROGRESS
-            out.reason = f"{event.event_id} is {'already handled' if claim == st.DUPLICATE else 'being handled by another worker'}"
-            return out
-        try:
-            verdict = self.decide([event])[event.event_id]
-            group = out.group = verdict.group
-            if not verdict.act:
-                out.status, out.reason = verdict.status, verdict.reason
-                self.store.finish(event.event_id, st.DROPPED if verdict.status == DROPPED else st.IGNORED,
-                                  verdict.reason, group=group)
-                return out
-            event = self.with_hook_deadline(event)
-            self._act(event, group, out, wait_budget_seconds)
-            failed = [a for a in out.actions if a.status == act.FAILED]
-            if failed:
-                out.status = FAILED
-                out.reason = "; ".join(a.message or f"{a.name} failed" for a in failed)
-                log.warning("failed %s %s (group %s), kept for retry: %s", event.kind, event.instance_id,
-                            group or "-", out.reason)
-            self.store.finish(event.event_id, st.FAILED if failed else st.DONE, out.reason, group=group)
-            return out
-        except RetryEvent as exc:
-            self.store.finish(event.event_id, st.FAILED, str(exc), group=out.group)
-            out.status, out.reason = RETRY, str(exc)
-            return out
-        except DropEvent as exc:
-            self.store.finish(event.event_id, st.DROPPED, str(exc), group=out.group)
-            out.status, out.reason = DROPPED, str(exc)
-            return out
-        except Exception as exc:  # a bug or an unexpected AWS answer: release the claim, let it retry (then DLQ)
-            log.exception("handling %s failed", event.event_id)
-            self.store.finish(event.event_id, st.FAILED, f"{type(exc).__name__}: {exc}", group=out.group)
-            out.status, out.reason = RETRY, f"{type(exc).__name__}: {exc}"
-            return out
+        """Handle one event: a batch of one (``batch.handle_events``)."""
+        from spotkit.runtime.interruption.batch import handle_events
+
+        return handle_events(self, [event], wait_budget_seconds=wait_budget_seconds)[0]
 
     # --- decide ---------------------------------------------------------------------------------
 
@@ -273,12 +235,8 @@ class Handler:
         instance_ids = sorted({e.instance_id for e in events if e.kind not in ev.CAPACITY_KINDS})
         group_names = sorted({e.group_name for e in events if e.kind == ev.LAUNCH_FAILURE and e.group_name})
         try:
-            described = act.describe_instances_batch(self.clients.ec2, instance_ids) if instance_ids else {}
-            groups = {}
-            for start in range(0, len(group_names), 50):  # DescribeAutoScalingGroups: 50 names a call
-                answer = self.clients.autoscaling.describe_auto_scaling_groups(
-                    AutoScalingGroupNames=group_names[start:start + 50])
-                groups.update({g["AutoScalingGroupName"]: g for g in answer["AutoScalingGroups"]})
+            described = inventory.describe_instances_batch(self.clients.ec2, instance_ids)
+            groups = inventory.describe_groups_batch(self.clients.autoscaling, group_names)
         except act._CALL_ERRORS as exc:
             raise RetryEvent(f"describing {len(instance_ids)} instance(s), {len(group_names)} group(s): {exc}") from exc
         verdicts = {}
@@ -296,13 +254,7 @@ class Handler:
 
     def managed_groups(self, names: Sequence[str]) -> list[str]:
         """Of ``names``, the Auto Scaling groups this handler may change (spotkit's, in ``groups``)."""
-        if not names:
-            return []
-        found = []
-        for start in range(0, len(names), 50):
-            found += self.clients.autoscaling.describe_auto_scaling_groups(
-                AutoScalingGroupNames=list(names)[start:start + 50])["AutoScalingGroups"]
-        return self.scope.groups_of(found)
+        return self.scope.groups_of(list(inventory.describe_groups_batch(self.clients.autoscaling, names).values()))
 
     def hook_heartbeat_seconds(self, group: str, hook: str) -> int:
         """The heartbeat timeout of a lifecycle hook (DescribeLifecycleHooks, read once per hook and kept).
@@ -336,142 +288,3 @@ class Handler:
         seconds = self.hook_heartbeat_seconds(event.lifecycle.group_name, event.lifecycle.hook_name)
         deadline = ev.parse_time(event.issued_at) + timedelta(seconds=seconds)
         return replace(event, deadline=ev._iso(deadline))
-
-    def _target_groups(self) -> list[str]:
-        with self._tg_lock:
-            now = time.monotonic()
-            if self._tg_cache is None or now - self._tg_cache[0] > self.settings.target_group_cache_seconds:
-                try:
-                    self._tg_cache = (now, act.list_target_groups(self.clients.elbv2))
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code", "") in act.RETRYABLE_CODES:
-                        raise RetryEvent(f"listing target groups: {exc}") from exc
-                    raise
-            return list(self._tg_cache[1])
-
-    # --- act ------------------------------------------------------------------------------------
-
-    def _record(self, event: InterruptionEvent, out: Outcome, result: act.ActionResult) -> None:
-        out.actions.append(result)
-        self.store.record(event.event_id, result.name, result.status, message=result.message, **result.detail)
-
-    def _drain(self, event: InterruptionEvent, out: Outcome, *, checkpoint: bool, ecs: bool = True) -> act.DrainResult:
-        s = self.settings
-        seconds_left = max(30, int(event.seconds_left(self._now())))
-        result = act.drain_instance(
-            self.clients, event.instance_id, dry_run=s.dry_run,
-            checkpoint_command=s.checkpoint_command if checkpoint else None, event_id=event.event_id,
-            target_group_arns=self._target_groups(), clusters=list(s.clusters) or None, ecs=ecs,
-            checkpoint_timeout_seconds=min(seconds_left, 3600))
-        for a in result.actions:
-            self._record(event, out, a)
-        return result
-
-    def _act(self, event: InterruptionEvent, group: str, out: Outcome, wait_budget: Optional[float]) -> None:
-        s = self.settings
-        kind = event.kind
-        if kind in (ev.SPOT_INTERRUPTION, ev.CAPACITY_RESERVATION_INTERRUPTION, ev.SCHEDULED_CHANGE):
-            self._drain(event, out, checkpoint=bool(s.checkpoint_command))
-        elif kind == ev.LIFECYCLE_TERMINATE:
-            drained = self._drain(event, out, checkpoint=bool(s.checkpoint_command))
-            self._wait_drained(event, out, drained, wait_budget)
-            self._record(event, out, act.complete_lifecycle_action(
-                self.clients.autoscaling, event.instance_id, event.lifecycle, dry_run=s.dry_run,
-                result=s.lifecycle_result))
-        elif kind == ev.REBALANCE_RECOMMENDATION:
-            checkpoint = bool(s.checkpoint_command) and s.checkpoint_on_rebalance
-            if s.drain_on_rebalance:
-                self._drain(event, out, checkpoint=checkpoint)
-            elif checkpoint:
-                self._record(event, out, act.send_checkpoint(
-                    self.clients.ssm, event.instance_id, s.checkpoint_command, dry_run=s.dry_run,
-                    event_id=event.event_id))
-            if s.start_replacement_on_rebalance and group:
-                self._record(event, out, act.start_replacement(
-                    self.clients.autoscaling, self.clients.ec2, event.instance_id, group, dry_run=s.dry_run,
-                    event_id=event.event_id))
-        elif kind == ev.STATE_CHANGE:
-            self._drain(event, out, checkpoint=False, ecs=event.action in ("stopping", "shutting-down"))
-        elif kind in ev.CAPACITY_KINDS:
-            self._capacity(event, group, out)
-        else:
-            raise DropEvent(f"no actions for kind {kind!r}")
-
-    # --- capacity: the on-demand fallback and the return to spot ------------------------------------
-
-    CHANGED = ("raised", "stepped-down", "restored")
-
-    def _decision(self, event: InterruptionEvent, out: Outcome, name: str, decide: Callable[[], fb.Decision]) -> None:
-        def run() -> act.ActionResult:
-            d = decide()
-            status = (act.WOULD if self.settings.dry_run else act.DONE) if d.action in self.CHANGED else act.SKIPPED
-            return act.ActionResult(name, status, d.message, d.to_detail())
-        self._record(event, out, act._guard(name, event.group_name or event.kind, run))
-
-    def _capacity(self, event: InterruptionEvent, group: str, out: Outcome) -> None:
-        s, c = self.settings, self.clients
-        policy, mutate = s.fallback_policy, fb.mutator(s.dry_run)
-        if event.kind == ev.LAUNCH_FAILURE:
-            text = " ".join(str(event.detail.get(k, "")) for k in ("StatusMessage", "Cause", "Description"))
-            cause = fb.classify(text)
-            message = str(event.detail.get("StatusMessage") or event.detail.get("Cause") or "no reason given")
-            if cause != fb.SPOT_CAPACITY:
-                self._record(event, out, act.ActionResult(
-                    "launch-failure", act.SKIPPED, f"a launch of {group} failed for a {cause} reason, not spot "
-                    f"capacity: {message}; nothing changed (fix the cause)", {"group": group, "cause": cause}))
-                return
-            if not s.fallback:
-                self._record(event, out, act.ActionResult(
-                    "launch-failure", act.SKIPPED, f"spot capacity failure in {group} ({message}); the on-demand "
-                    "fallback is off: nothing changed", {"group": group, "cause": cause}))
-                return
-            self._decision(event, out, "fallback", lambda: fb.fall_back(
-                c.autoscaling, c.ec2, group, policy=policy, now=self._now(), mutate=mutate, cause=message))
-        elif event.kind == ev.PLACEMENT_FAILURE:
-            cluster = str(event.detail.get("clusterArn", ""))
-            groups = self.managed_groups(fb.cluster_groups(c.ecs, cluster))  # spotkit's, in --group: scope.py
-            since = self._now() - timedelta(minutes=max(policy.hold_minutes, 30))
-            short = [g for g in groups if any(fb.is_capacity_activity(a) for a in fb.activities_since(c.autoscaling, g, since))]
-            if not short or not s.fallback:
-                why = ("the on-demand fallback is off" if short else
-                       f"no spot capacity failure in the launches of {', '.join(groups) or 'its groups'}")
-                self._record(event, out, act.ActionResult(
-                    "placement-failure", act.SKIPPED, f"ECS could not place a task in {cluster.rsplit('/', 1)[-1]} "
-                    f"({event.detail.get('reason', 'no reason given')}); {why}: nothing changed",
-                    {"cluster": cluster, "groups": groups}))
-                return
-            for g in short:
-                self._decision(event, out, "fallback", lambda g=g: fb.fall_back(
-                    c.autoscaling, c.ec2, g, policy=policy, now=self._now(), mutate=mutate,
-                    cause=f"ECS placement failure: {event.detail.get('reason', '')}"))
-        else:  # FALLBACK_CHECK
-            groups = self.managed_groups(fb.groups_in_fallback(c.autoscaling, s.groups))
-            if not groups:
-                self._record(event, out, act.ActionResult("return-check", act.SKIPPED, "no group is in fallback", {}))
-                return
-            for g in groups:
-                self._decision(event, out, "return-check", lambda g=g: fb.return_check(
-                    c.autoscaling, c.ec2, g, policy=policy, now=self._now(), mutate=mutate,
-                    region=event.region or ""))
-
-    def _wait_drained(self, event: InterruptionEvent, out: Outcome, drained: act.DrainResult,
-                      wait_budget: Optional[float]) -> None:
-        """Poll until drained, the deadline (minus the margin), or the caller's time budget."""
-        s = self.settings
-        started = time.monotonic()
-        polls = 0
-        while True:
-            polls += 1
-            if act.is_drained(self.clients, drained, clusters=list(s.clusters) or None):
-                self._record(event, out, act.ActionResult("wait-drained", act.DONE, f"{event.instance_id} drained",
-                                                          {"polls": polls}))
-                return
-            left = event.seconds_left(self._now()) - s.deadline_margin_seconds
-            if wait_budget is not None:
-                left = min(left, wait_budget - (time.monotonic() - started))
-            if left <= 0:
-                self._record(event, out, act.ActionResult(
-                    "wait-drained", act.SKIPPED, f"{event.instance_id} not drained before the deadline; completing anyway",
-                    {"polls": polls}))
-                return
-            self._sleep(min(s.drain_poll_seconds, left))

@@ -77,26 +77,23 @@ class Scope:
                            IGNORED)
         return Verdict(True, group)
 
+    def _about(self, what: str, described: Optional[Mapping], group: str, account: str, region: str) -> Verdict:
+        """Rules 1 to 3 for ``what`` (``described``: its description, None when it was not found)."""
+        reason = self.foreign(account, region)
+        if reason:
+            return Verdict(False, group, reason, DROPPED)
+        if described is None:
+            return Verdict(False, group, f"{what} does not exist in this account and region", IGNORED)
+        return self._group_check(what, tags_of(described), group)
+
     def instance(self, instance_id: str, described: Optional[Mapping], *, account: str = "", region: str = "",
                  group_hint: str = "") -> Verdict:
         """An event about an instance: ``described`` is its DescribeInstances entry (None: not found)."""
-        reason = self.foreign(account, region)
-        if reason:
-            return Verdict(False, group_hint, reason, DROPPED)
-        if described is None:
-            return Verdict(False, group_hint, f"instance {instance_id} does not exist in this account and region",
-                           IGNORED)
-        return self._group_check(f"instance {instance_id}", tags_of(described), group_hint)
+        return self._about(f"instance {instance_id}", described, group_hint, account, region)
 
     def group(self, name: str, described: Optional[Mapping], *, account: str = "", region: str = "") -> Verdict:
         """An event about an Auto Scaling group: ``described`` is its DescribeAutoScalingGroups entry."""
-        reason = self.foreign(account, region)
-        if reason:
-            return Verdict(False, name, reason, DROPPED)
-        if described is None:
-            return Verdict(False, name, f"Auto Scaling group {name!r} does not exist in this account and region",
-                           IGNORED)
-        return self._group_check(f"Auto Scaling group {name!r}", tags_of(described), name)
+        return self._about(f"Auto Scaling group {name!r}", described, name, account, region)
 
     def groups_of(self, described: Sequence[Mapping]) -> list[str]:
         """The names of the described Auto Scaling groups this handler may change (rule 2 and 3)."""

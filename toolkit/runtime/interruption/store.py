@@ -40,6 +40,7 @@ from typing import Any, Optional, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from spotkit.runtime.interruption.events import InterruptionEvent
+from spotkit.runtime.interruption.hints import aws_cli
 
 log = logging.getLogger("spotkit.interruption")
 
@@ -157,10 +158,12 @@ class DynamoDBStore:
         """A cheap read of a key no event has: fails at once on a wrong table, key schema or endpoint
         (needs only ``dynamodb:GetItem``, which the handler has anyway)."""
         where = f"{self._ddb.meta.region_name}" + (f" at {self._ddb.meta.endpoint_url}" if self._ddb.meta.endpoint_url else "")
-        hint = ("pass the stack's interruption_journal_table output as --journal-table "
-                "('spotkit output <stack>' shows it)")
+        key = {"pk": {"S": "spotkit:journal-check"}, "sk": {"S": "event"}}
+        hint = aws_cli(self._ddb, "dynamodb", "list-tables", note="the tables here; pass the stack's "
+                       "interruption_journal_table output as --journal-table")
+        probe = ("dynamodb", "get-item", "--table-name", self.table_name, "--key", json.dumps(key))
         try:
-            self._ddb.get_item(TableName=self.table_name, Key={"pk": {"S": "spotkit:journal-check"}, "sk": {"S": "event"}})
+            self._ddb.get_item(TableName=self.table_name, Key=key)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ResourceNotFoundException":
@@ -168,11 +171,12 @@ class DynamoDBStore:
             if code == "ValidationException":
                 raise JournalError(f"table {self.table_name!r} is not a spotkit journal (its key is not pk + sk): "
                                    f"{exc.response.get('Error', {}).get('Message', exc)}", hint) from None
-            raise JournalError(f"cannot read the journal table {self.table_name!r} in {where}: {exc}",
-                               "check the credentials and that the role may dynamodb:GetItem on the table") from None
+            raise JournalError(f"cannot read the journal table {self.table_name!r} in {where}: {exc}", aws_cli(
+                self._ddb, *probe, note="the same read, by the AWS CLI: its error names the credentials or the "
+                "permission (dynamodb:GetItem on the table) that is missing")) from None
         except BotoCoreError as exc:
-            raise JournalError(f"cannot reach DynamoDB in {where}: {exc}",
-                               "check --endpoint-url / --region and the network, then run again") from None
+            raise JournalError(f"cannot reach DynamoDB in {where}: {exc}", aws_cli(
+                self._ddb, *probe, note="does DynamoDB answer from here? then run the same command again")) from None
 
     def events(self) -> list[dict]:
         """Every event item (a paginated Scan of the ``event`` items) as ``spotkit status`` reads it."""
