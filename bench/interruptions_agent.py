@@ -30,6 +30,7 @@ from pathlib import Path
 
 from spotkit.runtime.agent import AgentConfig, JsonLogger, run_until_notice
 from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -60,7 +61,7 @@ def _wait_first_request(emu: ImdsEmulator, before: int) -> None:
 def _trigger(emu: ImdsEmulator, interval: float) -> float:
     time.sleep(random.uniform(0, interval))  # random phase against the poll loop
     t0 = time.time()
-    emu.interrupt("spot", lead_seconds=120)
+    emu.interrupt("spot", lead_seconds=SPOT_NOTICE_SECONDS)
     return t0
 
 

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support import interruption_world as w  # noqa: E402
+from spotkit.runtime.notice import CHECKPOINT_HOOK_PATH  # noqa: E402
 
 QUEUE = "bench-interruptions"
 DLQ = "bench-interruptions-dlq"
@@ -115,7 +116,7 @@ def child(args) -> None:
         spotkit(["--endpoint-url", args.endpoint, "--region", "us-east-1", "--output", "json", "handle-events",
                  "--queue-url", args.queue_url, "--journal-table", w.TABLE, "--until-empty", "--yes",
                  "--concurrency", str(args.concurrency), "--wait-seconds", "1",
-                 "--checkpoint-command", "/opt/spotkit/hooks/checkpoint"])
+                 "--checkpoint-command", CHECKPOINT_HOOK_PATH])
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
@@ -255,7 +256,7 @@ def run_baseline(server, notices: int) -> dict:
     counter = CallCounter()
     clients = Clients(factory=lambda service: counter.attach(server.client(service)))
     handler = Handler(clients, DynamoDBStore(clients.dynamodb, w.TABLE),
-                      HandlerSettings(checkpoint_command="/opt/spotkit/hooks/checkpoint"))
+                      HandlerSettings(checkpoint_command=CHECKPOINT_HOOK_PATH))
     q = clients.get("sqs")
     outcomes: Counter = Counter()
     t0 = time.perf_counter()

@@ -35,6 +35,7 @@ from spotkit.runbooks.aws_calls import CallCounter  # noqa: E402
 from spotkit.runbooks.base import RunContext  # noqa: E402
 from spotkit.runbooks.status import status  # noqa: E402
 from spotkit.runbooks.volumes import recover_volumes  # noqa: E402
+from spotkit.runtime.notice import TAG_DEVICE, TAG_GROUP, TAG_RETAIN  # noqa: E402
 
 GROUP = "bench"
 MUTATING = ("AttachVolume",)
@@ -49,9 +50,9 @@ def build(server, n: int, snapshots: bool) -> None:
         "ImageId": "ami-12c6146b", "InstanceType": "m6i.large"})["LaunchTemplate"]["LaunchTemplateId"]
     asg.create_auto_scaling_group(AutoScalingGroupName=GROUP, MinSize=0, MaxSize=n, DesiredCapacity=0,
                                   VPCZoneIdentifier=subnet, LaunchTemplate={"LaunchTemplateId": lt},
-                                  Tags=[{"Key": "spotkit:group", "Value": GROUP, "PropagateAtLaunch": True,
+                                  Tags=[{"Key": TAG_GROUP, "Value": GROUP, "PropagateAtLaunch": True,
                                          "ResourceId": GROUP, "ResourceType": "auto-scaling-group"}])
-    tags = [{"Key": "spotkit:group", "Value": GROUP}]
+    tags = [{"Key": TAG_GROUP, "Value": GROUP}]
     left = n
     while left:
         k = min(left, 200)
@@ -60,21 +61,21 @@ def build(server, n: int, snapshots: bool) -> None:
         left -= k
     for _ in range(n):
         vol = ec2.create_volume(AvailabilityZone="us-east-1a", Size=10, VolumeType="gp3", TagSpecifications=[{
-            "ResourceType": "volume", "Tags": tags + [{"Key": "spotkit:device", "Value": "/dev/sdf"},
-                                                      {"Key": "spotkit:retain", "Value": "true"}]}])["VolumeId"]
+            "ResourceType": "volume", "Tags": tags + [{"Key": TAG_DEVICE, "Value": "/dev/sdf"},
+                                                      {"Key": TAG_RETAIN, "Value": "true"}]}])["VolumeId"]
         if snapshots:
             ec2.create_snapshot(VolumeId=vol, TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags + [
-                {"Key": "spotkit:device", "Value": "/dev/sdf"}]}])
+                {"Key": TAG_DEVICE, "Value": "/dev/sdf"}]}])
 
 
 def plain_recover(ec2, asg) -> None:
     """What a competent script does: the same server-side filtered, paginated reads as spotkit, one
     AttachVolume per volume, one waiter for all of them; no journal, no lock, no dry-run."""
     instances = [i for page in ec2.get_paginator("describe_instances").paginate(Filters=[
-        aws.tag_filter("spotkit:group", GROUP), {"Name": "instance-state-name", "Values": ["running"]}])
+        aws.tag_filter(TAG_GROUP, GROUP), {"Name": "instance-state-name", "Values": ["running"]}])
         for r in page["Reservations"] for i in r["Instances"]]
     volumes = [v for page in ec2.get_paginator("describe_volumes").paginate(Filters=[
-        aws.tag_filter("spotkit:group", GROUP), aws.tag_filter("spotkit:retain", "true"),
+        aws.tag_filter(TAG_GROUP, GROUP), aws.tag_filter(TAG_RETAIN, "true"),
         {"Name": "status", "Values": ["available"]}]) for v in page["Volumes"]]
     free = [i for i in instances if "/dev/sdf" not in {b["DeviceName"] for b in i.get("BlockDeviceMappings", [])}]
     attached = []
@@ -94,13 +95,13 @@ def plain_status(ec2, asg) -> None:
     # also hold terminated instances and every root volume of the group (the compute group tags them all).
     asg.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])
     for page in ec2.get_paginator("describe_instances").paginate(Filters=[
-            {"Name": "instance-state-name", "Values": ["pending", "running"]}, aws.tag_filter("spotkit:group", GROUP)]):
+            {"Name": "instance-state-name", "Values": ["pending", "running"]}, aws.tag_filter(TAG_GROUP, GROUP)]):
         pass
     for page in ec2.get_paginator("describe_volumes").paginate(Filters=[
-            aws.tag_filter("spotkit:group", GROUP), aws.tag_filter("spotkit:retain", "true")]):
+            aws.tag_filter(TAG_GROUP, GROUP), aws.tag_filter(TAG_RETAIN, "true")]):
         pass
     for page in ec2.get_paginator("describe_snapshots").paginate(OwnerIds=["self"],
-                                                                 Filters=[aws.tag_filter("spotkit:group", GROUP)]):
+                                                                 Filters=[aws.tag_filter(TAG_GROUP, GROUP)]):
         pass
 
 

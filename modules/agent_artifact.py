@@ -28,13 +28,11 @@ from typing import Optional
 from constructs import Construct
 
 from spotkit.constructs.runtime_sources import runtime_sources
+from spotkit.runtime.agent.systemd import ARTIFACT_NAME  # noqa: F401 (the install paths live in spotkit.runtime.agent.systemd)
+from spotkit.runtime.notice import TAG_MANAGED, TAG_PURPOSE
 
-ARTIFACT_NAME = "spotkit-agent.pyz"
 # Days a replaced build stays in the bucket (as a noncurrent version) before S3 removes it.
 NONCURRENT_DAYS = 30
-INSTALL_DIR = "/opt/spotkit"
-INSTALL_PATH = f"{INSTALL_DIR}/{ARTIFACT_NAME}"
-SYSTEM_PYTHON = "/usr/bin/python3"
 SHEBANG = b"#!/usr/bin/python3 -I -S\n"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: no build time leaks into the hash
 _MAIN = b'''"""spotkit-agent.pyz: the spotkit interruption agent (standard library only). --help lists the options."""
@@ -144,7 +142,7 @@ class AgentArtifact(Construct):
         self.built = build_agent_pyz()
         self.sha256 = self.built.sha256
         self.key = f"agent/{self.sha256}/{ARTIFACT_NAME}"
-        tags = {"spotkit:managed": "true", "spotkit:purpose": "interruption-agent"}
+        tags = {TAG_MANAGED: "true", TAG_PURPOSE: "interruption-agent"}
         self.bucket = S3Bucket(self, "bucket", bucket_prefix=name_prefix[:37], force_destroy=True, tags=tags)
         access = S3BucketPublicAccessBlock(self, "public-access-block", bucket=self.bucket.id, block_public_acls=True,
                                            block_public_policy=True, ignore_public_acls=True,

@@ -30,9 +30,11 @@ from typing import Optional
 
 from spotkit.constructs.user_data import UserDataPart
 from spotkit.constructs.agent_artifact import AgentArtifactRef
-from spotkit.runtime.agent.defaults import POLL_INTERVAL_SECONDS
-from spotkit.runtime.agent.systemd import PYZ_LAUNCHER, UNIT_NAME, VENV, agent_command, render_unit
+from spotkit.runtime.agent.options import MARGIN_SECONDS, METADATA_URL, NOTICE_POLICIES, POLL_INTERVAL_SECONDS
+from spotkit.runtime.agent.systemd import (ARTIFACT_NAME, PYZ_LAUNCHER, SYSTEM_PYTHON, UNIT_NAME, VENV, agent_command,
+                                   render_unit)
 from spotkit.errors import ValidationError
+from spotkit.runtime.notice import DEFAULT_LIFECYCLE_SECONDS, SPOT_NOTICE_SECONDS
 
 DEFAULT_HOOK = "/etc/spotkit/on-notice"
 DEFAULT_PIDFILE = "/run/spotkit/workload.pid"
@@ -55,7 +57,7 @@ class AgentSettings:
     - ``on_notice``: command run on a spot/Auto Scaling/maintenance notice. Default ``/etc/spotkit/on-notice``,
       a placeholder that logs, created when absent.
     - ``on_rebalance``: command run on a rebalance recommendation. Default: none.
-    - ``interval``: seconds between IMDS polls. Default 0.5 (``spotkit.runtime.agent.defaults``).
+    - ``interval``: seconds between IMDS polls. Default 0.5 (``spotkit.runtime.agent.options``).
     - ``margin``: the hook's deadline is the notice time minus this. Default 15.
     - ``workload_pidfile``: the training process writes its pid here; its process group gets SIGTERM after
       the hook. Default ``/run/spotkit/workload.pid`` (a missing file is logged, not fatal).
@@ -70,7 +72,7 @@ class AgentSettings:
     on_notice: str = DEFAULT_HOOK
     on_rebalance: Optional[str] = None
     interval: float = POLL_INTERVAL_SECONDS
-    margin: float = 15.0
+    margin: float = MARGIN_SECONDS["aws"]
     workload_pidfile: Optional[str] = DEFAULT_PIDFILE
     notice_policy: Optional[str] = None
     checkpoint_seconds: Optional[float] = None
@@ -87,16 +89,19 @@ def validate_agent_settings(where: str, s: AgentSettings) -> None:
         raise ValidationError(f"{where}: agent.on_rebalance must be one command line or None (got {s.on_rebalance!r})")
     if not 0.1 <= s.interval <= 30:
         raise ValidationError(f"{where}: agent.interval must be between 0.1 and 30 seconds (got {s.interval}); "
-                              "a spot notice comes 120 s ahead, 2 s is the default")
-    if s.notice_policy is not None and s.notice_policy not in ("checkpoint-and-continue", "stop"):
+                              f"a spot notice comes {SPOT_NOTICE_SECONDS} s ahead, {POLL_INTERVAL_SECONDS:g} s is the "
+                              "default")
+    if s.notice_policy is not None and s.notice_policy not in NOTICE_POLICIES:
         raise ValidationError(f"{where}: agent.notice_policy must be checkpoint-and-continue or stop "
                               f"(got {s.notice_policy!r})")
-    if s.checkpoint_seconds is not None and not 0 <= s.checkpoint_seconds < 120 - s.margin:
-        raise ValidationError(f"{where}: agent.checkpoint_seconds must be between 0 and {120 - s.margin:g} "
-                              f"(120 s notice minus agent.margin; got {s.checkpoint_seconds})")
-    if not 0 <= s.margin < 120:
-        raise ValidationError(f"{where}: agent.margin must be between 0 and 119 seconds (got {s.margin}): "
-                              "a spot notice comes 120 s before the instance goes")
+    if s.checkpoint_seconds is not None and not 0 <= s.checkpoint_seconds < SPOT_NOTICE_SECONDS - s.margin:
+        raise ValidationError(f"{where}: agent.checkpoint_seconds must be between 0 and "
+                              f"{SPOT_NOTICE_SECONDS - s.margin:g} ({SPOT_NOTICE_SECONDS} s notice minus agent.margin; "
+                              f"got {s.checkpoint_seconds})")
+    if not 0 <= s.margin < SPOT_NOTICE_SECONDS:
+        raise ValidationError(f"{where}: agent.margin must be between 0 and {SPOT_NOTICE_SECONDS - 1} seconds "
+                              f"(got {s.margin}): "
+                              f"a spot notice comes {SPOT_NOTICE_SECONDS} s before the instance goes")
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -118,7 +123,8 @@ SPOTKIT_UNIT
   systemctl enable --now {UNIT_NAME}"""
 
 
-def agent_user_data_part(settings: AgentSettings = AgentSettings(), *, lifecycle_heartbeat: int = 300,
+def agent_user_data_part(settings: AgentSettings = AgentSettings(), *,
+                         lifecycle_heartbeat: int = DEFAULT_LIFECYCLE_SECONDS,
                          order: int = 80, artifact: Optional[AgentArtifactRef] = None,
                          complete_lifecycle: bool = True) -> UserDataPart:
     """The ``spotkit-agent`` user data part (runs late: after mounts, before the workload starts).
@@ -133,11 +139,11 @@ def agent_user_data_part(settings: AgentSettings = AgentSettings(), *, lifecycle
     if artifact is not None and not _SHA256.match(artifact.sha256):
         raise ValueError(f"agent_user_data_part: artifact.sha256 must be 64 lowercase hex digits "
                          f"(got {artifact.sha256!r})")
-    extra = () if complete_lifecycle else ("--no-complete-lifecycle",)
     argv = agent_command(on_notice=s.on_notice, on_rebalance=s.on_rebalance, interval=s.interval, margin=s.margin,
                          workload_pidfile=s.workload_pidfile, lifecycle_heartbeat=lifecycle_heartbeat,
                          notice_policy=s.notice_policy, checkpoint_seconds=s.checkpoint_seconds,
-                         launcher=None if s.package_spec else PYZ_LAUNCHER, extra_args=extra)
+                         launcher=None if s.package_spec else PYZ_LAUNCHER,
+                         complete_lifecycle=complete_lifecycle)
     unit = render_unit(argv).replace("StateDirectory=spotkit\n",
                                      "StateDirectory=spotkit\nRuntimeDirectory=spotkit\nRuntimeDirectoryPreserve=yes\n")
     if s.package_spec is None:
@@ -153,9 +159,9 @@ SPOTKIT_AGENT_S3="{artifact.s3_uri}"
 SPOTKIT_AGENT_SHA256={artifact.sha256}
 install_spotkit_agent() {{
   local md token region tmp got
-  md=${{SPOTKIT_IMDS_URL:-http://169.254.169.254}}
-  if [ ! -x /usr/bin/python3 ]; then
-    echo "spotkit-agent: /usr/bin/python3 is missing (the agent needs Python 3.9+, standard library only)" >&2; return 1
+  md=${{SPOTKIT_IMDS_URL:-{METADATA_URL}}}
+  if [ ! -x {SYSTEM_PYTHON} ]; then
+    echo "spotkit-agent: {SYSTEM_PYTHON} is missing (the agent needs Python 3.9+, standard library only)" >&2; return 1
   fi
   command -v aws >/dev/null 2>&1 || {{ echo "spotkit-agent: the AWS CLI is missing: cannot download $SPOTKIT_AGENT_S3" >&2; return 1; }}
   token=$(curl -sS -X PUT "$md/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
@@ -171,7 +177,7 @@ install_spotkit_agent() {{
     echo "spotkit-agent: REFUSED $SPOTKIT_AGENT_S3: its sha256 is $got, the stack shipped $SPOTKIT_AGENT_SHA256; the agent is not installed" >&2
     rm -f "$tmp"; return 1
   fi
-  chmod 0644 "$tmp" && mv -f "$tmp" $SPOTKIT_ROOT{VENV}/spotkit-agent.pyz
+  chmod 0644 "$tmp" && mv -f "$tmp" $SPOTKIT_ROOT{VENV}/{ARTIFACT_NAME}
 }}
 if install_spotkit_agent; then
 {_hook_and_unit(unit)}

@@ -37,6 +37,7 @@ from spotkit.constructs.lazy import lazy_string
 from spotkit.constructs.tags import check_tags
 from spotkit.constructs.user_data import UserData, UserDataPart
 from spotkit.errors import ValidationError
+from spotkit.runtime.notice import DEFAULT_LIFECYCLE_SECONDS, DRAIN_HOOK_NAME, TAG_GROUP, TAG_MANAGED, TERMINATING_TRANSITION
 
 SPOT_ALLOCATION_STRATEGIES = (
     "price-capacity-optimized",
@@ -48,8 +49,7 @@ ON_DEMAND_ALLOCATION_STRATEGIES = ("prioritized", "lowest-price")
 ACCELERATOR_MANUFACTURERS = ("nvidia", "amd", "amazon-web-services", "xilinx", "habana")
 HEARTBEAT_MIN_SECONDS = 30
 HEARTBEAT_MAX_SECONDS = 7200
-GROUP_TAG = "spotkit:group"
-DRAIN_HOOK_NAME = "spotkit-drain"
+GROUP_TAG = TAG_GROUP  # the names other modules import; the contract is toolkit.notice's
 DEFAULT_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 
@@ -162,7 +162,7 @@ class ComputeGroupSettings:
     on_demand_allocation_strategy: str = "prioritized"
     spot_max_price: Optional[str] = None
     capacity_rebalance: bool = True
-    lifecycle_hook_heartbeat_seconds: int = 300
+    lifecycle_hook_heartbeat_seconds: int = DEFAULT_LIFECYCLE_SECONDS
     lifecycle_hook_default_result: str = "CONTINUE"
     create_lifecycle_hook: bool = True
     ami_id: Optional[str] = None
@@ -313,7 +313,7 @@ class SpotComputeGroup(Construct):
             warn(self, f"SpotComputeGroup {name!r}: spot_max_price={settings.spot_max_price} adds interruptions "
                        "whenever the spot price rises above it; leave it unset to pay at most the on-demand price.")
 
-        self.tags = {GROUP_TAG: name, "spotkit:managed": "true", **dict(settings.tags)}
+        self.tags = {GROUP_TAG: name, TAG_MANAGED: "true", **dict(settings.tags)}
         self.user_data = UserData(self, f"{name}_user_data".replace("-", "_"))
         shipped = None
         if settings.install_agent and settings.agent.package_spec is None:
@@ -491,7 +491,7 @@ class SpotComputeGroup(Construct):
         if s.create_lifecycle_hook:
             hooks.append(AutoscalingGroup.InitialLifecycleHookProperty(
                 name=DRAIN_HOOK_NAME,
-                lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
+                lifecycle_transition=TERMINATING_TRANSITION,
                 heartbeat_timeout=s.lifecycle_hook_heartbeat_seconds,
                 default_result=s.lifecycle_hook_default_result,
             ))

@@ -43,11 +43,12 @@ from spotkit.constructs.data_volume_boot import IN_OTHER_AZ, claim_script
 from spotkit.constructs.kms import is_key_arn, key_arn
 from spotkit.constructs.user_data import UserDataPart
 from spotkit.errors import ValidationError
+from spotkit.runtime.notice import TAG_DEVICE, TAG_GROUP, TAG_RETAIN, TAG_RETAIN_GROUP, TAG_SNAPSHOT_OF
 
-GROUP_TAG = "spotkit:group"
-DEVICE_TAG = "spotkit:device"
-RETAIN_TAG = "spotkit:retain"
-RETAIN_GROUP_TAG = "spotkit:retain-group"
+GROUP_TAG = TAG_GROUP
+DEVICE_TAG = TAG_DEVICE
+RETAIN_TAG = TAG_RETAIN
+RETAIN_GROUP_TAG = TAG_RETAIN_GROUP
 VOLUME_TYPES = ("gp3", "gp2", "io2", "io1", "st1", "sc1")
 DLM_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 DLM_SERVICE_ROLE_POLICY = "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
@@ -255,7 +256,7 @@ class SnapshotPolicy(Construct):
                         interval=s.interval_hours, interval_unit="HOURS", times=list(s.times)),
                     retain_rule=DlmLifecyclePolicy.PolicyDetailsScheduleRetainRuleProperty(count=s.retain_count),
                     copy_tags=s.copy_tags,
-                    tags_to_add={"spotkit:snapshot-of": name},
+                    tags_to_add={TAG_SNAPSHOT_OF: name},
                     fast_restore_rule=fast,
                 )],
             ),

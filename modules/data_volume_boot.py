@@ -36,6 +36,8 @@ import json
 import shlex
 from typing import Mapping, Sequence
 
+from spotkit.runtime import notice
+
 IN_OTHER_AZ = ("wait", "create")
 FUNCTIONS_END = "# end of spotkit data-volume functions"
 
@@ -72,7 +74,7 @@ spotkit_set_data_dir() {
 }
 """
 
-CLAIM_FUNCTIONS = r"""
+_CLAIM_TEMPLATE = r"""
 # spotkit_claim_data_volume GROUP DEVICE IN_OTHER_AZ CREATE_ARGS...: prints the volume now attached as DEVICE.
 # Exit 2: a retained volume of GROUP+DEVICE waits only in another AZ and IN_OTHER_AZ is wait.
 spotkit_claim_data_volume() {
@@ -80,11 +82,11 @@ spotkit_claim_data_volume() {
   shift 3
   vol=$(spotkit_attached_volume "$dev")
   if spotkit_some "$vol"; then echo "$vol"; return 0; fi
-  origins=" $(spotkit_ec2 describe-volumes --filters Name=tag:spotkit:group,Values="$group" \
-    Name=tag-key,Values=spotkit:origin-volume --query "Volumes[].Tags[?Key=='spotkit:origin-volume'].Value[]" \
+  origins=" $(spotkit_ec2 describe-volumes --filters Name=tag:@TAG_GROUP@,Values="$group" \
+    Name=tag-key,Values=@TAG_ORIGIN_VOLUME@ --query "Volumes[].Tags[?Key=='@TAG_ORIGIN_VOLUME@'].Value[]" \
     | tr '\t\n' '  ') "
-  waiting=$(spotkit_ec2 describe-volumes --filters Name=tag:spotkit:group,Values="$group" \
-    Name=tag:spotkit:device,Values="$dev" Name=tag:spotkit:retain,Values=true Name=status,Values=available \
+  waiting=$(spotkit_ec2 describe-volumes --filters Name=tag:@TAG_GROUP@,Values="$group" \
+    Name=tag:@TAG_DEVICE@,Values="$dev" Name=tag:@TAG_RETAIN@,Values=true Name=status,Values=available \
     --query "reverse(sort_by(Volumes,&CreateTime))[].[VolumeId,AvailabilityZone]") || return 1
   while read -r id az; do
     spotkit_some "$id" || continue
@@ -142,6 +144,10 @@ spotkit_data_volume() {
   esac
 }
 """
+# The tag keys come from the contract (toolkit.notice), filled in where the template says @TAG_...@.
+CLAIM_FUNCTIONS = _CLAIM_TEMPLATE
+for _name in ("TAG_GROUP", "TAG_DEVICE", "TAG_RETAIN", "TAG_ORIGIN_VOLUME"):
+    CLAIM_FUNCTIONS = CLAIM_FUNCTIONS.replace(f"@{_name}@", getattr(notice, _name))
 
 
 def create_volume_args(*, size_gib: int, volume_type: str, iops: int, throughput_mibps: int,

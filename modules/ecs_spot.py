@@ -37,8 +37,7 @@ from spotkit.constructs.gpu import (
 )
 from spotkit.constructs.user_data import UserDataPart
 from spotkit.errors import ValidationError
-
-SPOT_NOTICE_SECONDS = 120
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS
 ECS_INSTANCE_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 _CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,33}[a-z0-9]$")
 _RESERVED_PREFIXES = ("aws", "ecs", "fargate")

@@ -25,6 +25,7 @@ from constructs import Construct
 
 from spotkit.constructs.user_data import UserDataPart
 from spotkit.errors import ValidationError
+from spotkit.runtime.notice import TAG_GROUP
 
 NFS_PORT = 2049
 THROUGHPUT_MODES = ("elastic", "bursting", "provisioned")
@@ -126,7 +127,7 @@ class EfsCheckpoints(Construct):
         self.name = name
         self.settings = s
         self._sg_rules = 0
-        tags = {"Name": f"{name}-checkpoints", "spotkit:group": name}
+        tags = {"Name": f"{name}-checkpoints", TAG_GROUP: name}
         lifecycle = []
         if s.transition_to_ia:
             lifecycle = [EfsFileSystem.LifecyclePolicyProperty(transition_to_ia=s.transition_to_ia),

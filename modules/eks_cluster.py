@@ -23,6 +23,7 @@ from constructs import Construct
 
 from spotkit.constructs.annotations import warn
 from spotkit.constructs.eks_settings import EksClusterSettings, validate_cluster
+from spotkit.runtime.notice import TAG_CLUSTER
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 AUTO_NODE_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAutoNodePolicy"
@@ -56,7 +57,7 @@ class EksCluster(Construct):
         self.settings = settings
         self.auto_mode = auto_mode
         self.subnet_ids = list(subnet_ids)
-        self.tags = {"spotkit:cluster": name, **dict(tags or {})}
+        self.tags = {TAG_CLUSTER: name, **dict(tags or {})}
         if settings.endpoint_public_access and "0.0.0.0/0" in settings.public_access_cidrs:
             warn(self, f"EKS cluster {name!r}: cluster.public_access_cidrs has 0.0.0.0/0: the API endpoint is public "
                        "to the whole internet (authentication still applies); set it to your office/VPN ranges or "

@@ -31,6 +31,7 @@ from spotkit.constructs.eks_cluster import assume_role_policy
 from spotkit.constructs.eks_settings import EKS_TAINT_EFFECTS, NodeGroupSettings, validate_node_group
 from spotkit.errors import ValidationError
 from spotkit.k8s.manifests import GPU_ROLE, NODE_METADATA_HOP_LIMIT
+from spotkit.runtime.notice import TAG_CLUSTER, TAG_LIFECYCLE, TAG_NODE_GROUP
 
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly",
                  "AmazonSSMManagedInstanceCore")
@@ -80,7 +81,7 @@ class EksManagedNodeGroup(Construct):
             warn(self, f"node group {s.name!r}: 2 GPU instance types leave one spot pool when the other is "
                        "reclaimed; list 3 or more (e.g. g5.xlarge, g6.xlarge, g6e.xlarge)")
         self.labels = s.node_labels(role)
-        tags = {"spotkit:cluster": cluster_label, "spotkit:node-group": s.name, "spotkit:lifecycle": s.lifecycle}
+        tags = {TAG_CLUSTER: cluster_label, TAG_NODE_GROUP: s.name, TAG_LIFECYCLE: s.lifecycle}
         # EKS refuses disk_size next to a launch template: the root volume is the template's. No image and
         # no instance type here: the node group keeps choosing the EKS AMI (ami_type) and the types.
         self.launch_template = LaunchTemplate(

@@ -53,15 +53,14 @@ from spotkit.constructs.capacity_fallback import FallbackSettings, validate_fall
 from spotkit.constructs.kms import key_arn
 from spotkit.constructs.runtime_sources import runtime_sources
 from spotkit.errors import ValidationError
-from spotkit.runtime.interruption.handler import DEFAULT_CHECKPOINT_COMMAND
-from spotkit.runtime.notice import TAG_NAME
+from spotkit.runtime.interruption import events  # standard library only: synthesis loads no botocore
+from spotkit.runtime.notice import DEFAULT_CHECKPOINT_COMMAND, TAG_GROUP, TAG_NAME, TAG_REPLACEMENT_REQUESTED
 
-GROUP_TAG = "spotkit:group"
+GROUP_TAG = TAG_GROUP
 HANDLER_MODES = ("lambda", "queue")
 LAMBDA_HANDLER = "spotkit.runtime.interruption.lambda_entry.handler"
 LAMBDA_RUNTIME = "python3.12"
 CHECKPOINT_DOCUMENT = "AWS-RunShellScript"
-STATE_CHANGE_STATES = ("stopping", "shutting-down", "stopped", "terminated")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 _DURATION = re.compile(r"^PT(\d+)M$")
 _SELECTION = re.compile(r"^(ALL|COUNT\(\d+\)|PERCENT\((100|[1-9]\d?)\))$")
@@ -377,19 +376,15 @@ class InterruptionEvents(Construct):
             {"redrivePermission": "byQueue", "sourceQueueArns": [self.queue.arn]}))
 
     def rule_patterns(self) -> dict[str, dict]:
-        """The six rules' event patterns, by rule id."""
+        """The six rules' event patterns, by rule id: generated from the parser's table
+        (``spotkit.runtime.interruption.events.event_pattern``), so a rule matches what the handler parses."""
         return {
-            "spot-interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
-            "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
-            "state-change": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"],
-                             "detail": {"state": list(STATE_CHANGE_STATES)}},
-            "scheduled-change": {"source": ["aws.health"], "detail-type": ["AWS Health Event"],
-                                 "detail": {"service": ["EC2"], "eventTypeCategory": ["scheduledChange"]}},
-            "asg-terminate": {"source": ["aws.autoscaling"], "detail-type": ["EC2 Instance-terminate Lifecycle Action"],
-                              "detail": {"AutoScalingGroupName": list(self.groups),
-                                         "LifecycleTransition": ["autoscaling:EC2_INSTANCE_TERMINATING"]}},
-            "capacity-reservation": {"source": ["aws.ec2"],
-                                     "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"]},
+            "spot-interruption": events.event_pattern(events.SPOT_INTERRUPTION),
+            "rebalance": events.event_pattern(events.REBALANCE_RECOMMENDATION),
+            "state-change": events.event_pattern(events.STATE_CHANGE),
+            "scheduled-change": events.event_pattern(events.SCHEDULED_CHANGE),
+            "asg-terminate": events.event_pattern(events.LIFECYCLE_TERMINATE, AutoScalingGroupName=list(self.groups)),
+            "capacity-reservation": events.event_pattern(events.CAPACITY_RESERVATION_INTERRUPTION),
         }
 
     def _create_rules(self) -> None:
@@ -409,12 +404,11 @@ class InterruptionEvents(Construct):
         """The capacity rules' event patterns (none without ``fallback``), by rule id."""
         if self.fallback is None:
             return {}
-        patterns = {"launch-failure": {"source": ["aws.autoscaling"], "detail-type": ["EC2 Instance Launch Unsuccessful"],
-                                       "detail": {"AutoScalingGroupName": list(self.groups)}}}
+        patterns = {"launch-failure": events.event_pattern(events.LAUNCH_FAILURE,
+                                                           AutoScalingGroupName=list(self.groups))}
         if self.placement_clusters:
-            patterns["placement-failure"] = {
-                "source": ["aws.ecs"], "detail-type": ["ECS Service Action"],
-                "detail": {"eventName": ["SERVICE_TASK_PLACEMENT_FAILURE"], "clusterArn": list(self.placement_clusters)}}
+            patterns["placement-failure"] = events.event_pattern(events.PLACEMENT_FAILURE,
+                                                                 clusterArn=list(self.placement_clusters))
         return patterns
 
     def _create_fallback_schedule(self) -> None:
@@ -490,7 +484,7 @@ class InterruptionEvents(Construct):
                 {"Sid": "MarkReplaced", "Effect": "Allow", "Action": ["ec2:CreateTags"],
                  "Resource": [self._arn("ec2", "instance/*")],
                  "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG}": list(self.groups)},
-                               "ForAllValues:StringEquals": {"aws:TagKeys": ["spotkit:replacement-requested"]}}},
+                               "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_REPLACEMENT_REQUESTED]}}},
             ]
         if self.fallback is not None:
             statements += [

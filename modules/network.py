@@ -10,6 +10,7 @@ from cdktn import Fn
 from constructs import Construct
 
 from spotkit.errors import ValidationError
+from spotkit.runtime.notice import TAG_TIER
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class SpotNetwork(Construct):
         self.private_subnets = []
         for i in range(count):
             subnet = Subnet(self, f"private-{i}", vpc_id=self.vpc.id, cidr_block=str(blocks[i]),
-                            availability_zone=azs[i], tags={"Name": f"{name}-private-{i}", "spotkit:tier": "private"})
+                            availability_zone=azs[i], tags={"Name": f"{name}-private-{i}", TAG_TIER: "private"})
             RouteTableAssociation(self, f"private-rta-{i}", subnet_id=subnet.id, route_table_id=private_rt.id)
             self.private_subnets.append(subnet)
         self.private_subnet_ids = [s.id for s in self.private_subnets]
@@ -114,7 +115,7 @@ class SpotNetwork(Construct):
             for i in range(settings.public_subnet_count):
                 subnet = Subnet(self, f"public-{i}", vpc_id=self.vpc.id, cidr_block=str(blocks[-1 - i]),
                                 availability_zone=azs[i], map_public_ip_on_launch=False,
-                                tags={"Name": f"{name}-public-{i}", "spotkit:tier": "public"})
+                                tags={"Name": f"{name}-public-{i}", TAG_TIER: "public"})
                 RouteTableAssociation(self, f"public-rta-{i}", subnet_id=subnet.id, route_table_id=public_rt.id)
                 publics.append(subnet)
             public = publics[0]

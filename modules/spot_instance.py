@@ -27,6 +27,7 @@ from spotkit.constructs.lazy import lazy_string
 from spotkit.constructs.tags import check_tags
 from spotkit.constructs.user_data import UserData, UserDataPart
 from spotkit.errors import ValidationError
+from spotkit.runtime.notice import TAG_GROUP, TAG_MANAGED
 
 INTERRUPTION_BEHAVIOURS = ("hibernate", "stop")
 DEFAULT_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
@@ -125,7 +126,7 @@ class PersistentSpotInstance(Construct):
         self.settings = s
         self.subnet_ids = [subnet_id]
         self._statements: list[dict] = []
-        self.tags = {"spotkit:group": name, "spotkit:managed": "true", **dict(s.tags)}
+        self.tags = {TAG_GROUP: name, TAG_MANAGED: "true", **dict(s.tags)}
         self.user_data = UserData(self, f"{name}_user_data".replace("-", "_"))
 
         sg = SecurityGroup(

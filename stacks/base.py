@@ -9,7 +9,7 @@ from typing import Mapping
 from cdktn import TerraformStack
 from constructs import Construct
 
-from spotkit.runtime.notice import TAG_NAME
+from spotkit.runtime.notice import TAG_NAME, TAG_STACK
 
 AWS_PROVIDER_CONSTRAINT = ">= 5.100, < 7"
 TERRAFORM_CONSTRAINT = ">= 1.5"
@@ -46,7 +46,7 @@ class SpotkitStack(TerraformStack):
         AwsProvider(
             self, "aws",
             region=config.region,
-            default_tags=[{"tags": {"spotkit:stack": id_, TAG_NAME: config.name, **dict(config.tags)}}],
+            default_tags=[{"tags": {TAG_STACK: id_, TAG_NAME: config.name, **dict(config.tags)}}],
         )
         # The generated bindings pin the exact 6.x they were built from; widen it to what we support.
         self.add_override("terraform.required_providers.aws.version", AWS_PROVIDER_CONSTRAINT)

@@ -20,6 +20,7 @@ from spotkit.constructs.user_data import escape_for_terraform
 from spotkit.stacks.base import SpotkitStack
 from spotkit.stacks.eks_gpu_config import EksGpuConfig, build_manifests, validate_config
 from spotkit.k8s.manifests import SYSTEM_ROLE
+from spotkit.runtime.notice import TAG_CLUSTER
 
 KUBERNETES_PROVIDER_SOURCE = "hashicorp/kubernetes"
 KUBERNETES_PROVIDER_CONSTRAINT = ">= 2.23, < 3"
@@ -42,7 +43,7 @@ class EksGpuStack(SpotkitStack):
         vpc_id, subnet_ids = self.resolve_network(config.network)
         self.subnet_ids = subnet_ids
         mode = config.node_provisioning
-        tags = {"spotkit:cluster": config.name}
+        tags = {TAG_CLUSTER: config.name}
 
         self.node_role = EksNodeRole(self, "node-role", name=f"{config.name}-node"[:64], tags=tags)
         self.pool_node_role = None
@@ -142,7 +143,7 @@ class EksGpuStack(SpotkitStack):
 
         role = IamRole(self, f"{name}-role", name_prefix=f"{self.config.name}-{name}-"[:38],
                        assume_role_policy=assume_role_policy("pods.eks.amazonaws.com", tag_session=True),
-                       tags={"spotkit:cluster": self.config.name})
+                       tags={TAG_CLUSTER: self.config.name})
         if policy_arn:
             IamRolePolicyAttachment(self, f"{name}-policy", role=role.name, policy_arn=policy_arn)
         if statements:

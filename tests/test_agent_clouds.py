@@ -427,25 +427,19 @@ def test_cloud_modules_run_on_python_39_with_the_standard_library_only(tmp_path)
     assert res.stdout.split("\n")[:3] == ["spot-interruption", "Preempt 1", "(3, 9)"]
 
 
-def test_the_cloud_options_are_the_same_for_argparse_and_spotkit_agent():
-    # the shipped stdlib command line adds them with options.add_arguments; spotkit agent declares them in click
-    import argparse
+def test_the_cloud_options_reach_the_config_with_each_clouds_margin():
+    # both command lines are generated from toolkit.agent.options (tests/test_agent_options.py compares them)
+    from spotkit.runtime.agent import options
+    from spotkit.runtime.agent.cli import build_parser
 
-    from spotkit.runtime.agent.clouds import options
-    from spotkit.cli.agent_cmd import agent_command
-
-    parser = argparse.ArgumentParser()
-    options.add_arguments(parser.add_argument)
-    added = {o for a in parser._actions for o in a.option_strings} - {"-h", "--help"}
-    click_options = {o for p in agent_command.params for o in p.opts}
-    assert added == set(options.HELP) and added <= click_options
-    args = parser.parse_args(["--cloud", "gcp", "--notice-seconds", "20"])
-    assert options.config_kwargs(options.resolve_cloud(args.cloud, "http://unused"), args) == {
-        "cloud": "gcp", "on_advisory": None, "notice_seconds": 20.0, "wait_seconds": 10.0}
+    args = vars(build_parser().parse_args(["--cloud", "gcp", "--notice-seconds", "20"]))
+    config = options.agent_config(args, options.resolve_cloud(args["cloud"], "http://unused"))
+    assert (config.cloud, config.on_advisory, config.notice_seconds, config.wait_seconds) == ("gcp", None, 20.0, 10.0)
     assert (options.default_margin("aws"), options.default_margin("gcp"), options.default_margin("azure")) == (
         15.0, 5.0, 5.0)
+    assert config.margin == 5.0
     with pytest.raises(SystemExit):
-        parser.parse_args(["--cloud", "oci"])
+        build_parser().parse_args(["--cloud", "oci"])
 
 
 def test_a_metadata_service_not_there_yet_is_logged_and_polling_goes_on():

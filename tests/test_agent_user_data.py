@@ -34,9 +34,9 @@ def test_unit_runs_the_shipped_zipapp_with_the_settings_under_system_python_isol
     unit = part.script.split("<<'SPOTKIT_UNIT'\n", 1)[1].split("\nSPOTKIT_UNIT", 1)[0]
     assert exec_start(unit) == [
         "/usr/bin/python3", "-I", "-S", "/opt/spotkit/spotkit-agent.pyz", "--metadata-url", "http://169.254.169.254",
-        "--on-notice", "/opt/train/checkpoint.sh --now", "--interval", "1", "--margin", "20",
-        "--lifecycle-heartbeat", "600", "--state-file", "/var/lib/spotkit/agent-state.json",
-        "--on-rebalance", "logger rb", "--workload-pidfile", "/run/spotkit/workload.pid"]
+        "--on-notice", "/opt/train/checkpoint.sh --now", "--on-rebalance", "logger rb", "--interval", "1",
+        "--margin", "20", "--workload-pidfile", "/run/spotkit/workload.pid", "--lifecycle-heartbeat", "600",
+        "--state-file", "/var/lib/spotkit/agent-state.json"]
     assert f"SPOTKIT_AGENT_SHA256={'a' * 64}" in part.script
     assert "pip" not in part.script
 
@@ -56,9 +56,9 @@ def test_unit_runs_a_pip_installed_agent_when_package_spec_is_given():
     unit = part.script.split("<<'SPOTKIT_UNIT'\n", 1)[1].split("\nSPOTKIT_UNIT", 1)[0]
     assert exec_start(unit) == [
         "/opt/spotkit/bin/spotkit", "agent", "--metadata-url", "http://169.254.169.254",
-        "--on-notice", "/opt/train/checkpoint.sh --now", "--interval", "1", "--margin", "20",
-        "--lifecycle-heartbeat", "600", "--state-file", "/var/lib/spotkit/agent-state.json",
-        "--on-rebalance", "logger rb", "--workload-pidfile", "/run/spotkit/workload.pid"]
+        "--on-notice", "/opt/train/checkpoint.sh --now", "--on-rebalance", "logger rb", "--interval", "1",
+        "--margin", "20", "--workload-pidfile", "/run/spotkit/workload.pid", "--lifecycle-heartbeat", "600",
+        "--state-file", "/var/lib/spotkit/agent-state.json"]
     assert "Restart=always" in unit.splitlines() and "RuntimeDirectoryPreserve=yes" in unit.splitlines()
     assert (part.name, part.order) == ("spotkit-agent", 80)
 
@@ -98,7 +98,7 @@ def test_artifact_script_is_valid_bash(tmp_path):
      "quotes, newlines or shell characters (e.g. spotkit==0.1.0)"),
     (AgentSettings(interval=0),
      "SpotComputeGroup 'fleet': agent.interval must be between 0.1 and 30 seconds (got 0); a spot notice comes "
-     "120 s ahead, 2 s is the default"),
+     "120 s ahead, 0.5 s is the default"),
     (AgentSettings(margin=120),
      "SpotComputeGroup 'fleet': agent.margin must be between 0 and 119 seconds (got 120): a spot notice comes "
      "120 s before the instance goes"),

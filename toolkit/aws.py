@@ -23,16 +23,10 @@ if TYPE_CHECKING:
 
 @lru_cache(maxsize=None)
 def _retry_configs() -> dict:
-    from botocore.config import Config
+    # The settings and why they are what they are: toolkit/runtime/interruption/retries.py (their one home).
+    from spotkit.runtime.interruption.retries import botocore_config
 
-    return {
-        # Standard retry mode backs off on throttling (RequestLimitExceeded, Throttling...).
-        "RETRY_CONFIG": Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60),
-        # The local emulator is never throttled: a refused connection there means it is not running, so say
-        # so after a few attempts instead of backing off eight times.
-        "LOOPBACK_RETRY_CONFIG": Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
-                                        read_timeout=60),
-    }
+    return {"RETRY_CONFIG": botocore_config("operator"), "LOOPBACK_RETRY_CONFIG": botocore_config("loopback")}
 
 
 def __getattr__(name: str):  # RETRY_CONFIG, LOOPBACK_RETRY_CONFIG, built on first use (PEP 562)

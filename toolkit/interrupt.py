@@ -26,10 +26,12 @@ from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from spotkit.runtime import notice
+from spotkit.runtime.interruption import events
 from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import TAG_INTERRUPT
 
 SPOT_ACTION = "aws:ec2:send-spot-instance-interruptions"
-ONE_OFF_TAG = "spotkit:interrupt"
+ONE_OFF_TAG = TAG_INTERRUPT
 TERMINAL = ("completed", "stopped", "failed", "cancelled")
 
 
@@ -85,7 +87,7 @@ def asg_instances(autoscaling, group: str) -> set[str]:
 
 def spot_warning(instance_id: str, *, region: str, account: str, at: datetime) -> dict:
     """An ``EC2 Spot Instance Interruption Warning`` as EventBridge delivers it to the queue."""
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "EC2 Spot Instance Interruption Warning",
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": events.SPOT_WARNING_DETAIL_TYPE,
             "source": "aws.ec2", "account": account, "time": notice.format_time(at), "region": region,
             "resources": [f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"],
             "detail": {"instance-id": instance_id, "instance-action": "terminate"}}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from spotkit.errors import MissingDependencyError, ToolkitError
+from spotkit.runtime.notice import TAG_TIER
 
 
 @dataclass
@@ -259,7 +260,7 @@ def summarize(path: str | Path, name: str | None = None) -> StackSummary:
     summary.resources = {rtype: len(items) for rtype, items in sorted(resources.items())}
     azs: set[str] = set()
     for subnet in (resources.get("aws_subnet") or {}).values():
-        if (subnet.get("tags") or {}).get("spotkit:tier") == "public":
+        if (subnet.get("tags") or {}).get(TAG_TIER) == "public":
             continue
         azs.add(str(subnet.get("availability_zone", subnet.get("availability_zone_id", id(subnet)))))
     group_subnets = 0

@@ -4,93 +4,59 @@ from __future__ import annotations
 
 import signal
 import threading
-from types import SimpleNamespace
 
 import click
 
-from spotkit.runtime.agent.clouds.options import DEFAULT_WAIT_SECONDS, MARGIN_HELP
-from spotkit.runtime.agent.clouds.options import HELP as CLOUD_HELP
-from spotkit.runtime.agent.defaults import POLL_INTERVAL_SECONDS
+from spotkit.runtime.agent import options
 from spotkit.cli.context import CliContext, pass_ctx
 from spotkit.cli.hints import echo_next
 from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import STANDARD_NOTICE_SECONDS
 
 
-@click.command("agent")
-@click.option("--cloud", type=click.Choice(["aws", "gcp", "azure", "auto"]), default="aws", show_default=True,
-              help=CLOUD_HELP["--cloud"])
-@click.option("--metadata-url", default="http://169.254.169.254", show_default=True,
-              help="IMDS base URL (a local `spotkit imds-mock` to rehearse).")
-@click.option("--on-notice", "on_notice", metavar="CMD",
-              help="Shell command run once on a spot, Auto Scaling or maintenance notice, killed at the deadline.")
-@click.option("--on-rebalance", "on_rebalance", metavar="CMD", help="Shell command run on a rebalance recommendation.")
-@click.option("--interval", type=float, default=POLL_INTERVAL_SECONDS, show_default=True, help="Seconds between polls.")
-@click.option("--margin", type=float, help=MARGIN_HELP)
-@click.option("--once", is_flag=True, help="Exit after the first drain.")
-@click.option("--workload-pgid", type=int, help="Process group that gets the signal after the hook.")
-@click.option("--workload-pidfile", type=click.Path(dir_okay=False),
-              help="File with the workload's pid; its process group gets the signal after the hook.")
-@click.option("--signal", "workload_signal", default="SIGTERM", show_default=True,
-              type=click.Choice(["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP"]), help="Signal sent to the workload.")
-@click.option("--signal-on-hibernate", is_flag=True,
-              help="Also signal the workload on a spot hibernate notice (default: leave it running, memory is kept).")
-@click.option("--group", "group_name", help="Auto Scaling group (default: the instance tag aws:autoscaling:groupName).")
-@click.option("--lifecycle-hook", default="spotkit-drain", show_default=True, help="Lifecycle hook to complete.")
-@click.option("--lifecycle-heartbeat", type=float, default=300, show_default=True,
-              help="Seconds the group waits for the instance: the deadline of an Auto Scaling termination.")
-@click.option("--no-complete-lifecycle", is_flag=True, help="Do not complete the lifecycle action.")
-@click.option("--maintenance-lead", type=float, default=900, show_default=True,
-              help="Act on a scheduled maintenance event this many seconds before it starts.")
-@click.option("--token-ttl", type=click.IntRange(1, 21600), default=21600, show_default=True,
-              help="IMDSv2 token lifetime in seconds (refreshed before it expires).")
-@click.option("--allow-imdsv1", is_flag=True, help="Fall back to IMDSv1 if the token request is refused.")
-@click.option("--state-file", type=click.Path(dir_okay=False),
-              help="Remember handled notices across restarts (the systemd unit uses /var/lib/spotkit).")
-@click.option("--dry-run", is_flag=True, help="Run hooks, but only log what would have been signaled and completed.")
-@click.option("--notice-policy", type=click.Choice(["checkpoint-and-continue", "stop"]), default="stop",
-              show_default=True,
-              help="stop: signal the workload right after the hook. checkpoint-and-continue: the hook is an insurance "
-                   "checkpoint, the workload keeps training and is signaled at the deadline minus the hook's time.")
-@click.option("--checkpoint-seconds", type=float,
-              help="checkpoint-and-continue: estimated seconds of one checkpoint (the longer of it and the measured "
-                   "hook time is used; needed without --on-notice).")
-@click.option("--on-advisory", "on_advisory", metavar="CMD", help=CLOUD_HELP["--on-advisory"])
-@click.option("--notice-seconds", type=float, help=CLOUD_HELP["--notice-seconds"])
-@click.option("--wait-seconds", type=float, default=DEFAULT_WAIT_SECONDS, help=CLOUD_HELP["--wait-seconds"])
+class _Converted(click.ParamType):
+    """A click type around one of the table's converters (``spotkit.runtime.agent.options``): the same message."""
+
+    def __init__(self, convert):
+        self.convert_text, self.name = convert, convert.__name__.replace("_", "-")
+
+    def convert(self, value, param, ctx):
+        try:
+            return self.convert_text(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _click_option(o: "options.Option"):
+    """One click option from one row of the agent's option table."""
+    if o.switch:
+        return click.option(o.flag, o.dest, is_flag=True, default=False, help=options.help_text(o))
+    kind = click.Choice(list(o.choices)) if o.choices else None if o.convert is str else \
+        o.convert if o.convert in (int, float) else _Converted(o.convert)
+    return click.option(o.flag, o.dest, type=kind, default=o.default, metavar=o.metavar, help=options.help_text(o))
+
+
+def _agent_options(command):
+    # spotkit's global --region/--profile/--endpoint-url come before the command (CliContext)
+    for o in reversed([o for o in options.OPTIONS if not o.global_]):
+        command = _click_option(o)(command)
+    return command
+
+
+@click.command("agent", help=options.DESCRIPTION)
+@_agent_options
 @pass_ctx
-def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seconds, metadata_url, on_notice,
-                  on_rebalance, interval, margin, once, workload_pgid,
-                  workload_pidfile, workload_signal, signal_on_hibernate, group_name, lifecycle_hook, lifecycle_heartbeat,
-                  no_complete_lifecycle, maintenance_lead, token_ttl, allow_imdsv1, state_file, dry_run, notice_policy,
-                  checkpoint_seconds):
-    """Watch instance metadata for interruption notices; checkpoint, signal and drain. Logs JSON lines."""
-    from spotkit.runtime.agent import Agent, AgentConfig, JsonLogger
-    from spotkit.runtime.agent.clouds import options
+def agent_command(ctx: CliContext, **values):
+    from spotkit.runtime.agent import Agent, JsonLogger
     from spotkit.runtime.agent.clouds.detect import CloudNotDetected
     from spotkit.runtime.agent.lifecycle import REGION_PATH
     from spotkit.aws import AwsTarget
 
     try:
-        cloud = options.resolve_cloud(cloud, metadata_url)
-    except ValueError as exc:
-        raise ToolkitError(str(exc), hint="spotkit agent --help lists the options") from exc
+        _cloud, config, imds = options.agent_setup(values)
     except CloudNotDetected as exc:
-        raise ToolkitError(str(exc), hint=f"spotkit agent --cloud aws|gcp|azure --metadata-url {metadata_url}") from exc
-    if margin is None:
-        margin = options.default_margin(cloud)
-    try:
-        config = AgentConfig(on_notice=on_notice, on_rebalance=on_rebalance, interval=interval, margin=margin,
-                             once=once, workload_pgid=workload_pgid, workload_pidfile=workload_pidfile,
-                             workload_signal=workload_signal, signal_on_hibernate=signal_on_hibernate,
-                             complete_lifecycle=not no_complete_lifecycle,
-                             group_name=group_name, lifecycle_hook=lifecycle_hook,
-                             lifecycle_heartbeat=lifecycle_heartbeat, maintenance_lead=maintenance_lead,
-                             state_file=state_file, dry_run=dry_run, notice_policy=notice_policy,
-                             checkpoint_seconds=checkpoint_seconds,
-                             **options.config_kwargs(cloud, SimpleNamespace(on_advisory=on_advisory,
-                                                                            notice_seconds=notice_seconds,
-                                                                            wait_seconds=wait_seconds)))
-        imds = options.metadata_client(cloud, metadata_url, token_ttl=token_ttl, allow_v1=allow_imdsv1)
+        raise ToolkitError(str(exc), hint=f"spotkit agent --cloud aws|gcp|azure --metadata-url "
+                                          f"{values['metadata_url']}") from exc
     except ValueError as exc:
         raise ToolkitError(str(exc), hint="spotkit agent --help lists the options") from exc
 
@@ -121,7 +87,8 @@ def agent_command(ctx: CliContext, cloud, on_advisory, notice_seconds, wait_seco
               help="Seconds before autoscaling/target-lifecycle-state turns Terminated (default: never).")
 @click.option("--scheduled", is_flag=True, help="Announce a scheduled system-reboot one day ahead.")
 @click.option("--lead", "lead_seconds", type=float,
-              help="Seconds between a notice and its action time (AWS 120, Azure's Preempt NotBefore 30).")
+              help=f"Seconds between a notice and its action time (AWS {STANDARD_NOTICE_SECONDS['aws']}, Azure's "
+                   f"Preempt NotBefore {STANDARD_NOTICE_SECONDS['azure']}).")
 @click.option("--no-wait-for-change", is_flag=True, help="GCP: refuse hanging GETs (a proxy without them).")
 @click.option("--instance-id", default="i-0123456789abcdef0", show_default=True)
 @click.option("--group-name", default="spotkit-training", show_default=True,
@@ -135,7 +102,7 @@ def imds_mock_command(cloud, no_wait_for_change, host, port, imdsv2_required, sp
     Trigger a notice now: curl -X POST localhost:8111/spotkit/interrupt -d '{"kind": "spot"}'
     """
     from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
-    from spotkit.runtime.notice import ASG_NAME_TAG, STANDARD_NOTICE_SECONDS, TAG_GROUP
+    from spotkit.runtime.notice import ASG_NAME_TAG, TAG_GROUP
 
     if lead_seconds is None:
         lead_seconds = STANDARD_NOTICE_SECONDS[cloud]

@@ -8,6 +8,7 @@ import click
 
 from spotkit.cli.context import CliContext, pass_ctx
 from spotkit.cli.hints import echo_next
+from spotkit.runtime.notice import STANDARD_NOTICE_SECONDS
 from spotkit.output import emit_json, table
 
 
@@ -104,8 +105,9 @@ def _given(names) -> list[str]:
 @click.option("--cloud", type=click.Choice(["aws", "gcp", "azure"]), default="aws", show_default=True,
               help="Whose metadata service the instances have (its emulator, its notice, the agent --cloud).")
 @click.option("--notice-seconds", type=float,
-              help="Notice before the reclaim, scaled down for the drill: default 4 on AWS (120 s), 2 on GCP "
-                   "and Azure (30 s); 5 with --workload serve.")
+              help=f"Notice before the reclaim, scaled down for the drill: default 4 on AWS "
+                   f"({STANDARD_NOTICE_SECONDS['aws']} s), 2 on GCP and Azure ({STANDARD_NOTICE_SECONDS['gcp']} s); "
+                   "5 with --workload serve.")
 @click.option("--replacement-seconds", default=1.0, show_default=True,
               help="Boot time of a replacement instance (launch to workload start).")
 @click.option("--notice-policy", type=click.Choice(["checkpoint-and-continue", "stop"]),

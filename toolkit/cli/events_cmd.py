@@ -13,6 +13,7 @@ import click
 
 from spotkit.cli.context import CliContext, pass_ctx
 from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import TAG_GROUP
 from spotkit.output import emit_json
 
 # One default for the handler, status and recover drain (SPOTKIT_INTERRUPTION_JOURNAL overrides it).
@@ -21,9 +22,9 @@ DEFAULT_JOURNAL_FILE = os.environ.get("SPOTKIT_INTERRUPTION_JOURNAL", str(Path("
 
 def fail_fast_config():
     """Few attempts and short timeouts: a wrong endpoint or table is reported within seconds, not minutes."""
-    from botocore.config import Config
+    from spotkit.runtime.interruption.retries import botocore_config
 
-    return Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
+    return botocore_config("fail_fast")
 
 
 def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: str = DEFAULT_JOURNAL_FILE,
@@ -108,7 +109,7 @@ def report_skipped_lines(store) -> None:
 @click.option("--until-empty", is_flag=True, help="Stop when the queue is empty and nothing is in flight.")
 @click.option("--checkpoint-command", help="Shell command SSM runs on the instance (default: the spotkit checkpoint hook).")
 @click.option("--no-checkpoint", is_flag=True, help="Do not ask instances to checkpoint.")
-@click.option("--group", "groups", multiple=True, help="Act only for these spotkit:group values (repeatable).")
+@click.option("--group", "groups", multiple=True, help=f"Act only for these {TAG_GROUP} values (repeatable).")
 @click.option("--cluster", "clusters", multiple=True, help="ECS clusters to look in (repeatable; default all).")
 @click.option("--drain-on-rebalance", is_flag=True, help="Drain on a rebalance recommendation too.")
 @click.option("--start-replacement", is_flag=True, help="Start a replacement early on a rebalance recommendation.")

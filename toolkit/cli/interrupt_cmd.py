@@ -11,6 +11,7 @@ import click
 from spotkit.cli.context import CliContext, pass_ctx
 from spotkit.cli.events_cmd import DEFAULT_JOURNAL_FILE
 from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import TAG_GROUP
 from spotkit.output import emit_json, table
 
 
@@ -27,7 +28,7 @@ def _stack_outputs(ctx: CliContext, stack: str, target: str, project_dir) -> dic
 
 
 @click.command("interrupt")
-@click.option("--group", required=True, help="The spotkit group (its spotkit:group tag / Auto Scaling group name).")
+@click.option("--group", required=True, help=f"The spotkit group (its {TAG_GROUP} tag / Auto Scaling group name).")
 @click.option("--count", type=click.IntRange(1, None), help="Interrupt this many running instances (default 1).")
 @click.option("--percent", type=click.IntRange(1, 100), help="Interrupt this share of the running instances (rounded up).")
 @click.option("--target", type=click.Choice(("aws", "local")), default="aws", show_default=True,

@@ -11,6 +11,7 @@ import click
 from spotkit.cli.context import CliContext, pass_ctx
 from spotkit.cli.hints import echo_next, rerun
 from spotkit.cli.events_cmd import DEFAULT_JOURNAL_FILE as INTERRUPTION_JOURNAL
+from spotkit.runtime.notice import TAG_DEVICE, TAG_GROUP, TAG_LOCK
 from spotkit.output import emit_json, table
 from spotkit.runbooks.base import DEFAULT_JOURNAL_DIR, RunContext
 
@@ -147,7 +148,7 @@ def recover_group():
 @click.option("--allow-copy/--no-copy", default=True, show_default=True,
               help="Copy a volume (snapshot + new volume) to another AZ when the replacements are only there.")
 @click.option("--lock-wait", type=click.FloatRange(0), default=60, show_default=True, metavar="SECONDS",
-              help="Wait this long for another run on the same group (its lease tag spotkit:lock) to finish.")
+              help=f"Wait this long for another run on the same group (its lease tag {TAG_LOCK}) to finish.")
 @_common
 @pass_ctx
 def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run, journal_dir):
@@ -190,7 +191,7 @@ def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run,
 
 @recover_group.command("snapshot")
 @click.option("--group", required=True, help="The spotkit group.")
-@click.option("--device", required=True, help="The device name, e.g. /dev/sdf (tag spotkit:device).")
+@click.option("--device", required=True, help=f"The device name, e.g. /dev/sdf (tag {TAG_DEVICE}).")
 @click.option("--instance-id", help="Attach to this instance (default: a running instance of the group without the device).")
 @_common
 @pass_ctx
@@ -304,7 +305,7 @@ def _echo_capacity(ctx: CliContext, result) -> None:
 
 
 @click.command("status")
-@click.option("--group", help="Only this group (default: every group tagged spotkit:group).")
+@click.option("--group", help=f"Only this group (default: every group tagged {TAG_GROUP}).")
 @click.option("--stack", help="Read the deployed handler's journal: the table this stack's Terraform outputs name "
                               "(interruption_journal_table).")
 @click.option("--target", type=click.Choice(("local", "aws")), default="aws", show_default=True,

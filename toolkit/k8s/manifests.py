@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-SPOT_NOTICE_SECONDS = 120
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS, TAG_CLUSTER
 # Time the node needs between the notice and the pod's SIGTERM (the drain starts, the kubelet reacts)
 # plus the final write of the checkpoint to EFS; what is left is the pod's grace period.
 GRACE_MARGIN_SECONDS = 30
@@ -220,7 +220,7 @@ def ec2_node_class(*, name: str, cluster_name: str, node_role_name: str, volume_
                 "ebs": {"volumeSize": f"{volume_size_gib}Gi", "volumeType": "gp3", "encrypted": True,
                         "deleteOnTermination": True},
             }],
-            "tags": {"spotkit:cluster": cluster_name},
+            "tags": {TAG_CLUSTER: cluster_name},
         },
     }
 
@@ -237,7 +237,7 @@ def auto_mode_node_class(*, name: str, cluster_name: str, node_role_name: str, v
             "subnetSelectorTerms": selector,
             "securityGroupSelectorTerms": selector,
             "ephemeralStorage": {"size": f"{volume_size_gib}Gi"},
-            "tags": {"spotkit:cluster": cluster_name},
+            "tags": {TAG_CLUSTER: cluster_name},
         },
     }
 

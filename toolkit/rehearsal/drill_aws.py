@@ -15,6 +15,7 @@ from pathlib import Path
 
 from spotkit.runbooks.base import RunContext
 from spotkit.runbooks.volumes import recover_volumes
+from spotkit.runtime.notice import TAG_DEVICE, TAG_GROUP, TAG_MANAGED, TAG_RETAIN
 
 GROUP = "spotkit-drill"
 DEVICE = "/dev/sdf"
@@ -41,7 +42,7 @@ class DrillAwsTarget:
         out = self.ec2.run_instances(
             ImageId=self._image(), InstanceType="m6i.large", MinCount=1, MaxCount=1, Placement=placement,
             TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                {"Key": "spotkit:group", "Value": self.group}, {"Key": "spotkit:managed", "Value": "true"}]}],
+                {"Key": TAG_GROUP, "Value": self.group}, {"Key": TAG_MANAGED, "Value": "true"}]}],
         )
         inst = out["Instances"][0]
         self.az = inst["Placement"]["AvailabilityZone"]
@@ -52,8 +53,8 @@ class DrillAwsTarget:
         vol = self.ec2.create_volume(
             AvailabilityZone=self.az, Size=20, VolumeType="gp3", Encrypted=True,
             TagSpecifications=[{"ResourceType": "volume", "Tags": [
-                {"Key": "spotkit:group", "Value": self.group}, {"Key": "spotkit:device", "Value": self.device},
-                {"Key": "spotkit:retain", "Value": "true"}]}],
+                {"Key": TAG_GROUP, "Value": self.group}, {"Key": TAG_DEVICE, "Value": self.device},
+                {"Key": TAG_RETAIN, "Value": "true"}]}],
         )
         self.volume_id = vol["VolumeId"]
         self.ec2.attach_volume(VolumeId=self.volume_id, InstanceId=self.instance_id, Device=self.device)

@@ -28,7 +28,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-AWS_NOTICE_SECONDS = 120.0
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS
+
+AWS_NOTICE_SECONDS = float(SPOT_NOTICE_SECONDS)
 
 
 @dataclass(frozen=True)

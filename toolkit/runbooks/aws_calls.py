@@ -21,10 +21,10 @@ from spotkit.runtime.notice import ASG_NAME_TAG  # noqa: F401  (the tag contract
 from spotkit.runtime.notice import TAG_DEVICE as DEVICE_TAG
 from spotkit.runtime.notice import TAG_GROUP as GROUP_TAG
 from spotkit.runtime.notice import TAG_RETAIN as RETAIN_TAG
-ORIGIN_VOLUME_TAG = "spotkit:origin-volume"
-ORIGIN_SNAPSHOT_TAG = "spotkit:origin-snapshot"
-TARGET_AZ_TAG = "spotkit:target-az"
-RESTORED_FOR_TAG = "spotkit:restored-for"
+ORIGIN_VOLUME_TAG = notice.TAG_ORIGIN_VOLUME
+ORIGIN_SNAPSHOT_TAG = notice.TAG_ORIGIN_SNAPSHOT
+TARGET_AZ_TAG = notice.TAG_TARGET_AZ
+RESTORED_FOR_TAG = notice.TAG_RESTORED_FOR
 FALLBACK_BASE_TAG = notice.TAG_FALLBACK_BASE
 FALLBACK_SINCE_TAG = notice.TAG_FALLBACK_SINCE
 SUPERSEDED_BY_TAG = notice.TAG_SUPERSEDED_BY

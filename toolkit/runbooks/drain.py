@@ -13,12 +13,10 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import DRAIN_HOOK_NAME
 from spotkit.runbooks import aws_calls as aws
 from spotkit.runbooks.base import Action, RunContext, Runbook, register
 
-# The termination hook SpotComputeGroup creates (modules.compute_group.DRAIN_HOOK_NAME; not imported
-# here so the CLI does not load the cdktn engine).
-DRAIN_HOOK_NAME = "spotkit-drain"
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from spotkit.errors import ToolkitError
 from spotkit.runtime.interruption import fallback as fb
-from spotkit.runtime.notice import TAG_FALLBACK_CHANGED, format_time
+from spotkit.runtime.notice import TAG_FALLBACK_CHANGED, TAG_GROUP, format_time
 from spotkit.runbooks import aws_calls as aws
 from spotkit.runbooks.base import Action, RunContext, Runbook, now, register
 
@@ -52,7 +52,7 @@ class _CapacityRunbook(Runbook):
         groups = aws.describe_groups(self.autoscaling, [group])
         if not groups:
             raise ToolkitError(f"Auto Scaling group {group!r} not found",
-                               hint="check the name with 'spotkit status' (groups are named after their spotkit:group tag)")
+                               hint=f"check the name with 'spotkit status' (groups are named after their {TAG_GROUP} tag)")
         return groups[0]
 
     def capacity_failures(self, group: str) -> list[CapacityFailure]:

@@ -50,6 +50,15 @@ KINDS = (SPOT_INTERRUPTION, REBALANCE_RECOMMENDATION, STATE_CHANGE, SCHEDULED_CH
 SPOT_NOTICE_SECONDS = 120
 STANDARD_NOTICE_SECONDS = {"aws": SPOT_NOTICE_SECONDS, "gcp": 30, "azure": 30}
 DEFAULT_LIFECYCLE_SECONDS = 300
+# The termination lifecycle hook spotkit's groups create (modules.compute_group) and its agent, handler and
+# drain runbook complete: the instance gets up to its heartbeat (DEFAULT_LIFECYCLE_SECONDS) to drain.
+DRAIN_HOOK_NAME = "spotkit-drain"
+TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"  # the transition that hook is on
+# The checkpoint hook an instance may install, and the command the handler runs there through SSM
+# (``InterruptionEventsSettings.checkpoint_command``'s default): it never fails for a missing hook.
+CHECKPOINT_HOOK_PATH = "/opt/spotkit/hooks/checkpoint"
+DEFAULT_CHECKPOINT_COMMAND = (f"if [ -x {CHECKPOINT_HOOK_PATH} ]; then {CHECKPOINT_HOOK_PATH}; "
+                              f"else echo 'spotkit: no checkpoint hook at {CHECKPOINT_HOOK_PATH}'; fi")
 # AWS's longest lifecycle hook heartbeat (HeartbeatTimeout 30 to 7200 s): the bound of a lifecycle notice.
 MAX_LIFECYCLE_HEARTBEAT_SECONDS = 7200
 # Azure's Terminate (scale-in or delete of a scale set VM) comes 5 to 15 minutes ahead (user configurable).
@@ -89,6 +98,21 @@ FALLBACK_TAGS = (TAG_FALLBACK_BASE, TAG_FALLBACK_SINCE, TAG_FALLBACK_CHANGED, TA
 TAG_SPOT_OVERPROVISION = "spotkit:spot-overprovision"
 # On any resource: "SPOTxxx: reason; ..." suppresses those `spotkit check` rules there, with the reason shown.
 TAG_SKIP_CHECK = "spotkit:skip-check"
+TAG_STACK = "spotkit:stack"              # every resource of a stack (provider default tags): the stack's id
+TAG_PURPOSE = "spotkit:purpose"          # what a shared resource is for (the agent artifact's bucket)
+TAG_TIER = "spotkit:tier"                # subnets: "public" or "private" (``spotkit synth`` reads it)
+TAG_CLUSTER = "spotkit:cluster"          # EKS cluster, its node groups and Karpenter's nodes: the cluster
+TAG_NODE_GROUP = "spotkit:node-group"    # EKS node group: its name
+TAG_LIFECYCLE = "spotkit:lifecycle"      # EKS node group: "spot" or "on-demand"
+TAG_SNAPSHOT_OF = "spotkit:snapshot-of"  # DLM snapshots: the retained volume group they were taken of
+TAG_INTERRUPT = "spotkit:interrupt"      # an instance `spotkit interrupt` picked for its one-off FIS experiment
+# On an instance: the handler asked for its replacement (the handler's role may add only this tag).
+TAG_REPLACEMENT_REQUESTED = "spotkit:replacement-requested"
+# Runbooks: a volume copied to another zone, or restored from a snapshot, names where it came from.
+TAG_ORIGIN_VOLUME = "spotkit:origin-volume"
+TAG_ORIGIN_SNAPSHOT = "spotkit:origin-snapshot"
+TAG_TARGET_AZ = "spotkit:target-az"
+TAG_RESTORED_FOR = "spotkit:restored-for"
 
 
 class TimeFormatError(ValueError):

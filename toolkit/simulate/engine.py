@@ -32,6 +32,7 @@ from typing import Optional
 import numpy as np
 
 from spotkit.runtime.interruption.fallback import FallbackPolicy, decide_fall_back, decide_return
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS
 
 EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
@@ -63,7 +64,7 @@ class Policy:
     dynamic_on_demand: bool = False
     avoid_preempted_zones: bool = False
     boot_seconds: int = 300
-    notice_seconds: int = 120
+    notice_seconds: int = SPOT_NOTICE_SECONDS
     spot_price_ratio: float = 0.35
     description: str = ""
 

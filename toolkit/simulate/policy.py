@@ -28,14 +28,13 @@ from typing import Any, Mapping, Optional
 
 from spotkit.errors import ToolkitError
 from spotkit.runtime.interruption.fallback import FallbackPolicy
-from spotkit.runtime.notice import TAG_SPOT_OVERPROVISION
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS, TAG_SPOT_OVERPROVISION
 from spotkit.simulate.engine import Policy
 
 # Replacement boot time: an instance launched, joined to the cluster and serving. Default 300 s, the
 # stacks' own ECS managed-scaling ``instance_warmup_period`` (the time they tell AWS an instance takes
 # to count). A large model's first load takes longer: set ``simulate.boot_seconds``.
 DEFAULT_BOOT_SECONDS = 300
-SPOT_NOTICE_SECONDS = 120
 # Spot price as a fraction of on-demand. 0.35 is an assumption, not a measurement: AWS's Spot Instance
 # Advisor has shown savings of about 60-70% over on-demand for the default GPU families (g5, g6, g6e)
 # in us-east-1. Give your own per family: simulate.spot_price_ratio: {g5: 0.4, g6: 0.3}

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from spotkit.check.hcl.values import Expr, Template, Unknown, closing, unquote
 from spotkit.check.inputs import read_input
 from spotkit.errors import ToolkitError
+from spotkit.runtime.notice import TAG_SKIP_CHECK
 
 
 def _raw_from_json(value: Any) -> Any:
@@ -86,7 +87,7 @@ def parse_file(path: Path) -> ParsedFile:
                                hint=f"terraform -chdir={path.parent} validate") from None
         convert, line = (lambda raw: raw), (lambda *labels: _line_of(text, *labels))
         for key, texts in skip_comments(text, doc.pop(_SPANS, [])).items():
-            out.comments[key] = {"spotkit:skip-check": texts}
+            out.comments[key] = {TAG_SKIP_CHECK: texts}
     for rtype, bodies in labelled(doc.get("resource") or []):
         for name, body in labelled(bodies):
             if isinstance(body, dict):
@@ -153,7 +154,7 @@ def _tree_doc(text: str) -> dict:
 
 
 _SPANS = "__resource_spans__"
-SKIP_COMMENT = re.compile(r"(?m)(?:#|//)[ \t]*spotkit:skip-check[ \t]*[=:]?[ \t]*(.+?)[ \t]*$")
+SKIP_COMMENT = re.compile(r"(?m)(?:#|//)[ \t]*" + re.escape(TAG_SKIP_CHECK) + r"[ \t]*[=:]?[ \t]*(.+?)[ \t]*$")
 
 
 def skip_comments(text: str, spans: list) -> dict[tuple[str, str], list[str]]:

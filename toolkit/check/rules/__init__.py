@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from spotkit.check.rules.base import GENERAL, SEVERITIES, SPOT, Hit, Rule, Undecided
 from spotkit.check.rules.helpers import launch_templates_of, maybe_spot_capacity, spot_capacity
+from spotkit.runtime.notice import TAG_SKIP_CHECK
 
 _RULE_FILE = re.compile(r"^(spot\d{3})_\w+$")
 
@@ -44,7 +45,7 @@ RULES: tuple[Rule, ...] = _collect()
 RULES_BY_ID = {r.id: r for r in RULES}
 
 INVALID_SUPPRESSION = Rule("SPOT000", "error", "Invalid suppression",
-                           "write 'RULE_ID: reason' (tag spotkit:skip-check, or check.suppress[].reason in the config)",
+                           f"write 'RULE_ID: reason' (tag {TAG_SKIP_CHECK}, or check.suppress[].reason in the config)",
                            lambda graph: (), description="a suppression has no reason or names no rule")
 
 _ID = re.compile(r"^(SPOT\d{3}|CKV2?_[A-Z0-9_]+)$")

@@ -7,9 +7,7 @@ from typing import Iterator
 from spotkit.check.graph import Resource, ResourceGraph, blocks, is_unresolved, unknown_block
 from spotkit.check.rules.base import Rule, Undecided
 from spotkit.check.rules.helpers import capacity_providers_for, draining, names_match, spot_groups
-
-
-TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+from spotkit.runtime.notice import TERMINATING_TRANSITION as TERMINATING
 
 
 RULE = Rule(

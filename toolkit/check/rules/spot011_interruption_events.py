@@ -8,9 +8,7 @@ from typing import Iterator
 from spotkit.check.graph import NODE_POOL, Resource, ResourceGraph, as_list
 from spotkit.check.rules.base import Rule
 from spotkit.check.rules.helpers import names_match, spot_capacity
-
-
-INTERRUPTION_DETAIL_TYPE = "EC2 Spot Instance Interruption Warning"
+from spotkit.runtime.interruption.events import SPOT_WARNING_DETAIL_TYPE as INTERRUPTION_DETAIL_TYPE
 
 
 RULE = Rule(

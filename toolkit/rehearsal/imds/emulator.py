@@ -40,12 +40,14 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping, Optional
 
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS, TAG_GROUP
+
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TOKEN_TTL = 21600
 SPOT_ACTIONS = ("terminate", "stop", "hibernate")
 NOTICE_KINDS = ("spot", "rebalance", "lifecycle", "scheduled")
-DEFAULT_LEAD_SECONDS = 120  # AWS gives two minutes between the spot notice and the action
+DEFAULT_LEAD_SECONDS = SPOT_NOTICE_SECONDS  # AWS gives two minutes between the spot notice and the action
 
 
 def iso(ts: float) -> str:
@@ -77,7 +79,7 @@ class EmulatorSettings:
     ami_id: str = "ami-0123456789abcdef0"
     local_ipv4: str = "10.0.1.10"
     tags: Mapping[str, str] = field(default_factory=lambda: {
-        "aws:autoscaling:groupName": "spotkit-training", "spotkit:group": "spotkit-training"})
+        "aws:autoscaling:groupName": "spotkit-training", TAG_GROUP: "spotkit-training"})
 
     def __post_init__(self) -> None:
         if self.spot_action not in SPOT_ACTIONS:

@@ -117,12 +117,13 @@ def identify(url: str, project: Path | None = None, timeout: float = 10.0) -> st
         if st.running and st.state is not None and st.state.url.rstrip("/") == url:
             return st.state.instance_id
     import boto3
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from spotkit.runtime.interruption.retries import botocore_config
 
     client = boto3.client("ec2", region_name="us-east-1", endpoint_url=url, aws_access_key_id="testing",
                           aws_secret_access_key="testing",
-                          config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2}))
+                          config=botocore_config("probe", connect_timeout=timeout, read_timeout=timeout))
     try:
         vpcs = client.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
     except (BotoCoreError, ClientError) as exc:

@@ -29,6 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from spotkit.runtime.notice import SPOT_NOTICE_SECONDS
+
 
 def _call(url: str, body: Optional[dict] = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
@@ -84,7 +86,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--drain-seconds", type=float, required=True)
     p.add_argument("--replace-only", action="store_true", help="only ask for the replacement (rebalance)")
     a = p.parse_args(argv)
-    deadline = float(os.environ.get("SPOTKIT_DEADLINE_EPOCH") or time.time() + 120)
+    deadline = float(os.environ.get("SPOTKIT_DEADLINE_EPOCH") or time.time() + SPOT_NOTICE_SECONDS)
     try:
         return handoff(a.control, a.replica, Path(a.socket), a.slot, a.drain_seconds, deadline, a.replace_only)
     except (OSError, urllib.error.URLError) as exc:

@@ -38,10 +38,18 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
-from spotkit.runtime.agent.defaults import POLL_INTERVAL_SECONDS
+from spotkit.runtime.agent.options import (
+    MAINTENANCE_LEAD_SECONDS,
+    MARGIN_SECONDS,
+    POLL_INTERVAL_SECONDS,
+    TOKEN_TTL_SECONDS,
+    WAIT_SECONDS,
+)
 from spotkit.runtime.agent.imds import ImdsClient, ImdsError
 from spotkit.runtime.notice import (
     AZURE_TERMINATE_MAX_SECONDS,
+    DEFAULT_LIFECYCLE_SECONDS,
+    DRAIN_HOOK_NAME,
     MAX_LIFECYCLE_HEARTBEAT_SECONDS,
     NOTICE_TIME_SLACK_SECONDS,
     NOTICE_WINDOW_SECONDS,
@@ -49,7 +57,6 @@ from spotkit.runtime.notice import (
     STANDARD_NOTICE_SECONDS,
 )
 from spotkit.runtime.agent.lifecycle import (
-    DRAIN_HOOK_NAME,
     GROUP_TAG_PATH,
     INSTANCE_ID_PATH,
     LifecycleCompletion,
@@ -87,7 +94,7 @@ class AgentConfig:
 
     - ``on_notice``: shell command run once on the first terminal notice. Default: none (only signal).
     - ``on_rebalance``: shell command run on a rebalance recommendation. Default: none.
-    - ``interval``: seconds between polls. Default ``spotkit.runtime.agent.defaults.POLL_INTERVAL_SECONDS`` (0.5).
+    - ``interval``: seconds between polls. Default ``spotkit.runtime.agent.options.POLL_INTERVAL_SECONDS`` (0.5).
     - ``margin``: the hook's deadline is the notice time minus this many seconds. Default 15.
     - ``once``: return after the first drain. Default off (keep watching, e.g. to complete the
       lifecycle action that follows a spot notice).
@@ -118,7 +125,7 @@ class AgentConfig:
     on_notice: Optional[str] = None
     on_rebalance: Optional[str] = None
     interval: float = POLL_INTERVAL_SECONDS
-    margin: float = 15.0
+    margin: float = MARGIN_SECONDS["aws"]
     once: bool = False
     workload_pgid: Optional[int] = None
     workload_pidfile: Optional[str] = None
@@ -127,9 +134,9 @@ class AgentConfig:
     complete_lifecycle: bool = True
     group_name: Optional[str] = None
     lifecycle_hook: str = DRAIN_HOOK_NAME
-    lifecycle_heartbeat: float = 300.0
+    lifecycle_heartbeat: float = float(DEFAULT_LIFECYCLE_SECONDS)
     rebalance_timeout: float = 300.0
-    maintenance_lead: float = 900.0
+    maintenance_lead: float = MAINTENANCE_LEAD_SECONDS
     state_file: Optional[str] = None
     dry_run: bool = False
     kill_grace: float = 1.0
@@ -137,7 +144,7 @@ class AgentConfig:
     checkpoint_seconds: Optional[float] = None
     cloud: str = "aws"
     notice_seconds: Optional[float] = None
-    wait_seconds: float = 10.0
+    wait_seconds: float = WAIT_SECONDS
     on_advisory: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -373,7 +380,7 @@ class Agent:
         if deadline <= time.time():
             # Due at once (hibernate, a stop without warning, maintenance already due): act now, best effort.
             late = time.time() - deadline
-            deadline = time.time() + max(1.0, STANDARD_NOTICE_SECONDS.get(c.cloud, 120) - c.margin)
+            deadline = time.time() + max(1.0, STANDARD_NOTICE_SECONDS.get(c.cloud, SPOT_NOTICE_SECONDS) - c.margin)
             result.deadline = deadline
             self.log("hook-due-at-once" if c.on_notice else "notice-due-at-once",
                      seconds_past_deadline=round(late, 3), best_effort_deadline=_iso_epoch(deadline),
@@ -573,7 +580,8 @@ def _hook_env(notice: Notice, deadline: float) -> dict[str, str]:
 
 
 def run_until_notice(metadata_url: str, config: AgentConfig = AgentConfig(), *, autoscaling: Any = None,
-                     log: Optional[Callable[..., Any]] = None, token_ttl: int = 21600, allow_v1: bool = False,
+                     log: Optional[Callable[..., Any]] = None, token_ttl: int = TOKEN_TTL_SECONDS,
+                     allow_v1: bool = False,
                      timeout: Optional[float] = None, stop: Optional[threading.Event] = None) -> AgentResult:
     """Library entry (the drill): watch ``metadata_url`` until the first terminal notice, drain, return.
 

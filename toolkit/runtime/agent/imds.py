@@ -16,6 +16,7 @@ TOKEN_PATH = "/latest/api/token"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 DEFAULT_METADATA_URL = "http://169.254.169.254"
+MAX_TOKEN_TTL_SECONDS = 21600  # IMDSv2's longest token lifetime
 MAX_BODY_BYTES = 1 << 20  # metadata answers are a few hundred bytes; a larger body is cut (and is unreadable)
 
 
@@ -44,11 +45,12 @@ class ImdsClient:
     - ``timeout``: seconds per request. The link-local IMDS answers in about a millisecond.
     """
 
-    def __init__(self, base_url: str = DEFAULT_METADATA_URL, *, token_ttl: int = 21600, allow_v1: bool = False,
+    def __init__(self, base_url: str = DEFAULT_METADATA_URL, *, token_ttl: int = MAX_TOKEN_TTL_SECONDS,
+                 allow_v1: bool = False,
                  timeout: float = 1.0, refresh_before: Optional[float] = None,
                  clock: Callable[[], float] = time.monotonic):
-        if not 1 <= token_ttl <= 21600:
-            raise ValueError(f"token_ttl must be between 1 and 21600 seconds (got {token_ttl})")
+        if not 1 <= token_ttl <= MAX_TOKEN_TTL_SECONDS:
+            raise ValueError(f"token_ttl must be between 1 and {MAX_TOKEN_TTL_SECONDS} seconds (got {token_ttl})")
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"metadata URL must look like http://HOST[:PORT] (got {base_url!r})")

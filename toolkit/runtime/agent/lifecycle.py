@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-DRAIN_HOOK_NAME = "spotkit-drain"  # same as modules.compute_group.DRAIN_HOOK_NAME (no cdktn import here)
+from spotkit.runtime.notice import DRAIN_HOOK_NAME  # noqa: F401 (re-exported: the hook the agent completes)
+
 GROUP_TAG_PATH = "/latest/meta-data/tags/instance/aws:autoscaling:groupName"
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 REGION_PATH = "/latest/meta-data/placement/region"

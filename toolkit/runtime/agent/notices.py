@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Optional
 
 from spotkit.runtime.notice import (
+    DEFAULT_LIFECYCLE_SECONDS,
     LIFECYCLE_TERMINATE,
     REBOOT_EVENTS,
     REBALANCE_RECOMMENDATION,
@@ -208,7 +209,7 @@ class LifecycleMonitor(Monitor):
 
     kind, path, context = LIFECYCLE, LIFECYCLE_PATH, "checking the Auto Scaling target lifecycle state"
 
-    def __init__(self, heartbeat_seconds: float = 300, boot: str = ""):
+    def __init__(self, heartbeat_seconds: float = DEFAULT_LIFECYCLE_SECONDS, boot: str = ""):
         self.heartbeat_seconds = heartbeat_seconds
         self.boot = boot
         self._first_seen: Optional[datetime] = None
@@ -261,6 +262,6 @@ class MaintenanceMonitor(Monitor):
         return out
 
 
-def default_monitors(heartbeat_seconds: float = 300, boot: Optional[str] = None) -> list[Monitor]:
+def default_monitors(heartbeat_seconds: float = DEFAULT_LIFECYCLE_SECONDS, boot: Optional[str] = None) -> list[Monitor]:
     boot = read_boot_id() if boot is None else boot
     return [SpotMonitor(), LifecycleMonitor(heartbeat_seconds, boot), RebalanceMonitor(boot), MaintenanceMonitor()]

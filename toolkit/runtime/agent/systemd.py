@@ -5,36 +5,36 @@ from __future__ import annotations
 import shlex
 from typing import Optional, Sequence
 
-from spotkit.runtime.agent.defaults import POLL_INTERVAL_SECONDS
+from spotkit.runtime.agent.options import MARGIN_SECONDS, METADATA_URL, POLL_INTERVAL_SECONDS, to_argv
+from spotkit.runtime.notice import DEFAULT_LIFECYCLE_SECONDS
 
+# Where the agent lives on an instance (the user data installs it there, the unit runs it from there).
 UNIT_NAME = "spotkit-agent.service"
-VENV = "/opt/spotkit"
+VENV = "/opt/spotkit"                     # the install directory (a venv only with agent.package_spec)
+ARTIFACT_NAME = "spotkit-agent.pyz"       # the shipped zipapp (modules.agent_artifact builds it)
+SYSTEM_PYTHON = "/usr/bin/python3"        # Python 3.9+, run isolated (-I -S): standard library only
 STATE_FILE = "/var/lib/spotkit/agent-state.json"
+PYZ_LAUNCHER = (SYSTEM_PYTHON, "-I", "-S", f"{VENV}/{ARTIFACT_NAME}")
 
 
-PYZ_LAUNCHER = ("/usr/bin/python3", "-I", "-S", f"{VENV}/spotkit-agent.pyz")
-
-
-def agent_command(*, on_notice: str, on_rebalance: Optional[str] = None, interval: float = POLL_INTERVAL_SECONDS, margin: float = 15.0,
-                  workload_pidfile: Optional[str] = None, lifecycle_heartbeat: int = 300,
-                  executable: str = f"{VENV}/bin/spotkit", extra_args: Sequence[str] = (),
-                  launcher: Optional[Sequence[str]] = None, notice_policy: Optional[str] = None,
-                  checkpoint_seconds: Optional[float] = None) -> list[str]:
+def agent_command(*, on_notice: str, on_rebalance: Optional[str] = None, interval: float = POLL_INTERVAL_SECONDS,
+                  margin: float = MARGIN_SECONDS["aws"], workload_pidfile: Optional[str] = None,
+                  lifecycle_heartbeat: float = DEFAULT_LIFECYCLE_SECONDS, executable: str = f"{VENV}/bin/spotkit",
+                  extra_args: Sequence[str] = (), launcher: Optional[Sequence[str]] = None,
+                  notice_policy: Optional[str] = None, checkpoint_seconds: Optional[float] = None,
+                  complete_lifecycle: bool = True) -> list:
     """The argv of the agent as the unit runs it: ``launcher`` (e.g. ``PYZ_LAUNCHER``, the shipped zipapp)
-    followed by the options, or ``executable agent`` and the options (a pip-installed spotkit)."""
+    followed by the options, or ``executable agent`` and the options (a pip-installed spotkit).
+
+    The options are written by ``spotkit.runtime.agent.options.to_argv`` from the agent's option table, in its
+    order; the metadata URL, poll interval, margin, heartbeat and state file are always written out, so
+    the unit says what the agent runs with."""
     head = list(launcher) if launcher else [executable, "agent"]
-    argv = head + ["--metadata-url", "http://169.254.169.254", "--on-notice", on_notice,
-            "--interval", f"{interval:g}", "--margin", f"{margin:g}", "--lifecycle-heartbeat", str(lifecycle_heartbeat),
-            "--state-file", STATE_FILE]
-    if on_rebalance:
-        argv += ["--on-rebalance", on_rebalance]
-    if workload_pidfile:
-        argv += ["--workload-pidfile", workload_pidfile]
-    if notice_policy:
-        argv += ["--notice-policy", notice_policy]
-    if checkpoint_seconds is not None:
-        argv += ["--checkpoint-seconds", f"{checkpoint_seconds:g}"]
-    return argv + list(extra_args)
+    values = {"metadata_url": METADATA_URL, "on_notice": on_notice, "on_rebalance": on_rebalance or None,
+              "interval": interval, "margin": margin, "workload_pidfile": workload_pidfile or None,
+              "lifecycle_heartbeat": lifecycle_heartbeat, "no_complete_lifecycle": not complete_lifecycle,
+              "state_file": STATE_FILE, "notice_policy": notice_policy, "checkpoint_seconds": checkpoint_seconds}
+    return head + to_argv(values) + list(extra_args)
 
 
 def _systemd_quote(arg: str) -> str:

@@ -42,6 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedErro
 
 from spotkit.runtime.interruption.events import LifecycleAction
 from spotkit.runtime.interruption.inventory import Discovery, chunks, describe_groups_batch, describe_instances_batch
+from spotkit.runtime.notice import TAG_REPLACEMENT_REQUESTED
 
 log = logging.getLogger("spotkit.interruption")
 
@@ -56,7 +57,7 @@ RETRYABLE_CODES = frozenset({
     "ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure",
     "InternalServerError", "RequestTimeout", "RequestTimeoutException",
 })
-REPLACEMENT_TAG = "spotkit:replacement-requested"
+REPLACEMENT_TAG = TAG_REPLACEMENT_REQUESTED
 DEFAULT_CHECKPOINT_DOCUMENT = "AWS-RunShellScript"
 CHECKPOINT_COMMENT_PREFIX = "spotkit checkpoint"
 UPDATE_CONTAINER_INSTANCES_MAX = 10

@@ -68,9 +68,9 @@ def client_config(workers: int):
     connection for every worker (plus the visibility extender and one spare; botocore's default is 10,
     so 16 workers would queue for connections), and adaptive retries, which back off and rate-limit the
     client itself when AWS throttles (in a real wave ELB, ECS and SSM do)."""
-    from botocore.config import Config
+    from spotkit.runtime.interruption.retries import botocore_config
 
-    return Config(max_pool_connections=max(10, workers + 2), retries={"max_attempts": 8, "mode": "adaptive"})
+    return botocore_config("handler", max_pool_connections=max(10, workers + 2))
 
 
 @dataclass

@@ -28,7 +28,7 @@ from spotkit.runtime import notice
 from spotkit.runtime.notice import (  # noqa: F401  (re-exported: the handler, runbooks and tests use ev.<KIND>)
     CAPACITY_KINDS, CAPACITY_RESERVATION_INTERRUPTION, DEFAULT_LIFECYCLE_SECONDS, FALLBACK_CHECK, KINDS,
     LAUNCH_FAILURE, LIFECYCLE_TERMINATE, PLACEMENT_FAILURE, REBALANCE_RECOMMENDATION, SCHEDULED_CHANGE,
-    SPOT_INTERRUPTION, SPOT_NOTICE_SECONDS, STATE_CHANGE, notice_id)
+    SPOT_INTERRUPTION, SPOT_NOTICE_SECONDS, STATE_CHANGE, TERMINATING_TRANSITION, notice_id)
 
 
 class DropEvent(Exception):
@@ -44,7 +44,8 @@ class RetryEvent(Exception):
     """A transient failure (throttling, a dependency not ready): leave the message to be retried."""
 
 
-# EventBridge detail types, and the source each comes from.
+# EventBridge detail types, and the source each comes from: the table the parser reads and the stacks'
+# EventBridge rules are generated from (``event_pattern``), so a rule matches exactly what is parsed.
 DETAIL_TYPES: dict[str, tuple[str, str]] = {
     "EC2 Spot Instance Interruption Warning": ("aws.ec2", SPOT_INTERRUPTION),
     "EC2 Instance Rebalance Recommendation": ("aws.ec2", REBALANCE_RECOMMENDATION),
@@ -58,9 +59,30 @@ DETAIL_TYPES: dict[str, tuple[str, str]] = {
     "Scheduled Event": ("aws.events", FALLBACK_CHECK),
 }
 PLACEMENT_FAILURE_EVENT = "SERVICE_TASK_PLACEMENT_FAILURE"
+DETAIL_TYPE_OF = {kind: detail_type for detail_type, (_source, kind) in DETAIL_TYPES.items()}
+SPOT_WARNING_DETAIL_TYPE = DETAIL_TYPE_OF[SPOT_INTERRUPTION]
 
 # States of the state-change notification that mean the instance is going away.
 LEAVING_STATES = ("stopping", "shutting-down", "stopped", "terminated")
+# What a kind's rule matches inside ``detail``: the events ``_needs_action`` would not ignore.
+PATTERN_DETAIL: dict = {
+    STATE_CHANGE: {"state": list(LEAVING_STATES)},
+    SCHEDULED_CHANGE: {"service": ["EC2"], "eventTypeCategory": ["scheduledChange"]},
+    LIFECYCLE_TERMINATE: {"LifecycleTransition": [TERMINATING_TRANSITION]},
+    PLACEMENT_FAILURE: {"eventName": [PLACEMENT_FAILURE_EVENT]},
+}
+
+
+def event_pattern(kind: str, **detail: list) -> dict:
+    """The EventBridge pattern of the events ``from_eventbridge`` parses as ``kind``: its source, its detail
+    type, the ``detail`` fields it acts on (``PATTERN_DETAIL``) and any more given here (``detail``: field
+    -> allowed values, e.g. ``AutoScalingGroupName=[...]``)."""
+    detail_type = DETAIL_TYPE_OF[kind]
+    pattern: dict = {"source": [DETAIL_TYPES[detail_type][0]], "detail-type": [detail_type]}
+    matched = {**detail, **PATTERN_DETAIL.get(kind, {})}
+    if matched:
+        pattern["detail"] = matched
+    return pattern
 
 
 @dataclass(frozen=True)
@@ -272,8 +294,8 @@ def _lifecycle_transition(data: Mapping, what: str) -> None:
     transition = _text(data, "LifecycleTransition", what)
     if transition in ("autoscaling:EC2_INSTANCE_LAUNCHING", "autoscaling:TEST_NOTIFICATION"):
         raise IgnoreEvent(f"{what}: transition {transition} needs no action (spotkit acts on terminations)")
-    if transition != "autoscaling:EC2_INSTANCE_TERMINATING":
-        raise DropEvent(f"{what}: transition {transition!r} is not autoscaling:EC2_INSTANCE_TERMINATING")
+    if transition != TERMINATING_TRANSITION:
+        raise DropEvent(f"{what}: transition {transition!r} is not {TERMINATING_TRANSITION}")
 
 
 def _capacity_event(kind: str, envelope: Mapping, detail: Mapping, common: dict, issued: datetime,

@@ -52,15 +52,12 @@ from spotkit.runtime.interruption import inventory
 from spotkit.runtime.interruption import store as st
 from spotkit.runtime.interruption.events import DropEvent, IgnoreEvent, InterruptionEvent, RetryEvent
 from spotkit.runtime.interruption.scope import Scope, Verdict
-from spotkit.runtime.notice import DEFAULT_LIFECYCLE_SECONDS
+from spotkit.runtime.notice import DEFAULT_CHECKPOINT_COMMAND, DEFAULT_LIFECYCLE_SECONDS, TAG_GROUP, TAG_MANAGED
 
 log = logging.getLogger("spotkit.interruption")
 
-CHECKPOINT_HOOK = "/opt/spotkit/hooks/checkpoint"
-DEFAULT_CHECKPOINT_COMMAND = (
-    f"if [ -x {CHECKPOINT_HOOK} ]; then {CHECKPOINT_HOOK}; "
-    f"else echo 'spotkit: no checkpoint hook at {CHECKPOINT_HOOK}'; fi"
-)
+GROUP_TAG = TAG_GROUP              # the tag contract lives in toolkit/runtime/notice.py
+MANAGED_TAG = TAG_MANAGED
 
 # Outcome statuses. RETRY and IN_PROGRESS keep the message on the queue: an event another worker is
 # handling comes back later and is then a DUPLICATE (deleted) or, if that worker died and its lease

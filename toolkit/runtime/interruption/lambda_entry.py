@@ -71,10 +71,10 @@ def build_handler(env: Mapping[str, str], client_factory=None) -> Handler:
         raise RuntimeError("SPOTKIT_JOURNAL_TABLE is not set: the stack sets it to the journal table's name")
     if client_factory is None:
         import boto3
-        from botocore.config import Config
 
-        # Adaptive retries: in a wave, ELB, ECS and SSM throttle; the client backs off and rate-limits itself.
-        config = Config(retries={"max_attempts": 8, "mode": "adaptive"})
+        from spotkit.runtime.interruption.retries import botocore_config
+
+        config = botocore_config("handler")  # adaptive: in a wave, ELB, ECS and SSM throttle
         client_factory = lambda service: boto3.client(service, config=config)  # noqa: E731
     clients = Clients(factory=client_factory)
     return Handler(clients, DynamoDBStore(clients.dynamodb, table), settings_from_env(env))
