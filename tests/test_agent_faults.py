@@ -7,7 +7,6 @@ timed assertions: what happened and in which order, never how long it took.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agent_harness import emu  # noqa: F401 - a fixture
+from tests.support.agent_harness import events, quiet_log
 from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, JsonLogger, run_until_notice
 from spotkit.runtime.agent.notices import LIFECYCLE_PATH, MAINTENANCE_PATH, REBALANCE_PATH, SPOT_PATH
-from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
@@ -35,20 +35,6 @@ MALFORMED = [
     "not json at all", "", "\udcff\udcfe garbage", "[" * 5000 + "]" * 5000, '{"time": {"nested": [1, 2]}}',
     "x" * 300_000,
 ]
-
-
-@pytest.fixture()
-def emu():
-    with ImdsEmulator(EmulatorSettings(imdsv2_required=True)) as e:
-        yield e
-
-
-def events(log: JsonLogger, name: str) -> list[dict]:
-    return [e for e in log.events if e["event"] == name]
-
-
-def quiet_log() -> JsonLogger:
-    return JsonLogger(io.StringIO())
 
 
 def _agent(emu, tmp_path, **config) -> tuple[Agent, JsonLogger, Path]:

@@ -14,24 +14,15 @@ import time
 
 import pytest
 
+from tests.support.agent_harness import emu  # noqa: F401 - a fixture
+from tests.support.agent_harness import events, wait_for
 from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, JsonLogger
 from spotkit.runtime.agent.clouds import client_for
 from spotkit.runtime.agent.notices import MAINTENANCE_PATH, SPOT_PATH
 from spotkit.rehearsal.imds.azure import AzureEmulator, rfc1123
-from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 from spotkit.runtime.notice import parse_time
 
 FAR = '{"action": "terminate", "time": "2099-01-01T00:00:00Z"}'
-
-
-@pytest.fixture()
-def emu():
-    with ImdsEmulator(EmulatorSettings(imdsv2_required=True)) as e:
-        yield e
-
-
-def events(log: JsonLogger, name: str) -> list[dict]:
-    return [e for e in log.events if e["event"] == name]
 
 
 def alive(pid: int) -> bool:
@@ -40,15 +31,6 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def wait_for(condition, what: str, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_spot_time_far_in_the_future_is_logged_and_clamped_and_the_hook_is_bounded(emu, tmp_path):

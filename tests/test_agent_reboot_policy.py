@@ -8,11 +8,10 @@ stay advisory."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import pytest
 
+from tests.support.agent_harness import events, start_workload, stop_workload
 from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, JsonLogger, run_until_notice
 from spotkit.runtime.agent.notices import MAINTENANCE
 from spotkit.rehearsal.imds.azure import AzureEmulator
@@ -32,17 +31,10 @@ class RecordingAutoScaling:
 
 @pytest.fixture()
 def workload():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(120)"],
-                            start_new_session=True, stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
+    """A workload that dies of SIGTERM."""
+    proc = start_workload()
     yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
-def events(log: JsonLogger, name: str) -> list[dict]:
-    return [e for e in log.events if e["event"] == name]
+    stop_workload(proc)
 
 
 @pytest.mark.parametrize("code", ["system-reboot", "instance-reboot"])

@@ -61,6 +61,7 @@ def test_empty_or_missing_directory(tmp_path):
     assert checkpoint.latest(tmp_path) is None
 
 
+@pytest.mark.slow  # kills a writer at many random points: seconds
 def test_writer_killed_at_random_points_leaves_a_loadable_newest(tmp_path):
     # GIVEN a writer saving 3 MB checkpoints in a loop, WHEN it is SIGKILLed at 25 random moments,
     # each after the writer's first save of that run (so a slow start on a loaded machine cannot make

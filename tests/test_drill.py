@@ -21,6 +21,7 @@ def drill(tmp_path_factory):
     return run_drill(SETTINGS, tmp_path_factory.mktemp("drill")), tmp_path_factory
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_agent_loses_at_most_one_step_per_interruption(drill):
     results, _ = drill
     agent = results["agent"]
@@ -28,6 +29,7 @@ def test_agent_loses_at_most_one_step_per_interruption(drill):
     assert all(i.steps_lost <= 1 for i in agent.interruptions), [i.steps_lost for i in agent.interruptions]
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_nothing_trains_twice_from_one_state(drill):
     results, _ = drill
     agent = results["agent"]
@@ -41,6 +43,7 @@ def test_nothing_trains_twice_from_one_state(drill):
     assert resumed[0] is None and len(resumed) == 4
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_replacement_boots_during_the_notice_and_resumes_from_the_final_checkpoint(drill):
     results, _ = drill
     for item in results["agent"].interruptions:
@@ -62,6 +65,7 @@ def test_rebalance_recommendations_are_seeded_and_sometimes_absent():
     assert DrillSettings(interruptions=3).rebalance_schedule() == [None, None, None]
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_agent_overhead_and_idle_are_well_below_the_baseline(drill):
     results, _ = drill
     agent, base = results["agent"], results["baseline"]
@@ -73,11 +77,13 @@ def test_agent_overhead_and_idle_are_well_below_the_baseline(drill):
     assert base.steps_lost > agent.steps_lost
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_both_runs_finish_training(drill):
     results, _ = drill
     assert results["agent"].final_step == results["baseline"].final_step == SETTINGS.steps
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_agent_detects_within_the_notice_and_checkpoints(drill):
     results, _ = drill
     for item in results["agent"].interruptions:
@@ -85,6 +91,7 @@ def test_agent_detects_within_the_notice_and_checkpoints(drill):
         assert item.checkpoint_seconds is not None
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_summary_keeps_wall_seconds_and_the_goodput_figures(drill):
     results, _ = drill
     for run in results.values():
@@ -105,6 +112,7 @@ def test_same_seed_same_schedule():
     assert SETTINGS.schedule() != DrillSettings(seed=12, interruptions=3, uptime_range=(1.5, 3.0)).schedule()
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_plot_is_a_png(drill, tmp_path):
     results, _ = drill
     path = plot(results, tmp_path / "drill.png")

@@ -38,6 +38,7 @@ def agent_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "agent" / "agent.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_the_agent_reads_the_clouds_own_notice_at_every_interruption(drill):
     cloud, results, out = drill
     agent = results["agent"]
@@ -54,6 +55,7 @@ def test_the_agent_reads_the_clouds_own_notice_at_every_interruption(drill):
         assert item.final_requested_at is not None and item.final_requested_at < item.reclaimed_at
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_azure_events_are_acknowledged_and_the_reclaim_follows(drill):
     cloud, results, out = drill
     acked = [e for e in agent_log(out) if e["event"] == "notice-acknowledged"]
@@ -68,6 +70,7 @@ def test_azure_events_are_acknowledged_and_the_reclaim_follows(drill):
         assert parse_time(ack["ts"]).timestamp() <= item.reclaimed_at < parse_time(notice["time"]).timestamp()
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_agent_run_loses_at_most_one_step_and_beats_the_baseline(drill):
     cloud, results, _ = drill
     agent, base = results["agent"], results["baseline"]
@@ -91,6 +94,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_drill_cli_on_gcp(tmp_path):
     result = _cli("--output", "json", "drill", "--cloud", "gcp", "-n", "1", "--steps", "30", "--step-seconds",
                   "0.25", "--out", str(tmp_path))

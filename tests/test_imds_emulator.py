@@ -55,14 +55,15 @@ def test_imdsv2_required_answers_401_without_or_with_a_bad_token(emu):
 
 
 def test_expired_token_is_refused():
-    # GIVEN a token with a 1 s TTL on an emulator whose clock we do not control: wait it out
-    import time
-
-    with ImdsEmulator(EmulatorSettings(imdsv2_required=True)) as emu:
+    # GIVEN a token with a 1 s TTL on an emulator whose token clock the test moves
+    now = [1000.0]
+    with ImdsEmulator(EmulatorSettings(imdsv2_required=True), token_clock=lambda: now[0]) as emu:
         tok = token(emu, "1")
+        # WHEN the clock is just short of its expiry THEN it is served
+        now[0] += 0.999
         assert get(emu, f"{MD}/instance-id", tok).status_code == 200
-        time.sleep(1.1)
-        # THEN the same token is now refused
+        # WHEN its second is up THEN the same token is refused
+        now[0] += 0.001
         assert get(emu, f"{MD}/instance-id", tok).status_code == 401
 
 

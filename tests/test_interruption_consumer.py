@@ -104,8 +104,10 @@ def test_consumer_extends_visibility_while_a_message_is_handled(world, queue):
     handler = _handler(world)
     real = handler.handle_batch
 
-    def slow(bodies, **kw):
-        time.sleep(1.0)
+    def slow(bodies, **kw):  # busy until the consumer has extended the message's visibility twice (bounded)
+        end = time.monotonic() + 30
+        while consumer.stats.extended < 2 and time.monotonic() < end:
+            time.sleep(0.02)
         return real(bodies, **kw)
 
     handler.handle_batch = slow

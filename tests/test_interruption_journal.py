@@ -260,6 +260,7 @@ def test_a_wrong_journal_table_stops_before_the_first_message(world, aws):
     assert other.stderr.splitlines()[-2].startswith("Error: table 'orders' is not a spotkit journal (its key is not pk + sk)")
 
 
+@pytest.mark.slow  # retries a dead endpoint before it gives up: seconds
 def test_a_dead_endpoint_ends_with_a_clear_error(tmp_path):
     # GIVEN an endpoint nothing listens on
     dead = f"http://127.0.0.1:{_free_port()}"

@@ -17,32 +17,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.agent_harness import emu  # noqa: F401 - a fixture
+from tests.support.agent_harness import start_workload
 from spotkit.rehearsal import checkpoint
 from spotkit.runtime.agent import AgentConfig, JsonLogger, run_until_notice
 from spotkit.runtime.agent.policy import CHECKPOINT_AND_CONTINUE, STOP, plan_final, validate_policy
-from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(interval=0.05, complete_lifecycle=False)
 
 
-@pytest.fixture()
-def emu():
-    with ImdsEmulator(EmulatorSettings(imdsv2_required=True)) as e:
-        yield e
-
-
 def _workload(tmp_path: Path) -> subprocess.Popen:
-    """A process group that records when it gets SIGTERM."""
-    marker = tmp_path / "got-sigterm"
-    proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import signal, sys, time\n"
-         f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').write(repr(time.time())), sys.exit(0)))\n"
-         "print('ready', flush=True)\n"
-         "time.sleep(120)\n"], start_new_session=True, stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
-    return proc
+    """A process group that records when it gets SIGTERM (in ``got-sigterm``)."""
+    return start_workload(tmp_path / "got-sigterm")
 
 
 # --- the plan (pure) ------------------------------------------------------------------------------
@@ -141,6 +128,7 @@ def test_continue_stops_waiting_when_the_workload_finishes_on_its_own(emu, tmp_p
     assert result.signal_sent_at is None or result.signal_sent_at < result.deadline - 30
 
 
+@pytest.mark.slow  # starts the agent command line twice: seconds
 def test_cli_notice_policy_option_and_its_user_error(emu, tmp_path):
     workload = _workload(tmp_path)
     try:

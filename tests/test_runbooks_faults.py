@@ -402,10 +402,7 @@ def test_the_lease_costs_the_same_calls_for_one_or_six_attachments(aws, tmp_path
 
     counts = {}
     for size in (1, 6):
-        aws.reset()
-        world = SpotGroupWorld.create(aws, size=size)
-        for iid in world.instance_ids():
-            world.interrupt(iid)
+        world = SpotGroupWorld.all_reclaimed(aws, size)
         counter = CallCounter()
         asg = counter.attach(aws.client("autoscaling"))
         result = recover_volumes(world.ec2, "training", ctx(tmp_path / str(size)), autoscaling=asg)

@@ -203,10 +203,7 @@ def test_read_calls_do_not_grow_with_instances(aws, tmp_path):
     # GIVEN two groups' worth of recoveries, 1 and 6 reclaimed instances
     counts = {}
     for size in (1, 6):
-        aws.reset()
-        world = SpotGroupWorld.create(aws, size=size)
-        for iid in world.instance_ids():
-            world.interrupt(iid)
+        world = SpotGroupWorld.all_reclaimed(aws, size)
         counter = CallCounter()
         ec2 = counter.attach(aws.client("ec2"))
         # WHEN the runbook puts every volume back

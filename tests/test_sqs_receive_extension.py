@@ -5,7 +5,6 @@ concurrent receivers and deleters work as on one queue: no message handed out tw
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -18,6 +17,40 @@ def _queue(aws, **attributes):
     sqs = aws.client("sqs")
     url = sqs.create_queue(QueueName="ext-q", Attributes={k: str(v) for k, v in attributes.items()})["QueueUrl"]
     return sqs, url
+
+
+@pytest.fixture()
+def attribute_builds(monkeypatch):
+    """How many times moto builds a queue's ``attributes`` (every one, with the approximate counts that
+    scan every message): the cost the extension is for. Counted in this process (the test server is a
+    thread of it), not timed."""
+    from moto.sqs.models import Queue
+
+    built = []
+    stock = Queue.attributes
+
+    def counted(queue):
+        built.append(queue.name)
+        return stock.fget(queue)
+
+    monkeypatch.setattr(Queue, "attributes", property(counted))
+    return built
+
+
+def test_a_receive_does_not_rebuild_the_queue_attributes_per_message(aws, attribute_builds):
+    # GIVEN a queue of 200 messages
+    sqs, url = _queue(aws, VisibilityTimeout=300)
+    for start in range(0, 200, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "MessageBody": f"m{start + k}"} for k in range(10)])
+    # WHEN one receive hands out 10 of them
+    attribute_builds.clear()
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]) == 10
+    # THEN the queue's attributes were not built for them (moto's own retention check builds them per message)
+    assert attribute_builds == []
+    # AND asking for 5 attributes by name builds them once, not once per name
+    sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "QueueArn",
+                                                           "VisibilityTimeout", "DelaySeconds", "Policy"])
+    assert attribute_builds == ["ext-q"]
 
 
 def test_it_is_listed():
@@ -46,15 +79,24 @@ def test_attributes_by_name_are_those_of_all(aws):
     assert err.value.response["Error"]["Code"] in ("InvalidAttributeName", "InvalidParameterValue")
 
 
-def test_a_long_poll_returns_a_message_sent_while_it_waits(aws):
-    # GIVEN an empty queue and a receiver long-polling it for up to 20 s
+def test_a_long_poll_returns_a_message_sent_while_it_waits(aws, monkeypatch):
+    # GIVEN an empty queue and a receiver long-polling it for up to 20 s, seen waiting on the queue
+    from moto.sqs.models import Queue
+
+    waiting, stock_wait = threading.Event(), Queue.wait_for_messages
+
+    def wait_for_messages(queue, timeout):
+        waiting.set()
+        return stock_wait(queue, timeout)
+
+    monkeypatch.setattr(Queue, "wait_for_messages", wait_for_messages)
     sqs, url = _queue(aws)
     got = []
     receiver = threading.Thread(target=lambda: got.extend(
         aws.client("sqs").receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", [])))
     receiver.start()
+    assert waiting.wait(timeout=30), "the receive never waited for a message"
     # WHEN a message is sent meanwhile
-    time.sleep(0.5)
     sqs.send_message(QueueUrl=url, MessageBody="late")
     receiver.join(timeout=60)
     # THEN the waiting receive returned it (not an empty answer after the wait)

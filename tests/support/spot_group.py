@@ -61,6 +61,16 @@ class SpotGroupWorld:
             world.volumes[iid] = vol
         return world
 
+    @classmethod
+    def all_reclaimed(cls, aws, size: int) -> "SpotGroupWorld":
+        """On a clean emulator, a group of ``size`` instances with their data volumes, every one reclaimed
+        and replaced (the volumes left behind for ``recover volumes``)."""
+        aws.reset()
+        world = cls.create(aws, size=size)
+        for iid in world.instance_ids():
+            world.interrupt(iid)
+        return world
+
     def instance_ids(self) -> list[str]:
         g = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])["AutoScalingGroups"][0]
         return sorted(i["InstanceId"] for i in g["Instances"])

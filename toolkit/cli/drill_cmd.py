@@ -184,7 +184,7 @@ def drill_command(ctx: CliContext, workload, cloud, interruptions, seed, steps, 
                            f"--cloud {cloud}",
                            hint=f"spotkit drill --cloud {cloud} --no-aws")
     extras.require("demo", *(["local"] if use_aws else []))  # before any work, not when the workload starts
-    from spotkit.rehearsal.drill import DrillSettings, compare, plot
+    from spotkit.rehearsal.drill import DrillSettings, plot, report
 
     settings = DrillSettings(interruptions=interruptions, seed=seed, steps=steps, step_seconds=step_seconds,
                              checkpoint_every=checkpoint_every, notice_seconds=notice_seconds,
@@ -202,8 +202,7 @@ def drill_command(ctx: CliContext, workload, cloud, interruptions, seed, steps, 
         click.echo(f"drill{label}: {interruptions} interruptions (seed {seed}), {steps} steps of {step_seconds}s, "
                    f"notice {notice_seconds}s, agent policy {notice_policy}", err=True)
     results = run_drill_with_aws(ctx, settings, out_dir, use_aws, say)
-    summary = {mode: run.summary() for mode, run in results.items()}
-    summary["compare"] = compare(results)
+    summary = report(results)
     import json
 
     (out_dir / "drill.json").write_text(json.dumps(summary, indent=2))

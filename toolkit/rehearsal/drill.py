@@ -22,6 +22,9 @@ which checkpoint each instance resumed from and which steps each computed (nothi
 from one state). An optional ``aws_step`` callback runs at every reclaim (the CLI uses it to re-attach
 the instance's retained data volume on the local AWS target with the recovery runbook).
 
+This module is the simulation: it runs the instances, posts the notices, reclaims, and records what
+happened (a ``Timeline``); ``spotkit.rehearsal.drill_analysis`` turns the timeline into the figures (it is where
+``Interruption``, ``RunResult``, ``idle_intervals`` and ``compare`` live; they are re-exported here).
 The domain here prints nothing; ``spotkit drill`` renders the table and the plot.
 """
 
@@ -35,12 +38,23 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from spotkit.rehearsal.drill_analysis import (  # noqa: F401  (re-exported: the drill's public names stay here)
+    Interruption,
+    RunResult,
+    Timeline,
+    analyze,
+    compare,
+    idle_intervals,
+    interruption_line,
+    plot_inputs,
+    report,
+)
 from spotkit.errors import ToolkitError
 
 
@@ -143,125 +157,6 @@ class DrillSettings:
         return self.steps * self.step_seconds
 
 
-@dataclass
-class Interruption:
-    index: int
-    notice_at: float
-    reclaimed_at: float
-    rebalance_at: Optional[float] = None
-    replacement_launched_at: Optional[float] = None
-    detected_at: Optional[float] = None
-    detection_seconds: Optional[float] = None
-    checkpoint_seconds: Optional[float] = None
-    final_requested_at: Optional[float] = None
-    final_checkpoint_at: Optional[float] = None
-    last_step_before: int = 0
-    restored_step: int = 0
-    resumed_from: Optional[str] = None
-    handoff: bool = False
-    steps_lost: int = 0
-    resumed_at: Optional[float] = None
-    resume_seconds: Optional[float] = None  # reclaim -> replacement resumed (negative: before the reclaim)
-    idle_seconds: float = 0.0
-    old_pid: Optional[int] = None
-    new_pid: Optional[int] = None
-    aws: Optional[dict] = None
-
-
-@dataclass
-class RunResult:
-    mode: str
-    started_at: float
-    finished_at: float
-    final_step: int
-    steps_computed: int
-    compute_seconds: float = 0.0
-    interruptions: list[Interruption] = field(default_factory=list)
-    progress: list[dict] = field(default_factory=list)
-    idle: list[tuple[float, float]] = field(default_factory=list)  # epoch intervals with no step computing
-    policy: Optional[str] = None
-
-    @property
-    def wall_seconds(self) -> float:
-        return self.finished_at - self.started_at
-
-    @property
-    def steps_lost(self) -> int:
-        return sum(i.steps_lost for i in self.interruptions)
-
-    @property
-    def overhead_seconds(self) -> float:
-        return self.wall_seconds - self.compute_seconds
-
-    @property
-    def overhead_per_interruption(self) -> Optional[float]:
-        return self.overhead_seconds / len(self.interruptions) if self.interruptions else None
-
-    @property
-    def goodput(self) -> float:
-        return self.compute_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
-
-    def resumes(self) -> list[dict]:
-        """Every instance's start: pid, the checkpoint it resumed from, whether by hand-off."""
-        return [{"pid": e["pid"], "step": e["step"], "from_checkpoint": e.get("from_checkpoint"),
-                 "handoff": e.get("handoff", False), "t": e["t"]} for e in self.progress if e["event"] == "resume"]
-
-    def duplicate_resumes(self) -> list[str]:
-        """Checkpoints more than one instance resumed from (must be none)."""
-        seen = [r["from_checkpoint"] for r in self.resumes() if r["from_checkpoint"]]
-        return sorted({name for name in seen if seen.count(name) > 1})
-
-    def steps_computed_twice(self) -> list[int]:
-        """Step numbers computed more than once (each is a lost step computed again from the same state)."""
-        counts: dict[int, int] = {}
-        for e in self.progress:
-            if e["event"] == "step":
-                counts[e["step"]] = counts.get(e["step"], 0) + 1
-        return sorted(step for step, n in counts.items() if n > 1)
-
-    def concurrent_training_seconds(self) -> float:
-        """Seconds during which two instances computed steps at the same time (must be 0 for a hand-off)."""
-        spans: dict[int, tuple[float, float]] = {}
-        for e in self.progress:
-            if e["event"] == "step" and "started" in e:
-                lo, hi = spans.get(e["pid"], (e["started"], e["t"]))
-                spans[e["pid"]] = (min(lo, e["started"]), max(hi, e["t"]))
-        ordered = sorted(spans.values())
-        return round(sum(max(0.0, min(a[1], b[1]) - b[0]) for a, b in zip(ordered, ordered[1:])), 4)
-
-    def summary(self) -> dict:
-        def mean(values):
-            values = [v for v in values if v is not None]
-            return round(sum(values) / len(values), 4) if values else None
-
-        n = len(self.interruptions)
-        return {
-            "mode": self.mode,
-            "notice_policy": self.policy,
-            "wall_seconds": round(self.wall_seconds, 3),
-            "compute_seconds": round(self.compute_seconds, 3),
-            "overhead_seconds": round(self.overhead_seconds, 3),
-            "overhead_per_interruption": None if not n else round(self.overhead_per_interruption, 3),
-            "idle_seconds_per_interruption": mean(i.idle_seconds for i in self.interruptions),
-            "idle_seconds_total": round(sum(b - a for a, b in self.idle), 3),
-            "goodput": round(self.goodput, 4),
-            "final_step": self.final_step,
-            "steps_computed": self.steps_computed,
-            "steps_lost_total": self.steps_lost,
-            "steps_lost_max": max((i.steps_lost for i in self.interruptions), default=0),
-            "steps_computed_twice": self.steps_computed_twice(),
-            "duplicate_resumes": self.duplicate_resumes(),
-            "concurrent_training_seconds": self.concurrent_training_seconds(),
-            "handoffs": sum(1 for i in self.interruptions if i.handoff),
-            "detection_seconds_mean": mean(i.detection_seconds for i in self.interruptions),
-            "checkpoint_seconds_mean": mean(i.checkpoint_seconds for i in self.interruptions),
-            "resume_seconds_mean": mean(i.resume_seconds for i in self.interruptions),
-            "resumes": self.resumes(),
-            "idle_intervals": [[round(a - self.started_at, 3), round(b - self.started_at, 3)] for a, b in self.idle],
-            "interruptions": [asdict(i) for i in self.interruptions],
-        }
-
-
 def _read_progress(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -272,21 +167,6 @@ def _read_progress(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue  # a line torn by SIGKILL
     return events
-
-
-def idle_intervals(events: list[dict], start: float, end: float, step_seconds: float) -> list[tuple[float, float]]:
-    """Epoch intervals in [start, end] during which no instance computed a step (boot, waits, lost time).
-
-    Gaps shorter than a twentieth of a step (logging between two steps) are not idle."""
-    spans = sorted((e.get("started", e["t"] - step_seconds), e["t"]) for e in events if e["event"] == "step")
-    gaps, cursor = [], start
-    for lo, hi in spans:
-        if lo - cursor > step_seconds / 20:
-            gaps.append((cursor, lo))
-        cursor = max(cursor, hi)
-    if end - cursor > step_seconds / 20:
-        gaps.append((cursor, end))
-    return gaps
 
 
 class _Instance:
@@ -385,149 +265,191 @@ def _sleep_until_reclaim(when: float, emulator) -> None:
         time.sleep(min(0.02, max(0.0, when - time.time())))
 
 
-def run_once(mode: str, settings: DrillSettings, workdir: Path,
-             aws_step: Optional[Callable[[int], dict]] = None,
-             on_event: Optional[Callable[[str], None]] = None) -> RunResult:
-    """One run of the drill, ``mode`` "agent" or "baseline"."""
-    from spotkit.runtime.agent import AgentConfig, JsonLogger, run_until_notice
+@dataclass(frozen=True)
+class _Run:
+    """What the interruptions of one run share: its mode, settings, files, start and progress messages."""
+
+    mode: str
+    settings: DrillSettings
+    run_dir: Path
+    started: float
+    say: Callable[[str], None]
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "efs-checkpoints"
+
+    @property
+    def progress(self) -> Path:
+        return self.run_dir / "progress.jsonl"
+
+    @property
+    def handoff(self) -> bool:
+        """The replacement launches at the rebalance/notice (agent run with ``handoff``)."""
+        return self.mode == "agent" and self.settings.handoff
+
+    def launch(self, wait_until: Optional[float] = None) -> _Instance:
+        return _Instance(self.settings, self.ckpt_dir, self.progress, wait_for_final=wait_until)
+
+    def replacement(self, reclaim_due: float) -> _Replacement:
+        return _Replacement(self.settings, self.ckpt_dir, self.progress, wait_until=reclaim_due)
+
+
+def _fresh_run(mode: str, settings: DrillSettings, workdir: Path, say: Callable[[str], None]) -> _Run:
+    """The run's directory, emptied of a previous run's progress, agent log and checkpoints."""
+    run = _Run(mode, settings, workdir / mode, time.time(), say)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    for old in [run.progress, run.run_dir / "agent.jsonl", *run.ckpt_dir.glob("*"), *run.ckpt_dir.glob(".*")]:
+        old.unlink(missing_ok=True)
+    return run
+
+
+class _AgentWatch:
+    """spotkit's agent on ``instance``, watching ``imds_url`` in a thread until the notice it acts on."""
+
+    def __init__(self, run: _Run, instance: _Instance, imds_url: str):
+        from spotkit.runtime.agent import AgentConfig, JsonLogger, run_until_notice
+
+        s = run.settings
+        hook = (f"{sys.executable} -m spotkit.rehearsal.workload --request-checkpoint {instance.proc.pid} "
+                f"--checkpoint-dir {run.ckpt_dir} --timeout {s.notice_seconds}")
+        config = AgentConfig(on_notice=hook, workload_pgid=instance.pgid, interval=s.agent_interval, margin=s.margin,
+                             complete_lifecycle=False, once=True, notice_policy=s.notice_policy, cloud=s.cloud,
+                             notice_seconds=s.notice_seconds if s.cloud != "aws" else None, wait_seconds=1.0)
+        self.stop = threading.Event()
+        self.result = None
+
+        def watch():
+            try:
+                with open(run.run_dir / "agent.jsonl", "a") as agent_log:
+                    self.result = run_until_notice(imds_url, config, stop=self.stop, log=JsonLogger(agent_log))
+            except TimeoutError:
+                pass
+
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+
+    def finish(self):
+        """The agent's result after the reclaim (None if it saw no notice); stops it if still watching."""
+        if self.result is None:
+            self.stop.set()
+        self.thread.join(timeout=5)
+        return self.result
+
+
+class _AwsSteps:
+    """``aws_step(index)`` at every reclaim, in the background beside the replacement's boot (as on AWS,
+    where the replacement boots while recovery runs), one at a time; its answer goes to ``item.aws``."""
+
+    def __init__(self, aws_step: Optional[Callable[[int], dict]]):
+        self.aws_step = aws_step
+        self.threads: list[threading.Thread] = []
+
+    def start(self, item: Interruption) -> None:
+        if not self.aws_step:
+            return
+        for previous in self.threads:
+            previous.join(timeout=120)
+
+        def step(item=item):
+            item.aws = self.aws_step(item.index)
+
+        thread = threading.Thread(target=step, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=120)
+
+
+def _interrupt(run: _Run, index: int, instance: _Instance, anchor: float) -> Optional[tuple[Interruption, _Instance]]:
+    """Interruption ``index`` of ``instance`` (up since ``anchor``): the rebalance recommendation if the
+    schedule has one, the notice, the reclaim. Returns what happened and the instance that trains on,
+    or None when the workload finished training first."""
+    s = run.settings
+    notice_due = _whole_second_action(anchor + s.schedule()[index], s.notice_seconds)
+    reclaim_due = notice_due + s.notice_seconds
+    lead = s.rebalance_schedule()[index]
+    emulator, notice_body = _cloud_emulator(s)
+    with emulator as imds:
+        watch = _AgentWatch(run, instance, imds.url) if run.mode == "agent" else None
+        replacement, rebalance_at = None, None
+        if lead is not None:
+            if not _sleep_until(max(anchor, notice_due - lead), instance):
+                if watch:
+                    watch.stop.set()
+                return None
+            _post(f"{imds.url}/spotkit/interrupt", {"kind": "rebalance", "lead_seconds": s.notice_seconds})
+            rebalance_at = time.time()
+            if run.handoff:  # capacity rebalancing launches the replacement now
+                replacement = run.replacement(reclaim_due)
+        if not _sleep_until(notice_due, instance):
+            if watch:
+                watch.stop.set()
+            if replacement is not None:
+                replacement.join().reclaim()  # launched for a reclaim that never came
+            return None
+        _post(f"{imds.url}/spotkit/interrupt", notice_body)
+        notice_at = time.time()
+        if run.handoff and replacement is None:  # the handler's start-replacement
+            replacement = run.replacement(reclaim_due)
+        run.say(f"{run.mode}: interruption {index + 1}/{s.interruptions}: notice at +{notice_at - run.started:.1f}s"
+                + (f" (rebalance {lead:.1f}s ahead)" if rebalance_at else ""))
+        _sleep_until_reclaim(reclaim_due, imds)
+        reclaimed_at = time.time()
+        instance.reclaim()
+        agent = watch.finish() if watch else None
+    if replacement is None:  # the baseline: a new instance boots after the reclaim
+        time.sleep(s.replacement_seconds)
+        new, launched_at = run.launch(), reclaimed_at
+    else:
+        new, launched_at = replacement.join(), replacement.launched_at
+    item = Interruption(index=index, notice_at=notice_at, reclaimed_at=reclaimed_at, rebalance_at=rebalance_at,
+                        replacement_launched_at=launched_at, old_pid=instance.proc.pid, new_pid=new.proc.pid,
+                        detected_at=agent.detected_at if agent else None,
+                        final_requested_at=agent.signal_sent_at if agent else None)
+    return item, new
+
+
+def record_run(mode: str, settings: DrillSettings, workdir: Path,
+               aws_step: Optional[Callable[[int], dict]] = None,
+               on_event: Optional[Callable[[str], None]] = None) -> Timeline:
+    """The simulation of one run, ``mode`` "agent" or "baseline": launch the workload, interrupt it on
+    the seeded schedule until training finishes, and return what happened (for ``analyze``)."""
+    import spotkit.runtime.agent  # noqa: F401  (loaded before the run's clock starts, as on a booted instance)
 
     if mode not in ("agent", "baseline"):
         raise ValueError(f"mode must be agent or baseline, got {mode!r}")
     settings.validate()
-    say = on_event or (lambda _msg: None)
-    run_dir = workdir / mode
-    ckpt_dir = run_dir / "efs-checkpoints"
-    progress = run_dir / "progress.jsonl"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for old in [progress, run_dir / "agent.jsonl", *ckpt_dir.glob("*"), *ckpt_dir.glob(".*")]:
-        old.unlink(missing_ok=True)
-
-    started = time.time()
+    run = _fresh_run(mode, settings, workdir, on_event or (lambda _msg: None))
     interruptions: list[Interruption] = []
-    aws_threads: list[threading.Thread] = []
-    instance = _Instance(settings, ckpt_dir, progress)
-    anchor = started
-    rebalances = settings.rebalance_schedule()
-    for index, uptime in enumerate(settings.schedule()):
-        notice_due = _whole_second_action(anchor + uptime, settings.notice_seconds)
-        reclaim_due = notice_due + settings.notice_seconds
-        lead = rebalances[index]
-        emulator, notice_body = _cloud_emulator(settings)
-        with emulator as imds:
-            agent_result: dict = {}
-            agent_thread = None
-            stop = threading.Event()
-            if mode == "agent":
-                hook = (f"{sys.executable} -m spotkit.rehearsal.workload --request-checkpoint {instance.proc.pid} "
-                        f"--checkpoint-dir {ckpt_dir} --timeout {settings.notice_seconds}")
-                config = AgentConfig(on_notice=hook, workload_pgid=instance.pgid, interval=settings.agent_interval,
-                                     margin=settings.margin, complete_lifecycle=False, once=True,
-                                     notice_policy=settings.notice_policy, cloud=settings.cloud,
-                                     notice_seconds=settings.notice_seconds if settings.cloud != "aws" else None,
-                                     wait_seconds=1.0)
-
-                def watch(config=config):
-                    try:
-                        with open(run_dir / "agent.jsonl", "a") as agent_log:
-                            agent_result["result"] = run_until_notice(imds.url, config, stop=stop,
-                                                                      log=JsonLogger(agent_log))
-                    except TimeoutError:
-                        pass
-
-                agent_thread = threading.Thread(target=watch, daemon=True)
-                agent_thread.start()
-            replacement: Optional[_Replacement] = None
-            rebalance_at = None
-            if lead is not None:
-                if not _sleep_until(max(anchor, notice_due - lead), instance):
-                    stop.set()
-                    break  # finished training before this interruption
-                _post(f"{imds.url}/spotkit/interrupt", {"kind": "rebalance", "lead_seconds": settings.notice_seconds})
-                rebalance_at = time.time()
-                if mode == "agent" and settings.handoff:  # capacity rebalancing launches the replacement now
-                    replacement = _Replacement(settings, ckpt_dir, progress, wait_until=reclaim_due)
-            if not _sleep_until(notice_due, instance):
-                stop.set()
-                if replacement is not None:
-                    replacement.join().reclaim()  # launched for a reclaim that never came
-                break
-            _post(f"{imds.url}/spotkit/interrupt", notice_body)
-            notice_at = time.time()
-            if mode == "agent" and settings.handoff and replacement is None:  # the handler's start-replacement
-                replacement = _Replacement(settings, ckpt_dir, progress, wait_until=reclaim_due)
-            say(f"{mode}: interruption {index + 1}/{settings.interruptions}: notice at +{notice_at - started:.1f}s"
-                + (f" (rebalance {lead:.1f}s ahead)" if rebalance_at else ""))
-            _sleep_until_reclaim(reclaim_due, imds)
-            reclaimed_at = time.time()
-            instance.reclaim()
-            if agent_thread:
-                if "result" not in agent_result:
-                    stop.set()
-                agent_thread.join(timeout=5)
-        if replacement is None:  # the baseline: a new instance boots after the reclaim
-            time.sleep(settings.replacement_seconds)
-            new = _Instance(settings, ckpt_dir, progress)
-            launched_at = reclaimed_at
-        else:
-            new = replacement.join()
-            launched_at = replacement.launched_at
-        item = Interruption(index=index, notice_at=notice_at, reclaimed_at=reclaimed_at, rebalance_at=rebalance_at,
-                            replacement_launched_at=launched_at, old_pid=instance.proc.pid, new_pid=new.proc.pid)
-        result = agent_result.get("result")
-        if result is not None:
-            item.detected_at = result.detected_at
-            item.detection_seconds = round(max(0.0, result.detected_at - notice_at), 4)
-            item.final_requested_at = result.signal_sent_at
-        if aws_step:
-            # On AWS the replacement boots while recovery runs: do the AWS step beside the replacement.
-            def aws_in_background(item=item, index=index):
-                item.aws = aws_step(index)
-
-            for previous in aws_threads:
-                previous.join(timeout=120)
-            aws_thread = threading.Thread(target=aws_in_background, daemon=True)
-            aws_thread.start()
-            aws_threads.append(aws_thread)
+    aws = _AwsSteps(aws_step)
+    instance, anchor = run.launch(), run.started
+    for index in range(settings.interruptions):
+        happened = _interrupt(run, index, instance, anchor)
+        if happened is None:
+            break  # finished training before this interruption
+        item, new = happened
+        aws.start(item)
         interruptions.append(item)
-        say(f"{mode}:   reclaimed at +{reclaimed_at - started:.1f}s")
-        instance, anchor = new, reclaimed_at
-
+        run.say(f"{mode}:   reclaimed at +{item.reclaimed_at - run.started:.1f}s")
+        instance, anchor = new, item.reclaimed_at
     instance.proc.wait()
-    for thread in aws_threads:
-        thread.join(timeout=120)
-    events = _read_progress(progress)
-    steps = [e for e in events if e["event"] == "step"]
-    final_step = max((e["step"] for e in steps), default=0)
-    finished = max((e["t"] for e in steps if e["step"] == final_step), default=time.time())
-    idle = idle_intervals(events, started, finished, settings.step_seconds)
-    for n, item in enumerate(interruptions):
-        old = [e for e in events if e.get("pid") == item.old_pid]
-        new = [e for e in events if e.get("pid") == item.new_pid]
-        item.last_step_before = max((e["step"] for e in old if e["event"] == "step"), default=0)
-        requested = [e for e in old if e["event"] == "checkpoint" and e.get("reason") == "requested"]
-        if requested:
-            item.checkpoint_seconds = requested[0]["seconds"]
-        marker = [e for e in old if e["event"] == "final-marker"]
-        if marker:  # when the final checkpoint was durable (the marker follows it; its log line may come late)
-            saved = [e["t"] for e in old if e["event"] == "checkpoint" and e["step"] == marker[0]["step"]]
-            item.final_checkpoint_at = saved[-1] if saved else marker[0]["t"]
-        resume = [e for e in new if e["event"] == "resume"]
-        if resume:
-            item.restored_step = resume[0]["step"]
-            item.resumed_from = resume[0].get("from_checkpoint")
-            item.handoff = bool(resume[0].get("handoff"))
-            item.resumed_at = resume[0]["t"]
-            item.resume_seconds = round(item.resumed_at - item.reclaimed_at, 4)
-        item.steps_lost = max(0, item.last_step_before - item.restored_step)
-        # Idle time of this interruption: gaps from its notice (or rebalance) until the next notice.
-        window_end = interruptions[n + 1].notice_at if n + 1 < len(interruptions) else finished
-        window_start = min(x for x in (item.notice_at, item.rebalance_at) if x is not None)
-        item.idle_seconds = round(sum(max(0.0, min(b, window_end) - max(a, window_start)) for a, b in idle), 4)
-        say(f"{mode}:   interruption {n + 1}: last step {item.last_step_before}, resumed from {item.restored_step}"
-            f"{' (hand-off)' if item.handoff else ''}, lost {item.steps_lost}, idle {item.idle_seconds:.2f}s")
-    return RunResult(mode=mode, started_at=started, finished_at=finished, final_step=final_step,
-                     steps_computed=len(steps), compute_seconds=settings.compute_seconds, interruptions=interruptions,
-                     progress=events, idle=idle, policy=settings.notice_policy if mode == "agent" else None)
+    aws.join()
+    return Timeline(mode=mode, started_at=run.started, ended_at=time.time(), interruptions=interruptions,
+                    events=_read_progress(run.progress), policy=settings.notice_policy if mode == "agent" else None)
+
+
+def run_once(mode: str, settings: DrillSettings, workdir: Path,
+             aws_step: Optional[Callable[[int], dict]] = None,
+             on_event: Optional[Callable[[str], None]] = None) -> RunResult:
+    """One run of the drill, ``mode`` "agent" or "baseline": the simulation, then its analysis."""
+    timeline = record_run(mode, settings, workdir, aws_step, on_event)
+    result = analyze(timeline, settings.step_seconds, settings.compute_seconds)
+    for item in result.interruptions:
+        (on_event or (lambda _msg: None))(interruption_line(mode, item))
+    return result
 
 
 def run_drill(settings: DrillSettings, workdir: Path, aws_step: Optional[Callable[[int], dict]] = None,
@@ -537,62 +459,41 @@ def run_drill(settings: DrillSettings, workdir: Path, aws_step: Optional[Callabl
             for mode in ("agent", "baseline")}
 
 
-def compare(results: dict[str, RunResult]) -> dict:
-    """The agent against the baseline of the same run: overhead ratio and goodput."""
-    agent, base = results["agent"], results["baseline"]
-    a, b = agent.overhead_per_interruption, base.overhead_per_interruption
-    return {
-        "overhead_per_interruption": {"agent": None if a is None else round(a, 4),
-                                      "baseline": None if b is None else round(b, 4)},
-        "overhead_ratio": None if not a or not b else round(a / b, 4),
-        "goodput": {"agent": round(agent.goodput, 4), "baseline": round(base.goodput, 4)},
-        "wall_seconds": {"agent": round(agent.wall_seconds, 3), "baseline": round(base.wall_seconds, 3)},
-    }
-
-
 def plot(results: dict[str, RunResult], path: Path) -> Path:
-    """A PNG of completed step over time for each run: notices, reclaims and idle intervals marked."""
+    """A PNG of completed step over time for each run: notices, reclaims and idle intervals marked
+    (what it draws: ``drill_analysis.plot_inputs``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(results), 1, figsize=(9, 3.4 * len(results)), sharex=True, squeeze=False)
-    for ax, (mode, run) in zip(axes[:, 0], results.items()):
-        pids = []
-        for e in run.progress:
-            if e.get("pid") not in pids:
-                pids.append(e.get("pid"))
-        for n, pid in enumerate(pids):
-            steps = [(e["t"] - run.started_at, e["step"]) for e in run.progress
-                     if e["event"] == "step" and e["pid"] == pid]
-            if steps:
-                ax.plot(*zip(*steps), ".", markersize=3, color=f"C{n % 10}",
-                        label="steps (one colour per instance)" if n == 0 else None)
-        ckpts = [(e["t"] - run.started_at, e["step"]) for e in run.progress if e["event"] == "checkpoint"]
-        if ckpts:
-            ax.plot(*zip(*ckpts), "s", markersize=5, fillstyle="none", color="black", label="checkpoint")
-        for i, (lo, hi) in enumerate(run.idle):
-            ax.axvspan(lo - run.started_at, hi - run.started_at, color="grey", alpha=0.3,
-                       label="idle (nothing training)" if i == 0 else None)
-        for i, item in enumerate(run.interruptions):
-            if item.rebalance_at:
-                ax.axvline(item.rebalance_at - run.started_at, color="purple", linestyle=":",
-                           label="rebalance" if not any(x.rebalance_at for x in run.interruptions[:i]) else None)
-            ax.axvline(item.notice_at - run.started_at, color="orange", linestyle="--",
-                       label="notice" if i == 0 else None)
-            ax.axvline(item.reclaimed_at - run.started_at, color="red", label="reclaim" if i == 0 else None)
-        per = run.overhead_per_interruption
-        title = f"{mode}{f' ({run.policy})' if run.policy else ''}: {run.wall_seconds:.1f} s to step {run.final_step}, "
-        title += f"goodput {run.goodput:.0%}, {run.steps_lost} steps lost"
-        if per is not None:
-            title += f", overhead {per:.2f} s/interruption"
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel("training step")
-        ax.legend(loc="upper left", fontsize=7)
+    for ax, run in zip(axes[:, 0], results.values()):
+        _draw(ax, plot_inputs(run))
     axes[-1, 0].set_xlabel("seconds since start")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _draw(ax, inputs: dict) -> None:
+    """One run's panel of ``plot``."""
+    for n, series in enumerate(inputs["steps"]):
+        if series["points"]:
+            ax.plot(*zip(*series["points"]), ".", markersize=3, color=f"C{n % 10}",
+                    label="steps (one colour per instance)" if n == 0 else None)
+    if inputs["checkpoints"]:
+        ax.plot(*zip(*inputs["checkpoints"]), "s", markersize=5, fillstyle="none", color="black", label="checkpoint")
+    for i, (lo, hi) in enumerate(inputs["idle"]):
+        ax.axvspan(lo, hi, color="grey", alpha=0.3, label="idle (nothing training)" if i == 0 else None)
+    for i, t in enumerate(inputs["rebalances"]):
+        ax.axvline(t, color="purple", linestyle=":", label="rebalance" if i == 0 else None)
+    for i, t in enumerate(inputs["notices"]):
+        ax.axvline(t, color="orange", linestyle="--", label="notice" if i == 0 else None)
+    for i, t in enumerate(inputs["reclaims"]):
+        ax.axvline(t, color="red", label="reclaim" if i == 0 else None)
+    ax.set_title(inputs["title"], fontsize=10)
+    ax.set_ylabel("training step")
+    ax.legend(loc="upper left", fontsize=7)

@@ -35,6 +35,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,8 +90,9 @@ class EmulatorSettings:
 class _State:
     """Mutable emulator state, guarded by one lock (the server is threaded)."""
 
-    def __init__(self, settings: EmulatorSettings):
+    def __init__(self, settings: EmulatorSettings, token_clock: Callable[[], float] = time.monotonic):
         self.settings = settings
+        self.token_clock = token_clock  # token expiry: a test moves it instead of waiting a TTL out
         self.lock = threading.Lock()
         self.reset()
 
@@ -214,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, "Bad Request")
         token = secrets.token_urlsafe(32)
         with self.state.lock:
-            self.state.tokens[token] = time.monotonic() + ttl
+            self.state.tokens[token] = self.state.token_clock() + ttl
             self.state.counters["token_puts"] += 1
         self.send_response(200)
         self.send_header(TTL_HEADER, str(ttl))
@@ -301,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             return not st.settings.imdsv2_required
         with st.lock:
             expires = st.tokens.get(token)
-            return expires is not None and time.monotonic() < expires
+            return expires is not None and st.token_clock() < expires
 
     def _metadata(self, path: str) -> Optional[str]:
         st = self.state
@@ -361,10 +363,10 @@ class ImdsEmulator:
     """The emulator on a loopback port, in a background thread. Use as a context manager or start()/stop()."""
 
     def __init__(self, settings: Optional[EmulatorSettings] = None, host: str = "127.0.0.1", port: int = 0,
-                 verbose: bool = False):
+                 verbose: bool = False, token_clock: Callable[[], float] = time.monotonic):
         self.settings = settings or EmulatorSettings()
         self._server = _QuietServer((host, port), _Handler)
-        self._server.state = _State(self.settings)  # type: ignore[attr-defined]
+        self._server.state = _State(self.settings, token_clock)  # type: ignore[attr-defined]
         self._server.verbose = verbose  # type: ignore[attr-defined]
         self._thread: Optional[threading.Thread] = None
 
