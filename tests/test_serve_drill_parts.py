@@ -243,7 +243,9 @@ def test_demo_runs_the_serve_drill_when_haproxy_is_there(monkeypatch, capsys):
     monkeypatch.setattr(balancer, "find_haproxy", lambda: "/usr/sbin/haproxy")
     timings: dict = {}
     demo_cmd._serve_drill(ctx, lambda **kw: calls.append(kw), 7, Path("out"), timings)
-    assert calls == [{"workload": "serve", "seed": 7, "out": str(Path("out") / "drill-serve")}]
+    assert calls == [{"workload": "serve", "seed": 7, "interruptions": demo_cmd.DEMO_SERVE_INTERRUPTIONS,
+                      "out": str(Path("out") / "drill-serve")}]
+    assert demo_cmd.DEMO_SERVE_INTERRUPTIONS == 3  # a wave and a reclaim with no spot capacity fit in 3
     assert "serve drill" in timings
 
     def missing():
