@@ -8,13 +8,6 @@ also loads every CLI command before mkdocs-click documents them (the group loads
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 MARKER = "<!-- spotkit:rules -->"
 
 
