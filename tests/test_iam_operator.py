@@ -17,6 +17,7 @@ import uuid
 import boto3
 import pytest
 
+from tests.support.fis_extension import create_stack_template
 from tests.support.iam.policies import evaluate, record_proven, resolve
 from tests.support.iam.recorder import PRINCIPAL_KEYS, Recorder, iam_requests
 from tests.support.moto_server import REGION, start_moto_server
@@ -44,16 +45,7 @@ def _fis_template(server) -> str:
     from spotkit.constructs.operator_policy import fis_role_prefix
 
     role = f"arn:aws:iam::123456789012:role/{fis_role_prefix(GROUP)}0001"
-    return server.client("fis").create_experiment_template(
-        clientToken="stack", description=f"spotkit: interrupt COUNT(1) spot instance(s) of {GROUP} (PT2M notice)",
-        roleArn=role, stopConditions=[{"source": "none"}],
-        actions={"interrupt-spot": {"actionId": "aws:ec2:send-spot-instance-interruptions",
-                                    "parameters": {"durationBeforeInterruption": "PT2M"},
-                                    "targets": {"SpotInstances": "group-spot-instances"}}},
-        targets={"group-spot-instances": {"resourceType": "aws:ec2:spot-instance", "selectionMode": "COUNT(1)",
-                                          "resourceTags": {"spotkit:group": GROUP},
-                                          "filters": [{"path": "State.Name", "values": ["running"]}]}},
-        tags={"Name": f"{GROUP}-spot-interruption", "spotkit:group": GROUP})["experimentTemplate"]["id"]
+    return create_stack_template(server.client("fis"), GROUP, role, f"{GROUP}-spot-interruption")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from tests.support.terraform_outputs import apply_outputs_only
 from tests.support.interruption_world import clients_for
+from tests.support.fis_extension import create_stack_template
 from tests.support.spot_group import SpotGroupWorld
 from spotkit import interrupt as it
 from spotkit.cli.main import cli
@@ -137,16 +138,7 @@ def test_count_and_percent_together_and_a_dead_endpoint_are_clear_errors(capsys)
 
 def stack_template(aws) -> str:
     """The group's FIS template as the stack synthesizes it (modules/interruption_events.py)."""
-    return aws.client("fis").create_experiment_template(
-        clientToken="stack", description=f"spotkit: interrupt COUNT(1) spot instance(s) of {GROUP} (PT2M notice)",
-        roleArn=ROLE, stopConditions=[{"source": "none"}],
-        actions={"interrupt-spot": {"actionId": "aws:ec2:send-spot-instance-interruptions",
-                                    "parameters": {"durationBeforeInterruption": "PT2M"},
-                                    "targets": {"SpotInstances": "group-spot-instances"}}},
-        targets={"group-spot-instances": {"resourceType": "aws:ec2:spot-instance", "selectionMode": "COUNT(1)",
-                                          "resourceTags": {"spotkit:group": GROUP},
-                                          "filters": [{"path": "State.Name", "values": ["running"]}]}},
-        tags={"Name": f"spotkit-gpu-{GROUP}-spot-interruption", "spotkit:group": GROUP})["experimentTemplate"]["id"]
+    return create_stack_template(aws.client("fis"), GROUP, ROLE, f"spotkit-gpu-{GROUP}-spot-interruption")
 
 
 def route_warnings_to_queue(world) -> None:
