@@ -132,6 +132,25 @@ def test_an_event_naming_this_vm_and_another_is_drained_but_not_acknowledged(tmp
     assert not events(log, "notice-acknowledged")
 
 
+def test_a_workload_still_saving_at_the_deadline_is_not_cut_short_by_an_acknowledgement():
+    proc = start_workload(ignore_sigterm=True)  # still running at the deadline (a slow final checkpoint)
+    try:
+        with AzureEmulator() as az:
+            # GIVEN a Preempt for this VM alone, 3 s ahead (the deadline is 2 s away with the 1 s margin)
+            az.interrupt("preempt", lead_seconds=3, resources=[ME])
+            log = JsonLogger(io.StringIO())
+            run_until_notice(az.url, AgentConfig(cloud="azure", on_notice="true", workload_pgid=proc.pid, **FAST),
+                             log=log, timeout=60)
+            snap = az.snapshot()
+        # THEN the agent does not tell Azure to proceed now: the event keeps its own time
+        assert snap["start_requests"] == []
+        [skipped] = events(log, "acknowledge-skipped")
+        assert skipped["reason"].startswith("the workload was still running at the deadline")
+        assert events(log, "workload-still-running") and not events(log, "notice-acknowledged")
+    finally:
+        stop_workload(proc)
+
+
 def test_an_agent_that_cannot_read_its_vm_name_acts_on_nothing_and_says_why(tmp_path):
     hook_ran = tmp_path / "hook-ran"
     with AzureEmulator(AzureSettings(vm_name="")) as az:

@@ -36,6 +36,8 @@ README_NEEDS_AWS = {
         "terraform apply of the EKS stack to a real AWS account",
     "spotkit k8s render eks_gpu --out k8s.out": "takes the file system ids from the outputs of a real eks_gpu apply "
                                                 "($(terraform output ...))",
+    "spotkit local start && spotkit plan my-training --target local": "runs in your own app's folder: "
+        "tests/test_own_stack_wheel.py plans examples/own-stack that way, from the wheel",
 }
 
 
@@ -211,9 +213,11 @@ def own_stack_example() -> str:
 def readme_commands() -> list[tuple[str, list[str]]]:
     """Each fenced command line of README.md and docs/*.md that runs spotkit, as (line, its spotkit segments)."""
     text = documented_text()
-    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.M | re.S)
+    blocks = re.findall(r"^```([a-z]*)\n(.*?)^```", text, flags=re.M | re.S)
     found = []
-    for block in blocks:
+    for lang, block in blocks:
+        if lang == "text":  # a program's output, not commands to paste
+            continue
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"^\s*(- )?(run: |# [a-z ]+: )", "", line).strip()
             line = re.split(r"\s{2,}#|\s+\|\|", line)[0].strip().rstrip("&").strip()

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def settings(cloud: str) -> DrillSettings:
-    return DrillSettings(interruptions=2, seed=5, steps=56, step_seconds=0.25, checkpoint_every=10,
-                         notice_seconds=2.0, replacement_seconds=0.3, uptime_range=(1.5, 3.0), cloud=cloud)
+    return DrillSettings(interruptions=2, seed=5, steps=80, step_seconds=0.25, checkpoint_every=10,
+                         notice_seconds=4.0, replacement_seconds=0.3, uptime_range=(1.5, 3.0), cloud=cloud)
 
 
 @pytest.fixture(scope="module", params=["gcp", "azure"])

@@ -427,6 +427,12 @@ class Agent:
             return
         if result.signal is not None and not result.signal.dry_run:
             result.workload_exited_at = self._wait_for_workload(deadline)
+            if result.workload_exited_at is None and result.signal.pgid is not None:
+                # Acknowledging lets the platform proceed at once: with the workload still saving, that would
+                # cut its final checkpoint short. Unanswered, the event proceeds at its own time.
+                self.log("acknowledge-skipped", reason="the workload was still running at the deadline: the event "
+                                                       "proceeds at its own time", notice=notice.to_dict())
+                return
         for callback in callbacks:
             try:
                 done = callback(notice, dry_run=self.config.dry_run)
