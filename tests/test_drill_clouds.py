@@ -58,16 +58,30 @@ def test_the_agent_reads_the_clouds_own_notice_at_every_interruption(drill):
 @pytest.mark.slow  # the drill runs real workloads for about a minute
 def test_azure_events_are_acknowledged_and_the_reclaim_follows(drill):
     cloud, results, out = drill
-    acked = [e for e in agent_log(out) if e["event"] == "notice-acknowledged"]
+    log = agent_log(out)
+    acked = [e for e in log if e["event"] == "notice-acknowledged"]
     if cloud != "azure":
-        assert acked == []
+        assert acked == [] and not any(e["event"] == "acknowledge-skipped" for e in log)
         return
-    assert len(acked) == 2 and all(a["event_type"] == "Preempt" and a["status"] == 200 for a in acked)
-    detected = [e["notice"] for e in agent_log(out) if e["event"] == "notice-detected"]
-    for item, ack, notice in zip(results["agent"].interruptions, acked, detected):
-        # the platform goes ahead once acknowledged: after the acknowledgement, before the event's NotBefore
-        assert ack["event_id"] == notice["detail"]["EventId"]
-        assert parse_time(ack["ts"]).timestamp() <= item.reclaimed_at < parse_time(notice["time"]).timestamp()
+    # Each event has one answer, decided by the workload: acknowledged once it has exited, or (on a loaded
+    # machine, its final checkpoint still running at the deadline) left to proceed at its own time. Which one
+    # is up to the machine; that each answer follows from the workload's state is not.
+    answers = [e for e in log if e["event"] in ("notice-acknowledged", "acknowledge-skipped",
+                                                "workload-exited", "workload-still-running")]
+    detected = [e["notice"] for e in log if e["event"] == "notice-detected"]
+    pairs = list(zip(answers[0::2], answers[1::2]))
+    assert len(answers) == 4 and len(pairs) == len(detected) == 2, answers
+    for item, (workload, answer), notice in zip(results["agent"].interruptions, pairs, detected):
+        if workload["event"] == "workload-exited":
+            # the platform goes ahead once acknowledged: after the acknowledgement, before the event's NotBefore
+            assert answer["event"] == "notice-acknowledged", answer
+            assert answer["event_type"] == "Preempt" and answer["status"] == 200
+            assert answer["event_id"] == notice["detail"]["EventId"]
+            assert parse_time(answer["ts"]).timestamp() <= item.reclaimed_at < parse_time(notice["time"]).timestamp()
+        else:
+            assert answer["event"] == "acknowledge-skipped", answer
+            assert answer["notice"]["detail"]["EventId"] == notice["detail"]["EventId"]
+            assert item.reclaimed_at >= parse_time(notice["time"]).timestamp()  # unanswered: at its own time
 
 
 @pytest.mark.slow  # the drill runs real workloads for about a minute
