@@ -32,11 +32,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spotkit.check.checkov import find_checkov
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# What every layout's shared file holds besides its inputs: the interruption rule, its target, the
+# checkpoint file system.
+SPOT_EVENTS = """resource "aws_cloudwatch_event_rule" "spot" {
+  event_pattern = jsonencode({ source = ["aws.ec2"], "detail-type" = ["EC2 Spot Instance Interruption Warning"] })
+}
+
+resource "aws_cloudwatch_event_target" "spot" {
+  rule = aws_cloudwatch_event_rule.spot.name
+  arn  = "arn:aws:sqs:eu-west-1:123456789012:spot-events"
+}
+
+resource "aws_efs_file_system" "checkpoints" {}
+"""
 
 FILE = """
 locals {{
@@ -118,17 +133,7 @@ variable "azs" {
   default = ["eu-west-1a", "eu-west-1b"]
 }
 
-resource "aws_cloudwatch_event_rule" "spot" {
-  event_pattern = jsonencode({ source = ["aws.ec2"], "detail-type" = ["EC2 Spot Instance Interruption Warning"] })
-}
-
-resource "aws_cloudwatch_event_target" "spot" {
-  rule = aws_cloudwatch_event_rule.spot.name
-  arn  = "arn:aws:sqs:eu-west-1:123456789012:spot-events"
-}
-
-resource "aws_efs_file_system" "checkpoints" {}
-"""
+""" + SPOT_EVENTS
 
 
 MODULE_MAIN = """
@@ -275,17 +280,7 @@ locals {
   subnet_ids = ["subnet-0a", "subnet-0b"]
 }
 
-resource "aws_cloudwatch_event_rule" "spot" {
-  event_pattern = jsonencode({ source = ["aws.ec2"], "detail-type" = ["EC2 Spot Instance Interruption Warning"] })
-}
-
-resource "aws_cloudwatch_event_target" "spot" {
-  rule = aws_cloudwatch_event_rule.spot.name
-  arn  = "arn:aws:sqs:eu-west-1:123456789012:spot-events"
-}
-
-resource "aws_efs_file_system" "checkpoints" {}
-"""
+""" + SPOT_EVENTS
 
 SERVICE = """
 module "svc_{i}" {{
@@ -315,6 +310,11 @@ def generate_modules(directory: Path, files: int) -> None:
     for i in range(remaining):
         env = envs[i % len(envs)]
         texts[f"envs/{env}/svc_{i:03d}.tf"] = SERVICE.format(i=i, env=env, size=2 + i % 5)
+    write_files(directory, texts)
+
+
+def write_files(directory: Path, texts: dict[str, str]) -> None:
+    """Write each text at its path under ``directory`` (folders made as needed)."""
     for name, text in texts.items():
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,11 +330,10 @@ def extract(ref: str, into: Path) -> Path:
 
 def generate(directory: Path, files: int) -> None:
     """``files`` .tf files (one of them also holds the variables and shared resources)."""
-    for i in range(files):
-        text = FILE.format(i=i, prev=(i - 1) % files)
-        if i == 0:
-            text = COMMON + text
-        (directory / f"group_{i:03d}.tf").write_text(text)
+    texts = {f"group_{i:03d}.tf": FILE.format(i=i, prev=(i - 1) % files) for i in range(files)}
+    if files:
+        texts["group_000.tf"] = COMMON + texts["group_000.tf"]
+    write_files(directory, texts)
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess]:
@@ -345,6 +344,46 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float, subprocess.Completed
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc
+
+
+@dataclass
+class Timings:
+    """Wall and CPU seconds of each fresh-process run, per command; ``output``: spotkit's last stdout."""
+
+    spotkit: list[float] = field(default_factory=list)
+    spotkit_cpu: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+    baseline_cpu: list[float] = field(default_factory=list)
+    checkov: list[float] = field(default_factory=list)
+    checkov_cpu: list[float] = field(default_factory=list)
+    output: str = ""
+
+
+def time_runs(runs: int, spotkit_cmd: list[str], baseline_root: Path | None,
+              checkov_cmd: list[str] | None) -> Timings | None:
+    """Run spotkit, the baseline and checkov in turn ``runs`` times; None (the failure printed) when
+    spotkit or the baseline fails."""
+    times = Timings()
+    for _ in range(runs):
+        seconds, cpu, proc = timed(spotkit_cmd, ROOT)
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-2000:])
+            return None
+        times.spotkit.append(seconds)
+        times.spotkit_cpu.append(cpu)
+        times.output = proc.stdout
+        if baseline_root:
+            seconds, cpu, base_proc = timed(spotkit_cmd, baseline_root)
+            if base_proc.returncode != 0:
+                print("baseline failed:", base_proc.stdout[-2000:], base_proc.stderr[-2000:])
+                return None
+            times.baseline.append(seconds)
+            times.baseline_cpu.append(cpu)
+        if checkov_cmd:
+            seconds, cpu, _proc = timed(checkov_cmd, ROOT)
+            times.checkov.append(seconds)
+            times.checkov_cpu.append(cpu)
+    return times
 
 
 def main(argv=None) -> int:
@@ -368,26 +407,10 @@ def main(argv=None) -> int:
         if args.baseline:
             (Path(tmp) / "baseline").mkdir()
             baseline_root = extract(args.baseline, Path(tmp) / "baseline")
-        spotkit_times, checkov_times, spotkit_cpu, checkov_cpu, base_times, base_cpu = [], [], [], [], [], []
-        for _ in range(args.runs):
-            seconds, cpu, proc = timed(spotkit_cmd, ROOT)
-            if proc.returncode != 0:
-                print(proc.stdout[-2000:], proc.stderr[-2000:])
-                return 1
-            spotkit_times.append(seconds)
-            spotkit_cpu.append(cpu)
-            if baseline_root:
-                seconds, cpu, base_proc = timed(spotkit_cmd, baseline_root)
-                if base_proc.returncode != 0:
-                    print("baseline failed:", base_proc.stdout[-2000:], base_proc.stderr[-2000:])
-                    return 1
-                base_times.append(seconds)
-                base_cpu.append(cpu)
-            if checkov_cmd:
-                seconds, cpu, _proc = timed(checkov_cmd, ROOT)
-                checkov_times.append(seconds)
-                checkov_cpu.append(cpu)
-        summary = proc.stdout.strip().splitlines()
+        times = time_runs(args.runs, spotkit_cmd, baseline_root, checkov_cmd)
+        if times is None:
+            return 1
+        summary = times.output.strip().splitlines()
         # in-process: the check itself, without Python start-up and imports
         from spotkit.check import run_check_on_paths
 
@@ -395,28 +418,33 @@ def main(argv=None) -> int:
         start, start_cpu = time.perf_counter(), time.process_time()
         report = run_check_on_paths([str(directory)], checkov="off")
         in_process, in_process_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    spotkit_s = statistics.median(spotkit_times)
+    spotkit_s = statistics.median(times.spotkit)
     print(f"directory ({args.layout}): {args.files} .tf files, {len(report.files)} read, {len(report.findings)} finding(s) ({summary[-2] if len(summary) > 1 else ''})")
     print(f"machine load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s): wall times grow with it, CPU times do not")
-    print(f"spotkit check --no-checkov, fresh process: median wall {spotkit_s:.2f} s, CPU {statistics.median(spotkit_cpu):.2f} s "
-          f"over {args.runs} run(s) (wall {', '.join(f'{t:.2f}' for t in spotkit_times)})")
+    print(f"spotkit check --no-checkov, fresh process: median wall {spotkit_s:.2f} s, CPU {statistics.median(times.spotkit_cpu):.2f} s "
+          f"over {args.runs} run(s) (wall {', '.join(f'{t:.2f}' for t in times.spotkit)})")
     print(f"spotkit check, in process (load + rules, no start-up): wall {in_process:.2f} s, CPU {in_process_cpu:.2f} s")
-    if base_times:
-        base_s = statistics.median(base_times)
+    print_comparisons(args, times, spotkit_s)
+    return 0
+
+
+def print_comparisons(args: argparse.Namespace, times: Timings, spotkit_s: float) -> None:
+    """The baseline's figures, the issue's target, and checkov's (or that it is not installed)."""
+    if times.baseline:
+        base_s = statistics.median(times.baseline)
         print(f"baseline {args.baseline} (same command, that revision's code), fresh process: median wall {base_s:.2f} s, "
-              f"CPU {statistics.median(base_cpu):.2f} s (wall {', '.join(f'{t:.2f}' for t in base_times)}); "
-              f"ratio this / baseline: wall {spotkit_s / base_s:.2f}x, CPU {statistics.median(spotkit_cpu) / statistics.median(base_cpu):.2f}x")
+              f"CPU {statistics.median(times.baseline_cpu):.2f} s (wall {', '.join(f'{t:.2f}' for t in times.baseline)}); "
+              f"ratio this / baseline: wall {spotkit_s / base_s:.2f}x, CPU {statistics.median(times.spotkit_cpu) / statistics.median(times.baseline_cpu):.2f}x")
     if args.layout == "modules":
         verdict = "under" if spotkit_s < 3.0 else "OVER"
         print(f"target (issue 26): check of a {args.files}-file repository with local modules under 3 s wall: {verdict} ({spotkit_s:.2f} s)")
-    if checkov_times:
-        checkov_s = statistics.median(checkov_times)
-        print(f"checkov -d DIR --framework terraform, fresh process: median wall {checkov_s:.2f} s, CPU {statistics.median(checkov_cpu):.2f} s "
-              f"over {args.runs} run(s) (wall {', '.join(f'{t:.2f}' for t in checkov_times)})")
-        print(f"ratio checkov / spotkit: wall {checkov_s / spotkit_s:.1f}x, CPU {statistics.median(checkov_cpu) / statistics.median(spotkit_cpu):.1f}x")
+    if times.checkov:
+        checkov_s = statistics.median(times.checkov)
+        print(f"checkov -d DIR --framework terraform, fresh process: median wall {checkov_s:.2f} s, CPU {statistics.median(times.checkov_cpu):.2f} s "
+              f"over {args.runs} run(s) (wall {', '.join(f'{t:.2f}' for t in times.checkov)})")
+        print(f"ratio checkov / spotkit: wall {checkov_s / spotkit_s:.1f}x, CPU {statistics.median(times.checkov_cpu) / statistics.median(times.spotkit_cpu):.1f}x")
     else:
         print("checkov is not installed (optional extra: pip install 'spotkit[check]'), so there is no checkov baseline in this run")
-    return 0
 
 
 if __name__ == "__main__":

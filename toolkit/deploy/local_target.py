@@ -133,13 +133,15 @@ def _refs(value: Any) -> str:
     return json.dumps(value)
 
 
-def prune_unsupported(doc: dict[str, Any], unsupported: dict[str, str] | None = None) -> tuple[dict[str, Any], list[PrunedItem]]:
-    """Return (a pruned copy of ``doc``, what was removed and why)."""
-    unsupported = LOCAL_UNSUPPORTED if unsupported is None else unsupported
-    doc = copy.deepcopy(doc)
-    removed: list[PrunedItem] = []
-    resources = doc.get("resource") or {}
-    gone: dict[str, str] = {}  # address -> reason
+def _address_patterns(gone: dict[str, str]) -> list[re.Pattern]:
+    """One pattern per address of ``gone``, in its order: the address as a whole word (``x.a`` not in ``x.ab``)."""
+    return [re.compile(re.escape(addr) + r"\b") for addr in gone]
+
+
+def _unsupported(resources: dict[str, Any], unsupported: dict[str, str]) -> dict[str, str]:
+    """Address -> reason of the resources the emulator cannot create: by type, then by a reference to an
+    attribute it leaves empty."""
+    gone: dict[str, str] = {}
     for tf_type, items in list(resources.items()):
         if tf_type in unsupported:
             for name in list(items):
@@ -150,11 +152,15 @@ def prune_unsupported(doc: dict[str, Any], unsupported: dict[str, str] | None = 
             for pattern, reason in LOCAL_UNSUPPORTED_REFERENCES.items():
                 if f"{tf_type}.{name}" not in gone and re.search(pattern, text):
                     gone[f"{tf_type}.{name}"] = reason
-    # Anything whose expressions refer to a removed resource (or removed local) goes too, transitively.
+    return gone
+
+
+def _add_referrers(doc: dict[str, Any], resources: dict[str, Any], gone: dict[str, str]) -> None:
+    """Add to ``gone`` anything whose expressions refer to a removed resource (or removed local), transitively."""
     changed = bool(gone)
     while changed:
         changed = False
-        patterns = [re.compile(re.escape(addr) + r"\b") for addr in gone]
+        patterns = _address_patterns(gone)
 
         def refers(value: Any) -> str | None:
             value = copy.deepcopy(value)
@@ -182,6 +188,11 @@ def prune_unsupported(doc: dict[str, Any], unsupported: dict[str, str] | None = 
                 if hit:
                     gone[addr] = f"refers to {hit}, which is left out"
                     changed = True
+
+
+def _remove(doc: dict[str, Any], resources: dict[str, Any], gone: dict[str, str]) -> list[PrunedItem]:
+    """Take the resources and locals of ``gone`` out of ``doc``; what was removed, in ``gone``'s order."""
+    removed: list[PrunedItem] = []
     for addr, reason in gone.items():
         if addr.startswith("local."):
             doc["locals"].pop(addr[len("local."):], None)
@@ -191,28 +202,45 @@ def prune_unsupported(doc: dict[str, Any], unsupported: dict[str, str] | None = 
             if not resources[tf_type]:
                 resources.pop(tf_type)
         removed.append(PrunedItem(addr, reason))
+    return removed
+
+
+def _remove_mentions(doc: dict[str, Any], gone: dict[str, str], removed: list[PrunedItem]) -> None:
+    """Outputs that refer to what is gone go too (added to ``removed``); ``depends_on`` entries naming it
+    are dropped; an emptied ``output`` or ``locals`` block goes."""
+    patterns = _address_patterns(gone)
+    for name, value in list((doc.get("output") or {}).items()):
+        text = _refs(value)
+        hit = next((a for a, p in zip(gone, patterns) if p.search(text)), None)
+        if hit:
+            doc["output"].pop(name)
+            removed.append(PrunedItem(f"output.{name}", f"refers to {hit}, which is left out"))
+    for block in ("resource", "data"):
+        for items in (doc.get(block) or {}).values():
+            for body in items.values():
+                deps = body.get("depends_on")
+                if deps:
+                    kept = [d for d in deps if not any(p.fullmatch(d) or d == a for a, p in zip(gone, patterns))]
+                    if kept:
+                        body["depends_on"] = kept
+                    else:
+                        body.pop("depends_on")
+    if doc.get("output") == {}:
+        doc.pop("output")
+    if doc.get("locals") == {}:
+        doc.pop("locals")
+
+
+def prune_unsupported(doc: dict[str, Any], unsupported: dict[str, str] | None = None) -> tuple[dict[str, Any], list[PrunedItem]]:
+    """Return (a pruned copy of ``doc``, what was removed and why)."""
+    unsupported = LOCAL_UNSUPPORTED if unsupported is None else unsupported
+    doc = copy.deepcopy(doc)
+    resources = doc.get("resource") or {}
+    gone = _unsupported(resources, unsupported)  # address -> reason
+    _add_referrers(doc, resources, gone)
+    removed = _remove(doc, resources, gone)
     if gone:
-        patterns = [re.compile(re.escape(addr) + r"\b") for addr in gone]
-        for name, value in list((doc.get("output") or {}).items()):
-            text = _refs(value)
-            hit = next((a for a, p in zip(gone, patterns) if p.search(text)), None)
-            if hit:
-                doc["output"].pop(name)
-                removed.append(PrunedItem(f"output.{name}", f"refers to {hit}, which is left out"))
-        for block in ("resource", "data"):
-            for items in (doc.get(block) or {}).values():
-                for body in items.values():
-                    deps = body.get("depends_on")
-                    if deps:
-                        kept = [d for d in deps if not any(p.fullmatch(d) or d == a for a, p in zip(gone, patterns))]
-                        if kept:
-                            body["depends_on"] = kept
-                        else:
-                            body.pop("depends_on")
-        if doc.get("output") == {}:
-            doc.pop("output")
-        if doc.get("locals") == {}:
-            doc.pop("locals")
+        _remove_mentions(doc, gone, removed)
     return doc, removed
 
 

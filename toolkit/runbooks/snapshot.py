@@ -72,17 +72,14 @@ class RestoreSnapshot(Runbook):
             )
         return free[0]
 
-    def run(self, group: str, device: str, instance_id: str | None = None) -> SnapshotResult:
-        snap = self.newest_snapshot(group, device)
-        journal = self.journal(f"{group}-{device}")
-        # A volume an earlier (perhaps killed) run restored from this snapshot decides the instance, so a
-        # re-run finishes that restore instead of starting a second one on another instance.
+    def _earlier_restore(self, snap: dict, instance_id: str | None) -> tuple[dict | None, str | None]:
+        """(instance, volume) of a restore an earlier (perhaps killed) run made from ``snap`` for a running
+        instance (the one given, if any), else (None, None). It decides the instance, so a re-run finishes
+        that restore instead of starting a second one on another instance."""
         earlier = [v for v in aws.volumes_with_tag(self.ec2, aws.ORIGIN_SNAPSHOT_TAG, [snap["SnapshotId"]])
                    if v["State"] in ("creating", "available", "in-use")
                    and aws.tags_of(v).get(aws.RESTORED_FOR_TAG)
                    and instance_id in (None, aws.tags_of(v).get(aws.RESTORED_FOR_TAG))]
-        volume_id = None
-        inst = None
         for v in sorted(earlier, key=lambda v: v["VolumeId"]):
             try:
                 candidate = self.ec2.describe_instances(InstanceIds=[aws.tags_of(v)[aws.RESTORED_FOR_TAG]])
@@ -90,8 +87,13 @@ class RestoreSnapshot(Runbook):
                 continue
             found = candidate["Reservations"][0]["Instances"][0] if candidate["Reservations"] else None
             if found and found["State"]["Name"] == "running":
-                inst, volume_id = found, v["VolumeId"]
-                break
+                return found, v["VolumeId"]
+        return None, None
+
+    def run(self, group: str, device: str, instance_id: str | None = None) -> SnapshotResult:
+        snap = self.newest_snapshot(group, device)
+        journal = self.journal(f"{group}-{device}")
+        inst, volume_id = self._earlier_restore(snap, instance_id)
         if inst is None:
             inst = self.pick_instance(group, device, instance_id)
         iid, az = inst["InstanceId"], inst["Placement"]["AvailabilityZone"]
@@ -109,23 +111,39 @@ class RestoreSnapshot(Runbook):
             raise ToolkitError(f"instance {iid} already has {device} attached ({attached[device]})",
                                hint="pass --instance-id of an instance without that device, or --device with a free device name")
         if volume_id is None:
-            tags = {**_copyable_tags(aws.tags_of(snap)), aws.GROUP_TAG: group, aws.DEVICE_TAG: device,
-                    aws.ORIGIN_SNAPSHOT_TAG: snap["SnapshotId"], aws.RESTORED_FOR_TAG: iid}
-            tags.pop(aws.ORIGIN_VOLUME_TAG, None)
-            tags.pop(aws.TARGET_AZ_TAG, None)
-            resp = self.mutate(f"create a volume from {snap['SnapshotId']} in {az} for {iid}",
-                               self.ec2.create_volume, SnapshotId=snap["SnapshotId"], AvailabilityZone=az,
-                               VolumeType="gp3", TagSpecifications=_tag_spec("volume", tags),
-                               ClientToken=token("restore", snap["SnapshotId"], iid))
-            if resp is None:
-                self.mutate(f"attach the new volume to {iid} as {device}", lambda **_: None)
+            volume_id = self._create_volume(journal, step, snap, group, device, iid, az)
+            if volume_id is None:  # dry run
                 result.status = "would-restore"
                 return result
-            volume_id = resp["VolumeId"]
-            journal.made_resource("volume", volume_id, step, snapshot=snap["SnapshotId"], instance=iid)
-            journal.record(step, status="created", volume_id=volume_id)
-            self.step("volume-created")
         result.volume_id = volume_id
+        result.status = self._attach(journal, step, volume_id, iid, device)
+        if result.status == "attached":
+            result.made = journal.made
+        return result
+
+    def _create_volume(self, journal, step: str, snap: dict, group: str, device: str, iid: str, az: str) -> str | None:
+        """Create the volume from ``snap`` in the instance's AZ (snapshot tags copied, origin recorded,
+        ClientToken); its id, or None in a dry run."""
+        tags = {**_copyable_tags(aws.tags_of(snap)), aws.GROUP_TAG: group, aws.DEVICE_TAG: device,
+                aws.ORIGIN_SNAPSHOT_TAG: snap["SnapshotId"], aws.RESTORED_FOR_TAG: iid}
+        tags.pop(aws.ORIGIN_VOLUME_TAG, None)
+        tags.pop(aws.TARGET_AZ_TAG, None)
+        resp = self.mutate(f"create a volume from {snap['SnapshotId']} in {az} for {iid}",
+                           self.ec2.create_volume, SnapshotId=snap["SnapshotId"], AvailabilityZone=az,
+                           VolumeType="gp3", TagSpecifications=_tag_spec("volume", tags),
+                           ClientToken=token("restore", snap["SnapshotId"], iid))
+        if resp is None:
+            self.mutate(f"attach the new volume to {iid} as {device}", lambda **_: None)
+            return None
+        volume_id = resp["VolumeId"]
+        journal.made_resource("volume", volume_id, step, snapshot=snap["SnapshotId"], instance=iid)
+        journal.record(step, status="created", volume_id=volume_id)
+        self.step("volume-created")
+        return volume_id
+
+    def _attach(self, journal, step: str, volume_id: str, iid: str, device: str) -> str:
+        """Attach the volume as the device (once it is available) and wait until it is in use, unless it
+        already is; ``attached``, or ``would-attach`` in a dry run."""
         state = self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["State"]
         if state != "in-use":
             if not self.ctx.dry_run:
@@ -135,15 +153,12 @@ class RestoreSnapshot(Runbook):
             self.mutate(f"attach {volume_id} to {iid} as {device}", self.ec2.attach_volume,
                         VolumeId=volume_id, InstanceId=iid, Device=device)
             if self.ctx.dry_run:
-                result.status = "would-attach"
-                return result
+                return "would-attach"
             self.step("attach-called")
             aws.wait(self.ec2, "volume_in_use", VolumeIds=[volume_id], delay=self.ctx.wait_delay,
                      max_attempts=self.ctx.wait_attempts, what=f"volume {volume_id} to attach to {iid}")
         journal.finish(f"attach:{volume_id}", instance=iid, device=device)
-        result.status = "attached"
-        result.made = journal.made
-        return result
+        return "attached"
 
 
 def restore_snapshot(ec2, group: str, device: str, instance_id: str | None = None,

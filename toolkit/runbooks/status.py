@@ -54,16 +54,28 @@ def status(ec2, autoscaling, group: str | None = None, *, interruptions: Iterabl
                  if s.get("State") == "completed" and aws.DEVICE_TAG in aws.tags_of(s)]
 
     out: dict[str, GroupStatus] = {}
+    _add_groups(out, groups)
+    _add_instances(out, instances)
+    _add_waiting_volumes(out, volumes)
+    _add_snapshots(out, snapshots)
+    _add_events(out, interruptions, group, recent)
+    for e in out.values():
+        e.waiting_volumes.sort(key=lambda v: (v["device"] or "", v["volume_id"]))
+    return StatusResult(sorted(out.values(), key=lambda e: e.group))
 
-    def entry(name: str) -> GroupStatus:
-        if name not in out:
-            out[name] = GroupStatus(name, None, 0, 0)
-        return out[name]
 
+def _entry(out: dict[str, GroupStatus], name: str) -> GroupStatus:
+    if name not in out:
+        out[name] = GroupStatus(name, None, 0, 0)
+    return out[name]
+
+
+def _add_groups(out: dict[str, GroupStatus], groups: list[dict]) -> None:
+    """Each Auto Scaling group's desired capacity, and its fallback when its base is raised."""
     for g in groups:
         tags = aws.tags_of({"Tags": g.get("Tags", [])})
         name = tags.get(aws.GROUP_TAG, g["AutoScalingGroupName"])
-        e = entry(name)
+        e = _entry(out, name)
         e.desired = g["DesiredCapacity"]
         if aws.FALLBACK_BASE_TAG in tags:
             dist = g.get("MixedInstancesPolicy", {}).get("InstancesDistribution", {})
@@ -73,18 +85,30 @@ def status(ec2, autoscaling, group: str | None = None, *, interruptions: Iterabl
                           # set by the automatic fallback (a fallback made by 'recover replace' has no check)
                           "changed_at": tags.get(TAG_FALLBACK_CHANGED),
                           "next_check": tags.get(TAG_FALLBACK_NEXT_CHECK)}
+
+
+def _add_instances(out: dict[str, GroupStatus], instances: list[dict]) -> None:
+    """Spot and on-demand instances per group."""
     for inst in instances:
-        e = entry(aws.tags_of(inst)[aws.GROUP_TAG])
+        e = _entry(out, aws.tags_of(inst)[aws.GROUP_TAG])
         if inst.get("InstanceLifecycle") == "spot":
             e.spot += 1
         else:
             e.on_demand += 1
+
+
+def _add_waiting_volumes(out: dict[str, GroupStatus], volumes: list[dict]) -> None:
+    """Retained volumes that are available and not superseded by a copy."""
     superseded = {aws.tags_of(v).get(aws.ORIGIN_VOLUME_TAG) for v in volumes} - {None}
     for vol in volumes:
         if vol["State"] == "available" and vol["VolumeId"] not in superseded:
             tags = aws.tags_of(vol)
-            entry(tags[aws.GROUP_TAG]).waiting_volumes.append(
+            _entry(out, tags[aws.GROUP_TAG]).waiting_volumes.append(
                 {"volume_id": vol["VolumeId"], "device": tags.get(aws.DEVICE_TAG), "az": vol["AvailabilityZone"]})
+
+
+def _add_snapshots(out: dict[str, GroupStatus], snapshots: list[dict]) -> None:
+    """The newest snapshot of each group's device, with its age."""
     newest: dict[tuple[str, str], dict] = {}
     for snap in snapshots:
         tags = aws.tags_of(snap)
@@ -94,18 +118,19 @@ def status(ec2, autoscaling, group: str | None = None, *, interruptions: Iterabl
     t = now()
     for (name, device), snap in sorted(newest.items()):
         age = int((t - snap["StartTime"].astimezone(t.tzinfo)).total_seconds() // 60)
-        entry(name).snapshots.append(DeviceSnapshot(device, snap["SnapshotId"], max(0, age)))
+        _entry(out, name).snapshots.append(DeviceSnapshot(device, snap["SnapshotId"], max(0, age)))
+
+
+def _add_events(out: dict[str, GroupStatus], interruptions: Iterable[dict], group: str | None, recent: int) -> None:
+    """The newest ``recent`` interruptions and capacity events per group, newest first."""
     by_group: dict[str, list[dict]] = defaultdict(list)
     for event in interruptions:
         if event.get("group") and (group is None or event["group"] == group):
             by_group[event["group"]].append(event)
     for name, events in by_group.items():
         newest_first = sorted(events, key=lambda e: str(e.get("time", "")), reverse=True)
-        entry(name).interruptions = [e for e in newest_first if e.get("kind") not in CAPACITY_KINDS][:recent]
-        entry(name).capacity_events = [e for e in newest_first if e.get("kind") in CAPACITY_KINDS][:recent]
-    for e in out.values():
-        e.waiting_volumes.sort(key=lambda v: (v["device"] or "", v["volume_id"]))
-    return StatusResult(sorted(out.values(), key=lambda e: e.group))
+        _entry(out, name).interruptions = [e for e in newest_first if e.get("kind") not in CAPACITY_KINDS][:recent]
+        _entry(out, name).capacity_events = [e for e in newest_first if e.get("kind") in CAPACITY_KINDS][:recent]
 
 
 def interruptions_from_store(store) -> list[dict]:

@@ -256,9 +256,20 @@ class RecoverVolumes(Runbook):
         p.status, p.note = "taken", f"{error.get('Code')}: {error.get('Message')}"
 
     def _copy_and_attach(self, journal, vol: dict, p: Placement) -> None:
-        src_tags = _copyable_tags(aws.tags_of(vol))
+        """Other AZ: snapshot ``vol``, make a volume from the snapshot in the instance's AZ, attach it (steps
+        5 and 6 of the class doc). What a killed run made is found again by journal or by tag."""
         key = f"{vol['VolumeId']}:{p.instance_az}"
-        # Snapshot: from the journal, else by idempotency tags, else make it.
+        snapshot_id = self._copy_snapshot(journal, vol, p, key)
+        if snapshot_id is None:  # dry run
+            return
+        copy_id = self._copy_volume(journal, vol, p, key, snapshot_id)
+        if copy_id is None:  # dry run (resuming after the snapshot)
+            return
+        self._attach_copy(journal, f"copy-volume:{key}", p, copy_id)
+
+    def _copy_snapshot(self, journal, vol: dict, p: Placement, key: str) -> str | None:
+        """The snapshot to copy ``vol`` from, completed: from the journal, else by idempotency tags, else made
+        now. None in a dry run that would make it (the rest is "would" too)."""
         snap_step = f"snapshot:{key}"
         snapshot_id = journal.get(snap_step).get("snapshot_id")
         if snapshot_id is None:
@@ -270,72 +281,97 @@ class RecoverVolumes(Runbook):
             if found:
                 snapshot_id = sorted(found, key=lambda s: s["StartTime"])[-1]["SnapshotId"]
         if snapshot_id is None:
-            tags = {**src_tags, aws.ORIGIN_VOLUME_TAG: vol["VolumeId"], aws.TARGET_AZ_TAG: p.instance_az}
-            try:
-                resp = self.mutate(
-                    f"snapshot {vol['VolumeId']} ({p.device}, {p.volume_az}) to copy it to {p.instance_az} "
-                    f"for {p.instance_id}",
-                    self.ec2.create_snapshot, VolumeId=vol["VolumeId"],
-                    Description=f"spotkit: copy of {vol['VolumeId']} to {p.instance_az}",
-                    TagSpecifications=_tag_spec("snapshot", tags))
-            except ClientError as exc:
-                if aws.is_permission_error(exc):
-                    raise AwsCallError(
-                        f"no permission to copy {vol['VolumeId']} ({p.device}) from {p.volume_az} to "
-                        f"{p.instance_az}: {exc.response['Error'].get('Code')} on CreateSnapshot",
-                        hint="grant ec2:CreateSnapshot, ec2:CreateVolume and ec2:CreateTags to this role, or make "
-                             f"the group launch an instance in {p.volume_az} and run again",
-                    ) from exc
-                raise
-            if resp is None:  # dry run
+            snapshot_id = self._create_snapshot(journal, snap_step, vol, p)
+            if snapshot_id is None:  # dry run
                 self.mutate(f"create a volume from that snapshot in {p.instance_az} (tags copied, origin "
                             f"{vol['VolumeId']})", lambda **_: None)
                 self.mutate(f"attach the new volume to {p.instance_id} as {p.device}", lambda **_: None)
                 p.status = "would-copy"
-                return
-            snapshot_id = resp["SnapshotId"]
-            journal.made_resource("snapshot", snapshot_id, snap_step, origin=vol["VolumeId"])
-            journal.record(snap_step, status="created", snapshot_id=snapshot_id)
-            self.step("snapshot-created")
+                return None
         p.snapshot_id = snapshot_id
         if not self.ctx.dry_run:
             aws.wait(self.ec2, "snapshot_completed", SnapshotIds=[snapshot_id], delay=self.ctx.wait_delay,
                      max_attempts=self.ctx.wait_attempts, what=f"snapshot {snapshot_id} to complete")
             journal.finish(snap_step, snapshot_id=snapshot_id)
-        # Volume in the replacement's AZ: the live copy (journal or tags), else make one.
+        return snapshot_id
+
+    def _create_snapshot(self, journal, snap_step: str, vol: dict, p: Placement) -> str | None:
+        """Snapshot ``vol``, tagged with its origin and target AZ, and journal it; None in a dry run."""
+        tags = {**_copyable_tags(aws.tags_of(vol)), aws.ORIGIN_VOLUME_TAG: vol["VolumeId"],
+                aws.TARGET_AZ_TAG: p.instance_az}
+        try:
+            resp = self.mutate(
+                f"snapshot {vol['VolumeId']} ({p.device}, {p.volume_az}) to copy it to {p.instance_az} "
+                f"for {p.instance_id}",
+                self.ec2.create_snapshot, VolumeId=vol["VolumeId"],
+                Description=f"spotkit: copy of {vol['VolumeId']} to {p.instance_az}",
+                TagSpecifications=_tag_spec("snapshot", tags))
+        except ClientError as exc:
+            if aws.is_permission_error(exc):
+                raise AwsCallError(
+                    f"no permission to copy {vol['VolumeId']} ({p.device}) from {p.volume_az} to "
+                    f"{p.instance_az}: {exc.response['Error'].get('Code')} on CreateSnapshot",
+                    hint="grant ec2:CreateSnapshot, ec2:CreateVolume and ec2:CreateTags to this role, or make "
+                         f"the group launch an instance in {p.volume_az} and run again",
+                ) from exc
+            raise
+        if resp is None:  # dry run
+            return None
+        snapshot_id = resp["SnapshotId"]
+        journal.made_resource("snapshot", snapshot_id, snap_step, origin=vol["VolumeId"])
+        journal.record(snap_step, status="created", snapshot_id=snapshot_id)
+        self.step("snapshot-created")
+        return snapshot_id
+
+    def _copy_volume(self, journal, vol: dict, p: Placement, key: str, snapshot_id: str) -> str | None:
+        """The volume in the replacement's AZ: the live copy (journal or tags), else one made now; a second
+        copy a racing run made is settled. None in a dry run that would make it."""
         vol_step = f"copy-volume:{key}"
         copies = self._copies(vol["VolumeId"], p.instance_az)
         if not copies:
-            tags = {**src_tags, aws.ORIGIN_VOLUME_TAG: vol["VolumeId"], aws.ORIGIN_SNAPSHOT_TAG: snapshot_id,
-                    aws.TARGET_AZ_TAG: p.instance_az}
-            kwargs = dict(SnapshotId=snapshot_id, AvailabilityZone=p.instance_az, VolumeType=vol.get("VolumeType", "gp3"),
-                          TagSpecifications=_tag_spec("volume", tags),
-                          ClientToken=token("copy-volume", vol["VolumeId"], p.instance_az))
-            if vol.get("VolumeType") in ("io1", "io2", "gp3") and vol.get("Iops"):
-                kwargs["Iops"] = vol["Iops"]
-            if vol.get("VolumeType") == "gp3" and vol.get("Throughput"):
-                kwargs["Throughput"] = vol["Throughput"]
-            resp = self.mutate(f"create a volume from {snapshot_id} in {p.instance_az} (origin {vol['VolumeId']})",
-                               self.ec2.create_volume, **kwargs)
-            if resp is None:  # dry run (resuming after the snapshot): the rest is "would" too
-                self.mutate(f"attach the new volume to {p.instance_id} as {p.device}", lambda **_: None)
-                p.status = "would-copy"
-                return
-            made = resp["VolumeId"]
-            journal.made_resource("volume", made, vol_step, origin=vol["VolumeId"], snapshot=snapshot_id)
-            journal.record(vol_step, status="created", volume_id=made)
-            self.step("volume-created")
-            # Look again: a run that raced this one (despite the lease) may have made a copy as well.
-            copies = self._copies(vol["VolumeId"], p.instance_az)
-            if made not in {c["VolumeId"] for c in copies}:
-                copies.append({**resp, "State": resp.get("State", "creating")})
+            copies = self._create_copy(journal, vol_step, vol, p, snapshot_id)
+            if copies is None:  # dry run
+                return None
         copy = self._settle_copies(journal, vol_step, copies)
         copy_id = copy["VolumeId"]
         if journal.get(vol_step).get("volume_id") != copy_id:
             journal.record(vol_step, volume_id=copy_id)
         p.copy_volume_id = copy_id
+        return copy_id
+
+    def _create_copy(self, journal, vol_step: str, vol: dict, p: Placement, snapshot_id: str) -> list[dict] | None:
+        """Create the copy (tags copied, origin recorded, ClientToken) and journal it; then the live copies,
+        this one among them. None in a dry run."""
+        tags = {**_copyable_tags(aws.tags_of(vol)), aws.ORIGIN_VOLUME_TAG: vol["VolumeId"],
+                aws.ORIGIN_SNAPSHOT_TAG: snapshot_id, aws.TARGET_AZ_TAG: p.instance_az}
+        kwargs = dict(SnapshotId=snapshot_id, AvailabilityZone=p.instance_az, VolumeType=vol.get("VolumeType", "gp3"),
+                      TagSpecifications=_tag_spec("volume", tags),
+                      ClientToken=token("copy-volume", vol["VolumeId"], p.instance_az))
+        if vol.get("VolumeType") in ("io1", "io2", "gp3") and vol.get("Iops"):
+            kwargs["Iops"] = vol["Iops"]
+        if vol.get("VolumeType") == "gp3" and vol.get("Throughput"):
+            kwargs["Throughput"] = vol["Throughput"]
+        resp = self.mutate(f"create a volume from {snapshot_id} in {p.instance_az} (origin {vol['VolumeId']})",
+                           self.ec2.create_volume, **kwargs)
+        if resp is None:  # dry run (resuming after the snapshot): the rest is "would" too
+            self.mutate(f"attach the new volume to {p.instance_id} as {p.device}", lambda **_: None)
+            p.status = "would-copy"
+            return None
+        made = resp["VolumeId"]
+        journal.made_resource("volume", made, vol_step, origin=vol["VolumeId"], snapshot=snapshot_id)
+        journal.record(vol_step, status="created", volume_id=made)
+        self.step("volume-created")
+        # Look again: a run that raced this one (despite the lease) may have made a copy as well.
+        copies = self._copies(vol["VolumeId"], p.instance_az)
+        if made not in {c["VolumeId"] for c in copies}:
+            copies.append({**resp, "State": resp.get("State", "creating")})
+        return copies
+
+    def _attach_copy(self, journal, vol_step: str, p: Placement, copy_id: str) -> None:
+        """Attach the copy once it is available, unless it already is attached (before a kill, or by the
+        run that raced this one)."""
         current = self.ec2.describe_volumes(VolumeIds=[copy_id])["Volumes"][0]
-        if current["State"] == "in-use":  # attached before a kill (or by the run that raced this one)
+        if current["State"] == "in-use":
             live = [a for a in current.get("Attachments", []) if a.get("State") in ("attaching", "attached")]
             journal.finish(vol_step, volume_id=copy_id)
             p.status = "attached"

@@ -108,122 +108,173 @@ def settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return dict(sim)
 
 
-def read_stack_policy(doc: Mapping[str, Any], stack: str, config: Mapping[str, Any]) -> StackPolicy:
-    """The capacity policy in a synthesized stack (see the module doc)."""
-    res = doc.get("resource") or {}
+@dataclass
+class _Split:
+    """How the replicas split between the on-demand provider and the spot group (and inside the group)."""
+
+    total: int
+    on_demand: int
+    spot_group: int
+    group_base: int
+    group_pct: int
+    overprovision: int = 0
+    strategy: Optional[tuple[int, int, int]] = None
+
+
+def _dist(g: Mapping) -> dict:
+    """An Auto Scaling group's ``instances_distribution`` (empty without a mixed instances policy)."""
+    mip = (_list(g.get("mixed_instances_policy")) or [{}])[0]
+    return (_list(mip.get("instances_distribution")) or [{}])[0] if mip else {}
+
+
+def _is_spot(g: Mapping) -> bool:
+    mip = _list(g.get("mixed_instances_policy"))
+    return bool(mip) and int(_dist(g).get("on_demand_percentage_above_base_capacity", 100)) < 100
+
+
+def _spot_group(res: Mapping[str, Any], stack: str) -> str:
+    """The id of the stack's first Auto Scaling group with spot capacity; ``PolicyError`` when none has."""
     groups = res.get("aws_autoscaling_group") or {}
-    sim = settings(config)
-    stack_cfg = config.get(stack) or {}
-    if not groups:
-        raise PolicyError(f"stack {stack} has no Auto Scaling group: no spot capacity to simulate (the simulator "
-                          "reads ECS services and Auto Scaling groups)",
-                          hint="simulate gpu_inference, ecs_spot or training, e.g. spotkit simulate gpu_inference "
-                               "--trace tests/fixtures/traces/aws-v100-16node-2023-08")
-
-    def dist(g: Mapping) -> dict:
-        mip = (_list(g.get("mixed_instances_policy")) or [{}])[0]
-        return (_list(mip.get("instances_distribution")) or [{}])[0] if mip else {}
-
-    def is_spot(g: Mapping) -> bool:
-        mip = _list(g.get("mixed_instances_policy"))
-        return bool(mip) and int(dist(g).get("on_demand_percentage_above_base_capacity", 100)) < 100
-
-    spot_ids = [gid for gid, g in groups.items() if is_spot(g)]
+    spot_ids = [gid for gid, g in groups.items() if _is_spot(g)]
     if not spot_ids:
         raise PolicyError(f"stack {stack} has no spot capacity to simulate: every Auto Scaling group launches "
                           "only on-demand (on_demand_percentage_above_base_capacity 100)",
                           hint="give a group spot capacity in your config, or simulate another stack: spotkit simulate gpu_inference "
                                "--trace tests/fixtures/traces/aws-v100-16node-2023-08")
-    spot_id = spot_ids[0]
-    spot = groups[spot_id]
-    d = dist(spot)
-    notes: list[str] = []
-    overprovision = 0
+    return spot_ids[0]
+
+
+def _strategy_weights(res: Mapping[str, Any], strategy: list, spot_id: str) -> tuple[int, int, int, bool]:
+    """(on-demand base, on-demand weight, spot weight, whether the spot provider has a base) of an ECS
+    capacity provider strategy; a provider is spot when its Auto Scaling group is ``spot_id``."""
+    by_provider = {}
+    for pid, p in (res.get("aws_ecs_capacity_provider") or {}).items():
+        asg = (_list(p.get("auto_scaling_group_provider")) or [{}])[0].get("auto_scaling_group_arn")
+        ref = _ref(asg)
+        by_provider[pid] = ref[1] if ref else None
+    od_weight = spot_weight = base = 0
+    spot_has_base = False
+    for item in strategy:
+        ref = _ref(item.get("capacity_provider"))
+        gid = by_provider.get(ref[1]) if ref else None
+        if gid == spot_id:
+            spot_weight += int(item.get("weight", 0) or 0)
+            spot_has_base = spot_has_base or int(item.get("base", 0) or 0) > 0
+        else:
+            od_weight += int(item.get("weight", 0) or 0)
+            base += int(item.get("base", 0) or 0)
+    return base, od_weight, spot_weight, spot_has_base
+
+
+def _service_replicas(service: Mapping, stack: str, stack_cfg: Mapping[str, Any]) -> tuple[int, int]:
+    """(desired_count, the spare replicas in it) of an ECS service: the spares from its tag, else the config."""
+    total = int(service.get("desired_count", 0) or 0)
+    tagged = (service.get("tags") or {}).get(TAG_SPOT_OVERPROVISION)
+    svc = stack_cfg.get("service") or {}
+    if tagged is not None and not str(tagged).isdigit():
+        raise PolicyError(f"stack {stack}: the service's {TAG_SPOT_OVERPROVISION} tag is {tagged!r}, not a "
+                          "whole number", hint=f"synthesize the stack again: spotkit synth {stack}")
+    return total, int(tagged if tagged is not None else svc.get("spot_overprovision", 0) or 0)
+
+
+def _ecs_split(res: Mapping[str, Any], spot_id: str, stack: str, sim: Mapping[str, Any],
+               stack_cfg: Mapping[str, Any], notes: list[str]) -> Optional[_Split]:
+    """The split of an ECS service (or, without one, of the cluster's default strategy); None when the
+    stack has no capacity provider strategy."""
+    spot = res["aws_autoscaling_group"][spot_id]
     service = next(iter((res.get("aws_ecs_service") or {}).values()), None)
     strategy = _list(service.get("capacity_provider_strategy")) if service else []
     if not strategy:
         strategy = _list(next(iter((res.get("aws_ecs_cluster_capacity_providers") or {}).values()), {})
                          .get("default_capacity_provider_strategy"))
-    providers = res.get("aws_ecs_capacity_provider") or {}
-    if strategy and providers:
-        by_provider = {}
-        for pid, p in providers.items():
-            asg = (_list(p.get("auto_scaling_group_provider")) or [{}])[0].get("auto_scaling_group_arn")
-            ref = _ref(asg)
-            by_provider[pid] = ref[1] if ref else None
-        od_weight = spot_weight = base = 0
-        spot_has_base = False
-        for item in strategy:
-            ref = _ref(item.get("capacity_provider"))
-            gid = by_provider.get(ref[1]) if ref else None
-            if gid == spot_id:
-                spot_weight += int(item.get("weight", 0) or 0)
-                spot_has_base = spot_has_base or int(item.get("base", 0) or 0) > 0
-            else:
-                od_weight += int(item.get("weight", 0) or 0)
-                base += int(item.get("base", 0) or 0)
-        if service:
-            total = int(service.get("desired_count", 0) or 0)
-            tagged = (service.get("tags") or {}).get(TAG_SPOT_OVERPROVISION)
-            svc = stack_cfg.get("service") or {}
-            if tagged is not None and not str(tagged).isdigit():
-                raise PolicyError(f"stack {stack}: the service's {TAG_SPOT_OVERPROVISION} tag is {tagged!r}, not a "
-                                  "whole number", hint=f"synthesize the stack again: spotkit synth {stack}")
-            overprovision = int(tagged if tagged is not None else svc.get("spot_overprovision", 0) or 0)
-        else:
-            total = int(sim.get("replicas") or spot.get("max_size") or 0)
-            notes.append(f"no ECS service: {total} replicas placed by the cluster's default strategy "
-                         "(simulate.replicas to change)")
-        if spot_has_base:
-            notes.append("the spot provider has a base: it is counted as spot")
-        if spot_weight == 0:
-            raise PolicyError(f"stack {stack} has no spot capacity to simulate: the spot provider's weight is 0",
-                              hint="give the spot provider a weight (service.spot_weight) in your config")
-        on_demand = _split(total, base, (od_weight, spot_weight))
-        spot_group = total - on_demand
-        strategy_split: Optional[tuple[int, int, int]] = (base, od_weight, spot_weight)
-        group_base, group_pct = int(d.get("on_demand_base_capacity", 0) or 0), int(d.get("on_demand_percentage_above_base_capacity", 0) or 0)
+    if not (strategy and res.get("aws_ecs_capacity_provider")):
+        return None
+    base, od_weight, spot_weight, spot_has_base = _strategy_weights(res, strategy, spot_id)
+    overprovision = 0
+    if service:
+        total, overprovision = _service_replicas(service, stack, stack_cfg)
     else:
-        total = int(sim.get("replicas") or spot.get("desired_capacity") or spot.get("max_size") or 0)
-        strategy_split = None
-        on_demand = 0
-        spot_group = total
-        group_base = int(d.get("on_demand_base_capacity", 0) or 0)
-        group_pct = int(d.get("on_demand_percentage_above_base_capacity", 0) or 0)
-        if not sim.get("replicas"):
-            notes.append(f"{total} instances: the group's {'desired capacity' if spot.get('desired_capacity') else 'max_size'} "
-                         "(simulate.replicas to change)")
-    if total < 1 or spot_group < 1:
-        raise PolicyError(f"stack {stack} has no spot capacity to simulate ({total} replicas, {spot_group} on spot)",
-                          hint="raise the replicas (service.desired_count, or simulate.replicas) in your config")
-    # zones of the spot group's subnets
+        total = int(sim.get("replicas") or spot.get("max_size") or 0)
+        notes.append(f"no ECS service: {total} replicas placed by the cluster's default strategy "
+                     "(simulate.replicas to change)")
+    if spot_has_base:
+        notes.append("the spot provider has a base: it is counted as spot")
+    if spot_weight == 0:
+        raise PolicyError(f"stack {stack} has no spot capacity to simulate: the spot provider's weight is 0",
+                          hint="give the spot provider a weight (service.spot_weight) in your config")
+    on_demand = _split(total, base, (od_weight, spot_weight))
+    d = _dist(spot)
+    return _Split(total, on_demand, total - on_demand, int(d.get("on_demand_base_capacity", 0) or 0),
+                  int(d.get("on_demand_percentage_above_base_capacity", 0) or 0), overprovision,
+                  (base, od_weight, spot_weight))
+
+
+def _group_split(spot: Mapping, sim: Mapping[str, Any], notes: list[str]) -> _Split:
+    """An Auto Scaling group alone: all its instances in the group, split by its own base and percentage."""
+    total = int(sim.get("replicas") or spot.get("desired_capacity") or spot.get("max_size") or 0)
+    d = _dist(spot)
+    if not sim.get("replicas"):
+        notes.append(f"{total} instances: the group's {'desired capacity' if spot.get('desired_capacity') else 'max_size'} "
+                     "(simulate.replicas to change)")
+    return _Split(total, 0, total, int(d.get("on_demand_base_capacity", 0) or 0),
+                  int(d.get("on_demand_percentage_above_base_capacity", 0) or 0))
+
+
+def _zones(res: Mapping[str, Any], spot: Mapping) -> list[str]:
+    """The AZs of the spot group's subnets: a literal name, or "" for one chosen at apply."""
     subnets = res.get("aws_subnet") or {}
     zones = []
     for s in _list(spot.get("vpc_zone_identifier")):
         ref = _ref(s)
         az = str((subnets.get(ref[1]) or {}).get("availability_zone", "")) if ref and ref[0] == "aws_subnet" else ""
         zones.append("" if "${" in az else az)
-    if not zones:
-        zones = [""] * 2
-    # families
+    return zones or [""] * 2
+
+
+def _families(spot: Mapping) -> list[str]:
+    """The instance families of the spot group's launch template overrides, in order."""
     mip = (_list(spot.get("mixed_instances_policy")) or [{}])[0]
     lt = (_list(mip.get("launch_template")) or [{}])[0]
     types = [o.get("instance_type") for o in _list(lt.get("override")) if o.get("instance_type")]
-    families = list(dict.fromkeys(t.split(".")[0] for t in types))
-    # the fallback, as the handler reads it
+    return list(dict.fromkeys(t.split(".")[0] for t in types))
+
+
+def _fallback(res: Mapping[str, Any]) -> Optional[FallbackPolicy]:
+    """The fallback, as the handler reads it from its Lambda function's environment."""
     env = {}
     for fn in (res.get("aws_lambda_function") or {}).values():
         env = (_list(fn.get("environment")) or [{}])[0].get("variables") or {}
         if "SPOTKIT_FALLBACK" in env:
             break
-    fallback = None
-    if str(env.get("SPOTKIT_FALLBACK", "false")).lower() == "true":
-        fallback = FallbackPolicy(max_on_demand_base=int(env.get("SPOTKIT_FALLBACK_MAX_ON_DEMAND_BASE", 2)),
-                                  hold_minutes=int(env.get("SPOTKIT_FALLBACK_HOLD_MINUTES", 30)),
-                                  check_every_minutes=int(env.get("SPOTKIT_FALLBACK_CHECK_EVERY_MINUTES", 10)))
-    return StackPolicy(stack=stack, total=total, overprovision=overprovision, on_demand=on_demand,
-                       spot_group=spot_group, spot_group_base=group_base, spot_group_on_demand_percent=group_pct,
-                       zones=zones, families=families, fallback=fallback, notes=notes, strategy=strategy_split)
+    if str(env.get("SPOTKIT_FALLBACK", "false")).lower() != "true":
+        return None
+    return FallbackPolicy(max_on_demand_base=int(env.get("SPOTKIT_FALLBACK_MAX_ON_DEMAND_BASE", 2)),
+                          hold_minutes=int(env.get("SPOTKIT_FALLBACK_HOLD_MINUTES", 30)),
+                          check_every_minutes=int(env.get("SPOTKIT_FALLBACK_CHECK_EVERY_MINUTES", 10)))
+
+
+def read_stack_policy(doc: Mapping[str, Any], stack: str, config: Mapping[str, Any]) -> StackPolicy:
+    """The capacity policy in a synthesized stack (see the module doc)."""
+    res = doc.get("resource") or {}
+    sim = settings(config)
+    if not res.get("aws_autoscaling_group"):
+        raise PolicyError(f"stack {stack} has no Auto Scaling group: no spot capacity to simulate (the simulator "
+                          "reads ECS services and Auto Scaling groups)",
+                          hint="simulate gpu_inference, ecs_spot or training, e.g. spotkit simulate gpu_inference "
+                               "--trace tests/fixtures/traces/aws-v100-16node-2023-08")
+    spot_id = _spot_group(res, stack)
+    spot = res["aws_autoscaling_group"][spot_id]
+    notes: list[str] = []
+    split = (_ecs_split(res, spot_id, stack, sim, config.get(stack) or {}, notes)
+             or _group_split(spot, sim, notes))
+    if split.total < 1 or split.spot_group < 1:
+        raise PolicyError(f"stack {stack} has no spot capacity to simulate ({split.total} replicas, "
+                          f"{split.spot_group} on spot)",
+                          hint="raise the replicas (service.desired_count, or simulate.replicas) in your config")
+    return StackPolicy(stack=stack, total=split.total, overprovision=split.overprovision, on_demand=split.on_demand,
+                       spot_group=split.spot_group, spot_group_base=split.group_base,
+                       spot_group_on_demand_percent=split.group_pct, zones=_zones(res, spot),
+                       families=_families(spot), fallback=_fallback(res), notes=notes, strategy=split.strategy)
 
 
 def map_zones(sp: StackPolicy, trace_zones: list[str], override: Optional[list[str]] = None) -> list[str]:
