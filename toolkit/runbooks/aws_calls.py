@@ -158,3 +158,13 @@ class CallCounter:
 
     def matching(self, *names: str) -> int:
         return sum(n for op, n in self.by_operation.items() if op.split(":", 1)[1] in names)
+
+
+def copyable_tags(tags: dict[str, str]) -> dict[str, str]:
+    """A resource's tags that a copy of it may carry (AWS reserves ``aws:`` keys)."""
+    return {k: v for k, v in tags.items() if not k.startswith("aws:")}
+
+
+def tag_spec(resource_type: str, tags: dict[str, str]) -> list[dict]:
+    """``TagSpecifications`` for a create call: the tags on the resource as it is made, sorted."""
+    return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}]

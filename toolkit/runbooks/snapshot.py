@@ -9,7 +9,6 @@ from botocore.exceptions import ClientError
 from spotkit.errors import ToolkitError
 from spotkit.runbooks import aws_calls as aws
 from spotkit.runbooks.base import Action, RunContext, Runbook, register, token
-from spotkit.runbooks.volumes import _copyable_tags, _tag_spec
 
 
 @dataclass
@@ -124,13 +123,13 @@ class RestoreSnapshot(Runbook):
     def _create_volume(self, journal, step: str, snap: dict, group: str, device: str, iid: str, az: str) -> str | None:
         """Create the volume from ``snap`` in the instance's AZ (snapshot tags copied, origin recorded,
         ClientToken); its id, or None in a dry run."""
-        tags = {**_copyable_tags(aws.tags_of(snap)), aws.GROUP_TAG: group, aws.DEVICE_TAG: device,
+        tags = {**aws.copyable_tags(aws.tags_of(snap)), aws.GROUP_TAG: group, aws.DEVICE_TAG: device,
                 aws.ORIGIN_SNAPSHOT_TAG: snap["SnapshotId"], aws.RESTORED_FOR_TAG: iid}
         tags.pop(aws.ORIGIN_VOLUME_TAG, None)
         tags.pop(aws.TARGET_AZ_TAG, None)
         resp = self.mutate(f"create a volume from {snap['SnapshotId']} in {az} for {iid}",
                            self.ec2.create_volume, SnapshotId=snap["SnapshotId"], AvailabilityZone=az,
-                           VolumeType="gp3", TagSpecifications=_tag_spec("volume", tags),
+                           VolumeType="gp3", TagSpecifications=aws.tag_spec("volume", tags),
                            ClientToken=token("restore", snap["SnapshotId"], iid))
         if resp is None:
             self.mutate(f"attach the new volume to {iid} as {device}", lambda **_: None)

@@ -92,14 +92,6 @@ class VolumesResult:
 ATTACH_RACE_CODES = ("VolumeInUse", "IncorrectState", "InvalidParameterValue")
 
 
-def _copyable_tags(tags: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in tags.items() if not k.startswith("aws:")}
-
-
-def _tag_spec(resource_type: str, tags: dict[str, str]) -> list[dict]:
-    return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}]
-
-
 @register("volumes")
 class RecoverVolumes(Runbook):
     """Find a group's retained data volumes and attach each to a running instance that lacks its device.
@@ -297,7 +289,7 @@ class RecoverVolumes(Runbook):
 
     def _create_snapshot(self, journal, snap_step: str, vol: dict, p: Placement) -> str | None:
         """Snapshot ``vol``, tagged with its origin and target AZ, and journal it; None in a dry run."""
-        tags = {**_copyable_tags(aws.tags_of(vol)), aws.ORIGIN_VOLUME_TAG: vol["VolumeId"],
+        tags = {**aws.copyable_tags(aws.tags_of(vol)), aws.ORIGIN_VOLUME_TAG: vol["VolumeId"],
                 aws.TARGET_AZ_TAG: p.instance_az}
         try:
             resp = self.mutate(
@@ -305,7 +297,7 @@ class RecoverVolumes(Runbook):
                 f"for {p.instance_id}",
                 self.ec2.create_snapshot, VolumeId=vol["VolumeId"],
                 Description=f"spotkit: copy of {vol['VolumeId']} to {p.instance_az}",
-                TagSpecifications=_tag_spec("snapshot", tags))
+                TagSpecifications=aws.tag_spec("snapshot", tags))
         except ClientError as exc:
             if aws.is_permission_error(exc):
                 raise AwsCallError(
@@ -342,10 +334,10 @@ class RecoverVolumes(Runbook):
     def _create_copy(self, journal, vol_step: str, vol: dict, p: Placement, snapshot_id: str) -> list[dict] | None:
         """Create the copy (tags copied, origin recorded, ClientToken) and journal it; then the live copies,
         this one among them. None in a dry run."""
-        tags = {**_copyable_tags(aws.tags_of(vol)), aws.ORIGIN_VOLUME_TAG: vol["VolumeId"],
+        tags = {**aws.copyable_tags(aws.tags_of(vol)), aws.ORIGIN_VOLUME_TAG: vol["VolumeId"],
                 aws.ORIGIN_SNAPSHOT_TAG: snapshot_id, aws.TARGET_AZ_TAG: p.instance_az}
         kwargs = dict(SnapshotId=snapshot_id, AvailabilityZone=p.instance_az, VolumeType=vol.get("VolumeType", "gp3"),
-                      TagSpecifications=_tag_spec("volume", tags),
+                      TagSpecifications=aws.tag_spec("volume", tags),
                       ClientToken=token("copy-volume", vol["VolumeId"], p.instance_az))
         if vol.get("VolumeType") in ("io1", "io2", "gp3") and vol.get("Iops"):
             kwargs["Iops"] = vol["Iops"]
