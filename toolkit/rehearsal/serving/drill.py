@@ -352,7 +352,7 @@ class _Run:
         if boot and self.closed.wait(boot):
             rep.ended_at, rep.end = time.time(), "drill-end"
             return
-        from spotkit.rehearsal.serving.balancer import free_port
+        from spotkit.rehearsal.ports import free_port
 
         rep.port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
