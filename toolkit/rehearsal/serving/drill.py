@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from spotkit.errors import ToolkitError
+from spotkit.rehearsal.serving.loadgen import LoadSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("spotkit", "no-agent", "after-preemption")
@@ -97,11 +98,12 @@ class ServeDrillSettings:
     wave: bool = True
     no_capacity: bool = True
     seed: int = 7
-    rate: float = 8.0
-    tokens: tuple[int, int] = (8, 32)
-    stream_share: float = 0.7
+    # the load: the load generator's defaults
+    rate: float = LoadSettings.rate
+    tokens: tuple[int, int] = LoadSettings.tokens
+    stream_share: float = LoadSettings.stream_share
     token_seconds: float = 0.04
-    max_in_flight: int = 512
+    max_in_flight: int = LoadSettings.max_in_flight
     warmup: float = 6.0
     gap_range: tuple[float, float] = (2.0, 3.5)
     tail: float = 3.0
