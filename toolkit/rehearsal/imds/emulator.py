@@ -38,9 +38,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Mapping, Optional
 
+from spotkit.rehearsal.imds.server import EmulatorServer
 from spotkit.runtime.notice import SPOT_NOTICE_SECONDS, TAG_GROUP
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -350,56 +351,15 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        """A client that hangs up mid-request (an agent stopping) is normal here: stay quiet unless verbose."""
-        if getattr(self, "verbose", False):
-            super().handle_error(request, client_address)
-
-
-class ImdsEmulator:
+class ImdsEmulator(EmulatorServer):
     """The emulator on a loopback port, in a background thread. Use as a context manager or start()/stop()."""
+
+    name = "imds-emulator"
 
     def __init__(self, settings: Optional[EmulatorSettings] = None, host: str = "127.0.0.1", port: int = 0,
                  verbose: bool = False, token_clock: Callable[[], float] = time.monotonic):
         self.settings = settings or EmulatorSettings()
-        self._server = _QuietServer((host, port), _Handler)
-        self._server.state = _State(self.settings, token_clock)  # type: ignore[attr-defined]
-        self._server.verbose = verbose  # type: ignore[attr-defined]
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
-
-    @property
-    def state(self) -> _State:
-        return self._server.state  # type: ignore[attr-defined]
-
-    def start(self) -> "ImdsEmulator":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="imds-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.5)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> "ImdsEmulator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__(_Handler, _State(self.settings, token_clock), host, port, verbose)
 
     # in-process shortcuts for the control API
     def interrupt(self, kind: str = "spot", action: Optional[str] = None, lead_seconds: Optional[float] = None) -> dict:

@@ -1,17 +1,25 @@
-"""What the GCP and Azure metadata emulators share: a threaded loopback server, JSON replies, control API.
+"""What the metadata emulators share: a threaded loopback server and its lifecycle (``EmulatorServer``, for
+AWS, GCP and Azure alike); JSON replies (``MetadataHandler``, for GCP and Azure).
 
-Each emulator keeps its state in one object guarded by ``lock`` and subclasses ``MetadataHandler``; the
-control API lives under ``/spotkit/`` (never a real metadata path), as in ``spotkit.rehearsal.imds.emulator``.
+Each emulator keeps its state in one object guarded by ``lock``; the control API lives under ``/spotkit/``
+(never a real metadata path), as in ``spotkit.rehearsal.imds.emulator``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-from spotkit.rehearsal.imds.emulator import _QuietServer
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that hangs up mid-request (an agent stopping) is normal here: stay quiet unless verbose."""
+        if getattr(self, "verbose", False):
+            super().handle_error(request, client_address)
 
 
 class MetadataHandler(BaseHTTPRequestHandler):

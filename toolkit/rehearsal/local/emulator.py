@@ -24,6 +24,7 @@ from pathlib import Path
 
 from spotkit.errors import ToolkitError
 from spotkit.processes import pid_alive
+from spotkit.rehearsal.ports import free_port, port_free
 
 DEFAULT_PORT = 4566
 HOST = "127.0.0.1"
@@ -135,23 +136,6 @@ def identify(url: str, project: Path | None = None, timeout: float = 10.0) -> st
     return "vpc-" + vpcs[0]["VpcId"].split("-", 1)[-1]
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A port on HOST that nothing listens on now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def start(project: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0) -> tuple[EmulatorState, bool]:
     """Start the emulator unless it already runs; return (state, started_now).
 
@@ -164,10 +148,10 @@ def start(project: Path, port: int | None = DEFAULT_PORT, timeout: float = 60.0)
 
     extras.require("local")
     if port is None:
-        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
-    elif not _port_free(port):
+        port = DEFAULT_PORT if port_free(DEFAULT_PORT, HOST) else free_port(HOST)
+    elif not port_free(port, HOST):
         raise ToolkitError(f"port {port} on {HOST} is in use by another program",
-                           hint=f"spotkit local start --port {free_port()}   # a port that is free now")
+                           hint=f"spotkit local start --port {free_port(HOST)}   # a port that is free now")
     d = _dir(project)
     d.mkdir(parents=True, exist_ok=True)
     log_path = d / "moto.log"

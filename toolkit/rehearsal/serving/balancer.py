@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Optional
 
 from spotkit.errors import MissingDependencyError, ToolkitError
+from spotkit.rehearsal.ports import free_port, port_free
 
 INSTALL_HINT = "sudo apt-get install -y haproxy"
 FALLBACK_PATHS = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")  # sbin is often off a user's PATH
@@ -51,27 +52,11 @@ def find_haproxy() -> str:
     return path
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def check_port(port: int) -> None:
     """A one-line error when the balancer's chosen port is taken (0: any free port, never taken)."""
     if port and not port_free(port):
         raise ToolkitError(f"port {port} is in use: the serve drill's load balancer cannot listen on it",
                            hint="spotkit drill --workload serve --port 0   # any free port")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

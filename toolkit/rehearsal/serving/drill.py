@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from spotkit.errors import ToolkitError
+from spotkit.rehearsal.serving.loadgen import LoadSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("spotkit", "no-agent", "after-preemption")
@@ -97,11 +98,12 @@ class ServeDrillSettings:
     wave: bool = True
     no_capacity: bool = True
     seed: int = 7
-    rate: float = 8.0
-    tokens: tuple[int, int] = (8, 32)
-    stream_share: float = 0.7
+    # the load: the load generator's defaults
+    rate: float = LoadSettings.rate
+    tokens: tuple[int, int] = LoadSettings.tokens
+    stream_share: float = LoadSettings.stream_share
     token_seconds: float = 0.04
-    max_in_flight: int = 512
+    max_in_flight: int = LoadSettings.max_in_flight
     warmup: float = 6.0
     gap_range: tuple[float, float] = (2.0, 3.5)
     tail: float = 3.0
@@ -352,7 +354,7 @@ class _Run:
         if boot and self.closed.wait(boot):
             rep.ended_at, rep.end = time.time(), "drill-end"
             return
-        from spotkit.rehearsal.serving.balancer import free_port
+        from spotkit.rehearsal.ports import free_port
 
         rep.port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -585,8 +587,6 @@ def _sleep_until(when: float) -> None:
 def run_once(mode: str, settings: ServeDrillSettings, workdir: Path,
              on_event: Optional[Callable[[str], None]] = None) -> RunResult:
     """One run of the serve drill (see the module doc); every process it started is gone when it returns."""
-    from spotkit.rehearsal.drill import _whole_second_action
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
     settings.validate()
@@ -600,91 +600,14 @@ def run_once(mode: str, settings: ServeDrillSettings, workdir: Path,
     summary_path = run_dir / "loadgen.json"
     summary_path.unlink(missing_ok=True)
     try:
-        run.balancer.start()
-        positions: dict[int, str] = {}
-        for position in range(settings.replicas):
-            lifecycle = "on-demand" if position < settings.on_demand_base else "spot"
-            rep = run.new_replica(position, lifecycle)
-            if lifecycle == "spot":
-                run.capacity.autoscaling.add_instance(f"i-{rep.name}", "spot")
-            run.start_server(rep)
-            positions[position] = rep.name
-        sampler = threading.Thread(target=run.sample, daemon=True)
-        sampler.start()
-        run.wait_all_ready(settings.ready_timeout)
+        positions = _start_replicas(run)
         duration = settings.load_seconds_total
         start_at = time.time() + 0.3
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        with open(run_dir / "loadgen.log", "wb") as loadgen_log:
-            run.loadgen = subprocess.Popen(
-                [sys.executable, "-m", "spotkit.rehearsal.serving.loadgen", "--url", run.balancer.url,
-                 "--rate", str(settings.rate),
-                 "--duration", str(duration), "--seed", str(settings.seed), "--tokens", *map(str, settings.tokens),
-                 "--stream-share", str(settings.stream_share), "--max-in-flight", str(settings.max_in_flight),
-                 "--start-at", f"{start_at:.4f}", "--out", str(requests_path), "--summary", str(summary_path)],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=loadgen_log,
-                start_new_session=True)
+        _start_loadgen(run, duration, start_at, requests_path, summary_path)
         say(f"{mode}: {settings.replicas} replicas ready behind haproxy at {run.balancer.url}; load "
             f"{settings.rate:g} req/s for {duration:.0f} s")
         for event in settings.events():
-            notice_at = _whole_second_action(start_at + event.notice_offset, settings.notice_seconds)
-            reclaim_at = notice_at + settings.notice_seconds
-            targets = [positions[p] for p in event.positions if positions.get(p)]  # (None: never replaced)
-            records = []
-            for name in targets:
-                rep = run.replicas[name]
-                item = InterruptionRecord(index=event.index, replica=name, position=rep.position, wave=event.wave,
-                                          no_capacity=event.no_capacity, rebalance_at=None, notice_at=notice_at)
-                records.append(item)
-                with run.lock:
-                    run.interruptions.append(item)
-                    if event.no_capacity:
-                        run.no_capacity_for.add(name)
-            if event.rebalance_lead is not None:
-                _sleep_until(notice_at - event.rebalance_lead)
-                for item in records:
-                    item.rebalance_at = time.time()
-                    emulator = run.emulators.get(item.replica)
-                    if emulator is not None:
-                        emulator.interrupt("rebalance", lead_seconds=settings.notice_seconds)
-            _sleep_until(notice_at)
-            for item in records:
-                item.notice_at = time.time()
-                emulator = run.emulators.get(item.replica)
-                if emulator is not None:
-                    emulator.interrupt("spot", lead_seconds=settings.notice_seconds)
-            kind = "wave of 2" if event.wave else "reclaim"
-            say(f"{mode}: interruption {event.index + 1}: {kind} ({', '.join(targets)}) notice at "
-                f"+{notice_at - start_at:.1f}s" + (", no spot capacity" if event.no_capacity else "")
-                + (f", rebalance {event.rebalance_lead:g}s ahead" if event.rebalance_lead else ""))
-            _sleep_until(reclaim_at)
-            for item in records:
-                rep = run.replicas[item.replica]
-                stats = {}
-                try:
-                    stats = run.balancer.servers()
-                except OSError:
-                    pass
-                with run.lock:
-                    proc = run.procs.get(rep.name)
-                    alive = proc is not None and proc.poll() is None
-                    item.exited_before_reclaim = not alive
-                    item.in_flight_at_reclaim = stats.get(rep.slot or "", {}).get("scur", 0) if alive else 0
-                    run._kill(rep.name, "reclaimed" if alive else "exited")
-                    if not alive and rep.end is None:
-                        rep.end = "exited"
-                    item.reclaimed_at = time.time()
-                    run.capacity.autoscaling.remove_instance(f"i-{rep.name}")
-                if mode == "after-preemption" and rep.slot:
-                    run.balancer.set_state(rep.slot, "maint")  # the balancer is told at the reclaim
-                if mode != "spotkit" or rep.name not in run.replacement_of:
-                    if mode == "spotkit":
-                        run.capacity.autoscaling.change_desired(+1)
-                    run.request_replacement(rep.name, why="reclaim")
-                if mode == "spotkit":
-                    run.capacity.autoscaling.change_desired(-1)  # the reclaimed instance's place is taken
-                positions[item.position] = run.replacement_of.get(rep.name)  # None: no capacity at all
-            say(f"{mode}:   reclaimed {', '.join(targets)} at +{time.time() - start_at:.1f}s")
+            _interrupt(run, event, positions, start_at)
         run.loadgen.wait(timeout=duration + 60)
         load_ended = time.time()
         for name, (thread, stop) in run.agents.items():
@@ -697,6 +620,123 @@ def run_once(mode: str, settings: ServeDrillSettings, workdir: Path,
                 item.replacement_ready_at = new.ready_at
     finally:
         run.close()
+    for rep in run.replicas.values():
+        if rep.ended_at is None:
+            rep.ended_at, rep.end = load_ended, "drill-end"
+    return RunResult(mode=mode, settings=asdict(settings), load_started_at=start_at, load_ended_at=load_ended,
+                     requests=_read_requests(requests_path), ready_samples=run.ready_samples,
+                     replicas=list(run.replicas.values()), interruptions=run.interruptions, loadgen=loadgen,
+                     fallback_decisions=run.capacity.decisions, balancer_port=run.balancer.port,
+                     pids=run.pids())
+
+
+def _start_replicas(run: _Run) -> dict[int, str]:
+    """The balancer and the first replicas, healthy; returns position -> replica name."""
+    settings = run.s
+    run.balancer.start()
+    positions: dict[int, str] = {}
+    for position in range(settings.replicas):
+        lifecycle = "on-demand" if position < settings.on_demand_base else "spot"
+        rep = run.new_replica(position, lifecycle)
+        if lifecycle == "spot":
+            run.capacity.autoscaling.add_instance(f"i-{rep.name}", "spot")
+        run.start_server(rep)
+        positions[position] = rep.name
+    sampler = threading.Thread(target=run.sample, daemon=True)
+    sampler.start()
+    run.wait_all_ready(settings.ready_timeout)
+    return positions
+
+
+def _start_loadgen(run: _Run, duration: float, start_at: float, requests_path: Path, summary_path: Path) -> None:
+    """The load generator, in its own process, against the balancer from ``start_at`` (epoch)."""
+    settings = run.s
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open(run.dir / "loadgen.log", "wb") as loadgen_log:
+        run.loadgen = subprocess.Popen(
+            [sys.executable, "-m", "spotkit.rehearsal.serving.loadgen", "--url", run.balancer.url,
+             "--rate", str(settings.rate),
+             "--duration", str(duration), "--seed", str(settings.seed), "--tokens", *map(str, settings.tokens),
+             "--stream-share", str(settings.stream_share), "--max-in-flight", str(settings.max_in_flight),
+             "--start-at", f"{start_at:.4f}", "--out", str(requests_path), "--summary", str(summary_path)],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=loadgen_log,
+            start_new_session=True)
+
+
+def _interrupt(run: _Run, event: Event, positions: dict[int, str], start_at: float) -> None:
+    """One interruption of the schedule: its rebalance recommendation, notice and reclaim, on time."""
+    from spotkit.rehearsal.drill import _whole_second_action
+
+    settings, mode = run.s, run.mode
+    notice_at = _whole_second_action(start_at + event.notice_offset, settings.notice_seconds)
+    reclaim_at = notice_at + settings.notice_seconds
+    targets = [positions[p] for p in event.positions if positions.get(p)]  # (None: never replaced)
+    records = []
+    for name in targets:
+        rep = run.replicas[name]
+        item = InterruptionRecord(index=event.index, replica=name, position=rep.position, wave=event.wave,
+                                  no_capacity=event.no_capacity, rebalance_at=None, notice_at=notice_at)
+        records.append(item)
+        with run.lock:
+            run.interruptions.append(item)
+            if event.no_capacity:
+                run.no_capacity_for.add(name)
+    if event.rebalance_lead is not None:
+        _sleep_until(notice_at - event.rebalance_lead)
+        _notify(run, records, "rebalance", "rebalance_at")
+    _sleep_until(notice_at)
+    _notify(run, records, "spot", "notice_at")
+    kind = "wave of 2" if event.wave else "reclaim"
+    run.say(f"{mode}: interruption {event.index + 1}: {kind} ({', '.join(targets)}) notice at "
+            f"+{notice_at - start_at:.1f}s" + (", no spot capacity" if event.no_capacity else "")
+            + (f", rebalance {event.rebalance_lead:g}s ahead" if event.rebalance_lead else ""))
+    _sleep_until(reclaim_at)
+    for item in records:
+        _reclaim(run, item, positions)
+    run.say(f"{mode}:   reclaimed {', '.join(targets)} at +{time.time() - start_at:.1f}s")
+
+
+def _notify(run: _Run, records: list[InterruptionRecord], kind: str, stamp: str) -> None:
+    """Each target's metadata emulator shows ``kind`` now (``rebalance`` or ``spot``); ``stamp`` records when."""
+    for item in records:
+        setattr(item, stamp, time.time())
+        emulator = run.emulators.get(item.replica)
+        if emulator is not None:
+            emulator.interrupt(kind, lead_seconds=run.s.notice_seconds)
+
+
+def _reclaim(run: _Run, item: InterruptionRecord, positions: dict[int, str]) -> None:
+    """The reclaim of one replica: killed if still running, and replaced unless the hook already asked."""
+    mode = run.mode
+    rep = run.replicas[item.replica]
+    stats = {}
+    try:
+        stats = run.balancer.servers()
+    except OSError:
+        pass
+    with run.lock:
+        proc = run.procs.get(rep.name)
+        alive = proc is not None and proc.poll() is None
+        item.exited_before_reclaim = not alive
+        item.in_flight_at_reclaim = stats.get(rep.slot or "", {}).get("scur", 0) if alive else 0
+        run._kill(rep.name, "reclaimed" if alive else "exited")
+        if not alive and rep.end is None:
+            rep.end = "exited"
+        item.reclaimed_at = time.time()
+        run.capacity.autoscaling.remove_instance(f"i-{rep.name}")
+    if mode == "after-preemption" and rep.slot:
+        run.balancer.set_state(rep.slot, "maint")  # the balancer is told at the reclaim
+    if mode != "spotkit" or rep.name not in run.replacement_of:
+        if mode == "spotkit":
+            run.capacity.autoscaling.change_desired(+1)
+        run.request_replacement(rep.name, why="reclaim")
+    if mode == "spotkit":
+        run.capacity.autoscaling.change_desired(-1)  # the reclaimed instance's place is taken
+    positions[item.position] = run.replacement_of.get(rep.name)  # None: no capacity at all
+
+
+def _read_requests(requests_path: Path) -> list[dict]:
+    """The load generator's request records (a line cut short by the end of the run is left out)."""
     requests = []
     if requests_path.exists():
         for line in requests_path.read_text().splitlines():
@@ -704,14 +744,7 @@ def run_once(mode: str, settings: ServeDrillSettings, workdir: Path,
                 requests.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-    for rep in run.replicas.values():
-        if rep.ended_at is None:
-            rep.ended_at, rep.end = load_ended, "drill-end"
-    return RunResult(mode=mode, settings=asdict(settings), load_started_at=start_at, load_ended_at=load_ended,
-                     requests=requests, ready_samples=run.ready_samples, replicas=list(run.replicas.values()),
-                     interruptions=run.interruptions, loadgen=loadgen,
-                     fallback_decisions=run.capacity.decisions, balancer_port=run.balancer.port,
-                     pids=run.pids())
+    return requests
 
 
 def run_serve_drill(settings: ServeDrillSettings, workdir: Path, modes: tuple[str, ...] = MODES,

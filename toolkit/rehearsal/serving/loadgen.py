@@ -71,6 +71,45 @@ class LoadSettings:
 PROMPTS = ("The list", "A class", "The import statement", "Exceptions", "The for loop")
 
 
+def _read_stream(resp: http.client.HTTPResponse, rec: dict) -> None:
+    """Read a streaming 200 into ``rec``: a token per SSE event, ``first`` at the first; cut without ``[DONE]``."""
+    done, buf = False, b""
+    while True:
+        line = resp.readline()
+        if not line:
+            break
+        rec["bytes"] += len(line)
+        if line.startswith(b"data: "):
+            if line.strip() == b"data: [DONE]":
+                done = True
+                break
+            rec["tokens"] += 1
+            if rec["first"] is None:
+                rec["first"] = time.time()
+        buf = line
+    if done:
+        resp.read()  # the closing chunk
+    else:
+        rec["cause"] = "stream-cut"
+        rec["error"] = f"stream ended after {rec['tokens']} of {rec['max_tokens']} tokens ({buf[:40]!r})"
+
+
+def _read_body(resp: http.client.HTTPResponse, rec: dict) -> None:
+    """Read a whole (not streamed, or not 200) JSON body into ``rec``: its tokens from ``usage``."""
+    data = resp.read()
+    rec["bytes"] = len(data)
+    rec["first"] = time.time()
+    try:
+        doc = json.loads(data)
+        rec["tokens"] = int(doc.get("usage", {}).get("completion_tokens", 0))
+    except ValueError:
+        rec["cause"] = "stream-cut"
+        rec["error"] = f"a body of {len(data)} bytes that is not JSON"
+    if resp.status != 200 and rec["cause"] is None:
+        rec["cause"] = "other"
+        rec["error"] = f"status {resp.status}"
+
+
 def one_request(host: str, port: int, item: dict, timeout: float) -> dict:
     """Send one completion request; the record (see the module doc)."""
     rec = {**item, "start": time.time(), "first": None, "end": None, "status": None, "bytes": 0, "tokens": 0,
@@ -86,38 +125,9 @@ def one_request(host: str, port: int, item: dict, timeout: float) -> dict:
             rec["bytes"] = len(resp.read())
             rec["cause"] = "5xx"
         elif item["stream"] and resp.status == 200:
-            done, buf = False, b""
-            while True:
-                line = resp.readline()
-                if not line:
-                    break
-                rec["bytes"] += len(line)
-                if line.startswith(b"data: "):
-                    if line.strip() == b"data: [DONE]":
-                        done = True
-                        break
-                    rec["tokens"] += 1
-                    if rec["first"] is None:
-                        rec["first"] = time.time()
-                buf = line
-            if done:
-                resp.read()  # the closing chunk
-            else:
-                rec["cause"] = "stream-cut"
-                rec["error"] = f"stream ended after {rec['tokens']} of {item['max_tokens']} tokens ({buf[:40]!r})"
+            _read_stream(resp, rec)
         else:
-            data = resp.read()
-            rec["bytes"] = len(data)
-            rec["first"] = time.time()
-            try:
-                doc = json.loads(data)
-                rec["tokens"] = int(doc.get("usage", {}).get("completion_tokens", 0))
-            except ValueError:
-                rec["cause"] = "stream-cut"
-                rec["error"] = f"a body of {len(data)} bytes that is not JSON"
-            if resp.status != 200 and rec["cause"] is None:
-                rec["cause"] = "other"
-                rec["error"] = f"status {resp.status}"
+            _read_body(resp, rec)
     except ConnectionRefusedError as exc:
         rec["cause"], rec["error"] = "refused", str(exc)
     except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:

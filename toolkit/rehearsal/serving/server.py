@@ -27,22 +27,31 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # the model (numpy) loads after the server starts, in serve()
+    from spotkit.rehearsal.serving.model import BigramModel
 
 MODEL_NAME = "spotkit-bigram-pydoc"
 
 
+@dataclass(eq=False)
 class ReplicaState:
-    def __init__(self, token_seconds: float, batch_slowdown: float, name: str):
-        self.token_seconds = token_seconds
-        self.batch_slowdown = batch_slowdown
-        self.name = name
-        self.model = None
-        self.ready = False
-        self.stopping = False
-        self.active = 0
-        self.lock = threading.Lock()
+    """The replica's state, shared by its request threads; ``idle`` is notified when a request ends."""
+
+    token_seconds: float
+    batch_slowdown: float
+    name: str
+    model: Optional[BigramModel] = None  # loaded after the server starts (the weights' load)
+    ready: bool = False
+    stopping: bool = False
+    active: int = 0  # requests in progress
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    idle: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
         self.idle = threading.Condition(self.lock)
 
     def token_delay(self) -> float:
