@@ -256,13 +256,19 @@ def _cloud_emulator(settings: DrillSettings):
             {"kind": "spot", "lead_seconds": settings.notice_seconds})
 
 
-def _sleep_until_reclaim(when: float, emulator) -> None:
-    """Until ``when``; on Azure the platform goes ahead as soon as the event is acknowledged (StartRequests)."""
-    acked = getattr(emulator, "snapshot", None)
+def _sleep_until_reclaim(when: float, emulator) -> Optional[bool]:
+    """Until ``when``; on Azure the platform goes ahead as soon as the event is acknowledged (StartRequests).
+    Returns, on Azure, whether the emulator had recorded the acknowledgement when the wait ended (its own
+    record: one event per emulator); None on the other clouds."""
+    snapshot = getattr(emulator, "snapshot", None)
+    if snapshot is None:
+        time.sleep(max(0.0, when - time.time()))
+        return None
     while time.time() < when:
-        if acked is not None and acked()["start_requests"]:
-            return
+        if snapshot()["start_requests"]:
+            return True
         time.sleep(min(0.02, max(0.0, when - time.time())))
+    return bool(snapshot()["start_requests"])
 
 
 @dataclass(frozen=True)
@@ -396,7 +402,7 @@ def _interrupt(run: _Run, index: int, instance: _Instance, anchor: float) -> Opt
             replacement = run.replacement(reclaim_due)
         run.say(f"{run.mode}: interruption {index + 1}/{s.interruptions}: notice at +{notice_at - run.started:.1f}s"
                 + (f" (rebalance {lead:.1f}s ahead)" if rebalance_at else ""))
-        _sleep_until_reclaim(reclaim_due, imds)
+        acknowledged = _sleep_until_reclaim(reclaim_due, imds)
         reclaimed_at = time.time()
         instance.reclaim()
         agent = watch.finish() if watch else None
@@ -408,7 +414,7 @@ def _interrupt(run: _Run, index: int, instance: _Instance, anchor: float) -> Opt
     item = Interruption(index=index, notice_at=notice_at, reclaimed_at=reclaimed_at, rebalance_at=rebalance_at,
                         replacement_launched_at=launched_at, old_pid=instance.proc.pid, new_pid=new.proc.pid,
                         detected_at=agent.detected_at if agent else None,
-                        final_requested_at=agent.signal_sent_at if agent else None)
+                        final_requested_at=agent.signal_sent_at if agent else None, acknowledged=acknowledged)
     return item, new
 
 

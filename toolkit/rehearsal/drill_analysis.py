@@ -35,6 +35,7 @@ class Interruption:
     checkpoint_seconds: Optional[float] = None
     final_requested_at: Optional[float] = None
     final_checkpoint_at: Optional[float] = None
+    acknowledged: Optional[bool] = None  # Azure: the platform had the VM's StartRequests when it reclaimed
     last_step_before: int = 0
     restored_step: int = 0
     resumed_from: Optional[str] = None
