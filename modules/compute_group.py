@@ -16,7 +16,6 @@ Every rule AWS or spot safety imposes is checked in the constructor, before any 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
@@ -33,7 +32,7 @@ from spotkit.constructs.hibernation import (
     validate_hibernation,
     validate_warm_pool,
 )
-from spotkit.constructs.lazy import lazy_string
+from spotkit.constructs.instance_role import egress_only_security_group, instance_role
 from spotkit.constructs.tags import check_tags
 from spotkit.constructs.user_data import UserData, UserDataPart
 from spotkit.errors import ValidationError
@@ -355,55 +354,20 @@ class SpotComputeGroup(Construct):
         if security_group_id:
             self.security_group_id = security_group_id
             return
-        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
-
-        sg = SecurityGroup(
-            self, "security-group",
-            name_prefix=f"{self.name}-",
+        self.security_group_id = egress_only_security_group(
+            self, name=self.name, vpc_id=self.vpc_id, tags=self.tags,
             description=f"spotkit compute group {self.name}: egress only; peers are added by allow_ingress_from",
-            vpc_id=self.vpc_id,
-            egress=[SecurityGroup.EgressProperty(from_port=0, to_port=0, protocol="-1", cidr_blocks=["0.0.0.0/0"],
-                                        description="all outbound")],
-            tags=self.tags,
-            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
-        )
-        self.security_group_id = sg.id
+        ).id
 
     def _create_role(self) -> None:
-        from cdktn_aws.iam import (
-            AwsInstanceProfile as IamInstanceProfile,
-            AwsRole as IamRole,
-            AwsRolePolicy as IamRolePolicy,
-            AwsRolePolicyAttachment as IamRolePolicyAttachment,
-        )
-
-        self.role = IamRole(
-            self, "role",
-            name_prefix=f"{self.name}-"[:38],
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                               "Action": "sts:AssumeRole"}],
-            }),
-            tags=self.tags,
-        )
-        IamRolePolicyAttachment(
-            self, "ssm-core",
-            role=self.role.name,
-            policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
-        )
+        self.role, self.instance_profile = instance_role(self, name=self.name, tags=self.tags,
+                                                         statements=self._policy_statements, profile_tags=self.tags)
         self.add_to_role_policy({
             "Sid": "DrainOwnGroup",
             "Effect": "Allow",
             "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
             "Resource": f"arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{self.name}",
         })
-        IamRolePolicy(self, "policy", name="spotkit-instance", role=self.role.id,
-                      policy=lazy_string(lambda: json.dumps({"Version": "2012-10-17",
-                                                              "Statement": self._policy_statements})))
-        self.instance_profile = IamInstanceProfile(
-            self, "instance-profile", name_prefix=f"{self.name}-"[:38], role=self.role.name, tags=self.tags,
-        )
 
     def _image_id(self) -> str:
         if self.settings.ami_id:
