@@ -23,6 +23,7 @@ from constructs import Construct
 
 from spotkit.constructs.annotations import warn
 from spotkit.constructs.eks_settings import EksClusterSettings, validate_cluster
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.runtime.notice import TAG_CLUSTER
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -31,12 +32,6 @@ AUTO_MODE_CLUSTER_POLICIES = (
     "AmazonEKSComputePolicy", "AmazonEKSBlockStoragePolicy", "AmazonEKSLoadBalancingPolicy", "AmazonEKSNetworkingPolicy",
 )
 DISCOVERY_TAG = "karpenter.sh/discovery"
-
-
-def assume_role_policy(service: str, *, tag_session: bool = False) -> str:
-    actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}]})
 
 
 class EksCluster(Construct):

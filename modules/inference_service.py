@@ -33,6 +33,7 @@ from constructs import Construct
 
 from spotkit.constructs.annotations import warn
 from spotkit.constructs.ecs_spot import SPOT_NOTICE_SECONDS, EcsSpotCluster
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.constructs.user_data import UserDataPart
 from spotkit.errors import ValidationError
 from spotkit.runtime.notice import TAG_SKIP_CHECK, TAG_SPOT_OVERPROVISION
@@ -398,12 +399,8 @@ class InferenceService(Construct):
 
         s = self.settings
         me = DataAwsCallerIdentity(self, "caller")
-        assume = json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                           "Action": "sts:AssumeRole",
-                           "Condition": {"StringEquals": {"aws:SourceAccount": me.account_id}}}],
-        })
+        assume = assume_role_policy("ecs-tasks.amazonaws.com",
+                                    condition={"StringEquals": {"aws:SourceAccount": me.account_id}})
         self.execution_role = IamRole(self, "execution-role", name_prefix=f"{self.name}-exec-", assume_role_policy=assume)
         statements: list[dict] = [{
             "Sid": "WriteOwnLogs", "Effect": "Allow",

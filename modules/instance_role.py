@@ -13,6 +13,7 @@ from typing import Mapping, Optional
 
 from constructs import Construct
 
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.constructs.lazy import lazy_string
 
 SSM_CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -49,11 +50,7 @@ def instance_role(scope: Construct, *, name: str, tags: Mapping[str, str], state
     role = IamRole(
         scope, "role",
         name_prefix=f"{name}-"[:38],
-        assume_role_policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                           "Action": "sts:AssumeRole"}],
-        }),
+        assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
         tags=tags,
     )
     IamRolePolicyAttachment(scope, "ssm-core", role=role.name, policy_arn=SSM_CORE_POLICY)

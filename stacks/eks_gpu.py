@@ -14,7 +14,8 @@ from cdktn import Fn, TerraformOutput
 from constructs import Construct
 
 from spotkit.constructs.efs_checkpoints import EfsCheckpoints
-from spotkit.constructs.eks_cluster import AUTO_NODE_POLICY, EksCluster, assume_role_policy
+from spotkit.constructs.eks_cluster import AUTO_NODE_POLICY, EksCluster
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.constructs.eks_node_groups import EksManagedNodeGroup, EksNodeRole
 from spotkit.constructs.user_data import escape_for_terraform
 from spotkit.stacks.base import SpotkitStack
