@@ -127,23 +127,29 @@ class AgentArtifact(Construct):
 
     def __init__(self, scope: Construct, id_: str, *, name_prefix: str = "spotkit-agent-"):
         super().__init__(scope, id_)
-        from cdktn import AssetType, TerraformAsset
-        from cdktn_aws.s3 import (
-            AwsBucket as S3Bucket,
-            AwsBucketLifecycleConfiguration as S3BucketLifecycleConfiguration,
-            AwsBucketOwnershipControls as S3BucketOwnershipControls,
-            AwsBucketPolicy as S3BucketPolicy,
-            AwsBucketPublicAccessBlock as S3BucketPublicAccessBlock,
-            AwsBucketServerSideEncryptionConfiguration as S3BucketServerSideEncryptionConfiguration,
-            AwsBucketVersioning as S3BucketVersioning,
-            AwsObject as S3Object,
-        )
+        from cdktn_aws.s3 import AwsBucket as S3Bucket
 
         self.built = build_agent_pyz()
         self.sha256 = self.built.sha256
         self.key = f"agent/{self.sha256}/{ARTIFACT_NAME}"
         tags = {TAG_MANAGED: "true", TAG_PURPOSE: "interruption-agent"}
         self.bucket = S3Bucket(self, "bucket", bucket_prefix=name_prefix[:37], force_destroy=True, tags=tags)
+        access, encryption, versioning = self._lock_down_bucket()
+        self._expire_replaced_builds(versioning)
+        policy = self._tls_only_policy(access)
+        self._upload(tags, depends_on=[encryption, versioning, policy])
+
+    # --- resources --------------------------------------------------------------------------
+
+    def _lock_down_bucket(self):
+        """(public access block, encryption, versioning): no public access, owner-enforced, AES256, versioned."""
+        from cdktn_aws.s3 import (
+            AwsBucketOwnershipControls as S3BucketOwnershipControls,
+            AwsBucketPublicAccessBlock as S3BucketPublicAccessBlock,
+            AwsBucketServerSideEncryptionConfiguration as S3BucketServerSideEncryptionConfiguration,
+            AwsBucketVersioning as S3BucketVersioning,
+        )
+
         access = S3BucketPublicAccessBlock(self, "public-access-block", bucket=self.bucket.id, block_public_acls=True,
                                            block_public_policy=True, ignore_public_acls=True,
                                            restrict_public_buckets=True)
@@ -158,9 +164,14 @@ class AgentArtifact(Construct):
         versioning = S3BucketVersioning(self, "versioning", bucket=self.bucket.id,
                                          versioning_configuration=S3BucketVersioning.VersioningConfigurationProperty(
                                              status="Enabled"))
-        # Each build is a new key (agent/<sha256>/...): the one it replaces becomes a noncurrent version when
-        # Terraform deletes it. Keep those NONCURRENT_DAYS (a rollback window), then let S3 remove them, and
-        # clean up uploads that never completed. (checkov CKV2_AWS_61)
+        return access, encryption, versioning
+
+    def _expire_replaced_builds(self, versioning) -> None:
+        """Each build is a new key (agent/<sha256>/...): the one it replaces becomes a noncurrent version when
+        Terraform deletes it. Keep those NONCURRENT_DAYS (a rollback window), then let S3 remove them, and
+        clean up uploads that never completed. (checkov CKV2_AWS_61)"""
+        from cdktn_aws.s3 import AwsBucketLifecycleConfiguration as S3BucketLifecycleConfiguration
+
         self.lifecycle = S3BucketLifecycleConfiguration(
             self, "lifecycle", bucket=self.bucket.id, depends_on=[versioning],
             rule=[S3BucketLifecycleConfiguration.RuleProperty(
@@ -170,7 +181,11 @@ class AgentArtifact(Construct):
                     noncurrent_days=NONCURRENT_DAYS)],
                 abort_incomplete_multipart_upload=[
                     S3BucketLifecycleConfiguration.AbortIncompleteMultipartUploadProperty(days_after_initiation=1)])])
+
+    def _tls_only_policy(self, access):
         import json
+
+        from cdktn_aws.s3 import AwsBucketPolicy as S3BucketPolicy
 
         self.bucket_policy = {
             "Version": "2012-10-17",
@@ -180,13 +195,18 @@ class AgentArtifact(Construct):
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             }],
         }
-        policy = S3BucketPolicy(self, "policy", bucket=self.bucket.id, policy=json.dumps(self.bucket_policy),
-                                depends_on=[access])
+        return S3BucketPolicy(self, "policy", bucket=self.bucket.id, policy=json.dumps(self.bucket_policy),
+                              depends_on=[access])
+
+    def _upload(self, tags: dict, depends_on: list) -> None:
+        """The built pyz as a Terraform asset, uploaded once the bucket is locked down."""
+        from cdktn import AssetType, TerraformAsset
+        from cdktn_aws.s3 import AwsObject as S3Object
+
         self.asset = TerraformAsset(self, "pyz", path=str(self.built.path), type=AssetType.FILE)
         self.object = S3Object(self, "object", bucket=self.bucket.id, key=self.key, source=self.asset.path,
                                source_hash=self.sha256, content_type="application/zip",
-                               server_side_encryption="AES256", tags=tags,
-                               depends_on=[encryption, versioning, policy])
+                               server_side_encryption="AES256", tags=tags, depends_on=depends_on)
 
     @property
     def object_arn(self) -> str:

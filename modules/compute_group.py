@@ -16,7 +16,6 @@ Every rule AWS or spot safety imposes is checked in the constructor, before any 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
@@ -26,6 +25,7 @@ from constructs import Construct
 
 from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_part, validate_agent_settings
 from spotkit.constructs.annotations import warn
+from spotkit.constructs.checks import require_at_least
 from spotkit.constructs.hibernation import (
     HibernationSettings,
     WarmPoolSettings,
@@ -33,7 +33,7 @@ from spotkit.constructs.hibernation import (
     validate_hibernation,
     validate_warm_pool,
 )
-from spotkit.constructs.lazy import lazy_string
+from spotkit.constructs.instance_role import egress_only_security_group, instance_role
 from spotkit.constructs.tags import check_tags
 from spotkit.constructs.user_data import UserData, UserDataPart
 from spotkit.errors import ValidationError
@@ -195,6 +195,25 @@ def validate_settings(name: str, settings: ComputeGroupSettings, subnet_ids: Seq
             "(it names the Auto Scaling group and its tags)"
         )
     check_tags(s.tags, where, in_instance_metadata=True)
+    _validate_capacity(where, s)
+    _validate_allocation(where, s)
+    _validate_lifecycle_hook(where, s)
+    if s.instance_requirements is None:
+        _validate_instance_types(where, s)
+    else:
+        _validate_instance_requirements(where, s)
+    _validate_launch(where, s, subnet_ids)
+    types = () if s.instance_requirements is not None else tuple(dict.fromkeys(s.instance_types))
+    validate_hibernation(where, types, s.hibernation, root_encrypted=True)
+    validate_warm_pool(where, s.warm_pool, hibernation_enabled=s.hibernation.enabled, uses_spot=s.uses_spot,
+                       instance_type_count=len(types), uses_requirements=s.instance_requirements is not None,
+                       max_size=s.max_size)
+    if s.install_agent:
+        validate_agent_settings(where, s.agent)
+
+
+def _validate_capacity(where: str, s: ComputeGroupSettings) -> None:
+    """Sizes, and the on-demand part of them."""
     if s.min_size < 0 or s.max_size < 0:
         raise ValidationError(f"{where}: min_size and max_size must be 0 or more (got {s.min_size} and {s.max_size})")
     if s.min_size > s.max_size:
@@ -211,13 +230,16 @@ def validate_settings(name: str, settings: ComputeGroupSettings, subnet_ids: Seq
             f"{where}: on_demand_percentage_above_base must be between 0 and 100 (got "
             f"{s.on_demand_percentage_above_base}): use 0 for all spot above the base, 100 for all on-demand"
         )
-    if s.on_demand_base_capacity < 0:
-        raise ValidationError(f"{where}: on_demand_base_capacity must be 0 or more (got {s.on_demand_base_capacity})")
+    require_at_least(where, "on_demand_base_capacity", s.on_demand_base_capacity, 0)
     if s.on_demand_base_capacity > s.max_size:
         raise ValidationError(
             f"{where}: on_demand_base_capacity ({s.on_demand_base_capacity}) is above max_size ({s.max_size}): "
             "the group could never reach its on-demand floor; raise max_size or lower on_demand_base_capacity"
         )
+
+
+def _validate_allocation(where: str, s: ComputeGroupSettings) -> None:
+    """The allocation strategies AWS accepts."""
     if s.spot_allocation_strategy not in SPOT_ALLOCATION_STRATEGIES:
         raise ValidationError(
             f"{where}: spot_allocation_strategy {s.spot_allocation_strategy!r} is not accepted by AWS: "
@@ -228,6 +250,10 @@ def validate_settings(name: str, settings: ComputeGroupSettings, subnet_ids: Seq
             f"{where}: on_demand_allocation_strategy {s.on_demand_allocation_strategy!r} is not accepted by AWS: "
             f"use one of {', '.join(ON_DEMAND_ALLOCATION_STRATEGIES)}"
         )
+
+
+def _validate_lifecycle_hook(where: str, s: ComputeGroupSettings) -> None:
+    """The drain hook's heartbeat and default result."""
     if not HEARTBEAT_MIN_SECONDS <= s.lifecycle_hook_heartbeat_seconds <= HEARTBEAT_MAX_SECONDS:
         raise ValidationError(
             f"{where}: lifecycle_hook_heartbeat_seconds must be between {HEARTBEAT_MIN_SECONDS} and "
@@ -238,42 +264,44 @@ def validate_settings(name: str, settings: ComputeGroupSettings, subnet_ids: Seq
         raise ValidationError(
             f"{where}: lifecycle_hook_default_result must be CONTINUE or ABANDON (got {s.lifecycle_hook_default_result!r})"
         )
-    if s.instance_requirements is None:
-        if s.uses_spot and len(set(s.instance_types)) < 2:
-            raise ValidationError(
-                f"{where}: a group that uses spot needs at least 2 instance types (got "
-                f"{len(set(s.instance_types))}: {', '.join(s.instance_types) or 'none'}); losing one spot pool "
-                "would take the whole group. Add instance types (3 or more recommended), use "
-                "instance_requirements, or set on_demand_percentage_above_base=100"
-            )
-        unknown = sorted(set(s.instance_weights) - set(s.instance_types))
-        if unknown:
-            raise ValidationError(
-                f"{where}: instance_weights names types that are not in instance_types: {', '.join(unknown)}"
-            )
-        bad = sorted(k for k, w in s.instance_weights.items() if not 1 <= int(w) <= 999)
-        if bad:
-            raise ValidationError(f"{where}: instance_weights must be between 1 and 999 (check {', '.join(bad)})")
-    else:
-        bad_makers = sorted(set(s.instance_requirements.accelerator_manufacturers) - set(ACCELERATOR_MANUFACTURERS))
-        if bad_makers:
-            raise ValidationError(
-                f"{where}: instance_requirements.accelerator_manufacturers has {', '.join(bad_makers)}: "
-                f"use {', '.join(ACCELERATOR_MANUFACTURERS)}"
-            )
+
+
+def _validate_instance_types(where: str, s: ComputeGroupSettings) -> None:
+    """A list of instance types: enough spot pools, and weights only for listed types."""
+    if s.uses_spot and len(set(s.instance_types)) < 2:
+        raise ValidationError(
+            f"{where}: a group that uses spot needs at least 2 instance types (got "
+            f"{len(set(s.instance_types))}: {', '.join(s.instance_types) or 'none'}); losing one spot pool "
+            "would take the whole group. Add instance types (3 or more recommended), use "
+            "instance_requirements, or set on_demand_percentage_above_base=100"
+        )
+    unknown = sorted(set(s.instance_weights) - set(s.instance_types))
+    if unknown:
+        raise ValidationError(
+            f"{where}: instance_weights names types that are not in instance_types: {', '.join(unknown)}"
+        )
+    bad = sorted(k for k, w in s.instance_weights.items() if not 1 <= int(w) <= 999)
+    if bad:
+        raise ValidationError(f"{where}: instance_weights must be between 1 and 999 (check {', '.join(bad)})")
+
+
+def _validate_instance_requirements(where: str, s: ComputeGroupSettings) -> None:
+    bad_makers = sorted(set(s.instance_requirements.accelerator_manufacturers) - set(ACCELERATOR_MANUFACTURERS))
+    if bad_makers:
+        raise ValidationError(
+            f"{where}: instance_requirements.accelerator_manufacturers has {', '.join(bad_makers)}: "
+            f"use {', '.join(ACCELERATOR_MANUFACTURERS)}"
+        )
+
+
+def _validate_launch(where: str, s: ComputeGroupSettings, subnet_ids: Sequence[str]) -> None:
+    """What the launch template and the group's placement need."""
     if not 1 <= s.metadata_hop_limit <= 64:
         raise ValidationError(f"{where}: metadata_hop_limit must be between 1 and 64 (got {s.metadata_hop_limit})")
     if s.root_volume_size_gib < 8:
         raise ValidationError(f"{where}: root_volume_size_gib must be at least 8 (got {s.root_volume_size_gib})")
     if not subnet_ids:
         raise ValidationError(f"{where}: subnet_ids is empty: give at least one subnet (two or more AZs recommended)")
-    types = () if s.instance_requirements is not None else tuple(dict.fromkeys(s.instance_types))
-    validate_hibernation(where, types, s.hibernation, root_encrypted=True)
-    validate_warm_pool(where, s.warm_pool, hibernation_enabled=s.hibernation.enabled, uses_spot=s.uses_spot,
-                       instance_type_count=len(types), uses_requirements=s.instance_requirements is not None,
-                       max_size=s.max_size)
-    if s.install_agent:
-        validate_agent_settings(where, s.agent)
 
 
 class SpotComputeGroup(Construct):
@@ -355,55 +383,20 @@ class SpotComputeGroup(Construct):
         if security_group_id:
             self.security_group_id = security_group_id
             return
-        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
-
-        sg = SecurityGroup(
-            self, "security-group",
-            name_prefix=f"{self.name}-",
+        self.security_group_id = egress_only_security_group(
+            self, name=self.name, vpc_id=self.vpc_id, tags=self.tags,
             description=f"spotkit compute group {self.name}: egress only; peers are added by allow_ingress_from",
-            vpc_id=self.vpc_id,
-            egress=[SecurityGroup.EgressProperty(from_port=0, to_port=0, protocol="-1", cidr_blocks=["0.0.0.0/0"],
-                                        description="all outbound")],
-            tags=self.tags,
-            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
-        )
-        self.security_group_id = sg.id
+        ).id
 
     def _create_role(self) -> None:
-        from cdktn_aws.iam import (
-            AwsInstanceProfile as IamInstanceProfile,
-            AwsRole as IamRole,
-            AwsRolePolicy as IamRolePolicy,
-            AwsRolePolicyAttachment as IamRolePolicyAttachment,
-        )
-
-        self.role = IamRole(
-            self, "role",
-            name_prefix=f"{self.name}-"[:38],
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                               "Action": "sts:AssumeRole"}],
-            }),
-            tags=self.tags,
-        )
-        IamRolePolicyAttachment(
-            self, "ssm-core",
-            role=self.role.name,
-            policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
-        )
+        self.role, self.instance_profile = instance_role(self, name=self.name, tags=self.tags,
+                                                         statements=self._policy_statements, profile_tags=self.tags)
         self.add_to_role_policy({
             "Sid": "DrainOwnGroup",
             "Effect": "Allow",
             "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
             "Resource": f"arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{self.name}",
         })
-        IamRolePolicy(self, "policy", name="spotkit-instance", role=self.role.id,
-                      policy=lazy_string(lambda: json.dumps({"Version": "2012-10-17",
-                                                              "Statement": self._policy_statements})))
-        self.instance_profile = IamInstanceProfile(
-            self, "instance-profile", name_prefix=f"{self.name}-"[:38], role=self.role.name, tags=self.tags,
-        )
 
     def _image_id(self) -> str:
         if self.settings.ami_id:

@@ -32,7 +32,6 @@ deployments leave that resource type out).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -40,6 +39,7 @@ from typing import Optional, Sequence
 from constructs import Construct
 
 from spotkit.constructs.data_volume_boot import IN_OTHER_AZ, claim_script
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.constructs.kms import is_key_arn, key_arn
 from spotkit.constructs.user_data import UserDataPart
 from spotkit.errors import ValidationError
@@ -230,11 +230,7 @@ class SnapshotPolicy(Construct):
         self.role = IamRole(
             self, "role",
             name_prefix=f"{name}-dlm-"[:38],
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "dlm.amazonaws.com"},
-                               "Action": "sts:AssumeRole"}],
-            }),
+            assume_role_policy=assume_role_policy("dlm.amazonaws.com"),
         )
         IamRolePolicyAttachment(self, "service-role", role=self.role.name, policy_arn=DLM_SERVICE_ROLE_POLICY)
         fast = None

@@ -213,11 +213,42 @@ class EcsSpotCluster(Construct):
         validate_cluster(name, settings)
         super().__init__(scope, id_)
         from cdktn_aws.ecs import AwsCluster as EcsCluster, AwsClusterCapacityProviders as EcsClusterCapacityProviders
-        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
 
         self.name = name
         self.settings = settings
         s = settings
+        self._warn_risky_settings()
+        self.cluster = EcsCluster(
+            self, "cluster", name=name,
+            setting=[EcsCluster.SettingProperty(name="containerInsights", value="enabled" if s.container_insights else "disabled")],
+        )
+
+        self.groups: dict[str, SpotComputeGroup] = {}
+        self.providers: dict = {}
+        for label, suffix, cp in (("spot", "spot", s.spot), ("on_demand", "od", s.on_demand)):
+            self._add_group(label, f"{name}-{suffix}", cp, vpc_id, subnet_ids)
+
+        self.spot_group = self.groups["spot"]
+        self.on_demand_group = self.groups["on_demand"]
+        self.spot_provider_name = self.providers["spot"].name
+        self.on_demand_provider_name = self.providers["on_demand"].name
+
+        self.capacity_providers = EcsClusterCapacityProviders(
+            self, "capacity-providers",
+            cluster_name=self.cluster.name,
+            capacity_providers=[self.on_demand_provider_name, self.spot_provider_name],
+            default_capacity_provider_strategy=[
+                EcsClusterCapacityProviders.DefaultCapacityProviderStrategyProperty(capacity_provider=self.on_demand_provider_name, base=s.default_on_demand_base,
+                                weight=s.default_on_demand_weight),
+                EcsClusterCapacityProviders.DefaultCapacityProviderStrategyProperty(capacity_provider=self.spot_provider_name, base=0, weight=s.default_spot_weight),
+            ],
+        )
+
+    # --- resources --------------------------------------------------------------------------
+
+    def _warn_risky_settings(self) -> None:
+        """Legal settings that cost data or capacity on a reclaim: warnings, not errors."""
+        name, s = self.name, self.settings
         if s.container_stop_timeout_seconds > 90:
             warn(self, f"EcsSpotCluster {name!r}: container_stop_timeout_seconds={s.container_stop_timeout_seconds} "
                        "leaves under 30 s of the two-minute notice for load balancer deregistration")
@@ -235,41 +266,24 @@ class EcsSpotCluster(Construct):
                        f"{s.spot.group.metadata_hop_limit}/{s.on_demand.group.metadata_hop_limit}, awsvpc tasks not "
                        "blocked); give tasks their own task role and turn it back on unless they need IMDS")
 
-        self.cluster = EcsCluster(
-            self, "cluster", name=name,
-            setting=[EcsCluster.SettingProperty(name="containerInsights", value="enabled" if s.container_insights else "disabled")],
+    def _add_group(self, label: str, group_name: str, cp: CapacityProviderSettings, vpc_id: str,
+                   subnet_ids: Sequence[str]) -> None:
+        """One compute group (``spot`` or ``on_demand``) with the ECS agent's policy and boot part, and its
+        capacity provider."""
+        from cdktn_aws.iam import AwsRolePolicyAttachment as IamRolePolicyAttachment
+
+        s = self.settings
+        group = SpotComputeGroup(
+            self, f"{label}-group", name=group_name, vpc_id=vpc_id, subnet_ids=subnet_ids,
+            settings=_with_ecs_defaults(cp.group, cp, s.gpu, s.block_task_instance_metadata),
         )
-
-        self.groups: dict[str, SpotComputeGroup] = {}
-        self.providers: dict = {}
-        for label, suffix, cp in (("spot", "spot", s.spot), ("on_demand", "od", s.on_demand)):
-            group = SpotComputeGroup(
-                self, f"{label}-group", name=f"{name}-{suffix}", vpc_id=vpc_id, subnet_ids=subnet_ids,
-                settings=_with_ecs_defaults(cp.group, cp, s.gpu, s.block_task_instance_metadata),
-            )
-            IamRolePolicyAttachment(self, f"{label}-ecs-agent", role=group.role.name, policy_arn=ECS_INSTANCE_POLICY_ARN)
-            if cp.group.protect_from_scale_in and not cp.managed_termination_protection:
-                warn(self, f"EcsSpotCluster {name!r}: {label}.group.protect_from_scale_in without managed termination "
-                           "protection: nothing lifts the protection, so the group never scales in")
-            self.groups[label] = group
-            group.add_user_data(self._agent_part(label))
-            self.providers[label] = self._capacity_provider(label, f"{name}-{suffix}", group, cp)
-
-        self.spot_group = self.groups["spot"]
-        self.on_demand_group = self.groups["on_demand"]
-        self.spot_provider_name = self.providers["spot"].name
-        self.on_demand_provider_name = self.providers["on_demand"].name
-
-        self.capacity_providers = EcsClusterCapacityProviders(
-            self, "capacity-providers",
-            cluster_name=self.cluster.name,
-            capacity_providers=[self.on_demand_provider_name, self.spot_provider_name],
-            default_capacity_provider_strategy=[
-                EcsClusterCapacityProviders.DefaultCapacityProviderStrategyProperty(capacity_provider=self.on_demand_provider_name, base=s.default_on_demand_base,
-                                weight=s.default_on_demand_weight),
-                EcsClusterCapacityProviders.DefaultCapacityProviderStrategyProperty(capacity_provider=self.spot_provider_name, base=0, weight=s.default_spot_weight),
-            ],
-        )
+        IamRolePolicyAttachment(self, f"{label}-ecs-agent", role=group.role.name, policy_arn=ECS_INSTANCE_POLICY_ARN)
+        if cp.group.protect_from_scale_in and not cp.managed_termination_protection:
+            warn(self, f"EcsSpotCluster {self.name!r}: {label}.group.protect_from_scale_in without managed termination "
+                       "protection: nothing lifts the protection, so the group never scales in")
+        self.groups[label] = group
+        group.add_user_data(self._agent_part(label))
+        self.providers[label] = self._capacity_provider(label, group_name, group, cp)
 
     # --- capabilities -----------------------------------------------------------------------
 

@@ -113,28 +113,32 @@ class EfsCheckpoints(Construct):
         where = f"EfsCheckpoints {name!r}"
         validate_efs(where, settings, subnet_ids)
         super().__init__(scope, id_)
-        from cdktn import TerraformResourceLifecycle
+        self.name = name
+        self.settings = settings
+        self._sg_rules = 0
+        tags = {"Name": f"{name}-checkpoints", TAG_GROUP: name}
+        self.file_system = self._create_file_system(tags)
+        self._create_security_group(vpc_id, tags)
+        self._create_mount_points(subnet_ids, tags)
+
+    # --- resources --------------------------------------------------------------------------
+
+    def _create_file_system(self, tags: dict):
+        """The encrypted file system, its backup policy, and a policy that refuses access without TLS."""
         from cdktn_aws.efs import (
-            AwsAccessPoint as EfsAccessPoint,
             AwsBackupPolicy as EfsBackupPolicy,
             AwsFileSystem as EfsFileSystem,
             AwsFileSystemPolicy as EfsFileSystemPolicy,
-            AwsMountTarget as EfsMountTarget,
         )
-        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
 
-        s = settings
-        self.name = name
-        self.settings = s
-        self._sg_rules = 0
-        tags = {"Name": f"{name}-checkpoints", TAG_GROUP: name}
+        s = self.settings
         lifecycle = []
         if s.transition_to_ia:
             lifecycle = [EfsFileSystem.LifecyclePolicyProperty(transition_to_ia=s.transition_to_ia),
                          EfsFileSystem.LifecyclePolicyProperty(transition_to_primary_storage_class="AFTER_1_ACCESS")]
-        self.file_system = EfsFileSystem(
+        file_system = EfsFileSystem(
             self, "file-system",
-            creation_token=f"{name}-checkpoints",
+            creation_token=f"{self.name}-checkpoints",
             encrypted=True,
             kms_key_id=s.kms_key_id,
             performance_mode="generalPurpose",
@@ -143,11 +147,11 @@ class EfsCheckpoints(Construct):
             lifecycle_policy=lifecycle or None,
             tags=tags,
         )
-        EfsBackupPolicy(self, "backup", file_system_id=self.file_system.id,
+        EfsBackupPolicy(self, "backup", file_system_id=file_system.id,
                         backup_policy=EfsBackupPolicy.BackupPolicyProperty(status="ENABLED" if s.backup else "DISABLED"))
         EfsFileSystemPolicy(
             self, "policy",
-            file_system_id=self.file_system.id,
+            file_system_id=file_system.id,
             policy=json.dumps({
                 "Version": "2012-10-17",
                 "Statement": [{
@@ -155,20 +159,32 @@ class EfsCheckpoints(Construct):
                     "Effect": "Deny",
                     "Principal": {"AWS": "*"},
                     "Action": "*",
-                    "Resource": self.file_system.arn,
+                    "Resource": file_system.arn,
                     "Condition": {"Bool": {"aws:SecureTransport": "false"}},
                 }],
             }),
         )
+        return file_system
+
+    def _create_security_group(self, vpc_id: str, tags: dict) -> None:
+        from cdktn import TerraformResourceLifecycle
+        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
+
         self.security_group = SecurityGroup(
             self, "security-group",
-            name_prefix=f"{name}-efs-",
-            description=f"spotkit {name} checkpoints: NFS only from compute groups added by allow_from",
+            name_prefix=f"{self.name}-efs-",
+            description=f"spotkit {self.name} checkpoints: NFS only from compute groups added by allow_from",
             vpc_id=vpc_id,
             tags=tags,
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         self.security_group_id = self.security_group.id
+
+    def _create_mount_points(self, subnet_ids: Sequence[str], tags: dict) -> None:
+        """A mount target per subnet, and the access point every client mounts through."""
+        from cdktn_aws.efs import AwsAccessPoint as EfsAccessPoint, AwsMountTarget as EfsMountTarget
+
+        s = self.settings
         self.mount_targets = [
             EfsMountTarget(self, f"mount-target-{i}", file_system_id=self.file_system.id, subnet_id=subnet,
                            security_groups=[self.security_group.id])

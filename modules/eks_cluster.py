@@ -23,6 +23,7 @@ from constructs import Construct
 
 from spotkit.constructs.annotations import warn
 from spotkit.constructs.eks_settings import EksClusterSettings, validate_cluster
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.runtime.notice import TAG_CLUSTER
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -33,10 +34,20 @@ AUTO_MODE_CLUSTER_POLICIES = (
 DISCOVERY_TAG = "karpenter.sh/discovery"
 
 
-def assume_role_policy(service: str, *, tag_session: bool = False) -> str:
-    actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}]})
+def _auto_mode_config(node_role_arn: Optional[str]) -> dict:
+    """The cluster arguments of Auto Mode: compute, block storage and load balancing must be switched on
+    together, and EKS must not bootstrap the self-managed add-ons it now runs itself. Only the built-in
+    "system" pool (on-demand, tainted CriticalAddonsOnly): spotkit brings its own GPU NodePools (rendered
+    manifests), and the built-in "general-purpose" pool would take untolerating pods anywhere."""
+    from cdktn_aws.eks import AwsCluster as Cluster
+
+    return dict(
+        bootstrap_self_managed_addons=False,
+        compute_config=Cluster.ComputeConfigProperty(enabled=True, node_pools=["system"], node_role_arn=node_role_arn),
+        storage_config=Cluster.StorageConfigProperty(block_storage=Cluster.BlockStorageProperty(enabled=True)),
+        kubernetes_network_config=Cluster.KubernetesNetworkConfigProperty(
+            elastic_load_balancing=Cluster.ElasticLoadBalancingProperty(enabled=True)),
+    )
 
 
 class EksCluster(Construct):
@@ -50,8 +61,6 @@ class EksCluster(Construct):
         super().__init__(scope, id_)
         from cdktn_aws.cloudwatch_logs import AwsGroup as CloudwatchLogGroup
         from cdktn_aws.eks import AwsCluster as Cluster
-        from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicyAttachment as IamRolePolicyAttachment
-        from cdktn_aws.kms import AwsKey as KmsKey
 
         self.name = name
         self.settings = settings
@@ -62,41 +71,10 @@ class EksCluster(Construct):
             warn(self, f"EKS cluster {name!r}: cluster.public_access_cidrs has 0.0.0.0/0: the API endpoint is public "
                        "to the whole internet (authentication still applies); set it to your office/VPN ranges or "
                        "turn cluster.endpoint_public_access off")
-
-        if settings.kms_key_arn:
-            self.kms_key_arn = settings.kms_key_arn
-        else:
-            key = KmsKey(self, "secrets-key", description=f"EKS {name}: envelope encryption of Kubernetes secrets",
-                         enable_key_rotation=True, deletion_window_in_days=30, tags=self.tags)
-            self.kms_key_arn = key.arn
-
+        self.kms_key_arn = settings.kms_key_arn or self._create_secrets_key()
         self.log_group = CloudwatchLogGroup(self, "log-group", name=f"/aws/eks/{name}/cluster",
                                             retention_in_days=settings.log_retention_days, tags=self.tags)
-
-        self.role = IamRole(self, "cluster-role", name_prefix=f"{name}-cluster-"[:38],
-                            assume_role_policy=assume_role_policy("eks.amazonaws.com", tag_session=auto_mode),
-                            tags=self.tags)
-        policies = ["AmazonEKSClusterPolicy"] + (list(AUTO_MODE_CLUSTER_POLICIES) if auto_mode else [])
-        attachments = [
-            IamRolePolicyAttachment(self, f"cluster-{p}", role=self.role.name,
-                                    policy_arn=f"arn:aws:iam::aws:policy/{p}")
-            for p in policies
-        ]
-
-        auto = {}
-        if auto_mode:
-            # Auto Mode: compute, block storage and load balancing must be switched on together, and EKS must
-            # not bootstrap the self-managed add-ons it now runs itself. Only the built-in "system" pool
-            # (on-demand, tainted CriticalAddonsOnly): spotkit brings its own GPU NodePools (rendered
-            # manifests), and the built-in "general-purpose" pool would take untolerating pods anywhere.
-            auto = dict(
-                bootstrap_self_managed_addons=False,
-                compute_config=Cluster.ComputeConfigProperty(enabled=True, node_pools=["system"],
-                                                       node_role_arn=auto_mode_node_role_arn),
-                storage_config=Cluster.StorageConfigProperty(block_storage=Cluster.BlockStorageProperty(enabled=True)),
-                kubernetes_network_config=Cluster.KubernetesNetworkConfigProperty(
-                    elastic_load_balancing=Cluster.ElasticLoadBalancingProperty(enabled=True)),
-            )
+        attachments = self._create_role()
         self.cluster = Cluster(
             self, "cluster",
             name=name,
@@ -115,10 +93,34 @@ class EksCluster(Construct):
                                                  bootstrap_cluster_creator_admin_permissions=True),
             tags=self.tags,
             depends_on=[self.log_group, *attachments],
-            **auto,
+            **(_auto_mode_config(auto_mode_node_role_arn) if auto_mode else {}),
         )
         for i, arn in enumerate(settings.admin_principal_arns):
             self.grant_cluster_admin(arn, f"admin-{i}")
+
+    # --- resources --------------------------------------------------------------------------
+
+    def _create_secrets_key(self) -> str:
+        """A KMS key for envelope encryption of Kubernetes secrets; its ARN."""
+        from cdktn_aws.kms import AwsKey as KmsKey
+
+        key = KmsKey(self, "secrets-key", description=f"EKS {self.name}: envelope encryption of Kubernetes secrets",
+                     enable_key_rotation=True, deletion_window_in_days=30, tags=self.tags)
+        return key.arn
+
+    def _create_role(self) -> list:
+        """The cluster role (``self.role``) and its managed policies; the attachments, which the cluster waits for."""
+        from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicyAttachment as IamRolePolicyAttachment
+
+        self.role = IamRole(self, "cluster-role", name_prefix=f"{self.name}-cluster-"[:38],
+                            assume_role_policy=assume_role_policy("eks.amazonaws.com", tag_session=self.auto_mode),
+                            tags=self.tags)
+        policies = ["AmazonEKSClusterPolicy"] + (list(AUTO_MODE_CLUSTER_POLICIES) if self.auto_mode else [])
+        return [
+            IamRolePolicyAttachment(self, f"cluster-{p}", role=self.role.name,
+                                    policy_arn=f"arn:aws:iam::aws:policy/{p}")
+            for p in policies
+        ]
 
     # --- properties -------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ from cdktn import TerraformResourceLifecycle, Token
 from constructs import Construct
 
 from spotkit.constructs.annotations import warn
-from spotkit.constructs.eks_cluster import assume_role_policy
 from spotkit.constructs.eks_settings import EKS_TAINT_EFFECTS, NodeGroupSettings, validate_node_group
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.errors import ValidationError
 from spotkit.k8s.manifests import GPU_ROLE, NODE_METADATA_HOP_LIMIT
 from spotkit.runtime.notice import TAG_CLUSTER, TAG_LIFECYCLE, TAG_NODE_GROUP

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from spotkit.constructs.checks import require_at_least
 from spotkit.constructs.gpu import GPU_FAMILIES, is_gpu_instance_type
 from spotkit.errors import ValidationError
 from spotkit.k8s.manifests import (
@@ -66,8 +67,7 @@ def validate_cluster(name: str, s: EksClusterSettings) -> None:
     bad = sorted(set(s.log_types) - set(LOG_TYPES))
     if bad:
         raise ValidationError(f"{where}: cluster.log_types has {', '.join(bad)}: use {', '.join(LOG_TYPES)}")
-    if s.log_retention_days < 1:
-        raise ValidationError(f"{where}: cluster.log_retention_days must be 1 or more (got {s.log_retention_days})")
+    require_at_least(where, "cluster.log_retention_days", s.log_retention_days, 1)
     if s.endpoint_public_access and not s.public_access_cidrs:
         raise ValidationError(f"{where}: cluster.public_access_cidrs is empty while endpoint_public_access is on: "
                               "give the CIDRs allowed to reach the API, or turn endpoint_public_access off")

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from spotkit.constructs.checks import require_at_least
 from spotkit.constructs.instance_table import INSTANCE_TYPES
 from spotkit.errors import ValidationError
 
@@ -168,8 +169,7 @@ def validate_warm_pool(where: str, warm_pool: Optional[WarmPoolSettings], *, hib
             "instances policy: set on_demand_percentage_above_base=100 and exactly one instance type (an "
             "on-demand standby beside the spot fleet), or remove warm_pool"
         )
-    if warm_pool.min_size < 0:
-        raise ValidationError(f"{where}: warm_pool.min_size must be 0 or more (got {warm_pool.min_size})")
+    require_at_least(where, "warm_pool.min_size", warm_pool.min_size, 0)
     cap = warm_pool.max_group_prepared_capacity
     if cap is not None and cap != -1 and cap < warm_pool.min_size:
         raise ValidationError(

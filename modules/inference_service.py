@@ -32,7 +32,9 @@ from typing import Literal, Mapping, Optional, Sequence
 from constructs import Construct
 
 from spotkit.constructs.annotations import warn
+from spotkit.constructs.checks import require_at_least
 from spotkit.constructs.ecs_spot import SPOT_NOTICE_SECONDS, EcsSpotCluster
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.constructs.user_data import UserDataPart
 from spotkit.errors import ValidationError
 from spotkit.runtime.notice import TAG_SKIP_CHECK, TAG_SPOT_OVERPROVISION
@@ -147,54 +149,14 @@ class InferenceServiceSettings:
 def validate_service(name: str, s: InferenceServiceSettings, alb_subnet_ids: Sequence[str],
                      has_file_system: bool = False) -> None:
     where = f"InferenceService {name!r}"
-    c = s.container
     if not _NAME.match(name):
         raise ValidationError(
             f"{where}: name must be 2-24 lowercase letters, digits or hyphens, starting with a letter "
             "(it names the load balancer and target group, which allow 32 characters)"
         )
-    if s.deregistration_delay_seconds > SPOT_NOTICE_SECONDS:
-        raise ValidationError(
-            f"{where}: deregistration_delay_seconds is {s.deregistration_delay_seconds}, above the "
-            f"{SPOT_NOTICE_SECONDS}-second spot notice: requests would be cut when the instance dies; "
-            f"use {DEREGISTRATION_WARN_SECONDS} or less"
-        )
-    if s.deregistration_delay_seconds < 0:
-        raise ValidationError(f"{where}: deregistration_delay_seconds must be 0 or more")
-    if s.desired_count < 1:
-        raise ValidationError(f"{where}: desired_count must be 1 or more (got {s.desired_count})")
-    if s.on_demand_base > s.desired_count:
-        raise ValidationError(
-            f"{where}: on_demand_base ({s.on_demand_base}) is larger than desired_count ({s.desired_count}): "
-            "the on-demand floor cannot exceed the replicas; raise desired_count or lower on_demand_base"
-        )
-    if s.on_demand_base < 0 or s.spot_overprovision < 0:
-        raise ValidationError(f"{where}: on_demand_base and spot_overprovision must be 0 or more")
-    if s.max_count < s.total_count:
-        raise ValidationError(
-            f"{where}: max_count ({s.max_count}) is below desired_count + spot_overprovision ({s.total_count}): "
-            "raise max_count"
-        )
-    if s.requests_per_target < 1:
-        raise ValidationError(f"{where}: requests_per_target must be 1 or more (got {s.requests_per_target})")
-    if c.gpus_per_task < 0:
-        raise ValidationError(f"{where}: container.gpus_per_task must be 0 or more (got {c.gpus_per_task})")
-    if not 1 <= c.port <= 65535 or not 1 <= s.listener_port <= 65535:
-        raise ValidationError(f"{where}: container.port and listener_port must be between 1 and 65535")
-    if not c.health_check_path.startswith("/"):
-        raise ValidationError(f"{where}: container.health_check_path must start with / (got {c.health_check_path!r})")
-    if not 2 <= c.stop_timeout_seconds <= SPOT_NOTICE_SECONDS:
-        raise ValidationError(
-            f"{where}: container.stop_timeout_seconds must be between 2 and {SPOT_NOTICE_SECONDS} (got {c.stop_timeout_seconds})")
-    if s.model_cache not in ("instance", "efs"):
-        raise ValidationError(f"{where}: model_cache must be 'instance' or 'efs' (got {s.model_cache!r})")
-    if s.model_cache == "efs" and not (s.efs_file_system_id or has_file_system):
-        raise ValidationError(
-            f"{where}: model_cache='efs' needs efs_file_system_id or a file system construct "
-            "(model_cache_file_system): give one, or use model_cache='instance'")
-    if s.efs_file_system_id and has_file_system:
-        raise ValidationError(
-            f"{where}: efs_file_system_id and model_cache_file_system both name the model cache: give one")
+    _validate_replicas(where, s)
+    _validate_container(where, s)
+    _validate_model_cache(where, s, has_file_system)
     if not s.ingress_cidrs:
         raise ValidationError(
             f"{where}: ingress_cidrs is empty: nobody could reach the load balancer; give the client ranges "
@@ -207,6 +169,56 @@ def validate_service(name: str, s: InferenceServiceSettings, alb_subnet_ids: Seq
         raise ValidationError(
             f"{where}: an Application Load Balancer needs subnets in at least 2 AZs (got {len(alb_subnet_ids)})"
             + ("; a public ALB needs public subnets: pass alb_subnet_ids" if s.internet_facing else ""))
+
+
+def _validate_replicas(where: str, s: InferenceServiceSettings) -> None:
+    """Draining within the spot notice, and the counts of replicas and their on-demand part."""
+    if s.deregistration_delay_seconds > SPOT_NOTICE_SECONDS:
+        raise ValidationError(
+            f"{where}: deregistration_delay_seconds is {s.deregistration_delay_seconds}, above the "
+            f"{SPOT_NOTICE_SECONDS}-second spot notice: requests would be cut when the instance dies; "
+            f"use {DEREGISTRATION_WARN_SECONDS} or less"
+        )
+    if s.deregistration_delay_seconds < 0:
+        raise ValidationError(f"{where}: deregistration_delay_seconds must be 0 or more")
+    require_at_least(where, "desired_count", s.desired_count, 1)
+    if s.on_demand_base > s.desired_count:
+        raise ValidationError(
+            f"{where}: on_demand_base ({s.on_demand_base}) is larger than desired_count ({s.desired_count}): "
+            "the on-demand floor cannot exceed the replicas; raise desired_count or lower on_demand_base"
+        )
+    if s.on_demand_base < 0 or s.spot_overprovision < 0:
+        raise ValidationError(f"{where}: on_demand_base and spot_overprovision must be 0 or more")
+    if s.max_count < s.total_count:
+        raise ValidationError(
+            f"{where}: max_count ({s.max_count}) is below desired_count + spot_overprovision ({s.total_count}): "
+            "raise max_count"
+        )
+    require_at_least(where, "requests_per_target", s.requests_per_target, 1)
+
+
+def _validate_container(where: str, s: InferenceServiceSettings) -> None:
+    c = s.container
+    require_at_least(where, "container.gpus_per_task", c.gpus_per_task, 0)
+    if not 1 <= c.port <= 65535 or not 1 <= s.listener_port <= 65535:
+        raise ValidationError(f"{where}: container.port and listener_port must be between 1 and 65535")
+    if not c.health_check_path.startswith("/"):
+        raise ValidationError(f"{where}: container.health_check_path must start with / (got {c.health_check_path!r})")
+    if not 2 <= c.stop_timeout_seconds <= SPOT_NOTICE_SECONDS:
+        raise ValidationError(
+            f"{where}: container.stop_timeout_seconds must be between 2 and {SPOT_NOTICE_SECONDS} (got {c.stop_timeout_seconds})")
+
+
+def _validate_model_cache(where: str, s: InferenceServiceSettings, has_file_system: bool) -> None:
+    if s.model_cache not in ("instance", "efs"):
+        raise ValidationError(f"{where}: model_cache must be 'instance' or 'efs' (got {s.model_cache!r})")
+    if s.model_cache == "efs" and not (s.efs_file_system_id or has_file_system):
+        raise ValidationError(
+            f"{where}: model_cache='efs' needs efs_file_system_id or a file system construct "
+            "(model_cache_file_system): give one, or use model_cache='instance'")
+    if s.efs_file_system_id and has_file_system:
+        raise ValidationError(
+            f"{where}: efs_file_system_id and model_cache_file_system both name the model cache: give one")
 
 
 SPOT_ONLY_ACCEPTED = ("SPOT010: no on-demand base by design: a spare spot replica and the on-demand fallback "
@@ -398,12 +410,8 @@ class InferenceService(Construct):
 
         s = self.settings
         me = DataAwsCallerIdentity(self, "caller")
-        assume = json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                           "Action": "sts:AssumeRole",
-                           "Condition": {"StringEquals": {"aws:SourceAccount": me.account_id}}}],
-        })
+        assume = assume_role_policy("ecs-tasks.amazonaws.com",
+                                    condition={"StringEquals": {"aws:SourceAccount": me.account_id}})
         self.execution_role = IamRole(self, "execution-role", name_prefix=f"{self.name}-exec-", assume_role_policy=assume)
         statements: list[dict] = [{
             "Sid": "WriteOwnLogs", "Effect": "Allow",

@@ -70,60 +70,68 @@ class SpotNetwork(Construct):
                  settings: NetworkSettings = NetworkSettings()):
         validate_network(settings)
         super().__init__(scope, id_)
-        from cdktn_aws.ec2 import DataAwsAvailabilityZones, AwsEip as Eip
-        from cdktn_aws.vpc import (
-            AwsInternetGateway as InternetGateway,
-            AwsNatGateway as NatGateway,
-            AwsRoute as Route,
-            AwsRouteTable as RouteTable,
-            AwsRouteTableAssociation as RouteTableAssociation,
-            AwsSubnet as Subnet,
-            AwsVpc as Vpc,
-            AwsEndpoint as VpcEndpoint,
-        )
+        from cdktn_aws.vpc import AwsEndpoint as VpcEndpoint, AwsRouteTable as RouteTable, AwsVpc as Vpc
 
+        self.name = name
         net = ipaddress.ip_network(settings.cidr)
         blocks = list(net.subnets(new_prefix=min(net.prefixlen + 4, 28)))
         count = len(settings.availability_zones) or settings.az_count
-        if settings.availability_zones:
-            azs = list(settings.availability_zones)
-        else:
-            data = DataAwsAvailabilityZones(self, "azs", state="available")
-            azs = [Fn.element(data.names, i) for i in range(count)]
-
+        azs = self._availability_zones(settings, count)
         self.vpc = Vpc(self, "vpc", cidr_block=settings.cidr, enable_dns_hostnames=True, enable_dns_support=True,
                        tags={"Name": name})
         self.vpc_id = self.vpc.id
         self.az_count = count
         private_rt = RouteTable(self, "private-rt", vpc_id=self.vpc.id, tags={"Name": f"{name}-private"})
-        self.private_subnets = []
-        for i in range(count):
-            subnet = Subnet(self, f"private-{i}", vpc_id=self.vpc.id, cidr_block=str(blocks[i]),
-                            availability_zone=azs[i], tags={"Name": f"{name}-private-{i}", TAG_TIER: "private"})
-            RouteTableAssociation(self, f"private-rta-{i}", subnet_id=subnet.id, route_table_id=private_rt.id)
-            self.private_subnets.append(subnet)
+        self.private_subnets = [self._subnet("private", i, blocks[i], azs[i], private_rt) for i in range(count)]
         self.private_subnet_ids = [s.id for s in self.private_subnets]
 
         VpcEndpoint(self, "s3-endpoint", vpc_id=self.vpc.id, service_name=f"com.amazonaws.{region}.s3",
                     vpc_endpoint_type="Gateway", route_table_ids=[private_rt.id])
+        self.public_subnet_ids = []
         if settings.nat_gateway:
-            igw = InternetGateway(self, "igw", vpc_id=self.vpc.id, tags={"Name": name})
-            public_rt = RouteTable(self, "public-rt", vpc_id=self.vpc.id, tags={"Name": f"{name}-public"})
-            Route(self, "public-default", route_table_id=public_rt.id, destination_cidr_block="0.0.0.0/0",
-                  gateway_id=igw.id)
-            publics = []
-            for i in range(settings.public_subnet_count):
-                subnet = Subnet(self, f"public-{i}", vpc_id=self.vpc.id, cidr_block=str(blocks[-1 - i]),
-                                availability_zone=azs[i], map_public_ip_on_launch=False,
-                                tags={"Name": f"{name}-public-{i}", TAG_TIER: "public"})
-                RouteTableAssociation(self, f"public-rta-{i}", subnet_id=subnet.id, route_table_id=public_rt.id)
-                publics.append(subnet)
-            public = publics[0]
-            eip = Eip(self, "nat-eip", domain="vpc", tags={"Name": f"{name}-nat"})
-            nat = NatGateway(self, "nat", allocation_id=eip.id, subnet_id=public.id, tags={"Name": name},
-                             depends_on=[igw])
-            Route(self, "private-default", route_table_id=private_rt.id, destination_cidr_block="0.0.0.0/0",
-                  nat_gateway_id=nat.id)
-            self.public_subnet_ids = [p.id for p in publics]
-        else:
-            self.public_subnet_ids = []
+            self._create_nat_gateway(settings.public_subnet_count, blocks, azs, private_rt)
+
+    # --- resources --------------------------------------------------------------------------
+
+    def _availability_zones(self, settings: NetworkSettings, count: int) -> list:
+        """The AZs given, else the first ``count`` available ones (resolved by Terraform)."""
+        if settings.availability_zones:
+            return list(settings.availability_zones)
+        from cdktn_aws.ec2 import DataAwsAvailabilityZones
+
+        data = DataAwsAvailabilityZones(self, "azs", state="available")
+        return [Fn.element(data.names, i) for i in range(count)]
+
+    def _subnet(self, tier: str, i: int, block, az, route_table):
+        """Subnet ``<tier>-<i>`` associated with ``route_table``."""
+        from cdktn_aws.vpc import AwsRouteTableAssociation as RouteTableAssociation, AwsSubnet as Subnet
+
+        public = dict(map_public_ip_on_launch=False) if tier == "public" else {}
+        subnet = Subnet(self, f"{tier}-{i}", vpc_id=self.vpc.id, cidr_block=str(block), availability_zone=az,
+                        tags={"Name": f"{self.name}-{tier}-{i}", TAG_TIER: tier}, **public)
+        RouteTableAssociation(self, f"{tier}-rta-{i}", subnet_id=subnet.id, route_table_id=route_table.id)
+        return subnet
+
+    def _create_nat_gateway(self, public_count: int, blocks: list, azs: list, private_rt) -> None:
+        """Public subnets (from the top of the range) behind an internet gateway, and one NAT gateway in the
+        first of them as the private subnets' default route."""
+        from cdktn_aws.ec2 import AwsEip as Eip
+        from cdktn_aws.vpc import (
+            AwsInternetGateway as InternetGateway,
+            AwsNatGateway as NatGateway,
+            AwsRoute as Route,
+            AwsRouteTable as RouteTable,
+        )
+
+        name = self.name
+        igw = InternetGateway(self, "igw", vpc_id=self.vpc.id, tags={"Name": name})
+        public_rt = RouteTable(self, "public-rt", vpc_id=self.vpc.id, tags={"Name": f"{name}-public"})
+        Route(self, "public-default", route_table_id=public_rt.id, destination_cidr_block="0.0.0.0/0",
+              gateway_id=igw.id)
+        publics = [self._subnet("public", i, blocks[-1 - i], azs[i], public_rt) for i in range(public_count)]
+        eip = Eip(self, "nat-eip", domain="vpc", tags={"Name": f"{name}-nat"})
+        nat = NatGateway(self, "nat", allocation_id=eip.id, subnet_id=publics[0].id, tags={"Name": name},
+                         depends_on=[igw])
+        Route(self, "private-default", route_table_id=private_rt.id, destination_cidr_block="0.0.0.0/0",
+              nat_gateway_id=nat.id)
+        self.public_subnet_ids = [p.id for p in publics]

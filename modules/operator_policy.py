@@ -31,7 +31,11 @@ UNSCOPED_READS = (
 
 
 def operator_statements(*, groups: Sequence[str], name: str, partition: str, region: str, account: str) -> list[dict]:
-    """The policy's statements for ``groups`` of the stack ``name`` (values or Terraform references)."""
+    """The policy's statements for ``groups`` of the stack ``name`` (values or Terraform references).
+
+    Long: one IAM policy, read and audited as a whole; its statements in one list, each commented with the
+    command or runbook that needs it, so a reviewer sees every grant and its scope in one place.
+    """
 
     def arn(service: str, resource: str, *, acct: str = account) -> str:
         return f"arn:{partition}:{service}:{region}:{acct}:{resource}"

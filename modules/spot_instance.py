@@ -12,7 +12,6 @@ Capabilities match the compute group's, so ``EfsCheckpoints.attach(instance)`` w
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
@@ -23,7 +22,7 @@ from spotkit.constructs.agent_user_data import AgentSettings, agent_user_data_pa
 from spotkit.constructs.data_volume import DataVolumeSettings, RetainedDataVolumes, validate_data_volumes
 from spotkit.constructs.data_volume_boot import attached_script
 from spotkit.constructs.hibernation import HibernationSettings, hibernation_root_size, validate_hibernation
-from spotkit.constructs.lazy import lazy_string
+from spotkit.constructs.instance_role import egress_only_security_group, instance_role
 from spotkit.constructs.tags import check_tags
 from spotkit.constructs.user_data import UserData, UserDataPart
 from spotkit.errors import ValidationError
@@ -107,70 +106,59 @@ class PersistentSpotInstance(Construct):
                  settings: SpotInstanceSettings = SpotInstanceSettings()):
         validate_spot_instance(name, settings)
         super().__init__(scope, id_)
-        from cdktn import TerraformResourceLifecycle
-        from cdktn_aws.ssm import DataAwsParameter as DataAwsSsmParameter
-        from cdktn_aws.vpc import DataAwsSubnet
-        from cdktn_aws.ebs import AwsVolume as EbsVolume
-        from cdktn_aws.iam import (
-            AwsInstanceProfile as IamInstanceProfile,
-            AwsRole as IamRole,
-            AwsRolePolicy as IamRolePolicy,
-            AwsRolePolicyAttachment as IamRolePolicyAttachment,
-        )
-        from cdktn_aws.ec2 import AwsInstance as Instance
-        from cdktn_aws.vpc import AwsSecurityGroup as SecurityGroup
-        from cdktn_aws.ebs import AwsVolumeAttachment as VolumeAttachment
-
-        s = settings
         self.name = name
-        self.settings = s
+        self.settings = settings
         self.subnet_ids = [subnet_id]
         self._statements: list[dict] = []
-        self.tags = {TAG_GROUP: name, TAG_MANAGED: "true", **dict(s.tags)}
+        self.tags = {TAG_GROUP: name, TAG_MANAGED: "true", **dict(settings.tags)}
         self.user_data = UserData(self, f"{name}_user_data".replace("-", "_"))
-
-        sg = SecurityGroup(
-            self, "security-group", name_prefix=f"{name}-", vpc_id=vpc_id,
-            description=f"spotkit spot instance {name}: egress only",
-            egress=[SecurityGroup.EgressProperty(from_port=0, to_port=0, protocol="-1", cidr_blocks=["0.0.0.0/0"],
-                                        description="all outbound")],
-            tags=self.tags, lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
-        )
-        self.security_group_id = sg.id
-        self.role = IamRole(
-            self, "role", name_prefix=f"{name}-"[:38],
-            assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
-            tags=self.tags,
-        )
-        IamRolePolicyAttachment(self, "ssm-core", role=self.role.name,
-                                policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+        self.security_group_id = egress_only_security_group(
+            self, name=name, vpc_id=vpc_id, tags=self.tags, description=f"spotkit spot instance {name}: egress only",
+        ).id
+        self.role, profile = instance_role(self, name=name, tags=self.tags, statements=self._statements)
         self.add_to_role_policy({"Sid": "FindOwnDataVolumes", "Effect": "Allow",
                                  "Action": "ec2:DescribeVolumes", "Resource": "*"})
-        IamRolePolicy(self, "policy", name="spotkit-instance", role=self.role.id,
-                      policy=lazy_string(lambda: json.dumps({"Version": "2012-10-17", "Statement": self._statements})))
-        profile = IamInstanceProfile(self, "instance-profile", name_prefix=f"{name}-"[:38], role=self.role.name)
-        if s.install_agent:
-            shipped = None
-            if s.agent.package_spec is None:
-                from spotkit.constructs.agent_artifact import AgentArtifact
+        if settings.install_agent:
+            self._install_agent()
+        self.instance = self._create_instance(subnet_id, profile.name)
+        self.data_volume = self._create_data_volume(subnet_id) if settings.data_volume is not None else None
 
-                shipped = AgentArtifact.for_stack(self)
-                shipped.grant_read(self)  # s3:GetObject on that one key, nothing else
-            self.add_user_data(agent_user_data_part(s.agent, artifact=shipped.ref if shipped else None,
-                                                    complete_lifecycle=False))
+    # --- capabilities -----------------------------------------------------------------------
 
+    def add_user_data(self, part: UserDataPart) -> None:
+        self.user_data.add_part(part)
+
+    def add_to_role_policy(self, statement: Mapping) -> None:
+        self._statements.append(dict(statement))
+
+    # --- resources --------------------------------------------------------------------------
+
+    def _install_agent(self) -> None:
+        shipped = None
+        if self.settings.agent.package_spec is None:
+            from spotkit.constructs.agent_artifact import AgentArtifact
+
+            shipped = AgentArtifact.for_stack(self)
+            shipped.grant_read(self)  # s3:GetObject on that one key, nothing else
+        self.add_user_data(agent_user_data_part(self.settings.agent, artifact=shipped.ref if shipped else None,
+                                                complete_lifecycle=False))
+
+    def _create_instance(self, subnet_id: str, instance_profile_name: str):
+        from cdktn_aws.ec2 import AwsInstance as Instance
+        from cdktn_aws.ssm import DataAwsParameter as DataAwsSsmParameter
+
+        s = self.settings
         hib = s.effective_hibernation
         root_size = hibernation_root_size((s.instance_type,), hib, s.root_volume_size_gib) if hib.enabled \
             else s.root_volume_size_gib
         image = s.ami_id or DataAwsSsmParameter(self, "ami", name=s.ami_ssm_parameter).value
-        self.instance = Instance(
+        return Instance(
             self, "instance",
             ami=image,
             instance_type=s.instance_type,
             subnet_id=subnet_id,
-            vpc_security_group_ids=[sg.id],
-            iam_instance_profile=profile.name,
+            vpc_security_group_ids=[self.security_group_id],
+            iam_instance_profile=instance_profile_name,
             hibernation=hib.enabled,
             instance_market_options=Instance.InstanceMarketOptionsProperty(
                 market_type="spot",
@@ -186,26 +174,25 @@ class PersistentSpotInstance(Construct):
             metadata_options=Instance.MetadataOptionsProperty(http_endpoint="enabled", http_tokens="required",
                                                      http_put_response_hop_limit=2, instance_metadata_tags="enabled"),
             user_data_base64=self.user_data.base64,
-            tags={**self.tags, "Name": name},
+            tags={**self.tags, "Name": self.name},
         )
-        self.data_volume = None
-        if s.data_volume is not None:
-            v = s.data_volume
-            az = DataAwsSubnet(self, "subnet", id=subnet_id).availability_zone
-            self.data_volume = EbsVolume(
-                self, "data-volume",
-                availability_zone=az, size=v.size_gib, type=v.volume_type, encrypted=True, kms_key_id=v.kms_key_id,
-                iops=v.iops if v.volume_type in ("gp3", "io1", "io2") else None,
-                throughput=v.throughput_mibps if v.volume_type == "gp3" else None,
-                tags={**self.tags, **RetainedDataVolumes.tags_for(name, v.device_name)},
-                final_snapshot=True,  # a stack destroy still leaves a snapshot of the data
-            )
-            VolumeAttachment(self, "data-attachment", device_name=v.device_name, volume_id=self.data_volume.id,
-                             instance_id=self.instance.id, stop_instance_before_detaching=True)
-            self.add_user_data(UserDataPart("data-volumes", attached_script([v]), order=20))
 
-    def add_user_data(self, part: UserDataPart) -> None:
-        self.user_data.add_part(part)
+    def _create_data_volume(self, subnet_id: str):
+        """The data volume in the subnet's AZ, attached, and mounted at boot."""
+        from cdktn_aws.ebs import AwsVolume as EbsVolume, AwsVolumeAttachment as VolumeAttachment
+        from cdktn_aws.vpc import DataAwsSubnet
 
-    def add_to_role_policy(self, statement: Mapping) -> None:
-        self._statements.append(dict(statement))
+        v = self.settings.data_volume
+        az = DataAwsSubnet(self, "subnet", id=subnet_id).availability_zone
+        volume = EbsVolume(
+            self, "data-volume",
+            availability_zone=az, size=v.size_gib, type=v.volume_type, encrypted=True, kms_key_id=v.kms_key_id,
+            iops=v.iops if v.volume_type in ("gp3", "io1", "io2") else None,
+            throughput=v.throughput_mibps if v.volume_type == "gp3" else None,
+            tags={**self.tags, **RetainedDataVolumes.tags_for(self.name, v.device_name)},
+            final_snapshot=True,  # a stack destroy still leaves a snapshot of the data
+        )
+        VolumeAttachment(self, "data-attachment", device_name=v.device_name, volume_id=volume.id,
+                         instance_id=self.instance.id, stop_instance_before_detaching=True)
+        self.add_user_data(UserDataPart("data-volumes", attached_script([v]), order=20))
+        return volume

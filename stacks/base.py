@@ -62,6 +62,29 @@ class SpotkitStack(TerraformStack):
         self.network = SpotNetwork(self, "network", name=self.config.name, region=self.config.region, settings=settings)
         return self.network.vpc_id, self.network.private_subnet_ids
 
+    def route_cluster_interruptions(self, settings, cluster, fallback):
+        """``route_interruptions`` for an ``EcsSpotCluster`` named after the stack: the warnings of its groups,
+        its container instances drained by the handler, and with ``fallback`` its task placement failures."""
+        return self.route_interruptions(settings, [g.name for g in cluster.groups.values()],
+                                        clusters=[self.config.name], fallback=fallback,
+                                        placement_clusters=[cluster.cluster_arn])
+
+    def attach_checkpoints(self, settings, vpc_id: str, subnet_ids, target):
+        """EFS checkpoints (``spotkit.constructs.efs_checkpoints``) mounted on ``target`` (a compute group or
+        spot instance), kept on ``self.checkpoints``, with the file system id as an output. ``settings.enabled``
+        off: nothing, and None."""
+        if not settings.enabled:
+            return None
+        from cdktn import TerraformOutput
+
+        from spotkit.constructs.efs_checkpoints import EfsCheckpoints
+
+        self.checkpoints = EfsCheckpoints(self, "checkpoints", name=self.config.name, vpc_id=vpc_id,
+                                          subnet_ids=subnet_ids, settings=settings)
+        self.checkpoints.attach(target)
+        TerraformOutput(self, "checkpoint_file_system_id", value=self.checkpoints.file_system.id)
+        return self.checkpoints
+
     def route_interruptions(self, settings, groups, clusters=(), *, fallback=None, placement_clusters=()):
         """Route the groups' interruption warnings to the spotkit handler (EventBridge -> SQS -> handler),
         with the queue URL and journal table as outputs. ``settings`` None routes nothing. ``clusters``: the

@@ -48,9 +48,7 @@ class EcsSpotStack(SpotkitStack):
         vpc_id, subnet_ids = self.resolve_network(config.network)
         self.cluster = EcsSpotCluster(self, "ecs", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=config.cluster)
-        self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()],
-                                 clusters=[config.name], fallback=config.fallback,
-                                 placement_clusters=[self.cluster.cluster_arn])
+        self.route_cluster_interruptions(config.interruptions, self.cluster, config.fallback)
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "spot_capacity_provider", value=self.cluster.spot_provider_name)
         TerraformOutput(self, "on_demand_capacity_provider", value=self.cluster.on_demand_provider_name)

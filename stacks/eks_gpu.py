@@ -14,7 +14,8 @@ from cdktn import Fn, TerraformOutput
 from constructs import Construct
 
 from spotkit.constructs.efs_checkpoints import EfsCheckpoints
-from spotkit.constructs.eks_cluster import AUTO_NODE_POLICY, EksCluster, assume_role_policy
+from spotkit.constructs.eks_cluster import AUTO_NODE_POLICY, EksCluster
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.constructs.eks_node_groups import EksManagedNodeGroup, EksNodeRole
 from spotkit.constructs.user_data import escape_for_terraform
 from spotkit.stacks.base import SpotkitStack
@@ -56,11 +57,37 @@ class EksGpuStack(SpotkitStack):
             auto_mode=mode == "auto_mode",
             auto_mode_node_role_arn=self.pool_node_role.arn if mode == "auto_mode" else None, tags=tags,
         )
-        cluster_name = self.cluster.cluster_name
+        self._node_groups(subnet_ids)
+        self._addons()
+        self.interruption = None
+        if config.uses_node_pools:
+            self._node_pools(subnet_ids)
+        self._checkpoints(vpc_id, subnet_ids)
+        if config.deploy_manifests:
+            if not config.cluster.endpoint_public_access:
+                from spotkit.constructs.annotations import warn
 
-        # --- node groups ----------------------------------------------------------------------
-        # Auto Mode: its built-in "system" NodePool (on-demand, tainted CriticalAddonsOnly) takes this role;
-        # a managed node group would get no CNI or kube-proxy there (Auto Mode bootstraps no add-ons).
+                warn(self, f"eks_gpu {config.name!r}: deploy_manifests with a private API endpoint (the default): "
+                           "run terraform from inside the VPC (VPN, bastion, CI runner in the VPC), or set "
+                           "cluster.endpoint_public_access with cluster.public_access_cidrs naming where it runs")
+            self._deploy_manifests()
+
+        TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
+        TerraformOutput(self, "cluster_endpoint", value=self.cluster.endpoint)
+        TerraformOutput(self, "kubeconfig_command",
+                        value=f"aws eks update-kubeconfig --region {config.region} --name {config.name}")
+        TerraformOutput(self, "render_command", value=Fn.join("", [
+            "spotkit k8s render eks_gpu --file-system-id ", self.file_system_id or "<efs id>",
+            " --access-point-id ", self.access_point_id or "<access point id>"]))
+
+    # --- parts of the stack -----------------------------------------------------------------
+
+    def _node_groups(self, subnet_ids: list) -> None:
+        """The system group and the managed GPU groups. Auto Mode: its built-in "system" NodePool (on-demand,
+        tainted CriticalAddonsOnly) takes the system group's role; a managed node group would get no CNI or
+        kube-proxy there (Auto Mode bootstraps no add-ons)."""
+        config, mode = self.config, self.config.node_provisioning
+        cluster_name = self.cluster.cluster_name
         self.system_group = None
         if mode != "auto_mode":
             self.system_group = EksManagedNodeGroup(
@@ -77,9 +104,11 @@ class EksGpuStack(SpotkitStack):
                 self, f"group-{config.on_demand_gpu.name}", cluster_name=cluster_name, cluster_label=config.name,
                 node_role=self.node_role, subnet_ids=subnet_ids, settings=config.on_demand_gpu))
 
-        # --- add-ons (Auto Mode runs CNI, kube-proxy, CoreDNS and the pod identity agent itself) ---
+    def _addons(self) -> None:
+        """The add-ons (Auto Mode runs CNI, kube-proxy, CoreDNS and the pod identity agent itself) and the
+        EFS CSI driver with its pod identity."""
         system = [self.system_group.group] if self.system_group else []
-        if mode != "auto_mode":
+        if self.config.node_provisioning != "auto_mode":
             for addon in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent"):
                 self.cluster.add_addon(addon)
             self.cluster.add_addon("coredns", depends_on=system)  # needs a node to become ACTIVE
@@ -89,47 +118,33 @@ class EksGpuStack(SpotkitStack):
         self.efs_csi_addon = self.cluster.add_addon("aws-efs-csi-driver", configuration_values=EFS_CSI_CONFIGURATION,
                                                     depends_on=system)
 
-        # --- Karpenter / Auto Mode -------------------------------------------------------------
-        self.interruption = None
-        if config.uses_node_pools:
-            self.cluster.tag_for_discovery(subnet_ids)
-            if mode == "auto_mode":
-                self.cluster.add_access_entry("auto-nodes", self.pool_node_role.arn, entry_type="EC2",
-                                              policy_arn=AUTO_NODE_POLICY)
-            else:
-                self.cluster.add_access_entry("karpenter-nodes", self.pool_node_role.arn, entry_type="EC2_LINUX")
-                self._karpenter()
+    def _node_pools(self, subnet_ids: list) -> None:
+        """Karpenter / Auto Mode: subnets tagged for discovery, the pool nodes' access entry, and for Karpenter
+        its controller role and interruption queue."""
+        self.cluster.tag_for_discovery(subnet_ids)
+        if self.config.node_provisioning == "auto_mode":
+            self.cluster.add_access_entry("auto-nodes", self.pool_node_role.arn, entry_type="EC2",
+                                          policy_arn=AUTO_NODE_POLICY)
+        else:
+            self.cluster.add_access_entry("karpenter-nodes", self.pool_node_role.arn, entry_type="EC2_LINUX")
+            self._karpenter()
 
-        # --- checkpoints on EFS ----------------------------------------------------------------
-        self.file_system_id, self.access_point_id = config.checkpoints.file_system_id, config.checkpoints.access_point_id
+    def _checkpoints(self, vpc_id: str, subnet_ids: list) -> None:
+        """Checkpoints on EFS: the file system given, or one created, reachable from every node."""
+        checkpoints = self.config.checkpoints
+        self.file_system_id, self.access_point_id = checkpoints.file_system_id, checkpoints.access_point_id
         self.efs = None
-        if not self.file_system_id and config.checkpoints.create_efs:
-            self.efs = EfsCheckpoints(self, "checkpoints", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
-                                      settings=config.checkpoints.efs)
-            # Managed, Karpenter and Auto Mode nodes all carry the cluster security group.
-            self.efs.allow_from(self.cluster.security_group_id, "NFS from EKS nodes (cluster security group)")
-            for role in filter(None, [self.node_role, self.pool_node_role]):
-                self.efs.grant_mount(role.role)
-            self.file_system_id, self.access_point_id = self.efs.file_system.id, self.efs.access_point.id
-            TerraformOutput(self, "efs_file_system_id", value=self.file_system_id)
-            TerraformOutput(self, "efs_access_point_id", value=self.access_point_id)
-
-        if config.deploy_manifests:
-            if not config.cluster.endpoint_public_access:
-                from spotkit.constructs.annotations import warn
-
-                warn(self, f"eks_gpu {config.name!r}: deploy_manifests with a private API endpoint (the default): "
-                           "run terraform from inside the VPC (VPN, bastion, CI runner in the VPC), or set "
-                           "cluster.endpoint_public_access with cluster.public_access_cidrs naming where it runs")
-            self._deploy_manifests()
-
-        TerraformOutput(self, "cluster_name", value=cluster_name)
-        TerraformOutput(self, "cluster_endpoint", value=self.cluster.endpoint)
-        TerraformOutput(self, "kubeconfig_command",
-                        value=f"aws eks update-kubeconfig --region {config.region} --name {config.name}")
-        TerraformOutput(self, "render_command", value=Fn.join("", [
-            "spotkit k8s render eks_gpu --file-system-id ", self.file_system_id or "<efs id>",
-            " --access-point-id ", self.access_point_id or "<access point id>"]))
+        if self.file_system_id or not checkpoints.create_efs:
+            return
+        self.efs = EfsCheckpoints(self, "checkpoints", name=self.config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
+                                  settings=checkpoints.efs)
+        # Managed, Karpenter and Auto Mode nodes all carry the cluster security group.
+        self.efs.allow_from(self.cluster.security_group_id, "NFS from EKS nodes (cluster security group)")
+        for role in filter(None, [self.node_role, self.pool_node_role]):
+            self.efs.grant_mount(role.role)
+        self.file_system_id, self.access_point_id = self.efs.file_system.id, self.efs.access_point.id
+        TerraformOutput(self, "efs_file_system_id", value=self.file_system_id)
+        TerraformOutput(self, "efs_access_point_id", value=self.access_point_id)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -240,6 +255,9 @@ def karpenter_controller_statements(*, cluster_name: str, region: str, partition
       cannot tag an instance of someone else's and then terminate it;
     - reads stay on ``*`` (EC2 Describe*, pricing:GetProducts, iam:GetInstanceProfile/ListInstanceProfiles
       have no resource-level scope that fits), EC2 reads limited to the stack's region.
+
+    Long: one IAM policy kept statement for statement beside Karpenter's reference policy (same Sids, same
+    order), so it can be compared with that file and audited as a whole.
     """
     ec2 = f"arn:{partition}:ec2:{region}"
     owned_key = f"kubernetes.io/cluster/{cluster_name}"

@@ -101,13 +101,9 @@ class GpuInferenceConfig(StackConfig):
     - ``model_cache_efs``: the EFS file system created for ``service.model_cache='efs'`` when no
       ``service.efs_file_system_id`` is given (encrypted, TLS-only, access point ``/models``, mount
       targets in the task subnets, NFS only from the service). Default: no backup, no IA transition.
-    - ``interruptions``: spot, rebalance and lifecycle warnings of both groups routed to the spotkit
-      handler (EventBridge -> SQS -> Lambda), which deregisters targets and sets the ECS container
-      instance DRAINING before the instance goes. ``None``: not routed (``spotkit check`` warns SPOT011).
-    - ``fallback``: on a spot capacity failure raise the spot group's on-demand base by its shortfall
-      (at most ``max_on_demand_base``), and return to spot on a schedule in steps a ``hold_minutes``
-      apart (see ``spotkit.constructs.capacity_fallback.FallbackSettings``). Default on; needs ``interruptions``.
-      With ``service.on_demand_base`` 0 it is what answers when spot is gone everywhere: off, or with
+    - ``interruptions`` and ``fallback``: as in ``spotkit.stacks.ecs_spot.EcsSpotConfig`` (the same ECS
+      cluster's groups, routed the same way by ``SpotkitStack.route_cluster_interruptions``). With
+      ``service.on_demand_base`` 0 the fallback is what answers when spot is gone everywhere: off, or with
       no ``service.spot_overprovision``, the stack warns (``spotkit.constructs.inference_service.spot_only_risk``).
     """
 
@@ -199,9 +195,7 @@ class GpuInferenceStack(SpotkitStack):
             alb_subnet_ids=alb_subnet_ids, settings=service_settings,
             model_cache_file_system=self.model_cache_efs, on_demand_fallback=config.fallback.enabled,
         )
-        self.route_interruptions(config.interruptions, [g.name for g in self.cluster.groups.values()],
-                                 clusters=[config.name], fallback=config.fallback,
-                                 placement_clusters=[self.cluster.cluster_arn])
+        self.route_cluster_interruptions(config.interruptions, self.cluster, config.fallback)
         TerraformOutput(self, "url", value=self.service.url)
         TerraformOutput(self, "cluster_name", value=self.cluster.cluster_name)
         TerraformOutput(self, "service_name", value=self.service.service.name)

@@ -9,7 +9,7 @@ from cdktn import TerraformOutput
 from constructs import Construct
 
 from spotkit.constructs.data_volume import RETAIN_GROUP_TAG, SnapshotPolicy, SnapshotSettings
-from spotkit.constructs.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
+from spotkit.constructs.efs_checkpoints import EfsCheckpointSettings
 from spotkit.constructs.network import NetworkSettings, validate_network
 from spotkit.constructs.spot_instance import PersistentSpotInstance, SpotInstanceSettings
 from spotkit.stacks.base import SpotkitStack, StackConfig
@@ -44,11 +44,7 @@ class NotebookStack(SpotkitStack):
         if config.instance.data_volume is not None and config.snapshots.enabled:
             SnapshotPolicy(self, "snapshots", name=config.name, target_tags={RETAIN_GROUP_TAG: config.name},
                            settings=config.snapshots)
-        if config.checkpoints.enabled:
-            self.checkpoints = EfsCheckpoints(self, "checkpoints", name=config.name, vpc_id=vpc_id,
-                                              subnet_ids=subnet_ids, settings=config.checkpoints)
-            self.checkpoints.attach(self.instance)
-            TerraformOutput(self, "checkpoint_file_system_id", value=self.checkpoints.file_system.id)
+        self.attach_checkpoints(config.checkpoints, vpc_id, subnet_ids, self.instance)
         TerraformOutput(self, "instance_id", value=self.instance.instance.id)
         if self.instance.data_volume is not None:
             TerraformOutput(self, "data_volume_id", value=self.instance.data_volume.id)

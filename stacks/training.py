@@ -10,7 +10,7 @@ from constructs import Construct
 
 from spotkit.constructs.compute_group import ComputeGroupSettings, SpotComputeGroup
 from spotkit.constructs.data_volume import DataVolumeSettings, RetainedDataVolumes, SnapshotSettings
-from spotkit.constructs.efs_checkpoints import EfsCheckpoints, EfsCheckpointSettings
+from spotkit.constructs.efs_checkpoints import EfsCheckpointSettings
 from spotkit.constructs.interruption_events import InterruptionEventsSettings
 from spotkit.constructs.network import NetworkSettings, validate_network
 from spotkit.constructs.operator_policy import OperatorPolicy
@@ -59,11 +59,7 @@ class TrainingStack(SpotkitStack):
         vpc_id, subnet_ids = self.resolve_network(config.network)
         self.group = SpotComputeGroup(self, "fleet", name=config.name, vpc_id=vpc_id, subnet_ids=subnet_ids,
                                       settings=training_agent_defaults(config.group))
-        if config.checkpoints.enabled:
-            self.checkpoints = EfsCheckpoints(self, "checkpoints", name=config.name, vpc_id=vpc_id,
-                                              subnet_ids=subnet_ids, settings=config.checkpoints)
-            self.checkpoints.attach(self.group)
-            TerraformOutput(self, "checkpoint_file_system_id", value=self.checkpoints.file_system.id)
+        self.attach_checkpoints(config.checkpoints, vpc_id, subnet_ids, self.group)
         if config.data_volume is not None:
             self.data_volumes = RetainedDataVolumes(self, "data", group=self.group, volumes=[config.data_volume],
                                                     snapshots=config.snapshots)
