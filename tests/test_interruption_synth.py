@@ -1,4 +1,4 @@
-"""Synthesis of the interruption event routing (modules/interruption_events.py) and its wiring into the
+"""Synthesis of the interruption event routing (modules/interruption_events/) and its wiring into the
 training stack: the six rules' patterns, the encrypted queue with its DLQ and policy, the Lambda packaged
 from toolkit/ at synthesis, IAM without wildcard actions, and the FIS template."""
 
