@@ -35,7 +35,7 @@ name, or listed) and its ECS clusters; ``*`` only for read calls AWS does not sc
 
 A stack deployed before the split keeps its resources: each sub-construct's resources carry a ``moved``
 block from the address they had directly in ``InterruptionEvents`` (``spotkit.constructs.moved``; checked
-by tests/test_interruption_addresses.py). The data sources and the handler's package asset stay here.
+by tests/test_interruption_split.py). The data sources and the handler's package asset stay here.
 """
 
 from __future__ import annotations
@@ -47,46 +47,46 @@ from constructs import Construct
 from spotkit.constructs.annotations import warn
 from spotkit.constructs.capacity_fallback import FallbackSettings, validate_fallback
 from spotkit.constructs.interruption_events.context import AwsContext, aws_context
-from spotkit.constructs.interruption_events.delivery import VISIBILITY_TIMEOUT_MULTIPLE, InterruptionDelivery
+from spotkit.constructs.interruption_events.delivery import InterruptionDelivery
 from spotkit.constructs.interruption_events.fire_drill import InterruptionFireDrill
-from spotkit.constructs.interruption_events.handler import (
+from spotkit.constructs.interruption_events.handler import InterruptionHandler, handler_environment
+from spotkit.constructs.interruption_events.journal import InterruptionJournal
+from spotkit.constructs.interruption_events.packaging import handler_code
+from spotkit.constructs.interruption_events.policy import handler_policy
+from spotkit.constructs.interruption_events.rules import InterruptionRules, fallback_patterns, rule_patterns
+from spotkit.constructs.interruption_events.settings import InterruptionEventsSettings, validate_settings
+from spotkit.constructs.kms import key_arn
+
+# Every name this module had before it became a package stays importable from it (users import
+# from here; tests/test_interruption_split.py lists them).
+from spotkit.constructs.interruption_events.delivery import VISIBILITY_TIMEOUT_MULTIPLE  # noqa: F401
+from spotkit.constructs.interruption_events.handler import (  # noqa: F401
     DEFAULT_MAXIMUM_CONCURRENCY,
     LAMBDA_HANDLER,
     LAMBDA_RUNTIME,
-    InterruptionHandler,
-    handler_environment,
 )
-from spotkit.constructs.interruption_events.journal import InterruptionJournal
-from spotkit.constructs.interruption_events.packaging import (
+from spotkit.constructs.interruption_events.packaging import (  # noqa: F401
     _PRIVATE_STAGINGS,
     _cached_tree_digest,
     _remove_private_stagings,
     _tree_digest,
     build_lambda_source,
-    handler_code,
     lambda_cache_root,
     lambda_source_files,
 )
-from spotkit.constructs.interruption_events.policy import CHECKPOINT_DOCUMENT, handler_policy
-from spotkit.constructs.interruption_events.rules import InterruptionRules, fallback_patterns, rule_patterns
-from spotkit.constructs.interruption_events.settings import (
-    _DURATION,
-    _NAME,
-    _SELECTION,
-    HANDLER_MODES,
-    InterruptionEventsSettings,
-    validate_settings,
+from spotkit.constructs.interruption_events.policy import CHECKPOINT_DOCUMENT  # noqa: F401
+from spotkit.constructs.interruption_events.settings import _DURATION, _NAME, _SELECTION, HANDLER_MODES  # noqa: F401
+from spotkit.constructs.runtime_sources import runtime_sources  # noqa: F401
+from spotkit.errors import ValidationError  # noqa: F401
+from spotkit.runtime.interruption import events  # noqa: F401
+from spotkit.runtime.notice import (  # noqa: F401
+    DEFAULT_CHECKPOINT_COMMAND,
+    TAG_GROUP,
+    TAG_NAME,
+    TAG_REPLACEMENT_REQUESTED,
 )
-from spotkit.constructs.kms import key_arn
-from spotkit.runtime.notice import TAG_GROUP
 
 GROUP_TAG = TAG_GROUP
-
-__all__ = [
-    "CHECKPOINT_DOCUMENT", "DEFAULT_MAXIMUM_CONCURRENCY", "GROUP_TAG", "HANDLER_MODES", "LAMBDA_HANDLER",
-    "LAMBDA_RUNTIME", "VISIBILITY_TIMEOUT_MULTIPLE", "InterruptionEvents", "InterruptionEventsSettings",
-    "build_lambda_source", "lambda_cache_root", "lambda_source_files", "validate_settings",
-]
 
 
 class InterruptionEvents(Construct):

@@ -1,7 +1,8 @@
-"""A deployed stack keeps its interruption resources across spotkit versions: every Terraform address
-``InterruptionEvents`` gave a resource before it was split into sub-constructs
-(tests/fixtures/interruption_events_addresses_8e58d69.json) still exists, or is the ``from`` of a
-``moved`` block whose ``to`` exists, so a plan against an existing state moves and never destroys."""
+"""``InterruptionEvents`` split into sub-constructs (modules/interruption_events/) keeps what its users
+have. Their deployed stacks: every Terraform address it gave a resource before the split
+(tests/fixtures/interruption_events_addresses_8e58d69.json) still exists, or is the ``from`` of a ``moved``
+block whose ``to`` exists, so a plan against an existing state moves and never destroys. Their code: every
+name the module had is still importable from it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,28 @@ def _declared(doc: dict) -> set[str]:
 
 def _moves(doc: dict) -> dict[str, str]:
     return {m["from"]: m["to"] for m in doc.get("moved") or []}
+
+
+# Every name of modules/interruption_events.py at 8e58d69 but the standard library's (json, os, re, ...,
+# typing, dataclass): those were nobody's API.
+OLD_NAMES = (
+    "CHECKPOINT_DOCUMENT", "Construct", "DEFAULT_CHECKPOINT_COMMAND", "DEFAULT_MAXIMUM_CONCURRENCY",
+    "FallbackSettings", "GROUP_TAG", "HANDLER_MODES", "InterruptionEvents", "InterruptionEventsSettings",
+    "LAMBDA_HANDLER", "LAMBDA_RUNTIME", "TAG_GROUP", "TAG_NAME", "TAG_REPLACEMENT_REQUESTED",
+    "VISIBILITY_TIMEOUT_MULTIPLE", "ValidationError", "_DURATION", "_NAME", "_PRIVATE_STAGINGS", "_SELECTION",
+    "_cached_tree_digest", "_remove_private_stagings", "_tree_digest", "build_lambda_source", "events", "key_arn",
+    "lambda_cache_root", "lambda_source_files", "runtime_sources", "validate_fallback", "validate_settings", "warn",
+)
+
+
+def test_every_name_of_the_module_is_still_importable_from_it():
+    import spotkit.constructs.interruption_events as module
+
+    assert [n for n in OLD_NAMES if not hasattr(module, n)] == []
+    # AND the constants keep their values
+    assert (module.GROUP_TAG, module.LAMBDA_RUNTIME, module.CHECKPOINT_DOCUMENT, module.HANDLER_MODES,
+            module.VISIBILITY_TIMEOUT_MULTIPLE, module.DEFAULT_MAXIMUM_CONCURRENCY) == (
+        "spotkit:group", "python3.12", "AWS-RunShellScript", ("lambda", "queue"), 6, 10)
 
 
 def test_the_fixture_covers_every_scenario():
