@@ -87,7 +87,7 @@ _REFERENCE = re.compile(r"\$\{(?:data\.)?[a-z0-9_]+\.[A-Za-z0-9_-]+\.([a-z_]+)\}
 def _addresses_only(doc: dict, keep: set[str]) -> dict:
     """``doc`` with only the resources at ``keep`` (and the moved blocks), each ignoring its arguments
     (``ignore_changes = all``): the plan then shows what happens to the addresses alone. References become
-    constants of the right form (the state's stand-in resources have no attributes to refer to)."""
+    constants of the right form (the state's resources lack the computed attributes, such as ``arn``)."""
 
     def stand_in(m: re.Match) -> str:
         return "us-east-1" if m.group(0).startswith("${data.aws_region.") else _STAND_INS[m.group(1)]

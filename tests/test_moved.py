@@ -37,7 +37,8 @@ def test_logical_id_follows_the_engine_on_hidden_repeated_and_long_ids():
     stack = SpotkitStack(CdkTesting.app(), "t", StackConfig(name="t"))
     parents = [Construct(stack, "Default"), Construct(stack, "Resource"), Construct(stack, "queue"),
                Construct(stack, "we.ird id!"), Construct(Construct(stack, "a" * 200), "b" * 100)]
-    queues = [AwsQueue(p, "queue", name=f"q{i}") for i, p in enumerate(parents)] + [AwsQueue(stack, "x" * 300, name="l")]
+    queues = [AwsQueue(p, "queue", name=f"q{i}") for i, p in enumerate(parents)]
+    queues.append(AwsQueue(stack, "x" * 300, name="l"))
     # THEN each logical id is the engine's
     assert [logical_id(q.node.scope, q.node.id) for q in queues] == [stack.get_logical_id(q) for q in queues]
 

@@ -46,7 +46,7 @@ from constructs import Construct
 
 from spotkit.constructs.annotations import warn
 from spotkit.constructs.capacity_fallback import FallbackSettings, validate_fallback
-from spotkit.constructs.interruption_events.context import AwsContext, aws_context
+from spotkit.constructs.interruption_events.context import aws_context
 from spotkit.constructs.interruption_events.delivery import InterruptionDelivery
 from spotkit.constructs.interruption_events.fire_drill import InterruptionFireDrill
 from spotkit.constructs.interruption_events.handler import InterruptionHandler, handler_environment
@@ -121,8 +121,10 @@ class InterruptionEvents(Construct):
         self.kms_key_arn = key_arn(self, "queue-key", settings.kms_key_arn) if settings.kms_key_arn else None
         self.journal_store = InterruptionJournal(self, "journal", name=name, kms_key_arn=self.kms_key_arn)
         self.journal = self.journal_store.table
-        self.delivery = InterruptionDelivery(self, "delivery", name=name, settings=settings, kms_key_arn=self.kms_key_arn)
-        self.queue, self.dlq, self.visibility_timeout = self.delivery.queue, self.delivery.dlq, self.delivery.visibility_timeout
+        self.delivery = InterruptionDelivery(self, "delivery", name=name, settings=settings,
+                                             kms_key_arn=self.kms_key_arn)
+        self.queue, self.dlq = self.delivery.queue, self.delivery.dlq
+        self.visibility_timeout = self.delivery.visibility_timeout
         self.routing = InterruptionRules(self, "rules", name=name, groups=self.groups, queue_arn=self.queue.arn,
                                          fallback=self.fallback, placement_clusters=self.placement_clusters)
         self.rules = self.routing.rules
@@ -130,7 +132,7 @@ class InterruptionEvents(Construct):
         self.handler_policy = handler_policy(ctx, name=name, groups=self.groups, settings=settings,
                                              fallback=self.fallback, queue_arns=[self.queue.arn, self.dlq.arn],
                                              journal_arn=self.journal.arn, kms_key_arn=self.kms_key_arn)
-        self._create_handler(ctx)
+        self._create_handler()
         self.fis_templates = {}
         if settings.create_fis_templates:
             self.fire_drill = InterruptionFireDrill(self, "fire-drill", ctx=ctx, name=name, groups=self.groups,
@@ -151,7 +153,7 @@ class InterruptionEvents(Construct):
             warn(self, f"InterruptionEvents {name!r}: checkpoint_command is empty: instances are drained but "
                        "never asked to checkpoint.")
 
-    def _create_handler(self, ctx: AwsContext) -> None:
+    def _create_handler(self) -> None:
         """The handler (a Lambda in lambda mode, its package asset here: see ``packaging.handler_code``)."""
         lambda_mode = self.settings.handler_mode == "lambda"
         code = handler_code(self) if lambda_mode else None

@@ -52,7 +52,8 @@ class InterruptionRules(Construct):
         self.name = name
         self.queue_arn = queue_arn
         self.rules = {}
-        for rule_id, pattern in {**rule_patterns(groups), **fallback_patterns(groups, fallback, placement_clusters)}.items():
+        patterns = {**rule_patterns(groups), **fallback_patterns(groups, fallback, placement_clusters)}
+        for rule_id, pattern in patterns.items():
             self._rule(rule_id, description=f"spotkit {name}: {pattern['detail-type'][0]} -> interruption queue",
                        event_pattern=json.dumps(pattern))
         if fallback is not None:

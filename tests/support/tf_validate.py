@@ -50,9 +50,10 @@ def terraform_validate(doc: dict, workdir: Path, provider_version: str = "5.100.
 
 def terraform_plan_against(doc: dict, state: dict[str, dict], workdir: Path) -> dict:
     """``terraform plan -refresh=false`` of ``doc`` against a local state holding an AWS resource at each
-    address of ``state`` (``type.name`` -> its arguments, as the resource's attributes), as ``terraform show -json`` gives it. Nothing is called: the provider is
-    only configured (fake credentials, every check skipped). Give ``doc``'s resources
-    ``lifecycle.ignore_changes = all`` when only the addresses are under test."""
+    address of ``state`` (``type.name`` -> its arguments, kept as the resource's attributes), as ``terraform
+    show -json`` gives it. Nothing is called: give ``doc`` a provider that is only configured (fake
+    credentials, every check skipped), and resources that ignore their arguments
+    (``lifecycle.ignore_changes = all``) when only the addresses are under test."""
     env = terraform_init(doc, workdir)
     schemas = json.loads(subprocess.run(["terraform", "providers", "schema", "-json"], cwd=workdir, env=env,
                                         capture_output=True, text=True, timeout=300, check=True).stdout)
@@ -65,8 +66,9 @@ def terraform_plan_against(doc: dict, state: dict[str, dict], workdir: Path) -> 
                                "attributes": {"id": name, **_state_attributes(schema["block"], arguments)}}]}
 
     resources = [instance(*address.split(".", 1), arguments) for address, arguments in state.items()]
-    (workdir / "terraform.tfstate").write_text(json.dumps({"version": 4, "terraform_version": "1.5.0", "serial": 1,
-                                                           "lineage": "spotkit-test", "resources": resources}))
+    state_file = {"version": 4, "terraform_version": "1.5.0", "serial": 1, "lineage": "spotkit-test",
+                  "resources": resources}
+    (workdir / "terraform.tfstate").write_text(json.dumps(state_file))
     plan = subprocess.run(["terraform", "plan", "-refresh=false", "-input=false", "-no-color", "-lock=false",
                            "-out=plan.bin"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert plan.returncode == 0, plan.stdout[-4000:] + plan.stderr[-4000:]
