@@ -49,14 +49,15 @@ def _eks_gpu_karpenter():
 def _own_stack():
     """``examples/own-stack/main.py`` run as the user runs it (it synthesizes into a scratch folder)."""
     before = os.environ.get("CDKTF_OUTDIR")
-    os.environ["CDKTF_OUTDIR"] = tempfile.mkdtemp(prefix="spotkit-own-stack-")
-    try:
-        app = runpy.run_path(str(ROOT / "examples" / "own-stack" / "main.py"))["app"]
-    finally:
-        if before is None:
-            os.environ.pop("CDKTF_OUTDIR")
-        else:
-            os.environ["CDKTF_OUTDIR"] = before
+    with tempfile.TemporaryDirectory(prefix="spotkit-own-stack-") as out:
+        os.environ["CDKTF_OUTDIR"] = out
+        try:
+            app = runpy.run_path(str(ROOT / "examples" / "own-stack" / "main.py"))["app"]
+        finally:
+            if before is None:
+                os.environ.pop("CDKTF_OUTDIR")
+            else:
+                os.environ["CDKTF_OUTDIR"] = before
     stack = app.node.find_child("my-training")
     return stack, stack.node.find_child("interruptions")
 
