@@ -114,7 +114,7 @@ def operator_statements(*, groups: Sequence[str], name: str, partition: str, reg
 
 
 def fis_role_prefix(name: str) -> str:
-    """The name prefix of the stack's FIS role (modules/interruption_events.py names it so)."""
+    """The name prefix of the stack's FIS role (modules/interruption_events/fire_drill.py names it so)."""
     return f"{name}-fis-"[:38]
 
 

@@ -41,7 +41,7 @@ def operator_policy(doc: dict) -> list[dict]:
 
 
 def _fis_template(server) -> str:
-    """The group's FIS template as modules/interruption_events.py synthesizes it, with the stack's FIS role."""
+    """The group's FIS template as modules/interruption_events/fire_drill.py synthesizes it, with the stack's FIS role."""
     from spotkit.constructs.operator_policy import fis_role_prefix
 
     role = f"arn:aws:iam::123456789012:role/{fis_role_prefix(GROUP)}0001"

@@ -137,7 +137,7 @@ def test_count_and_percent_together_and_a_dead_endpoint_are_clear_errors(capsys)
 # --- AWS FIS (emulator extension) ---------------------------------------------------------------
 
 def stack_template(aws) -> str:
-    """The group's FIS template as the stack synthesizes it (modules/interruption_events.py)."""
+    """The group's FIS template as the stack synthesizes it (modules/interruption_events/fire_drill.py)."""
     return create_stack_template(aws.client("fis"), GROUP, ROLE, f"spotkit-gpu-{GROUP}-spot-interruption")
 
 

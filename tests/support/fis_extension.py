@@ -104,7 +104,7 @@ def install() -> None:
 
 
 def create_stack_template(fis, group: str, role_arn: str, name: str) -> str:
-    """A group's FIS experiment template as the stacks synthesize it (modules/interruption_events.py): one
+    """A group's FIS experiment template as the stacks synthesize it (modules/interruption_events/fire_drill.py): one
     ``aws:ec2:send-spot-instance-interruptions`` action on COUNT(1) running instances tagged with the group,
     a two-minute notice. Returns the template id."""
     return fis.create_experiment_template(
