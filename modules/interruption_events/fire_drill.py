@@ -11,6 +11,7 @@ from constructs import Construct
 
 from spotkit.constructs.interruption_events.context import AwsContext
 from spotkit.constructs.interruption_events.settings import InterruptionEventsSettings
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.constructs.moved import moved_from
 from spotkit.runtime.notice import TAG_GROUP as GROUP_TAG
 
@@ -38,10 +39,7 @@ class InterruptionFireDrill(Construct):
         from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicy as IamRolePolicy
 
         parent = self.node.scope
-        self.role = moved_from(IamRole(self, "role", name_prefix=f"{name}-fis-"[:38], assume_role_policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "fis.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-        })), parent, "fis-role")
+        self.role = moved_from(IamRole(self, "role", name_prefix=f"{name}-fis-"[:38], assume_role_policy=assume_role_policy("fis.amazonaws.com")), parent, "fis-role")
         moved_from(IamRolePolicy(self, "policy", name="spotkit-fis-spot-interruptions", role=self.role.id, policy=json.dumps({
             "Version": "2012-10-17",
             "Statement": [

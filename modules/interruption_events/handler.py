@@ -12,6 +12,7 @@ from constructs import Construct
 
 from spotkit.constructs.capacity_fallback import FallbackSettings
 from spotkit.constructs.interruption_events.settings import InterruptionEventsSettings
+from spotkit.constructs.iam import assume_role_policy
 from spotkit.constructs.moved import moved_from
 
 LAMBDA_HANDLER = "spotkit.runtime.interruption.lambda_entry.handler"
@@ -58,10 +59,7 @@ class InterruptionHandler(Construct):
         from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicy as IamRolePolicy
 
         parent = self.node.scope
-        self.role = moved_from(IamRole(self, "role", name_prefix=f"{name}-ih-"[:38], assume_role_policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-        })), parent, "handler-role")
+        self.role = moved_from(IamRole(self, "role", name_prefix=f"{name}-ih-"[:38], assume_role_policy=assume_role_policy("lambda.amazonaws.com")), parent, "handler-role")
         self.log_group = moved_from(CloudwatchLogGroup(self, "logs", name=f"/aws/lambda/{function_name(name)}",
                                                        retention_in_days=s.log_retention_days), parent, "handler-logs")
         policy = json.loads(json.dumps(self.policy))
