@@ -52,6 +52,19 @@ def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: 
                            hint="pass --journal-file with a writable path") from None
 
 
+def stack_outputs(ctx: CliContext, stack: str, target: str, project_dir) -> dict:
+    """The Terraform outputs of ``stack`` applied to ``target``: where its handler's queue and journal are."""
+    from spotkit.stacks import registry
+    from spotkit.deploy import workflow
+    from spotkit.rehearsal.local.emulator import project_dir as resolve_project_dir
+
+    registry.get(stack)
+    opts = workflow.DeployOptions(project=resolve_project_dir(project_dir), target=target,
+                                  terraform_bin=os.environ.get("SPOTKIT_TERRAFORM_BIN"),
+                                  endpoint_url=ctx.endpoint_url if target == "local" else None, config=ctx.config)
+    return workflow.outputs(workflow.open_workdir(stack, opts))
+
+
 def _journal_rerun_hint(bad: Path, default_file: str) -> str:
     """The same command with a journal of its own (the file that is not a journal is left alone)."""
     ctx = click.get_current_context(silent=True)

@@ -4,27 +4,13 @@ A thin adapter over ``toolkit/interrupt.py``."""
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from spotkit.cli.context import CliContext, pass_ctx
-from spotkit.cli.events_cmd import DEFAULT_JOURNAL_FILE
+from spotkit.cli.events_cmd import DEFAULT_JOURNAL_FILE, stack_outputs
 from spotkit.errors import ToolkitError
 from spotkit.runtime.notice import TAG_GROUP
 from spotkit.output import emit_json, table
-
-
-def _stack_outputs(ctx: CliContext, stack: str, target: str, project_dir) -> dict:
-    from spotkit.stacks import registry
-    from spotkit.deploy import workflow
-    from spotkit.rehearsal.local.emulator import project_dir as resolve_project_dir
-
-    registry.get(stack)
-    opts = workflow.DeployOptions(project=resolve_project_dir(project_dir), target=target,
-                                  terraform_bin=os.environ.get("SPOTKIT_TERRAFORM_BIN"),
-                                  endpoint_url=ctx.endpoint_url if target == "local" else None, config=ctx.config)
-    return workflow.outputs(workflow.open_workdir(stack, opts))
 
 
 @click.command("interrupt")
@@ -63,7 +49,7 @@ def interrupt_command(ctx: CliContext, group, count, percent, target, stack, pro
 
     if count is not None and percent is not None:
         raise ToolkitError("give --count or --percent, not both", hint=f"spotkit interrupt --group {group} --count 1")
-    outputs = _stack_outputs(ctx, stack, target, project_dir) if stack else {}
+    outputs = stack_outputs(ctx, stack, target, project_dir) if stack else {}
     journal_table = journal_table or outputs.get("interruption_journal_table")
     try:
         running = it.running_instances(ctx.client("ec2"), group)
