@@ -174,9 +174,9 @@ def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run,
     from spotkit.runbooks.volumes import RecoverVolumes
 
     ec2, autoscaling = ctx.client("ec2"), ctx.client("autoscaling")
-    result, ran = _run_on_group(ctx, group,
-                                lambda rc: RecoverVolumes(ec2, rc, allow_copy=allow_copy, autoscaling=autoscaling).run(group),
-                                dry_run, yes, journal_dir, f"recover volumes {group}", lock_wait=lock_wait)
+    result, ran = _run_on_group(
+        ctx, group, lambda rc: RecoverVolumes(ec2, rc, allow_copy=allow_copy, autoscaling=autoscaling).run(group),
+        dry_run, yes, journal_dir, f"recover volumes {group}", lock_wait=lock_wait)
     for skipped in result.journal_skipped:
         click.echo(f"note: journal {skipped}; skipped it (what that step made carries idempotency tags, so it is "
                    "found again and nothing is made twice)", err=True)
@@ -266,7 +266,8 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
 
     asg = ctx.client("autoscaling")
     result, _ = _run_on_group(
-        ctx, group, lambda rc: ReplaceCapacity(asg, rc, window_minutes=window_minutes, min_failures=min_failures).run(group),
+        ctx, group,
+        lambda rc: ReplaceCapacity(asg, rc, window_minutes=window_minutes, min_failures=min_failures).run(group),
         dry_run, yes, journal_dir, f"replace {group}")
     _echo_capacity(ctx, result)
     if result.status == "launching":
@@ -286,8 +287,9 @@ def restore_spot_command(ctx: CliContext, group, force, window_minutes, yes, dry
     from spotkit.runbooks.replace import RestoreSpot
 
     asg = ctx.client("autoscaling")
-    result, _ = _run_on_group(ctx, group, lambda rc: RestoreSpot(asg, rc, window_minutes=window_minutes).run(group, force=force),
-                              dry_run, yes, journal_dir, f"restore spot {group}")
+    result, _ = _run_on_group(
+        ctx, group, lambda rc: RestoreSpot(asg, rc, window_minutes=window_minutes).run(group, force=force),
+        dry_run, yes, journal_dir, f"restore spot {group}")
     _echo_capacity(ctx, result)
 
 
