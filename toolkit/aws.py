@@ -102,11 +102,8 @@ PROFILES_HINT = "aws configure list-profiles   # the profiles there: pass one of
 _LOCAL_HINT = "start the emulator with 'spotkit local start' (or check it with 'spotkit local status'), then run the command again"
 
 
-def _option(command: str | None, name: str) -> str | None:
-    """The value of option ``name`` in a shell command line (``--profile p`` or ``--profile=p``), if given."""
-    import shlex
-
-    words = shlex.split(command or "")
+def option_value(words: list[str], name: str) -> str | None:
+    """The value of option ``name`` in a command's words (``--profile p`` or ``--profile=p``), if given."""
     for i, word in enumerate(words):
         if word == name and i + 1 < len(words):
             return words[i + 1]
@@ -119,7 +116,7 @@ def _who_am_i(command: str | None) -> str:
     """``aws sts get-caller-identity`` with the profile the command used (its ``--profile``)."""
     import shlex
 
-    profile = _option(command, "--profile")
+    profile = option_value(shlex.split(command or ""), "--profile")
     return shlex.join(["aws", "sts", "get-caller-identity", *(["--profile", profile] if profile else [])])
 
 
@@ -175,22 +172,27 @@ def user_error(exc: BaseException, endpoint_url: str | None = None,
             "run the command again (runbooks pick up where they stopped); if it keeps failing, check the network",
         )
     if isinstance(exc, bx.ClientError):
-        err = exc.response.get("Error", {})
-        code, message = err.get("Code", "?"), err.get("Message", str(exc))
-        op = getattr(exc, "operation_name", "an AWS call")
-        who = _who_am_i(command)
-        if code in _CREDENTIAL_CODES:
-            return AwsCallError(f"AWS refused the credentials ({code} on {op}): {message}",
-                                hint=f"{who}   # who AWS takes these credentials for: fix them ('aws configure', "
-                                     "or another --profile), then run the command again")
-        if code in _PERMISSION_CODES:
-            return AwsCallError(f"not allowed: {op} ({code}): {message}",
-                                hint=f"{who}   # the identity that needs permission for {op}: grant it, or run "
-                                     "as a role that has it")
-        return AwsCallError(f"AWS refused {op} ({code}): {message}",
-                            hint=f"{_with_debug(command)}   # shows the failed call; fix what the message names, "
-                                 "then run it again" if command else
-                            "fix what the message names, then run the command again; --debug shows the call")
+        return _refused(exc, command)
     if isinstance(exc, bx.ParamValidationError):
         return None  # a bug in spotkit's own call, not the user's input
     return None
+
+
+def _refused(exc, command: str | None) -> AwsCallError:
+    """The user error for an AWS refusal (a ``ClientError``): credentials, permissions, or what AWS says."""
+    err = exc.response.get("Error", {})
+    code, message = err.get("Code", "?"), err.get("Message", str(exc))
+    op = getattr(exc, "operation_name", "an AWS call")
+    who = _who_am_i(command)
+    if code in _CREDENTIAL_CODES:
+        return AwsCallError(f"AWS refused the credentials ({code} on {op}): {message}",
+                            hint=f"{who}   # who AWS takes these credentials for: fix them ('aws configure', "
+                                 "or another --profile), then run the command again")
+    if code in _PERMISSION_CODES:
+        return AwsCallError(f"not allowed: {op} ({code}): {message}",
+                            hint=f"{who}   # the identity that needs permission for {op}: grant it, or run "
+                                 "as a role that has it")
+    return AwsCallError(f"AWS refused {op} ({code}): {message}",
+                        hint=f"{_with_debug(command)}   # shows the failed call; fix what the message names, "
+                             "then run it again" if command else
+                        "fix what the message names, then run the command again; --debug shows the call")

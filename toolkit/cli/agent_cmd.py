@@ -113,42 +113,43 @@ def imds_mock_command(cloud, no_wait_for_change, host, port, imdsv2_required, sp
                                 rebalance_delay=rebalance_delay, lifecycle_delay=lifecycle_delay, scheduled=scheduled,
                                 lead_seconds=lead_seconds, instance_id=instance_id,
                                 tags={ASG_NAME_TAG: group_name, TAG_GROUP: group_name})
-    try:
-        emulator = ImdsEmulator(settings, host=host, port=port, verbose=verbose)
-    except OSError as exc:
-        raise ToolkitError(f"cannot listen on {host}:{port}: {exc.strerror}",
-                           hint="pick another --port (0 picks a free one)") from exc
+    emulator = _listening(lambda: ImdsEmulator(settings, host=host, port=port, verbose=verbose), host, port)
     click.echo(f"IMDS emulator on {emulator.url} (IMDSv2 {'required' if imdsv2_required else 'optional'})")
     echo_next(f"spotkit agent --metadata-url {emulator.url} --on-notice 'echo checkpoint' --interval 0.5")
     click.echo(f"      curl -X POST {emulator.url}/spotkit/interrupt -d '{{\"kind\": \"spot\"}}'")
-    try:
-        emulator.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.stop()
+    _serve_until_interrupted(emulator)
 
 
 def _serve_cloud_mock(cloud, host, port, delay, lead_seconds, wait_for_change, verbose):
     from spotkit.rehearsal.imds.azure import AzureEmulator, AzureSettings
     from spotkit.rehearsal.imds.gcp import GcpEmulator, GcpSettings
 
-    try:
-        if cloud == "gcp":
-            emulator = GcpEmulator(GcpSettings(preempt_delay=delay, wait_for_change=wait_for_change), host=host,
-                                   port=port, verbose=verbose)
-        else:
-            emulator = AzureEmulator(AzureSettings(preempt_delay=delay, lead_seconds=lead_seconds), host=host,
-                                     port=port, verbose=verbose)
-    except OSError as exc:
-        raise ToolkitError(f"cannot listen on {host}:{port}: {exc.strerror}",
-                           hint="pick another --port (0 picks a free one)") from exc
+    if cloud == "gcp":
+        emulator = _listening(lambda: GcpEmulator(GcpSettings(preempt_delay=delay, wait_for_change=wait_for_change),
+                                                  host=host, port=port, verbose=verbose), host, port)
+    else:
+        emulator = _listening(lambda: AzureEmulator(AzureSettings(preempt_delay=delay, lead_seconds=lead_seconds),
+                                                    host=host, port=port, verbose=verbose), host, port)
     header = "Metadata-Flavor: Google" if cloud == "gcp" else "Metadata: true"
     click.echo(f"{cloud.upper() if cloud == 'gcp' else 'Azure'} metadata emulator on {emulator.url} "
                f"(requests need {header})")
     echo_next(f"spotkit agent --cloud {cloud} --metadata-url {emulator.url} --on-notice 'echo checkpoint' "
                "--interval 0.5")
     click.echo(f"      curl -X POST {emulator.url}/spotkit/interrupt -d '{{\"kind\": \"preempt\"}}'")
+    _serve_until_interrupted(emulator)
+
+
+def _listening(make, host, port):
+    """The emulator ``make()`` starts listening, or a user error naming the address it could not take."""
+    try:
+        return make()
+    except OSError as exc:
+        raise ToolkitError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                           hint="pick another --port (0 picks a free one)") from exc
+
+
+def _serve_until_interrupted(emulator) -> None:
+    """Answer requests until Ctrl-C, then stop the emulator."""
     try:
         emulator.serve_forever()
     except KeyboardInterrupt:

@@ -85,9 +85,18 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply,
                      checkov=None, show_suppressed=False)
     timings["check"] = time.monotonic() - t
 
-    _banner("summary")
+    _summary(out_dir, skip_apply, timings, started)
+    if note:
+        click.echo(note)
+    for hint in demo_next_hints(state.url):
+        echo_next(hint)
+
+
+def _summary(out_dir: Path, skip_apply: bool, timings: dict, started: float) -> None:
+    """What each step gave (the drill's numbers from its drill.json) and how long it took."""
     import json
 
+    _banner("summary")
     drill = json.loads((out_dir / "drill" / "drill.json").read_text())
     agent, base = drill["agent"], drill["baseline"]
     click.echo("deployed: training stack on the local emulator" if not skip_apply else "deploy: skipped")
@@ -100,10 +109,6 @@ def demo_command(click_ctx: click.Context, interruptions, seed, out, skip_apply,
     click.echo("check: every shipped stack passes with no errors")
     click.echo("took: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
                + f", total {time.monotonic() - started:.0f}s")
-    if note:
-        click.echo(note)
-    for hint in demo_next_hints(state.url):
-        echo_next(hint)
 
 
 DEMO_SERVE_INTERRUPTIONS = 3

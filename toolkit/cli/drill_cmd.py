@@ -141,32 +141,9 @@ def drill_command(ctx: CliContext, workload, cloud, interruptions, seed, steps, 
     from spotkit.errors import ToolkitError
 
     if workload == "serve":
-        wrong = _given(TRAIN_ONLY)
-        if wrong:
-            raise ToolkitError(f"{_option_name(wrong[0])} is an option of the training drill, not of --workload serve",
-                               hint="spotkit drill --workload serve")
-        if cloud != "aws":
-            raise ToolkitError(f"the serve drill runs on AWS's metadata service only (got --cloud {cloud})",
-                               hint="spotkit drill --workload serve")
-        extras.require("demo")  # the replicas' model (numpy), before anything starts
-        from spotkit.cli.drill_serve import run_serve
-        from spotkit.rehearsal.serving.drill import ServeDrillSettings
-
-        fields = dict(replicas=replicas, seed=seed, rate=rate, port=port, drain_seconds=drain_seconds,
-                      ready_timeout=ready_timeout)
-        if interruptions is not None:
-            fields["interruptions"] = interruptions
-        if notice_seconds is not None:
-            fields["notice_seconds"] = notice_seconds
-        if rebalance_lead is not None:
-            fields["rebalance_lead"] = rebalance_lead
-        settings = ServeDrillSettings(**fields)
-        settings.validate()
-        no_plot = plot_unavailable()
-        if no_plot:
-            click.echo(f"note: {no_plot}; the drill writes drill.json and the table, no drill.png "
-                       f"({PLOT_INSTALL_HINT} for the plot)", err=True)
-        return run_serve(ctx, settings, Path(out or ".spotkit/drill-serve"), no_plot, PLOT_INSTALL_HINT)
+        return _drill_serve(ctx, cloud, out, interruptions=interruptions, notice_seconds=notice_seconds,
+                            rebalance_lead=rebalance_lead, replicas=replicas, seed=seed, rate=rate, port=port,
+                            drain_seconds=drain_seconds, ready_timeout=ready_timeout)
     wrong = _given(SERVE_ONLY)
     if wrong:
         raise ToolkitError(f"{_option_name(wrong[0])} is an option of the serve drill: add --workload serve",
@@ -193,10 +170,7 @@ def drill_command(ctx: CliContext, workload, cloud, interruptions, seed, steps, 
     settings.validate()
     out_dir = Path(out)
     say = (lambda msg: None) if ctx.json else (lambda msg: click.echo(f"  {msg}", err=True))
-    no_plot = plot_unavailable()
-    if no_plot:  # said before the drill runs, not after
-        click.echo(f"note: {no_plot}; the drill writes drill.json and the table, no drill.png "
-                   f"({PLOT_INSTALL_HINT} for the plot)", err=True)
+    no_plot = _plot_note()
     if not ctx.json:
         label = "" if cloud == "aws" else f" ({cloud})"
         click.echo(f"drill{label}: {interruptions} interruptions (seed {seed}), {steps} steps of {step_seconds}s, "
@@ -210,6 +184,20 @@ def drill_command(ctx: CliContext, workload, cloud, interruptions, seed, steps, 
     if ctx.json:
         emit_json({**summary, "plot": str(png) if png else None})
         return
+    _echo_report(results, summary, png, no_plot, out_dir)
+
+
+def _plot_note() -> str | None:
+    """Why drill.png cannot be drawn (``plot_unavailable``), said on stderr before the drill runs, not after."""
+    no_plot = plot_unavailable()
+    if no_plot:
+        click.echo(f"note: {no_plot}; the drill writes drill.json and the table, no drill.png "
+                   f"({PLOT_INSTALL_HINT} for the plot)", err=True)
+    return no_plot
+
+
+def _echo_report(results, summary: dict, png, no_plot, out_dir: Path) -> None:
+    """The training drill's table, its comparison with the baseline, the re-attached volumes and its files."""
     click.echo(render_drill_table(results))
     cmp = summary["compare"]
     if cmp["overhead_ratio"] is not None:
@@ -223,6 +211,29 @@ def drill_command(ctx: CliContext, workload, cloud, interruptions, seed, steps, 
     click.echo(f"plot: {png}" if png else f"plot: not drawn ({no_plot}); {PLOT_INSTALL_HINT}, then run the drill again")
     click.echo(f"data: {out_dir / 'drill.json'}")
     echo_next(f"{CHECK_HINT}   # is your Terraform ready for this?")
+
+
+def _drill_serve(ctx: CliContext, cloud: str, out, **fields):
+    """The serve drill (``--workload serve``); ``fields`` are its settings, those left out (None) at their
+    defaults. A training option given with it is a user error."""
+    from spotkit import extras
+    from spotkit.errors import ToolkitError
+
+    wrong = _given(TRAIN_ONLY)
+    if wrong:
+        raise ToolkitError(f"{_option_name(wrong[0])} is an option of the training drill, not of --workload serve",
+                           hint="spotkit drill --workload serve")
+    if cloud != "aws":
+        raise ToolkitError(f"the serve drill runs on AWS's metadata service only (got --cloud {cloud})",
+                           hint="spotkit drill --workload serve")
+    extras.require("demo")  # the replicas' model (numpy), before anything starts
+    from spotkit.cli.drill_serve import run_serve
+    from spotkit.rehearsal.serving.drill import ServeDrillSettings
+
+    settings = ServeDrillSettings(**{k: v for k, v in fields.items() if v is not None})
+    settings.validate()
+    no_plot = _plot_note()
+    return run_serve(ctx, settings, Path(out or ".spotkit/drill-serve"), no_plot, PLOT_INSTALL_HINT)
 
 
 def register(group: click.Group) -> None:

@@ -52,6 +52,19 @@ def open_journal(ctx: CliContext, journal_table, journal_file, *, default_file: 
                            hint="pass --journal-file with a writable path") from None
 
 
+def stack_outputs(ctx: CliContext, stack: str, target: str, project_dir) -> dict:
+    """The Terraform outputs of ``stack`` applied to ``target``: where its handler's queue and journal are."""
+    from spotkit.stacks import registry
+    from spotkit.deploy import workflow
+    from spotkit.rehearsal.local.emulator import project_dir as resolve_project_dir
+
+    registry.get(stack)
+    opts = workflow.DeployOptions(project=resolve_project_dir(project_dir), target=target,
+                                  terraform_bin=os.environ.get("SPOTKIT_TERRAFORM_BIN"),
+                                  endpoint_url=ctx.endpoint_url if target == "local" else None, config=ctx.config)
+    return workflow.outputs(workflow.open_workdir(stack, opts))
+
+
 def _journal_rerun_hint(bad: Path, default_file: str) -> str:
     """The same command with a journal of its own (the file that is not a journal is left alone)."""
     ctx = click.get_current_context(silent=True)
@@ -78,7 +91,8 @@ def _global_args(cli_ctx: "CliContext | None", region: str | None = None) -> lis
     return out
 
 
-def _journal_args(journal_table, store) -> str:
+def journal_args(journal_table, store) -> str:
+    """The option that names the journal in a command a user can paste (``spotkit status ...``)."""
     return f"--journal-table {journal_table}" if journal_table else f"--journal-file {store.path}"
 
 
@@ -91,14 +105,22 @@ def report_skipped_lines(store) -> None:
                    "was read, new rows start on a line of their own", err=True)
 
 
+def journal_options(table_help: str, file_help: str):
+    """--journal-table and --journal-file: the handler's journal, a DynamoDB table or else a local JSON-lines
+    file (``file_help`` ends with the default file)."""
+    def decorate(fn):
+        fn = click.option("--journal-file", type=click.Path(dir_okay=False),
+                          help=f"{file_help} Default: {DEFAULT_JOURNAL_FILE}.")(fn)
+        return click.option("--journal-table", envvar="SPOTKIT_JOURNAL_TABLE", help=table_help)(fn)
+    return decorate
+
+
 @click.command("handle-events")
 @click.option("--queue-url", help="Consume this SQS queue (the stack's interruption_queue_url output).")
 @click.option("--event-file", type=click.Path(exists=True, dir_okay=False),
               help="Handle the event(s) in this JSON file instead (an EventBridge event or a list of them).")
-@click.option("--journal-table", envvar="SPOTKIT_JOURNAL_TABLE",
-              help="DynamoDB journal (the stack's interruption_journal_table output); shared with the Lambda.")
-@click.option("--journal-file", type=click.Path(dir_okay=False),
-              help=f"Local JSON-lines journal when no table is given. Default: {DEFAULT_JOURNAL_FILE}.")
+@journal_options("DynamoDB journal (the stack's interruption_journal_table output); shared with the Lambda.",
+                 "Local JSON-lines journal when no table is given.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Workers; each handles one batch of messages at a time.")
 @click.option("--batch-size", default=10, show_default=True, type=click.IntRange(1, 10),
@@ -156,11 +178,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
         what = f"messages from {queue_url}" if queue_url else f"the events in {event_file}"
         click.confirm(f"Act on {what} (deregister targets, drain ECS, checkpoint, complete lifecycle actions)?",
                       abort=True, err=True)
-    logging.basicConfig(level=logging.DEBUG if ctx.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    if not ctx.debug:
-        for noisy in ("botocore", "boto3", "urllib3"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    _log_to_stderr(ctx.debug)
     from spotkit.runtime.interruption.consumer import client_config
 
     config = client_config(concurrency)
@@ -187,6 +205,19 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
         stats = consumer.run(stop_when_idle=until_empty)
     except ConsumerError as exc:
         raise ToolkitError(str(exc), hint=exc.hint) from None
+    _report_queue_run(ctx, stats, store, journal_table, until_empty)
+
+
+def _log_to_stderr(debug: bool) -> None:
+    """The handler's log lines on stderr; the AWS SDK's own only under --debug."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if not debug:
+        for noisy in ("botocore", "boto3", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _report_queue_run(ctx: CliContext, stats, store, journal_table, until_empty: bool) -> None:
+    """What the consumer did; with --until-empty, the messages it could not handle are a user error."""
     if ctx.json:
         emit_json(stats.to_dict())
     else:
@@ -200,7 +231,7 @@ def handle_events_command(ctx: CliContext, queue_url, event_file, journal_table,
             f"{len(problems)} message(s) not handled: " + "; ".join(
                 f"message {p['message_id']}: " + ", ".join(f"{o['status']} ({o['reason']})" for o in p["outcomes"])
                 for p in problems[:5]) + (" ..." if len(problems) > 5 else ""),
-            hint=f"see why with 'spotkit status {_journal_args(journal_table, store)}'; once the cause is fixed, "
+            hint=f"see why with 'spotkit status {journal_args(journal_table, store)}'; once the cause is fixed, "
                  "the retry acts (a message that keeps failing ends in the dead-letter queue; an unreadable one is "
                  "journaled and deleted)")
 

@@ -18,10 +18,15 @@ def local_group():
     """The local target: an AWS emulator (moto server) on 127.0.0.1."""
 
 
-@local_group.command("start")
-@_project
+def _local_command(name: str):
+    """A subcommand of ``spotkit local``: it takes --project-dir (first among its options) and the CLI context."""
+    def decorate(fn):
+        return local_group.command(name)(_project(pass_ctx(fn)))
+    return decorate
+
+
+@_local_command("start")
 @click.option("--port", type=click.IntRange(1, 65535), default=emulator.DEFAULT_PORT, show_default=True)
-@pass_ctx
 def start_command(ctx: CliContext, project_dir, port):
     """Start the emulator (a running one is reused)."""
     state, started = emulator.start(emulator.project_dir(project_dir), port=port)
@@ -33,9 +38,7 @@ def start_command(ctx: CliContext, project_dir, port):
     echo_next("spotkit apply training --target local --yes")
 
 
-@local_group.command("status")
-@_project
-@pass_ctx
+@_local_command("status")
 def status_command(ctx: CliContext, project_dir):
     """Say whether the emulator runs, and where."""
     st = emulator.status(emulator.project_dir(project_dir))
@@ -45,9 +48,7 @@ def status_command(ctx: CliContext, project_dir):
     click.echo(f"local: emulator {st.detail}")
 
 
-@local_group.command("stop")
-@_project
-@pass_ctx
+@_local_command("stop")
 def stop_command(ctx: CliContext, project_dir):
     """Stop the emulator (everything it held is gone)."""
     state = emulator.stop(emulator.project_dir(project_dir))

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from spotkit import __version__
-from spotkit.aws import user_error as aws_user_error
+from spotkit.aws import option_value, user_error as aws_user_error
 from spotkit.cli.context import CliContext
 from spotkit.cli.hints import echo_next, record_command_line, rerun
 from spotkit.errors import ToolkitError
@@ -163,7 +163,7 @@ def user_error(exc: BaseException, argv: list[str]) -> ToolkitError | None:
     extra = missing_extra(exc)
     if extra is not None:
         return extra
-    endpoint = _option_value(argv, "--endpoint-url") or os.environ.get("SPOTKIT_ENDPOINT_URL")
+    endpoint = option_value(argv, "--endpoint-url") or os.environ.get("SPOTKIT_ENDPOINT_URL")
     mapped = aws_user_error(exc, endpoint, command=shlex.join(["spotkit", *argv]))
     if mapped is not None:
         return mapped
@@ -202,21 +202,12 @@ def _option_for_path(argv: list[str], filename: str) -> str | None:
     return None
 
 
-def _option_value(argv: list[str], name: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def check_region_option(args: list[str]) -> None:
     """Refuse an unknown --region (or AWS_REGION) before any work, with the command that has the closest one."""
     from spotkit.config import aws_regions, check_region
     from spotkit.errors import ConfigError
 
-    given = _option_value(args, "--region")
+    given = option_value(args, "--region")
     source = "--region" if given is not None else "AWS_REGION"
     value = given if given is not None else os.environ.get("AWS_REGION")
     if not value:

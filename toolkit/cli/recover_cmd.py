@@ -69,6 +69,21 @@ def _run_confirmed(ctx: CliContext, make, dry_run: bool, yes: bool, journal_dir:
     return result, True
 
 
+def _run_on_group(ctx: CliContext, group: str, runbook, dry_run: bool, yes: bool, journal_dir: str, label: str,
+                  **run_options):
+    """A runbook on one group that exists (``require_group``), planned, confirmed and run by ``_run_confirmed``.
+
+    ``runbook(run_context)`` runs it and returns its result, whose ``actions`` are what it does.
+    """
+    require_group(ctx, group)
+
+    def make(rc):
+        r = runbook(rc)
+        return r, r.actions
+
+    return _run_confirmed(ctx, make, dry_run, yes, journal_dir, label, **run_options)
+
+
 def check_journal_dir(journal_dir: str) -> None:
     """A journal folder that cannot be written (or created) is a user error before any change is made."""
     import errno
@@ -159,13 +174,9 @@ def volumes_command(ctx: CliContext, group, allow_copy, lock_wait, yes, dry_run,
     from spotkit.runbooks.volumes import RecoverVolumes
 
     ec2, autoscaling = ctx.client("ec2"), ctx.client("autoscaling")
-    require_group(ctx, group)
-
-    def make(rc):
-        r = RecoverVolumes(ec2, rc, allow_copy=allow_copy, autoscaling=autoscaling).run(group)
-        return r, r.actions
-
-    result, ran = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"recover volumes {group}", lock_wait=lock_wait)
+    result, ran = _run_on_group(
+        ctx, group, lambda rc: RecoverVolumes(ec2, rc, allow_copy=allow_copy, autoscaling=autoscaling).run(group),
+        dry_run, yes, journal_dir, f"recover volumes {group}", lock_wait=lock_wait)
     for skipped in result.journal_skipped:
         click.echo(f"note: journal {skipped}; skipped it (what that step made carries idempotency tags, so it is "
                    "found again and nothing is made twice)", err=True)
@@ -200,13 +211,8 @@ def snapshot_command(ctx: CliContext, group, device, instance_id, yes, dry_run, 
     from spotkit.runbooks.snapshot import RestoreSnapshot
 
     ec2 = ctx.client("ec2")
-    require_group(ctx, group)
-
-    def make(rc):
-        r = RestoreSnapshot(ec2, rc).run(group, device, instance_id)
-        return r, r.actions
-
-    result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"restore {device} of {group}")
+    result, _ = _run_on_group(ctx, group, lambda rc: RestoreSnapshot(ec2, rc).run(group, device, instance_id),
+                              dry_run, yes, journal_dir, f"restore {device} of {group}")
     if ctx.json:
         emit_json(result)
         return
@@ -259,13 +265,10 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
     from spotkit.runbooks.replace import ReplaceCapacity
 
     asg = ctx.client("autoscaling")
-    require_group(ctx, group)
-
-    def make(rc):
-        r = ReplaceCapacity(asg, rc, window_minutes=window_minutes, min_failures=min_failures).run(group)
-        return r, r.actions
-
-    result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"replace {group}")
+    result, _ = _run_on_group(
+        ctx, group,
+        lambda rc: ReplaceCapacity(asg, rc, window_minutes=window_minutes, min_failures=min_failures).run(group),
+        dry_run, yes, journal_dir, f"replace {group}")
     _echo_capacity(ctx, result)
     if result.status == "launching":
         echo_next(f"spotkit recover replace --group {group}   # in a few minutes: the group is still launching")
@@ -284,13 +287,9 @@ def restore_spot_command(ctx: CliContext, group, force, window_minutes, yes, dry
     from spotkit.runbooks.replace import RestoreSpot
 
     asg = ctx.client("autoscaling")
-    require_group(ctx, group)
-
-    def make(rc):
-        r = RestoreSpot(asg, rc, window_minutes=window_minutes).run(group, force=force)
-        return r, r.actions
-
-    result, _ = _run_confirmed(ctx, make, dry_run, yes, journal_dir, f"restore spot {group}")
+    result, _ = _run_on_group(
+        ctx, group, lambda rc: RestoreSpot(asg, rc, window_minutes=window_minutes).run(group, force=force),
+        dry_run, yes, journal_dir, f"restore spot {group}")
     _echo_capacity(ctx, result)
 
 
@@ -324,36 +323,10 @@ def status_command(ctx: CliContext, group, stack, target, project_dir, journal_t
     Interruptions come from the handler's journal: the deployed one (--stack, or --journal-table), and a
     local one (--journal-file, or the default file when it exists); each is shown under its group.
     """
-    from spotkit.cli.events_cmd import open_journal, report_skipped_lines
-    from spotkit.errors import ToolkitError
-    from spotkit.runbooks.status import interruptions_from_store, journal_table_from_outputs, status
+    from spotkit.runbooks.status import status
 
-    tables = [journal_table] if journal_table else []
-    if stack:
-        from spotkit.stacks import registry
-        from spotkit.deploy import workflow
-        from spotkit.rehearsal.local.emulator import project_dir as resolve_project_dir
-
-        registry.get(stack)
-        opts = workflow.DeployOptions(project=resolve_project_dir(project_dir), target=target,
-                                      terraform_bin=os.environ.get("SPOTKIT_TERRAFORM_BIN"),
-                                      endpoint_url=ctx.endpoint_url if target == "local" else None, config=ctx.config)
-        found = journal_table_from_outputs(workflow.outputs(workflow.open_workdir(stack, opts)), stack)
-        tables += [found] if found not in tables else []
-    if journal_file and not Path(journal_file).is_file():
-        raise ToolkitError(f"journal file {journal_file} does not exist",
-                           hint=f"give the file 'spotkit handle-events --journal-file' wrote, or leave "
-                                f"--journal-file out to read {INTERRUPTION_JOURNAL}")
-    files = [journal_file] if journal_file else ([INTERRUPTION_JOURNAL] if Path(INTERRUPTION_JOURNAL).is_file() else [])
-    interruptions: dict[str, dict] = {}
-    for name in tables:
-        store, _ = open_journal(ctx, name, None)
-        interruptions.update((e["event_id"], e) for e in interruptions_from_store(store))
-    for path in files:
-        store, _ = open_journal(ctx, None, path)
-        for e in interruptions_from_store(store):
-            interruptions.setdefault(e["event_id"], e)
-        report_skipped_lines(store)
+    tables, files = _journal_tables(ctx, journal_table, stack, target, project_dir), _journal_files(journal_file)
+    interruptions = _read_interruptions(ctx, tables, files)
     if not tables and not files and not ctx.json:
         click.echo("note: no interruption journal read; for the deployed handler's pass --stack STACK "
                    "or --journal-table NAME", err=True)
@@ -366,12 +339,57 @@ def status_command(ctx: CliContext, group, stack, target, project_dir, journal_t
     if not result.groups:
         click.echo("no spotkit group found" + (f" named {group!r}" if group else ""))
         return
+    _echo_status(result.groups)
+
+
+def _journal_tables(ctx: CliContext, journal_table, stack, target, project_dir) -> list[str]:
+    """The DynamoDB journals to read: --journal-table, and the one --stack's Terraform outputs name."""
+    from spotkit.cli.events_cmd import stack_outputs
+    from spotkit.runbooks.status import journal_table_from_outputs
+
+    tables = [journal_table] if journal_table else []
+    if stack:
+        found = journal_table_from_outputs(stack_outputs(ctx, stack, target, project_dir), stack)
+        tables += [found] if found not in tables else []
+    return tables
+
+
+def _journal_files(journal_file) -> list[str]:
+    """The local journal to read: --journal-file (it must exist), else the default file when it exists."""
+    from spotkit.errors import ToolkitError
+
+    if journal_file and not Path(journal_file).is_file():
+        raise ToolkitError(f"journal file {journal_file} does not exist",
+                           hint=f"give the file 'spotkit handle-events --journal-file' wrote, or leave "
+                                f"--journal-file out to read {INTERRUPTION_JOURNAL}")
+    return [journal_file] if journal_file else ([INTERRUPTION_JOURNAL] if Path(INTERRUPTION_JOURNAL).is_file() else [])
+
+
+def _read_interruptions(ctx: CliContext, tables: list[str], files: list[str]) -> dict[str, dict]:
+    """The journaled interruptions by event id; a table's row wins over a local file's of the same event."""
+    from spotkit.cli.events_cmd import open_journal, report_skipped_lines
+    from spotkit.runbooks.status import interruptions_from_store
+
+    interruptions: dict[str, dict] = {}
+    for name in tables:
+        store, _ = open_journal(ctx, name, None)
+        interruptions.update((e["event_id"], e) for e in interruptions_from_store(store))
+    for path in files:
+        store, _ = open_journal(ctx, None, path)
+        for e in interruptions_from_store(store):
+            interruptions.setdefault(e["event_id"], e)
+        report_skipped_lines(store)
+    return interruptions
+
+
+def _echo_status(groups) -> None:
+    """The status table, then each group's snapshots, waiting volumes, interruptions and fallback."""
     click.echo(table([[g.group, "-" if g.desired is None else g.desired, g.spot, g.on_demand, len(g.interruptions),
                        len(g.waiting_volumes),
                        (f"base {g.fallback['original_on_demand_base']}->{g.fallback['on_demand_base']}" if g.fallback else "-")]
-                      for g in result.groups],
+                      for g in groups],
                      ["GROUP", "DESIRED", "SPOT", "ON-DEMAND", "INTERRUPTIONS", "WAITING VOLUMES", "FALLBACK"]))
-    for g in result.groups:
+    for g in groups:
         for s in g.snapshots:
             click.echo(f"{g.group} {s.device}: newest snapshot {s.snapshot_id}, {s.age_minutes} min old")
         for v in g.waiting_volumes:
@@ -390,7 +408,6 @@ def status_command(ctx: CliContext, group, stack, target, project_dir, journal_t
             click.echo(f"{g.group}: on-demand fallback since {fbk['since']} (on-demand base "
                        f"{fbk['original_on_demand_base']} -> {fbk['on_demand_base']}){check} "
                        f"-> spotkit recover restore-spot --group {g.group} to return now")
-
 
 def register(group: click.Group) -> None:
     group.add_command(recover_group)

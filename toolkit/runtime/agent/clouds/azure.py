@@ -34,7 +34,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Callable, Optional
 
-from spotkit.runtime.agent.clouds.client import make_notice
+from spotkit.runtime.agent.clouds.client import make_notice, ok_body
 from spotkit.runtime.agent.imds import ImdsError
 from spotkit.runtime.agent.notices import MAINTENANCE, SPOT, Notice, NoticeParseError
 from spotkit.runtime.notice import REBOOT_EVENTS, STANDARD_NOTICE_SECONDS, TimeFormatError, parse_time
@@ -98,10 +98,7 @@ class AzureScheduledEventsMonitor:
         self.acknowledged: list[str] = []
 
     def fetch(self) -> str:
-        resp = self.client.get(self.path)
-        if resp.status != 200:
-            raise ImdsError(f"GET {self.path}: HTTP {resp.status}: {resp.body[:200]}")
-        return resp.body
+        return ok_body(self.client.get(self.path), self.path)
 
     def clear(self) -> None:
         self._first_seen.clear()

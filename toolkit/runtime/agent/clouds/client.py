@@ -36,6 +36,13 @@ class HttpResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+def ok_body(resp: HttpResponse, path: str) -> str:
+    """The body of a 200 answer to ``GET path``; any other status raises ImdsError naming it."""
+    if resp.status != 200:
+        raise ImdsError(f"GET {path}: HTTP {resp.status}: {resp.body[:200]}")
+    return resp.body
+
+
 class MetadataClient:
     """GET and POST ``base_url`` paths with ``headers`` (the cloud's metadata header) on each request.
 
@@ -85,9 +92,7 @@ class MetadataClient:
         resp = self.get(path)
         if resp.status == 404:
             return None
-        if resp.status != 200:
-            raise ImdsError(f"GET {path}: HTTP {resp.status}: {resp.body[:200]}")
-        return resp.body
+        return ok_body(resp, path)
 
     def close(self) -> None:
         """Nothing kept open (the agent closes its client when it stops)."""

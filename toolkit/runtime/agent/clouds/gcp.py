@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from urllib.parse import quote
 
 from spotkit.runtime.agent.imds import ImdsError
-from spotkit.runtime.agent.clouds.client import make_notice
+from spotkit.runtime.agent.clouds.client import make_notice, ok_body
 from spotkit.runtime.agent.notices import MAINTENANCE, SPOT, Notice
 from spotkit.runtime.notice import STANDARD_NOTICE_SECONDS, spot_key
 
@@ -117,11 +117,10 @@ class GcpPreemptionMonitor:
             self._fallback(f"GET {path}: HTTP {resp.status}: {resp.body[:200]}")
         self.plain_gets += 1
         resp = self.client.get(self.path)
-        if resp.status != 200:
-            raise ImdsError(f"GET {self.path}: HTTP {resp.status}: {resp.body[:200]}")
+        body = ok_body(resp, self.path)
         if self.mode == "wait-for-change":
             self._etag = resp.headers.get("etag")
-        return resp.body
+        return body
 
     def clear(self) -> None:
         self._seen = _FirstSeen()
@@ -149,10 +148,7 @@ class GcpMaintenanceMonitor:
         self._seen = _FirstSeen()
 
     def fetch(self) -> str:
-        resp = self.client.get(self.path)
-        if resp.status != 200:
-            raise ImdsError(f"GET {self.path}: HTTP {resp.status}: {resp.body[:200]}")
-        return resp.body
+        return ok_body(self.client.get(self.path), self.path)
 
     def clear(self) -> None:
         self._seen = _FirstSeen()
