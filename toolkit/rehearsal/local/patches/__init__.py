@@ -44,3 +44,26 @@ def kept_on(backend, attr: str, empty: Callable[[], object]):
     if not hasattr(backend, attr):
         setattr(backend, attr, empty())
     return getattr(backend, attr)
+
+
+def wrap_once(owner, name: str, make: Callable[[Callable], Callable]) -> None:
+    """Replace ``owner.name`` by ``make(original)``, once: a second call finds it replaced and does nothing."""
+    original = getattr(owner, name)
+    if getattr(original, "_spotkit", False):
+        return
+    patched = make(original)
+    patched._spotkit = True
+    setattr(owner, name, patched)
+
+
+def sets(module: str, owner: str, **attributes) -> Callable[[], None]:
+    """A patch's ``apply`` that sets ``attributes`` on the class ``owner`` of moto's ``module`` (e.g. a handler
+    method a moto responder lacks: moto dispatches an action by its method name)."""
+    def apply() -> None:
+        import importlib
+
+        cls = getattr(importlib.import_module(module), owner)
+        for name, value in attributes.items():
+            setattr(cls, name, value)
+
+    return apply

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 
-from spotkit.rehearsal.local.patches import Patch, kept_on
+from spotkit.rehearsal.local.patches import Patch, kept_on, sets, wrap_once
 
 _CALLS_ATTR = "spotkit_lifecycle_calls"
 _ACTIVITIES_ATTR = "spotkit_scaling_activities"
@@ -28,10 +28,10 @@ _ACTIVITIES_ATTR = "spotkit_scaling_activities"
 def _keep_mixed_instances_policy() -> None:
     from moto.autoscaling.models import FakeAutoScalingGroup
 
-    if getattr(FakeAutoScalingGroup.update, "_spotkit", False):
-        return
-    original = FakeAutoScalingGroup.update
+    wrap_once(FakeAutoScalingGroup, "update", _keeping_policy)
 
+
+def _keeping_policy(original):
     def update(self, *args, **kwargs):
         keep = self.mixed_instances_policy
         if kwargs.get("mixed_instances_policy") is None and keep is not None and not kwargs.get("launch_template") \
@@ -44,8 +44,7 @@ def _keep_mixed_instances_policy() -> None:
             kwargs["mixed_instances_policy"] = kept
         return original(self, *args, **kwargs)
 
-    update._spotkit = True
-    FakeAutoScalingGroup.update = update
+    return update
 
 
 def lifecycle_calls(backend) -> list[dict]:
@@ -99,14 +98,6 @@ def record_lifecycle_action_heartbeat(self):
     return EmptyResult()
 
 
-def _lifecycle_actions() -> None:
-    from moto.autoscaling.responses import AutoScalingResponse
-
-    # moto dispatches by method name
-    AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action
-    AutoScalingResponse.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat
-
-
 def describe_scaling_activities(self):
     from moto.core.responses import ActionResult
 
@@ -121,12 +112,7 @@ def describe_scaling_activities(self):
         result["NextToken"] = str(start + max_records)
     return ActionResult(result)
 
-
-def _scaling_activities() -> None:
-    from moto.autoscaling.responses import AutoScalingResponse
-
-    AutoScalingResponse.describe_scaling_activities = describe_scaling_activities
-
+_RESPONDER = ("moto.autoscaling.responses", "AutoScalingResponse")
 
 _API = "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_"
 
@@ -141,11 +127,14 @@ PATCHES = (
           "a result other than CONTINUE or ABANDON, or neither an instance id nor a token)",
           "has no handler for either, so the agent and the interruption handler could not complete the drain "
           "hook (moto never holds an instance in Terminating:Wait, so whether an action is pending is not checked)",
-          f"{_API}CompleteLifecycleAction.html", _lifecycle_actions),
+          f"{_API}CompleteLifecycleAction.html",
+          sets(*_RESPONDER, complete_lifecycle_action=complete_lifecycle_action,
+               record_lifecycle_action_heartbeat=record_lifecycle_action_heartbeat)),
     Patch("autoscaling", ("DescribeScalingActivities",),
           "lists the group's scaling activities, newest first, paged by MaxRecords / NextToken",
           "answers an empty list always (it records no activity and never fails a launch for lack of capacity); "
           "the emulator answers the activities recorded through its control path, so `spotkit recover replace` "
           "can rehearse failed spot launches",
-          f"{_API}DescribeScalingActivities.html", _scaling_activities),
+          f"{_API}DescribeScalingActivities.html",
+          sets(*_RESPONDER, describe_scaling_activities=describe_scaling_activities)),
 )

@@ -15,22 +15,18 @@ import threading
 
 from moto.dynamodb.responses import DynamoHandler
 
-from spotkit.rehearsal.local.patches import Patch
+from spotkit.rehearsal.local.patches import Patch, wrap_once
 
 _LOCK = threading.RLock()
 _METHODS = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
 
 
 def _locked(fn):
-    if getattr(fn, "_spotkit_atomic", False):
-        return fn
-
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         with _LOCK:
             return fn(self, *args, **kwargs)
 
-    wrapper._spotkit_atomic = True
     return wrapper
 
 
@@ -38,7 +34,7 @@ def _serialize_writes() -> None:
     """Serialize moto's mutating DynamoDB actions (idempotent)."""
     for name in _METHODS:
         if hasattr(DynamoHandler, name):
-            setattr(DynamoHandler, name, _locked(getattr(DynamoHandler, name)))
+            wrap_once(DynamoHandler, name, _locked)
 
 
 PATCHES = (

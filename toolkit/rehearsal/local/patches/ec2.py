@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import threading
 
-from spotkit.rehearsal.local.patches import Patch, kept_on
+from spotkit.rehearsal.local.patches import Patch, kept_on, sets, wrap_once
 
 _SCORES_ATTR = "spotkit_spot_placement_scores"
 _SCORE_REQUESTS_ATTR = "spotkit_spot_placement_score_requests"
@@ -32,10 +32,10 @@ _SCORE_REQUESTS_ATTR = "spotkit_spot_placement_score_requests"
 def _launch_template_tags() -> None:
     from moto.ec2.responses.launch_templates import LaunchTemplates
 
-    if getattr(LaunchTemplates.create_launch_template, "_spotkit", False):
-        return
-    original = LaunchTemplates.create_launch_template
+    wrap_once(LaunchTemplates, "create_launch_template", _keeping_own_tags)
 
+
+def _keeping_own_tags(original):
     def create_launch_template(self):
         data = self._get_param("LaunchTemplateData", {}) or {}
         own = copy.deepcopy(data.get("TagSpecifications") or [])
@@ -48,8 +48,7 @@ def _launch_template_tags() -> None:
                 version.data.pop("TagSpecifications", None)
         return result
 
-    create_launch_template._spotkit = True
-    LaunchTemplates.create_launch_template = create_launch_template
+    return create_launch_template
 
 
 def _security_group_rule_description() -> None:
@@ -84,10 +83,10 @@ def _spot_request_for(ec2_backend, instance, options: dict):
 def _spot_run_instances() -> None:
     from moto.ec2.responses.instances import InstanceResponse
 
-    if getattr(InstanceResponse.run_instances, "_spotkit", False):
-        return
-    original = InstanceResponse.run_instances
+    wrap_once(InstanceResponse, "run_instances", _linking_spot_requests)
 
+
+def _linking_spot_requests(original):
     def run_instances(self):
         result = original(self)
         if self._get_param("InstanceMarketOptions.MarketType") != "spot":
@@ -99,8 +98,7 @@ def _spot_run_instances() -> None:
             instance.spot_instance_request_id = request.id
         return result
 
-    run_instances._spotkit = True
-    InstanceResponse.run_instances = run_instances
+    return run_instances
 
 
 _attach_lock = threading.Lock()  # EC2 decides each attach atomically; moto's threaded server would not
@@ -125,17 +123,15 @@ def _checked_attach(self, volume_id: str, instance_id: str, device_path: str):
 def _attach_volume_checks() -> None:
     from moto.ec2.models.elastic_block_store import EBSBackend
 
-    if getattr(EBSBackend.attach_volume, "_spotkit", False):
-        return
-    original = EBSBackend.attach_volume
+    def checked(original):
+        def attach_volume(self, volume_id: str, instance_id: str, device_path: str, delete_on_termination=False):
+            with _attach_lock:
+                _checked_attach(self, volume_id, instance_id, device_path)
+                return original(self, volume_id, instance_id, device_path, delete_on_termination)
 
-    def attach_volume(self, volume_id: str, instance_id: str, device_path: str, delete_on_termination: bool = False):
-        with _attach_lock:
-            _checked_attach(self, volume_id, instance_id, device_path)
-            return original(self, volume_id, instance_id, device_path, delete_on_termination)
+        return attach_volume
 
-    attach_volume._spotkit = True
-    EBSBackend.attach_volume = attach_volume
+    wrap_once(EBSBackend, "attach_volume", checked)
 
 
 def backend_scores(backend) -> dict:
@@ -166,12 +162,6 @@ def get_spot_placement_scores(self) -> str:
             "</GetSpotPlacementScoresResponse>")
 
 
-def _spot_placement_scores() -> None:
-    from moto.ec2.responses import EC2Response
-
-    EC2Response.get_spot_placement_scores = get_spot_placement_scores
-
-
 _API = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_"
 
 PATCHES = (
@@ -200,5 +190,6 @@ PATCHES = (
           "answers a score per requested region, or UnauthorizedOperation for an account without the permission",
           "has no handler (HTTP 500). The emulator refuses as for an account without the permission unless scores "
           "were set through its control path; the return-to-spot check reads scores where the account allows them",
-          f"{_API}GetSpotPlacementScores.html", _spot_placement_scores),
+          f"{_API}GetSpotPlacementScores.html",
+          sets("moto.ec2.responses", "EC2Response", get_spot_placement_scores=get_spot_placement_scores)),
 )

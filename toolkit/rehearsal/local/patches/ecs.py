@@ -18,7 +18,7 @@ import re
 from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.responses import EC2ContainerServiceResponse
 
-from spotkit.rehearsal.local.patches import Patch
+from spotkit.rehearsal.local.patches import Patch, sets, wrap_once
 
 _original = EC2ContainerServiceResponse.list_container_instances
 _EQ = re.compile(r"^\s*ec2InstanceId\s*==\s*'?([\w-]+)'?\s*$")
@@ -50,11 +50,6 @@ def _list_container_instances(self):
     return ActionResult({"containerInstanceArns": arns})
 
 
-def _list_filter() -> None:
-    """Patch moto's ECS ListContainerInstances (idempotent)."""
-    EC2ContainerServiceResponse.list_container_instances = _list_container_instances
-
-
 SERVICE_SETTINGS = {  # CreateService parameter -> moto Service attribute (serialized under the AWS name)
     "capacityProviderStrategy": "capacity_provider_strategy",
     "placementStrategy": "placement_strategy",
@@ -67,10 +62,10 @@ SERVICE_SETTINGS = {  # CreateService parameter -> moto Service attribute (seria
 
 
 def _service_settings() -> None:
-    if getattr(EC2ContainerServiceResponse.create_service, "_spotkit", False):
-        return
-    original = EC2ContainerServiceResponse.create_service
+    wrap_once(EC2ContainerServiceResponse, "create_service", _keeping_settings)
 
+
+def _keeping_settings(original):
     def create_service(self):
         result = original(self)
         service = self.ecs_backend.describe_services(self._get_param("cluster", "default"),
@@ -83,8 +78,7 @@ def _service_settings() -> None:
             service.launch_type = None  # AWS reports no launch type for a service on capacity providers
         return result
 
-    create_service._spotkit = True
-    EC2ContainerServiceResponse.create_service = create_service
+    return create_service
 
 
 _API = "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_"
@@ -101,5 +95,6 @@ PATCHES = (
           "applies the filter (cluster query language) ec2InstanceId == id / in [...]",
           "ignores the filter and lists every container instance of the cluster; the batched interruption handler "
           "lists one batch's container instances per cluster (any other expression is refused with "
-          "InvalidParameterException, not ignored)", f"{_API}ListContainerInstances.html", _list_filter),
+          "InvalidParameterException, not ignored)", f"{_API}ListContainerInstances.html",
+          sets("moto.ecs.responses", "EC2ContainerServiceResponse", list_container_instances=_list_container_instances)),
 )

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from spotkit.rehearsal.local.patches import Patch
+from spotkit.rehearsal.local.patches import Patch, wrap_once
 
 
-def _settings() -> None:
-    from moto.eks.responses import EKSResponse
-
-    if getattr(EKSResponse.create_cluster, "_spotkit", False):
-        return
-    create_cluster, create_nodegroup = EKSResponse.create_cluster, EKSResponse.create_nodegroup
-
+def _keeping_access_config(create_cluster):
     def patched_create_cluster(self):
         result = create_cluster(self)
         access = self._get_param("accessConfig")
@@ -21,6 +15,10 @@ def _settings() -> None:
             cluster.access_config = {"authenticationMode": access.get("authenticationMode", "CONFIG_MAP")}
         return result
 
+    return patched_create_cluster
+
+
+def _keeping_update_config(create_nodegroup):
     def patched_create_nodegroup(self):
         result = create_nodegroup(self)
         group = self.eks_backend.describe_nodegroup(self._get_param("name"), self._get_param("nodegroupName"))
@@ -30,9 +28,14 @@ def _settings() -> None:
             group.update_config = self._get_param("updateConfig")
         return result
 
-    patched_create_cluster._spotkit = True
-    EKSResponse.create_cluster = patched_create_cluster
-    EKSResponse.create_nodegroup = patched_create_nodegroup
+    return patched_create_nodegroup
+
+
+def _settings() -> None:
+    from moto.eks.responses import EKSResponse
+
+    wrap_once(EKSResponse, "create_cluster", _keeping_access_config)
+    wrap_once(EKSResponse, "create_nodegroup", _keeping_update_config)
 
 
 PATCHES = (

@@ -29,7 +29,7 @@ from moto.ec2.models import ec2_backends
 from moto.events.models import events_backends
 from moto.fis.models import FISBackend
 
-from spotkit.rehearsal.local.patches import Patch
+from spotkit.rehearsal.local.patches import Patch, sets
 
 SPOT_ACTION = "aws:ec2:send-spot-instance-interruptions"
 _start = FISBackend.start_experiment
@@ -98,11 +98,6 @@ def _get_experiment(self, id: str):
     return out
 
 
-def _spot_interruptions() -> None:
-    FISBackend.start_experiment = _start_experiment
-    FISBackend.get_experiment = _get_experiment
-
-
 PATCHES = (
     Patch("fis", ("StartExperiment", "GetExperiment"),
           "runs aws:ec2:send-spot-instance-interruptions: resolves the targets (ARNs, or tags + State.Name filter, "
@@ -112,5 +107,5 @@ PATCHES = (
           "resolves no target by tag and sends no warning, so `spotkit interrupt --target aws` had nothing to follow "
           "(moto's Auto Scaling instances are not spot, so 'spot only' is not applied when resolving)",
           "https://docs.aws.amazon.com/fis/latest/userguide/fis-actions-reference.html#ec2-actions-reference",
-          _spot_interruptions),
+          sets("moto.fis.models", "FISBackend", start_experiment=_start_experiment, get_experiment=_get_experiment)),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from spotkit.rehearsal.local.patches import Patch
+from spotkit.rehearsal.local.patches import Patch, wrap_once
 
 _lock = threading.Lock()
 
@@ -12,16 +12,14 @@ _lock = threading.Lock()
 def _serialized() -> None:
     from moto.iam.responses import IamResponse
 
-    if getattr(IamResponse.call_action, "_spotkit", False):
-        return
-    original = IamResponse.call_action
+    def one_at_a_time(original):
+        def call_action(self):
+            with _lock:
+                return original(self)
 
-    def call_action(self):
-        with _lock:
-            return original(self)
+        return call_action
 
-    call_action._spotkit = True
-    IamResponse.call_action = call_action
+    wrap_once(IamResponse, "call_action", one_at_a_time)
 
 
 PATCHES = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from moto.ssm.models import Command
 
-from spotkit.rehearsal.local.patches import Patch
+from spotkit.rehearsal.local.patches import Patch, sets
 
 _original = Command._get_instance_ids_from_targets
 
@@ -21,16 +21,11 @@ def _instance_ids_from_targets(self) -> list[str]:
     return _original(self)
 
 
-def _named_instances_only() -> None:
-    """Patch moto's SSM Command (idempotent)."""
-    Command._get_instance_ids_from_targets = _instance_ids_from_targets
-
-
 PATCHES = (
     Patch("ssm", ("SendCommand",),
           "without Targets, sends the command to the InstanceIds given only",
           "matches every instance of the region when Targets is empty, so ListCommands(InstanceId) listed a "
           "command for every instance and no one could tell which instance was asked to checkpoint",
           "https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_SendCommand.html",
-          _named_instances_only),
+          sets("moto.ssm.models", "Command", _get_instance_ids_from_targets=_instance_ids_from_targets)),
 )
