@@ -30,7 +30,8 @@ def _cell(text: str) -> str:
 
 def docs_table() -> str:
     """The Markdown table of every entry, in registry order, as docs/local-target.md shows it."""
-    lines = ["| AWS call | what AWS does (and so the emulator) | what moto 5.2 does instead | docs |", "|---|---|---|---|"]
+    lines = ["| AWS call | what AWS does (and so the emulator) | what moto 5.2 does instead | docs |",
+             "|---|---|---|---|"]
     for patch in PATCHES:
         calls = " / ".join(f"`{op}`" if op[0].isupper() else op for op in patch.operations)
         docs = f"[AWS docs]({patch.reference})" if patch.reference else "–"

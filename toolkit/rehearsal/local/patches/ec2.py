@@ -1,4 +1,4 @@
-"""EC2: launch template tags, security group rule descriptions, spot RunInstances, AttachVolume checks, placement scores.
+"""EC2: launch template tags, rule descriptions, spot RunInstances, AttachVolume checks, placement scores.
 
 - ``CreateLaunchTemplate``: moto 5.2 copies the request's ``TagSpecifications`` (ResourceType
   launch-template: the tags of the template itself) into the data's ``TagSpecifications`` (the tags of

@@ -3,8 +3,9 @@
 ``CreateService``: moto 5.2 drops the capacity provider strategy, placement, grace period and tagging
 settings, and reports launch type EC2 for a service on capacity providers.
 
-``ListContainerInstances`` ignores its ``filter`` (the cluster query language): moto 5.2 documents "The filter-parameter (cluster query language) is not yet implemented" and returns
-every container instance of the cluster. In AWS, ``filter="ec2InstanceId in ['i-1', 'i-2']"`` (or
+``ListContainerInstances`` ignores its ``filter`` (the cluster query language): moto 5.2 documents "The
+filter-parameter (cluster query language) is not yet implemented" and returns every container instance of
+the cluster. In AWS, ``filter="ec2InstanceId in ['i-1', 'i-2']"`` (or
 ``ec2InstanceId == i-1``) lists only the container instances on those EC2 instances. The interruption
 handler lists a batch's container instances with that filter (one call per cluster per batch), so
 the emulator applies the two ``ec2InstanceId`` forms; any other expression is refused with AWS's
@@ -96,5 +97,6 @@ PATCHES = (
           "ignores the filter and lists every container instance of the cluster; the batched interruption handler "
           "lists one batch's container instances per cluster (any other expression is refused with "
           "InvalidParameterException, not ignored)", f"{_API}ListContainerInstances.html",
-          sets("moto.ecs.responses", "EC2ContainerServiceResponse", list_container_instances=_list_container_instances)),
+          sets("moto.ecs.responses", "EC2ContainerServiceResponse",
+               list_container_instances=_list_container_instances)),
 )
