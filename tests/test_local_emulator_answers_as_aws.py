@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from tests.support.network import free_port
 from tests.support.sqs_race import assert_concurrent_deletes_all_stick
 from spotkit.rehearsal.local import emulator
+from spotkit.rehearsal.local.control import ROUTES
 from spotkit.rehearsal.local.registry import PATCHES, docs_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,9 @@ def test_the_local_target_page_lists_every_patch_of_the_registry():
     rows = [line for line in page.splitlines() if line.startswith("| ") and "moto 5.2 does instead" not in line
             and line.split("|")[1].strip().split(" ")[0] in {p.service for p in PATCHES}]
     assert len(rows) == len(PATCHES)
+    # AND its control table names every route of the control path, and no other
+    control_rows = [line for line in page.splitlines() if line.startswith("| `") and " /spotkit/" in line]
+    assert sorted(line.split("`")[1].split("?")[0] for line in control_rows) == sorted(f"{m} {p}" for m, p in ROUTES)
 
 
 def test_launch_template_data_keeps_only_its_own_tag_specifications(emu):

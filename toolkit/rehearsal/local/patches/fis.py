@@ -106,6 +106,6 @@ PATCHES = (
           "lowering the desired capacity)",
           "resolves no target by tag and sends no warning, so `spotkit interrupt --target aws` had nothing to follow "
           "(moto's Auto Scaling instances are not spot, so 'spot only' is not applied when resolving)",
-          "https://docs.aws.amazon.com/fis/latest/userguide/fis-actions-reference.html#ec2-actions-reference",
+          "https://docs.aws.amazon.com/fis/latest/userguide/fis-actions-reference.html",
           sets("moto.fis.models", "FISBackend", start_experiment=_start_experiment, get_experiment=_get_experiment)),
 )
