@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.agent_harness import emu  # noqa: F401 - a fixture
 from tests.support.agent_harness import events, group_with_drain_hook, quiet_log, start_workload, stop_workload
-from tests.support.lifecycle_extension import completed_lifecycle_actions
+from spotkit.rehearsal.local.control import completed_lifecycle_actions
 from tests.support.network import free_port
 from spotkit.runtime.agent import Agent, AgentConfig, ImdsClient, ImdsError, run_until_notice
 from spotkit.runtime.agent.notices import LIFECYCLE, MAINTENANCE, REBALANCE, SPOT

@@ -22,7 +22,7 @@ import pytest
 from spotkit.constructs.agent_artifact import ARTIFACT_NAME, build_agent_pyz, private_build_dir
 from tests.support.agent_harness import group_with_drain_hook, start_workload
 from tests.support.boot_part import AWS_CLI
-from tests.support.lifecycle_extension import completed_lifecycle_actions
+from spotkit.rehearsal.local.control import completed_lifecycle_actions
 from spotkit.rehearsal.imds.emulator import EmulatorSettings, ImdsEmulator
 
 ROOT = Path(__file__).resolve().parents[1]

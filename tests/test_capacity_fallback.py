@@ -11,10 +11,10 @@ import pytest
 
 from tests.support import capacity_events as ce
 from tests.support.interruption_world import clients_for
-from tests.support.scaling_activities_extension import inject_scaling_activity
+from spotkit.rehearsal.local.control import inject_scaling_activity
 from tests.support.spot_group import SpotGroupWorld
-from tests.support.spot_placement_scores_extension import requests as score_requests
-from tests.support.spot_placement_scores_extension import set_spot_placement_scores
+from spotkit.rehearsal.local.control import spot_placement_score_requests as score_requests
+from spotkit.rehearsal.local.control import set_spot_placement_scores
 from spotkit.runtime.interruption import events as ev
 from spotkit.runtime.interruption import fallback as fb
 from spotkit.runtime.interruption.events import DropEvent

@@ -114,7 +114,7 @@ def test_stack_applies_and_destroys_on_the_local_target(stack, local):
         shown = run("--output", "json", "output", stack, "--target", "local")
         assert json.loads(shown.output) == want
         assert want["group_name"] == "spotkit-training"
-    # AND planning again shows no change at all (the emulator's fixes, toolkit/rehearsal/local/server.py MOTO_FIXES,
+    # AND planning again shows no change at all (the emulator's patches, toolkit/rehearsal/local/registry.py PATCHES,
     # make moto round-trip what the stacks set), so `--detailed-exitcode` drift checks work locally
     again = run("plan", stack, "--target", "local", "--detailed-exitcode")
     assert again.exit_code == 0, again.output

@@ -23,9 +23,9 @@ from tests.support.iam.policies import evaluate, inline_policies, record_proven,
 from tests.support.iam.recorder import PRINCIPAL_KEYS, Recorder, iam_requests
 from tests.support.interruption_world import spot_warning
 from tests.support.moto_server import REGION, start_moto_server
-from tests.support.scaling_activities_extension import inject_scaling_activity
+from spotkit.rehearsal.local.control import inject_scaling_activity
 from tests.support.spot_group import SpotGroupWorld
-from tests.support.spot_placement_scores_extension import set_spot_placement_scores
+from spotkit.rehearsal.local.control import set_spot_placement_scores
 from tests.support.synth import one
 
 GROUP = "spotkit-gpu-spot"

@@ -17,7 +17,7 @@ import uuid
 import boto3
 import pytest
 
-from tests.support.fis_extension import create_stack_template
+from tests.support.fis_template import create_stack_template
 from tests.support.iam.policies import evaluate, record_proven, resolve
 from tests.support.iam.recorder import PRINCIPAL_KEYS, Recorder, iam_requests
 from tests.support.moto_server import REGION, start_moto_server
@@ -50,7 +50,7 @@ def _fis_template(server) -> str:
 
 @pytest.fixture(scope="module")
 def operator_calls(tmp_path_factory):
-    from tests.support.scaling_activities_extension import inject_scaling_activity
+    from spotkit.rehearsal.local.control import inject_scaling_activity
     from spotkit.runtime.interruption.actions import Clients
     from spotkit.runbooks.base import RunContext
     from spotkit.runbooks.drain import DrainInstance

@@ -1,6 +1,6 @@
 """``spotkit interrupt`` against the moto server over HTTP: the local fire drill end to end (the warnings on
-the stack's queue, the handler draining the instances), and AWS FIS through the emulator extension
-(tests/support/fis_extension.py)."""
+the stack's queue, the handler draining the instances), and AWS FIS through the emulator's FIS patch
+(toolkit/rehearsal/local/patches/fis.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tests.support.terraform_outputs import apply_outputs_only
 from tests.support.interruption_world import clients_for
-from tests.support.fis_extension import create_stack_template
+from tests.support.fis_template import create_stack_template
 from tests.support.spot_group import SpotGroupWorld
 from spotkit import interrupt as it
 from spotkit.cli.main import cli
@@ -195,12 +195,12 @@ def test_cli_on_aws_without_a_template_says_how_to_get_one(world):
     assert result.exception.message == f"no FIS experiment template for group {GROUP!r} (tag spotkit:group={GROUP})"
 
 
-def test_the_fis_and_placement_score_extensions_are_listed():
-    from tests.support.moto_server import EXTENSIONS
+def test_the_fis_and_placement_score_patches_are_in_the_registry():
+    from spotkit.rehearsal.local.registry import PATCHES
 
-    names = [name for name, _ in EXTENSIONS]
-    assert any(n.startswith("fis StartExperiment/GetExperiment") for n in names)
-    assert any(n.startswith("ec2 GetSpotPlacementScores") for n in names)
+    names = [patch.what for patch in PATCHES]
+    assert "fis StartExperiment / GetExperiment" in names
+    assert "ec2 GetSpotPlacementScores" in names
 
 
 # --- --stack: the queue from the stack's Terraform outputs --------------------------------------

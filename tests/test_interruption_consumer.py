@@ -182,7 +182,7 @@ def test_lambda_batch_reports_only_messages_to_retry(world):
 
 def test_concurrent_claims_of_one_event_have_one_winner(world):
     # GIVEN eight workers claiming the same event at once through the journal table
-    # (moto needs tests/support/dynamodb_atomic_extension.py for AWS's atomic conditional writes)
+    # (moto needs toolkit/rehearsal/local/patches/dynamodb.py for AWS's atomic conditional writes)
     from spotkit.runtime.interruption.events import from_eventbridge
 
     [event] = from_eventbridge(w.spot_warning(world.managed[0]))

@@ -1,8 +1,8 @@
 """The interruption handler against the moto server over HTTP: real boto3 clients, real calls.
 
-moto gap: Auto Scaling CompleteLifecycleAction is not implemented in moto 5.2. The test harness adds it
-(tests/support/lifecycle_extension.py, registered in tests/support/moto_server.py EXTENSIONS): it
-checks the group and hook exist and records each call, which these tests read back.
+moto gap: Auto Scaling CompleteLifecycleAction is not implemented in moto 5.2. The emulator adds it
+(toolkit/rehearsal/local/patches/autoscaling.py, in the registry spotkit.rehearsal.local.registry.PATCHES): it
+checks the group and hook exist and records each call, which these tests read back (control path).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import json
 import pytest
 
 from tests.support import interruption_world as w
-from tests.support.lifecycle_extension import completed_lifecycle_actions
-from tests.support.moto_server import EXTENSIONS
+from spotkit.rehearsal.local.control import completed_lifecycle_actions
+from spotkit.rehearsal.local.registry import PATCHES
 from spotkit.runtime.interruption import actions as act
 from spotkit.runtime.interruption.handler import Handler, HandlerSettings
 from spotkit.runtime.interruption.store import DynamoDBStore, LocalFileStore
@@ -147,7 +147,7 @@ def test_lifecycle_action_is_completed_after_the_drain(world):
     assert victim not in _targets(world)
     assert completed_lifecycle_actions() == [{"action": "CompleteLifecycleAction", "group": w.GROUP, "hook": w.HOOK,
                                               "instance_id": victim, "token": TOKEN, "result": "CONTINUE"}]
-    assert any(name.startswith("autoscaling CompleteLifecycleAction") for name, _ in EXTENSIONS)
+    assert "autoscaling CompleteLifecycleAction / RecordLifecycleActionHeartbeat" in [p.what for p in PATCHES]
 
 
 def test_dry_run_changes_nothing_and_says_what_it_would_do(world, caplog):

@@ -12,7 +12,7 @@ import pytest
 
 from spotkit.constructs.interruption_events import InterruptionEvents, InterruptionEventsSettings
 from tests.support import interruption_world as w
-from tests.support.lifecycle_extension import completed_lifecycle_actions
+from spotkit.rehearsal.local.control import completed_lifecycle_actions
 from tests.support.synth import one, synth_construct
 from spotkit.errors import ValidationError
 from spotkit.runtime.interruption import lambda_entry

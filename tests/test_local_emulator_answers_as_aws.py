@@ -1,18 +1,26 @@
-"""The emulator's fixes (toolkit/rehearsal/local/server.py MOTO_FIXES), checked over the wire with boto3 against the
-emulator process spotkit starts: each makes moto answer what AWS answers, so a re-plan after an apply
-shows no changes."""
+"""The emulator's patches (the one registry, toolkit/rehearsal/local/registry.py PATCHES), checked over the wire with
+boto3 against the emulator process `spotkit local start` runs: each makes moto answer what AWS answers (so a re-plan
+after an apply shows no changes, and the runbooks and the handler meet what they meet on AWS); the docs list them
+all; the control path answers under /spotkit/."""
 
 from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import boto3
 import pytest
+import requests
+from botocore.exceptions import ClientError
 
 from tests.support.network import free_port
 from tests.support.sqs_race import assert_concurrent_deletes_all_stick
 from spotkit.rehearsal.local import emulator
-from spotkit.rehearsal.local.server import MOTO_FIXES
+from spotkit.rehearsal.local.control import ROUTES
+from spotkit.rehearsal.local.registry import PATCHES, docs_table
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +37,25 @@ def client(state, service):
                         aws_secret_access_key="testing")
 
 
-def test_every_fix_is_listed_with_a_reason():
-    assert len(MOTO_FIXES) == 9
-    assert all(what and len(why) > 40 for what, why in MOTO_FIXES)
+def test_every_patch_is_listed_with_what_aws_does_and_what_moto_does():
+    assert len(PATCHES) == 17
+    assert len({p.what for p in PATCHES}) == len(PATCHES)
+    for patch in PATCHES:
+        assert patch.service and patch.operations and len(patch.aws) > 40 and len(patch.moto) > 40, patch.what
+        assert patch.reference.startswith("https://docs.aws.amazon.com/") or patch.service == "iam", patch.what
+
+
+def test_the_local_target_page_lists_every_patch_of_the_registry():
+    # GIVEN the registry WHEN the local target page lists what the emulator changes in moto
+    page = (ROOT / "docs" / "local-target.md").read_text()
+    # THEN its table is the registry's, row for row (paste docs_table() into the page when this fails)
+    assert docs_table() in page, "docs/local-target.md differs from the registry; its table must be:\n" + docs_table()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "moto 5.2 does instead" not in line
+            and line.split("|")[1].strip().split(" ")[0] in {p.service for p in PATCHES}]
+    assert len(rows) == len(PATCHES)
+    # AND its control table names every route of the control path, and no other
+    control_rows = [line for line in page.splitlines() if line.startswith("| `") and " /spotkit/" in line]
+    assert sorted(line.split("`")[1].split("?")[0] for line in control_rows) == sorted(f"{m} {p}" for m, p in ROUTES)
 
 
 def test_launch_template_data_keeps_only_its_own_tag_specifications(emu):
@@ -157,9 +181,8 @@ def test_iam_answers_while_profiles_are_created_in_parallel():
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.test import Client
 
-    from spotkit.rehearsal.local.server import _patch_iam_serialized
-
-    _patch_iam_serialized()
+    (iam,) = [patch for patch in PATCHES if patch.service == "iam"]
+    iam.apply()
     app = DomainDispatcherApplication(create_backend_app)
     auth = "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=x"
 
@@ -196,3 +219,71 @@ def test_iam_answers_while_profiles_are_created_in_parallel():
         sys.setswitchinterval(interval)
     # THEN every read is answered (404: no such profile)
     assert set(answers) == {404}
+
+
+def _group_with_drain_hook(emu, name: str) -> None:
+    autoscaling = client(emu, "autoscaling")
+    autoscaling.create_launch_configuration(LaunchConfigurationName=name, ImageId="ami-12c6146b",
+                                            InstanceType="m6i.large")
+    autoscaling.create_auto_scaling_group(AutoScalingGroupName=name, LaunchConfigurationName=name, MinSize=0,
+                                          MaxSize=1, DesiredCapacity=0, AvailabilityZones=["us-east-1a"])
+    autoscaling.put_lifecycle_hook(LifecycleHookName="spotkit-drain", AutoScalingGroupName=name,
+                                   LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING")
+
+
+def test_the_emulator_local_start_runs_completes_lifecycle_actions(emu):
+    # GIVEN the emulator `spotkit local start` runs, a group and its drain hook (moto 5.2 has no handler for
+    # CompleteLifecycleAction: a patch of the one registry, which the tests' server applies too)
+    _group_with_drain_hook(emu, "fix-hooked")
+    autoscaling = client(emu, "autoscaling")
+    # WHEN the handler completes the action and the agent heart-beats it
+    autoscaling.complete_lifecycle_action(AutoScalingGroupName="fix-hooked", LifecycleHookName="spotkit-drain",
+                                          InstanceId="i-0123456789abcdef0", LifecycleActionResult="CONTINUE")
+    autoscaling.record_lifecycle_action_heartbeat(AutoScalingGroupName="fix-hooked", LifecycleHookName="spotkit-drain",
+                                                  InstanceId="i-0123456789abcdef0")
+    # THEN both are answered, and a hook the group does not have is refused as AWS refuses it
+    with pytest.raises(ClientError) as refused:
+        autoscaling.complete_lifecycle_action(AutoScalingGroupName="fix-hooked", LifecycleHookName="other",
+                                              InstanceId="i-0123456789abcdef0", LifecycleActionResult="CONTINUE")
+    assert refused.value.response["Error"]["Code"] == "ValidationError"
+    # AND the control path reports what was answered
+    calls = requests.get(f"{emu.url}/spotkit/lifecycle-actions", timeout=10).json()
+    assert [(c["action"], c["group"], c.get("result")) for c in calls] == [
+        ("CompleteLifecycleAction", "fix-hooked", "CONTINUE"), ("RecordLifecycleActionHeartbeat", "fix-hooked", None)]
+
+
+def test_the_emulator_local_start_refuses_an_attach_ec2_refuses(emu):
+    # GIVEN a volume attached to an instance
+    ec2 = client(emu, "ec2")
+    inst, other = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="m6i.large", MinCount=2, MaxCount=2,
+                                    Placement={"AvailabilityZone": "us-east-1a"})["Instances"]
+    volume = ec2.create_volume(AvailabilityZone="us-east-1a", Size=10)["VolumeId"]
+    ec2.attach_volume(VolumeId=volume, InstanceId=inst["InstanceId"], Device="/dev/sdf")
+    # WHEN another instance attaches it THEN EC2's refusal comes back
+    with pytest.raises(ClientError) as refused:
+        ec2.attach_volume(VolumeId=volume, InstanceId=other["InstanceId"], Device="/dev/sdf")
+    assert refused.value.response["Error"]["Code"] == "VolumeInUse"
+
+
+def test_the_control_path_sets_what_only_a_rehearsal_can(emu):
+    # GIVEN the group of the emulator `spotkit local start` runs, with no scaling activity and no placement score
+    _group_with_drain_hook(emu, "fix-activities")
+    autoscaling, ec2 = client(emu, "autoscaling"), client(emu, "ec2")
+    assert autoscaling.describe_scaling_activities(AutoScalingGroupName="fix-activities")["Activities"] == []
+    with pytest.raises(ClientError) as refused:
+        ec2.get_spot_placement_scores(InstanceTypes=["m6i.large"], TargetCapacity=1, RegionNames=["us-east-1"])
+    assert refused.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    # WHEN a rehearsal records a failed spot launch and sets a score on the control path
+    recorded = requests.post(f"{emu.url}/spotkit/scaling-activities", timeout=10, json={
+        "group": "fix-activities", "message": "InsufficientInstanceCapacity", "minutes_ago": 2}).json()
+    requests.put(f"{emu.url}/spotkit/spot-placement-scores", json={"region": "us-east-1", "score": 7},
+                 timeout=10).raise_for_status()
+    # THEN the AWS calls answer them as AWS would have
+    (activity,) = autoscaling.describe_scaling_activities(AutoScalingGroupName="fix-activities")["Activities"]
+    assert (activity["ActivityId"], activity["StatusCode"], activity["StatusMessage"]) == (
+        recorded["ActivityId"], "Failed", "InsufficientInstanceCapacity")
+    scores = ec2.get_spot_placement_scores(InstanceTypes=["m6i.large"], TargetCapacity=1, RegionNames=["us-east-1"])
+    assert [(s["Region"], s["Score"]) for s in scores["SpotPlacementScores"]] == [("us-east-1", 7)]
+    # AND a path the control API does not have is refused with the list of those it has
+    missing = requests.get(f"{emu.url}/spotkit/nothing", timeout=10)
+    assert missing.status_code == 404 and "POST /spotkit/scaling-activities" in missing.json()["routes"]

@@ -8,7 +8,7 @@ import uuid
 from click.testing import CliRunner
 
 from tests.support.interruption_world import CLUSTER, GROUP, HOOK, build_world
-from tests.support.lifecycle_extension import completed_lifecycle_actions
+from spotkit.rehearsal.local.control import completed_lifecycle_actions
 from tests.support.spot_group import SpotGroupWorld
 from spotkit.cli.main import cli
 from spotkit.runbooks.aws_calls import CallCounter
@@ -76,7 +76,7 @@ def test_status_counts_spot_and_on_demand_waiting_volumes_snapshots_and_fallback
     world.ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="m6i.large",
                             SubnetId=world.subnets["us-east-1a"], InstanceMarketOptions={"MarketType": "spot"},
                             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "spotkit:group", "Value": "training"}]}])
-    from tests.support.scaling_activities_extension import inject_scaling_activity
+    from spotkit.rehearsal.local.control import inject_scaling_activity
     from moto.autoscaling.models import autoscaling_backends
     from moto.core import DEFAULT_ACCOUNT_ID
 

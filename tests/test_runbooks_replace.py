@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.support.scaling_activities_extension import inject_scaling_activity
+from spotkit.rehearsal.local.control import inject_scaling_activity
 from tests.support.spot_group import SpotGroupWorld
 from spotkit.errors import ToolkitError
 from spotkit.runbooks.base import RunContext

@@ -1,4 +1,4 @@
-"""The harness's SQS extension (toolkit/rehearsal/local/sqs_queue.py) against the moto server over
+"""The emulator's SQS patch (toolkit/rehearsal/local/sqs_queue.py) against the moto server over
 HTTP: the answers are SQS's (attributes by name, ``All``, a bad name refused, long polling), and
 concurrent receivers and deleters work as on one queue: no message handed out twice, no delete undone."""
 
@@ -9,7 +9,6 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.moto_server import EXTENSIONS
 from tests.support.sqs_race import assert_concurrent_deletes_all_stick
 
 
@@ -53,8 +52,12 @@ def test_a_receive_does_not_rebuild_the_queue_attributes_per_message(aws, attrib
     assert attribute_builds == ["ext-q"]
 
 
-def test_it_is_listed():
-    assert any(name.startswith("sqs ReceiveMessage/GetQueueAttributes") for name, _ in EXTENSIONS)
+def test_it_is_in_the_registry():
+    from spotkit.rehearsal.local import sqs_queue
+    from spotkit.rehearsal.local.registry import PATCHES
+
+    assert [p.what for p in PATCHES if p.apply is sqs_queue.install] == [
+        "sqs DeleteMessage / DeleteMessageBatch / ReceiveMessage / SendMessage / ChangeMessageVisibility"]
 
 
 def test_attributes_by_name_are_those_of_all(aws):

@@ -5,8 +5,9 @@ and ``moto.log``. ``start`` is idempotent (a running emulator is reused); ``stop
 recorded there, and only if it still is a moto server.
 
 The emulator runs with ``MOTO_IAM_LOAD_MANAGED_POLICIES=true`` so AWS managed policies
-(``AmazonSSMManagedInstanceCore``...) can be attached as on AWS, and with the fixes of
-``spotkit.rehearsal.local.server.MOTO_FIXES`` (moto bugs that break real Terraform applies).
+(``AmazonSSMManagedInstanceCore``...) can be attached as on AWS, and with every patch of
+``spotkit.rehearsal.local.registry.PATCHES`` (where moto 5.2 answers otherwise than AWS), the same the
+tests' moto server applies.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""moto gap: FIS ``StartExperiment`` / ``GetExperiment`` keep state but do nothing to any instance.
+"""FIS: ``StartExperiment`` / ``GetExperiment`` run ``aws:ec2:send-spot-instance-interruptions``.
 
 moto 5.2 moves an experiment through pending -> initiating -> running -> completed as it is polled, and
 lists resolved targets only for targets given by ARN; it never resolves targets by tag or filter, sends
-no spot interruption warning and interrupts nothing. This extension makes the
+no spot interruption warning and interrupts nothing. The emulator makes the
 ``aws:ec2:send-spot-instance-interruptions`` action do, in the emulator, what AWS does:
 
 - at ``StartExperiment`` it resolves the action's target as FIS does (``resourceArns``, or
@@ -16,8 +16,6 @@ no spot interruption warning and interrupts nothing. This extension makes the
 
 One deviation, stated: moto launches Auto Scaling instances without ``InstanceLifecycle=spot``, so the
 ``aws:ec2:spot-instance`` resource type's "spot only" is not applied when resolving.
-
-Reuse: ``install()`` (done by tests/support/moto_server.py at import).
 """
 
 from __future__ import annotations
@@ -30,6 +28,8 @@ from moto.autoscaling.models import autoscaling_backends
 from moto.ec2.models import ec2_backends
 from moto.events.models import events_backends
 from moto.fis.models import FISBackend
+
+from spotkit.rehearsal.local.patches import Patch, sets
 
 SPOT_ACTION = "aws:ec2:send-spot-instance-interruptions"
 _start = FISBackend.start_experiment
@@ -98,22 +98,14 @@ def _get_experiment(self, id: str):
     return out
 
 
-def install() -> None:
-    FISBackend.start_experiment = _start_experiment
-    FISBackend.get_experiment = _get_experiment
-
-
-def create_stack_template(fis, group: str, role_arn: str, name: str) -> str:
-    """A group's FIS experiment template as the stacks synthesize it (modules/interruption_events/fire_drill.py): one
-    ``aws:ec2:send-spot-instance-interruptions`` action on COUNT(1) running instances tagged with the group,
-    a two-minute notice. Returns the template id."""
-    return fis.create_experiment_template(
-        clientToken="stack", description=f"spotkit: interrupt COUNT(1) spot instance(s) of {group} (PT2M notice)",
-        roleArn=role_arn, stopConditions=[{"source": "none"}],
-        actions={"interrupt-spot": {"actionId": "aws:ec2:send-spot-instance-interruptions",
-                                    "parameters": {"durationBeforeInterruption": "PT2M"},
-                                    "targets": {"SpotInstances": "group-spot-instances"}}},
-        targets={"group-spot-instances": {"resourceType": "aws:ec2:spot-instance", "selectionMode": "COUNT(1)",
-                                          "resourceTags": {"spotkit:group": group},
-                                          "filters": [{"path": "State.Name", "values": ["running"]}]}},
-        tags={"Name": name, "spotkit:group": group})["experimentTemplate"]["id"]
+PATCHES = (
+    Patch("fis", ("StartExperiment", "GetExperiment"),
+          "runs aws:ec2:send-spot-instance-interruptions: resolves the targets (ARNs, or tags + State.Name filter, "
+          "then ALL / COUNT(n) / PERCENT(n)), puts an EC2 Spot Instance Interruption Warning for each on the default "
+          "event bus, and interrupts the instances when the experiment completes (a group's instance without "
+          "lowering the desired capacity)",
+          "resolves no target by tag and sends no warning, so `spotkit interrupt --target aws` had nothing to follow "
+          "(moto's Auto Scaling instances are not spot, so 'spot only' is not applied when resolving)",
+          "https://docs.aws.amazon.com/fis/latest/userguide/fis-actions-reference.html",
+          sets("moto.fis.models", "FISBackend", start_experiment=_start_experiment, get_experiment=_get_experiment)),
+)
