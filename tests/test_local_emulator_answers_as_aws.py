@@ -38,7 +38,7 @@ def client(state, service):
 
 
 def test_every_patch_is_listed_with_what_aws_does_and_what_moto_does():
-    assert len(PATCHES) == 17
+    assert len(PATCHES) == 18
     assert len({p.what for p in PATCHES}) == len(PATCHES)
     for patch in PATCHES:
         assert patch.service and patch.operations and len(patch.aws) > 40 and len(patch.moto) > 40, patch.what
@@ -161,6 +161,34 @@ def test_a_spot_run_instances_makes_a_spot_instance_with_its_request(emu):
     (d2,) = ec2.describe_instances(InstanceIds=[plain["InstanceId"]])["Reservations"][0]["Instances"]
     assert "InstanceLifecycle" not in d2 and "SpotInstanceRequestId" not in d2
     assert _instance_count(ec2) == before + 2
+
+
+def test_a_mixed_instances_group_launches_its_on_demand_base_then_spot(emu):
+    # GIVEN a group of 3 whose policy asks for 1 on-demand instance and the rest spot
+    ec2, asg = client(emu, "ec2"), client(emu, "autoscaling")
+    subnet = ec2.create_subnet(VpcId=ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"], CidrBlock="10.9.0.0/24",
+                               AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    lt = ec2.create_launch_template(LaunchTemplateName="market-lt", LaunchTemplateData={
+        "ImageId": "ami-12c6146b", "InstanceType": "m6i.large"})["LaunchTemplate"]["LaunchTemplateId"]
+    policy = {"LaunchTemplate": {"LaunchTemplateSpecification": {"LaunchTemplateId": lt, "Version": "$Latest"},
+                                 "Overrides": [{"InstanceType": "m6i.large"}, {"InstanceType": "m6a.large"}]},
+              "InstancesDistribution": {"OnDemandBaseCapacity": 1, "OnDemandPercentageAboveBaseCapacity": 0}}
+    asg.create_auto_scaling_group(AutoScalingGroupName="market", MinSize=0, MaxSize=6, DesiredCapacity=3,
+                                  VPCZoneIdentifier=subnet, MixedInstancesPolicy=policy)
+
+    def markets():
+        ids = [i["InstanceId"] for i in asg.describe_auto_scaling_groups(
+            AutoScalingGroupNames=["market"])["AutoScalingGroups"][0]["Instances"]]
+        found = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+        return sorted(i.get("InstanceLifecycle", "on-demand") for i in found)
+
+    # THEN EC2 describes 1 on-demand instance and 2 spot ones
+    assert markets() == ["on-demand", "spot", "spot"]
+    # WHEN the group grows by 2 with the base raised to 2 (the capacity fallback's raise)
+    policy["InstancesDistribution"]["OnDemandBaseCapacity"] = 2
+    asg.update_auto_scaling_group(AutoScalingGroupName="market", MixedInstancesPolicy=policy, DesiredCapacity=5)
+    # THEN one of the new instances is on-demand (the base), the other spot
+    assert markets() == ["on-demand", "on-demand", "spot", "spot", "spot"]
 
 
 def test_concurrent_deletes_stick_in_the_emulator(emu):

@@ -62,7 +62,7 @@ def test_drain_dry_run_changes_nothing(aws, tmp_path):
 
 
 def test_status_counts_spot_and_on_demand_waiting_volumes_snapshots_and_fallbacks(aws, tmp_path):
-    # GIVEN a group of 3 (moto launches group instances on-demand) plus one spot instance of the group,
+    # GIVEN a group of 3 spot instances (on-demand base 0) plus one on-demand instance of the group,
     # one reclaimed instance not replaced, a snapshot of its volume, and an on-demand fallback in force
     world = SpotGroupWorld.create(aws, size=3)
     lost = world.instance_ids()[0]
@@ -74,7 +74,7 @@ def test_status_counts_spot_and_on_demand_waiting_volumes_snapshots_and_fallback
         {"Key": "spotkit:group", "Value": "training"}]}])
     world.asg.terminate_instance_in_auto_scaling_group(InstanceId=lost, ShouldDecrementDesiredCapacity=True)
     world.ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="m6i.large",
-                            SubnetId=world.subnets["us-east-1a"], InstanceMarketOptions={"MarketType": "spot"},
+                            SubnetId=world.subnets["us-east-1a"],
                             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "spotkit:group", "Value": "training"}]}])
     from spotkit.rehearsal.local.control import inject_scaling_activity
     from moto.autoscaling.models import autoscaling_backends
@@ -83,7 +83,7 @@ def test_status_counts_spot_and_on_demand_waiting_volumes_snapshots_and_fallback
     autoscaling_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].autoscaling_groups["training"].desired_capacity = 3
     for n in range(2):
         inject_scaling_activity("training", message="InsufficientInstanceCapacity", minutes_ago=n + 1)
-    replace_capacity(world.asg, "training", ctx(tmp_path))
+    replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path))
     counter = CallCounter()
     ec2, asg = counter.attach(aws.client("ec2")), counter.attach(aws.client("autoscaling"))
     # WHEN status is read
@@ -92,7 +92,7 @@ def test_status_counts_spot_and_on_demand_waiting_volumes_snapshots_and_fallback
         {"group": "other", "instance_id": "i-0", "kind": "rebalance", "time": "2026-11-23T08:00:00Z"}])
     # THEN each figure is right, from four reads
     g = next(g for g in result.groups if g.group == "training")
-    assert (g.desired, g.spot, g.on_demand) == (3, 1, 2)
+    assert (g.desired, g.spot, g.on_demand) == (3, 2, 1)
     assert g.waiting_volumes == [{"volume_id": data, "device": "/dev/sdf", "az": "us-east-1a"}]
     assert [(s.device, s.snapshot_id, s.age_minutes) for s in g.snapshots] == [("/dev/sdf", snap, 0)]
     assert (g.fallback["original_on_demand_base"], g.fallback["on_demand_base"]) == (0, 1)

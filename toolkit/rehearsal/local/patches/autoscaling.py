@@ -9,6 +9,11 @@
   checked: whether an action is really pending (moto ignores hooks, so no instance ever waits in
   Terminating:Wait). Each call is recorded on the region's Auto Scaling backend (so a reset clears it), for
   the control path to read (``control.completed_lifecycle_actions``).
+- Launches of a group with a ``MixedInstancesPolicy``: moto 5.2 sizes the group by the policy's on-demand
+  and spot counts but launches every instance on-demand. The emulator launches on-demand until the
+  group's live on-demand instances reach ``OnDemandBaseCapacity`` plus the on-demand percentage of the
+  rest (moto's own arithmetic), and spot after that (``InstanceLifecycle`` spot), as Auto Scaling does;
+  the capacity fallback counts the on-demand instances its raised base has brought up.
 - ``DescribeScalingActivities``: moto 5.2 records no activities and always answers an empty list. The
   emulator answers from the region's list of activities (empty unless the control path recorded one with
   ``control.inject_scaling_activity``, e.g. a spot launch that failed for lack of capacity, which moto never
@@ -45,6 +50,43 @@ def _keeping_policy(original):
         return original(self, *args, **kwargs)
 
     return update
+
+
+def _launch_by_market() -> None:
+    from moto.autoscaling.models import FakeAutoScalingGroup
+
+    wrap_once(FakeAutoScalingGroup, "replace_autoscaling_group_instances", _marking_spot)
+
+
+def on_demand_wanted(group) -> int:
+    """The on-demand instances a mixed instances policy asks for at the group's desired capacity: the base,
+    then the on-demand percentage of the capacity above it (truncated, as moto sizes the group)."""
+    dist = (group.mixed_instances_policy or {}).get("InstancesDistribution") or {}
+    base = int(dist.get("OnDemandBaseCapacity", 0) or 0)
+    percent = int(dist.get("OnDemandPercentageAboveBaseCapacity", 100) if dist else 100)
+    desired = int(group.desired_capacity or 0)
+    return min(desired, base) + int(max(0, desired - base) * percent / 100)
+
+
+def _marking_spot(original):
+    def replace_autoscaling_group_instances(self, count_needed, propagated_tags):
+        before = {state.instance.id for state in self.instance_states}
+        original(self, count_needed, propagated_tags)
+        if not self.mixed_instances_policy:
+            return
+        live = [st.instance for st in self.instance_states if st.instance.id in before
+                and st.instance.state in ("pending", "running")]
+        on_demand = sum(1 for i in live if getattr(i, "instance_lifecycle", None) != "spot")
+        wanted = on_demand_wanted(self)
+        for state in self.instance_states:
+            if state.instance.id in before:
+                continue
+            if on_demand < wanted:
+                on_demand += 1
+            else:
+                state.instance.instance_lifecycle = "spot"
+
+    return replace_autoscaling_group_instances
 
 
 def lifecycle_calls(backend) -> list[dict]:
@@ -130,6 +172,13 @@ PATCHES = (
           f"{_API}CompleteLifecycleAction.html",
           sets(*_RESPONDER, complete_lifecycle_action=complete_lifecycle_action,
                record_lifecycle_action_heartbeat=record_lifecycle_action_heartbeat)),
+    Patch("autoscaling", ("CreateAutoScalingGroup", "UpdateAutoScalingGroup", "SetDesiredCapacity"),
+          "launches a group with a MixedInstancesPolicy on-demand up to OnDemandBaseCapacity plus the on-demand "
+          "percentage above it, and spot beyond (DescribeInstances: InstanceLifecycle spot)",
+          "sizes the group by that split but launches every instance on-demand, so the capacity fallback could "
+          "not tell the on-demand instances its raised base brought up from the spot ones",
+          "https://docs.aws.amazon.com/autoscaling/ec2/userguide/mixed-instances-groups-set-up-overview.html",
+          _launch_by_market),
     Patch("autoscaling", ("DescribeScalingActivities",),
           "lists the group's scaling activities, newest first, paged by MaxRecords / NextToken",
           "answers an empty list always (it records no activity and never fails a launch for lack of capacity); "

@@ -14,8 +14,9 @@ no spot interruption warning and interrupts nothing. The emulator makes the
   Scaling group is terminated there without lowering the desired capacity (the group launches its
   replacement), any other instance is terminated.
 
-One deviation, stated: moto launches Auto Scaling instances without ``InstanceLifecycle=spot``, so the
-``aws:ec2:spot-instance`` resource type's "spot only" is not applied when resolving.
+A target of resource type ``aws:ec2:spot-instance`` resolved by tags takes spot instances only
+(``InstanceLifecycle`` spot: a spot RunInstances, or a mixed-instances group's spot launches, both patched
+in ``patches/ec2.py`` and ``patches/autoscaling.py``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ def _resolve(ec2, target: dict) -> list[str]:
         return [i for i in ids if i in known]
     tags = target.get("resourceTags") or {}
     states = next((f["values"] for f in target.get("filters") or [] if f.get("path") == "State.Name"), None)
+    spot_only = target.get("resourceType") == "aws:ec2:spot-instance"
     found = sorted(i.id for r in ec2.reservations.values() for i in r.instances
                    if all(ec2.tags.get(i.id, {}).get(k) == v for k, v in tags.items())
-                   and (states is None or i.state in states))
+                   and (states is None or i.state in states)
+                   and (not spot_only or getattr(i, "instance_lifecycle", None) == "spot"))
     mode = target.get("selectionMode", "ALL")
     m = re.match(r"^(COUNT|PERCENT)\((\d+)\)$", mode)
     if m and m.group(1) == "COUNT":
@@ -100,12 +103,12 @@ def _get_experiment(self, id: str):
 
 PATCHES = (
     Patch("fis", ("StartExperiment", "GetExperiment"),
-          "runs aws:ec2:send-spot-instance-interruptions: resolves the targets (ARNs, or tags + State.Name filter, "
+          "runs aws:ec2:send-spot-instance-interruptions: resolves the targets (ARNs, or tags + State.Name filter "
+          "on spot instances, "
           "then ALL / COUNT(n) / PERCENT(n)), puts an EC2 Spot Instance Interruption Warning for each on the default "
           "event bus, and interrupts the instances when the experiment completes (a group's instance without "
           "lowering the desired capacity)",
-          "resolves no target by tag and sends no warning, so `spotkit interrupt --target aws` had nothing to follow "
-          "(moto's Auto Scaling instances are not spot, so 'spot only' is not applied when resolving)",
+          "resolves no target by tag and sends no warning, so `spotkit interrupt --target aws` had nothing to follow",
           "https://docs.aws.amazon.com/fis/latest/userguide/fis-actions-reference.html",
           sets("moto.fis.models", "FISBackend", start_experiment=_start_experiment, get_experiment=_get_experiment)),
 )
