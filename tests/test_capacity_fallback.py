@@ -101,6 +101,23 @@ def test_causes_are_classified(message, cause):
 
 # --- falling back -------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("case,base,live,on_demand_live,expected", [
+    # GIVEN a group of 4 (original base 0) with a ceiling of 4
+    ("first loss: 2 spot gone", 0, 2, 0, ("raised", 2)),
+    ("the same failure again, the 2 on-demand not launched yet", 2, 2, 0, ("kept", 2)),
+    ("the same failure again, the 2 on-demand pending", 2, 4, 2, ("kept", 2)),
+    ("another zone empties once they are up: 1 more spot gone", 2, 3, 2, ("raised", 3)),
+    ("1 more spot gone while 1 of the 2 on-demand is still to come", 2, 2, 1, ("raised", 3)),
+    ("not short", 2, 4, 2, ("kept", 2)),
+])
+def test_the_base_covers_what_it_asked_for_and_a_new_loss_raises_it_again(case, base, live, on_demand_live, expected):
+    # WHEN the fallback decides on a capacity failure
+    step = fb.decide_fall_back(base=base, recorded=base > 0, desired=4, live=live, on_demand_live=on_demand_live,
+                               policy=fb.FallbackPolicy(max_on_demand_base=4))
+    # THEN on-demand the base asked for and is not up yet covers the shortfall; what it does not cover raises it
+    assert (step.action, step.target) == expected, case
+
+
 def test_spot_capacity_failure_raises_the_base_by_the_shortfall_and_records_the_split(aws, tmp_path):
     # GIVEN a group of 3 that lost 2 instances, and a ceiling of 2
     world = short_world(aws)

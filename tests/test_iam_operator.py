@@ -85,7 +85,7 @@ def operator_calls(tmp_path_factory):
         # (AWS keeps desired at 3 and fails the launches; moto would launch at once: set on its model)
         from moto.autoscaling.models import autoscaling_backends
         autoscaling_backends["123456789012"][REGION].autoscaling_groups[GROUP].desired_capacity = 3
-        replace_capacity(op("autoscaling"), GROUP, ctx())
+        replace_capacity(op("autoscaling"), op("ec2"), GROUP, ctx())
         restore_spot(op("autoscaling"), GROUP, ctx(), force=True)
         server.reset()
         # volumes: one reclaimed instance's volume waits in its AZ, another's must move to the other AZ

@@ -59,7 +59,7 @@ def test_capacity_failures_raise_the_on_demand_base_and_record_it(aws, tmp_path)
     # GIVEN a group short of 2 instances whose spot launches keep failing
     world = short_group(aws)
     # WHEN replace runs
-    result = replace_capacity(world.asg, "training", ctx(tmp_path))
+    result = replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path))
     # THEN the on-demand base covers the shortfall, the original is recorded on the group and in the journal
     assert (result.status, result.shortfall, len(result.capacity_failures)) == ("fallback", 2, 3)
     assert (result.on_demand_base_before, result.on_demand_base_after) == (0, 2)
@@ -73,9 +73,29 @@ def test_capacity_failures_raise_the_on_demand_base_and_record_it(aws, tmp_path)
         "set OnDemandBaseCapacity of training from 0 to 2"]
 
 
+def test_a_second_loss_once_the_on_demand_is_up_raises_the_base_again(aws, tmp_path):
+    # GIVEN a group in fallback whose raised base has brought up its 2 on-demand instances
+    world = short_group(aws)
+    replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path))
+    _moto_group(world).set_desired_capacity(3)  # Auto Scaling launches what the raised base asks for
+    markets = world.ec2.describe_instances(InstanceIds=world.instance_ids())["Reservations"]
+    spot = [i["InstanceId"] for r in markets for i in r["Instances"] if i.get("InstanceLifecycle") == "spot"]
+    assert len(world.instance_ids()) == 3 and len(spot) == 1
+    # WHEN its last spot instance is lost too and its spot replacement keeps failing
+    world.asg.terminate_instance_in_auto_scaling_group(InstanceId=spot[0], ShouldDecrementDesiredCapacity=True)
+    _moto_group(world).desired_capacity = 3
+    for n in range(3):
+        inject_scaling_activity(world.group, message=SPOT_FAILURE, minutes_ago=n + 1)
+    result = replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path))
+    # THEN that is a new shortfall: the base covers it too (the first raise's on-demand is already up)
+    assert (result.status, result.shortfall, result.on_demand_base_before, result.on_demand_base_after) == \
+        ("fallback", 1, 2, 3)
+    assert fallback_tags(world)["spotkit:fallback-original-on-demand-base"] == "0"
+
+
 def test_dry_run_changes_nothing(aws, tmp_path):
     world = short_group(aws)
-    result = replace_capacity(world.asg, "training", ctx(tmp_path, dry_run=True))
+    result = replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path, dry_run=True))
     assert [a.description for a in result.actions] == [
         "would record the original on-demand base 0 on training",
         "would set OnDemandBaseCapacity of training from 0 to 2"]
@@ -84,7 +104,7 @@ def test_dry_run_changes_nothing(aws, tmp_path):
 
 def test_too_few_failures_means_still_launching(aws, tmp_path):
     world = short_group(aws, failures=1)
-    result = replace_capacity(world.asg, "training", ctx(tmp_path))
+    result = replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path))
     assert (result.status, result.actions) == ("launching", [])
     assert distribution(world)["OnDemandBaseCapacity"] == 0
 
@@ -93,7 +113,7 @@ def test_old_failures_outside_the_window_do_not_count(aws, tmp_path):
     world = short_group(aws, failures=0)
     for _ in range(3):
         inject_scaling_activity(world.group, message=SPOT_FAILURE, minutes_ago=90)
-    result = replace_capacity(world.asg, "training", ctx(tmp_path), window_minutes=30)
+    result = replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path), window_minutes=30)
     assert (result.status, result.capacity_failures) == ("launching", [])
 
 
@@ -107,9 +127,9 @@ def test_killed_then_rerun_keeps_the_true_original(aws, tmp_path, step):
             raise Killed(name)
 
     with pytest.raises(Killed):
-        replace_capacity(world.asg, "training", ctx(tmp_path, hook=hook))
+        replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path, hook=hook))
     # WHEN it runs again
-    replace_capacity(world.asg, "training", ctx(tmp_path))
+    replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path))
     # THEN the base is raised once and the recorded original is still 0 (not the raised value)
     assert distribution(world)["OnDemandBaseCapacity"] == 2
     assert fallback_tags(world)["spotkit:fallback-original-on-demand-base"] == "0"
@@ -118,7 +138,7 @@ def test_killed_then_rerun_keeps_the_true_original(aws, tmp_path, step):
 def test_restore_spot_refuses_while_spot_still_fails_then_reverts(aws, tmp_path):
     # GIVEN a fallback in force
     world = short_group(aws)
-    replace_capacity(world.asg, "training", ctx(tmp_path))
+    replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path))
     # WHEN restore-spot runs while failures are recent
     with pytest.raises(ToolkitError) as err:
         restore_spot(world.asg, "training", ctx(tmp_path))
@@ -137,5 +157,5 @@ def test_restore_spot_refuses_while_spot_still_fails_then_reverts(aws, tmp_path)
 
 def test_full_group_needs_nothing(aws, tmp_path):
     world = SpotGroupWorld.create(aws, size=2)
-    result = replace_capacity(world.asg, "training", ctx(tmp_path))
+    result = replace_capacity(world.asg, world.ec2, "training", ctx(tmp_path))
     assert (result.status, result.shortfall, result.actions) == ("ok", 0, [])

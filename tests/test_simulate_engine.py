@@ -166,19 +166,18 @@ def test_the_fallback_decides_with_the_handlers_code(monkeypatch):
     assert calls and r.fallback_episodes == 0 and r.availability == 0.0
 
 
-def test_a_second_loss_in_fallback_is_kept_as_the_handler_decides():
+def test_a_second_loss_in_fallback_raises_the_base_again():
     # GIVEN 2 spot replicas over 2 zones, b with room for 1; a empties at tick 10, b at tick 20
     cap = room(2)
     cap[1, :] = 1
     cap[0, 10:] = 0
     cap[1, 20:] = 0
     r = simulate(Policy("two", target=2, spot_group=2, zones=("a", "b"), fallback=FallbackPolicy()), cap, 300)
-    # THEN the first loss finds no room: the base is raised to 1 (short 1 tick while the on-demand boots),
-    # and restored after the hold (no failure: the group was whole), the on-demand instance staying while
-    # no spot replaces it. The second loss raises the base to 1 again (a second episode), which the
-    # on-demand instance already fills: shortfall 1 counted against it, original 0 + 1 = the base, so the
-    # handler keeps it and the group stays 1 short to the end (docs/simulate.md, "A limit").
+    # THEN each loss finds no room and raises the base (two episodes): the second loss is a new shortfall,
+    # not counted against the on-demand instance the first one added, so the group is short only while
+    # each on-demand replacement boots (3 ticks in all, at most 10 minutes at once)
     assert r.fallback_episodes == 2
-    assert r.on_demand_hours == pytest.approx((DAY - 10) * 300 / 3600)
-    assert r.availability == pytest.approx(19 / DAY)
-    assert r.longest_shortfall_minutes == (DAY - 20) * 5
+    assert r.availability == pytest.approx((DAY - 3) / DAY)
+    assert r.longest_shortfall_minutes == 10
+    # AND two on-demand instances are billed: one from the first loss, one from the second, to the end
+    assert 2 * (DAY - 21) * 300 / 3600 <= r.on_demand_hours <= ((DAY - 10) + (DAY - 20)) * 300 / 3600

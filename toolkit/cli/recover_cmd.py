@@ -264,10 +264,10 @@ def replace_command(ctx: CliContext, group, window_minutes, min_failures, yes, d
     """Make sure the group has its desired capacity; fall back to on-demand while spot keeps failing."""
     from spotkit.runbooks.replace import ReplaceCapacity
 
-    asg = ctx.client("autoscaling")
+    asg, ec2 = ctx.client("autoscaling"), ctx.client("ec2")
     result, _ = _run_on_group(
         ctx, group,
-        lambda rc: ReplaceCapacity(asg, rc, window_minutes=window_minutes, min_failures=min_failures).run(group),
+        lambda rc: ReplaceCapacity(asg, ec2, rc, window_minutes=window_minutes, min_failures=min_failures).run(group),
         dry_run, yes, journal_dir, f"replace {group}")
     _echo_capacity(ctx, result)
     if result.status == "launching":

@@ -94,12 +94,15 @@ class ReplaceCapacity(_CapacityRunbook):
     4. Shortfall without capacity failures (fewer than ``min_failures``): the group is still launching; say so.
     5. Shortfall with capacity failures: record the original on-demand base on the group
        (tag ``spotkit:fallback-original-on-demand-base``, before changing anything, and in the journal),
-       then raise ``OnDemandBaseCapacity`` to original + shortfall (never above desired, never lowered by a
-       re-run). ``restore-spot`` reverts it.
+       then raise ``OnDemandBaseCapacity`` by the shortfall the base does not cover yet, as the handler's
+       fallback decides it (``fallback.decide_fall_back``, from the group's live instances in EC2; never
+       above desired, never lowered by a re-run). ``restore-spot`` reverts it.
     """
 
-    def __init__(self, autoscaling, ctx: RunContext | None = None, *, window_minutes: int = 30, min_failures: int = 2):
+    def __init__(self, autoscaling, ec2, ctx: RunContext | None = None, *, window_minutes: int = 30,
+                 min_failures: int = 2):
         super().__init__(autoscaling, ctx, window_minutes=window_minutes)
+        self.ec2 = ec2
         self.min_failures = min_failures
 
     def run(self, group: str) -> ReplaceResult:
@@ -130,7 +133,10 @@ class ReplaceCapacity(_CapacityRunbook):
             if not self.ctx.dry_run:
                 journal.record("fallback", status="recorded", original_on_demand_base=base)
                 self.step("fallback-recorded")
-        target = min(desired, original + shortfall)
+        live = fb.live_instances(self.ec2, g)
+        target = fb.decide_fall_back(base=base, recorded=result.fallback_in_force, desired=desired, live=live.total,
+                                     on_demand_live=live.on_demand,
+                                     policy=fb.FallbackPolicy(max_on_demand_base=desired)).target
         result.original_on_demand_base = original
         if target > base:
             self.update_base(g, target)
@@ -187,8 +193,8 @@ class RestoreSpot(_CapacityRunbook):
         return result
 
 
-def replace_capacity(autoscaling, group: str, ctx: RunContext | None = None, **kw) -> ReplaceResult:
-    return ReplaceCapacity(autoscaling, ctx, **kw).run(group)
+def replace_capacity(autoscaling, ec2, group: str, ctx: RunContext | None = None, **kw) -> ReplaceResult:
+    return ReplaceCapacity(autoscaling, ec2, ctx, **kw).run(group)
 
 
 def restore_spot(autoscaling, group: str, ctx: RunContext | None = None, *, force: bool = False, **kw) -> ReplaceResult:

@@ -302,9 +302,9 @@ class _Fleet:
         if not self.fbp:
             return od_in_group
         policy = self.policy
-        live = sum(held) + self.od_ready + len(self.od_pend) - policy.on_demand
-        step = decide_fall_back(base=self.base, original=self.original, recorded=self.in_fb,
-                                desired=policy.spot_group, live=live, policy=self.fbp)
+        on_demand_live = max(0, self.od_ready + len(self.od_pend) - policy.on_demand)  # the group's, pending too
+        step = decide_fall_back(base=self.base, recorded=self.in_fb, desired=policy.spot_group,
+                                live=sum(held) + on_demand_live, on_demand_live=on_demand_live, policy=self.fbp)
         if step.action != "raised":
             return od_in_group
         if not self.in_fb:

@@ -26,7 +26,9 @@ NO_CAPACITY_ERROR = ("Could not launch Spot Instances. InsufficientInstanceCapac
 
 
 class InMemoryAutoScaling:
-    """The three Auto Scaling calls ``fallback.fall_back`` makes, on one group held in memory."""
+    """The three Auto Scaling calls ``fallback.fall_back`` makes, on one group held in memory, and EC2's
+    ``describe_instances`` paginator for its instances (the market each was launched in, as
+    ``InstanceLifecycle``: Auto Scaling's own description does not say)."""
 
     def __init__(self, group: str, desired: int):
         self.lock = threading.Lock()
@@ -38,6 +40,7 @@ class InMemoryAutoScaling:
                 "InstancesDistribution": {"OnDemandBaseCapacity": 0, "OnDemandPercentageAboveBaseCapacity": 0}},
             "Instances": [], "Tags": []}
         self.calls: list[str] = []
+        self.lifecycles: dict[str, str] = {}
 
     def describe_auto_scaling_groups(self, AutoScalingGroupNames):  # noqa: N803 - the boto3 signature
         with self.lock:
@@ -59,15 +62,31 @@ class InMemoryAutoScaling:
             self.group["Tags"] = list(tags.values())
         return {}
 
+    def get_paginator(self, operation: str):  # EC2's, for describe_instances
+        assert operation == "describe_instances", operation
+        return self
+
+    def paginate(self, InstanceIds):  # noqa: N803
+        with self.lock:
+            found = [{"InstanceId": i, "State": {"Name": "running"},
+                      **({"InstanceLifecycle": "spot"} if self.lifecycles[i] == "spot" else {})}
+                     for i in InstanceIds if i in self.lifecycles]
+        return [{"Reservations": [{"Instances": found}]}]
+
     # the platform's side: instances come and go, managed scaling moves the desired capacity
     def add_instance(self, instance_id: str, lifecycle: str) -> None:
         with self.lock:
-            self.group["Instances"].append({"InstanceId": instance_id, "LifecycleState": "InService",
-                                            "Lifecycle": lifecycle})
+            self.group["Instances"].append({"InstanceId": instance_id, "LifecycleState": "InService"})
+            self.lifecycles[instance_id] = lifecycle
 
     def remove_instance(self, instance_id: str) -> None:
         with self.lock:
             self.group["Instances"] = [i for i in self.group["Instances"] if i["InstanceId"] != instance_id]
+            self.lifecycles.pop(instance_id, None)
+
+    def on_demand_instances(self) -> int:
+        with self.lock:
+            return sum(1 for lifecycle in self.lifecycles.values() if lifecycle == "on-demand")
 
     def change_desired(self, delta: int) -> None:
         with self.lock:
@@ -93,12 +112,11 @@ class SpotCapacity:
             cause = fallback.classify(NO_CAPACITY_ERROR)
             decision = None
             if cause == fallback.SPOT_CAPACITY:
-                decision = fallback.fall_back(self.autoscaling, None, SPOT_GROUP, policy=self.policy,
+                decision = fallback.fall_back(self.autoscaling, self.autoscaling, SPOT_GROUP, policy=self.policy,
                                               now=datetime.now(timezone.utc), cause=NO_CAPACITY_ERROR)
                 self.decisions.append({"instance": instance_id, **decision.to_detail(), "classified": cause,
                                        "message": decision.message})
-            on_demand_now = sum(1 for i in self.autoscaling.group["Instances"] if i.get("Lifecycle") == "on-demand")
-            if decision is None or self.autoscaling.on_demand_base <= on_demand_now:
+            if decision is None or self.autoscaling.on_demand_base <= self.autoscaling.on_demand_instances():
                 raise RuntimeError(f"no capacity for {instance_id}: spot failed ({cause}) and the fallback "
                                    f"decided {decision.action if decision else 'nothing'}")
             lifecycle = "on-demand"

@@ -13,9 +13,10 @@ The contract lives on the Auto Scaling group's tags (``toolkit/runtime/notice.py
 Decisions (``Decision.action``):
 
 ``fall_back`` (a failed launch whose cause is spot capacity)
-    raise ``OnDemandBaseCapacity`` to ``original + shortfall``, bounded by ``max_on_demand_base`` and the
-    desired capacity. The target is computed from the *original* base, so a repeat of the same failure
-    changes nothing (``kept``): it does not stack. ``skipped`` when the group launches no spot, has no
+    raise ``OnDemandBaseCapacity`` by the shortfall it does not cover yet, bounded by ``max_on_demand_base``
+    and the desired capacity. On-demand the base asked for that is not pending or running yet counts as
+    covering, so a repeat of the same failure changes nothing (``kept``): it does not stack; a second loss
+    after the on-demand is up raises the base again. ``skipped`` when the group launches no spot, has no
     mixed instances policy, or is not short.
 ``return_check`` (every ``check_every_minutes``)
     ``held`` until ``hold_minutes`` after the last change; ``still-failing`` while spot launches failed
@@ -160,17 +161,26 @@ def describe_group(autoscaling, group: str) -> Optional[dict]:
     return groups[0] if groups else None
 
 
-def live_instances(ec2, g: dict) -> int:
-    """Instances of the group that Auto Scaling counts and EC2 has pending or running (Auto Scaling lags
-    behind an instance EC2 already took away)."""
+@dataclass(frozen=True)
+class Live:
+    """The group's instances that Auto Scaling counts and EC2 has pending or running (Auto Scaling lags
+    behind an instance EC2 already took away): ``total``, and of them ``on_demand`` (no ``InstanceLifecycle``
+    of ``spot``)."""
+
+    total: int
+    on_demand: int
+
+
+def live_instances(ec2, g: dict) -> Live:
+    """The group's live instances, read from EC2 (``DescribeInstances``: state and ``InstanceLifecycle``)."""
     ids = [i["InstanceId"] for i in g.get("Instances", []) if i.get("LifecycleState") in IN_SERVICE_STATES]
-    if not ids or ec2 is None:
-        return len(ids)
-    live = 0
-    for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=ids):
-        live += sum(1 for r in page["Reservations"] for i in r["Instances"]
-                    if i["State"]["Name"] in ("pending", "running"))
-    return live
+    total = on_demand = 0
+    for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=ids) if ids else ():
+        for i in (i for r in page["Reservations"] for i in r["Instances"]):
+            if i["State"]["Name"] in ("pending", "running"):
+                total += 1
+                on_demand += i.get("InstanceLifecycle") != "spot"
+    return Live(total, on_demand)
 
 
 def activities_since(autoscaling, group: str, since: datetime) -> list[dict]:
@@ -264,12 +274,19 @@ class Step:
     shortfall: int = 0
 
 
-def decide_fall_back(*, base: int, original: int, recorded: bool, desired: int, live: int,
+def decide_fall_back(*, base: int, recorded: bool, desired: int, live: int, on_demand_live: int,
                      policy: FallbackPolicy) -> Step:
-    """``raised`` to ``original + shortfall`` (bounded by the ceiling and ``desired``); ``kept`` (in
-    fallback already: a repeat does not stack) or ``skipped`` (not short, or at the ceiling)."""
+    """``raised`` by the part of the shortfall the base does not cover yet (bounded by the ceiling and
+    ``desired``); ``kept`` (in fallback already: a repeat does not stack) or ``skipped`` (not short, or at
+    the ceiling).
+
+    The base covers ``base - on_demand_live`` instances still to come (on-demand it asked for that are not
+    pending or running yet): a repeat of the failure that raised it, or a redelivery, finds its shortfall
+    covered and changes nothing. A second loss once those are up (another zone emptied during the
+    fallback) is a new shortfall, and raises the base again."""
     short = max(0, desired - live)
-    target = min(original + short, policy.max_on_demand_base, desired)
+    coming = max(0, base - on_demand_live)
+    target = min(base + max(0, short - coming), policy.max_on_demand_base, desired)
     if short == 0 or target <= base:
         return Step("kept" if recorded else "skipped", base, short)
     return Step("raised", target, short)
@@ -304,7 +321,7 @@ def _missing(group: str) -> Decision:
 
 def fall_back(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: datetime, mutate: Mutate = direct,
               cause: str = "") -> Decision:
-    """Raise the group's on-demand base by its shortfall (from the original base, bounded), once."""
+    """Raise the group's on-demand base by the shortfall it does not cover yet (bounded), once per loss."""
     g, base, rec = _read(autoscaling, group)
     if g is None:
         return _missing(group)
@@ -315,8 +332,9 @@ def fall_back(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: date
         d.message = why_not
         return d
     desired = int(g["DesiredCapacity"])
-    step = decide_fall_back(base=base, original=original, recorded=rec is not None, desired=desired,
-                            live=live_instances(ec2, g), policy=policy)
+    live = live_instances(ec2, g)
+    step = decide_fall_back(base=base, recorded=rec is not None, desired=desired, live=live.total,
+                            on_demand_live=live.on_demand, policy=policy)
     short, target = step.shortfall, step.target
     d.detail["shortfall"] = short
     if short == 0:
