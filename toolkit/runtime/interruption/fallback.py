@@ -401,8 +401,8 @@ def return_check(autoscaling, ec2, group: str, *, policy: FallbackPolicy, now: d
                  region: str = "") -> Decision:
     """Move a group in fallback one step back to spot when spot launches succeed again (see the module doc).
 
-    Longer than most (about 60 lines) on purpose: ``decide_return`` holds the decision; what stays here is
-    the reads it needs and one message per outcome, each quoting those reads."""
+    Long: ``decide_return`` holds the decision; what stays here is the reads it needs and one message per
+    outcome, each quoting those reads."""
     g, base, rec = _read(autoscaling, group)
     if g is None:
         return _missing(group)
