@@ -31,6 +31,7 @@ from moto.events.models import events_backends
 from moto.fis.models import FISBackend
 
 from spotkit.rehearsal.local.patches import Patch, sets
+from spotkit.runtime.interruption.events import SPOT_WARNING_DETAIL_TYPE
 
 SPOT_ACTION = "aws:ec2:send-spot-instance-interruptions"
 _start = FISBackend.start_experiment
@@ -77,7 +78,7 @@ def _start_experiment(self, client_token=None, experiment_template_id="", experi
         events = events_backends[exp.account_id][exp.region_name]
         for start in range(0, len(chosen), 10):
             events.put_events([{
-                "Source": "aws.ec2", "DetailType": "EC2 Spot Instance Interruption Warning",
+                "Source": "aws.ec2", "DetailType": SPOT_WARNING_DETAIL_TYPE,
                 "Resources": [f"arn:aws:ec2:{exp.region_name}:{exp.account_id}:instance/{i}"],
                 "Detail": json.dumps({"instance-id": i, "instance-action": "terminate"})} for i in chosen[start:start + 10]])
     setattr(exp, _PENDING, chosen)
