@@ -50,7 +50,7 @@ def test_ecs_spot_routes_launch_and_placement_failures_and_schedules_the_check(e
         "name": "spotkit-ecs-fallback-check", "schedule_expression": "rate(10 minutes)"})
     assert "event_pattern" not in rules["spotkit-ecs-fallback-check"]
     # AND all three target the interruption queue, which lets exactly these rules send
-    queue_arn = "${aws_sqs_queue.interruptions_delivery_queue_"
+    queue_arn = "${aws_sqs_queue.interruptions_queue_"
     targets = {t["rule"]: t["arn"] for t in resources(doc, "aws_cloudwatch_event_target").values()}
     for name in ("launch-failure", "placement-failure", "fallback-check"):
         key = _rule_ref(doc, f"spotkit-ecs-{name}")

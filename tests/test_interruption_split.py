@@ -1,8 +1,8 @@
 """``InterruptionEvents`` split into sub-constructs (modules/interruption_events/) keeps what its users
 have. Their deployed stacks: every Terraform address it gave a resource before the split
-(tests/fixtures/interruption_events_addresses_8e58d69.json) still exists, or is the ``from`` of a ``moved``
-block whose ``to`` exists, so a plan against an existing state moves and never destroys. Their code: every
-name the module had is still importable from it."""
+(tests/fixtures/interruption_events_addresses_8e58d69.json) is still the address of that resource (no
+``moved`` block, which checkov cannot parse), so a plan against an existing state changes nothing. Their
+code: every name the module had is still importable from it."""
 
 from __future__ import annotations
 
@@ -29,10 +29,6 @@ def _synthesized(name: str) -> tuple[dict, list[str]]:
 
 def _declared(doc: dict) -> set[str]:
     return {f"{rtype}.{name}" for rtype, blocks in (doc.get("resource") or {}).items() for name in blocks}
-
-
-def _moves(doc: dict) -> dict[str, str]:
-    return {m["from"]: m["to"] for m in doc.get("moved") or []}
 
 
 # Every name of modules/interruption_events.py at 8e58d69 but the standard library's (json, os, re, ...,
@@ -62,18 +58,13 @@ def test_the_fixture_covers_every_scenario():
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_every_old_address_still_exists_or_is_moved_to_one_that_does(name):
+def test_every_old_address_is_still_the_resources(name):
     # GIVEN the stack as synthesized now, and the addresses its state holds from before the split
     doc, now = _synthesized(name)
-    declared, moves = _declared(doc), _moves(doc)
-    # THEN each old address is still declared, or moved to a declared address
-    lost = [a for a in OLD[name] if a not in declared and moves.get(a) not in declared]
-    assert not lost, f"{name}: a plan would destroy {lost}"
-    # AND no moved block comes from an address still declared (terraform refuses it) or from elsewhere
-    assert not set(moves) & declared
-    assert set(moves) <= set(OLD[name])
-    # AND the construct has exactly the old resources at their new addresses: nothing created or destroyed
-    assert sorted(now) == sorted(moves.get(a, a) for a in OLD[name])
+    # THEN the construct declares exactly the old addresses: nothing created, destroyed or moved
+    assert sorted(now) == sorted(OLD[name])
+    assert set(OLD[name]) <= _declared(doc)
+    assert "moved" not in doc
 
 
 # --- the same with terraform: a plan against a state of the old addresses -------------------------
@@ -85,7 +76,7 @@ _REFERENCE = re.compile(r"\$\{(?:data\.)?[a-z0-9_]+\.[A-Za-z0-9_-]+\.([a-z_]+)\}
 
 
 def _addresses_only(doc: dict, keep: set[str]) -> dict:
-    """``doc`` with only the resources at ``keep`` (and the moved blocks), each ignoring its arguments
+    """``doc`` with only the resources at ``keep``, each ignoring its arguments
     (``ignore_changes = all``): the plan then shows what happens to the addresses alone. References become
     constants of the right form (the state's resources lack the computed attributes, such as ``arn``)."""
 
@@ -98,29 +89,28 @@ def _addresses_only(doc: dict, keep: set[str]) -> dict:
             if f"{rtype}.{name}" in keep:
                 body = json.loads(_REFERENCE.sub(stand_in, json.dumps(body)))
                 resources.setdefault(rtype, {})[name] = {**body, "lifecycle": {"ignore_changes": "all"}}
-    return {"terraform": doc["terraform"], "moved": doc.get("moved") or [], "resource": resources,
+    return {"terraform": doc["terraform"], "resource": resources,
             "provider": {"aws": [{"region": "us-east-1", "access_key": "stand-in", "secret_key": "stand-in",
                                   "skip_credentials_validation": True, "skip_requesting_account_id": True,
                                   "skip_metadata_api_check": True, "skip_region_validation": True}]}}
 
 
 @pytest.mark.terraform
-def test_terraform_plans_only_moves_against_a_state_of_the_old_addresses(tmp_path):
+def test_terraform_plans_no_change_against_a_state_of_the_old_addresses(tmp_path):
     # GIVEN ecs_spot (every kind of resource: fallback rules, Lambda, two FIS templates) and a state holding
     # its interruption resources at their addresses from before the split
     needs_terraform()
     doc, now = _synthesized("ecs_spot")
     # WHEN terraform plans the stack as synthesized now against that state
     config = _addresses_only(doc, set(now))
-    moves = _moves(doc)
     # (each old resource holds the arguments it has now: the arguments are not under test)
-    state = {old: config["resource"].get(old.split(".")[0], {}).get(moves.get(old, old).split(".", 1)[1], {})
+    state = {old: config["resource"].get(old.split(".")[0], {}).get(old.split(".", 1)[1], {})
              for old in OLD["ecs_spot"]}
     plan = terraform_plan_against(config, state, tmp_path / "plan")
     changes = plan.get("resource_changes") or []
     # THEN nothing is created, replaced or destroyed
     assert {tuple(c["change"]["actions"]) for c in changes} == {("no-op",)}, [
         (c["address"], c["change"]["actions"]) for c in changes if c["change"]["actions"] != ["no-op"]]
-    # AND each old resource is the one at its new address (moved, or where it was)
-    assert sorted(c.get("previous_address", c["address"]) for c in changes) == sorted(OLD["ecs_spot"])
-    assert sorted(c["address"] for c in changes) == sorted(now)
+    # AND each old resource is where it was
+    assert not any("previous_address" in c for c in changes)
+    assert sorted(c["address"] for c in changes) == sorted(OLD["ecs_spot"]) == sorted(now)

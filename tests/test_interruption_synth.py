@@ -74,7 +74,7 @@ def test_six_rules_with_their_patterns_scoped_to_the_group(training):
     # AND every rule targets the queue
     targets = resources(doc, "aws_cloudwatch_event_target").values()
     assert len(targets) == 6
-    assert {t["arn"] for t in targets} == {_ref(doc, "aws_sqs_queue", "interruptions_delivery_queue_")}
+    assert {t["arn"] for t in targets} == {_ref(doc, "aws_sqs_queue", "interruptions_queue_")}
 
 
 def test_queue_is_encrypted_with_a_dlq_and_redrive(training):
@@ -87,10 +87,10 @@ def test_queue_is_encrypted_with_a_dlq_and_redrive(training):
     # the visibility timeout is 6x the Lambda's timeout, as AWS advises for an SQS event source
     assert main["visibility_timeout_seconds"] == 2160
     assert one(doc, "aws_lambda_function")["timeout"] == 360
-    assert json.loads(main["redrive_policy"]) == {"deadLetterTargetArn": _ref(doc, "aws_sqs_queue", "interruptions_delivery_dlq_"),
+    assert json.loads(main["redrive_policy"]) == {"deadLetterTargetArn": _ref(doc, "aws_sqs_queue", "interruptions_dlq_"),
                                                   "maxReceiveCount": 5}
     allow = json.loads(one(doc, "aws_sqs_queue_redrive_allow_policy")["redrive_allow_policy"])
-    assert allow == {"redrivePermission": "byQueue", "sourceQueueArns": [_ref(doc, "aws_sqs_queue", "interruptions_delivery_queue_")]}
+    assert allow == {"redrivePermission": "byQueue", "sourceQueueArns": [_ref(doc, "aws_sqs_queue", "interruptions_queue_")]}
 
 
 def test_queue_policy_admits_only_the_eventbridge_rules(training):
@@ -114,7 +114,7 @@ def test_lambda_is_packaged_from_toolkit_and_consumes_the_queue(training):
     assert fn["environment"]["variables"]["SPOTKIT_DRY_RUN"] == "false"
     mapping = one(doc, "aws_lambda_event_source_mapping")
     assert mapping["function_response_types"] == ["ReportBatchItemFailures"]
-    assert mapping["event_source_arn"] == _ref(doc, "aws_sqs_queue", "interruptions_delivery_queue_")
+    assert mapping["event_source_arn"] == _ref(doc, "aws_sqs_queue", "interruptions_queue_")
     assert not list(Path(__file__).resolve().parents[1].rglob("toolkit/**/*.zip"))  # no hand-built zip
 
 
@@ -173,13 +173,13 @@ def test_fis_template_interrupts_the_group_and_stops_on_handler_failure(training
     assert (target["resource_type"], target["selection_mode"]) == ("aws:ec2:spot-instance", "COUNT(1)")
     assert target["resource_tag"] == [{"key": "spotkit:group", "value": "spotkit-training"}]
     assert fis["stop_condition"] == [{"source": "aws:cloudwatch:alarm",
-                                      "value": _ref(doc, "aws_cloudwatch_metric_alarm", "interruptions_fire-drill_handler-failing_")}]
+                                      "value": _ref(doc, "aws_cloudwatch_metric_alarm", "interruptions_handler-failing_")}]
     alarm = one(doc, "aws_cloudwatch_metric_alarm")
     assert (alarm["metric_name"], alarm["dimensions"]) == (
-        "ApproximateNumberOfMessagesVisible", {"QueueName": _ref(doc, "aws_sqs_queue", "interruptions_delivery_dlq_", "name")})
+        "ApproximateNumberOfMessagesVisible", {"QueueName": _ref(doc, "aws_sqs_queue", "interruptions_dlq_", "name")})
     fis_role = [r for r in resources(doc, "aws_iam_role").values() if "fis.amazonaws.com" in r["assume_role_policy"]]
     assert len(fis_role) == 1
-    assert fis["role_arn"].startswith("${aws_iam_role.interruptions_fire-drill_role_")
+    assert fis["role_arn"].startswith("${aws_iam_role.interruptions_fis-role_")
 
 
 def test_journal_table_has_ttl_and_encryption(training):

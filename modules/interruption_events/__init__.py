@@ -33,9 +33,9 @@ name, or listed) and its ECS clusters; ``*`` only for read calls AWS does not sc
 (``ec2:DescribeInstances``, ``elasticloadbalancing:DescribeTargetGroups``/``DescribeTargetHealth``,
 ``ecs:ListClusters``, ``ssm:ListCommands``/``GetCommandInvocation``, ``autoscaling:DescribeAutoScalingGroups``).
 
-A stack deployed before the split keeps its resources: each sub-construct's resources carry a ``moved``
-block from the address they had directly in ``InterruptionEvents`` (``spotkit.constructs.moved``; checked
-by tests/test_interruption_split.py). The data sources and the handler's package asset stay here.
+A stack deployed before the split keeps its resources: each sub-construct's resources keep the address
+they had directly in ``InterruptionEvents`` (``spotkit.constructs.addresses``; checked by
+tests/test_interruption_split.py). The data sources and the handler's package asset stay here.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from constructs import Construct
 
 from spotkit.constructs.interruption_events.settings import InterruptionEventsSettings
-from spotkit.constructs.moved import moved_from
+from spotkit.constructs.addresses import keep_address
 
 VISIBILITY_TIMEOUT_MULTIPLE = 6   # AWS: an SQS event source's queue visibility >= 6x the function timeout
 
@@ -30,9 +30,9 @@ class InterruptionDelivery(Construct):
         # invocation while the first still handles it. A message the handler reports to retry comes back
         # sooner: lambda_entry shortens its visibility itself (RETRY_VISIBILITY_SECONDS).
         self.visibility_timeout = VISIBILITY_TIMEOUT_MULTIPLE * s.lambda_timeout_seconds
-        self.dlq = moved_from(SqsQueue(self, "dlq", name=f"{name}-interruptions-dlq",
+        self.dlq = keep_address(SqsQueue(self, "dlq", name=f"{name}-interruptions-dlq",
                                        message_retention_seconds=s.dlq_retention_seconds, **encryption), scope, "dlq")
-        self.queue = moved_from(SqsQueue(
+        self.queue = keep_address(SqsQueue(
             self, "queue", name=f"{name}-interruptions",
             message_retention_seconds=s.message_retention_seconds,
             visibility_timeout_seconds=self.visibility_timeout,
@@ -40,7 +40,7 @@ class InterruptionDelivery(Construct):
             redrive_policy=json.dumps({"deadLetterTargetArn": self.dlq.arn, "maxReceiveCount": s.max_receive_count}),
             **encryption,
         ), scope, "queue")
-        moved_from(SqsQueueRedriveAllowPolicy(
+        keep_address(SqsQueueRedriveAllowPolicy(
             self, "dlq-redrive-allow", queue_url=self.dlq.url, redrive_allow_policy=json.dumps(
                 {"redrivePermission": "byQueue", "sourceQueueArns": [self.queue.arn]})), scope, "dlq-redrive-allow")
 
@@ -49,7 +49,7 @@ class InterruptionDelivery(Construct):
         from cdktn_aws.sqs import AwsQueuePolicy as SqsQueuePolicy
 
         rule_arns = list(rule_arns)
-        moved_from(SqsQueuePolicy(self, "queue-policy", queue_url=self.queue.url, policy=json.dumps({
+        keep_address(SqsQueuePolicy(self, "queue-policy", queue_url=self.queue.url, policy=json.dumps({
             "Version": "2012-10-17",
             "Statement": [
                 {"Sid": "EventBridgeRulesOnly", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},

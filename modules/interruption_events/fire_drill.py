@@ -12,7 +12,7 @@ from constructs import Construct
 from spotkit.constructs.interruption_events.context import AwsContext
 from spotkit.constructs.interruption_events.settings import InterruptionEventsSettings
 from spotkit.constructs.iam import assume_role_policy
-from spotkit.constructs.moved import moved_from
+from spotkit.constructs.addresses import keep_address
 from spotkit.runtime.notice import TAG_GROUP as GROUP_TAG
 
 
@@ -24,7 +24,7 @@ class InterruptionFireDrill(Construct):
         from cdktn_aws.cloudwatch import AwsMetricAlarm as CloudwatchMetricAlarm
 
         super().__init__(scope, id_)
-        self.stop_alarm = moved_from(CloudwatchMetricAlarm(
+        self.stop_alarm = keep_address(CloudwatchMetricAlarm(
             self, "handler-failing", alarm_name=f"{name}-interruption-handler-failing",
             alarm_description="Messages in the interruption dead-letter queue: the handler is failing. Stops FIS experiments.",
             namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
@@ -39,8 +39,8 @@ class InterruptionFireDrill(Construct):
         from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicy as IamRolePolicy
 
         parent = self.node.scope
-        self.role = moved_from(IamRole(self, "role", name_prefix=f"{name}-fis-"[:38], assume_role_policy=assume_role_policy("fis.amazonaws.com")), parent, "fis-role")
-        moved_from(IamRolePolicy(self, "policy", name="spotkit-fis-spot-interruptions", role=self.role.id, policy=json.dumps({
+        self.role = keep_address(IamRole(self, "role", name_prefix=f"{name}-fis-"[:38], assume_role_policy=assume_role_policy("fis.amazonaws.com")), parent, "fis-role")
+        keep_address(IamRolePolicy(self, "policy", name="spotkit-fis-spot-interruptions", role=self.role.id, policy=json.dumps({
             "Version": "2012-10-17",
             "Statement": [
                 {"Sid": "InterruptOwnSpot", "Effect": "Allow", "Action": ["ec2:SendSpotInstanceInterruptions"],
@@ -54,7 +54,7 @@ class InterruptionFireDrill(Construct):
     def _template(self, name: str, group: str, s: InterruptionEventsSettings):
         from cdktn_aws.fis import AwsExperimentTemplate as FisExperimentTemplate
 
-        return moved_from(FisExperimentTemplate(
+        return keep_address(FisExperimentTemplate(
             self, f"template-{group}",
             description=f"spotkit: interrupt {s.fis_selection_mode} spot instance(s) of {group} "
                         f"({s.fis_duration_before_interruption} notice)",

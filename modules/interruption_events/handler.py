@@ -13,7 +13,7 @@ from constructs import Construct
 from spotkit.constructs.capacity_fallback import FallbackSettings
 from spotkit.constructs.interruption_events.settings import InterruptionEventsSettings
 from spotkit.constructs.iam import assume_role_policy
-from spotkit.constructs.moved import moved_from
+from spotkit.constructs.addresses import keep_address
 
 LAMBDA_HANDLER = "spotkit.runtime.interruption.lambda_entry.handler"
 LAMBDA_RUNTIME = "python3.12"
@@ -59,15 +59,15 @@ class InterruptionHandler(Construct):
         from cdktn_aws.iam import AwsRole as IamRole, AwsRolePolicy as IamRolePolicy
 
         parent = self.node.scope
-        self.role = moved_from(IamRole(self, "role", name_prefix=f"{name}-ih-"[:38], assume_role_policy=assume_role_policy("lambda.amazonaws.com")), parent, "handler-role")
-        self.log_group = moved_from(CloudwatchLogGroup(self, "logs", name=f"/aws/lambda/{function_name(name)}",
+        self.role = keep_address(IamRole(self, "role", name_prefix=f"{name}-ih-"[:38], assume_role_policy=assume_role_policy("lambda.amazonaws.com")), parent, "handler-role")
+        self.log_group = keep_address(CloudwatchLogGroup(self, "logs", name=f"/aws/lambda/{function_name(name)}",
                                                        retention_in_days=s.log_retention_days), parent, "handler-logs")
         policy = json.loads(json.dumps(self.policy))
         policy["Statement"].insert(0, {"Sid": "Logs", "Effect": "Allow",
                                        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                                        "Resource": [f"{self.log_group.arn}:*"]})
         self.lambda_policy = policy
-        return moved_from(IamRolePolicy(self, "policy", name="spotkit-interruption-handler", role=self.role.id,
+        return keep_address(IamRolePolicy(self, "policy", name="spotkit-interruption-handler", role=self.role.id,
                                         policy=json.dumps(policy)), parent, "handler-policy")
 
     def _create_function(self, name: str, groups: Sequence[str], s: InterruptionEventsSettings,
@@ -75,7 +75,7 @@ class InterruptionHandler(Construct):
         from cdktn_aws.lambda_ import AwsEventSourceMapping as LambdaEventSourceMapping, AwsFunction as LambdaFunction
 
         parent = self.node.scope
-        self.function = moved_from(LambdaFunction(
+        self.function = keep_address(LambdaFunction(
             self, "function", function_name=function_name(name), role=self.role.arn,
             description=f"spotkit interruption handler for {', '.join(groups)}",
             runtime=LAMBDA_RUNTIME, handler=LAMBDA_HANDLER,
@@ -88,7 +88,7 @@ class InterruptionHandler(Construct):
             environment=LambdaFunction.EnvironmentProperty(variables=environment),
             depends_on=[self.log_group, role_policy],
         ), parent, "handler")
-        self.event_source = moved_from(LambdaEventSourceMapping(
+        self.event_source = keep_address(LambdaEventSourceMapping(
             self, "source", event_source_arn=queue_arn, function_name=self.function.arn,
             # Batch size 10 and a 1 s window: a wave arrives within seconds, so batches fill and share their
             # AWS calls (one DescribeInstances, one DescribeTargetHealth per group... per batch) for at most
@@ -106,7 +106,7 @@ class InterruptionHandler(Construct):
         """Let ``role_name`` run ``spotkit handle-events --queue-url`` on the queue (queue mode)."""
         from cdktn_aws.iam import AwsRolePolicy as IamRolePolicy
 
-        return moved_from(IamRolePolicy(self, id_, name="spotkit-interruption-consumer", role=role_name,
+        return keep_address(IamRolePolicy(self, id_, name="spotkit-interruption-consumer", role=role_name,
                                         policy=json.dumps(self.policy)), self.node.scope, id_)
 
 

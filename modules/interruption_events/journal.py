@@ -7,7 +7,7 @@ from typing import Optional
 
 from constructs import Construct
 
-from spotkit.constructs.moved import moved_from
+from spotkit.constructs.addresses import keep_address
 
 
 class InterruptionJournal(Construct):
@@ -17,7 +17,7 @@ class InterruptionJournal(Construct):
         from cdktn_aws.dynamodb import AwsTable as DynamodbTable
 
         super().__init__(scope, id_)
-        self.table = moved_from(DynamodbTable(
+        self.table = keep_address(DynamodbTable(
             self, "table",
             name=f"{name}-interruption-journal",
             billing_mode="PAY_PER_REQUEST",

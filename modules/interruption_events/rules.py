@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from constructs import Construct
 
 from spotkit.constructs.capacity_fallback import FallbackSettings
-from spotkit.constructs.moved import moved_from
+from spotkit.constructs.addresses import keep_address
 from spotkit.runtime.interruption import events  # standard library only: synthesis loads no botocore
 
 TARGET_ID = "spotkit-interruption-queue"
@@ -67,8 +67,8 @@ class InterruptionRules(Construct):
         from cdktn_aws.eventbridge import AwsRule as CloudwatchEventRule, AwsTarget as CloudwatchEventTarget
 
         parent = self.node.scope
-        rule = moved_from(CloudwatchEventRule(self, rule_id, name=f"{self.name}-{rule_id}"[:64], **how),
+        rule = keep_address(CloudwatchEventRule(self, rule_id, name=f"{self.name}-{rule_id}"[:64], **how),
                           parent, f"rule-{rule_id}")
-        moved_from(CloudwatchEventTarget(self, f"{rule_id}-target", rule=rule.name, target_id=TARGET_ID,
+        keep_address(CloudwatchEventTarget(self, f"{rule_id}-target", rule=rule.name, target_id=TARGET_ID,
                                          arn=self.queue_arn), parent, f"target-{rule_id}")
         self.rules[rule_id] = rule

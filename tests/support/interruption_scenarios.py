@@ -93,7 +93,7 @@ def construct_addresses(stack, construct) -> list[str]:
     """``type.logical_id`` of every Terraform resource in ``construct``'s subtree."""
     from cdktn import TerraformResource
 
-    return sorted(f"{c.terraform_resource_type}.{stack.get_logical_id(c)}" for c in construct.node.find_all()
+    return sorted(f"{c.terraform_resource_type}.{c.friendly_unique_id}" for c in construct.node.find_all()
                   if isinstance(c, TerraformResource))
 
 

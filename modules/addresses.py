@@ -1,15 +1,17 @@
-"""Keep a resource's Terraform state when a construct is reorganized: a resource's address
-(``type.logical_id``) is derived from its construct path, so moving it into a sub-construct gives it a new
-address, and Terraform would destroy the deployed resource and create another. ``moved_from`` emits a
-``moved`` block from the address it had (``id_`` directly in ``scope``) to the one it has now, so a plan
-against an existing state shows a move.
+"""Keep a resource's Terraform address when a construct is reorganized: cdktn derives a resource's address
+(``type.logical_id``) from its construct path, so moving it into a sub-construct would give it a new one,
+and Terraform would destroy the deployed resource and create another. ``keep_address`` gives the resource
+the logical id it had (``id_`` directly in ``scope``), so the synthesized JSON names it as before: a plan
+against an existing state shows no change at all, and tools that read the JSON (checkov, which cannot
+parse Terraform's ``moved`` blocks in ``.tf.json``) see the same document.
 
 ``logical_id`` is cdktn's ``makeUniqueId`` (``cdktn/lib/private/unique.ts``, not exported; cdktn's own
 ``MigrateIds`` keeps a copy of its previous version the same way): the construct ids below the stack,
 ``Default`` left out; one component is used as it is, otherwise the human-readable ids (a component that
 the previous one ends with, and ``Resource``, left out) joined by ``_``, then the first 8 hex digits of the
-MD5 of the whole path. tests/test_moved.py checks it against the engine for every resource of a stack.
-A stack that overrides ``allocate_logical_id`` names its resources otherwise: there this helper is wrong.
+MD5 of the whole path. tests/test_logical_ids.py checks it against the engine for every resource of a
+stack. A stack that overrides ``allocate_logical_id`` names its resources otherwise: there this helper
+gives the engine's default id, not the stack's.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def logical_id(scope: Construct, id_: str) -> str:
     return unique_id([c.node.id for c in below_stack] + [id_])
 
 
-def moved_from(resource, scope: Construct, id_: str):
-    """Move the state of the resource that was ``id_`` directly in ``scope`` to ``resource`` (same type);
+def keep_address(resource, scope: Construct, id_: str):
+    """Give ``resource`` the logical id (so the address) of an element ``id_`` directly in ``scope``;
     returns ``resource``."""
-    resource.move_from_id(f"{resource.terraform_resource_type}.{logical_id(scope, id_)}")
+    resource.override_logical_id(logical_id(scope, id_))
     return resource

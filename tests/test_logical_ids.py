@@ -1,5 +1,5 @@
-"""``spotkit.constructs.moved``: the logical id it computes for a construct path is the engine's, so the
-``moved`` blocks it emits come from the addresses a deployed state holds."""
+"""``spotkit.constructs.addresses``: the logical id it computes for a construct path is the engine's, so a
+resource moved into a sub-construct keeps the address a deployed state holds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from cdktn import TerraformElement, Testing as CdkTesting
 from constructs import Construct
 
-from spotkit.constructs.moved import logical_id, moved_from
+from spotkit.constructs.addresses import logical_id, keep_address
 from spotkit.stacks.base import SpotkitStack, StackConfig
 from spotkit.stacks.training import TrainingConfig, TrainingStack
 from tests.support.synth import build_stack
@@ -43,16 +43,19 @@ def test_logical_id_follows_the_engine_on_hidden_repeated_and_long_ids():
     assert [logical_id(q.node.scope, q.node.id) for q in queues] == [stack.get_logical_id(q) for q in queues]
 
 
-def test_moved_from_emits_a_block_from_the_old_address_to_the_new():
+def test_keep_address_gives_a_moved_resource_its_old_address():
     from cdktn_aws.sqs import AwsQueue
 
-    # GIVEN a queue that was "queue" directly in construct "events", now inside its part "delivery"
+    # GIVEN a queue that was "queue" directly in construct "events", now inside its part "delivery", and a
+    # queue referring to it
     stack = SpotkitStack(CdkTesting.app(), "t", StackConfig(name="t"))
     events = Construct(stack, "events")
-    queue = moved_from(AwsQueue(Construct(events, "delivery"), "queue", name="q"), events, "queue")
+    queue = keep_address(AwsQueue(Construct(events, "delivery"), "queue", name="q"), events, "queue")
+    AwsQueue(stack, "other", name="o", redrive_policy=queue.arn)
     doc = json.loads(CdkTesting.synth(stack))
-    # THEN the synthesized stack moves the old address to the queue's
-    assert doc["moved"] == [{"from": f"aws_sqs_queue.{logical_id(events, 'queue')}",
-                             "to": f"aws_sqs_queue.{stack.get_logical_id(queue)}"}]
-    assert logical_id(events, "queue").startswith("events_queue_")
-    assert list(doc["resource"]["aws_sqs_queue"]) == [stack.get_logical_id(queue)]
+    # THEN the synthesized stack declares it at its old address, references follow, and nothing is moved
+    old = logical_id(events, "queue")
+    assert old.startswith("events_queue_") and queue.friendly_unique_id == old
+    assert sorted(doc["resource"]["aws_sqs_queue"]) == sorted([old, "other"])
+    assert doc["resource"]["aws_sqs_queue"]["other"]["redrive_policy"] == f"${{aws_sqs_queue.{old}.arn}}"
+    assert "moved" not in doc
