@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -19,6 +18,7 @@ from spotkit.rehearsal.serving import analysis
 from spotkit.rehearsal.serving.drill import InterruptionRecord, Replica, RunResult
 from spotkit.rehearsal.serving.loadgen import LoadSettings, one_request, run_load
 from spotkit.rehearsal.serving.model import BigramModel
+from spotkit.rehearsal.serving.server import command as replica_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,9 +78,8 @@ def _wait_healthy(port: int, within: float = 60) -> None:
 def replica():
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "spotkit.rehearsal.serving.server", "--port", str(port), "--name", "rx",
-                             "--token-seconds", "0.005", "--load-seconds", "0"], env=env, start_new_session=True,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(replica_command(port, "rx", token_seconds=0.005, load_seconds=0), env=env,
+                            start_new_session=True, stderr=subprocess.DEVNULL)
     _wait_healthy(port)
     yield port, proc
     proc.terminate()
@@ -122,9 +121,8 @@ def test_replica_refuses_bad_requests_with_400(replica):
 def test_replica_exits_on_sigterm_after_its_in_flight_request():
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "spotkit.rehearsal.serving.server", "--port", str(port), "--name", "ry",
-                             "--token-seconds", "0.1", "--load-seconds", "0"], env=env, start_new_session=True,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(replica_command(port, "ry", token_seconds=0.1, load_seconds=0), env=env,
+                            start_new_session=True, stderr=subprocess.DEVNULL)
     try:
         _wait_healthy(port)
         deadline = time.time() + 60

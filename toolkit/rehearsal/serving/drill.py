@@ -42,6 +42,7 @@ import numpy as np
 
 from spotkit.errors import ToolkitError
 from spotkit.rehearsal.serving.loadgen import LoadSettings
+from spotkit.rehearsal.serving.server import command as replica_command
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("spotkit", "no-agent", "after-preemption")
@@ -359,10 +360,8 @@ class _Run:
         rep.port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         with open(self.dir / f"replica-{rep.name}.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "spotkit.rehearsal.serving.server", "--port", str(rep.port),
-                                     "--name", rep.name, "--token-seconds", str(self.s.token_seconds),
-                                     "--load-seconds", str(self.s.load_seconds),
-                                     "--stop-timeout", str(self.s.stop_timeout)],
+            proc = subprocess.Popen(replica_command(rep.port, rep.name, token_seconds=self.s.token_seconds,
+                                                    load_seconds=self.s.load_seconds, stop_timeout=self.s.stop_timeout),
                                     env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         with self.lock:

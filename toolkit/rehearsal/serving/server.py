@@ -198,6 +198,14 @@ def serve(port: int, *, host: str = "127.0.0.1", token_seconds: float = 0.04, ba
     return 0
 
 
+def command(port: int, name: str, *, token_seconds: float, load_seconds: float,
+            stop_timeout: Optional[float] = None) -> list[str]:
+    """The argv that starts a replica process on ``port`` (what :func:`main` reads)."""
+    argv = [sys.executable, "-m", "spotkit.rehearsal.serving.server", "--port", str(port), "--name", name,
+            "--token-seconds", str(token_seconds), "--load-seconds", str(load_seconds)]
+    return argv + (["--stop-timeout", str(stop_timeout)] if stop_timeout is not None else [])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m spotkit.rehearsal.serving.server", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
