@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from tests.support.terraform_outputs import apply_outputs_only
 from tests.support import interruption_world as w
+from tests.support.network import free_port
 from spotkit.runtime.interruption.consumer import ConsumerError, QueueConsumer
 from spotkit.runtime.interruption.handler import Handler, HandlerSettings
 from spotkit.runtime.interruption.store import DynamoDBStore, LocalFileStore, dropped_id
@@ -54,12 +54,6 @@ def _depth(sqs, url) -> int:
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
                                                                "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- status from the deployed journal ------------------------------------------------------------
@@ -263,7 +257,7 @@ def test_a_wrong_journal_table_stops_before_the_first_message(world, aws):
 @pytest.mark.slow  # retries a dead endpoint before it gives up: seconds
 def test_a_dead_endpoint_ends_with_a_clear_error(tmp_path):
     # GIVEN an endpoint nothing listens on
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     # WHEN the journal table is checked there
     table = spotkit(dead, "handle-events", "--queue-url", f"{dead}/123456789012/q", "--journal-table", w.TABLE,
                     "--until-empty", "--yes")

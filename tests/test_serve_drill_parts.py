@@ -19,14 +19,9 @@ from spotkit.rehearsal.serving.drill import InterruptionRecord, Replica, RunResu
 from spotkit.rehearsal.serving.loadgen import LoadSettings, one_request, run_load
 from spotkit.rehearsal.serving.model import BigramModel
 from spotkit.rehearsal.serving.server import command as replica_command
+from tests.support.network import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RawServer:
@@ -76,7 +71,7 @@ def _wait_healthy(port: int, within: float = 60) -> None:
 
 @pytest.fixture(scope="module")
 def replica():
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(replica_command(port, "rx", token_seconds=0.005, load_seconds=0), env=env,
                             start_new_session=True, stderr=subprocess.DEVNULL)
@@ -119,7 +114,7 @@ def test_replica_refuses_bad_requests_with_400(replica):
 
 
 def test_replica_exits_on_sigterm_after_its_in_flight_request():
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(replica_command(port, "ry", token_seconds=0.1, load_seconds=0), env=env,
                             start_new_session=True, stderr=subprocess.DEVNULL)
@@ -151,7 +146,7 @@ def _has_connection(port: int) -> bool:
 
 
 def test_failure_causes_are_told_apart():
-    refused = one_request("127.0.0.1", _free_port(), ITEM, timeout=5)
+    refused = one_request("127.0.0.1", free_port(), ITEM, timeout=5)
     assert refused["cause"] == "refused"
     cut = RawServer(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"1a\r\ndata: {\"choices\": []}\n\n\r\n")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import socket
 import time
 
+from spotkit.rehearsal.ports import free_port  # noqa: F401  (the one free-port finder; tests import it from here)
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
